@@ -1,0 +1,130 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/coffer-hsm/coffer/daemon"
+	"github.com/coffer-hsm/coffer/hsm"
+	"github.com/coffer-hsm/coffer/unixapi"
+)
+
+// devStateDir is where `coffer daemon --dev` keeps everything.
+const devStateDir = ".coffer"
+
+var daemonCommand = &cli.Command{
+	Name:  "daemon",
+	Usage: "run the coffer daemon",
+	Description: `Runs the daemon. With --dev it creates (or reuses) ./.coffer/ with its own
+SoftHSM token, store and socket, and the calling user is a system admin.
+Otherwise it uses the configured PKCS#11 token and state directory; the PIN
+comes from --hsm-pin-file, by default $CREDENTIALS_DIRECTORY/hsm-pin.`,
+	Flags: []cli.Flag{
+		&cli.BoolFlag{Name: "dev", Usage: "self-contained development mode in ./.coffer/"},
+		&cli.StringFlag{Name: "state-dir", Usage: "state `DIR` (store; dev token)", Value: "/var/lib/coffer", EnvVars: []string{"COFFER_STATE_DIR"}},
+		&cli.StringFlag{Name: "hsm-module", Usage: "PKCS#11 module `PATH`", Value: hsm.DefaultModulePath, EnvVars: []string{"COFFER_HSM_MODULE"}},
+		&cli.StringFlag{Name: "hsm-token", Usage: "PKCS#11 token `LABEL`", Value: "coffer", EnvVars: []string{"COFFER_HSM_TOKEN"}},
+		&cli.StringFlag{Name: "hsm-pin-file", Usage: "`FILE` holding the token's user PIN (default $CREDENTIALS_DIRECTORY/hsm-pin)", EnvVars: []string{"COFFER_HSM_PIN_FILE"}},
+		&cli.StringFlag{Name: "admin-group", Usage: "`GROUP` (name or gid) whose members are system admins and may use the socket", EnvVars: []string{"COFFER_ADMIN_GROUP"}},
+		&cli.StringFlag{Name: "log-level", Usage: "debug, info, warn or error", Value: "info", EnvVars: []string{"COFFER_LOG_LEVEL"}},
+	},
+	Action: runDaemon,
+}
+
+func runDaemon(c *cli.Context) error {
+	if c.Args().Present() {
+		return usagef("daemon takes no arguments")
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.String("log-level"))); err != nil {
+		return usagef("unknown --log-level %q", c.String("log-level"))
+	}
+	log := slog.New(slog.NewTextHandler(c.App.ErrWriter, &slog.HandlerOptions{Level: level}))
+	slog.SetDefault(log)
+
+	dev := c.Bool("dev")
+	stateDir, socket := c.String("state-dir"), c.String("socket")
+	if dev {
+		if !c.IsSet("state-dir") {
+			stateDir = devStateDir
+		}
+		if !c.IsSet("socket") {
+			socket = filepath.Join(stateDir, "coffer.sock")
+		}
+	}
+	var err error
+	if stateDir, err = filepath.Abs(stateDir); err != nil {
+		return fmt.Errorf("state directory: %w", err)
+	}
+	if socket, err = filepath.Abs(socket); err != nil {
+		return fmt.Errorf("socket path: %w", err)
+	}
+	pinFile := c.String("hsm-pin-file")
+	if pinFile == "" && os.Getenv("CREDENTIALS_DIRECTORY") != "" {
+		pinFile = filepath.Join(os.Getenv("CREDENTIALS_DIRECTORY"), "hsm-pin")
+	}
+	cfg := daemon.Config{
+		Dev:      dev,
+		StateDir: stateDir,
+		HSM: hsm.Config{
+			ModulePath: c.String("hsm-module"),
+			TokenLabel: c.String("hsm-token"),
+		},
+		PINFile:    pinFile,
+		AdminGroup: c.String("admin-group"),
+		Version:    version,
+		Logger:     log,
+	}
+	gid := -1
+	if cfg.AdminGroup != "" {
+		n, err := daemon.ResolveGroup(cfg.AdminGroup)
+		if err != nil {
+			return err
+		}
+		gid = int(n)
+	}
+
+	ctx := c.Context
+	svc, err := daemon.Open(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer svc.Close()
+
+	l, err := unixapi.ListenUnix(socket, unixapi.SocketOptions{Mode: 0o660, GID: gid, Logger: log})
+	if err != nil {
+		return err
+	}
+	srv := unixapi.NewServer(svc, log)
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(l) }()
+
+	log.Info("coffer is serving", "version", version, "socket", socket, "state_dir", stateDir, "dev", dev)
+	if dev {
+		fmt.Fprintf(c.App.Writer, "export COFFER_SOCKET=%s\n", socket)
+	}
+
+	select {
+	case err := <-served:
+		os.Remove(socket)
+		return fmt.Errorf("serve %s: %w", socket, err)
+	case <-ctx.Done():
+	}
+	log.Info("shutting down: draining in-flight requests")
+	shutCtx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	err = srv.Shutdown(shutCtx)
+	os.Remove(socket)
+	if err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("shut down: %w", err)
+	}
+	log.Info("stopped")
+	return nil
+}

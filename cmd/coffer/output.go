@@ -1,0 +1,106 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/urfave/cli/v2"
+	"gopkg.in/yaml.v3"
+
+	"github.com/coffer-hsm/coffer/unixapi"
+)
+
+// group is a command that only holds subcommands; anything else after it is
+// a usage error.
+func group(name, usage string, subs ...*cli.Command) *cli.Command {
+	return &cli.Command{
+		Name:        name,
+		Usage:       usage,
+		Subcommands: subs,
+		Action: func(c *cli.Context) error {
+			if c.Args().Present() {
+				return usagef("unknown command %q for 'coffer %s'", c.Args().First(), name)
+			}
+			return cli.ShowSubcommandHelp(c)
+		},
+	}
+}
+
+func newClient(c *cli.Context) *unixapi.Client {
+	return unixapi.NewClient(c.String("socket"))
+}
+
+// field is one row of a key/value table.
+type field struct {
+	name  string
+	value string
+}
+
+// render writes v in the chosen output format: json and yaml write the wire
+// value; table writes the rows (one record) or the list table.
+func render(c *cli.Context, v any, table func(w io.Writer)) error {
+	w := c.App.Writer
+	switch c.String("output") {
+	case "json":
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		enc.SetEscapeHTML(false)
+		return enc.Encode(v)
+	case "yaml":
+		// Go through JSON so keys are the same snake_case as the API.
+		b, err := json.Marshal(v)
+		if err != nil {
+			return err
+		}
+		var generic any
+		if err := yaml.Unmarshal(b, &generic); err != nil {
+			return err
+		}
+		enc := yaml.NewEncoder(w)
+		enc.SetIndent(2)
+		if err := enc.Encode(generic); err != nil {
+			return err
+		}
+		return enc.Close()
+	}
+	table(w)
+	return nil
+}
+
+func writeFields(w io.Writer, fields []field) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	for _, f := range fields {
+		if f.value == "" {
+			continue
+		}
+		fmt.Fprintf(tw, "%s\t%s\n", strings.ToUpper(f.name), f.value)
+	}
+	tw.Flush()
+}
+
+func writeRows(w io.Writer, header []string, rows [][]string) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, strings.Join(header, "\t"))
+	for _, r := range rows {
+		fmt.Fprintln(tw, strings.Join(r, "\t"))
+	}
+	tw.Flush()
+}
+
+func ts(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format(time.RFC3339)
+}
+
+func tsp(t *time.Time) string {
+	if t == nil {
+		return ""
+	}
+	return ts(*t)
+}

@@ -1,0 +1,103 @@
+package main
+
+import (
+	"io"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/coffer-hsm/coffer/unixapi"
+)
+
+var projectCommand = group("project", "manage projects (system admins)",
+	&cli.Command{
+		Name:      "create",
+		Usage:     "create a project",
+		ArgsUsage: "NAME",
+		Action: func(c *cli.Context) error {
+			name, err := oneArg(c, "NAME")
+			if err != nil {
+				return err
+			}
+			p, err := newClient(c).CreateProject(c.Context, name)
+			if err != nil {
+				return err
+			}
+			return renderProject(c, p)
+		},
+	},
+	&cli.Command{
+		Name:      "get",
+		Usage:     "show a project",
+		ArgsUsage: "NAME|ID",
+		Action: func(c *cli.Context) error {
+			ref, err := oneArg(c, "NAME|ID")
+			if err != nil {
+				return err
+			}
+			p, err := newClient(c).GetProject(c.Context, ref)
+			if err != nil {
+				return err
+			}
+			return renderProject(c, p)
+		},
+	},
+	&cli.Command{
+		Name:  "list",
+		Usage: "list projects",
+		Action: func(c *cli.Context) error {
+			if c.Args().Present() {
+				return usagef("project list takes no arguments")
+			}
+			var all []unixapi.Project
+			cl := newClient(c)
+			page := unixapi.PageQuery{}
+			for {
+				l, err := cl.ListProjects(c.Context, page)
+				if err != nil {
+					return err
+				}
+				all = append(all, l.Items...)
+				if l.Next == "" {
+					break
+				}
+				page.After = l.Next
+			}
+			return render(c, unixapi.List[unixapi.Project]{Items: all}, func(w io.Writer) {
+				rows := make([][]string, 0, len(all))
+				for _, p := range all {
+					rows = append(rows, []string{p.Name, p.ID, ts(p.CreatedAt)})
+				}
+				writeRows(w, []string{"NAME", "ID", "CREATED"}, rows)
+			})
+		},
+	},
+	&cli.Command{
+		Name:      "delete",
+		Usage:     "delete an empty project",
+		ArgsUsage: "NAME|ID",
+		Action: func(c *cli.Context) error {
+			ref, err := oneArg(c, "NAME|ID")
+			if err != nil {
+				return err
+			}
+			return newClient(c).DeleteProject(c.Context, ref)
+		},
+	},
+)
+
+func renderProject(c *cli.Context, p unixapi.Project) error {
+	return render(c, p, func(w io.Writer) {
+		writeFields(w, []field{{"name", p.Name}, {"id", p.ID}, {"created", ts(p.CreatedAt)}})
+	})
+}
+
+// oneArg returns the single positional argument of a command.
+func oneArg(c *cli.Context, what string) (string, error) {
+	switch c.NArg() {
+	case 1:
+		return c.Args().First(), nil
+	case 0:
+		return "", usagef("'%s' needs %s", c.Command.HelpName, what)
+	}
+	return "", usagef("'%s' takes one %s, got %d arguments", c.Command.HelpName, what, c.NArg())
+}

@@ -1,0 +1,249 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/coffer-hsm/coffer/unixapi"
+)
+
+var (
+	payloadFileFlag = &cli.StringFlag{Name: "payload-file", Usage: "read the payload from `FILE` (- for standard input); it is never printed"}
+	keyValueFlag    = &cli.StringSliceFlag{Name: "key-value", Usage: "a `KEY=VALUE` stored sealed with the payload (repeatable)"}
+	expiresAtFlag   = &cli.TimestampFlag{Name: "expires-at", Usage: "expiry as an RFC 3339 `TIME` (e.g. 2030-01-02T15:04:05Z)", Layout: time.RFC3339}
+)
+
+var secretCommand = group("secret", "broker secrets sealed by the HSM",
+	&cli.Command{
+		Name:  "create",
+		Usage: "create a secret from a payload (printed back as metadata only)",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "project", Aliases: []string{"p"}, Usage: "owning `PROJECT`", Value: "default"},
+			&cli.StringFlag{Name: "display-name", Usage: "human `NAME` of the secret"},
+			payloadFileFlag, keyValueFlag, expiresAtFlag,
+		},
+		Action: func(c *cli.Context) error {
+			if c.Args().Present() {
+				return usagef("secret create takes no arguments; pass the payload with --payload-file")
+			}
+			if !c.IsSet("display-name") {
+				return usagef("secret create needs --display-name")
+			}
+			payload, err := readPayload(c)
+			if err != nil {
+				return err
+			}
+			defer clear(payload)
+			kvs, err := keyValues(c)
+			if err != nil {
+				return err
+			}
+			s, err := newClient(c).CreateSecret(c.Context, c.String("project"), unixapi.SecretCreate{
+				DisplayName: c.String("display-name"), Payload: payload, KeyValues: kvs, ExpiresAt: c.Timestamp("expires-at"),
+			})
+			if err != nil {
+				return err
+			}
+			return renderSecret(c, s)
+		},
+	},
+	&cli.Command{
+		Name:      "get",
+		Usage:     "show a secret's metadata",
+		ArgsUsage: "ID",
+		Action: func(c *cli.Context) error {
+			id, err := oneArg(c, "ID")
+			if err != nil {
+				return err
+			}
+			s, err := newClient(c).GetSecret(c.Context, id)
+			if err != nil {
+				return err
+			}
+			return renderSecret(c, s)
+		},
+	},
+	&cli.Command{
+		Name:  "list",
+		Usage: "list a project's secrets",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "project", Aliases: []string{"p"}, Usage: "`PROJECT` to list", Value: "default"},
+			&cli.IntFlag{Name: "limit", Usage: "show at most `N` (one page); default all"},
+			&cli.StringFlag{Name: "after", Usage: "start after secret `ID` (from a previous page)"},
+		},
+		Action: func(c *cli.Context) error {
+			if c.Args().Present() {
+				return usagef("secret list takes no arguments")
+			}
+			if c.Int("limit") < 0 {
+				return usagef("--limit must be positive")
+			}
+			cl := newClient(c)
+			page := unixapi.PageQuery{Limit: c.Int("limit"), After: c.String("after")}
+			var out unixapi.List[unixapi.Secret]
+			for {
+				l, err := cl.ListSecrets(c.Context, c.String("project"), page)
+				if err != nil {
+					return err
+				}
+				out.Items = append(out.Items, l.Items...)
+				out.Next = l.Next
+				if l.Next == "" || page.Limit > 0 {
+					break
+				}
+				page.After = l.Next
+			}
+			return render(c, out, func(w io.Writer) {
+				rows := make([][]string, 0, len(out.Items))
+				for _, s := range out.Items {
+					rows = append(rows, []string{s.ID, s.DisplayName, fmt.Sprint(s.Version), s.Status, ts(s.UpdatedAt)})
+				}
+				writeRows(w, []string{"ID", "DISPLAY NAME", "VERSION", "STATUS", "UPDATED"}, rows)
+				if out.Next != "" {
+					fmt.Fprintf(w, "more: --after %s\n", out.Next)
+				}
+			})
+		},
+	},
+	&cli.Command{
+		Name:      "rotate",
+		Usage:     "replace a secret's payload with a new version",
+		ArgsUsage: "ID",
+		Flags: []cli.Flag{
+			payloadFileFlag, keyValueFlag, expiresAtFlag,
+			&cli.BoolFlag{Name: "clear-key-values", Usage: "drop the key_values (default: keep them unless --key-value is given)"},
+			&cli.IntFlag{Name: "cas", Usage: "fail unless the current version is `N`"},
+		},
+		Action: func(c *cli.Context) error {
+			id, err := oneArg(c, "ID")
+			if err != nil {
+				return err
+			}
+			payload, err := readPayload(c)
+			if err != nil {
+				return err
+			}
+			defer clear(payload)
+			kvs, err := keyValues(c)
+			if err != nil {
+				return err
+			}
+			if c.Bool("clear-key-values") {
+				if kvs != nil {
+					return usagef("--clear-key-values and --key-value do not go together")
+				}
+				kvs = map[string]string{}
+			}
+			in := unixapi.SecretRotate{Payload: payload, KeyValues: kvs, ExpiresAt: c.Timestamp("expires-at")}
+			if c.IsSet("cas") {
+				v := c.Int("cas")
+				in.CAS = &v
+			}
+			s, err := newClient(c).RotateSecret(c.Context, id, in)
+			if err != nil {
+				return err
+			}
+			return renderSecret(c, s)
+		},
+	},
+	&cli.Command{
+		Name:      "revoke",
+		Usage:     "revoke a secret and destroy its ciphertext (metadata stays)",
+		ArgsUsage: "ID",
+		Action: func(c *cli.Context) error {
+			id, err := oneArg(c, "ID")
+			if err != nil {
+				return err
+			}
+			s, err := newClient(c).RevokeSecret(c.Context, id)
+			if err != nil {
+				return err
+			}
+			return renderSecret(c, s)
+		},
+	},
+	&cli.Command{
+		Name:      "delete",
+		Usage:     "delete a secret and its ciphertext",
+		ArgsUsage: "ID",
+		Action: func(c *cli.Context) error {
+			id, err := oneArg(c, "ID")
+			if err != nil {
+				return err
+			}
+			return newClient(c).DeleteSecret(c.Context, id)
+		},
+	},
+)
+
+func renderSecret(c *cli.Context, s unixapi.Secret) error {
+	return render(c, s, func(w io.Writer) {
+		writeFields(w, []field{
+			{"id", s.ID},
+			{"project", s.Project},
+			{"display name", s.DisplayName},
+			{"version", fmt.Sprint(s.Version)},
+			{"status", s.Status},
+			{"created", ts(s.CreatedAt)},
+			{"updated", ts(s.UpdatedAt)},
+			{"rotated", tsp(s.RotatedAt)},
+			{"revoked", tsp(s.RevokedAt)},
+			{"expires", tsp(s.ExpiresAt)},
+		})
+	})
+}
+
+// maxPayloadRead bounds what is read from --payload-file; the daemon's own
+// limit is lower and gives the precise error.
+const maxPayloadRead = 1 << 20
+
+func readPayload(c *cli.Context) ([]byte, error) {
+	path := c.String("payload-file")
+	if path == "" {
+		return nil, usagef("'%s' needs --payload-file FILE (or - for standard input)", c.Command.HelpName)
+	}
+	var r io.Reader
+	if path == "-" {
+		r = c.App.Reader
+	} else {
+		f, err := os.Open(path)
+		if err != nil {
+			return nil, fmt.Errorf("read payload: %w", err)
+		}
+		defer f.Close()
+		r = f
+	}
+	b, err := io.ReadAll(io.LimitReader(r, maxPayloadRead+1))
+	if err != nil {
+		return nil, fmt.Errorf("read payload from %s: %w", path, err)
+	}
+	if len(b) > maxPayloadRead {
+		clear(b)
+		return nil, fmt.Errorf("payload from %s is larger than %d bytes", path, maxPayloadRead)
+	}
+	return b, nil
+}
+
+func keyValues(c *cli.Context) (map[string]string, error) {
+	pairs := c.StringSlice("key-value")
+	if len(pairs) == 0 {
+		return nil, nil
+	}
+	m := make(map[string]string, len(pairs))
+	for _, p := range pairs {
+		k, v, ok := strings.Cut(p, "=")
+		if !ok || k == "" {
+			return nil, usagef("--key-value takes KEY=VALUE, got an argument without '=' or key")
+		}
+		if _, dup := m[k]; dup {
+			return nil, usagef("--key-value %s given twice", k)
+		}
+		m[k] = v
+	}
+	return m, nil
+}

@@ -1,0 +1,45 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v2"
+)
+
+var statusCommand = &cli.Command{
+	Name:  "status",
+	Usage: "show the daemon's version, uptime, HSM and store health",
+	Action: func(c *cli.Context) error {
+		if c.Args().Present() {
+			return usagef("status takes no arguments")
+		}
+		st, err := newClient(c).Status(c.Context)
+		if err != nil {
+			return err
+		}
+		return render(c, st, func(w io.Writer) {
+			health := func(ok bool, msg string) string {
+				if ok {
+					return "healthy"
+				}
+				return "UNHEALTHY: " + msg
+			}
+			writeFields(w, []field{
+				{"version", st.Version},
+				{"started", ts(st.StartedAt)},
+				{"uptime", (time.Duration(st.UptimeSeconds) * time.Second).String()},
+				{"mode", map[bool]string{true: "dev", false: "production"}[st.Dev]},
+				{"hsm", health(st.HSM.Healthy, st.HSM.Error)},
+				{"hsm module", st.HSM.Module},
+				{"hsm token", st.HSM.TokenLabel},
+				{"hsm keys", strings.Join(st.HSM.KeyLabels, ", ")},
+				{"store", health(st.Store.Healthy, st.Store.Error)},
+				{"projects", fmt.Sprint(st.Counts.Projects)},
+				{"secrets", fmt.Sprint(st.Counts.Secrets)},
+			})
+		})
+	},
+}

@@ -1,0 +1,54 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+)
+
+// Channel names the transport a request arrived on.
+type Channel string
+
+const (
+	ChannelUnix  Channel = "unix"
+	ChannelVsock Channel = "vsock"
+)
+
+// Principal is who is calling, as the transport saw it when the connection
+// was accepted. It is never derived from a request body.
+type Principal struct {
+	Channel Channel
+	// Unix socket peer credentials (SO_PEERCRED). HasCred is false when the
+	// transport carries none.
+	HasCred bool
+	UID     uint32
+	GID     uint32
+	PID     int32
+	// vsock peer context id.
+	CID uint32
+}
+
+// String names the principal for logs.
+func (p Principal) String() string {
+	switch {
+	case p.Channel == ChannelUnix && p.HasCred:
+		return fmt.Sprintf("unix uid=%d gid=%d pid=%d", p.UID, p.GID, p.PID)
+	case p.Channel == ChannelVsock:
+		return fmt.Sprintf("vsock cid=%d", p.CID)
+	default:
+		return "anonymous (" + string(p.Channel) + ")"
+	}
+}
+
+type principalKey struct{}
+
+// WithPrincipal returns ctx carrying p.
+func WithPrincipal(ctx context.Context, p Principal) context.Context {
+	return context.WithValue(ctx, principalKey{}, p)
+}
+
+// PrincipalFrom returns the principal carried by ctx; an anonymous principal
+// when there is none.
+func PrincipalFrom(ctx context.Context) Principal {
+	p, _ := ctx.Value(principalKey{}).(Principal)
+	return p
+}

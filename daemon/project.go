@@ -1,0 +1,203 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/coffer-hsm/coffer/kv"
+)
+
+const (
+	tableProjects = "projects"
+	indexName     = "name"
+
+	// DefaultProject always exists.
+	DefaultProject = "default"
+)
+
+type projectRecord struct {
+	ID        string    `json:"id"`
+	Name      string    `json:"name"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// Project is the projection of a project.
+type Project struct {
+	ID        string
+	Name      string
+	CreatedAt time.Time
+}
+
+func (r projectRecord) view() Project { return Project(r) }
+
+func (s *Service) ensureDefaultProject(ctx context.Context) error {
+	err := s.store.Update(ctx, func(tx *kv.Txn) error {
+		if _, err := tx.Lookup(tableProjects, indexName, DefaultProject); err == nil {
+			return nil
+		} else if !errors.Is(err, kv.ErrNotFound) {
+			return err
+		}
+		rec := projectRecord{ID: newID(), Name: DefaultProject, CreatedAt: s.now()}
+		return tx.Put(tableProjects, rec.ID, rec, kv.Index{Name: indexName, Value: rec.Name, Unique: true})
+	})
+	if err != nil {
+		return storeErr(err)
+	}
+	return nil
+}
+
+// findProject resolves a project by name or id.
+func (s *Service) findProject(ctx context.Context, ref string) (projectRecord, error) {
+	var rec projectRecord
+	if !validName(ref) && !validID(ref) {
+		return rec, NotFound("project %q not found", ref)
+	}
+	err := s.store.View(ctx, func(tx *kv.Txn) error {
+		id := ref
+		if !validID(ref) {
+			var err error
+			if id, err = tx.Lookup(tableProjects, indexName, ref); err != nil {
+				return err
+			}
+		}
+		return tx.Get(tableProjects, id, &rec)
+	})
+	if errors.Is(err, kv.ErrNotFound) {
+		return rec, NotFound("project %q not found", ref)
+	}
+	if err != nil {
+		return rec, storeErr(err)
+	}
+	return rec, nil
+}
+
+// CreateProject creates a project named name.
+func (s *Service) CreateProject(ctx context.Context, g Grant, name string) (Project, error) {
+	if err := g.require(ActManageProjects); err != nil {
+		return Project{}, err
+	}
+	if err := checkName("project", name); err != nil {
+		return Project{}, err
+	}
+	rec := projectRecord{ID: newID(), Name: name, CreatedAt: s.now()}
+	err := s.store.Update(ctx, func(tx *kv.Txn) error {
+		return tx.Put(tableProjects, rec.ID, rec, kv.Index{Name: indexName, Value: rec.Name, Unique: true})
+	})
+	if errors.Is(err, kv.ErrExists) {
+		return Project{}, newErr(ErrAlreadyExists, CodeAlreadyExists, "project %q already exists", name)
+	}
+	if err != nil {
+		return Project{}, storeErr(err)
+	}
+	s.log.Info("project created", "project", rec.Name, "id", rec.ID, "by", g.principal.String())
+	return rec.view(), nil
+}
+
+// GetProject returns the project the grant was given for.
+func (s *Service) GetProject(ctx context.Context, g Grant) (Project, error) {
+	if g.action != ActReadProject && g.action != ActManageProject {
+		return Project{}, Forbidden("not authorized to %s", ActReadProject)
+	}
+	return g.project.view(), nil
+}
+
+// ListProjects lists projects in creation order.
+func (s *Service) ListProjects(ctx context.Context, g Grant, page Page) ([]Project, string, error) {
+	if err := g.require(ActManageProjects); err != nil {
+		return nil, "", err
+	}
+	var out []Project
+	next, err := s.list(ctx, tableProjects, kv.Query{}, page, func(decode func(any) error) error {
+		var rec projectRecord
+		if err := decode(&rec); err != nil {
+			return err
+		}
+		out = append(out, rec.view())
+		return nil
+	})
+	return out, next, err
+}
+
+// DeleteProject deletes an empty project other than the default one.
+func (s *Service) DeleteProject(ctx context.Context, g Grant, ref string) error {
+	if err := g.require(ActManageProjects); err != nil {
+		return err
+	}
+	rec, err := s.findProject(ctx, ref)
+	if err != nil {
+		return err
+	}
+	if rec.Name == DefaultProject {
+		return Conflict(CodeConflict, "the default project cannot be deleted")
+	}
+	err = s.store.Update(ctx, func(tx *kv.Txn) error {
+		n, err := tx.Count(tableSecrets, kv.Query{Index: indexProject, Value: rec.ID})
+		if err != nil {
+			return err
+		}
+		if n > 0 {
+			return Conflict(CodeProjectNotEmpty, "project %q still has %d secrets: delete them first", rec.Name, n)
+		}
+		return tx.Delete(tableProjects, rec.ID)
+	})
+	if errors.Is(err, kv.ErrNotFound) {
+		return NotFound("project %q not found", ref)
+	}
+	if err != nil {
+		return storeErr(err)
+	}
+	s.log.Info("project deleted", "project", rec.Name, "id", rec.ID, "by", g.principal.String())
+	return nil
+}
+
+// Page selects one page of a list: at most Limit items after the id After.
+type Page struct {
+	Limit int
+	After string
+}
+
+const (
+	defaultPageLimit = 100
+	maxPageLimit     = 1000
+)
+
+func (p Page) check() (Page, error) {
+	switch {
+	case p.Limit < 0 || p.Limit > maxPageLimit:
+		return p, Invalid(CodeInvalidArgument, "limit must be between 1 and %d", maxPageLimit)
+	case p.After != "" && !validID(p.After):
+		return p, Invalid(CodeInvalidArgument, "after must be an id from a previous page")
+	}
+	if p.Limit == 0 {
+		p.Limit = defaultPageLimit
+	}
+	return p, nil
+}
+
+// list reads one page of a table and returns the id to continue after, or
+// "" when this was the last page.
+func (s *Service) list(ctx context.Context, table string, q kv.Query, page Page, each func(decode func(any) error) error) (string, error) {
+	page, err := page.check()
+	if err != nil {
+		return "", err
+	}
+	q.After, q.Limit = page.After, page.Limit+1
+	var ids []string
+	err = s.store.View(ctx, func(tx *kv.Txn) error {
+		return tx.List(table, q, func(id string, decode func(any) error) error {
+			ids = append(ids, id)
+			if len(ids) > page.Limit {
+				return nil
+			}
+			return each(decode)
+		})
+	})
+	if err != nil {
+		return "", storeErr(err)
+	}
+	if len(ids) > page.Limit {
+		return ids[page.Limit-1], nil
+	}
+	return "", nil
+}

@@ -1,0 +1,186 @@
+// Package daemon is coffer's domain: projects, secrets, who may do what, and
+// how secrets are sealed and kept. It talks to the HSM and the store through
+// the small interfaces below and knows nothing of HTTP.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/coffer-hsm/coffer/hsm"
+	"github.com/coffer-hsm/coffer/kv"
+)
+
+// Keys seals and unseals with keys held in the HSM.
+type Keys interface {
+	Seal(ctx context.Context, plaintext, aad []byte) (*hsm.Sealed, error)
+	Unseal(ctx context.Context, s *hsm.Sealed, aad []byte) ([]byte, error)
+	Check(ctx context.Context) error
+	Info() hsm.Info
+	Close() error
+}
+
+// Store keeps records in transactions.
+type Store interface {
+	Update(ctx context.Context, fn func(tx *kv.Txn) error) error
+	View(ctx context.Context, fn func(tx *kv.Txn) error) error
+	Check(ctx context.Context) error
+	Close() error
+}
+
+// Config configures a Service.
+type Config struct {
+	// Dev runs on a self-contained state directory with its own SoftHSM
+	// token, and treats the daemon's own uid as a system admin.
+	Dev bool
+	// StateDir holds the store (StateDir/data) and, in dev mode, the
+	// SoftHSM token and PIN (StateDir/hsm).
+	StateDir string
+	// HSM selects the PKCS#11 module, token and keys. In dev mode only
+	// ModulePath is used.
+	HSM hsm.Config
+	// PINFile is read for HSM.PIN when HSM.PIN is empty (not in dev mode).
+	PINFile string
+	// AdminGroup is a group name or numeric gid whose members are system
+	// admins. Empty: only uid 0.
+	AdminGroup string
+	// Version is reported by status.
+	Version string
+	Logger  *slog.Logger
+}
+
+// DevTokenLabel is the SoftHSM token label used in dev mode.
+const DevTokenLabel = "coffer-dev"
+
+// Service is the domain. Its methods are safe for concurrent use.
+type Service struct {
+	cfg      Config
+	keys     Keys
+	store    Store
+	log      *slog.Logger
+	now      func() time.Time
+	started  time.Time
+	selfUID  uint32
+	adminGID *uint32
+	groups   *groupCache
+}
+
+// Open opens the HSM and the store named by cfg and returns a ready
+// Service. Errors say which part failed and why, in one line.
+func Open(ctx context.Context, cfg Config) (*Service, error) {
+	if cfg.StateDir == "" {
+		return nil, errors.New("no state directory configured")
+	}
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create state directory: %w", err)
+	}
+	hcfg := cfg.HSM
+	if cfg.Dev {
+		module := hcfg.ModulePath
+		if module == "" {
+			module = hsm.DefaultModulePath
+		}
+		dev, err := hsm.PrepareDevToken(ctx, filepath.Join(cfg.StateDir, "hsm"), module, DevTokenLabel)
+		if err != nil {
+			return nil, fmt.Errorf("prepare dev HSM token: %w", err)
+		}
+		hcfg.ModulePath, hcfg.TokenLabel, hcfg.PIN = dev.ModulePath, dev.TokenLabel, dev.PIN
+	} else if hcfg.PIN == "" {
+		if cfg.PINFile == "" {
+			return nil, errors.New("no HSM PIN: set --hsm-pin-file (or run under systemd with the hsm-pin credential)")
+		}
+		pin, err := hsm.ReadPIN(cfg.PINFile)
+		if err != nil {
+			return nil, err
+		}
+		hcfg.PIN = pin
+	}
+	keys, err := hsm.Open(ctx, hcfg)
+	if err != nil {
+		return nil, err
+	}
+	store, err := kv.Open(ctx, kv.Options{Dir: filepath.Join(cfg.StateDir, "data"), Logger: cfg.Logger})
+	if err != nil {
+		keys.Close()
+		return nil, err
+	}
+	s, err := New(ctx, cfg, keys, store)
+	if err != nil {
+		store.Close()
+		keys.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// New returns a Service over the given keys and store, which it owns from
+// then on, and makes sure the default project exists.
+func New(ctx context.Context, cfg Config, keys Keys, store Store) (*Service, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	s := &Service{
+		cfg:     cfg,
+		keys:    keys,
+		store:   store,
+		log:     cfg.Logger,
+		now:     func() time.Time { return time.Now().UTC() },
+		started: time.Now(),
+		selfUID: uint32(os.Getuid()),
+		groups:  newGroupCache(),
+	}
+	if cfg.AdminGroup != "" {
+		gid, err := ResolveGroup(cfg.AdminGroup)
+		if err != nil {
+			return nil, err
+		}
+		s.adminGID = &gid
+	}
+	if err := s.ensureDefaultProject(ctx); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Close releases the store and the HSM.
+func (s *Service) Close() error {
+	return errors.Join(s.store.Close(), s.keys.Close())
+}
+
+// ResolveGroup turns a group name or numeric gid into a gid.
+func ResolveGroup(g string) (uint32, error) {
+	if n, err := strconv.ParseUint(g, 10, 32); err == nil {
+		return uint32(n), nil
+	}
+	grp, err := user.LookupGroup(g)
+	if err != nil {
+		return 0, fmt.Errorf("admin group %q: %w", g, err)
+	}
+	n, err := strconv.ParseUint(grp.Gid, 10, 32)
+	if err != nil {
+		return 0, fmt.Errorf("admin group %q has gid %q: %w", g, grp.Gid, err)
+	}
+	return uint32(n), nil
+}
+
+// storeErr turns a store failure into an unavailable error; the cause goes
+// to the log through the transport, never to the caller.
+func storeErr(err error) error {
+	var de *Error
+	if errors.As(err, &de) {
+		return err
+	}
+	return unavailable(CodeStoreUnavailable, "the store is unavailable", err)
+}
+
+// hsmErr turns an HSM failure into a 503 hsm_unavailable.
+func hsmErr(err error) error {
+	return unavailable(CodeHSMUnavailable, "the HSM is unavailable", err)
+}

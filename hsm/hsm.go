@@ -1,0 +1,457 @@
+// Package hsm is coffer's only door to the PKCS#11 token: it holds the KEK
+// that wraps per-secret DEKs (envelope sealing) and the EC P-256 key that
+// signs access tokens. Key material never leaves the token; DEKs live in
+// process memory only for the duration of one Seal or Unseal.
+package hsm
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/sha256"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"time"
+	"unicode"
+
+	"github.com/eclipse-keypont/crypto11"
+	"github.com/miekg/pkcs11"
+)
+
+// DefaultModulePath is the SoftHSM2 module shipped by Debian/Ubuntu.
+const DefaultModulePath = "/usr/lib/softhsm/libsofthsm2.so"
+
+// DefaultKEKLabel is the label (and CKA_ID) of the first key-encryption key.
+const DefaultKEKLabel = "coffer-kek-1"
+
+// DefaultSigningKeyLabel is the label (and CKA_ID) of the token signing key.
+const DefaultSigningKeyLabel = "coffer-sig-1"
+
+const (
+	defaultMaxSessions = 8
+	poolWaitTimeout    = 30 * time.Second
+	gcmNonceSize       = 12
+	gcmTagSize         = 16
+	dekSize            = 32
+	maxKeyLabelLen     = 64
+	maxTokenLabelLen   = 32 // CK_TOKEN_INFO.label is 32 bytes
+)
+
+// Config selects the module, token and keys.
+type Config struct {
+	ModulePath      string // PKCS#11 module; default DefaultModulePath
+	TokenLabel      string // required
+	PIN             string // user PIN; never logged or put in errors
+	KEKLabel        string // default DefaultKEKLabel
+	SigningKeyLabel string // default DefaultSigningKeyLabel
+	MaxSessions     int    // 0 = a sensible default (8)
+}
+
+// Info describes the token in use, for status output.
+type Info struct {
+	Module     string   `json:"module"`
+	TokenLabel string   `json:"token_label"`
+	KeyLabels  []string `json:"key_labels"` // KEK label, signing key label
+}
+
+// p11 is the part of *crypto11.Context this package uses.
+type p11 interface {
+	FindKeysWithAttributes(crypto11.AttributeSet) ([]*crypto11.SecretKey, error)
+	GenerateSecretKeyWithAttributes(template crypto11.AttributeSet, bits int, cipher *crypto11.SymmetricCipher) (*crypto11.SecretKey, error)
+	FindKeyPairsWithAttributes(crypto11.AttributeSet) ([]crypto11.Signer, error)
+	GenerateECDSAKeyPairWithAttributes(public, private crypto11.AttributeSet, curve elliptic.Curve) (crypto11.Signer, error)
+	GetAttributes(key any, attributes []crypto11.AttributeType) (crypto11.AttributeSet, error)
+	Close() error
+}
+
+// configure is the seam over crypto11.Configure.
+var configure = func(c *crypto11.Config) (p11, error) {
+	ctx, err := crypto11.Configure(c)
+	if err != nil {
+		return nil, err
+	}
+	return ctx, nil
+}
+
+// moduleMu serialises everything that loads or unloads a module (crypto11
+// Configure/Close, the raw handle in PrepareDevToken): a C_Finalize from one
+// would pull the library out from under the other.
+var moduleMu sync.Mutex
+
+// openTokens tracks tokens that have a live *HSM in this process. PKCS#11
+// login state is per process and token, and crypto11 ignores
+// CKR_USER_ALREADY_LOGGED_IN, so a second Open with a wrong PIN would
+// otherwise succeed. Guarded by moduleMu.
+var openTokens = map[tokenKey]*tokenRef{}
+
+type tokenKey struct{ module, token string }
+
+type tokenRef struct {
+	pinHash [32]byte
+	refs    int
+}
+
+// HSM is an open, logged-in token with coffer's keys. Safe for concurrent use.
+type HSM struct {
+	cfg Config
+	ctx p11
+
+	sigLabel string
+	signer   crypto11.Signer
+	pub      *ecdsa.PublicKey
+
+	// mu is held shared by every operation and exclusively by Close, so
+	// Close waits for in-flight calls and no call starts after it.
+	mu     sync.RWMutex
+	closed bool
+
+	keysMu sync.Mutex
+	keks   map[string]*crypto11.SecretKey // by CKA_ID; includes the current KEK
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Open loads the module, logs in and finds (or on first start provisions)
+// the KEK and the signing key.
+func Open(ctx context.Context, cfg Config) (h *HSM, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			h, err = nil, fmt.Errorf("open HSM token %s (module %s): %w: %v", cfg.TokenLabel, cfg.ModulePath, ErrUnavailable, panicError(r))
+		}
+	}()
+	if cfg.ModulePath == "" {
+		cfg.ModulePath = DefaultModulePath
+	}
+	if cfg.KEKLabel == "" {
+		cfg.KEKLabel = DefaultKEKLabel
+	}
+	if cfg.SigningKeyLabel == "" {
+		cfg.SigningKeyLabel = DefaultSigningKeyLabel
+	}
+	if cfg.MaxSessions == 0 {
+		cfg.MaxSessions = defaultMaxSessions
+	}
+	if err := validateConfig(cfg); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if err := checkModuleFile(cfg.ModulePath); err != nil {
+		return nil, err
+	}
+
+	moduleMu.Lock()
+	defer moduleMu.Unlock()
+
+	key := tokenKey{cfg.ModulePath, cfg.TokenLabel}
+	pinHash := sha256.Sum256([]byte(cfg.PIN))
+	if ref := openTokens[key]; ref != nil && subtle.ConstantTimeCompare(ref.pinHash[:], pinHash[:]) != 1 {
+		return nil, fmt.Errorf("wrong HSM PIN for token %s (module %s): CKR_PIN_INCORRECT", cfg.TokenLabel, cfg.ModulePath)
+	}
+
+	c11, err := configure(&crypto11.Config{
+		Path:            cfg.ModulePath,
+		TokenLabel:      cfg.TokenLabel,
+		Pin:             cfg.PIN,
+		MaxSessions:     cfg.MaxSessions,
+		PoolWaitTimeout: poolWaitTimeout,
+		GCMIVLength:     gcmNonceSize,
+		UseGCMIVFromHSM: false,
+	})
+	if err != nil {
+		return nil, configureError(cfg, err)
+	}
+
+	h = &HSM{
+		cfg:      cfg,
+		ctx:      c11,
+		sigLabel: cfg.SigningKeyLabel,
+		keks:     map[string]*crypto11.SecretKey{},
+	}
+	if err := h.provision(ctx); err != nil {
+		_ = c11.Close()
+		return nil, err
+	}
+	if ref := openTokens[key]; ref != nil {
+		ref.refs++
+	} else {
+		openTokens[key] = &tokenRef{pinHash: pinHash, refs: 1}
+	}
+	return h, nil
+}
+
+func validateConfig(cfg Config) error {
+	switch {
+	case cfg.TokenLabel == "":
+		return errors.New("HSM token label is required")
+	case len(cfg.TokenLabel) > maxTokenLabelLen:
+		return fmt.Errorf("HSM token label %q is longer than %d bytes", cfg.TokenLabel, maxTokenLabelLen)
+	case cfg.PIN == "":
+		return fmt.Errorf("HSM PIN for token %s is empty", cfg.TokenLabel)
+	case cfg.MaxSessions < 2:
+		return fmt.Errorf("HSM MaxSessions must be 0 (default) or at least 2, got %d", cfg.MaxSessions)
+	case cfg.KEKLabel == cfg.SigningKeyLabel:
+		return fmt.Errorf("HSM KEK and signing key labels must differ (both %q)", cfg.KEKLabel)
+	}
+	for _, l := range []string{cfg.KEKLabel, cfg.SigningKeyLabel} {
+		if err := validateKeyLabel(l); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// validateKeyLabel accepts 1..64 bytes of printable, non-space characters.
+func validateKeyLabel(l string) error {
+	if l == "" || len(l) > maxKeyLabelLen {
+		return fmt.Errorf("HSM key label %q must be 1 to %d bytes", l, maxKeyLabelLen)
+	}
+	for _, r := range l {
+		if !unicode.IsPrint(r) || unicode.IsSpace(r) {
+			return fmt.Errorf("HSM key label %q contains a space or control character", l)
+		}
+	}
+	return nil
+}
+
+// checkModuleFile checks the module ourselves: crypto11 reports a failed
+// dlopen only as "failed to open module", without the reason.
+func checkModuleFile(path string) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("cannot load PKCS#11 module %s: %w", path, err)
+	}
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("cannot load PKCS#11 module %s: not a regular file", path)
+	}
+	return nil
+}
+
+// configureError turns a crypto11.Configure failure into an operator message.
+func configureError(cfg Config, err error) error {
+	mod, tok := cfg.ModulePath, cfg.TokenLabel
+	switch {
+	case err.Error() == crypto11TokenNotFound:
+		return fmt.Errorf("HSM token %s not found in module %s", tok, mod)
+	case hasCKR(err, pkcs11.CKR_PIN_INCORRECT, pkcs11.CKR_PIN_INVALID, pkcs11.CKR_PIN_LEN_RANGE):
+		return fmt.Errorf("wrong HSM PIN for token %s (module %s): %s", tok, mod, ckrName(err))
+	case hasCKR(err, pkcs11.CKR_PIN_LOCKED, pkcs11.CKR_PIN_EXPIRED):
+		return fmt.Errorf("HSM PIN for token %s (module %s) is locked or expired: %s", tok, mod, ckrName(err))
+	case err.Error() == "failed to create module context: failed to open module":
+		return fmt.Errorf("cannot load PKCS#11 module %s: not a loadable PKCS#11 library", mod)
+	case strings.Contains(err.Error(), "failed to initialize module"):
+		// For SoftHSM this usually means SOFTHSM2_CONF or its tokendir is wrong.
+		return fmt.Errorf("cannot initialise PKCS#11 module %s: %s", mod, ckrName(err))
+	default:
+		return fmt.Errorf("cannot open HSM token %s (module %s): %s", tok, mod, ckrName(err))
+	}
+}
+
+// provision finds the KEK and signing key by CKA_ID, creating them if absent.
+func (h *HSM) provision(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	kek, err := h.findKEK(h.cfg.KEKLabel)
+	if err != nil {
+		return h.keyError("find KEK", h.cfg.KEKLabel, err)
+	}
+	if kek == nil {
+		if kek, err = h.generateKEK(h.cfg.KEKLabel); err != nil {
+			return h.keyError("create KEK", h.cfg.KEKLabel, err)
+		}
+	}
+	if err := h.checkKEK(kek); err != nil {
+		return err
+	}
+	h.keks[h.cfg.KEKLabel] = kek
+
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	signer, err := h.findSigner(h.sigLabel)
+	if err != nil {
+		return h.keyError("find signing key", h.sigLabel, err)
+	}
+	if signer == nil {
+		if signer, err = h.generateSigner(h.sigLabel); err != nil {
+			return h.keyError("create signing key", h.sigLabel, err)
+		}
+	}
+	pub, ok := signer.Public().(*ecdsa.PublicKey)
+	if !ok || pub.Curve != elliptic.P256() {
+		return fmt.Errorf("HSM signing key %s on token %s is not an EC P-256 key", h.sigLabel, h.cfg.TokenLabel)
+	}
+	h.signer, h.pub = signer, pub
+	return nil
+}
+
+func (h *HSM) keyError(what, label string, err error) error {
+	return fmt.Errorf("%w: %s %s on HSM token %s (module %s): %s", ErrUnavailable, what, label, h.cfg.TokenLabel, h.cfg.ModulePath, ckrName(err))
+}
+
+func keyAttrs(label string) crypto11.AttributeSet {
+	a := crypto11.NewAttributeSet()
+	_ = a.Set(crypto11.CkaId, []byte(label))
+	return a
+}
+
+// findKEK returns the AES key whose CKA_ID is label, or nil if there is none.
+func (h *HSM) findKEK(label string) (*crypto11.SecretKey, error) {
+	a := keyAttrs(label)
+	_ = a.Set(crypto11.CkaKeyType, pkcs11.CKK_AES)
+	keys, err := h.ctx.FindKeysWithAttributes(a)
+	if err != nil || len(keys) == 0 {
+		return nil, err
+	}
+	return keys[0], nil
+}
+
+func (h *HSM) generateKEK(label string) (*crypto11.SecretKey, error) {
+	a := keyAttrs(label)
+	for _, s := range []struct {
+		t crypto11.AttributeType
+		v any
+	}{
+		{crypto11.CkaLabel, []byte(label)},
+		{crypto11.CkaToken, true},
+		{crypto11.CkaPrivate, true},
+		{crypto11.CkaSensitive, true},
+		{crypto11.CkaExtractable, false},
+		{crypto11.CkaEncrypt, true},
+		{crypto11.CkaDecrypt, true},
+		{crypto11.CkaWrap, false},
+		{crypto11.CkaUnwrap, false},
+	} {
+		_ = a.Set(s.t, s.v)
+	}
+	return h.ctx.GenerateSecretKeyWithAttributes(a, dekSize*8, crypto11.CipherAES)
+}
+
+// checkKEK refuses a KEK that is not a sensitive, non-extractable AES-256 key
+// (someone may have created an object with our CKA_ID by hand).
+func (h *HSM) checkKEK(k *crypto11.SecretKey) error {
+	attrs, err := h.ctx.GetAttributes(k, []crypto11.AttributeType{crypto11.CkaValueLen, crypto11.CkaSensitive, crypto11.CkaExtractable})
+	if err != nil {
+		return h.keyError("read attributes of KEK", h.cfg.KEKLabel, err)
+	}
+	isTrue := func(t crypto11.AttributeType) bool {
+		a := attrs[t]
+		return a != nil && len(a.Value) == 1 && a.Value[0] != 0
+	}
+	vl := attrs[crypto11.CkaValueLen]
+	if vl == nil || len(vl.Value) == 0 || bytesToUint(vl.Value) != dekSize || !isTrue(crypto11.CkaSensitive) || isTrue(crypto11.CkaExtractable) {
+		return fmt.Errorf("HSM KEK %s on token %s is not a sensitive, non-extractable AES-256 key", h.cfg.KEKLabel, h.cfg.TokenLabel)
+	}
+	return nil
+}
+
+// bytesToUint decodes a CK_ULONG attribute (native byte order, little-endian
+// on every platform we ship).
+func bytesToUint(b []byte) uint {
+	var n uint
+	for i := len(b) - 1; i >= 0; i-- {
+		n = n<<8 | uint(b[i])
+	}
+	return n
+}
+
+func (h *HSM) findSigner(label string) (crypto11.Signer, error) {
+	keys, err := h.ctx.FindKeyPairsWithAttributes(keyAttrs(label))
+	if err != nil || len(keys) == 0 {
+		return nil, err
+	}
+	return keys[0], nil
+}
+
+func (h *HSM) generateSigner(label string) (crypto11.Signer, error) {
+	pub := keyAttrs(label)
+	_ = pub.Set(crypto11.CkaLabel, []byte(label))
+	priv := pub.Copy()
+	_ = priv.Set(crypto11.CkaPrivate, true)
+	_ = priv.Set(crypto11.CkaSensitive, true)
+	_ = priv.Set(crypto11.CkaExtractable, false)
+	return h.ctx.GenerateECDSAKeyPairWithAttributes(pub, priv, elliptic.P256())
+}
+
+// Close logs out and unloads the module (when no other HSM uses it).
+// Safe to call more than once; waits for in-flight operations.
+func (h *HSM) Close() error {
+	h.closeOnce.Do(func() {
+		h.mu.Lock()
+		h.closed = true
+		h.mu.Unlock()
+
+		moduleMu.Lock()
+		defer moduleMu.Unlock()
+		defer func() {
+			if r := recover(); r != nil {
+				h.closeErr = fmt.Errorf("close HSM token %s: %v", h.cfg.TokenLabel, panicError(r))
+			}
+		}()
+		key := tokenKey{h.cfg.ModulePath, h.cfg.TokenLabel}
+		if ref := openTokens[key]; ref != nil {
+			if ref.refs--; ref.refs <= 0 {
+				delete(openTokens, key)
+			}
+		}
+		if err := h.ctx.Close(); err != nil {
+			h.closeErr = fmt.Errorf("close HSM token %s: %s", h.cfg.TokenLabel, ckrName(err))
+		}
+	})
+	return h.closeErr
+}
+
+// begin takes the shared lock for one operation; the caller must call
+// h.mu.RUnlock when begin returns nil.
+func (h *HSM) begin(ctx context.Context) error {
+	h.mu.RLock()
+	if h.closed {
+		h.mu.RUnlock()
+		return fmt.Errorf("%w: HSM token %s is closed", ErrUnavailable, h.cfg.TokenLabel)
+	}
+	if err := ctx.Err(); err != nil {
+		h.mu.RUnlock()
+		return err
+	}
+	return nil
+}
+
+// SigningPublicKey returns the public half of the signing key.
+func (h *HSM) SigningPublicKey() *ecdsa.PublicKey { return h.pub }
+
+// Info describes the module, token and keys in use.
+func (h *HSM) Info() Info {
+	return Info{
+		Module:     h.cfg.ModulePath,
+		TokenLabel: h.cfg.TokenLabel,
+		KeyLabels:  []string{h.cfg.KEKLabel, h.sigLabel},
+	}
+}
+
+// Check is a cheap health probe: it looks the KEK up on the token again.
+func (h *HSM) Check(ctx context.Context) (err error) {
+	if err := h.begin(ctx); err != nil {
+		return err
+	}
+	defer h.mu.RUnlock()
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: check HSM token %s: %v", ErrUnavailable, h.cfg.TokenLabel, panicError(r))
+		}
+	}()
+	k, err := h.findKEK(h.cfg.KEKLabel)
+	if err != nil {
+		return h.keyError("find KEK", h.cfg.KEKLabel, err)
+	}
+	if k == nil {
+		return fmt.Errorf("%w: KEK %s is missing from HSM token %s", ErrUnavailable, h.cfg.KEKLabel, h.cfg.TokenLabel)
+	}
+	return nil
+}

@@ -1,0 +1,211 @@
+package unixapi
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+)
+
+// Client talks to a coffer daemon over its Unix socket.
+type Client struct {
+	addr string
+	hc   *http.Client
+}
+
+// NewClient returns a client of the daemon listening on the Unix socket at
+// path.
+func NewClient(path string) *Client {
+	d := net.Dialer{Timeout: 5 * time.Second}
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return d.DialContext(ctx, "unix", path)
+		},
+		MaxIdleConns:        16,
+		MaxIdleConnsPerHost: 16,
+		IdleConnTimeout:     30 * time.Second,
+	}
+	return &Client{addr: path, hc: &http.Client{Transport: tr, Timeout: 60 * time.Second}}
+}
+
+// do sends a JSON request and decodes a JSON response into out (when not
+// nil). Error responses become *APIError; a daemon that cannot be reached
+// becomes *UnreachableError.
+func (c *Client) do(ctx context.Context, method, path string, in, out any) (http.Header, error) {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return nil, fmt.Errorf("encode request: %w", err)
+		}
+		defer clear(b)
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://coffer"+path, body)
+	if err != nil {
+		return nil, fmt.Errorf("build request: %w", err)
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		var opErr *net.OpError
+		if errors.As(err, &opErr) && opErr.Op == "dial" {
+			return nil, &UnreachableError{Addr: c.addr, Err: opErr.Err}
+		}
+		return nil, fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 400 {
+		var eb ErrorBody
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		if json.Unmarshal(data, &eb) != nil || eb.Error == "" {
+			eb = ErrorBody{Error: "http_" + strconv.Itoa(resp.StatusCode), Message: http.StatusText(resp.StatusCode)}
+		}
+		return resp.Header, &APIError{Status: resp.StatusCode, Code: eb.Error, Message: eb.Message}
+	}
+	if out != nil {
+		if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+			return nil, fmt.Errorf("%s %s: decode response: %w", method, path, err)
+		}
+	}
+	return resp.Header, nil
+}
+
+// Status returns the daemon's status.
+func (c *Client) Status(ctx context.Context) (Status, error) {
+	var st Status
+	_, err := c.do(ctx, http.MethodGet, "/v1/status", nil, &st)
+	return st, err
+}
+
+// PageQuery selects a page of a list.
+type PageQuery struct {
+	Limit int
+	After string
+}
+
+func (p PageQuery) encode() string {
+	v := url.Values{}
+	if p.Limit > 0 {
+		v.Set("limit", strconv.Itoa(p.Limit))
+	}
+	if p.After != "" {
+		v.Set("after", p.After)
+	}
+	if len(v) == 0 {
+		return ""
+	}
+	return "?" + v.Encode()
+}
+
+// CreateProject creates a project.
+func (c *Client) CreateProject(ctx context.Context, name string) (Project, error) {
+	var p Project
+	_, err := c.do(ctx, http.MethodPost, "/v1/projects", ProjectCreateRequest{Name: name}, &p)
+	return p, err
+}
+
+// GetProject reads a project by name or id.
+func (c *Client) GetProject(ctx context.Context, ref string) (Project, error) {
+	var p Project
+	_, err := c.do(ctx, http.MethodGet, "/v1/projects/"+url.PathEscape(ref), nil, &p)
+	return p, err
+}
+
+// ListProjects lists one page of projects.
+func (c *Client) ListProjects(ctx context.Context, page PageQuery) (List[Project], error) {
+	var l List[Project]
+	_, err := c.do(ctx, http.MethodGet, "/v1/projects"+page.encode(), nil, &l)
+	return l, err
+}
+
+// DeleteProject deletes an empty project.
+func (c *Client) DeleteProject(ctx context.Context, ref string) error {
+	_, err := c.do(ctx, http.MethodDelete, "/v1/projects/"+url.PathEscape(ref), nil, nil)
+	return err
+}
+
+// SecretCreate is what CreateSecret sends.
+type SecretCreate struct {
+	DisplayName string
+	Payload     []byte
+	KeyValues   map[string]string
+	ExpiresAt   *time.Time
+}
+
+func rfc3339(t *time.Time) string {
+	if t == nil {
+		return ""
+	}
+	return t.UTC().Format(time.RFC3339)
+}
+
+// CreateSecret creates a secret in a project and returns its metadata.
+func (c *Client) CreateSecret(ctx context.Context, project string, in SecretCreate) (Secret, error) {
+	var s Secret
+	_, err := c.do(ctx, http.MethodPost, "/v1/projects/"+url.PathEscape(project)+"/secrets", SecretCreateRequest{
+		DisplayName: in.DisplayName,
+		Payload:     base64.StdEncoding.EncodeToString(in.Payload),
+		KeyValues:   in.KeyValues,
+		ExpiresAt:   rfc3339(in.ExpiresAt),
+	}, &s)
+	return s, err
+}
+
+// GetSecret reads a secret's metadata.
+func (c *Client) GetSecret(ctx context.Context, id string) (Secret, error) {
+	var s Secret
+	_, err := c.do(ctx, http.MethodGet, "/v1/secrets/"+url.PathEscape(id), nil, &s)
+	return s, err
+}
+
+// ListSecrets lists one page of a project's secrets.
+func (c *Client) ListSecrets(ctx context.Context, project string, page PageQuery) (List[Secret], error) {
+	var l List[Secret]
+	_, err := c.do(ctx, http.MethodGet, "/v1/projects/"+url.PathEscape(project)+"/secrets"+page.encode(), nil, &l)
+	return l, err
+}
+
+// SecretRotate is what RotateSecret sends. KeyValues nil keeps the current
+// ones; an empty map clears them.
+type SecretRotate struct {
+	Payload   []byte
+	KeyValues map[string]string
+	ExpiresAt *time.Time
+	CAS       *int
+}
+
+// RotateSecret replaces a secret's payload with a new version.
+func (c *Client) RotateSecret(ctx context.Context, id string, in SecretRotate) (Secret, error) {
+	var s Secret
+	_, err := c.do(ctx, http.MethodPost, "/v1/secrets/"+url.PathEscape(id)+"/rotate", SecretRotateRequest{
+		Payload:   base64.StdEncoding.EncodeToString(in.Payload),
+		KeyValues: in.KeyValues,
+		ExpiresAt: rfc3339(in.ExpiresAt),
+		CAS:       in.CAS,
+	}, &s)
+	return s, err
+}
+
+// RevokeSecret revokes a secret and destroys its ciphertext.
+func (c *Client) RevokeSecret(ctx context.Context, id string) (Secret, error) {
+	var s Secret
+	_, err := c.do(ctx, http.MethodPost, "/v1/secrets/"+url.PathEscape(id)+"/revoke", nil, &s)
+	return s, err
+}
+
+// DeleteSecret deletes a secret.
+func (c *Client) DeleteSecret(ctx context.Context, id string) error {
+	_, err := c.do(ctx, http.MethodDelete, "/v1/secrets/"+url.PathEscape(id), nil, nil)
+	return err
+}

@@ -1,0 +1,266 @@
+package unixapi
+
+import (
+	"encoding/base64"
+	"net/http"
+	"time"
+
+	"github.com/coffer-hsm/coffer/daemon"
+)
+
+func (s *Server) routes() {
+	s.handle("GET /v1/status", s.getStatus)
+
+	s.handle("POST /v1/projects", s.createProject)
+	s.handle("GET /v1/projects", s.listProjects)
+	s.handle("GET /v1/projects/{p}", s.getProject)
+	s.handle("DELETE /v1/projects/{p}", s.deleteProject)
+
+	s.handle("POST /v1/projects/{p}/secrets", s.createSecret)
+	s.handle("GET /v1/projects/{p}/secrets", s.listSecrets)
+	s.handle("GET /v1/secrets/{id}", s.getSecret)
+	s.handle("POST /v1/secrets/{id}/rotate", s.rotateSecret)
+	s.handle("POST /v1/secrets/{id}/revoke", s.revokeSecret)
+	s.handle("DELETE /v1/secrets/{id}", s.deleteSecret)
+}
+
+func (s *Server) getStatus(w http.ResponseWriter, r *http.Request) error {
+	g, err := s.authorize(r, daemon.ActReadStatus, daemon.Resource{})
+	if err != nil {
+		return err
+	}
+	st, err := s.b.Status(r.Context(), g)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, Status{
+		Version: st.Version, StartedAt: st.StartedAt, UptimeSeconds: int64(st.Uptime / time.Second), Dev: st.Dev,
+		HSM: HSMStatus{
+			Module: st.HSM.Module, TokenLabel: st.HSM.TokenLabel, KeyLabels: st.HSM.KeyLabels,
+			Healthy: st.HSM.Healthy, Error: st.HSM.Error,
+		},
+		Store:  StoreStatus{Healthy: st.Store.Healthy, Error: st.Store.Error},
+		Counts: Counts{Projects: st.Counts.Projects, Secrets: st.Counts.Secrets},
+	})
+	return nil
+}
+
+func projectWire(p daemon.Project) Project {
+	return Project{ID: p.ID, Name: p.Name, CreatedAt: p.CreatedAt}
+}
+
+func (s *Server) createProject(w http.ResponseWriter, r *http.Request) error {
+	g, err := s.authorize(r, daemon.ActManageProjects, daemon.Resource{})
+	if err != nil {
+		return err
+	}
+	var req ProjectCreateRequest
+	if err := decodeJSON(w, r, &req, false); err != nil {
+		return err
+	}
+	p, err := s.b.CreateProject(r.Context(), g, req.Name)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Location", "/v1/projects/"+p.Name)
+	writeJSON(w, http.StatusCreated, projectWire(p))
+	return nil
+}
+
+func (s *Server) listProjects(w http.ResponseWriter, r *http.Request) error {
+	g, err := s.authorize(r, daemon.ActManageProjects, daemon.Resource{})
+	if err != nil {
+		return err
+	}
+	page, err := pageOf(r)
+	if err != nil {
+		return err
+	}
+	ps, next, err := s.b.ListProjects(r.Context(), g, page)
+	if err != nil {
+		return err
+	}
+	out := List[Project]{Items: make([]Project, 0, len(ps)), Next: next}
+	for _, p := range ps {
+		out.Items = append(out.Items, projectWire(p))
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (s *Server) getProject(w http.ResponseWriter, r *http.Request) error {
+	g, err := s.authorize(r, daemon.ActReadProject, daemon.Resource{Project: r.PathValue("p")})
+	if err != nil {
+		return err
+	}
+	p, err := s.b.GetProject(r.Context(), g)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, projectWire(p))
+	return nil
+}
+
+func (s *Server) deleteProject(w http.ResponseWriter, r *http.Request) error {
+	g, err := s.authorize(r, daemon.ActManageProjects, daemon.Resource{})
+	if err != nil {
+		return err
+	}
+	if err := s.b.DeleteProject(r.Context(), g, r.PathValue("p")); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func secretWire(sec daemon.Secret) Secret {
+	return Secret{
+		ID: sec.ID, Project: sec.Project, ProjectID: sec.ProjectID, DisplayName: sec.DisplayName,
+		Version: sec.Version, Status: sec.Status, CreatedAt: sec.CreatedAt, UpdatedAt: sec.UpdatedAt,
+		RotatedAt: sec.RotatedAt, RevokedAt: sec.RevokedAt, ExpiresAt: sec.ExpiresAt,
+	}
+}
+
+// decodePayload decodes a standard-base64 payload. Its errors never quote
+// the input.
+func decodePayload(s string) ([]byte, error) {
+	b, err := base64.StdEncoding.DecodeString(s)
+	if err != nil {
+		return nil, daemon.Invalid(daemon.CodeInvalidPayload, "payload must be standard base64")
+	}
+	if len(b) == 0 {
+		return nil, daemon.Invalid(daemon.CodeInvalidPayload, "payload must be at least one byte")
+	}
+	return b, nil
+}
+
+func parseExpiry(s string) (*time.Time, error) {
+	if s == "" {
+		return nil, nil
+	}
+	t, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		return nil, daemon.Invalid(daemon.CodeInvalidExpiry, "expires_at must be an RFC 3339 time such as 2030-01-02T15:04:05Z")
+	}
+	return &t, nil
+}
+
+func (s *Server) createSecret(w http.ResponseWriter, r *http.Request) error {
+	g, err := s.authorize(r, daemon.ActManageProject, daemon.Resource{Project: r.PathValue("p")})
+	if err != nil {
+		return err
+	}
+	var req SecretCreateRequest
+	if err := decodeJSON(w, r, &req, false); err != nil {
+		return err
+	}
+	payload, err := decodePayload(req.Payload)
+	if err != nil {
+		return err
+	}
+	exp, err := parseExpiry(req.ExpiresAt)
+	if err != nil {
+		clear(payload)
+		return err
+	}
+	sec, err := s.b.CreateSecret(r.Context(), g, daemon.SecretInput{
+		DisplayName: req.DisplayName, Payload: payload, KeyValues: req.KeyValues, ExpiresAt: exp,
+	})
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Location", "/v1/secrets/"+sec.ID)
+	writeJSON(w, http.StatusCreated, secretWire(sec))
+	return nil
+}
+
+func (s *Server) listSecrets(w http.ResponseWriter, r *http.Request) error {
+	g, err := s.authorize(r, daemon.ActReadProject, daemon.Resource{Project: r.PathValue("p")})
+	if err != nil {
+		return err
+	}
+	page, err := pageOf(r)
+	if err != nil {
+		return err
+	}
+	secs, next, err := s.b.ListSecrets(r.Context(), g, page)
+	if err != nil {
+		return err
+	}
+	out := List[Secret]{Items: make([]Secret, 0, len(secs)), Next: next}
+	for _, sec := range secs {
+		out.Items = append(out.Items, secretWire(sec))
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (s *Server) getSecret(w http.ResponseWriter, r *http.Request) error {
+	g, err := s.authorize(r, daemon.ActReadSecret, daemon.Resource{Secret: r.PathValue("id")})
+	if err != nil {
+		return err
+	}
+	sec, err := s.b.GetSecret(r.Context(), g)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, secretWire(sec))
+	return nil
+}
+
+func (s *Server) rotateSecret(w http.ResponseWriter, r *http.Request) error {
+	g, err := s.authorize(r, daemon.ActManageSecret, daemon.Resource{Secret: r.PathValue("id")})
+	if err != nil {
+		return err
+	}
+	var req SecretRotateRequest
+	if err := decodeJSON(w, r, &req, false); err != nil {
+		return err
+	}
+	payload, err := decodePayload(req.Payload)
+	if err != nil {
+		return err
+	}
+	exp, err := parseExpiry(req.ExpiresAt)
+	if err != nil {
+		clear(payload)
+		return err
+	}
+	sec, err := s.b.RotateSecret(r.Context(), g, daemon.RotateInput{
+		Payload: payload, KeyValues: req.KeyValues, ExpiresAt: exp, CAS: req.CAS,
+	})
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, secretWire(sec))
+	return nil
+}
+
+func (s *Server) revokeSecret(w http.ResponseWriter, r *http.Request) error {
+	g, err := s.authorize(r, daemon.ActManageSecret, daemon.Resource{Secret: r.PathValue("id")})
+	if err != nil {
+		return err
+	}
+	var none struct{}
+	if err := decodeJSON(w, r, &none, true); err != nil {
+		return err
+	}
+	sec, err := s.b.RevokeSecret(r.Context(), g)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, secretWire(sec))
+	return nil
+}
+
+func (s *Server) deleteSecret(w http.ResponseWriter, r *http.Request) error {
+	g, err := s.authorize(r, daemon.ActManageSecret, daemon.Resource{Secret: r.PathValue("id")})
+	if err != nil {
+		return err
+	}
+	if err := s.b.DeleteSecret(r.Context(), g); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}

@@ -1,0 +1,124 @@
+package unixapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/coffer-hsm/coffer/daemon"
+)
+
+// SocketOptions configure ListenUnix.
+type SocketOptions struct {
+	// Mode is the socket file's permission bits; 0 means 0660.
+	Mode os.FileMode
+	// GID, when not -1, is the group the socket file is given (the admin
+	// group, so its members can connect).
+	GID int
+	// Logger receives a line for each connection whose identity cannot be
+	// read (that connection is closed).
+	Logger *slog.Logger
+}
+
+// ListenUnix listens on a Unix socket at path. It refuses when a live
+// daemon already answers there, removes a stale socket file left by a dead
+// one, and sets the file's mode (and group) deliberately. Every accepted
+// connection carries the peer's SO_PEERCRED identity.
+func ListenUnix(path string, opts SocketOptions) (net.Listener, error) {
+	if opts.Mode == 0 {
+		opts.Mode = 0o660
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("create socket directory: %w", err)
+	}
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode().Type() != os.ModeSocket {
+			return nil, fmt.Errorf("listen on %s: the path exists and is not a socket; refusing to replace it", path)
+		}
+		c, err := net.DialTimeout("unix", path, time.Second)
+		if err == nil {
+			c.Close()
+			return nil, fmt.Errorf("listen on %s: another coffer daemon is already serving there", path)
+		}
+		if !errors.Is(err, syscall.ECONNREFUSED) {
+			return nil, fmt.Errorf("listen on %s: cannot tell whether a daemon is serving there: %w", path, err)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("remove stale socket %s: %w", path, err)
+		}
+		if opts.Logger != nil {
+			opts.Logger.Info("removed stale socket file", "path", path)
+		}
+	}
+	// Connecting needs write permission on the socket file; under the usual
+	// umask nobody else has it until the chmod below sets the mode asked for.
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", path, err)
+	}
+	if opts.GID >= 0 {
+		if err := os.Chown(path, -1, opts.GID); err != nil {
+			l.Close()
+			return nil, fmt.Errorf("set group of %s to %d: %w", path, opts.GID, err)
+		}
+	}
+	if err := os.Chmod(path, opts.Mode); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("set mode of %s: %w", path, err)
+	}
+	return NewPeerListener(l, opts.Logger), nil
+}
+
+// NewPeerListener wraps a Unix listener (for instance one passed by systemd)
+// so that each accepted connection carries its peer's identity. A
+// connection whose identity cannot be read is logged and closed; Accept goes
+// on with the next one.
+func NewPeerListener(l *net.UnixListener, log *slog.Logger) net.Listener {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &peerListener{UnixListener: l, log: log}
+}
+
+type peerListener struct {
+	*net.UnixListener
+	log *slog.Logger
+}
+
+func (l *peerListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.AcceptUnix()
+		if err != nil {
+			return nil, err
+		}
+		p, err := unixPeer(c)
+		if err != nil {
+			l.log.Warn("closing connection: cannot read peer credentials", "err", err)
+			c.Close()
+			continue
+		}
+		return &identConn{Conn: c, principal: p}, nil
+	}
+}
+
+// identConn is a connection with the identity read at accept.
+type identConn struct {
+	net.Conn
+	principal daemon.Principal
+}
+
+// connContext puts the identity of an accepted connection on the context of
+// every request that arrives on it. A connection that did not come from a
+// peer listener is anonymous.
+func connContext(ctx context.Context, c net.Conn) context.Context {
+	if ic, ok := c.(*identConn); ok {
+		return daemon.WithPrincipal(ctx, ic.principal)
+	}
+	return daemon.WithPrincipal(ctx, daemon.Principal{Channel: daemon.Channel(c.LocalAddr().Network())})
+}

@@ -1,0 +1,218 @@
+package unixapi
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/coffer-hsm/coffer/daemon"
+)
+
+// Backend is what the server needs of the domain; *daemon.Service is one.
+type Backend interface {
+	Authorize(ctx context.Context, p daemon.Principal, a daemon.Action, r daemon.Resource) (daemon.Grant, error)
+	Status(ctx context.Context, g daemon.Grant) (daemon.Status, error)
+
+	CreateProject(ctx context.Context, g daemon.Grant, name string) (daemon.Project, error)
+	GetProject(ctx context.Context, g daemon.Grant) (daemon.Project, error)
+	ListProjects(ctx context.Context, g daemon.Grant, page daemon.Page) ([]daemon.Project, string, error)
+	DeleteProject(ctx context.Context, g daemon.Grant, ref string) error
+
+	CreateSecret(ctx context.Context, g daemon.Grant, in daemon.SecretInput) (daemon.Secret, error)
+	GetSecret(ctx context.Context, g daemon.Grant) (daemon.Secret, error)
+	ListSecrets(ctx context.Context, g daemon.Grant, page daemon.Page) ([]daemon.Secret, string, error)
+	RotateSecret(ctx context.Context, g daemon.Grant, in daemon.RotateInput) (daemon.Secret, error)
+	RevokeSecret(ctx context.Context, g daemon.Grant) (daemon.Secret, error)
+	DeleteSecret(ctx context.Context, g daemon.Grant) error
+}
+
+// Server serves the HTTP API of a Backend.
+type Server struct {
+	b       Backend
+	log     *slog.Logger
+	mux     *http.ServeMux
+	httpSrv *http.Server
+}
+
+// NewServer returns a Server for b.
+func NewServer(b Backend, log *slog.Logger) *Server {
+	if log == nil {
+		log = slog.Default()
+	}
+	s := &Server{b: b, log: log, mux: http.NewServeMux()}
+	s.routes()
+	s.httpSrv = &http.Server{
+		Handler:           s,
+		ConnContext:       connContext,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	return s
+}
+
+// Serve accepts connections on l until Shutdown. Listeners from ListenUnix
+// (or NewPeerListener) give each request its caller's identity; requests on
+// any other listener are anonymous.
+func (s *Server) Serve(l net.Listener) error {
+	err := s.httpSrv.Serve(l)
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// Shutdown stops accepting connections and waits for in-flight requests to
+// finish, or for ctx to end.
+func (s *Server) Shutdown(ctx context.Context) error { return s.httpSrv.Shutdown(ctx) }
+
+// apiFunc is a handler that returns its error; ServeHTTP writes it.
+type apiFunc func(w http.ResponseWriter, r *http.Request) error
+
+func (s *Server) handle(pattern string, f apiFunc) {
+	s.mux.Handle(pattern, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := f(w, r); err != nil {
+			s.writeError(w, r, err)
+		}
+	}))
+}
+
+// ServeHTTP routes r. Unknown paths and wrong methods get JSON errors like
+// every other failure.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Cache-Control", "no-store")
+	h, pattern := s.mux.Handler(r)
+	if pattern != "" {
+		s.mux.ServeHTTP(w, r) // sets the path values
+		return
+	}
+	// Let the mux decide between 404 and 405 (and set Allow), then answer
+	// in JSON.
+	rec := &statusRecorder{header: http.Header{}}
+	h.ServeHTTP(rec, r)
+	if allow := rec.header.Get("Allow"); allow != "" {
+		w.Header().Set("Allow", allow)
+	}
+	if rec.status == http.StatusMethodNotAllowed {
+		writeJSON(w, rec.status, ErrorBody{Error: "method_not_allowed", Message: r.Method + " is not allowed on " + r.URL.Path})
+		return
+	}
+	writeJSON(w, http.StatusNotFound, ErrorBody{Error: daemon.CodeNotFound, Message: "no such endpoint: " + r.Method + " " + r.URL.Path})
+}
+
+type statusRecorder struct {
+	header http.Header
+	status int
+}
+
+func (r *statusRecorder) Header() http.Header         { return r.header }
+func (r *statusRecorder) Write(b []byte) (int, error) { return len(b), nil }
+func (r *statusRecorder) WriteHeader(code int)        { r.status = code }
+
+// writeError is the one place errors become responses. Causes of internal
+// and unavailable errors go to the log; the caller gets the safe message.
+func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	status := statusOf(err)
+	body := ErrorBody{Error: daemon.CodeOf(err), Message: daemon.MessageOf(err)}
+	if status >= 500 {
+		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "status", status, "err", err)
+	} else {
+		s.log.Debug("request refused", "method", r.Method, "path", r.URL.Path, "status", status, "code", body.Error)
+	}
+	writeJSON(w, status, body)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(v)
+}
+
+// authorize decides the request's permission from the connection's
+// principal, before anything reads the body.
+func (s *Server) authorize(r *http.Request, a daemon.Action, res daemon.Resource) (daemon.Grant, error) {
+	return s.b.Authorize(r.Context(), daemon.PrincipalFrom(r.Context()), a, res)
+}
+
+// decodeJSON reads a request body of at most BodyLimit bytes into v,
+// strictly: unknown fields, trailing data and malformed JSON are 400
+// invalid_json; an empty body is allowed only when optional.
+func decodeJSON(w http.ResponseWriter, r *http.Request, v any, optional bool) error {
+	if r.ContentLength > BodyLimit {
+		return tooLarge()
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, BodyLimit))
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		return tooLarge()
+	}
+	if err != nil {
+		return daemon.Invalid(daemon.CodeInvalidJSON, "cannot read request body")
+	}
+	defer clear(body)
+	if len(bytes.TrimSpace(body)) == 0 {
+		if optional {
+			return nil
+		}
+		return daemon.Invalid(daemon.CodeInvalidJSON, "request body must be a JSON object")
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return daemon.Invalid(daemon.CodeInvalidJSON, "invalid JSON body: %s", jsonProblem(err))
+	}
+	if dec.More() {
+		return daemon.Invalid(daemon.CodeInvalidJSON, "invalid JSON body: unexpected data after the object")
+	}
+	return nil
+}
+
+// jsonProblem describes a decode error without echoing any value from the
+// body (which could be secret).
+func jsonProblem(err error) string {
+	var se *json.SyntaxError
+	var te *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &se):
+		return "syntax error at byte " + strconv.FormatInt(se.Offset, 10)
+	case errors.As(err, &te):
+		if te.Field != "" {
+			return "field " + te.Field + " must be " + te.Type.String()
+		}
+		return "the body must be a JSON object"
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return "unexpected end of input"
+	}
+	// "json: unknown field \"x\"" names only the field.
+	return err.Error()
+}
+
+func tooLarge() error {
+	return daemon.Invalid(daemon.CodeBodyTooLarge, "request body is larger than %d bytes", BodyLimit)
+}
+
+func pageOf(r *http.Request) (daemon.Page, error) {
+	var p daemon.Page
+	q := r.URL.Query()
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			return p, daemon.Invalid(daemon.CodeInvalidArgument, "limit must be a positive number")
+		}
+		p.Limit = n
+	}
+	p.After = q.Get("after")
+	return p, nil
+}

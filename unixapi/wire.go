@@ -1,0 +1,100 @@
+// Package unixapi is coffer's HTTP/JSON transport: the wire types, the
+// server that derives each caller's identity from its connection, and the Go
+// client that the CLI uses.
+package unixapi
+
+import "time"
+
+// BodyLimit is the largest request body accepted (DESIGN §4).
+const BodyLimit = 8 << 10
+
+// ErrorBody is every error response.
+type ErrorBody struct {
+	Error   string `json:"error"`
+	Message string `json:"message"`
+}
+
+// List is one page of a list; Next, when set, is the after= of the next page.
+type List[T any] struct {
+	Items []T    `json:"items"`
+	Next  string `json:"next,omitempty"`
+}
+
+// Status is GET /v1/status.
+type Status struct {
+	Version       string      `json:"version"`
+	StartedAt     time.Time   `json:"started_at"`
+	UptimeSeconds int64       `json:"uptime_seconds"`
+	Dev           bool        `json:"dev"`
+	HSM           HSMStatus   `json:"hsm"`
+	Store         StoreStatus `json:"store"`
+	Counts        Counts      `json:"counts"`
+}
+
+// HSMStatus is the HSM part of Status.
+type HSMStatus struct {
+	Module     string   `json:"module"`
+	TokenLabel string   `json:"token_label"`
+	KeyLabels  []string `json:"key_labels"`
+	Healthy    bool     `json:"healthy"`
+	Error      string   `json:"error,omitempty"`
+}
+
+// StoreStatus is the store part of Status.
+type StoreStatus struct {
+	Healthy bool   `json:"healthy"`
+	Error   string `json:"error,omitempty"`
+}
+
+// Counts is the counts part of Status.
+type Counts struct {
+	Projects int `json:"projects"`
+	Secrets  int `json:"secrets"`
+}
+
+// Project is a project.
+type Project struct {
+	ID        string    `json:"id"`
+	Name      string    `json:"name"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// ProjectCreateRequest is POST /v1/projects.
+type ProjectCreateRequest struct {
+	Name string `json:"name"`
+}
+
+// Secret is the metadata of a brokered secret. It never carries the payload
+// or key_values.
+type Secret struct {
+	ID          string     `json:"id"`
+	Project     string     `json:"project"`
+	ProjectID   string     `json:"project_id"`
+	DisplayName string     `json:"display_name"`
+	Version     int        `json:"version"`
+	Status      string     `json:"status"`
+	CreatedAt   time.Time  `json:"created_at"`
+	UpdatedAt   time.Time  `json:"updated_at"`
+	RotatedAt   *time.Time `json:"rotated_at,omitempty"`
+	RevokedAt   *time.Time `json:"revoked_at,omitempty"`
+	ExpiresAt   *time.Time `json:"expires_at,omitempty"`
+}
+
+// SecretCreateRequest is POST /v1/projects/{p}/secrets. Payload is standard
+// base64; ExpiresAt is RFC 3339.
+type SecretCreateRequest struct {
+	DisplayName string            `json:"display_name"`
+	Payload     string            `json:"payload"`
+	KeyValues   map[string]string `json:"key_values,omitempty"`
+	ExpiresAt   string            `json:"expires_at,omitempty"`
+}
+
+// SecretRotateRequest is POST /v1/secrets/{id}/rotate. KeyValues absent or
+// null keeps the current ones; {} clears them. CAS is the version the caller
+// expects to replace.
+type SecretRotateRequest struct {
+	Payload   string            `json:"payload"`
+	KeyValues map[string]string `json:"key_values"`
+	ExpiresAt string            `json:"expires_at,omitempty"`
+	CAS       *int              `json:"cas,omitempty"`
+}
