@@ -1,0 +1,273 @@
+package kv
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+var (
+	ErrNotFound = errors.New("not found")
+	ErrExists   = errors.New("already exists") // unique index clash
+	ErrClosed   = errors.New("store closed")
+)
+
+// Options configures Open.
+type Options struct {
+	Dir        string        // badger dir, created 0700
+	Logger     *slog.Logger  // nil = slog.Default(); badger's own lines at WARNING and above only
+	GCInterval time.Duration // value-log GC timer; 0 = 5 minutes; negative = off
+}
+
+const (
+	defaultGCInterval = 5 * time.Minute
+	gcDiscardRatio    = 0.5
+	maxGCRuns         = 100 // per tick; a safety cap on rewriting value-log files
+	maxAttempts       = 10  // Update tries on badger.ErrConflict
+)
+
+// Store is an open Badger database. It is safe for concurrent use.
+type Store struct {
+	db  *badger.DB
+	dir string
+	log *slog.Logger
+
+	// mu is held for reading by every transaction and for writing by Close,
+	// so Close waits for in-flight transactions and nothing touches a closed DB.
+	mu     sync.RWMutex
+	closed bool
+
+	// gate makes conflict retries converge: first attempts of Update hold it
+	// shared, retries hold it exclusively, so a retry runs alone and cannot
+	// lose to another Update again.
+	gate sync.RWMutex
+
+	stopGC chan struct{}
+	gcDone chan struct{}
+}
+
+// Open opens (creating if needed) the Badger store in opts.Dir and starts
+// the value-log GC loop.
+func Open(ctx context.Context, opts Options) (*Store, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("kv: open: %w", err)
+	}
+	if opts.Dir == "" {
+		return nil, errors.New("kv: open: Options.Dir is empty")
+	}
+	logger := opts.Logger
+	if logger == nil {
+		logger = slog.Default()
+	}
+	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("kv: open: create store dir: %w", err)
+	}
+
+	bopts := badger.DefaultOptions(opts.Dir).
+		// An acknowledged write must survive kill -9: fsync every commit.
+		WithSyncWrites(true).
+		// Not WithLoggingLevel: it replaces the logger with Badger's stderr one.
+		WithLogger(badgerLogger{logger}).
+		// Sized for a small edge host holding a metadata set of megabytes,
+		// not the multi-GiB defaults.
+		WithMemTableSize(16 << 20).
+		WithNumMemtables(2).
+		WithBlockCacheSize(16 << 20).
+		WithIndexCacheSize(8 << 20).
+		WithValueLogFileSize(64 << 20).
+		WithNumVersionsToKeep(1).
+		WithNumCompactors(2).
+		// Our records are small JSON documents (well under 64 KiB). Keeping
+		// them inside the LSM tree means one read per Get, no value-log
+		// indirection, and almost nothing for value-log GC to rewrite; the
+		// value log then serves only as the write-ahead log. Must stay below
+		// 15% of MemTableSize (Badger's max batch size).
+		WithValueThreshold(64 << 10)
+
+	db, err := badger.Open(bopts)
+	if err != nil {
+		// Badger flattens the flock error into a string; match its text.
+		if strings.Contains(err.Error(), "Cannot acquire directory lock") {
+			return nil, fmt.Errorf("kv: store %s is in use by another process (badger lock): %w", opts.Dir, err)
+		}
+		return nil, fmt.Errorf("kv: open store %s: %w", opts.Dir, err)
+	}
+
+	s := &Store{
+		db:     db,
+		dir:    opts.Dir,
+		log:    logger,
+		stopGC: make(chan struct{}),
+		gcDone: make(chan struct{}),
+	}
+	interval := opts.GCInterval
+	if interval == 0 {
+		interval = defaultGCInterval
+	}
+	if interval > 0 {
+		go s.gcLoop(interval)
+	} else {
+		close(s.gcDone)
+	}
+	return s, nil
+}
+
+// Close stops the GC loop and closes Badger, waiting for in-flight
+// transactions. It is idempotent.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	close(s.stopGC)
+	<-s.gcDone
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("kv: close store %s: %w", s.dir, err)
+	}
+	return nil
+}
+
+// acquire takes the read side of mu; the caller must call s.mu.RUnlock.
+func (s *Store) acquire() error {
+	s.mu.RLock()
+	if s.closed {
+		s.mu.RUnlock()
+		return fmt.Errorf("kv: %w", ErrClosed)
+	}
+	return nil
+}
+
+// Update runs fn in a read-write transaction and commits it. On a commit
+// conflict fn runs again in a fresh transaction (up to maxAttempts times), so
+// fn must have no side effects outside tx. Retries run with no other Update in
+// flight, so they converge even on a hot key. An error from fn discards the
+// transaction and is returned as is. fn must not call Update or View.
+func (s *Store) Update(ctx context.Context, fn func(tx *Txn) error) error {
+	if err := s.acquire(); err != nil {
+		return err
+	}
+	defer s.mu.RUnlock()
+	for attempt := 1; ; attempt++ {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("kv: update: %w", err)
+		}
+		conflict, err := s.runGated(attempt > 1, fn)
+		if !conflict {
+			return err
+		}
+		if attempt == maxAttempts {
+			return fmt.Errorf("kv: update: %d attempts conflicted: %w", attempt, err)
+		}
+	}
+}
+
+func (s *Store) runGated(exclusive bool, fn func(tx *Txn) error) (conflict bool, err error) {
+	if exclusive {
+		s.gate.Lock()
+		defer s.gate.Unlock()
+	} else {
+		s.gate.RLock()
+		defer s.gate.RUnlock()
+	}
+	return s.run(true, fn)
+}
+
+// View runs fn in a read-only snapshot transaction.
+func (s *Store) View(ctx context.Context, fn func(tx *Txn) error) error {
+	if err := s.acquire(); err != nil {
+		return err
+	}
+	defer s.mu.RUnlock()
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("kv: view: %w", err)
+	}
+	_, err := s.run(false, fn)
+	return err
+}
+
+// Check is a health probe: it runs a cheap read transaction.
+func (s *Store) Check(ctx context.Context) error {
+	return s.View(ctx, func(tx *Txn) error {
+		_, err := tx.txn.Get([]byte("h/check"))
+		if err != nil && !errors.Is(err, badger.ErrKeyNotFound) {
+			return fmt.Errorf("kv: check: %w", err)
+		}
+		return nil
+	})
+}
+
+// run executes one attempt; conflict reports a commit conflict worth retrying.
+func (s *Store) run(update bool, fn func(tx *Txn) error) (conflict bool, err error) {
+	btx := s.db.NewTransaction(update)
+	defer btx.Discard()
+	tx := &Txn{txn: btx, update: update}
+	err = func() error {
+		defer func() { tx.done = true }() // also on panic
+		return fn(tx)
+	}()
+	if err != nil || !update {
+		return false, err
+	}
+	if err := btx.Commit(); err != nil {
+		return errors.Is(err, badger.ErrConflict), fmt.Errorf("kv: commit: %w", err)
+	}
+	return false, nil
+}
+
+func (s *Store) gcLoop(interval time.Duration) {
+	defer close(s.gcDone)
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stopGC:
+			return
+		case <-t.C:
+			s.runGC()
+		}
+	}
+}
+
+// runGC rewrites value-log files until Badger finds nothing worth rewriting.
+func (s *Store) runGC() {
+	for range maxGCRuns {
+		select {
+		case <-s.stopGC:
+			return
+		default:
+		}
+		err := s.db.RunValueLogGC(gcDiscardRatio)
+		switch {
+		case err == nil:
+			continue
+		case errors.Is(err, badger.ErrNoRewrite), errors.Is(err, badger.ErrRejected):
+			return
+		default:
+			s.log.Warn("kv: value-log GC failed", "dir", s.dir, "err", err)
+			return
+		}
+	}
+}
+
+// badgerLogger routes Badger's logging to slog, dropping INFO and DEBUG.
+type badgerLogger struct{ l *slog.Logger }
+
+func (b badgerLogger) Errorf(f string, args ...any) {
+	b.l.Error(strings.TrimSpace(fmt.Sprintf(f, args...)), "component", "badger")
+}
+
+func (b badgerLogger) Warningf(f string, args ...any) {
+	b.l.Warn(strings.TrimSpace(fmt.Sprintf(f, args...)), "component", "badger")
+}
+
+func (badgerLogger) Infof(string, ...any)  {}
+func (badgerLogger) Debugf(string, ...any) {}
