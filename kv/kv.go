@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
 )
 
 var (
@@ -84,6 +85,9 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		WithValueLogFileSize(64 << 20).
 		WithNumVersionsToKeep(1).
 		WithNumCompactors(2).
+		// Sealed payloads do not compress, and an uncompressed store keeps
+		// the leak checks (grepping the files for plaintext) meaningful.
+		WithCompression(options.None).
 		// Our records are small JSON documents (well under 64 KiB). Keeping
 		// them inside the LSM tree means one read per Get, no value-log
 		// indirection, and almost nothing for value-log GC to rewrite; the
