@@ -45,7 +45,7 @@ func interspersed(app *cli.App, args []string) []string {
 		}
 		cmds = cmd.Subcommands
 	}
-	var fl, pos []string
+	var global, fl, pos []string
 	for ; i < len(args); i++ {
 		a := args[i]
 		switch {
@@ -53,17 +53,27 @@ func interspersed(app *cli.App, args []string) []string {
 			pos = append(pos, args[i:]...)
 			i = len(args)
 		case isFlag(a):
-			fl = append(fl, a)
-			if takesValue(flags, a) && i+1 < len(args) {
-				fl = append(fl, args[i+1])
+			// A global flag given after the command (coffer secret get ID
+			// -o json) moves up to where the app reads it.
+			dst, set := &fl, flags
+			if !hasFlag(flags, a) && hasFlag(app.Flags, a) {
+				dst, set = &global, app.Flags
+			}
+			*dst = append(*dst, a)
+			if takesValue(set, a) && i+1 < len(args) {
+				*dst = append(*dst, args[i+1])
 				i++
 			}
 		default:
 			pos = append(pos, a)
 		}
 	}
-	return append(append(out, fl...), pos...)
+	res := append([]string{out[0]}, global...)
+	res = append(res, out[1:]...)
+	return append(append(res, fl...), pos...)
 }
+
+func hasFlag(flags []cli.Flag, arg string) bool { return lookupFlag(flags, arg) != nil }
 
 func isFlag(a string) bool { return len(a) > 1 && a[0] == '-' }
 
@@ -79,17 +89,23 @@ func findCommand(cmds []*cli.Command, name string) *cli.Command {
 // takesValue reports whether the flag in arg (like --name, -n or
 // --name=value) needs the next argument as its value.
 func takesValue(flags []cli.Flag, arg string) bool {
-	name := strings.TrimLeft(arg, "-")
-	if strings.Contains(name, "=") {
+	if strings.Contains(arg, "=") {
 		return false
 	}
+	f := lookupFlag(flags, arg)
+	_, isBool := f.(*cli.BoolFlag)
+	return f != nil && !isBool
+}
+
+// lookupFlag finds the flag named by arg (--name, -n or --name=value).
+func lookupFlag(flags []cli.Flag, arg string) cli.Flag {
+	name, _, _ := strings.Cut(strings.TrimLeft(arg, "-"), "=")
 	for _, f := range flags {
 		for _, n := range f.Names() {
 			if n == name {
-				_, isBool := f.(*cli.BoolFlag)
-				return !isBool
+				return f
 			}
 		}
 	}
-	return false
+	return nil
 }
