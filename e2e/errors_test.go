@@ -308,3 +308,29 @@ func TestCLIExitCodes(t *testing.T) {
 		sameJSON(t, "secret", got, s)
 	})
 }
+
+// TestOversizeBodyConnectionClose: a client that sends "Connection: close"
+// with an oversize body must still get the 413, not a broken pipe or a
+// reset because the daemon closed the socket with the body unread.
+func TestOversizeBodyConnectionClose(t *testing.T) {
+	d := startDaemon(t, workDir(t))
+	body := `{"name":"` + strings.Repeat("a", 9<<10) + `"}`
+	failures := 0
+	var last error
+	for range 50 {
+		req, _ := http.NewRequest("POST", "http://coffer/v1/projects", strings.NewReader(body))
+		req.Close = true
+		resp, err := httpClient(d.socket).Do(req)
+		if err != nil {
+			failures++
+			last = err
+			continue
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		wantError(t, apiResp{status: resp.StatusCode, header: resp.Header, body: b}, 413, "request_body_too_large")
+	}
+	if failures > 0 {
+		t.Errorf("%d of 50 oversize requests with Connection: close got no response (last: %v)", failures, last)
+	}
+}

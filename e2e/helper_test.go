@@ -126,6 +126,13 @@ func startDaemon(t *testing.T, dir string, args ...string) *daemonProc {
 // anything. The process is killed at the end of the test if still running.
 func launchDaemon(t *testing.T, dir string, args ...string) *daemonProc {
 	t.Helper()
+	return launchDaemonEnv(t, dir, nil, args...)
+}
+
+// launchDaemonEnv is launchDaemon with extra environment variables.
+func launchDaemonEnv(t *testing.T, dir string, env []string, args ...string) *daemonProc {
+	t.Helper()
+	requireHSM(t)
 	d := &daemonProc{
 		dir:      dir,
 		stateDir: filepath.Join(dir, ".coffer"),
@@ -135,7 +142,7 @@ func launchDaemon(t *testing.T, dir string, args ...string) *daemonProc {
 	}
 	d.cmd = exec.Command(cofferBin, args...)
 	d.cmd.Dir = dir
-	d.cmd.Env = cleanEnv()
+	d.cmd.Env = cleanEnv(env...)
 	d.cmd.Stdout, d.cmd.Stderr = d.stdout, d.stderr
 	if err := d.cmd.Start(); err != nil {
 		t.Fatalf("start coffer %v: %v", args, err)
@@ -272,7 +279,6 @@ func httpClient(socket string) *http.Client {
 				var dl net.Dialer
 				return dl.DialContext(ctx, "unix", socket)
 			},
-			DisableKeepAlives: true,
 		},
 	}
 }
@@ -315,7 +321,9 @@ func (d *daemonProc) api(t *testing.T, method, path string, body any) apiResp {
 	if r != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	resp, err := httpClient(d.socket).Do(req)
+	c := httpClient(d.socket)
+	defer c.CloseIdleConnections()
+	resp, err := c.Do(req)
 	if err != nil {
 		t.Fatalf("%s %s: %v\ndaemon stderr:\n%s", method, path, err, d.stderr)
 	}

@@ -178,6 +178,21 @@ func TestPagination(t *testing.T) {
 		t.Errorf("after the last id: %+v, want an empty page", l)
 	}
 
+	t.Run("cursor survives deletion of its secret", func(t *testing.T) {
+		var p1 list[secret]
+		d.mustAPI(t, "GET", "/v1/projects/pages/secrets?limit=2", nil, http.StatusOK, &p1)
+		if p1.Next != ids[1] {
+			t.Fatalf("next after 2 = %q, want %s", p1.Next, ids[1])
+		}
+		extra := d.createSecret(t, "pages", "to delete", []byte("x"), nil)
+		d.mustAPI(t, "DELETE", "/v1/secrets/"+extra.ID, nil, http.StatusNoContent, nil)
+		var p2 list[secret]
+		d.mustAPI(t, "GET", "/v1/projects/pages/secrets?after="+extra.ID, nil, http.StatusOK, &p2)
+		if len(p2.Items) != 0 {
+			t.Errorf("after a deleted last id: %d items, want 0", len(p2.Items))
+		}
+	})
+
 	t.Run("cli one page", func(t *testing.T) {
 		r := d.mustCLI(t, "", "-o", "json", "secret", "list", "--project", "pages", "--limit", "2", "--after", ids[1])
 		var l list[secret]

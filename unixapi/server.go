@@ -76,6 +76,9 @@ func (s *Server) Serve(l net.Listener) error {
 // finish, or for ctx to end.
 func (s *Server) Shutdown(ctx context.Context) error { return s.httpSrv.Shutdown(ctx) }
 
+// drainLimit bounds how much of an unread request body is discarded.
+const drainLimit = 1 << 20
+
 // apiFunc is a handler that returns its error; ServeHTTP writes it.
 type apiFunc func(w http.ResponseWriter, r *http.Request) error
 
@@ -91,6 +94,11 @@ func (s *Server) handle(pattern string, f apiFunc) {
 // every other failure.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
+	// A request refused before its body was read (403, 413) must still
+	// have the body consumed, or closing the connection resets it before
+	// the client has read the answer (Go lingers only on TCP, not on Unix
+	// sockets). Bounded: a client sending more is cut off.
+	defer io.Copy(io.Discard, io.LimitReader(r.Body, drainLimit))
 	h, pattern := s.mux.Handler(r)
 	if pattern != "" {
 		s.mux.ServeHTTP(w, r) // sets the path values
