@@ -1,0 +1,564 @@
+package daemon
+
+// RFC 9068 JWT access tokens, signed ES256 by the HSM's P-256 key, and the
+// documents that let any service verify them offline: the JWK set
+// (RFC 7517, with RFC 7638 thumbprints as key ids) and the authorization
+// server metadata (RFC 8414).
+//
+// Only the standard library is used. Parsing is deliberately strict: the
+// header is read before the signature is checked, so it is decoded with
+// exact (case-sensitive) member names, duplicate members are rejected, and
+// the only accepted algorithm is ES256 — never "none" or an HMAC that could
+// be keyed with the public key.
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/big"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// JWTSigner signs with the HSM's P-256 key. *hsm.HSM implements it; the
+// daemon depends only on this interface.
+type JWTSigner interface {
+	// Sign signs a SHA-256 digest and returns the raw r||s form (64 bytes).
+	Sign(ctx context.Context, digest []byte) ([]byte, error)
+	SigningPublicKey() *ecdsa.PublicKey
+}
+
+// AccessClaims are the RFC 9068 claims coffer puts in an access token.
+//
+// Audience is always a list in Go. On the wire a single audience is written
+// as a plain string and several as an array (the form RFC 7519 §4.1.3 and
+// most issuers use); both forms are accepted when parsing.
+//
+// Times are NumericDate seconds since the epoch; coffer writes and accepts
+// integers only.
+type AccessClaims struct {
+	Issuer    string   `json:"iss"`
+	Subject   string   `json:"sub"` // user id
+	Audience  []string `json:"aud"`
+	ClientID  string   `json:"client_id"`
+	IssuedAt  int64    `json:"iat"`
+	ExpiresAt int64    `json:"exp"`
+	NotBefore int64    `json:"nbf,omitempty"`
+	JTI       string   `json:"jti"` // session id
+	Scope     string   `json:"scope,omitempty"`
+	Roles     []string `json:"roles,omitempty"`
+	Policies  []string `json:"policies,omitempty"`
+	Project   string   `json:"project,omitempty"`
+}
+
+// ErrInvalidJWT is the single error VerifyJWT returns (wrapped with a
+// reason meant for logs; the reason never contains the token or any
+// attacker-chosen text).
+var ErrInvalidJWT = errors.New("invalid jwt")
+
+const (
+	// jwtMaxLen bounds the work done on a bearer string before anything
+	// is verified; coffer's own tokens are well under 2 KiB.
+	jwtMaxLen = 8 << 10
+	// jwtLeeway is the clock skew tolerated for exp, nbf and iat.
+	jwtLeeway = 30 // seconds
+	jwtAlg    = "ES256"
+	jwtTyp    = "at+jwt"
+	jwtSigLen = 64 // P-256 r||s
+)
+
+// jwtB64 is base64url without padding, strict: non-zero trailing bits are
+// rejected so that every token has exactly one encoding.
+var jwtB64 = base64.RawURLEncoding.Strict()
+
+// jwtPoint returns the fixed-width big-endian coordinates of a P-256 key.
+func jwtPoint(pub *ecdsa.PublicKey) (x, y []byte, err error) {
+	if pub == nil || pub.Curve != elliptic.P256() {
+		return nil, nil, errors.New("jwt: signing key is not an EC P-256 public key")
+	}
+	b, err := pub.Bytes() // 0x04 || X || Y, 32 bytes each
+	if err != nil || len(b) != 65 || b[0] != 4 {
+		return nil, nil, errors.New("jwt: invalid EC P-256 public key")
+	}
+	return b[1:33], b[33:], nil
+}
+
+func jwtKeyID(pub *ecdsa.PublicKey) (string, error) {
+	x, y, err := jwtPoint(pub)
+	if err != nil {
+		return "", err
+	}
+	// RFC 7638 §3.2: the required members only, in lexicographic order,
+	// no whitespace. base64url output needs no JSON escaping.
+	var buf bytes.Buffer
+	buf.WriteString(`{"crv":"P-256","kty":"EC","x":"`)
+	buf.WriteString(jwtB64.EncodeToString(x))
+	buf.WriteString(`","y":"`)
+	buf.WriteString(jwtB64.EncodeToString(y))
+	buf.WriteString(`"}`)
+	sum := sha256.Sum256(buf.Bytes())
+	return jwtB64.EncodeToString(sum[:]), nil
+}
+
+// KeyID is the RFC 7638 JWK thumbprint (SHA-256, base64url) of pub.
+// pub must be a valid P-256 key (the HSM signing key always is); KeyID
+// panics otherwise, as that is a programming error.
+func KeyID(pub *ecdsa.PublicKey) string {
+	kid, err := jwtKeyID(pub)
+	if err != nil {
+		panic(err)
+	}
+	return kid
+}
+
+// MintJWT builds the header {"alg":"ES256","typ":"at+jwt","kid":KeyID(pub)}
+// and the payload c, and signs SHA-256(header.payload) with exactly one
+// s.Sign call. The claims RFC 9068 §2.2 requires (iss, exp, aud, sub,
+// client_id, iat, jti) must be set, and exp must be after iat. The
+// signature is checked against the public key before the token is
+// returned, so a faulty signer cannot hand out unverifiable tokens.
+// Signer errors are wrapped (errors.Is works on them).
+func MintJWT(ctx context.Context, s JWTSigner, c AccessClaims) (string, error) {
+	if s == nil {
+		return "", errors.New("mint jwt: no signer")
+	}
+	pub := s.SigningPublicKey()
+	kid, err := jwtKeyID(pub)
+	if err != nil {
+		return "", fmt.Errorf("mint jwt: %w", err)
+	}
+	if reason := jwtMissingClaim(&c); reason != "" {
+		return "", fmt.Errorf("mint jwt: %s", reason)
+	}
+	if c.ExpiresAt <= c.IssuedAt {
+		return "", errors.New("mint jwt: exp is not after iat")
+	}
+	if c.NotBefore < 0 || c.NotBefore >= c.ExpiresAt {
+		return "", errors.New("mint jwt: nbf is not before exp")
+	}
+	header, err := json.Marshal(struct {
+		Alg string `json:"alg"`
+		Typ string `json:"typ"`
+		Kid string `json:"kid"`
+	}{jwtAlg, jwtTyp, kid})
+	if err != nil {
+		return "", fmt.Errorf("mint jwt: %w", err)
+	}
+	payload, err := json.Marshal(c)
+	if err != nil {
+		return "", fmt.Errorf("mint jwt: %w", err)
+	}
+	hl, pl := jwtB64.EncodedLen(len(header)), jwtB64.EncodedLen(len(payload))
+	out := make([]byte, hl+1+pl, hl+1+pl+1+jwtB64.EncodedLen(jwtSigLen))
+	jwtB64.Encode(out, header)
+	out[hl] = '.'
+	jwtB64.Encode(out[hl+1:], payload)
+	digest := sha256.Sum256(out)
+
+	sig, err := s.Sign(ctx, digest[:])
+	if err != nil {
+		return "", fmt.Errorf("mint jwt: sign: %w", err)
+	}
+	if len(sig) != jwtSigLen {
+		return "", fmt.Errorf("mint jwt: signer returned %d bytes, want %d", len(sig), jwtSigLen)
+	}
+	if !jwtVerifySig(pub, digest[:], sig) {
+		return "", errors.New("mint jwt: signature does not verify with the signing public key")
+	}
+	out = append(out, '.')
+	out = jwtB64.AppendEncode(out, sig)
+	return string(out), nil
+}
+
+// LooksLikeJWT reports cheaply whether a bearer string has JWT shape: it
+// starts with "eyJ" (base64url of `{"`), has exactly three dot-separated
+// parts of base64url characters, and non-empty header and payload parts.
+// An empty signature part still looks like a JWT, so that an unsigned
+// ("alg":"none") token is routed to VerifyJWT and refused there rather
+// than treated as some other kind of token. Coffer's opaque tokens
+// (cfa_, cfo_, cft_, cfs_) never look like a JWT.
+func LooksLikeJWT(s string) bool {
+	if len(s) > jwtMaxLen || !strings.HasPrefix(s, "eyJ") {
+		return false
+	}
+	dots, last := 0, -1
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '.':
+			if i == last+1 && dots < 2 { // empty header or payload
+				return false
+			}
+			dots++
+			last = i
+		case 'A' <= c && c <= 'Z', 'a' <= c && c <= 'z', '0' <= c && c <= '9', c == '-', c == '_':
+		default:
+			return false
+		}
+	}
+	return dots == 2
+}
+
+// VerifyJWT verifies a coffer access token and returns its claims. It
+// checks, in this order:
+//   - shape: at most 8 KiB, exactly three strict base64url parts;
+//   - header: alg exactly "ES256" (anything else, "none" and HMACs
+//     included, is refused), typ "at+jwt" (or its full media type
+//     "application/at+jwt", case-insensitively, per RFC 9068 §4), kid
+//     present in keys, no "crit", no duplicate members;
+//   - signature: exactly 64 bytes r||s, ecdsa.Verify over SHA-256 of
+//     header.payload with the P-256 key named by kid;
+//   - claims: iss, sub, aud, client_id, jti, iat and exp present (RFC 9068
+//     §2.2); exp not passed, nbf (if set) and iat not in the future, each
+//     with 30 s leeway against now.
+//
+// The issuer and audience values are not compared: that is the caller's
+// policy. Every failure is ErrInvalidJWT wrapped with a fixed reason.
+func VerifyJWT(token string, keys map[string]*ecdsa.PublicKey, now time.Time) (AccessClaims, error) {
+	if len(token) == 0 || len(token) > jwtMaxLen {
+		return AccessClaims{}, jwtInvalid("bad size")
+	}
+	i := strings.IndexByte(token, '.')
+	if i < 0 {
+		return AccessClaims{}, jwtInvalid("not three parts")
+	}
+	j := strings.IndexByte(token[i+1:], '.')
+	if j < 0 {
+		return AccessClaims{}, jwtInvalid("not three parts")
+	}
+	j += i + 1
+	if strings.IndexByte(token[j+1:], '.') >= 0 {
+		return AccessClaims{}, jwtInvalid("not three parts")
+	}
+
+	rawHeader, err := jwtB64.DecodeString(token[:i])
+	if err != nil {
+		return AccessClaims{}, jwtInvalid("header is not base64url")
+	}
+	var h struct{ alg, typ, kid string }
+	var crit bool
+	err = jwtDecodeObject(rawHeader, func(key string, dec *json.Decoder) error {
+		switch key {
+		case "alg":
+			return jwtDecodeString(dec, &h.alg)
+		case "typ":
+			return jwtDecodeString(dec, &h.typ)
+		case "kid":
+			return jwtDecodeString(dec, &h.kid)
+		case "crit":
+			crit = true
+		}
+		return jwtSkipValue(dec)
+	})
+	switch {
+	case err != nil:
+		return AccessClaims{}, jwtInvalid("malformed header")
+	case h.alg != jwtAlg:
+		return AccessClaims{}, jwtInvalid("alg is not ES256")
+	case !strings.EqualFold(h.typ, jwtTyp) && !strings.EqualFold(h.typ, "application/"+jwtTyp):
+		return AccessClaims{}, jwtInvalid("typ is not at+jwt")
+	case crit:
+		return AccessClaims{}, jwtInvalid("unsupported crit header")
+	case h.kid == "":
+		return AccessClaims{}, jwtInvalid("no kid")
+	}
+	pub := keys[h.kid]
+	if pub == nil {
+		return AccessClaims{}, jwtInvalid("unknown kid")
+	}
+	if pub.Curve != elliptic.P256() {
+		return AccessClaims{}, jwtInvalid("key for kid is not P-256")
+	}
+
+	if jwtB64.DecodedLen(len(token)-j-1) != jwtSigLen {
+		return AccessClaims{}, jwtInvalid("signature is not 64 bytes")
+	}
+	var sig [jwtSigLen]byte
+	if n, err := jwtB64.Decode(sig[:], []byte(token[j+1:])); err != nil || n != jwtSigLen {
+		return AccessClaims{}, jwtInvalid("signature is not base64url")
+	}
+	digest := sha256.Sum256([]byte(token[:j]))
+	if !jwtVerifySig(pub, digest[:], sig[:]) {
+		return AccessClaims{}, jwtInvalid("bad signature")
+	}
+
+	// Only signed (hence coffer-minted) payloads are parsed from here on.
+	rawPayload, err := jwtB64.DecodeString(token[i+1 : j])
+	if err != nil {
+		return AccessClaims{}, jwtInvalid("payload is not base64url")
+	}
+	var c AccessClaims
+	if err := c.UnmarshalJSON(rawPayload); err != nil {
+		return AccessClaims{}, jwtInvalid("malformed claims")
+	}
+	if reason := jwtMissingClaim(&c); reason != "" {
+		return AccessClaims{}, jwtInvalid(reason)
+	}
+	t := now.Unix()
+	switch {
+	case t-jwtLeeway >= c.ExpiresAt:
+		return AccessClaims{}, jwtInvalid("expired")
+	case c.NotBefore != 0 && t+jwtLeeway < c.NotBefore:
+		return AccessClaims{}, jwtInvalid("not yet valid (nbf)")
+	case t+jwtLeeway < c.IssuedAt:
+		return AccessClaims{}, jwtInvalid("issued in the future (iat)")
+	}
+	return c, nil
+}
+
+func jwtInvalid(reason string) error { return fmt.Errorf("%w: %s", ErrInvalidJWT, reason) }
+
+// jwtVerifySig verifies a raw r||s P-256 signature.
+func jwtVerifySig(pub *ecdsa.PublicKey, digest, sig []byte) bool {
+	if len(sig) != jwtSigLen {
+		return false
+	}
+	r := new(big.Int).SetBytes(sig[:jwtSigLen/2])
+	s := new(big.Int).SetBytes(sig[jwtSigLen/2:])
+	return ecdsa.Verify(pub, digest, r, s) // rejects r, s ∉ [1, n-1]
+}
+
+// jwtMissingClaim names the first RFC 9068 §2.2 required claim that is
+// absent, or returns "".
+func jwtMissingClaim(c *AccessClaims) string {
+	switch {
+	case c.Issuer == "":
+		return "missing iss"
+	case c.Subject == "":
+		return "missing sub"
+	case len(c.Audience) == 0:
+		return "missing aud"
+	case c.ClientID == "":
+		return "missing client_id"
+	case c.JTI == "":
+		return "missing jti"
+	case c.IssuedAt <= 0:
+		return "missing iat"
+	case c.ExpiresAt <= 0:
+		return "missing exp"
+	}
+	for _, a := range c.Audience {
+		if a == "" {
+			return "empty aud value"
+		}
+	}
+	return ""
+}
+
+// jwtAudience is "aud": one value is written as a string, several as an
+// array; both are read.
+type jwtAudience []string
+
+func (a jwtAudience) MarshalJSON() ([]byte, error) {
+	if len(a) == 1 {
+		return json.Marshal(a[0])
+	}
+	if a == nil {
+		return []byte("[]"), nil
+	}
+	return json.Marshal([]string(a))
+}
+
+func (a *jwtAudience) UnmarshalJSON(b []byte) error {
+	b = bytes.TrimSpace(b)
+	if len(b) > 0 && b[0] == '"' {
+		var s string
+		if err := json.Unmarshal(b, &s); err != nil {
+			return err
+		}
+		*a = jwtAudience{s}
+		return nil
+	}
+	var l []string
+	if err := json.Unmarshal(b, &l); err != nil {
+		return err
+	}
+	*a = l
+	return nil
+}
+
+// MarshalJSON writes the claims with a single audience as a string.
+func (c AccessClaims) MarshalJSON() ([]byte, error) {
+	type plain AccessClaims // no methods: no recursion
+	return json.Marshal(struct {
+		plain
+		Audience jwtAudience `json:"aud"` // shallower: replaces plain's "aud"
+	}{plain(c), jwtAudience(c.Audience)})
+}
+
+// UnmarshalJSON reads claims strictly: exact member names (encoding/json
+// would otherwise also match "ISS" or "Sub"), no duplicate members, valid
+// UTF-8, "aud" as a string or an array. Unknown members are ignored.
+func (c *AccessClaims) UnmarshalJSON(data []byte) error {
+	var n AccessClaims
+	err := jwtDecodeObject(data, func(key string, dec *json.Decoder) error {
+		switch key {
+		case "iss":
+			return jwtDecodeString(dec, &n.Issuer)
+		case "sub":
+			return jwtDecodeString(dec, &n.Subject)
+		case "aud":
+			return dec.Decode((*jwtAudience)(&n.Audience))
+		case "client_id":
+			return jwtDecodeString(dec, &n.ClientID)
+		case "iat":
+			return dec.Decode(&n.IssuedAt)
+		case "exp":
+			return dec.Decode(&n.ExpiresAt)
+		case "nbf":
+			return dec.Decode(&n.NotBefore)
+		case "jti":
+			return jwtDecodeString(dec, &n.JTI)
+		case "scope":
+			return jwtDecodeString(dec, &n.Scope)
+		case "roles":
+			return dec.Decode(&n.Roles)
+		case "policies":
+			return dec.Decode(&n.Policies)
+		case "project":
+			return jwtDecodeString(dec, &n.Project)
+		}
+		return jwtSkipValue(dec)
+	})
+	if err != nil {
+		return err
+	}
+	*c = n
+	return nil
+}
+
+// jwtDecodeObject walks one JSON object, calling member for each member
+// name with the decoder positioned at its value (member must consume it).
+// Duplicate names, invalid UTF-8 and trailing data are errors.
+func jwtDecodeObject(data []byte, member func(key string, dec *json.Decoder) error) error {
+	if !utf8.Valid(data) {
+		return errors.New("invalid UTF-8")
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return errors.New("not a JSON object")
+	}
+	seen := make(map[string]struct{}, 16)
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return err
+		}
+		key, ok := tok.(string)
+		if !ok {
+			return errors.New("bad member name")
+		}
+		if _, dup := seen[key]; dup {
+			return errors.New("duplicate member")
+		}
+		seen[key] = struct{}{}
+		if err := member(key, dec); err != nil {
+			return err
+		}
+	}
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('}') {
+		return errors.New("unterminated object")
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return errors.New("trailing data")
+	}
+	return nil
+}
+
+// jwtDecodeString decodes a JSON string; null and other types are errors
+// (encoding/json would leave the target unchanged on null).
+func jwtDecodeString(dec *json.Decoder, dst *string) error {
+	var raw json.RawMessage
+	if err := dec.Decode(&raw); err != nil {
+		return err
+	}
+	if len(raw) == 0 || raw[0] != '"' {
+		return errors.New("not a string")
+	}
+	return json.Unmarshal(raw, dst)
+}
+
+func jwtSkipValue(dec *json.Decoder) error {
+	var raw json.RawMessage
+	return dec.Decode(&raw)
+}
+
+// JWK is an RFC 7517 / RFC 7518 §6.2 EC public key.
+type JWK struct {
+	Kty string `json:"kty"` // "EC"
+	Crv string `json:"crv"` // "P-256"
+	X   string `json:"x"`   // 32-byte big-endian, base64url, no padding
+	Y   string `json:"y"`
+	Kid string `json:"kid"` // RFC 7638 thumbprint, see KeyID
+	Use string `json:"use"` // "sig"
+	Alg string `json:"alg"` // "ES256"
+}
+
+// JWKSet is the RFC 7517 §5 document served at /.well-known/jwks.json.
+type JWKSet struct {
+	Keys []JWK `json:"keys"`
+}
+
+// PublicJWK returns pub as a JWK, x and y as fixed 32-byte big-endian
+// values (leading zeros kept, RFC 7518 §6.2.1.2). Like KeyID it panics if
+// pub is not a valid P-256 key.
+func PublicJWK(pub *ecdsa.PublicKey) JWK {
+	x, y, err := jwtPoint(pub)
+	if err != nil {
+		panic(err)
+	}
+	return JWK{
+		Kty: "EC",
+		Crv: "P-256",
+		X:   jwtB64.EncodeToString(x),
+		Y:   jwtB64.EncodeToString(y),
+		Kid: KeyID(pub),
+		Use: "sig",
+		Alg: jwtAlg,
+	}
+}
+
+// ServerMetadata is the RFC 8414 authorization server metadata document
+// served at /.well-known/oauth-authorization-server.
+type ServerMetadata struct {
+	Issuer                string `json:"issuer"`
+	TokenEndpoint         string `json:"token_endpoint"`
+	IntrospectionEndpoint string `json:"introspection_endpoint"`
+	JWKSURI               string `json:"jwks_uri"`
+	// ResponseTypesSupported is REQUIRED by RFC 8414 §2 but only concerns
+	// the authorization endpoint, which coffer does not have (it is a
+	// client-credentials-only server, so authorization_endpoint is omitted
+	// as §2 allows). It is therefore the empty array: advertising "token"
+	// or "code" would announce implicit or code flows that do not exist.
+	ResponseTypesSupported            []string `json:"response_types_supported"`
+	GrantTypesSupported               []string `json:"grant_types_supported"`
+	TokenEndpointAuthMethodsSupported []string `json:"token_endpoint_auth_methods_supported"`
+	// IntrospectionEndpointAuthMethodsSupported is ["none"]: any local
+	// caller may introspect a token it holds (DESIGN §4), so the endpoint
+	// takes no client authentication.
+	IntrospectionEndpointAuthMethodsSupported []string `json:"introspection_endpoint_auth_methods_supported"`
+}
+
+// Metadata returns the RFC 8414 metadata for issuer iss. The issuer is
+// used verbatim (it must equal the "iss" of the tokens); endpoint URLs
+// are built from it without a trailing slash.
+func Metadata(issuer string) ServerMetadata {
+	base := strings.TrimRight(issuer, "/")
+	return ServerMetadata{
+		Issuer:                            issuer,
+		TokenEndpoint:                     base + "/oauth2/token",
+		IntrospectionEndpoint:             base + "/oauth2/introspect",
+		JWKSURI:                           base + "/.well-known/jwks.json",
+		ResponseTypesSupported:            []string{},
+		GrantTypesSupported:               []string{"client_credentials"},
+		TokenEndpointAuthMethodsSupported: []string{"client_secret_basic", "client_secret_post"},
+		IntrospectionEndpointAuthMethodsSupported: []string{"none"},
+	}
+}
