@@ -18,21 +18,41 @@ import (
 type Action int
 
 const (
-	ActReadStatus     Action = iota + 1 // anyone
-	ActManageProjects                   // create, list, delete projects: system admin
-	ActReadProject                      // read a project and list its secrets: reader+
-	ActManageProject                    // create secrets in a project: admin of the project
-	ActReadSecret                       // read one secret's metadata: reader+ of its project
-	ActManageSecret                     // rotate, revoke, delete a secret: admin of its project
+	ActReadStatus         Action = iota + 1 // anyone
+	ActManageProjects                       // create, list, delete projects: system admin
+	ActReadProject                          // read a project, list its secrets, roles, credentials: reader+
+	ActManageProject                        // create secrets, set roles: admin of the project
+	ActReadSecret                           // read one secret's metadata: reader+ of its project
+	ActManageSecret                         // rotate, revoke, delete a secret: admin of its project
+	ActManageUsers                          // create and list users: system admin
+	ActReadUser                             // read a user: system admin, or the user itself
+	ActManageUser                           // change or delete a user: system admin
+	ActCreateCredential                     // member+ of the project (admin for another user)
+	ActReadCredential                       // reader+ of its project, or its owner
+	ActManageCredential                     // rotate, revoke, delete: admin of its project, or its owner
+	ActListOwnCredentials                   // any user: its own credentials
+	ActListSessions                         // any user (its own); system admin (all)
+	ActManageSession                        // revoke: system admin, admin of its project, or its owner
+	ActManageRules                          // create, list, delete saved access rules: member+ anywhere
 )
 
 var actionNames = map[Action]string{
-	ActReadStatus:     "read status",
-	ActManageProjects: "manage projects",
-	ActReadProject:    "read project",
-	ActManageProject:  "manage project",
-	ActReadSecret:     "read secret",
-	ActManageSecret:   "manage secret",
+	ActReadStatus:         "read status",
+	ActManageProjects:     "manage projects",
+	ActReadProject:        "read project",
+	ActManageProject:      "manage project",
+	ActReadSecret:         "read secret",
+	ActManageSecret:       "manage secret",
+	ActManageUsers:        "manage users",
+	ActReadUser:           "read user",
+	ActManageUser:         "manage user",
+	ActCreateCredential:   "create credential",
+	ActReadCredential:     "read credential",
+	ActManageCredential:   "manage credential",
+	ActListOwnCredentials: "list own credentials",
+	ActListSessions:       "list sessions",
+	ActManageSession:      "manage session",
+	ActManageRules:        "manage access rules",
 }
 
 func (a Action) String() string {
@@ -53,11 +73,17 @@ const (
 	RoleAdmin
 )
 
-// Resource names what an action is about: a project (by name or id) or a
-// secret (by id).
+// Resource names what an action is about, and the HTTP call that asks (for
+// access rules with service "coffer").
 type Resource struct {
-	Project string
-	Secret  string
+	Project    string // name or id
+	Secret     string // id
+	User       string // name or id
+	Credential string // id
+	Session    string // id
+
+	Method string
+	Path   string
 }
 
 // Grant is the outcome of a successful Authorize: the principal, the action
@@ -65,10 +91,15 @@ type Resource struct {
 // Grant, so nothing can act without having been authorized first. The zero
 // Grant allows nothing.
 type Grant struct {
-	principal Principal
-	action    Action
-	project   projectRecord
-	secretID  string
+	principal    Principal
+	action       Action
+	admin        bool   // the caller is a system admin
+	userID       string // the caller's user, if any
+	role         Role   // the caller's effective role on project
+	project      projectRecord
+	secretID     string
+	credentialID string
+	sessionID    string
 }
 
 // Principal returns who was authorized.
@@ -81,99 +112,275 @@ func (g Grant) require(a Action) error {
 	return nil
 }
 
+// caller is who a principal turns out to be: a system admin, a user (by
+// binding or by token), or nobody.
+type caller struct {
+	admin bool
+	user  *userRecord
+	token *TokenIdentity
+}
+
+func (c caller) userID() string {
+	if c.user != nil {
+		return c.user.ID
+	}
+	return ""
+}
+
+// resolveCaller finds the user behind a principal. A bearer token wins over
+// the connection's own identity; a disabled bound user is nobody.
+func (s *Service) resolveCaller(tx *kv.Txn, p Principal) (caller, error) {
+	if p.Token != nil {
+		var u userRecord
+		if err := tx.Get(tableUsers, p.Token.UserID, &u); err != nil {
+			if errors.Is(err, kv.ErrNotFound) {
+				return caller{}, nil
+			}
+			return caller{}, err
+		}
+		if u.Disabled {
+			return caller{}, nil
+		}
+		return caller{user: &u, token: p.Token}, nil
+	}
+	if s.isSystemAdmin(p) {
+		return caller{admin: true}, nil
+	}
+	var index, value string
+	switch {
+	case p.Channel == ChannelUnix && p.HasCred:
+		index, value = indexUID, strconv.FormatUint(uint64(p.UID), 10)
+	case p.Channel == ChannelVsock:
+		index, value = indexCID, strconv.FormatUint(uint64(p.CID), 10)
+	default:
+		return caller{}, nil
+	}
+	id, err := tx.Lookup(tableUsers, index, value)
+	if errors.Is(err, kv.ErrNotFound) {
+		return caller{}, nil
+	}
+	if err != nil {
+		return caller{}, err
+	}
+	var u userRecord
+	if err := tx.Get(tableUsers, id, &u); err != nil {
+		return caller{}, ignoreNotFound(err)
+	}
+	if u.Disabled {
+		return caller{}, nil
+	}
+	return caller{user: &u}, nil
+}
+
+// roleOn returns the caller's effective role on a project: a system admin
+// is admin everywhere; a user has the role it holds; a token has the lesser
+// of its own roles and what its user holds now, and only on its project.
+func (s *Service) roleOn(tx *kv.Txn, c caller, projectID string) (Role, error) {
+	if c.admin {
+		return RoleAdmin, nil
+	}
+	if c.user == nil {
+		return RoleNone, nil
+	}
+	held, err := roleOf(tx, c.user.ID, projectID)
+	if err != nil {
+		return RoleNone, err
+	}
+	if c.token != nil {
+		if c.token.ProjectID != projectID {
+			return RoleNone, nil
+		}
+		return min(held, maxRole(c.token.Roles)), nil
+	}
+	return held, nil
+}
+
 // Authorize decides whether p may perform a on r, before any request body is
-// read. It denies by default. A project that does not exist is forbidden
-// (403), like one the caller has no relation to, so that existence is not
-// revealed; a missing secret is not_found only for callers who could see it
-// anyway (system admins).
+// read. It denies by default and logs each denial with its reason. A
+// project that does not exist is forbidden (403), like one the caller has
+// no relation to, so that existence is not revealed; a missing object is
+// not_found only for callers who could see it anyway.
 func (s *Service) Authorize(ctx context.Context, p Principal, a Action, r Resource) (Grant, error) {
-	g := Grant{principal: p, action: a}
-	admin := s.isSystemAdmin(p)
-	deny := func(reason string) (Grant, error) {
-		s.log.Info("denied", "principal", p.String(), "action", a.String(), "project", r.Project, "secret", r.Secret, "reason", reason)
+	var g Grant
+	var denied string
+	err := s.store.View(ctx, func(tx *kv.Txn) error {
+		var err error
+		g, denied, err = s.decide(tx, p, a, r)
+		return err
+	})
+	if err != nil {
+		return Grant{}, storeErr(err)
+	}
+	if denied != "" {
+		s.log.Info("denied", "principal", p.String(), "action", a.String(), "project", r.Project, "secret", r.Secret,
+			"user", r.User, "credential", r.Credential, "session", r.Session, "reason", denied)
 		return Grant{}, Forbidden("not allowed to %s", a)
+	}
+	return g, nil
+}
+
+// decide is Authorize inside a read transaction. It returns the grant, or
+// the reason for a denial, or an error (not_found for what the caller may
+// know exists).
+func (s *Service) decide(tx *kv.Txn, p Principal, a Action, r Resource) (Grant, string, error) {
+	c, err := s.resolveCaller(tx, p)
+	if err != nil {
+		return Grant{}, "", err
+	}
+	g := Grant{principal: p, action: a, admin: c.admin, userID: c.userID()}
+	if c.token != nil && c.token.Rules != nil {
+		if ok, why := c.token.Rules.Allows("coffer", r.Method, r.Path); !ok {
+			return Grant{}, "access rules: " + why, nil
+		}
+	}
+	restricted := c.token != nil && !c.token.Unrestricted
+	onProject := func(ref string, need Role) (string, error) {
+		proj, err := s.findProjectIn(tx, ref)
+		if errors.Is(err, ErrNotFound) {
+			return "no such project", nil
+		}
+		if err != nil {
+			return "", err
+		}
+		g.project = proj
+		if g.role, err = s.roleOn(tx, c, proj.ID); err != nil {
+			return "", err
+		}
+		if g.role < need {
+			return fmt.Sprintf("holds %s on project %s, needs %s", g.role, proj.Name, need), nil
+		}
+		return "", nil
 	}
 	switch a {
 	case ActReadStatus:
-		return g, nil
-	case ActManageProjects:
-		if !admin {
-			return deny("not a system admin")
+		return g, "", nil
+	case ActManageProjects, ActManageUsers:
+		if !c.admin {
+			return Grant{}, "not a system admin", nil
 		}
-		return g, nil
+		return g, "", nil
 	case ActReadProject, ActManageProject:
-		proj, err := s.findProject(ctx, r.Project)
-		if errors.Is(err, ErrNotFound) {
-			if admin {
-				s.log.Info("denied", "principal", p.String(), "action", a.String(), "project", r.Project, "reason", "no such project")
-				return Grant{}, Forbidden("project %q does not exist", r.Project)
-			}
-			return deny("no such project")
+		need := RoleReader
+		if a == ActManageProject {
+			need = RoleAdmin
 		}
-		if err != nil {
-			return Grant{}, err
+		why, err := onProject(r.Project, need)
+		return g, why, err
+	case ActCreateCredential:
+		if restricted {
+			return Grant{}, "a credential token may not create credentials unless it is unrestricted", nil
 		}
-		if s.roleOn(p, proj.ID) < needRole(a) {
-			return deny("no relation on project")
-		}
-		g.project = proj
-		return g, nil
+		why, err := onProject(r.Project, RoleMember)
+		return g, why, err
 	case ActReadSecret, ActManageSecret:
-		var rec secretRecord
-		var proj projectRecord
 		if !validID(r.Secret) {
-			if admin {
-				return Grant{}, NotFound("secret %q not found", r.Secret)
-			}
-			return deny("no such secret")
+			return s.missing(c, g, "secret", r.Secret)
 		}
-		err := s.store.View(ctx, func(tx *kv.Txn) error {
-			if err := tx.Get(tableSecrets, r.Secret, &rec); err != nil {
-				return err
-			}
-			return tx.Get(tableProjects, rec.ProjectID, &proj)
-		})
-		if errors.Is(err, kv.ErrNotFound) {
-			if admin {
-				return Grant{}, NotFound("secret %s not found", r.Secret)
-			}
-			return deny("no such secret")
+		var rec secretRecord
+		if err := tx.Get(tableSecrets, r.Secret, &rec); errors.Is(err, kv.ErrNotFound) {
+			return s.missing(c, g, "secret", r.Secret)
+		} else if err != nil {
+			return Grant{}, "", err
+		}
+		need := RoleReader
+		if a == ActManageSecret {
+			need = RoleAdmin
+		}
+		g.secretID = rec.ID
+		why, err := onProject(rec.ProjectID, need)
+		return g, why, err
+	case ActReadUser, ActManageUser:
+		u, err := findUser(tx, r.User)
+		if errors.Is(err, ErrNotFound) {
+			return s.missing(c, g, "user", r.User)
 		}
 		if err != nil {
-			return Grant{}, storeErr(err)
+			return Grant{}, "", err
 		}
-		if s.roleOn(p, proj.ID) < needRole(a) {
-			return deny("no relation on the secret's project")
+		g.userID = u.ID
+		if c.admin || (a == ActReadUser && c.userID() == u.ID) {
+			return g, "", nil
 		}
-		g.project, g.secretID = proj, rec.ID
-		return g, nil
+		return Grant{}, "not a system admin nor the user itself", nil
+	case ActReadCredential, ActManageCredential:
+		if a == ActManageCredential && restricted {
+			return Grant{}, "a credential token may not change credentials unless it is unrestricted", nil
+		}
+		if !validID(r.Credential) {
+			return s.missing(c, g, "credential", r.Credential)
+		}
+		var rec credentialRecord
+		if err := tx.Get(tableCredentials, r.Credential, &rec); errors.Is(err, kv.ErrNotFound) {
+			return s.missing(c, g, "credential", r.Credential)
+		} else if err != nil {
+			return Grant{}, "", err
+		}
+		g.credentialID = rec.ID
+		need := RoleReader
+		if a == ActManageCredential {
+			need = RoleAdmin
+		}
+		why, err := onProject(rec.ProjectID, need)
+		if why != "" && err == nil && c.user != nil && c.user.ID == rec.UserID {
+			why = "" // the owner may always read and manage its own
+		}
+		return g, why, err
+	case ActListOwnCredentials, ActListSessions:
+		if !c.admin && c.user == nil {
+			return Grant{}, "anonymous", nil
+		}
+		return g, "", nil
+	case ActManageSession:
+		if !validID(r.Session) {
+			return s.missing(c, g, "session", r.Session)
+		}
+		var rec sessionRecord
+		if err := tx.Get(tableSessions, r.Session, &rec); errors.Is(err, kv.ErrNotFound) {
+			return s.missing(c, g, "session", r.Session)
+		} else if err != nil {
+			return Grant{}, "", err
+		}
+		g.sessionID = rec.ID
+		if c.user != nil && c.user.ID == rec.UserID {
+			return g, "", nil
+		}
+		why, err := onProject(rec.ProjectID, RoleAdmin)
+		return g, why, err
+	case ActManageRules:
+		if c.admin {
+			return g, "", nil
+		}
+		if c.user == nil {
+			return Grant{}, "anonymous", nil
+		}
+		roles, err := userRoles(tx, c.user.ID)
+		if err != nil {
+			return Grant{}, "", err
+		}
+		for _, pr := range roles {
+			if r, _ := ParseRole(pr.Role); r >= RoleMember {
+				return g, "", nil
+			}
+		}
+		return Grant{}, "not a member of any project", nil
 	}
-	return deny("unknown action")
+	return Grant{}, "unknown action", nil
 }
 
-func needRole(a Action) Role {
-	switch a {
-	case ActReadProject, ActReadSecret:
-		return RoleReader
-	default:
-		return RoleAdmin
+// missing answers for an object that does not exist: not_found to a system
+// admin (who could list it anyway), a denial to everyone else.
+func (s *Service) missing(c caller, g Grant, kind, ref string) (Grant, string, error) {
+	if c.admin {
+		return Grant{}, "", NotFound("%s %q not found", kind, ref)
 	}
-}
-
-// roleOn returns p's relation to a project. System admins are admins of
-// every project; users and their roles arrive with the credentials work.
-func (s *Service) roleOn(p Principal, projectID string) Role {
-	if s.isSystemAdmin(p) {
-		return RoleAdmin
-	}
-	return RoleNone
+	return Grant{}, "no such " + kind, nil
 }
 
 // isSystemAdmin reports whether p is a system admin: a Unix-socket caller
 // with uid 0, in the configured admin group, or (in dev mode only) running
-// as the daemon's own uid.
+// as the daemon's own uid. A bearer token is never a system admin.
 func (s *Service) isSystemAdmin(p Principal) bool {
-	if p.Channel != ChannelUnix || !p.HasCred {
+	if p.Token != nil || p.Channel != ChannelUnix || !p.HasCred {
 		return false
 	}
 	if p.UID == 0 || (s.cfg.Dev && p.UID == s.selfUID) {

@@ -5,6 +5,8 @@ import (
 	"context"
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
 	"errors"
 	"io"
@@ -21,6 +23,8 @@ import (
 type fakeKeys struct {
 	mu      sync.Mutex
 	key     []byte
+	sig     *ecdsa.PrivateKey
+	signs   int
 	fail    error // when set, every operation fails with it
 	seals   int
 	unseals int
@@ -29,8 +33,28 @@ type fakeKeys struct {
 func newFakeKeys() *fakeKeys {
 	k := make([]byte, 32)
 	rand.Read(k)
-	return &fakeKeys{key: k}
+	sig, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	return &fakeKeys{key: k, sig: sig}
 }
+
+func (f *fakeKeys) Sign(_ context.Context, digest []byte) ([]byte, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.fail != nil {
+		return nil, f.fail
+	}
+	f.signs++
+	r, s, err := ecdsa.Sign(rand.Reader, f.sig, digest)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]byte, 64)
+	r.FillBytes(out[:32])
+	s.FillBytes(out[32:])
+	return out, nil
+}
+
+func (f *fakeKeys) SigningPublicKey() *ecdsa.PublicKey { return &f.sig.PublicKey }
 
 func (f *fakeKeys) gcm() cipher.AEAD {
 	b, _ := aes.NewCipher(f.key)

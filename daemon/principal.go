@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"fmt"
+	"time"
 )
 
 // Channel names the transport a request arrived on.
@@ -25,11 +26,30 @@ type Principal struct {
 	PID     int32
 	// vsock peer context id.
 	CID uint32
+	// Token is set when the request carried a valid bearer token; the
+	// request then acts as the token's user, within the token's limits.
+	Token *TokenIdentity
+}
+
+// TokenIdentity is what a bearer token stands for.
+type TokenIdentity struct {
+	Kind         string // login, access-token or oauth2 (a JWT)
+	SessionID    string
+	CredentialID string
+	UserID       string
+	ProjectID    string
+	Roles        []string
+	Rules        *RuleSet // nil: unrestricted by rules
+	Policies     []string
+	Unrestricted bool
+	ExpiresAt    *time.Time
 }
 
 // String names the principal for logs.
 func (p Principal) String() string {
 	switch {
+	case p.Token != nil:
+		return fmt.Sprintf("%s session=%s (%s)", p.Token.Kind, p.Token.SessionID, p.Channel)
 	case p.Channel == ChannelUnix && p.HasCred:
 		return fmt.Sprintf("unix uid=%d gid=%d pid=%d", p.UID, p.GID, p.PID)
 	case p.Channel == ChannelVsock:

@@ -50,24 +50,35 @@ func (s *Service) ensureDefaultProject(ctx context.Context) error {
 // findProject resolves a project by name or id.
 func (s *Service) findProject(ctx context.Context, ref string) (projectRecord, error) {
 	var rec projectRecord
+	err := s.store.View(ctx, func(tx *kv.Txn) error {
+		var err error
+		rec, err = s.findProjectIn(tx, ref)
+		return err
+	})
+	return rec, storeErr(err)
+}
+
+// findProjectIn resolves a project by name or id inside a transaction.
+func (s *Service) findProjectIn(tx *kv.Txn, ref string) (projectRecord, error) {
+	var rec projectRecord
 	if !validName(ref) && !validID(ref) {
 		return rec, NotFound("project %q not found", ref)
 	}
-	err := s.store.View(ctx, func(tx *kv.Txn) error {
-		id := ref
-		if !validID(ref) {
-			var err error
-			if id, err = tx.Lookup(tableProjects, indexName, ref); err != nil {
-				return err
+	id := ref
+	if !validID(ref) {
+		var err error
+		if id, err = tx.Lookup(tableProjects, indexName, ref); err != nil {
+			if errors.Is(err, kv.ErrNotFound) {
+				return rec, NotFound("project %q not found", ref)
 			}
+			return rec, err
 		}
-		return tx.Get(tableProjects, id, &rec)
-	})
-	if errors.Is(err, kv.ErrNotFound) {
-		return rec, NotFound("project %q not found", ref)
 	}
-	if err != nil {
-		return rec, storeErr(err)
+	if err := tx.Get(tableProjects, id, &rec); err != nil {
+		if errors.Is(err, kv.ErrNotFound) {
+			return rec, NotFound("project %q not found", ref)
+		}
+		return rec, err
 	}
 	return rec, nil
 }
@@ -139,6 +150,9 @@ func (s *Service) DeleteProject(ctx context.Context, g Grant, ref string) error 
 		if n > 0 {
 			return Conflict(CodeProjectNotEmpty, "project %q still has %d secrets: delete them first", rec.Name, n)
 		}
+		if err := deleteProjectDependents(tx, rec.ID, s.now()); err != nil {
+			return err
+		}
 		return tx.Delete(tableProjects, rec.ID)
 	})
 	if errors.Is(err, kv.ErrNotFound) {
@@ -178,26 +192,67 @@ func (p Page) check() (Page, error) {
 // list reads one page of a table and returns the id to continue after, or
 // "" when this was the last page.
 func (s *Service) list(ctx context.Context, table string, q kv.Query, page Page, each func(decode func(any) error) error) (string, error) {
+	var next string
+	err := s.store.View(ctx, func(tx *kv.Txn) error {
+		var err error
+		next, err = s.listIn(tx, table, q, page, each)
+		return err
+	})
+	return next, storeErr(err)
+}
+
+// listIn is list inside a transaction.
+func (s *Service) listIn(tx *kv.Txn, table string, q kv.Query, page Page, each func(decode func(any) error) error) (string, error) {
 	page, err := page.check()
 	if err != nil {
 		return "", err
 	}
 	q.After, q.Limit = page.After, page.Limit+1
 	var ids []string
-	err = s.store.View(ctx, func(tx *kv.Txn) error {
-		return tx.List(table, q, func(id string, decode func(any) error) error {
-			ids = append(ids, id)
-			if len(ids) > page.Limit {
-				return nil
-			}
-			return each(decode)
-		})
+	err = tx.List(table, q, func(id string, decode func(any) error) error {
+		ids = append(ids, id)
+		if len(ids) > page.Limit {
+			return nil
+		}
+		return each(decode)
 	})
 	if err != nil {
-		return "", storeErr(err)
+		return "", err
 	}
 	if len(ids) > page.Limit {
 		return ids[page.Limit-1], nil
 	}
 	return "", nil
+}
+
+// deleteProjectDependents deletes a project's role assignments and its
+// credentials with their tokens and sessions.
+func deleteProjectDependents(tx *kv.Txn, projectID string, now time.Time) error {
+	roles, err := projectRoles(tx, projectID)
+	if err != nil {
+		return err
+	}
+	for _, r := range roles {
+		if err := tx.Delete(tableRoles, roleID(r.UserID, r.ProjectID)); err != nil {
+			return err
+		}
+	}
+	var creds []credentialRecord
+	err = tx.List(tableCredentials, kv.Query{Index: indexProject, Value: projectID}, func(_ string, decode func(any) error) error {
+		var rec credentialRecord
+		if err := decode(&rec); err != nil {
+			return err
+		}
+		creds = append(creds, rec)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, c := range creds {
+		if err := deleteCredential(tx, c, now); err != nil {
+			return err
+		}
+	}
+	return deleteSessionsBy(tx, indexProject, projectID, now)
 }

@@ -5,6 +5,7 @@ package daemon
 
 import (
 	"context"
+	"crypto/ecdsa"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -22,6 +23,8 @@ import (
 type Keys interface {
 	Seal(ctx context.Context, plaintext, aad []byte) (*hsm.Sealed, error)
 	Unseal(ctx context.Context, s *hsm.Sealed, aad []byte) ([]byte, error)
+	Sign(ctx context.Context, digest []byte) ([]byte, error)
+	SigningPublicKey() *ecdsa.PublicKey
 	Check(ctx context.Context) error
 	Info() hsm.Info
 	Close() error
@@ -51,6 +54,13 @@ type Config struct {
 	// AdminGroup is a group name or numeric gid whose members are system
 	// admins. Empty: only uid 0.
 	AdminGroup string
+	// AllowReservedCIDs lets users bind vsock CIDs 0-2 (hypervisor,
+	// loopback, host); only for tests that use the loopback transport.
+	AllowReservedCIDs bool
+	// Issuer is the OAuth2 issuer (iss) of access tokens; default
+	// "coffer" plus nothing else, which callers should override with the
+	// URL services know the daemon by.
+	Issuer string
 	// Version is reported by status.
 	Version string
 	Logger  *slog.Logger
@@ -173,6 +183,9 @@ func ResolveGroup(g string) (uint32, error) {
 // storeErr turns a store failure into an unavailable error; the cause goes
 // to the log through the transport, never to the caller.
 func storeErr(err error) error {
+	if err == nil {
+		return nil
+	}
 	var de *Error
 	if errors.As(err, &de) {
 		return err

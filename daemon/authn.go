@@ -1,0 +1,518 @@
+package daemon
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"errors"
+	"strings"
+	"time"
+
+	"github.com/coffer-hsm/coffer/kv"
+)
+
+// DefaultIssuer is the OAuth2 issuer when none is configured: the host
+// name clients use over the Unix socket (http://coffer/...).
+const DefaultIssuer = "http://coffer"
+
+// errUnauthenticated is the one answer to every bad token, so that the
+// reason (unknown, wrong, expired, revoked, disabled...) is no oracle. The
+// reason goes to the log.
+func errUnauthenticated() error {
+	return newErr(ErrUnauthenticated, CodeUnauthenticated, "invalid or expired token")
+}
+
+func (s *Service) issuer() string {
+	if s.cfg.Issuer != "" {
+		return s.cfg.Issuer
+	}
+	return DefaultIssuer
+}
+
+// jwtKeys are the keys JWTs are verified with, by kid.
+func (s *Service) jwtKeys() map[string]*ecdsa.PublicKey {
+	pub := s.keys.SigningPublicKey()
+	return map[string]*ecdsa.PublicKey{KeyID(pub): pub}
+}
+
+// JWKS returns the public keys that verify coffer's JWTs.
+func (s *Service) JWKS() JWKSet {
+	return JWKSet{Keys: []JWK{PublicJWK(s.keys.SigningPublicKey())}}
+}
+
+// ServerMetadata returns the RFC 8414 document.
+func (s *Service) ServerMetadata() ServerMetadata { return Metadata(s.issuer()) }
+
+// logBadToken records why a token was refused, without the token.
+func (s *Service) logBadToken(what, tokenID string, err error) {
+	s.log.Info("authentication failed", "for", what, "token_id", tokenID, "reason", err.Error())
+}
+
+// session resolution shared by bearer authentication, introspection and
+// /v1/authorize.
+type resolved struct {
+	session sessionRecord
+	user    userRecord
+	cred    *credentialRecord
+	kind    string
+}
+
+// resolveBearer checks a bearer token (cfs_, cft_ or a JWT) and returns
+// the live session behind it. Any failure is an *errBadToken (or a store
+// error).
+func (s *Service) resolveBearer(tx *kv.Txn, bearer string, now time.Time) (resolved, string, error) {
+	var r resolved
+	var sessionID, tokenID string
+	if LooksLikeJWT(bearer) {
+		claims, err := VerifyJWT(bearer, s.jwtKeys(), now)
+		if err != nil {
+			return r, "", badToken(err.Error())
+		}
+		if claims.Issuer != s.issuer() {
+			return r, "", badToken("jwt from another issuer")
+		}
+		sessionID, tokenID = claims.JTI, "jwt:"+claims.JTI
+		r.kind = SessionOAuth2
+	} else {
+		tok, err := ParseToken(bearer)
+		if err != nil {
+			return r, "", badToken(err.Error())
+		}
+		tokenID = tok.ID
+		if tok.Prefix != PrefixSession && tok.Prefix != PrefixAccessToken {
+			return r, tokenID, badToken("a " + tok.Prefix + "_ token is exchanged for a session, not used as a bearer")
+		}
+		rec, err := checkToken(tx, tok, now)
+		if err != nil {
+			return r, tokenID, err
+		}
+		sessionID = rec.Owner
+	}
+	if !validID(sessionID) {
+		return r, tokenID, badToken("no such session")
+	}
+	if err := tx.Get(tableSessions, sessionID, &r.session); err != nil {
+		if errors.Is(err, kv.ErrNotFound) {
+			return r, tokenID, badToken("session revoked or gone")
+		}
+		return r, tokenID, err
+	}
+	if r.session.expired(now) {
+		return r, tokenID, badToken("session expired")
+	}
+	if r.kind == "" {
+		r.kind = r.session.Kind
+	} else if r.session.Kind != SessionOAuth2 {
+		return r, tokenID, badToken("jwt for a session that is not an oauth2 session")
+	}
+	if err := tx.Get(tableUsers, r.session.UserID, &r.user); err != nil {
+		if errors.Is(err, kv.ErrNotFound) {
+			return r, tokenID, badToken("user gone")
+		}
+		return r, tokenID, err
+	}
+	if r.user.Disabled {
+		return r, tokenID, badToken("user disabled")
+	}
+	var cred credentialRecord
+	if err := tx.Get(tableCredentials, r.session.CredentialID, &cred); err != nil {
+		if errors.Is(err, kv.ErrNotFound) {
+			return r, tokenID, badToken("credential gone")
+		}
+		return r, tokenID, err
+	}
+	if cred.RevokedAt != nil {
+		return r, tokenID, badToken("credential revoked")
+	}
+	if cred.Type == CredAccessToken && cred.ExpiresAt != nil && !now.Before(*cred.ExpiresAt) {
+		return r, tokenID, badToken("credential expired")
+	}
+	r.cred = &cred
+	return r, tokenID, nil
+}
+
+func (r resolved) identity() (*TokenIdentity, error) {
+	rules, err := CompileRules(r.session.Rules)
+	if err != nil {
+		return nil, err
+	}
+	return &TokenIdentity{
+		Kind: r.kind, SessionID: r.session.ID, CredentialID: r.session.CredentialID, UserID: r.user.ID,
+		ProjectID: r.session.ProjectID, Roles: r.session.Roles, Rules: rules, Policies: r.session.Policies,
+		Unrestricted: r.session.Unrestricted, ExpiresAt: r.session.ExpiresAt,
+	}, nil
+}
+
+// Authenticate checks a bearer token and returns p acting as the token's
+// session. Every failure is the same 401.
+func (s *Service) Authenticate(ctx context.Context, p Principal, bearer string) (Principal, error) {
+	var id *TokenIdentity
+	var tokenID string
+	var bad *errBadToken
+	err := s.store.View(ctx, func(tx *kv.Txn) error {
+		r, tid, err := s.resolveBearer(tx, bearer, s.now())
+		tokenID = tid
+		if err != nil {
+			return err
+		}
+		id, err = r.identity()
+		return err
+	})
+	if errors.As(err, &bad) {
+		s.logBadToken("bearer", tokenID, err)
+		return Principal{}, errUnauthenticated()
+	}
+	if err != nil {
+		return Principal{}, storeErr(err)
+	}
+	p.Token = id
+	return p, nil
+}
+
+// sessionExpiry is when a new session of user from cred ends: the user's
+// access-token TTL, but never after the credential expires.
+func sessionExpiry(now time.Time, user userRecord, cred credentialRecord) time.Time {
+	ttl := user.AccessTokenTTL
+	if ttl <= 0 {
+		ttl = DefaultAccessTokenTTL
+	}
+	exp := now.Add(ttl)
+	if cred.ExpiresAt != nil && cred.ExpiresAt.Before(exp) {
+		exp = *cred.ExpiresAt
+	}
+	return exp.UTC()
+}
+
+// authenticateCredential checks a credential's secret (cfa_ or cfo_) and
+// counts one authentication against max_authn, atomically: concurrent
+// callers never exceed it. It returns the credential and its user.
+func (s *Service) authenticateCredential(tx *kv.Txn, tok ParsedToken, wantType string, now time.Time) (credentialRecord, userRecord, error) {
+	var cred credentialRecord
+	var user userRecord
+	rec, err := checkToken(tx, tok, now)
+	if err != nil {
+		return cred, user, err
+	}
+	if err := tx.Get(tableCredentials, rec.Owner, &cred); err != nil {
+		if errors.Is(err, kv.ErrNotFound) {
+			return cred, user, badToken("credential gone")
+		}
+		return cred, user, err
+	}
+	if cred.Type != wantType {
+		return cred, user, badToken("credential is a " + cred.Type)
+	}
+	if err := tx.Get(tableUsers, cred.UserID, &user); err != nil {
+		if errors.Is(err, kv.ErrNotFound) {
+			return cred, user, badToken("user gone")
+		}
+		return cred, user, err
+	}
+	if st := cred.status(now, user); st != StatusActive {
+		return cred, user, badToken("credential " + st)
+	}
+	return cred, user, nil
+}
+
+// countAuthn records one authentication of cred.
+func countAuthn(tx *kv.Txn, cred *credentialRecord, now time.Time) error {
+	cred.AuthnCount++
+	cred.LastUsedAt = &now
+	return tx.Put(tableCredentials, cred.ID, *cred, cred.indexes()...)
+}
+
+// newSession makes the session an authentication of cred creates.
+func newSession(kind string, cred credentialRecord, user userRecord, roles []string, now time.Time) sessionRecord {
+	exp := sessionExpiry(now, user, cred)
+	return sessionRecord{
+		ID: newID(), Kind: kind, UserID: user.ID, ProjectID: cred.ProjectID, CredentialID: cred.ID,
+		Roles: roles, Rules: cred.Rules, Policies: cred.Policies, SessionType: cred.SessionType,
+		Unrestricted: cred.Unrestricted, CreatedAt: now, ExpiresAt: &exp,
+	}
+}
+
+// Login exchanges an auth token (cfa_) for a session and its cfs_ token.
+func (s *Service) Login(ctx context.Context, authToken string) (Session, string, error) {
+	tok, err := ParseToken(authToken)
+	if err != nil {
+		s.logBadToken("login", "", err)
+		return Session{}, "", errUnauthenticated()
+	}
+	if tok.Prefix != PrefixAuthToken {
+		s.logBadToken("login", tok.ID, errors.New("login needs an auth token (cfa_)"))
+		return Session{}, "", errUnauthenticated()
+	}
+	now := s.now()
+	var out Session
+	var plain string
+	err = s.store.Update(ctx, func(tx *kv.Txn) error {
+		cred, user, err := s.authenticateCredential(tx, tok, CredAuthToken, now)
+		if err != nil {
+			return err
+		}
+		if err := countAuthn(tx, &cred, now); err != nil {
+			return err
+		}
+		sess := newSession(SessionLogin, cred, user, cred.Roles, now)
+		if err := tx.Put(tableSessions, sess.ID, sess, sess.indexes()...); err != nil {
+			return err
+		}
+		if plain, _, err = issueToken(tx, PrefixSession, sess.ID); err != nil {
+			return err
+		}
+		out, err = s.sessionView(tx, sess)
+		return err
+	})
+	var bad *errBadToken
+	if errors.As(err, &bad) {
+		s.logBadToken("login", tok.ID, err)
+		return Session{}, "", errUnauthenticated()
+	}
+	if err != nil {
+		return Session{}, "", storeErr(err)
+	}
+	s.log.Info("login", "session", out.ID, "user", out.User, "project", out.Project, "credential", out.CredentialID)
+	return out, plain, nil
+}
+
+// OAuth2 error codes (RFC 6749 §5.2).
+const (
+	CodeInvalidClient        = "invalid_client"
+	CodeInvalidRequest       = "invalid_request"
+	CodeInvalidScope         = "invalid_scope"
+	CodeUnsupportedGrantType = "unsupported_grant_type"
+)
+
+// AccessToken is a successful client-credentials grant.
+type AccessToken struct {
+	Token     string
+	ExpiresIn int64
+	Scope     string
+	SessionID string
+}
+
+// ClientCredentials runs the RFC 6749 §4.4 grant: it checks the client's
+// secret, counts the authentication, creates a session and returns an
+// RFC 9068 JWT for it, signed in the HSM. scope, when given, is a
+// space-separated subset of the credential's roles.
+func (s *Service) ClientCredentials(ctx context.Context, clientID, clientSecret, scope string) (AccessToken, error) {
+	invalidClient := func(tokenID string, why error) error {
+		s.logBadToken("oauth2 client "+clientID, tokenID, why)
+		return newErr(ErrUnauthenticated, CodeInvalidClient, "client authentication failed")
+	}
+	tok, err := ParseToken(clientSecret)
+	if err != nil {
+		return AccessToken{}, invalidClient("", err)
+	}
+	if tok.Prefix != PrefixOAuth2 {
+		return AccessToken{}, invalidClient(tok.ID, errors.New("client secret is not a cfo_ token"))
+	}
+	now := s.now()
+	// Check the client first, without writing, so an HSM signature is made
+	// only for a client that will get it.
+	var cred credentialRecord
+	var user userRecord
+	err = s.store.View(ctx, func(tx *kv.Txn) error {
+		var err error
+		cred, user, err = s.authenticateCredential(tx, tok, CredOAuth2, now)
+		if err == nil && cred.ClientID != clientID {
+			err = badToken("client_id does not match the secret")
+		}
+		return err
+	})
+	var bad *errBadToken
+	if errors.As(err, &bad) {
+		return AccessToken{}, invalidClient(tok.ID, err)
+	}
+	if err != nil {
+		return AccessToken{}, storeErr(err)
+	}
+	roles := cred.Roles
+	if scope = strings.TrimSpace(scope); scope != "" {
+		roles = sortedUnique(strings.Fields(scope))
+		for _, r := range roles {
+			if !containsString(cred.Roles, r) {
+				return AccessToken{}, newErr(ErrInvalidArgument, CodeInvalidScope, "scope %q is not among the client's roles", r)
+			}
+		}
+	}
+	sess := newSession(SessionOAuth2, cred, user, roles, now)
+	var proj projectRecord
+	if err := s.store.View(ctx, func(tx *kv.Txn) error { return tx.Get(tableProjects, cred.ProjectID, &proj) }); err != nil {
+		return AccessToken{}, storeErr(err)
+	}
+	jwt, err := MintJWT(ctx, s.keys, AccessClaims{
+		Issuer: s.issuer(), Subject: user.ID, Audience: []string{s.issuer()}, ClientID: clientID,
+		IssuedAt: now.Unix(), ExpiresAt: sess.ExpiresAt.Unix(), JTI: sess.ID, Scope: strings.Join(roles, " "),
+		Roles: roles, Policies: cred.Policies, Project: proj.Name,
+	})
+	if err != nil {
+		return AccessToken{}, hsmErr(err)
+	}
+	err = s.store.Update(ctx, func(tx *kv.Txn) error {
+		cred, _, err := s.authenticateCredential(tx, tok, CredOAuth2, now)
+		if err != nil {
+			return err
+		}
+		if err := countAuthn(tx, &cred, now); err != nil {
+			return err
+		}
+		return tx.Put(tableSessions, sess.ID, sess, sess.indexes()...)
+	})
+	if errors.As(err, &bad) {
+		return AccessToken{}, invalidClient(tok.ID, err)
+	}
+	if err != nil {
+		return AccessToken{}, storeErr(err)
+	}
+	s.log.Info("oauth2 token issued", "session", sess.ID, "client_id", clientID, "credential", cred.ID)
+	return AccessToken{Token: jwt, ExpiresIn: int64(sess.ExpiresAt.Sub(now) / time.Second), Scope: strings.Join(roles, " "), SessionID: sess.ID}, nil
+}
+
+func containsString(xs []string, x string) bool {
+	for _, y := range xs {
+		if y == x {
+			return true
+		}
+	}
+	return false
+}
+
+// Introspection is the RFC 7662 answer plus coffer's fields.
+type Introspection struct {
+	Active       bool
+	TokenType    string // session, access-token, oauth2-access-token, auth-token, oauth2-client-secret
+	ClientID     string
+	Username     string
+	Subject      string
+	Project      string
+	Scope        string
+	Roles        []string
+	Policies     []string
+	AccessRules  []AccessRule
+	CredentialID string
+	SessionID    string
+	IssuedAt     int64
+	ExpiresAt    int64
+	Issuer       string
+}
+
+// Introspect describes any coffer token. An unusable token is exactly
+// {active: false}, whatever the reason.
+func (s *Service) Introspect(ctx context.Context, token string) (Introspection, error) {
+	now := s.now()
+	var out Introspection
+	var bad *errBadToken
+	err := s.store.View(ctx, func(tx *kv.Txn) error {
+		if !LooksLikeJWT(token) {
+			tok, err := ParseToken(token)
+			if err != nil {
+				return badToken(err.Error())
+			}
+			if tok.Prefix == PrefixAuthToken || tok.Prefix == PrefixOAuth2 {
+				want := map[string]string{PrefixAuthToken: CredAuthToken, PrefixOAuth2: CredOAuth2}[tok.Prefix]
+				cred, user, err := s.authenticateCredential(tx, tok, want, now)
+				if err != nil {
+					return err
+				}
+				out = s.introspection(tx, cred, user, nil, now)
+				out.TokenType = map[string]string{CredAuthToken: "auth-token", CredOAuth2: "oauth2-client-secret"}[want]
+				return nil
+			}
+		}
+		r, _, err := s.resolveBearer(tx, token, now)
+		if err != nil {
+			return err
+		}
+		out = s.introspection(tx, *r.cred, r.user, &r.session, now)
+		out.TokenType = map[string]string{SessionLogin: "session", SessionAccessToken: "access-token", SessionOAuth2: "oauth2-access-token"}[r.kind]
+		return nil
+	})
+	if errors.As(err, &bad) {
+		s.logBadToken("introspection", "", err)
+		return Introspection{Active: false}, nil
+	}
+	if err != nil {
+		return Introspection{}, storeErr(err)
+	}
+	return out, nil
+}
+
+func (s *Service) introspection(tx *kv.Txn, cred credentialRecord, user userRecord, sess *sessionRecord, now time.Time) Introspection {
+	var proj projectRecord
+	_ = tx.Get(tableProjects, cred.ProjectID, &proj)
+	out := Introspection{
+		Active: true, ClientID: cred.ClientID, Username: user.Name, Subject: user.ID, Project: proj.Name,
+		Roles: cred.Roles, Policies: cred.Policies, AccessRules: cred.Rules, CredentialID: cred.ID,
+		IssuedAt: cred.CreatedAt.Unix(), Issuer: s.issuer(),
+	}
+	if cred.ExpiresAt != nil {
+		out.ExpiresAt = cred.ExpiresAt.Unix()
+	}
+	if sess != nil {
+		out.Roles, out.Policies, out.AccessRules, out.SessionID = sess.Roles, sess.Policies, sess.Rules, sess.ID
+		out.IssuedAt = sess.CreatedAt.Unix()
+		out.ExpiresAt = 0
+		if sess.ExpiresAt != nil {
+			out.ExpiresAt = sess.ExpiresAt.Unix()
+		}
+	}
+	out.Scope = strings.Join(out.Roles, " ")
+	return out
+}
+
+// Decision is the answer of /v1/authorize.
+type Decision struct {
+	Allowed bool
+	Reason  string
+	User    string
+	Project string
+	Roles   []string
+}
+
+// AuthorizeCall decides whether a bearer token may call service with
+// method and path: the token must be live and one of its access rules must
+// match (a token without rules is unrestricted by rules). Services use it
+// as their authorization point.
+func (s *Service) AuthorizeCall(ctx context.Context, token, service, method, path string) (Decision, error) {
+	now := s.now()
+	var d Decision
+	var bad *errBadToken
+	err := s.store.View(ctx, func(tx *kv.Txn) error {
+		r, _, err := s.resolveBearer(tx, token, now)
+		if err != nil {
+			return err
+		}
+		id, err := r.identity()
+		if err != nil {
+			return err
+		}
+		var proj projectRecord
+		if err := tx.Get(tableProjects, r.session.ProjectID, &proj); err != nil {
+			return err
+		}
+		held, err := roleOf(tx, r.user.ID, proj.ID)
+		if err != nil {
+			return err
+		}
+		var roles []string
+		for _, name := range r.session.Roles {
+			if role, err := ParseRole(name); err == nil && role <= held {
+				roles = append(roles, name)
+			}
+		}
+		d = Decision{User: r.user.Name, Project: proj.Name, Roles: roles}
+		d.Allowed, d.Reason = id.Rules.Allows(service, method, path)
+		if d.Allowed && len(roles) == 0 {
+			d.Allowed, d.Reason = false, "the user no longer holds the token's roles"
+		}
+		return nil
+	})
+	if errors.As(err, &bad) {
+		s.logBadToken("authorize", "", err)
+		return Decision{Allowed: false, Reason: "invalid or expired token"}, nil
+	}
+	if err != nil {
+		return Decision{}, storeErr(err)
+	}
+	return d, nil
+}

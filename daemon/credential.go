@@ -1,0 +1,669 @@
+package daemon
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/coffer-hsm/coffer/kv"
+)
+
+const (
+	tableCredentials = "credentials"
+	indexClient      = "client"
+	indexRule        = "rule"
+	indexProjectName = "project_name"
+
+	// Credential types.
+	CredAuthToken   = "auth-token"
+	CredOAuth2      = "oauth2"
+	CredAccessToken = "access-token"
+
+	// Session types a credential's sessions are marked with.
+	SessionTypeClient     = "client"
+	SessionTypeClientless = "clientless"
+
+	// Credential statuses (secret statuses active/expired/revoked too).
+	StatusExhausted = "exhausted"
+	StatusDisabled  = "disabled"
+
+	CodeInvalidCredential = "invalid_credential"
+
+	maxPolicies    = 32
+	maxCredRules   = 64
+	maxDescription = 512
+)
+
+var credPrefix = map[string]string{
+	CredAuthToken:   PrefixAuthToken,
+	CredOAuth2:      PrefixOAuth2,
+	CredAccessToken: PrefixAccessToken,
+}
+
+// credentialRecord is a credential as stored: never its token, only the
+// token's public id (the verifier lives in the tokens table).
+type credentialRecord struct {
+	ID           string       `json:"id"`
+	Name         string       `json:"name"`
+	Description  string       `json:"description,omitempty"`
+	Type         string       `json:"type"`
+	UserID       string       `json:"user_id"`
+	ProjectID    string       `json:"project_id"`
+	Roles        []string     `json:"roles"`
+	Rules        []AccessRule `json:"rules"`
+	Policies     []string     `json:"policies"`
+	SessionType  string       `json:"session_type"`
+	Unrestricted bool         `json:"unrestricted,omitempty"`
+	TokenID      string       `json:"token_id"`
+	ClientID     string       `json:"client_id,omitempty"`
+	SessionID    string       `json:"session_id,omitempty"` // access-token: its session
+	ExpiresAt    *time.Time   `json:"expires_at,omitempty"`
+	MaxAuthn     int          `json:"max_authn,omitempty"`
+	AuthnCount   int          `json:"authn_count"`
+	LastUsedAt   *time.Time   `json:"last_used_at,omitempty"`
+	CreatedAt    time.Time    `json:"created_at"`
+	RotatedAt    *time.Time   `json:"rotated_at,omitempty"`
+	RevokedAt    *time.Time   `json:"revoked_at,omitempty"`
+}
+
+func (r credentialRecord) indexes() []kv.Index {
+	ix := []kv.Index{
+		{Name: indexProject, Value: r.ProjectID},
+		{Name: indexUser, Value: r.UserID},
+		{Name: indexProjectName, Value: r.ProjectID + "/" + r.Name, Unique: true},
+	}
+	if r.ClientID != "" {
+		ix = append(ix, kv.Index{Name: indexClient, Value: r.ClientID, Unique: true})
+	}
+	for _, rule := range r.Rules {
+		if rule.ID != "" {
+			ix = append(ix, kv.Index{Name: indexRule, Value: rule.ID})
+		}
+	}
+	return ix
+}
+
+func (r credentialRecord) status(now time.Time, user userRecord) string {
+	switch {
+	case r.RevokedAt != nil:
+		return StatusRevoked
+	case user.Disabled:
+		return StatusDisabled
+	case r.ExpiresAt != nil && !now.Before(*r.ExpiresAt):
+		return StatusExpired
+	case r.MaxAuthn > 0 && r.AuthnCount >= r.MaxAuthn:
+		return StatusExhausted
+	}
+	return StatusActive
+}
+
+// Credential is the projection of a credential: never its secret.
+type Credential struct {
+	ID           string
+	Name         string
+	Description  string
+	Type         string
+	UserID       string
+	User         string
+	ProjectID    string
+	Project      string
+	Roles        []string
+	AccessRules  []AccessRule
+	Policies     []string
+	SessionType  string
+	Unrestricted bool
+	TokenID      string
+	ClientID     string
+	ExpiresAt    *time.Time
+	MaxAuthn     int
+	AuthnCount   int
+	LastUsedAt   *time.Time
+	CreatedAt    time.Time
+	RotatedAt    *time.Time
+	RevokedAt    *time.Time
+	Status       string
+}
+
+// Issued is a credential's secret, returned once at creation or rotation.
+type Issued struct {
+	Token        string // auth-token, access-token
+	ClientID     string // oauth2
+	ClientSecret string // oauth2
+}
+
+func (s *Service) credentialView(tx *kv.Txn, r credentialRecord, now time.Time) (Credential, error) {
+	var u userRecord
+	var p projectRecord
+	if err := tx.Get(tableUsers, r.UserID, &u); err != nil {
+		return Credential{}, err
+	}
+	if err := tx.Get(tableProjects, r.ProjectID, &p); err != nil {
+		return Credential{}, err
+	}
+	return Credential{
+		ID: r.ID, Name: r.Name, Description: r.Description, Type: r.Type, UserID: u.ID, User: u.Name,
+		ProjectID: p.ID, Project: p.Name, Roles: r.Roles, AccessRules: r.Rules, Policies: r.Policies,
+		SessionType: r.SessionType, Unrestricted: r.Unrestricted, TokenID: r.TokenID, ClientID: r.ClientID,
+		ExpiresAt: r.ExpiresAt, MaxAuthn: r.MaxAuthn, AuthnCount: r.AuthnCount, LastUsedAt: r.LastUsedAt,
+		CreatedAt: r.CreatedAt, RotatedAt: r.RotatedAt, RevokedAt: r.RevokedAt, Status: r.status(now, u),
+	}, nil
+}
+
+// CredentialInput creates a credential.
+type CredentialInput struct {
+	Type         string
+	User         string // name or id; empty = the caller's own user
+	Name         string
+	Description  string
+	Roles        []string
+	AccessRules  []AccessRule // inline rules, or {ID} of a saved rule; nil = unrestricted
+	Policies     []string
+	ExpireIn     string
+	MaxAuthn     int
+	OneTime      bool
+	SessionType  string
+	Unrestricted bool
+}
+
+func (s *Service) checkCredentialInput(in *CredentialInput) error {
+	if _, ok := credPrefix[in.Type]; !ok {
+		return Invalid(CodeInvalidCredential, "type must be auth-token, oauth2 or access-token")
+	}
+	if in.Name != "" {
+		if err := checkName("credential", in.Name); err != nil {
+			return err
+		}
+	}
+	if len(in.Description) > maxDescription {
+		return Invalid(CodeInvalidCredential, "description is longer than %d bytes", maxDescription)
+	}
+	if len(in.Policies) > maxPolicies {
+		return Invalid(CodeInvalidCredential, "at most %d policies", maxPolicies)
+	}
+	for _, p := range in.Policies {
+		if !validName(p) {
+			return Invalid(CodeInvalidCredential, "policy %q: use a name of a-z 0-9 . _ -", p)
+		}
+	}
+	if len(in.AccessRules) > maxCredRules {
+		return Invalid(CodeInvalidAccessRule, "at most %d access rules", maxCredRules)
+	}
+	if in.MaxAuthn < 0 {
+		return Invalid(CodeInvalidCredential, "max_authn must not be negative")
+	}
+	if in.OneTime {
+		if in.MaxAuthn > 1 {
+			return Invalid(CodeInvalidCredential, "one_time and max_authn %d contradict each other", in.MaxAuthn)
+		}
+		in.MaxAuthn = 1
+	}
+	if in.Type == CredAccessToken && in.MaxAuthn > 0 {
+		return Invalid(CodeInvalidCredential, "an access-token is its session already; max_authn does not apply")
+	}
+	switch in.SessionType {
+	case "":
+		in.SessionType = SessionTypeClient
+	case SessionTypeClient, SessionTypeClientless:
+	default:
+		return Invalid(CodeInvalidCredential, "session_type must be client or clientless")
+	}
+	return nil
+}
+
+// resolveRules compiles inline rules and fetches saved ones by id.
+func resolveRules(tx *kv.Txn, in []AccessRule) ([]AccessRule, error) {
+	if in == nil {
+		return nil, nil
+	}
+	out := make([]AccessRule, 0, len(in))
+	for i, r := range in {
+		if r.ID != "" && r.Service == "" && r.Method == "" && r.Path == "" {
+			var saved ruleRecord
+			if !validID(r.ID) {
+				return nil, Invalid(CodeInvalidAccessRule, "access_rules[%d]: unknown access rule id %q", i, r.ID)
+			}
+			if err := tx.Get(tableRules, r.ID, &saved); err != nil {
+				if errors.Is(err, kv.ErrNotFound) {
+					return nil, Invalid(CodeInvalidAccessRule, "access_rules[%d]: unknown access rule id %q", i, r.ID)
+				}
+				return nil, err
+			}
+			out = append(out, saved.AccessRule)
+			continue
+		}
+		if r.ID != "" {
+			return nil, Invalid(CodeInvalidAccessRule, "access_rules[%d]: give either an id or service/method/path", i)
+		}
+		out = append(out, r)
+	}
+	if _, err := CompileRules(out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func randomSuffix() string {
+	const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+	b := make([]byte, 6)
+	rand.Read(b)
+	for i := range b {
+		b[i] = alphabet[int(b[i])%len(alphabet)]
+	}
+	return string(b)
+}
+
+// generatedName is <user>-<type>-<random>, shortened to fit a name.
+func generatedName(user, typ string) string {
+	tail := "-" + typ + "-" + randomSuffix()
+	if len(user)+len(tail) > 64 {
+		user = strings.TrimRight(user[:64-len(tail)], "._-")
+	}
+	return user + tail
+}
+
+// CreateCredential issues a credential to a user in the grant's project and
+// returns its secret once.
+func (s *Service) CreateCredential(ctx context.Context, g Grant, in CredentialInput) (Credential, Issued, error) {
+	if err := g.require(ActCreateCredential); err != nil {
+		return Credential{}, Issued{}, err
+	}
+	if err := s.checkCredentialInput(&in); err != nil {
+		return Credential{}, Issued{}, err
+	}
+	now := s.now()
+	var expires *time.Time
+	if in.ExpireIn != "" {
+		t, err := ParseExpireIn(in.ExpireIn, now)
+		if err != nil {
+			return Credential{}, Issued{}, err
+		}
+		expires = utcPtr(&t)
+	}
+	if in.Unrestricted && g.role < RoleAdmin {
+		return Credential{}, Issued{}, Forbidden("only an admin of the project may create an unrestricted credential")
+	}
+	var out Credential
+	var issued Issued
+	err := s.store.Update(ctx, func(tx *kv.Txn) error {
+		userRef := in.User
+		if userRef == "" {
+			if g.userID == "" {
+				return Invalid(CodeInvalidCredential, "user is required")
+			}
+			userRef = g.userID
+		}
+		user, err := findUser(tx, userRef)
+		if err != nil {
+			return err
+		}
+		if user.ID != g.userID && g.role < RoleAdmin {
+			return Forbidden("only an admin of the project may issue credentials to another user")
+		}
+		held, err := roleOf(tx, user.ID, g.project.ID)
+		if err != nil {
+			return err
+		}
+		if held == RoleNone {
+			return Forbidden("user %s has no role on project %s", user.Name, g.project.Name)
+		}
+		roles := in.Roles
+		if roles == nil {
+			roles = held.implied()
+		}
+		for _, r := range roles {
+			want, err := ParseRole(r)
+			if err != nil {
+				return err
+			}
+			if want > held {
+				return Forbidden("user %s holds %s on project %s, not %s", user.Name, held, g.project.Name, want)
+			}
+		}
+		roles = sortedUnique(roles)
+		rules, err := resolveRules(tx, in.AccessRules)
+		if err != nil {
+			return err
+		}
+		rec := credentialRecord{
+			ID: newID(), Name: in.Name, Description: in.Description, Type: in.Type, UserID: user.ID,
+			ProjectID: g.project.ID, Roles: roles, Rules: rules, Policies: sortedUnique(in.Policies),
+			SessionType: in.SessionType, Unrestricted: in.Unrestricted, ExpiresAt: expires,
+			MaxAuthn: in.MaxAuthn, CreatedAt: now,
+		}
+		if rec.Name == "" {
+			rec.Name = generatedName(user.Name, in.Type)
+		}
+		if issued, err = s.issueCredentialToken(tx, &rec, user, now); err != nil {
+			return err
+		}
+		if err := tx.Put(tableCredentials, rec.ID, rec, rec.indexes()...); err != nil {
+			if errors.Is(err, kv.ErrExists) {
+				return newErr(ErrAlreadyExists, CodeAlreadyExists, "a credential named %q already exists in project %s", rec.Name, g.project.Name)
+			}
+			return err
+		}
+		out, err = s.credentialView(tx, rec, now)
+		return err
+	})
+	if err != nil {
+		return Credential{}, Issued{}, storeErr(err)
+	}
+	s.log.Info("credential created", "credential", out.ID, "name", out.Name, "type", out.Type, "user", out.User, "project", out.Project, "token_id", out.TokenID, "by", g.principal.String())
+	return out, issued, nil
+}
+
+// issueCredentialToken makes rec's token (and, for an access token, its
+// session) and records the token id on rec.
+func (s *Service) issueCredentialToken(tx *kv.Txn, rec *credentialRecord, user userRecord, now time.Time) (Issued, error) {
+	owner := rec.ID
+	if rec.Type == CredAccessToken {
+		if rec.SessionID == "" {
+			sess := sessionRecord{
+				ID: newID(), Kind: SessionAccessToken, UserID: rec.UserID, ProjectID: rec.ProjectID,
+				CredentialID: rec.ID, Roles: rec.Roles, Rules: rec.Rules, Policies: rec.Policies,
+				SessionType: rec.SessionType, Unrestricted: rec.Unrestricted, CreatedAt: now, ExpiresAt: rec.ExpiresAt,
+			}
+			if err := tx.Put(tableSessions, sess.ID, sess, sess.indexes()...); err != nil {
+				return Issued{}, err
+			}
+			rec.SessionID = sess.ID
+		}
+		owner = rec.SessionID
+	}
+	plain, tok, err := issueToken(tx, credPrefix[rec.Type], owner)
+	if err != nil {
+		return Issued{}, err
+	}
+	rec.TokenID = tok.ID
+	if rec.Type == CredOAuth2 {
+		if rec.ClientID == "" {
+			rec.ClientID = NewTokenID()
+		}
+		return Issued{ClientID: rec.ClientID, ClientSecret: plain}, nil
+	}
+	return Issued{Token: plain}, nil
+}
+
+func sortedUnique(xs []string) []string {
+	if xs == nil {
+		return []string{}
+	}
+	c := slices.Clone(xs)
+	slices.Sort(c)
+	return slices.Compact(c)
+}
+
+// GetCredential returns the grant's credential.
+func (s *Service) GetCredential(ctx context.Context, g Grant) (Credential, error) {
+	if g.action != ActReadCredential && g.action != ActManageCredential {
+		return Credential{}, Forbidden("not authorized to %s", ActReadCredential)
+	}
+	var out Credential
+	err := s.store.View(ctx, func(tx *kv.Txn) error {
+		var rec credentialRecord
+		if err := tx.Get(tableCredentials, g.credentialID, &rec); err != nil {
+			return err
+		}
+		var err error
+		out, err = s.credentialView(tx, rec, s.now())
+		return err
+	})
+	if errors.Is(err, kv.ErrNotFound) {
+		return Credential{}, NotFound("credential %s not found", g.credentialID)
+	}
+	return out, storeErr(err)
+}
+
+// CredentialFilter narrows a credential list.
+type CredentialFilter struct {
+	User           string        // name or id
+	ExpiringWithin time.Duration // > 0: only active credentials expiring within this span
+}
+
+// ListCredentials lists credentials of the grant's project, or of one
+// user (the caller's own when the grant is not on a project).
+func (s *Service) ListCredentials(ctx context.Context, g Grant, f CredentialFilter, page Page) ([]Credential, string, error) {
+	if g.action != ActReadProject && g.action != ActManageProject && g.action != ActListOwnCredentials {
+		return nil, "", Forbidden("not authorized to list credentials")
+	}
+	now := s.now()
+	var out []Credential
+	var next string
+	err := s.store.View(ctx, func(tx *kv.Txn) error {
+		q := kv.Query{Index: indexProject, Value: g.project.ID}
+		var only string
+		if f.User != "" {
+			u, err := findUser(tx, f.User)
+			if err != nil {
+				return err
+			}
+			only = u.ID
+		}
+		if g.action == ActListOwnCredentials {
+			if only != "" && only != g.userID {
+				return Forbidden("you may list only your own credentials")
+			}
+			only = g.userID
+		}
+		if only != "" {
+			q = kv.Query{Index: indexUser, Value: only}
+		}
+		var err error
+		next, err = s.listIn(tx, tableCredentials, q, page, func(decode func(any) error) error {
+			var rec credentialRecord
+			if err := decode(&rec); err != nil {
+				return err
+			}
+			if g.project.ID != "" && rec.ProjectID != g.project.ID {
+				return nil
+			}
+			v, err := s.credentialView(tx, rec, now)
+			if err != nil {
+				return err
+			}
+			if f.ExpiringWithin > 0 && (v.Status != StatusActive || v.ExpiresAt == nil || v.ExpiresAt.After(now.Add(f.ExpiringWithin))) {
+				return nil
+			}
+			out = append(out, v)
+			return nil
+		})
+		return err
+	})
+	return out, next, storeErr(err)
+}
+
+// RotateInput for credentials.
+type CredentialRotate struct {
+	// Grace keeps the previous token working this long; 0 ends it at once.
+	Grace time.Duration
+}
+
+// MaxGrace bounds a rotation's grace period.
+const MaxGrace = 7 * 24 * time.Hour
+
+// RotateCredential issues a new token (new token id) for the grant's
+// credential. The previous one stops working at once, or after the grace.
+func (s *Service) RotateCredential(ctx context.Context, g Grant, in CredentialRotate) (Credential, Issued, error) {
+	if err := g.require(ActManageCredential); err != nil {
+		return Credential{}, Issued{}, err
+	}
+	if in.Grace < 0 || in.Grace > MaxGrace {
+		return Credential{}, Issued{}, Invalid(CodeInvalidArgument, "grace must be between 0 and %s", MaxGrace)
+	}
+	now := s.now()
+	var out Credential
+	var issued Issued
+	err := s.store.Update(ctx, func(tx *kv.Txn) error {
+		var rec credentialRecord
+		if err := tx.Get(tableCredentials, g.credentialID, &rec); err != nil {
+			return err
+		}
+		if rec.RevokedAt != nil {
+			return Conflict(CodeConflict, "credential %s is revoked", rec.Name)
+		}
+		var user userRecord
+		if err := tx.Get(tableUsers, rec.UserID, &user); err != nil {
+			return err
+		}
+		owner := rec.ID
+		if rec.Type == CredAccessToken {
+			owner = rec.SessionID
+		}
+		if err := retireTokens(tx, owner, now, in.Grace); err != nil {
+			return err
+		}
+		var err error
+		if issued, err = s.issueCredentialToken(tx, &rec, user, now); err != nil {
+			return err
+		}
+		rec.RotatedAt = &now
+		if err := tx.Put(tableCredentials, rec.ID, rec, rec.indexes()...); err != nil {
+			return err
+		}
+		out, err = s.credentialView(tx, rec, now)
+		return err
+	})
+	if errors.Is(err, kv.ErrNotFound) {
+		return Credential{}, Issued{}, NotFound("credential %s not found", g.credentialID)
+	}
+	if err != nil {
+		return Credential{}, Issued{}, storeErr(err)
+	}
+	s.log.Info("credential rotated", "credential", out.ID, "name", out.Name, "token_id", out.TokenID, "grace", in.Grace.String(), "by", g.principal.String())
+	return out, issued, nil
+}
+
+// RevokeCredential ends a credential: its tokens and sessions stop working
+// at once. The record stays, with status revoked.
+func (s *Service) RevokeCredential(ctx context.Context, g Grant) (Credential, error) {
+	if err := g.require(ActManageCredential); err != nil {
+		return Credential{}, err
+	}
+	now := s.now()
+	var out Credential
+	err := s.store.Update(ctx, func(tx *kv.Txn) error {
+		var rec credentialRecord
+		if err := tx.Get(tableCredentials, g.credentialID, &rec); err != nil {
+			return err
+		}
+		if rec.RevokedAt == nil {
+			rec.RevokedAt = &now
+			if err := endCredential(tx, rec, now); err != nil {
+				return err
+			}
+			if err := tx.Put(tableCredentials, rec.ID, rec, rec.indexes()...); err != nil {
+				return err
+			}
+		}
+		var err error
+		out, err = s.credentialView(tx, rec, now)
+		return err
+	})
+	if errors.Is(err, kv.ErrNotFound) {
+		return Credential{}, NotFound("credential %s not found", g.credentialID)
+	}
+	if err != nil {
+		return Credential{}, storeErr(err)
+	}
+	s.log.Info("credential revoked", "credential", out.ID, "name", out.Name, "by", g.principal.String())
+	return out, nil
+}
+
+// DeleteCredential deletes a credential with its tokens and sessions.
+func (s *Service) DeleteCredential(ctx context.Context, g Grant) error {
+	if err := g.require(ActManageCredential); err != nil {
+		return err
+	}
+	err := s.store.Update(ctx, func(tx *kv.Txn) error {
+		var rec credentialRecord
+		if err := tx.Get(tableCredentials, g.credentialID, &rec); err != nil {
+			return err
+		}
+		return deleteCredential(tx, rec, s.now())
+	})
+	if errors.Is(err, kv.ErrNotFound) {
+		return NotFound("credential %s not found", g.credentialID)
+	}
+	if err != nil {
+		return storeErr(err)
+	}
+	s.log.Info("credential deleted", "credential", g.credentialID, "by", g.principal.String())
+	return nil
+}
+
+// endCredential removes a credential's tokens and sessions.
+func endCredential(tx *kv.Txn, rec credentialRecord, now time.Time) error {
+	if err := retireTokens(tx, rec.ID, now, 0); err != nil {
+		return err
+	}
+	return deleteSessionsBy(tx, indexCredential, rec.ID, now)
+}
+
+func deleteCredential(tx *kv.Txn, rec credentialRecord, now time.Time) error {
+	if err := endCredential(tx, rec, now); err != nil {
+		return err
+	}
+	return tx.Delete(tableCredentials, rec.ID)
+}
+
+// dropCredentialsBeyond deletes the user's credentials in a project whose
+// roles are no longer a subset of held, and returns how many.
+func (s *Service) dropCredentialsBeyond(tx *kv.Txn, userID, projectID string, held Role) (int, error) {
+	var doomed []credentialRecord
+	err := tx.List(tableCredentials, kv.Query{Index: indexUser, Value: userID}, func(_ string, decode func(any) error) error {
+		var rec credentialRecord
+		if err := decode(&rec); err != nil {
+			return err
+		}
+		if rec.ProjectID == projectID && maxRole(rec.Roles) > held {
+			doomed = append(doomed, rec)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	now := s.now()
+	for _, rec := range doomed {
+		if err := deleteCredential(tx, rec, now); err != nil {
+			return 0, err
+		}
+	}
+	return len(doomed), nil
+}
+
+// deleteUserDependents deletes a user's roles, credentials and sessions.
+func deleteUserDependents(tx *kv.Txn, userID string, now time.Time) error {
+	var roleIDs []string
+	var creds []credentialRecord
+	if err := tx.List(tableRoles, kv.Query{Index: indexUser, Value: userID}, func(id string, _ func(any) error) error {
+		roleIDs = append(roleIDs, id)
+		return nil
+	}); err != nil {
+		return err
+	}
+	if err := tx.List(tableCredentials, kv.Query{Index: indexUser, Value: userID}, func(_ string, decode func(any) error) error {
+		var rec credentialRecord
+		if err := decode(&rec); err != nil {
+			return err
+		}
+		creds = append(creds, rec)
+		return nil
+	}); err != nil {
+		return err
+	}
+	for _, id := range roleIDs {
+		if err := tx.Delete(tableRoles, id); err != nil {
+			return err
+		}
+	}
+	for _, rec := range creds {
+		if err := deleteCredential(tx, rec, now); err != nil {
+			return err
+		}
+	}
+	return deleteSessionsBy(tx, indexUser, userID, now)
+}

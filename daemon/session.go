@@ -1,0 +1,163 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/coffer-hsm/coffer/kv"
+)
+
+const (
+	tableSessions   = "sessions"
+	indexCredential = "credential"
+
+	// Session kinds.
+	SessionLogin       = "login"
+	SessionAccessToken = "access-token"
+	SessionOAuth2      = "oauth2"
+)
+
+// sessionRecord is an authenticated session: what its bearer may do.
+// Rules nil means unrestricted by rules; an empty list allows nothing.
+type sessionRecord struct {
+	ID           string       `json:"id"`
+	Kind         string       `json:"kind"`
+	UserID       string       `json:"user_id"`
+	ProjectID    string       `json:"project_id"`
+	CredentialID string       `json:"credential_id"`
+	Roles        []string     `json:"roles"`
+	Rules        []AccessRule `json:"rules"`
+	Policies     []string     `json:"policies"`
+	SessionType  string       `json:"session_type"`
+	Unrestricted bool         `json:"unrestricted,omitempty"`
+	CreatedAt    time.Time    `json:"created_at"`
+	ExpiresAt    *time.Time   `json:"expires_at,omitempty"`
+}
+
+func (r sessionRecord) indexes() []kv.Index {
+	return []kv.Index{
+		{Name: indexUser, Value: r.UserID},
+		{Name: indexCredential, Value: r.CredentialID},
+		{Name: indexProject, Value: r.ProjectID},
+	}
+}
+
+func (r sessionRecord) expired(now time.Time) bool {
+	return r.ExpiresAt != nil && !now.Before(*r.ExpiresAt)
+}
+
+// Session is the projection of a session. It never carries its token.
+type Session struct {
+	ID           string
+	Kind         string
+	UserID       string
+	User         string
+	ProjectID    string
+	Project      string
+	CredentialID string
+	Roles        []string
+	AccessRules  []AccessRule
+	Policies     []string
+	SessionType  string
+	CreatedAt    time.Time
+	ExpiresAt    *time.Time
+}
+
+func (s *Service) sessionView(tx *kv.Txn, r sessionRecord) (Session, error) {
+	var u userRecord
+	var p projectRecord
+	if err := tx.Get(tableUsers, r.UserID, &u); err != nil {
+		return Session{}, err
+	}
+	if err := tx.Get(tableProjects, r.ProjectID, &p); err != nil {
+		return Session{}, err
+	}
+	return Session{
+		ID: r.ID, Kind: r.Kind, UserID: r.UserID, User: u.Name, ProjectID: r.ProjectID, Project: p.Name,
+		CredentialID: r.CredentialID, Roles: r.Roles, AccessRules: r.Rules, Policies: r.Policies,
+		SessionType: r.SessionType, CreatedAt: r.CreatedAt, ExpiresAt: r.ExpiresAt,
+	}, nil
+}
+
+// deleteSession removes a session and its tokens.
+func deleteSession(tx *kv.Txn, id string, now time.Time) error {
+	if err := retireTokens(tx, id, now, 0); err != nil {
+		return err
+	}
+	return ignoreNotFound(tx.Delete(tableSessions, id))
+}
+
+// deleteSessionsBy removes every session with index=value.
+func deleteSessionsBy(tx *kv.Txn, index, value string, now time.Time) error {
+	var ids []string
+	err := tx.List(tableSessions, kv.Query{Index: index, Value: value}, func(id string, _ func(any) error) error {
+		ids = append(ids, id)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, id := range ids {
+		if err := deleteSession(tx, id, now); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ListSessions lists live sessions: all of them for a system admin, the
+// caller's own otherwise.
+func (s *Service) ListSessions(ctx context.Context, g Grant, page Page) ([]Session, string, error) {
+	if err := g.require(ActListSessions); err != nil {
+		return nil, "", err
+	}
+	q := kv.Query{}
+	if !g.admin {
+		q = kv.Query{Index: indexUser, Value: g.userID}
+	}
+	now := s.now()
+	var out []Session
+	var next string
+	err := s.store.View(ctx, func(tx *kv.Txn) error {
+		var err error
+		next, err = s.listIn(tx, tableSessions, q, page, func(decode func(any) error) error {
+			var rec sessionRecord
+			if err := decode(&rec); err != nil {
+				return err
+			}
+			if rec.expired(now) {
+				return nil
+			}
+			v, err := s.sessionView(tx, rec)
+			if err != nil {
+				return err
+			}
+			out = append(out, v)
+			return nil
+		})
+		return err
+	})
+	return out, next, storeErr(err)
+}
+
+// RevokeSession ends a session at once; its token (or JWT) stops working.
+func (s *Service) RevokeSession(ctx context.Context, g Grant) error {
+	if err := g.require(ActManageSession); err != nil {
+		return err
+	}
+	err := s.store.Update(ctx, func(tx *kv.Txn) error {
+		if err := tx.Get(tableSessions, g.sessionID, &sessionRecord{}); err != nil {
+			return err
+		}
+		return deleteSession(tx, g.sessionID, s.now())
+	})
+	if errors.Is(err, kv.ErrNotFound) {
+		return NotFound("session %s not found", g.sessionID)
+	}
+	if err != nil {
+		return storeErr(err)
+	}
+	s.log.Info("session revoked", "session", g.sessionID, "by", g.principal.String())
+	return nil
+}

@@ -1,0 +1,103 @@
+package daemon
+
+import (
+	"errors"
+	"time"
+
+	"github.com/coffer-hsm/coffer/kv"
+)
+
+const (
+	tableTokens = "tokens"
+	indexOwner  = "owner"
+)
+
+// tokenRecord is what is stored of an issued token, under its public id:
+// the SHA-256 verifier of its secret part and who it belongs to. A rotated
+// token keeps working until NotAfter (the rotation's grace).
+type tokenRecord struct {
+	Prefix   string     `json:"prefix"`
+	Verifier []byte     `json:"verifier"`
+	Owner    string     `json:"owner"` // credential or session id
+	NotAfter *time.Time `json:"not_after,omitempty"`
+}
+
+// issueToken makes a token of the given prefix for owner and stores its
+// verifier. It returns the plaintext, to be shown once.
+func issueToken(tx *kv.Txn, prefix, owner string) (string, ParsedToken, error) {
+	plain, tok, err := NewToken(prefix)
+	if err != nil {
+		return "", ParsedToken{}, err
+	}
+	rec := tokenRecord{Prefix: prefix, Verifier: tok.Verifier(), Owner: owner}
+	if err := tx.Put(tableTokens, tok.ID, rec, kv.Index{Name: indexOwner, Value: owner}); err != nil {
+		return "", ParsedToken{}, err
+	}
+	return plain, tok, nil
+}
+
+// errBadToken is any reason a presented token is not accepted. Callers
+// answer all of them with the same 401; the reason goes to the log.
+type errBadToken struct{ reason string }
+
+func (e *errBadToken) Error() string { return e.reason }
+
+func badToken(reason string) error { return &errBadToken{reason: reason} }
+
+// checkToken finds a parsed token's record and verifies its secret in
+// constant time. It refuses tokens of another kind and rotated tokens past
+// their grace.
+func checkToken(tx *kv.Txn, tok ParsedToken, now time.Time) (tokenRecord, error) {
+	var rec tokenRecord
+	if err := tx.Get(tableTokens, tok.ID, &rec); err != nil {
+		if errors.Is(err, kv.ErrNotFound) {
+			return rec, badToken("unknown token id")
+		}
+		return rec, err
+	}
+	if rec.Prefix != tok.Prefix {
+		return rec, badToken("token kind does not match")
+	}
+	if !tok.Matches(rec.Verifier) {
+		return rec, badToken("wrong token secret")
+	}
+	if rec.NotAfter != nil && !now.Before(*rec.NotAfter) {
+		return rec, badToken("rotated token past its grace period")
+	}
+	return rec, nil
+}
+
+// retireTokens ends the tokens of owner: at once, or after grace.
+func retireTokens(tx *kv.Txn, owner string, now time.Time, grace time.Duration) error {
+	var ids []string
+	var recs []tokenRecord
+	err := tx.List(tableTokens, kv.Query{Index: indexOwner, Value: owner}, func(id string, decode func(any) error) error {
+		var rec tokenRecord
+		if err := decode(&rec); err != nil {
+			return err
+		}
+		ids, recs = append(ids, id), append(recs, rec)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for i, id := range ids {
+		rec := recs[i]
+		if grace <= 0 || (rec.NotAfter != nil && !now.Before(*rec.NotAfter)) {
+			if err := tx.Delete(tableTokens, id); err != nil {
+				return err
+			}
+			continue
+		}
+		until := now.Add(grace)
+		if rec.NotAfter != nil && rec.NotAfter.Before(until) {
+			until = *rec.NotAfter
+		}
+		rec.NotAfter = &until
+		if err := tx.Put(tableTokens, id, rec, kv.Index{Name: indexOwner, Value: owner}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
