@@ -17,8 +17,17 @@ import (
 
 // Client talks to a coffer daemon over its Unix socket.
 type Client struct {
-	addr string
-	hc   *http.Client
+	addr  string
+	hc    *http.Client
+	token string
+}
+
+// WithToken returns a client that authenticates every request with the
+// bearer token (a cfs_ session token, cft_ access token or JWT).
+func (c *Client) WithToken(token string) *Client {
+	cp := *c
+	cp.token = token
+	return &cp
 }
 
 // NewClient returns a client of the daemon listening on the Unix socket at
@@ -56,13 +65,17 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) (http
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	resp, err := c.hc.Do(req)
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	return c.send(req, method, path, out)
+}
+
+// send sends req and decodes its answer as do describes.
+func (c *Client) send(req *http.Request, method, path string, out any) (http.Header, error) {
+	resp, err := c.roundTrip(req)
 	if err != nil {
-		var opErr *net.OpError
-		if errors.As(err, &opErr) && opErr.Op == "dial" {
-			return nil, &UnreachableError{Addr: c.addr, Err: opErr.Err}
-		}
-		return nil, fmt.Errorf("%s %s: %w", method, path, err)
+		return nil, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode >= 400 {
@@ -86,6 +99,20 @@ func (c *Client) Status(ctx context.Context) (Status, error) {
 	var st Status
 	_, err := c.do(ctx, http.MethodGet, "/v1/status", nil, &st)
 	return st, err
+}
+
+// roundTrip sends req; a daemon that cannot be reached becomes
+// *UnreachableError.
+func (c *Client) roundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		var opErr *net.OpError
+		if errors.As(err, &opErr) && opErr.Op == "dial" {
+			return nil, &UnreachableError{Addr: c.addr, Err: opErr.Err}
+		}
+		return nil, fmt.Errorf("%s %s: %w", req.Method, req.URL.Path, err)
+	}
+	return resp, nil
 }
 
 // PageQuery selects a page of a list.

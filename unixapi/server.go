@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/coffer-hsm/coffer/daemon"
@@ -31,6 +32,45 @@ type Backend interface {
 	RotateSecret(ctx context.Context, g daemon.Grant, in daemon.RotateInput) (daemon.Secret, error)
 	RevokeSecret(ctx context.Context, g daemon.Grant) (daemon.Secret, error)
 	DeleteSecret(ctx context.Context, g daemon.Grant) error
+
+	IdentityBackend
+}
+
+// IdentityBackend is the users, roles, credentials, sessions and tokens
+// part of the domain.
+type IdentityBackend interface {
+	Authenticate(ctx context.Context, p daemon.Principal, bearer string) (daemon.Principal, error)
+
+	CreateUser(ctx context.Context, g daemon.Grant, in daemon.UserInput) (daemon.User, error)
+	GetUser(ctx context.Context, g daemon.Grant) (daemon.User, error)
+	ListUsers(ctx context.Context, g daemon.Grant, project string, page daemon.Page) ([]daemon.User, string, error)
+	PatchUser(ctx context.Context, g daemon.Grant, p daemon.UserPatch) (daemon.User, error)
+	DeleteUser(ctx context.Context, g daemon.Grant) error
+
+	SetRole(ctx context.Context, g daemon.Grant, user, role string) (daemon.ProjectRole, error)
+	RemoveRole(ctx context.Context, g daemon.Grant, user, role string) error
+	ListRoles(ctx context.Context, g daemon.Grant) ([]daemon.ProjectRole, error)
+
+	CreateCredential(ctx context.Context, g daemon.Grant, in daemon.CredentialInput) (daemon.Credential, daemon.Issued, error)
+	GetCredential(ctx context.Context, g daemon.Grant) (daemon.Credential, error)
+	ListCredentials(ctx context.Context, g daemon.Grant, f daemon.CredentialFilter, page daemon.Page) ([]daemon.Credential, string, error)
+	RotateCredential(ctx context.Context, g daemon.Grant, in daemon.CredentialRotate) (daemon.Credential, daemon.Issued, error)
+	RevokeCredential(ctx context.Context, g daemon.Grant) (daemon.Credential, error)
+	DeleteCredential(ctx context.Context, g daemon.Grant) error
+
+	CreateAccessRule(ctx context.Context, g daemon.Grant, r daemon.AccessRule) (daemon.SavedRule, error)
+	ListAccessRules(ctx context.Context, g daemon.Grant, page daemon.Page) ([]daemon.SavedRule, string, error)
+	DeleteAccessRule(ctx context.Context, g daemon.Grant, id string) error
+
+	Login(ctx context.Context, authToken string) (daemon.Session, string, error)
+	ListSessions(ctx context.Context, g daemon.Grant, page daemon.Page) ([]daemon.Session, string, error)
+	RevokeSession(ctx context.Context, g daemon.Grant) error
+
+	ClientCredentials(ctx context.Context, clientID, clientSecret, scope string) (daemon.AccessToken, error)
+	Introspect(ctx context.Context, token string) (daemon.Introspection, error)
+	AuthorizeCall(ctx context.Context, token, service, method, path string) (daemon.Decision, error)
+	JWKS() daemon.JWKSet
+	ServerMetadata() daemon.ServerMetadata
 }
 
 // Server serves the HTTP API of a Backend.
@@ -101,6 +141,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer io.Copy(io.Discard, io.LimitReader(r.Body, drainLimit))
 	h, pattern := s.mux.Handler(r)
 	if pattern != "" {
+		if !selfAuthenticating[pattern] {
+			var err error
+			if r, err = s.authenticate(r); err != nil {
+				s.writeError(w, r, err)
+				return
+			}
+		}
 		s.mux.ServeHTTP(w, r) // sets the path values
 		return
 	}
@@ -118,6 +165,39 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusNotFound, ErrorBody{Error: daemon.CodeNotFound, Message: "no such endpoint: " + r.Method + " " + r.URL.Path})
 }
 
+// selfAuthenticating are the endpoints that take a token or client secret
+// as their input rather than as the caller's identity.
+var selfAuthenticating = map[string]bool{
+	"POST /v1/auth/login":                         true,
+	"POST /oauth2/token":                          true,
+	"POST /oauth2/introspect":                     true,
+	"POST /v1/authorize":                          true,
+	"GET /.well-known/jwks.json":                  true,
+	"GET /.well-known/oauth-authorization-server": true,
+}
+
+// authenticate makes a request with an Authorization: Bearer header act as
+// the token's session. Any other scheme is refused.
+func (s *Server) authenticate(r *http.Request) (*http.Request, error) {
+	h := r.Header.Get("Authorization")
+	if h == "" {
+		return r, nil
+	}
+	scheme, token, ok := strings.Cut(h, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(token) == "" {
+		return r, unauthenticated("use Authorization: Bearer <token>")
+	}
+	p, err := s.b.Authenticate(r.Context(), daemon.PrincipalFrom(r.Context()), strings.TrimSpace(token))
+	if err != nil {
+		return r, err
+	}
+	return r.WithContext(daemon.WithPrincipal(r.Context(), p)), nil
+}
+
+func unauthenticated(msg string) error {
+	return &daemon.Error{Class: daemon.ErrUnauthenticated, Code: daemon.CodeUnauthenticated, Message: msg}
+}
+
 type statusRecorder struct {
 	header http.Header
 	status int
@@ -132,6 +212,9 @@ func (r *statusRecorder) WriteHeader(code int)        { r.status = code }
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	status := statusOf(err)
 	body := ErrorBody{Error: daemon.CodeOf(err), Message: daemon.MessageOf(err)}
+	if status == http.StatusUnauthorized && w.Header().Get("WWW-Authenticate") == "" {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="coffer"`)
+	}
 	if status >= 500 {
 		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "status", status, "err", err)
 	} else {
@@ -151,6 +234,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 // authorize decides the request's permission from the connection's
 // principal, before anything reads the body.
 func (s *Server) authorize(r *http.Request, a daemon.Action, res daemon.Resource) (daemon.Grant, error) {
+	res.Method, res.Path = r.Method, r.URL.EscapedPath()
 	return s.b.Authorize(r.Context(), daemon.PrincipalFrom(r.Context()), a, res)
 }
 

@@ -1,0 +1,181 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/coffer-hsm/coffer/hsm"
+	"github.com/coffer-hsm/coffer/kv"
+)
+
+// Ceilings: what the machine allows for each resource a request passes
+// through, measured in-process with the same load generator as the
+// scenarios. A scenario's ceiling is the lowest of those it names.
+const (
+	ceilHTTP    = "http"
+	ceilHSMSeal = "hsm-seal"
+	ceilHSMOpen = "hsm-open"
+	ceilHSMSign = "hsm-sign"
+	ceilKVSync  = "kv-sync"
+)
+
+// ceilingBody is the fixed 60-byte JSON body of the http ceiling.
+const ceilingBody = `{"status":"ok","version":"bench","uptime_seconds":123456789}`
+
+// sealPayloadSize is the payload size of secret scenarios and of the HSM
+// seal/open ceilings.
+const sealPayloadSize = 256
+
+// ceilingDef is one ceiling: how to set it up once per run.
+type ceilingDef struct {
+	name string
+	what string
+}
+
+var ceilingDefs = []ceilingDef{
+	{ceilHTTP, "net/http on a Unix socket, fixed 60-byte JSON body"},
+	{ceilHSMSeal, "hsm.Seal of 256 bytes (one HSM AES-GCM wrap)"},
+	{ceilHSMOpen, "hsm.Unseal of 256 bytes (one HSM AES-GCM unwrap)"},
+	{ceilHSMSign, "hsm.Sign of a 32-byte digest (EC P-256 in the HSM)"},
+	{ceilKVSync, "kv.Update writing one small record, SyncWrites"},
+}
+
+// ceilings holds what the ceilings need for the whole run.
+type ceilings struct {
+	httpSocket string
+	httpSrv    *http.Server
+	keys       *hsm.HSM
+	store      *kv.Store
+	sealed     *hsm.Sealed
+	aad        []byte
+	nextID     atomic.Int64
+}
+
+// openCeilings starts the http ceiling server and opens a dev HSM token and
+// a Badger store of the bench's own under dir. It must run before anything
+// else in this process loads the PKCS#11 module: PrepareDevToken sets
+// SOFTHSM2_CONF, which SoftHSM reads once.
+func openCeilings(ctx context.Context, dir string) (_ *ceilings, err error) {
+	c := &ceilings{}
+	defer func() {
+		if err != nil {
+			c.close()
+		}
+	}()
+	cfg, err := hsm.PrepareDevToken(ctx, filepath.Join(dir, "hsm"), hsm.DefaultModulePath, "bench")
+	if err != nil {
+		return nil, err
+	}
+	// MaxSessions stays at its default: the daemon opens its token the
+	// same way.
+	if c.keys, err = hsm.Open(ctx, cfg); err != nil {
+		return nil, err
+	}
+	c.aad = []byte("bench-project/bench-secret/1")
+	if c.sealed, err = c.keys.Seal(ctx, payload(sealPayloadSize), c.aad); err != nil {
+		return nil, err
+	}
+	c.store, err = kv.Open(ctx, kv.Options{
+		Dir:        filepath.Join(dir, "kv"),
+		Logger:     slog.New(slog.NewTextHandler(io.Discard, nil)),
+		GCInterval: -1,
+	})
+	if err != nil {
+		return nil, err
+	}
+
+	c.httpSocket = filepath.Join(dir, "http.sock")
+	l, err := net.Listen("unix", c.httpSocket)
+	if err != nil {
+		return nil, fmt.Errorf("http ceiling: %w", err)
+	}
+	body := []byte(ceilingBody)
+	c.httpSrv = &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			h := w.Header()
+			h.Set("Content-Type", "application/json")
+			h.Set("Content-Length", strconv.Itoa(len(body)))
+			_, _ = w.Write(body)
+		}),
+		ReadHeaderTimeout: 5 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+	}
+	go func() { _ = c.httpSrv.Serve(l) }()
+	return c, nil
+}
+
+func (c *ceilings) close() {
+	if c.httpSrv != nil {
+		_ = c.httpSrv.Close()
+	}
+	if c.store != nil {
+		_ = c.store.Close()
+	}
+	if c.keys != nil {
+		_ = c.keys.Close()
+	}
+}
+
+// benchRecord is the small record of the kv-sync ceiling.
+type benchRecord struct {
+	Name    string    `json:"name"`
+	N       int64     `json:"n"`
+	Created time.Time `json:"created"`
+}
+
+// factory returns the worker factory of ceiling name.
+func (c *ceilings) factory(name string) (workerFactory, error) {
+	switch name {
+	case ceilHTTP:
+		return httpFactory(c.httpSocket, func(*rand.Rand) request {
+			return request{method: http.MethodGet, path: "/ceiling"}
+		}), nil
+	case ceilHSMSeal:
+		p := payload(sealPayloadSize)
+		return funcFactory(func(ctx context.Context, _ *rand.Rand) error {
+			_, err := c.keys.Seal(ctx, p, c.aad)
+			return err
+		}), nil
+	case ceilHSMOpen:
+		return funcFactory(func(ctx context.Context, _ *rand.Rand) error {
+			plain, err := c.keys.Unseal(ctx, c.sealed, c.aad)
+			clear(plain)
+			return err
+		}), nil
+	case ceilHSMSign:
+		digest := sha256.Sum256([]byte("coffer-bench"))
+		return funcFactory(func(ctx context.Context, _ *rand.Rand) error {
+			_, err := c.keys.Sign(ctx, digest[:])
+			return err
+		}), nil
+	case ceilKVSync:
+		return funcFactory(func(ctx context.Context, _ *rand.Rand) error {
+			n := c.nextID.Add(1)
+			id := fmt.Sprintf("%016x", n)
+			return c.store.Update(ctx, func(tx *kv.Txn) error {
+				return tx.Put("bench", id, benchRecord{Name: "bench", N: n, Created: time.Now()})
+			})
+		}), nil
+	}
+	return nil, errors.New("unknown ceiling " + name)
+}
+
+// payload returns n deterministic non-zero bytes.
+func payload(n int) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte('a' + i%26)
+	}
+	return b
+}

@@ -1,0 +1,544 @@
+// Command coffer-bench measures coffer against its limits (issue 6): it
+// starts the real `coffer daemon --dev` (real SoftHSM, real Badger with
+// SyncWrites) on a scratch directory, drives it over its Unix socket with N
+// keep-alive clients, and compares each scenario with the ceilings measured
+// in the same run by the same load generator: a bare net/http server on a
+// Unix socket, the hsm package's Seal/Unseal/Sign on a token of its own, and
+// synced Badger commits through the kv package.
+//
+//	go run ./cmd/coffer-bench            # what make bench runs, < 3 minutes
+//	go run ./cmd/coffer-bench -short     # CI smoke pass, ~30 s
+//	BENCH=full go run ./cmd/coffer-bench # larger data set
+//
+// It prints a table on stdout (progress on stderr), writes dist/bench.json
+// (one row per scenario and concurrency) and dist/bench-meta.json (machine,
+// ceilings, daemon start time, memory, CLI wall time, disk use). It exits 1
+// when a scenario had errors, not when one is below its goal.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"math/rand/v2"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/coffer-hsm/coffer/unixapi"
+)
+
+// Process goals of issue 6.
+const (
+	goalReadyMs   = 1000
+	goalIdleMiB   = 40
+	goalAnonMiB   = 150
+	goalCLIMs     = 5
+	preloadConc   = 32
+	cliRunsNormal = 20
+)
+
+type options struct {
+	coffer  string
+	conc    []int
+	dur     time.Duration
+	warm    time.Duration
+	secrets int
+	cliRuns int
+	short   bool
+	full    bool
+	out     string
+	meta    string
+	tmp     string
+	keep    bool
+	only    map[string]bool
+}
+
+func main() {
+	opts, err := parseFlags(os.Args[1:], os.Getenv("BENCH"))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "coffer-bench:", err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code, err := benchMain(ctx, opts, os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "coffer-bench:", err)
+		if code == 0 {
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+func parseFlags(args []string, benchEnv string) (options, error) {
+	fs := flag.NewFlagSet("coffer-bench", flag.ContinueOnError)
+	var o options
+	var conc, only string
+	fs.StringVar(&o.coffer, "coffer", "", "coffer binary to run (default: go build ./cmd/coffer into the scratch dir)")
+	fs.StringVar(&conc, "c", "16,64", "comma-separated client counts")
+	fs.DurationVar(&o.dur, "d", 3*time.Second, "measurement window per scenario and concurrency")
+	fs.DurationVar(&o.warm, "warmup", 500*time.Millisecond, "warm-up before each window (not counted)")
+	fs.IntVar(&o.secrets, "secrets", 10000, "secrets preloaded through the API (BENCH=full: 100000)")
+	fs.IntVar(&o.cliRuns, "cli-runs", cliRunsNormal, "timed runs of `coffer secret get ID`")
+	fs.BoolVar(&o.short, "short", false, "smoke pass: one concurrency, 1s windows, 500 secrets")
+	fs.StringVar(&o.out, "out", "dist/bench.json", "rows as JSON")
+	fs.StringVar(&o.meta, "meta", "", "machine, ceilings and daemon figures as JSON (default: -out with -meta.json)")
+	fs.StringVar(&o.tmp, "tmp", "", "where to make the scratch directory (default $TMPDIR; not tmpfs: it hides fsync)")
+	fs.BoolVar(&o.keep, "keep", false, "keep the scratch directory (daemon log, state)")
+	fs.StringVar(&only, "only", "", "comma-separated scenarios to run (default all available)")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if fs.NArg() > 0 {
+		return o, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	o.full = benchEnv == "full"
+	if o.full && !set["secrets"] {
+		o.secrets = 100000
+	}
+	if o.short {
+		if !set["c"] {
+			conc = "16"
+		}
+		if !set["d"] {
+			o.dur = time.Second
+		}
+		if !set["warmup"] {
+			o.warm = 250 * time.Millisecond
+		}
+		if !set["secrets"] {
+			o.secrets = 500
+		}
+		if !set["cli-runs"] {
+			o.cliRuns = 5
+		}
+	}
+	for _, f := range strings.Split(conc, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			return o, fmt.Errorf("-c: %q is not a client count", f)
+		}
+		o.conc = append(o.conc, n)
+	}
+	if o.dur <= 0 || o.warm < 0 {
+		return o, errors.New("-d must be positive and -warmup not negative")
+	}
+	if o.secrets < 1 {
+		return o, errors.New("-secrets must be at least 1")
+	}
+	if o.cliRuns < 1 {
+		return o, errors.New("-cli-runs must be at least 1")
+	}
+	if only != "" {
+		o.only = map[string]bool{}
+		known := map[string]bool{}
+		for _, s := range scenarios {
+			known[s.name] = true
+		}
+		for _, n := range strings.Split(only, ",") {
+			n = strings.TrimSpace(n)
+			if !known[n] {
+				return o, fmt.Errorf("-only: unknown scenario %q", n)
+			}
+			o.only[n] = true
+		}
+	}
+	if o.meta == "" {
+		o.meta = strings.TrimSuffix(o.out, ".json") + "-meta.json"
+	}
+	return o, nil
+}
+
+// meta is dist/bench-meta.json.
+type meta struct {
+	Time         time.Time     `json:"time"`
+	Machine      machine       `json:"machine"`
+	Settings     settings      `json:"settings"`
+	Daemon       daemonFigures `json:"daemon"`
+	CLI          cliFigures    `json:"cli"`
+	Preload      preload       `json:"preload"`
+	Disk         disk          `json:"disk"`
+	Ceilings     []ceilingRow  `json:"ceilings"`
+	Placeholders []string      `json:"placeholders"`
+}
+
+type machine struct {
+	CPUs       int    `json:"cpus"`
+	CPUModel   string `json:"cpu_model"`
+	Kernel     string `json:"kernel"`
+	Go         string `json:"go"`
+	ScratchFS  string `json:"scratch_fs"`
+	ScratchDir string `json:"scratch_dir"`
+}
+
+type settings struct {
+	Concurrency []int   `json:"concurrency"`
+	WindowS     float64 `json:"window_s"`
+	WarmupS     float64 `json:"warmup_s"`
+	Secrets     int     `json:"secrets"`
+	Short       bool    `json:"short"`
+	Full        bool    `json:"full"`
+}
+
+type daemonFigures struct {
+	BuildS          float64 `json:"build_s,omitempty"`
+	ReadyColdMs     float64 `json:"ready_cold_ms"` // fresh state: token init, key provisioning
+	ReadyMs         float64 `json:"ready_ms"`      // restart with the preloaded secrets
+	ReadySecrets    int     `json:"ready_secrets"`
+	IdleFresh       memory  `json:"idle_fresh"`
+	IdleRestarted   memory  `json:"idle_restarted"`
+	AfterLoad       memory  `json:"after_load"`
+	ShutdownMs      float64 `json:"shutdown_ms"`
+	SecretsAtEnd    int     `json:"secrets_at_end"`
+	StatusAfterLoad string  `json:"status_error,omitempty"`
+}
+
+type cliFigures struct {
+	Command  string  `json:"command"`
+	Runs     int     `json:"runs"`
+	MedianMs float64 `json:"median_ms"`
+	MinMs    float64 `json:"min_ms"`
+	MaxMs    float64 `json:"max_ms"`
+}
+
+type preload struct {
+	Secrets     int     `json:"secrets"`
+	Concurrency int     `json:"concurrency"`
+	Seconds     float64 `json:"seconds"`
+	PerS        float64 `json:"per_s"`
+}
+
+type disk struct {
+	DataBytes      int64   `json:"data_bytes"`
+	Secrets        int     `json:"secrets"`
+	BytesPerSecret float64 `json:"bytes_per_secret"`
+}
+
+type ceilingRow struct {
+	Name        string  `json:"name"`
+	What        string  `json:"what"`
+	Concurrency int     `json:"concurrency"`
+	OpsPerS     float64 `json:"ops_per_s"`
+	P50Ms       float64 `json:"p50_ms"`
+	P99Ms       float64 `json:"p99_ms"`
+	Errors      int     `json:"errors"`
+	OtherCPUs   float64 `json:"other_cpus"`
+}
+
+func ms(d time.Duration) float64 { return round(float64(d)/float64(time.Millisecond), 3) }
+
+func benchMain(ctx context.Context, o options, stdout, stderr io.Writer) (code int, err error) {
+	started := time.Now()
+	logf := func(format string, args ...any) {
+		fmt.Fprintf(stderr, "[%5.1fs] %s\n", time.Since(started).Seconds(), fmt.Sprintf(format, args...))
+	}
+	scratch, err := os.MkdirTemp(o.tmp, "coffer-bench-")
+	if err != nil {
+		return 1, err
+	}
+	defer func() {
+		if o.keep || err != nil {
+			logf("scratch directory kept: %s", scratch)
+			return
+		}
+		_ = os.RemoveAll(scratch)
+	}()
+	m := meta{Time: started.UTC(), Machine: describeMachine(scratch), Settings: settings{
+		Concurrency: o.conc, WindowS: o.dur.Seconds(), WarmupS: o.warm.Seconds(),
+		Secrets: o.secrets, Short: o.short, Full: o.full,
+	}}
+	if m.Machine.ScratchFS == "tmpfs" {
+		logf("warning: %s is tmpfs: fsync is free there, so kv-sync and writes look faster than on disk (use -tmp)", scratch)
+	}
+
+	// The bench's own token first: nothing else in this process may load
+	// the PKCS#11 module before PrepareDevToken.
+	ceil, err := openCeilings(ctx, filepath.Join(scratch, "ceilings"))
+	if err != nil {
+		return 1, fmt.Errorf("ceilings: %w", err)
+	}
+	defer ceil.close()
+
+	bin := o.coffer
+	if bin == "" {
+		t := time.Now()
+		if bin, err = buildCoffer(ctx, scratch); err != nil {
+			return 1, err
+		}
+		m.Daemon.BuildS = round(time.Since(t).Seconds(), 2)
+		logf("built coffer in %.1fs", m.Daemon.BuildS)
+	} else if bin, err = filepath.Abs(bin); err != nil {
+		return 1, err
+	}
+
+	stateDir := filepath.Join(scratch, "state")
+	d, err := startDaemon(ctx, bin, stateDir)
+	if err != nil {
+		return 1, err
+	}
+	defer func() {
+		if d != nil {
+			_, _ = d.stop()
+		}
+	}()
+	m.Daemon.ReadyColdMs = ms(d.ready)
+	time.Sleep(200 * time.Millisecond) // let start-up garbage settle
+	m.Daemon.IdleFresh, _ = d.memory()
+	logf("daemon ready in %.0f ms (fresh state), idle %s", m.Daemon.ReadyColdMs, m.Daemon.IdleFresh)
+
+	e, err := newEnv(d.socket)
+	if err != nil {
+		return 1, err
+	}
+	t := time.Now()
+	if err := e.preloadSecrets(ctx, o.secrets, preloadConc); err != nil {
+		return 1, fmt.Errorf("%w (daemon log %s)", err, d.logPath)
+	}
+	took := time.Since(t)
+	m.Preload = preload{Secrets: o.secrets, Concurrency: preloadConc, Seconds: round(took.Seconds(), 2),
+		PerS: round(float64(o.secrets)/took.Seconds(), 1)}
+	logf("preloaded %d secrets in %.1fs (%.0f/s)", o.secrets, took.Seconds(), m.Preload.PerS)
+
+	// Restart on the loaded state: this is the start-up that matters.
+	if _, err := d.stop(); err != nil {
+		return 1, fmt.Errorf("stop daemon: %w", err)
+	}
+	if d, err = startDaemon(ctx, bin, stateDir); err != nil {
+		return 1, err
+	}
+	m.Daemon.ReadyMs, m.Daemon.ReadySecrets = ms(d.ready), o.secrets
+	time.Sleep(200 * time.Millisecond)
+	m.Daemon.IdleRestarted, _ = d.memory()
+	logf("daemon restarted with %d secrets: ready in %.0f ms, idle %s", o.secrets, m.Daemon.ReadyMs, m.Daemon.IdleRestarted)
+
+	cli, err := timeCLI(ctx, bin, d.socket, e.secretIDs[0], o.cliRuns)
+	if err != nil {
+		return 1, err
+	}
+	m.CLI = cliFigures{Command: "coffer secret get ID", Runs: len(cli),
+		MedianMs: ms(percentile(cli, 50)), MinMs: ms(cli[0]), MaxMs: ms(cli[len(cli)-1])}
+	logf("CLI: median %.2f ms over %d runs", m.CLI.MedianMs, len(cli))
+
+	// Prepare the scenarios once; they run at every concurrency.
+	type ready struct {
+		s   scenario
+		gen func(*rand.Rand) request
+	}
+	var runnable []ready
+	for _, s := range scenarios {
+		if s.needs != "" {
+			m.Placeholders = append(m.Placeholders, s.name)
+			continue
+		}
+		if o.only != nil && !o.only[s.name] {
+			continue
+		}
+		gen, err := s.prepare(ctx, e)
+		if err != nil {
+			return 1, fmt.Errorf("prepare %s: %w", s.name, err)
+		}
+		runnable = append(runnable, ready{s, gen})
+	}
+
+	// measure runs one measurement and notes the CPU that processes other
+	// than the bench and the daemon used meanwhile: on a shared machine
+	// that is the noise in the figures.
+	measure := func(name string, c int, f workerFactory) (result, error) {
+		before := sampleCPU(d.cmd.Process.Pid)
+		r, err := run(ctx, name, c, o.warm, o.dur, f)
+		r.OtherCPU = otherCPUs(before, sampleCPU(d.cmd.Process.Pid))
+		return r, err
+	}
+	var ceilResults []result
+	var rows []row
+	for _, c := range o.conc {
+		rates := map[string]float64{}
+		for _, cd := range ceilingDefs {
+			f, err := ceil.factory(cd.name)
+			if err != nil {
+				return 1, err
+			}
+			r, err := measure(cd.name, c, f)
+			if err != nil {
+				return 1, err
+			}
+			if r.Errors > 0 {
+				logf("ceiling %s at %d clients: %d errors, first: %s", cd.name, c, r.Errors, r.FirstErr)
+			}
+			rates[cd.name] = r.opsPerSec()
+			ceilResults = append(ceilResults, r)
+			m.Ceilings = append(m.Ceilings, ceilingRow{Name: cd.name, What: cd.what, Concurrency: c,
+				OpsPerS: round(r.opsPerSec(), 1), P50Ms: round(r.percentileMs(50), 3),
+				P99Ms: round(r.percentileMs(99), 3), Errors: r.Errors, OtherCPUs: round(r.OtherCPU, 2)})
+			logf("ceiling  %-14s c=%-3d %8.0f ops/s  p99 %.2f ms  other cpu %.2f", cd.name, c, r.opsPerSec(), r.percentileMs(99), r.OtherCPU)
+		}
+		for _, rs := range runnable {
+			r, err := measure(rs.s.name, c, httpFactory(d.socket, rs.gen))
+			if err != nil {
+				return 1, err
+			}
+			rw := makeRow(rs.s, r, rates)
+			rows = append(rows, rw)
+			logf("scenario %-14s c=%-3d %8.0f ops/s  p99 %.2f ms  ratio %.3f (%s)  %s  other cpu %.2f", rw.Scenario, c, rw.OpsPerS, rw.P99Ms, rw.Ratio, rw.Ceiling, rw.Verdict, rw.OtherCPUs)
+		}
+	}
+
+	m.Daemon.AfterLoad, _ = d.memory()
+	if st, err := fetchStatus(ctx, d.socket); err == nil {
+		m.Daemon.SecretsAtEnd = st.Counts.Secrets
+	} else {
+		m.Daemon.StatusAfterLoad = err.Error()
+	}
+	shut, err := d.stop()
+	d = nil
+	if err != nil {
+		return 1, fmt.Errorf("stop daemon: %w", err)
+	}
+	m.Daemon.ShutdownMs = ms(shut)
+	if n, err := diskUsage(filepath.Join(stateDir, "data")); err == nil {
+		m.Disk = disk{DataBytes: n, Secrets: m.Daemon.SecretsAtEnd}
+		if m.Daemon.SecretsAtEnd > 0 {
+			m.Disk.BytesPerSecret = round(float64(n)/float64(m.Daemon.SecretsAtEnd), 1)
+		}
+	}
+
+	printReport(stdout, m, ceilResults, rows)
+	if err := writeJSON(o.out, rows); err != nil {
+		return 1, err
+	}
+	if err := writeJSON(o.meta, m); err != nil {
+		return 1, err
+	}
+	fmt.Fprintf(stdout, "\nwrote %s and %s in %.0fs\n", o.out, o.meta, time.Since(started).Seconds())
+	for _, r := range rows {
+		if r.Errors > 0 {
+			return 1, errors.New("some scenarios had errors")
+		}
+	}
+	return 0, nil
+}
+
+func printReport(w io.Writer, m meta, ceils []result, rows []row) {
+	mc := m.Machine
+	fmt.Fprintf(w, "coffer bench  %s  %d CPU %s, kernel %s, %s, scratch on %s\n",
+		m.Time.Format(time.RFC3339), mc.CPUs, mc.CPUModel, mc.Kernel, mc.Go, mc.ScratchFS)
+	fmt.Fprintf(w, "window %gs (+%gs warm-up) per measurement, %d secrets preloaded\n\n",
+		m.Settings.WindowS, m.Settings.WarmupS, m.Settings.Secrets)
+
+	printCeilings(w, ceils)
+	fmt.Fprintln(w)
+	printRows(w, rows)
+	noisy := 0.0
+	for _, c := range ceils {
+		noisy = max(noisy, c.OtherCPU)
+	}
+	for _, r := range rows {
+		noisy = max(noisy, r.OtherCPUs)
+	}
+	if noisy >= 0.2 {
+		fmt.Fprintf(w, "warning: other processes used up to %.2f of %d CPUs during measurements (column other cpu): figures are noisy\n", noisy, m.Machine.CPUs)
+	}
+	if len(m.Placeholders) > 0 {
+		fmt.Fprintf(w, "not yet measurable (capability pending): %s\n", strings.Join(m.Placeholders, ", "))
+	}
+
+	dm := m.Daemon
+	mib := func(kib int64) float64 { return float64(kib) / 1024 }
+	pass := func(ok bool) string {
+		if ok {
+			return "pass"
+		}
+		return "below"
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintf(w, "daemon start to ready   %7.0f ms fresh state (token init, key provisioning)\n", dm.ReadyColdMs)
+	fmt.Fprintf(w, "                        %7.0f ms restart with %d secrets   goal <= %d ms: %s\n",
+		dm.ReadyMs, dm.ReadySecrets, goalReadyMs, pass(dm.ReadyMs <= goalReadyMs))
+	fmt.Fprintf(w, "daemon RSS idle         %s fresh   goal <= %d MiB: %s\n", dm.IdleFresh, goalIdleMiB, pass(mib(dm.IdleFresh.RSSKiB) <= goalIdleMiB))
+	fmt.Fprintf(w, "                        %s after restart with %d secrets\n", dm.IdleRestarted, dm.ReadySecrets)
+	fmt.Fprintf(w, "daemon RSS after load   %s   goal anon <= %d MiB: %s\n", dm.AfterLoad, goalAnonMiB, pass(mib(dm.AfterLoad.AnonKiB) <= goalAnonMiB))
+	fmt.Fprintf(w, "daemon shutdown         %7.0f ms (SIGTERM to exit)\n", dm.ShutdownMs)
+	fmt.Fprintf(w, "CLI coffer secret get   %7.2f ms median of %d (min %.2f, max %.2f)   goal <= %d ms: %s\n",
+		m.CLI.MedianMs, m.CLI.Runs, m.CLI.MinMs, m.CLI.MaxMs, goalCLIMs, pass(m.CLI.MedianMs <= goalCLIMs))
+	fmt.Fprintf(w, "preload                 %d secrets in %.1fs (%.0f/s at %d clients)\n",
+		m.Preload.Secrets, m.Preload.Seconds, m.Preload.PerS, m.Preload.Concurrency)
+	if m.Disk.Secrets > 0 {
+		fmt.Fprintf(w, "disk                    %.1f MiB for %d secrets (%.0f bytes/secret, Badger dir incl. preallocation)\n",
+			float64(m.Disk.DataBytes)/(1<<20), m.Disk.Secrets, m.Disk.BytesPerSecret)
+	}
+}
+
+// diskUsage sums the allocated blocks of the files under dir.
+func diskUsage(dir string) (int64, error) {
+	var n int64
+	err := filepath.WalkDir(dir, func(_ string, de fs.DirEntry, err error) error {
+		if err != nil || de.IsDir() {
+			return err
+		}
+		fi, err := de.Info()
+		if err != nil {
+			return err
+		}
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+			n += st.Blocks * 512
+		} else {
+			n += fi.Size()
+		}
+		return nil
+	})
+	return n, err
+}
+
+func describeMachine(scratch string) machine {
+	m := machine{CPUs: runtime.NumCPU(), Go: runtime.Version(), ScratchDir: scratch}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+				m.CPUModel = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		m.Kernel = strings.TrimSpace(string(b))
+	}
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(scratch, &st); err == nil {
+		m.ScratchFS = fsName(int64(st.Type))
+	}
+	return m
+}
+
+func fsName(magic int64) string {
+	switch magic {
+	case 0xEF53:
+		return "ext4"
+	case 0x01021994:
+		return "tmpfs"
+	case 0x58465342:
+		return "xfs"
+	case 0x9123683E:
+		return "btrfs"
+	case 0x794c7630:
+		return "overlayfs"
+	case 0x2FC12FC1:
+		return "zfs"
+	}
+	return fmt.Sprintf("fs 0x%x", magic)
+}
+
+func fetchStatus(ctx context.Context, socket string) (unixapi.Status, error) {
+	return unixapi.NewClient(socket).Status(ctx)
+}

@@ -1,0 +1,192 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"slices"
+	"testing"
+	"time"
+)
+
+func durs(ms ...int) []time.Duration {
+	out := make([]time.Duration, len(ms))
+	for i, m := range ms {
+		out[i] = time.Duration(m) * time.Millisecond
+	}
+	return out
+}
+
+func TestPercentile(t *testing.T) {
+	hundred := make([]int, 100)
+	for i := range hundred {
+		hundred[i] = i + 1 // 1..100 ms
+	}
+	tests := []struct {
+		name   string
+		sorted []time.Duration
+		p      float64
+		want   time.Duration
+	}{
+		{"empty", nil, 50, 0},
+		{"one value p50", durs(7), 50, 7 * time.Millisecond},
+		{"one value p99", durs(7), 99, 7 * time.Millisecond},
+		{"two values p50 is the lower", durs(1, 9), 50, 1 * time.Millisecond},
+		{"two values p51 is the upper", durs(1, 9), 51, 9 * time.Millisecond},
+		{"four values p50", durs(1, 2, 3, 4), 50, 2 * time.Millisecond},
+		{"four values p75", durs(1, 2, 3, 4), 75, 3 * time.Millisecond},
+		{"four values p100", durs(1, 2, 3, 4), 100, 4 * time.Millisecond},
+		{"1..100 p50", durs(hundred...), 50, 50 * time.Millisecond},
+		{"1..100 p99", durs(hundred...), 99, 99 * time.Millisecond},
+		{"1..100 p99.9 rounds up", durs(hundred...), 99.9, 100 * time.Millisecond},
+		{"tiny p clamps to the first", durs(1, 2, 3), 0.0001, 1 * time.Millisecond},
+		{"p over 100 clamps to the last", durs(1, 2, 3), 150, 3 * time.Millisecond},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := percentile(tt.sorted, tt.p); got != tt.want {
+				t.Errorf("percentile(%v, %v) = %v, want %v", tt.sorted, tt.p, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestRatioAndLowestCeiling(t *testing.T) {
+	rates := map[string]float64{ceilHTTP: 30000, ceilHSMSeal: 25000, ceilHSMOpen: 27000, ceilKVSync: 4000}
+	tests := []struct {
+		name      string
+		ceilings  []string
+		ops       float64
+		wantName  string
+		wantRate  float64
+		wantOK    bool
+		wantRatio float64
+	}{
+		{"http only", []string{ceilHTTP}, 21000, ceilHTTP, 30000, true, 0.7},
+		{"create: kv-sync is lowest", []string{ceilHTTP, ceilHSMSeal, ceilKVSync}, 2400, ceilKVSync, 4000, true, 0.6},
+		{"order does not matter", []string{ceilKVSync, ceilHSMSeal, ceilHTTP}, 2400, ceilKVSync, 4000, true, 0.6},
+		{"hsm below http", []string{ceilHTTP, ceilHSMSeal}, 12500, ceilHSMSeal, 25000, true, 0.5},
+		{"unmeasured ceilings are skipped", []string{ceilHSMSign, ceilHTTP}, 3000, ceilHTTP, 30000, true, 0.1},
+		{"none measured", []string{ceilHSMSign}, 100, "", 0, false, 0},
+		{"no ceilings", nil, 100, "", 0, false, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			name, rate, ok := lowestCeiling(tt.ceilings, rates)
+			if name != tt.wantName || rate != tt.wantRate || ok != tt.wantOK {
+				t.Fatalf("lowestCeiling = %q, %v, %v; want %q, %v, %v", name, rate, ok, tt.wantName, tt.wantRate, tt.wantOK)
+			}
+			if got := round(ratio(tt.ops, rate), 6); got != tt.wantRatio {
+				t.Errorf("ratio(%v, %v) = %v, want %v", tt.ops, rate, got, tt.wantRatio)
+			}
+		})
+	}
+}
+
+func TestVerdict(t *testing.T) {
+	tests := []struct {
+		name         string
+		errors       int
+		goal, ratio  float64
+		p99Goal, p99 float64
+		want         string
+	}{
+		{"no goals", 0, 0, 0.2, 0, 9, "-"},
+		{"ratio met", 0, 0.6, 0.6, 0, 0, "pass"},
+		{"ratio missed", 0, 0.6, 0.59, 0, 0, "below"},
+		{"ratio met, p99 missed", 0, 0.7, 0.8, 5, 5, "below"},
+		{"ratio and p99 met", 0, 0.7, 0.8, 5, 4.99, "pass"},
+		{"p99 only", 0, 0, 0, 5, 1, "pass"},
+		{"errors win", 3, 0.6, 0.9, 0, 0, "ERRORS"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := verdict(tt.errors, tt.goal, tt.ratio, tt.p99Goal, tt.p99); got != tt.want {
+				t.Errorf("verdict = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestMakeRow(t *testing.T) {
+	s := scenario{name: "secret-read", ceilings: []string{ceilHTTP}, goal: 0.7, read: true}
+	r := result{Name: s.name, Conc: 16, Window: 2 * time.Second, Ops: 4, Lat: durs(1, 2, 3, 4)}
+	got := makeRow(s, r, map[string]float64{ceilHTTP: 4})
+	want := row{
+		Scenario: "secret-read", Concurrency: 16, OpsPerS: 2, P50Ms: 2, P99Ms: 4,
+		Ceiling: ceilHTTP, CeilingOpsPerS: 4, Ratio: 0.5, Goal: 0.7, P99GoalMs: 5,
+		Verdict: "below", Requests: 4, DurationSeconds: 2,
+	}
+	if got != want {
+		t.Errorf("makeRow =\n%+v\nwant\n%+v", got, want)
+	}
+	r.Conc = 64 // the p99 goal applies at 16 clients only
+	if got := makeRow(s, r, map[string]float64{ceilHTTP: 4}); got.P99GoalMs != 0 {
+		t.Errorf("at 64 clients P99GoalMs = %v, want 0", got.P99GoalMs)
+	}
+}
+
+func TestRunCountsWindowAndErrors(t *testing.T) {
+	var calls int
+	op := func(context.Context, *rand.Rand) error {
+		calls++
+		time.Sleep(time.Millisecond)
+		if calls%10 == 0 {
+			return errors.New("boom")
+		}
+		return nil
+	}
+	r, err := run(context.Background(), "t", 1, 20*time.Millisecond, 100*time.Millisecond, funcFactory(op))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Ops == 0 || r.Ops >= calls {
+		t.Errorf("Ops = %d of %d calls: want some, not all (warm-up excluded)", r.Ops, calls)
+	}
+	if r.Errors == 0 || r.FirstErr != "boom" {
+		t.Errorf("Errors = %d, FirstErr = %q; want errors counted", r.Errors, r.FirstErr)
+	}
+	if !slices.IsSorted(r.Lat) || len(r.Lat) != r.Ops {
+		t.Errorf("latencies not sorted or not one per op")
+	}
+}
+
+func TestCeilingBodyIs60Bytes(t *testing.T) {
+	if n := len(ceilingBody); n != 60 {
+		t.Errorf("len(ceilingBody) = %d, want 60", n)
+	}
+}
+
+func TestParsers(t *testing.T) {
+	m := parseMemory([]byte("Name:\tcoffer\nVmRSS:\t   25600 kB\nRssAnon:\t    4096 kB\nRssFile:\t1 kB\n"))
+	if m.RSSKiB != 25600 || m.AnonKiB != 4096 {
+		t.Errorf("parseMemory = %+v", m)
+	}
+	busy := parseProcStatBusy([]byte("cpu  10 1 5 1000 7 2 3 4 0 0\ncpu0 1 2 3\n"))
+	if busy != 10+1+5+2+3+4 {
+		t.Errorf("parseProcStatBusy = %d, want 25", busy)
+	}
+	for _, tt := range []struct {
+		args    []string
+		env     string
+		conc    []int
+		secrets int
+		dur     time.Duration
+	}{
+		{nil, "", []int{16, 64}, 10000, 3 * time.Second},
+		{[]string{"-short"}, "", []int{16}, 500, time.Second},
+		{[]string{"-short", "-c", "4,8", "-secrets", "50"}, "", []int{4, 8}, 50, time.Second},
+		{nil, "full", []int{16, 64}, 100000, 3 * time.Second},
+	} {
+		o, err := parseFlags(tt.args, tt.env)
+		if err != nil {
+			t.Fatalf("parseFlags(%q): %v", tt.args, err)
+		}
+		if !slices.Equal(o.conc, tt.conc) || o.secrets != tt.secrets || o.dur != tt.dur {
+			t.Errorf("parseFlags(%q, BENCH=%q) = c %v, secrets %d, d %v; want %v, %d, %v", tt.args, tt.env, o.conc, o.secrets, o.dur, tt.conc, tt.secrets, tt.dur)
+		}
+	}
+	if _, err := parseFlags([]string{"-only", "nope"}, ""); err == nil {
+		t.Error("parseFlags accepted an unknown scenario")
+	}
+}

@@ -1,0 +1,248 @@
+package unixapi
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+)
+
+// CreateUser creates a user.
+func (c *Client) CreateUser(ctx context.Context, in UserCreateRequest) (User, error) {
+	var u User
+	_, err := c.do(ctx, http.MethodPost, "/v1/users", in, &u)
+	return u, err
+}
+
+// GetUser reads a user by name or id.
+func (c *Client) GetUser(ctx context.Context, ref string) (User, error) {
+	var u User
+	_, err := c.do(ctx, http.MethodGet, "/v1/users/"+url.PathEscape(ref), nil, &u)
+	return u, err
+}
+
+// ListUsers lists one page of users, optionally those with a role on project.
+func (c *Client) ListUsers(ctx context.Context, project string, page PageQuery) (List[User], error) {
+	var l List[User]
+	q := page.encode()
+	if project != "" {
+		sep := "?"
+		if q != "" {
+			sep = "&"
+		}
+		q += sep + "project=" + url.QueryEscape(project)
+	}
+	_, err := c.do(ctx, http.MethodGet, "/v1/users"+q, nil, &l)
+	return l, err
+}
+
+// PatchUser changes a user.
+func (c *Client) PatchUser(ctx context.Context, ref string, p UserPatchRequest) (User, error) {
+	var u User
+	_, err := c.do(ctx, http.MethodPatch, "/v1/users/"+url.PathEscape(ref), p, &u)
+	return u, err
+}
+
+// DeleteUser deletes a user with its credentials and sessions.
+func (c *Client) DeleteUser(ctx context.Context, ref string) error {
+	_, err := c.do(ctx, http.MethodDelete, "/v1/users/"+url.PathEscape(ref), nil, nil)
+	return err
+}
+
+// SetRole gives user a role on project.
+func (c *Client) SetRole(ctx context.Context, project, user, role string) (ProjectRole, error) {
+	var pr ProjectRole
+	_, err := c.do(ctx, http.MethodPut, rolePath(project, user, role), nil, &pr)
+	return pr, err
+}
+
+// RemoveRole takes a role away.
+func (c *Client) RemoveRole(ctx context.Context, project, user, role string) error {
+	_, err := c.do(ctx, http.MethodDelete, rolePath(project, user, role), nil, nil)
+	return err
+}
+
+func rolePath(project, user, role string) string {
+	return "/v1/projects/" + url.PathEscape(project) + "/roles/" + url.PathEscape(user) + "/" + url.PathEscape(role)
+}
+
+// ListRoles lists the role assignments of a project.
+func (c *Client) ListRoles(ctx context.Context, project string) (List[ProjectRole], error) {
+	var l List[ProjectRole]
+	_, err := c.do(ctx, http.MethodGet, "/v1/projects/"+url.PathEscape(project)+"/roles", nil, &l)
+	return l, err
+}
+
+// CreateCredential issues a credential; the answer carries its secret once.
+func (c *Client) CreateCredential(ctx context.Context, project string, in CredentialCreateRequest) (Credential, error) {
+	var cr Credential
+	_, err := c.do(ctx, http.MethodPost, "/v1/projects/"+url.PathEscape(project)+"/credentials", in, &cr)
+	return cr, err
+}
+
+// GetCredential reads a credential (never its secret).
+func (c *Client) GetCredential(ctx context.Context, id string) (Credential, error) {
+	var cr Credential
+	_, err := c.do(ctx, http.MethodGet, "/v1/credentials/"+url.PathEscape(id), nil, &cr)
+	return cr, err
+}
+
+// CredentialQuery filters a credential list.
+type CredentialQuery struct {
+	Project        string // empty: the caller's own credentials
+	User           string
+	ExpiringWithin string
+	Page           PageQuery
+}
+
+// ListCredentials lists one page of credentials.
+func (c *Client) ListCredentials(ctx context.Context, q CredentialQuery) (List[Credential], error) {
+	v := url.Values{}
+	if q.User != "" {
+		v.Set("user", q.User)
+	}
+	if q.ExpiringWithin != "" {
+		v.Set("expiring_within", q.ExpiringWithin)
+	}
+	if q.Page.Limit > 0 {
+		v.Set("limit", fmt.Sprint(q.Page.Limit))
+	}
+	if q.Page.After != "" {
+		v.Set("after", q.Page.After)
+	}
+	path := "/v1/credentials"
+	if q.Project != "" {
+		path = "/v1/projects/" + url.PathEscape(q.Project) + "/credentials"
+	}
+	if len(v) > 0 {
+		path += "?" + v.Encode()
+	}
+	var l List[Credential]
+	_, err := c.do(ctx, http.MethodGet, path, nil, &l)
+	return l, err
+}
+
+// RotateCredential issues a new token; the previous one works for grace.
+func (c *Client) RotateCredential(ctx context.Context, id, grace string) (Credential, error) {
+	var cr Credential
+	_, err := c.do(ctx, http.MethodPost, "/v1/credentials/"+url.PathEscape(id)+"/rotate", CredentialRotateRequest{Grace: grace}, &cr)
+	return cr, err
+}
+
+// RevokeCredential revokes a credential and ends its sessions.
+func (c *Client) RevokeCredential(ctx context.Context, id string) (Credential, error) {
+	var cr Credential
+	_, err := c.do(ctx, http.MethodPost, "/v1/credentials/"+url.PathEscape(id)+"/revoke", nil, &cr)
+	return cr, err
+}
+
+// DeleteCredential deletes a credential.
+func (c *Client) DeleteCredential(ctx context.Context, id string) error {
+	_, err := c.do(ctx, http.MethodDelete, "/v1/credentials/"+url.PathEscape(id), nil, nil)
+	return err
+}
+
+// CreateAccessRule saves a reusable rule.
+func (c *Client) CreateAccessRule(ctx context.Context, r AccessRule) (SavedRule, error) {
+	var sr SavedRule
+	_, err := c.do(ctx, http.MethodPost, "/v1/access-rules", r, &sr)
+	return sr, err
+}
+
+// ListAccessRules lists saved rules.
+func (c *Client) ListAccessRules(ctx context.Context, page PageQuery) (List[SavedRule], error) {
+	var l List[SavedRule]
+	_, err := c.do(ctx, http.MethodGet, "/v1/access-rules"+page.encode(), nil, &l)
+	return l, err
+}
+
+// DeleteAccessRule deletes a saved rule no credential uses.
+func (c *Client) DeleteAccessRule(ctx context.Context, id string) error {
+	_, err := c.do(ctx, http.MethodDelete, "/v1/access-rules/"+url.PathEscape(id), nil, nil)
+	return err
+}
+
+// Login exchanges an auth token for a session; the answer carries the
+// session token once.
+func (c *Client) Login(ctx context.Context, authToken string) (Session, error) {
+	var s Session
+	_, err := c.WithToken(authToken).do(ctx, http.MethodPost, "/v1/auth/login", nil, &s)
+	return s, err
+}
+
+// ListSessions lists the caller's sessions (all of them for an admin).
+func (c *Client) ListSessions(ctx context.Context, page PageQuery) (List[Session], error) {
+	var l List[Session]
+	_, err := c.do(ctx, http.MethodGet, "/v1/sessions"+page.encode(), nil, &l)
+	return l, err
+}
+
+// RevokeSession ends a session.
+func (c *Client) RevokeSession(ctx context.Context, id string) error {
+	_, err := c.do(ctx, http.MethodDelete, "/v1/sessions/"+url.PathEscape(id), nil, nil)
+	return err
+}
+
+// Authorize asks whether token may call service with method and path.
+func (c *Client) Authorize(ctx context.Context, in AuthorizeRequest) (Decision, error) {
+	var d Decision
+	_, err := c.do(ctx, http.MethodPost, "/v1/authorize", in, &d)
+	return d, err
+}
+
+// Introspect describes a token (RFC 7662).
+func (c *Client) Introspect(ctx context.Context, token string) (Introspection, error) {
+	var in Introspection
+	_, err := c.postForm(ctx, "/oauth2/introspect", url.Values{"token": {token}}, "", "", &in)
+	return in, err
+}
+
+// ClientCredentials runs the OAuth2 client-credentials grant with HTTP
+// Basic client authentication.
+func (c *Client) ClientCredentials(ctx context.Context, clientID, clientSecret, scope string) (TokenResponse, error) {
+	v := url.Values{"grant_type": {"client_credentials"}}
+	if scope != "" {
+		v.Set("scope", scope)
+	}
+	var tr TokenResponse
+	_, err := c.postForm(ctx, "/oauth2/token", v, clientID, clientSecret, &tr)
+	return tr, err
+}
+
+// postForm posts a form; OAuth2 errors come back as *APIError with the
+// RFC 6749 error code.
+func (c *Client) postForm(ctx context.Context, path string, form url.Values, user, pass string, out any) (http.Header, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://coffer"+path, strings.NewReader(form.Encode()))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	if user != "" {
+		req.SetBasicAuth(url.QueryEscape(user), url.QueryEscape(pass))
+	}
+	if path == "/oauth2/token" {
+		return c.sendOAuth(req, out)
+	}
+	return c.send(req, http.MethodPost, path, out)
+}
+
+func (c *Client) sendOAuth(req *http.Request, out any) (http.Header, error) {
+	resp, err := c.roundTrip(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if resp.StatusCode >= 400 {
+		var oe OAuth2Error
+		json.Unmarshal(data, &oe)
+		if oe.Error == "" {
+			oe.Error = fmt.Sprintf("http_%d", resp.StatusCode)
+		}
+		return resp.Header, &APIError{Status: resp.StatusCode, Code: oe.Error, Message: oe.ErrorDescription}
+	}
+	return resp.Header, json.Unmarshal(data, out)
+}

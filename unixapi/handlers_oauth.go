@@ -1,0 +1,164 @@
+package unixapi
+
+import (
+	"errors"
+	"mime"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/coffer-hsm/coffer/daemon"
+)
+
+func (s *Server) oauthRoutes() {
+	s.mux.HandleFunc("POST /oauth2/token", s.oauthToken)
+	s.handle("POST /oauth2/introspect", s.introspect)
+	s.handle("GET /.well-known/jwks.json", s.jwks)
+	s.handle("GET /.well-known/oauth-authorization-server", s.metadata)
+	s.handle("POST /v1/authorize", s.authorizeCall)
+}
+
+// readForm parses an application/x-www-form-urlencoded body of at most
+// BodyLimit bytes.
+func readForm(w http.ResponseWriter, r *http.Request) (url.Values, error) {
+	ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if ct != "application/x-www-form-urlencoded" {
+		return nil, daemon.Invalid(daemon.CodeInvalidRequest, "the body must be application/x-www-form-urlencoded")
+	}
+	if r.ContentLength > BodyLimit {
+		return nil, tooLarge()
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, BodyLimit)
+	if err := r.ParseForm(); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, tooLarge()
+		}
+		return nil, daemon.Invalid(daemon.CodeInvalidRequest, "malformed form body")
+	}
+	for k, v := range r.PostForm {
+		if len(v) > 1 {
+			return nil, daemon.Invalid(daemon.CodeInvalidRequest, "parameter %s is given more than once", k)
+		}
+	}
+	return r.PostForm, nil
+}
+
+// oauthToken is the RFC 6749 §4.4 client-credentials grant. Its errors
+// follow §5.2, not coffer's error shape.
+func (s *Server) oauthToken(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Pragma", "no-cache")
+	fail := func(status int, code, desc string, basic bool) {
+		if status == http.StatusUnauthorized && basic {
+			w.Header().Set("WWW-Authenticate", `Basic realm="coffer"`)
+		}
+		writeJSON(w, status, OAuth2Error{Error: code, ErrorDescription: desc})
+	}
+	form, err := readForm(w, r)
+	if err != nil {
+		if daemon.CodeOf(err) == daemon.CodeBodyTooLarge {
+			fail(http.StatusRequestEntityTooLarge, daemon.CodeInvalidRequest, daemon.MessageOf(err), false)
+			return
+		}
+		fail(http.StatusBadRequest, daemon.CodeInvalidRequest, daemon.MessageOf(err), false)
+		return
+	}
+	id, secret, basic := r.BasicAuth()
+	if basic {
+		// RFC 6749 §2.3.1: both parts are form-urlencoded inside Basic.
+		var e1, e2 error
+		id, e1 = url.QueryUnescape(id)
+		secret, e2 = url.QueryUnescape(secret)
+		if e1 != nil || e2 != nil {
+			fail(http.StatusUnauthorized, daemon.CodeInvalidClient, "malformed client credentials", true)
+			return
+		}
+		if form.Has("client_secret") || form.Has("client_id") && form.Get("client_id") != id {
+			fail(http.StatusBadRequest, daemon.CodeInvalidRequest, "use one client authentication method, not two", true)
+			return
+		}
+	} else if r.Header.Get("Authorization") != "" {
+		fail(http.StatusUnauthorized, daemon.CodeInvalidClient, "client authentication must be HTTP Basic or form fields", false)
+		return
+	} else {
+		id, secret = form.Get("client_id"), form.Get("client_secret")
+	}
+	switch gt := form.Get("grant_type"); gt {
+	case "client_credentials":
+	case "":
+		fail(http.StatusBadRequest, daemon.CodeInvalidRequest, "grant_type is required", basic)
+		return
+	default:
+		fail(http.StatusBadRequest, daemon.CodeUnsupportedGrantType, "only grant_type=client_credentials is supported", basic)
+		return
+	}
+	if id == "" || secret == "" {
+		fail(http.StatusUnauthorized, daemon.CodeInvalidClient, "client authentication failed", basic)
+		return
+	}
+	tok, err := s.b.ClientCredentials(r.Context(), id, secret, form.Get("scope"))
+	switch code := daemon.CodeOf(err); {
+	case err == nil:
+	case code == daemon.CodeInvalidClient:
+		fail(http.StatusUnauthorized, code, daemon.MessageOf(err), basic)
+		return
+	case code == daemon.CodeInvalidScope:
+		fail(http.StatusBadRequest, code, daemon.MessageOf(err), basic)
+		return
+	default:
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, TokenResponse{AccessToken: tok.Token, TokenType: "Bearer", ExpiresIn: tok.ExpiresIn, Scope: tok.Scope})
+}
+
+func (s *Server) introspect(w http.ResponseWriter, r *http.Request) error {
+	form, err := readForm(w, r)
+	if err != nil {
+		return err
+	}
+	token := strings.TrimSpace(form.Get("token"))
+	if token == "" {
+		return daemon.Invalid(daemon.CodeInvalidRequest, "token is required")
+	}
+	in, err := s.b.Introspect(r.Context(), token)
+	if err != nil {
+		return err
+	}
+	out := Introspection{
+		Active: in.Active, TokenType: in.TokenType, ClientID: in.ClientID, Username: in.Username, Subject: in.Subject,
+		Project: in.Project, Scope: in.Scope, Roles: in.Roles, Policies: in.Policies, AccessRules: rulesWire(in.AccessRules),
+		CredentialID: in.CredentialID, SessionID: in.SessionID, IssuedAt: in.IssuedAt, ExpiresAt: in.ExpiresAt, Issuer: in.Issuer,
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (s *Server) jwks(w http.ResponseWriter, r *http.Request) error {
+	w.Header().Set("Cache-Control", "public, max-age=300")
+	writeJSON(w, http.StatusOK, s.b.JWKS())
+	return nil
+}
+
+func (s *Server) metadata(w http.ResponseWriter, r *http.Request) error {
+	w.Header().Set("Cache-Control", "public, max-age=300")
+	writeJSON(w, http.StatusOK, s.b.ServerMetadata())
+	return nil
+}
+
+func (s *Server) authorizeCall(w http.ResponseWriter, r *http.Request) error {
+	var req AuthorizeRequest
+	if err := decodeJSON(w, r, &req, false); err != nil {
+		return err
+	}
+	if req.Token == "" || req.Service == "" || req.Method == "" || req.Path == "" {
+		return daemon.Invalid(daemon.CodeInvalidArgument, "token, service, method and path are required")
+	}
+	d, err := s.b.AuthorizeCall(r.Context(), req.Token, req.Service, req.Method, req.Path)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, Decision{Allowed: d.Allowed, Reason: d.Reason, User: d.User, Project: d.Project, Roles: d.Roles})
+	return nil
+}
