@@ -10,10 +10,10 @@ Q := $(if $(V),,@)
 
 .DEFAULT_GOAL := help
 
-.PHONY: help build run deps test race lint bench fuzz clean
+.PHONY: help build run deps test race lint bench microbench fuzz clean
 
 help: ## list the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-11s %s\n", $$1, $$2}'
 
 build: ## build bin/coffer
 	$(Q)$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/coffer
@@ -41,14 +41,19 @@ lint: ## gofmt and go vet
 	$(Q)out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(Q)$(GO) vet ./...
 
-bench: deps ## micro-benchmarks of the HSM and the store
-	$(Q)$(GO) test -run '^$$' -bench . -benchtime 2s ./hsm ./kv
+bench: deps ## measure the running daemon against ceilings taken in the same run (BENCH=full: larger data; BENCH_FLAGS=-short: smoke pass)
+	$(Q)$(GO) run ./cmd/coffer-bench $(BENCH_FLAGS)
+
+microbench: deps ## Go micro-benchmarks of the hot functions (HSM, store, tokens, rules, JWT)
+	$(Q)$(GO) test -run '^$$' -bench . -benchtime 1s ./hsm ./kv ./daemon
 
 fuzz: ## fuzz the parsers (FUZZTIME per target, default 30s)
-	$(Q)for t in $$($(GO) test -list '^Fuzz' ./unixapi | grep ^Fuzz); do \
-		$(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $${FUZZTIME:-30s} ./unixapi || exit 1; done
-	$(Q)for t in $$($(GO) test -list '^Fuzz' ./daemon | grep ^Fuzz); do \
-		$(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $${FUZZTIME:-30s} ./daemon || exit 1; done
+	$(Q)for pkg in ./unixapi ./daemon; do \
+		for t in $$($(GO) test -list '^Fuzz' $$pkg | grep ^Fuzz); do \
+			echo "fuzz $$pkg $$t"; \
+			$(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $${FUZZTIME:-30s} $$pkg || exit 1; \
+		done; \
+	done
 
 clean: ## remove build outputs (not ./.coffer/: that is your dev state)
 	$(Q)rm -rf bin dist

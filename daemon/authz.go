@@ -98,6 +98,7 @@ type Grant struct {
 	role         Role   // the caller's effective role on project
 	project      projectRecord
 	secretID     string
+	secret       secretRecord // as read when authorizing
 	credentialID string
 	sessionID    string
 }
@@ -286,7 +287,7 @@ func (s *Service) decide(tx *kv.Txn, p Principal, a Action, r Resource) (Grant, 
 		if a == ActManageSecret {
 			need = RoleAdmin
 		}
-		g.secretID = rec.ID
+		g.secretID, g.secret = rec.ID, rec
 		why, err := onProject(rec.ProjectID, need)
 		return g, why, err
 	case ActReadUser, ActManageUser:

@@ -351,6 +351,7 @@ func (s *Service) CreateCredential(ctx context.Context, g Grant, in CredentialIn
 	if err != nil {
 		return Credential{}, Issued{}, storeErr(err)
 	}
+	s.countsChanged()
 	s.log.Info("credential created", "credential", out.ID, "name", out.Name, "type", out.Type, "user", out.User, "project", out.Project, "token_id", out.TokenID, "by", g.principal.String())
 	return out, issued, nil
 }
@@ -590,6 +591,7 @@ func (s *Service) DeleteCredential(ctx context.Context, g Grant) error {
 	if err != nil {
 		return storeErr(err)
 	}
+	s.countsChanged()
 	s.log.Info("credential deleted", "credential", g.credentialID, "by", g.principal.String())
 	return nil
 }

@@ -146,6 +146,7 @@ func (s *Service) SetRole(ctx context.Context, g Grant, userRef, role string) (P
 	if err != nil {
 		return ProjectRole{}, storeErr(err)
 	}
+	s.countsChanged()
 	s.log.Info("role set", "user", user.Name, "project", g.project.Name, "role", r.String(), "credentials_deleted", dropped, "by", g.principal.String())
 	return ProjectRole{ProjectID: g.project.ID, Project: g.project.Name, UserID: user.ID, User: user.Name, Role: r.String()}, nil
 }
@@ -184,6 +185,7 @@ func (s *Service) RemoveRole(ctx context.Context, g Grant, userRef, role string)
 	if err != nil {
 		return storeErr(err)
 	}
+	s.countsChanged()
 	s.log.Info("role removed", "user", user.Name, "project", g.project.Name, "role", r.String(), "credentials_deleted", dropped, "by", g.principal.String())
 	return nil
 }

@@ -259,24 +259,18 @@ func (s *Service) CreateSecret(ctx context.Context, g Grant, in SecretInput) (Se
 	if err != nil {
 		return Secret{}, storeErr(err)
 	}
+	s.countsChanged()
 	s.log.Info("secret created", "secret", rec.ID, "project", g.project.Name, "version", rec.Version, "by", g.principal.String())
 	return rec.view(g.project.Name, now), nil
 }
 
-// GetSecret returns the metadata of the grant's secret.
+// GetSecret returns the metadata of the grant's secret, as read when the
+// request was authorized (one consistent snapshot, no second read).
 func (s *Service) GetSecret(ctx context.Context, g Grant) (Secret, error) {
 	if g.action != ActReadSecret && g.action != ActManageSecret {
 		return Secret{}, Forbidden("not authorized to %s", ActReadSecret)
 	}
-	var rec secretRecord
-	err := s.store.View(ctx, func(tx *kv.Txn) error { return tx.Get(tableSecrets, g.secretID, &rec) })
-	if errors.Is(err, kv.ErrNotFound) {
-		return Secret{}, NotFound("secret %s not found", g.secretID)
-	}
-	if err != nil {
-		return Secret{}, storeErr(err)
-	}
-	return rec.view(g.project.Name, s.now()), nil
+	return g.secret.view(g.project.Name, s.now()), nil
 }
 
 // ListSecrets lists the secrets of the grant's project in creation order.
@@ -450,6 +444,7 @@ func (s *Service) DeleteSecret(ctx context.Context, g Grant) error {
 	if err != nil {
 		return storeErr(err)
 	}
+	s.countsChanged()
 	s.log.Info("secret deleted", "secret", g.secretID, "project", g.project.Name, "by", g.principal.String())
 	return nil
 }

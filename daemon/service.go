@@ -80,6 +80,7 @@ type Service struct {
 	selfUID  uint32
 	adminGID *uint32
 	groups   *groupCache
+	probe    probe
 }
 
 // Open opens the HSM and the store named by cfg and returns a ready

@@ -2,6 +2,8 @@ package daemon
 
 import (
 	"context"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coffer-hsm/coffer/kv"
@@ -36,41 +38,92 @@ type StoreStatus struct {
 
 // Counts are the numbers of records by kind.
 type Counts struct {
-	Projects int
-	Secrets  int
+	Projects    int
+	Secrets     int
+	Users       int
+	Credentials int
+}
+
+// statusProbeEvery bounds how often Status really probes the HSM and
+// counts records; callers in between share the last probe. Counting is a
+// key-only scan of the tables, which must not run on every request.
+const statusProbeEvery = 2 * time.Second
+
+// probe is the cached result of the last health probe and count.
+type probe struct {
+	mu     sync.Mutex
+	at     time.Time
+	dirty  atomic.Bool // a write changed the counts since the last probe
+	hsm    HSMStatus
+	store  StoreStatus
+	counts Counts
 }
 
 // Status reports version, uptime, HSM and store health, and counts. It
-// probes the HSM and the store for real; failures are reported, not returned.
+// probes the HSM and the store for real (at most every statusProbeEvery);
+// failures are reported, not returned.
 func (s *Service) Status(ctx context.Context, g Grant) (Status, error) {
 	if err := g.require(ActReadStatus); err != nil {
 		return Status{}, err
 	}
-	info := s.keys.Info()
+	s.probe.mu.Lock()
+	if time.Since(s.probe.at) >= statusProbeEvery {
+		s.runProbe(ctx)
+	} else if s.probe.dirty.Load() {
+		s.recount(ctx)
+	}
 	st := Status{
 		Version:   s.cfg.Version,
 		StartedAt: s.started.UTC(),
 		Uptime:    time.Since(s.started),
 		Dev:       s.cfg.Dev,
-		HSM:       HSMStatus{Module: info.Module, TokenLabel: info.TokenLabel, KeyLabels: info.KeyLabels, Healthy: true},
-		Store:     StoreStatus{Healthy: true},
+		HSM:       s.probe.hsm,
+		Store:     s.probe.store,
+		Counts:    s.probe.counts,
 	}
+	s.probe.mu.Unlock()
+	return st, nil
+}
+
+// runProbe refreshes s.probe; the caller holds s.probe.mu.
+func (s *Service) runProbe(ctx context.Context) {
+	info := s.keys.Info()
+	p := &s.probe
+	p.hsm = HSMStatus{Module: info.Module, TokenLabel: info.TokenLabel, KeyLabels: info.KeyLabels, Healthy: true}
 	if err := s.keys.Check(ctx); err != nil {
-		st.HSM.Healthy, st.HSM.Error = false, err.Error()
+		p.hsm.Healthy, p.hsm.Error = false, err.Error()
 	}
+	s.recount(ctx)
+	p.at = time.Now()
+}
+
+// countsChanged marks the cached counts stale after a write.
+func (s *Service) countsChanged() { s.probe.dirty.Store(true) }
+
+// recount refreshes the counts and store health; the caller holds
+// s.probe.mu.
+func (s *Service) recount(ctx context.Context) {
+	p := &s.probe
+	p.dirty.Store(false)
+	p.store = StoreStatus{Healthy: true}
 	err := s.store.View(ctx, func(tx *kv.Txn) error {
 		var err error
-		if st.Counts.Projects, err = tx.Count(tableProjects, kv.Query{}); err != nil {
+		if p.counts.Projects, err = tx.Count(tableProjects, kv.Query{}); err != nil {
 			return err
 		}
-		st.Counts.Secrets, err = tx.Count(tableSecrets, kv.Query{})
+		if p.counts.Secrets, err = tx.Count(tableSecrets, kv.Query{}); err != nil {
+			return err
+		}
+		if p.counts.Users, err = tx.Count(tableUsers, kv.Query{}); err != nil {
+			return err
+		}
+		p.counts.Credentials, err = tx.Count(tableCredentials, kv.Query{})
 		return err
 	})
 	if err == nil {
 		err = s.store.Check(ctx)
 	}
 	if err != nil {
-		st.Store.Healthy, st.Store.Error = false, err.Error()
+		p.store.Healthy, p.store.Error = false, err.Error()
 	}
-	return st, nil
 }

@@ -167,6 +167,7 @@ func (s *Service) CreateUser(ctx context.Context, g Grant, in UserInput) (User, 
 	if err != nil {
 		return User{}, bindingClash(err)
 	}
+	s.countsChanged()
 	s.log.Info("user created", "user", rec.Name, "id", rec.ID, "by", g.principal.String())
 	return rec.view(nil), nil
 }
@@ -359,6 +360,7 @@ func (s *Service) DeleteUser(ctx context.Context, g Grant) error {
 	if err != nil {
 		return storeErr(err)
 	}
+	s.countsChanged()
 	s.log.Info("user deleted", "user", rec.Name, "id", rec.ID, "by", g.principal.String())
 	return nil
 }

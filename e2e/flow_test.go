@@ -278,8 +278,10 @@ type status struct {
 		Error   string `json:"error,omitempty"`
 	} `json:"store"`
 	Counts struct {
-		Projects int `json:"projects"`
-		Secrets  int `json:"secrets"`
+		Projects    int `json:"projects"`
+		Secrets     int `json:"secrets"`
+		Users       int `json:"users"`
+		Credentials int `json:"credentials"`
 	} `json:"counts"`
 }
 

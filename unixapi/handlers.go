@@ -43,7 +43,7 @@ func (s *Server) getStatus(w http.ResponseWriter, r *http.Request) error {
 			Healthy: st.HSM.Healthy, Error: st.HSM.Error,
 		},
 		Store:  StoreStatus{Healthy: st.Store.Healthy, Error: st.Store.Error},
-		Counts: Counts{Projects: st.Counts.Projects, Secrets: st.Counts.Secrets},
+		Counts: Counts{Projects: st.Counts.Projects, Secrets: st.Counts.Secrets, Users: st.Counts.Users, Credentials: st.Counts.Credentials},
 	})
 	return nil
 }

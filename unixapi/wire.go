@@ -48,8 +48,10 @@ type StoreStatus struct {
 
 // Counts is the counts part of Status.
 type Counts struct {
-	Projects int `json:"projects"`
-	Secrets  int `json:"secrets"`
+	Projects    int `json:"projects"`
+	Secrets     int `json:"secrets"`
+	Users       int `json:"users"`
+	Credentials int `json:"credentials"`
 }
 
 // Project is a project.

@@ -39,6 +39,8 @@ var statusCommand = &cli.Command{
 				{"store", health(st.Store.Healthy, st.Store.Error)},
 				{"projects", fmt.Sprint(st.Counts.Projects)},
 				{"secrets", fmt.Sprint(st.Counts.Secrets)},
+				{"users", fmt.Sprint(st.Counts.Users)},
+				{"credentials", fmt.Sprint(st.Counts.Credentials)},
 			})
 		})
 	},
