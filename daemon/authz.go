@@ -354,6 +354,13 @@ func (s *Service) decide(tx *kv.Txn, p Principal, a Action, r Resource) (Grant, 
 		if c.user == nil {
 			return Grant{}, "anonymous", nil
 		}
+		if c.token != nil {
+			role, err := s.roleOn(tx, c, c.token.ProjectID)
+			if err != nil || role >= RoleMember {
+				return g, "", err
+			}
+			return Grant{}, "the token's roles are below member", nil
+		}
 		roles, err := userRoles(tx, c.user.ID)
 		if err != nil {
 			return Grant{}, "", err
