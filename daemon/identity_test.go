@@ -491,3 +491,35 @@ func corrupt(tok string) string {
 	}
 	return tok[:len(tok)-1] + string(last)
 }
+
+func TestMaintenance(t *testing.T) {
+	e := newIdentityEnv(t)
+	ctx := context.Background()
+	cred, iss := e.credential(t, "p1", CredentialInput{Type: CredAuthToken, User: "bob", ExpireIn: "3days"})
+	e.credential(t, "p1", CredentialInput{Type: CredAuthToken, User: "bob", ExpireIn: "30days"})
+	exp := time.Now().Add(48 * time.Hour)
+	e.createSecret(t, "p1", SecretInput{DisplayName: "soon", Payload: []byte("p"), ExpiresAt: &exp})
+	if n := e.svc.WarnExpiring(ctx); n != 2 {
+		t.Fatalf("warned about %d, want 2 (one credential, one secret)", n)
+	}
+	if !strings.Contains(e.logs.String(), "credential expires soon") || !strings.Contains(e.logs.String(), cred.ID) {
+		t.Fatal("no warning logged")
+	}
+	_, tok, err := e.svc.Login(ctx, iss.Token)
+	wantCode(t, err, "")
+	if _, _, err := e.svc.RotateCredential(ctx, e.grant(t, ActManageCredential, Resource{Credential: cred.ID}), CredentialRotate{Grace: time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := e.svc.Sweep(ctx); err != nil || n != 0 {
+		t.Fatalf("sweep of live records deleted %d (%v)", n, err)
+	}
+	e.svc.now = func() time.Time { return time.Now().Add(2 * time.Hour).UTC() }
+	n, err := e.svc.Sweep(ctx)
+	if err != nil || n != 2 { // the login session and the token past its grace
+		t.Fatalf("sweep deleted %d (%v), want 2", n, err)
+	}
+	e.svc.now = func() time.Time { return time.Now().UTC() }
+	if _, err := e.svc.Authenticate(ctx, anonPrincipal, tok); err == nil {
+		t.Fatal("a swept session works")
+	}
+}

@@ -61,6 +61,9 @@ type Config struct {
 	// "coffer" plus nothing else, which callers should override with the
 	// URL services know the daemon by.
 	Issuer string
+	// ExpiryWarning is how far ahead RunMaintenance warns about expiring
+	// credentials and secrets; 0 means DefaultExpiryWarning, negative off.
+	ExpiryWarning time.Duration
 	// Version is reported by status.
 	Version string
 	Logger  *slog.Logger

@@ -1,0 +1,150 @@
+package daemon
+
+import (
+	"context"
+	"time"
+
+	"github.com/coffer-hsm/coffer/kv"
+)
+
+const (
+	// DefaultExpiryWarning is how far ahead expiring credentials and
+	// secrets are warned about.
+	DefaultExpiryWarning = 7 * 24 * time.Hour
+	sweepEvery           = 10 * time.Minute
+	warnEvery            = 24 * time.Hour
+	// sweepBatch bounds one sweep transaction.
+	sweepBatch = 1000
+)
+
+// RunMaintenance runs the daemon's housekeeping until ctx ends: it deletes
+// expired sessions and rotated tokens past their grace every 10 minutes,
+// and once a day logs a warning for each active credential or secret that
+// expires within the configured window.
+func (s *Service) RunMaintenance(ctx context.Context) {
+	sweep := time.NewTicker(sweepEvery)
+	defer sweep.Stop()
+	warn := time.NewTicker(warnEvery)
+	defer warn.Stop()
+	s.WarnExpiring(ctx)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-sweep.C:
+			if n, err := s.Sweep(ctx); err != nil {
+				s.log.Warn("sweep failed", "err", err)
+			} else if n > 0 {
+				s.log.Info("swept expired sessions and tokens", "deleted", n)
+			}
+		case <-warn.C:
+			s.WarnExpiring(ctx)
+		}
+	}
+}
+
+// Sweep deletes expired sessions (with their tokens) and rotated tokens
+// past their grace, and returns how many records went.
+func (s *Service) Sweep(ctx context.Context) (int, error) {
+	now := s.now()
+	total := 0
+	for {
+		var sessions, tokens []string
+		err := s.store.View(ctx, func(tx *kv.Txn) error {
+			if err := tx.List(tableSessions, kv.Query{}, func(id string, decode func(any) error) error {
+				var rec sessionRecord
+				if err := decode(&rec); err != nil {
+					return err
+				}
+				if rec.expired(now) && len(sessions) < sweepBatch {
+					sessions = append(sessions, id)
+				}
+				return nil
+			}); err != nil {
+				return err
+			}
+			return tx.List(tableTokens, kv.Query{}, func(id string, decode func(any) error) error {
+				var rec tokenRecord
+				if err := decode(&rec); err != nil {
+					return err
+				}
+				if rec.NotAfter != nil && !now.Before(*rec.NotAfter) && len(tokens) < sweepBatch {
+					tokens = append(tokens, id)
+				}
+				return nil
+			})
+		})
+		if err != nil {
+			return total, err
+		}
+		if len(sessions) == 0 && len(tokens) == 0 {
+			return total, nil
+		}
+		err = s.store.Update(ctx, func(tx *kv.Txn) error {
+			for _, id := range sessions {
+				if err := deleteSession(tx, id, now); err != nil {
+					return err
+				}
+			}
+			for _, id := range tokens {
+				if err := ignoreNotFound(tx.Delete(tableTokens, id)); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return total, err
+		}
+		total += len(sessions) + len(tokens)
+		if len(sessions) < sweepBatch && len(tokens) < sweepBatch {
+			return total, nil
+		}
+	}
+}
+
+// WarnExpiring logs one warning per active credential or secret that
+// expires within the warning window, and returns how many it warned about.
+func (s *Service) WarnExpiring(ctx context.Context) int {
+	window := s.cfg.ExpiryWarning
+	if window == 0 {
+		window = DefaultExpiryWarning
+	}
+	if window < 0 {
+		return 0
+	}
+	now := s.now()
+	horizon := now.Add(window)
+	n := 0
+	soon := func(t *time.Time) bool { return t != nil && now.Before(*t) && !t.After(horizon) }
+	err := s.store.View(ctx, func(tx *kv.Txn) error {
+		if err := tx.List(tableCredentials, kv.Query{}, func(_ string, decode func(any) error) error {
+			var rec credentialRecord
+			if err := decode(&rec); err != nil {
+				return err
+			}
+			if rec.RevokedAt == nil && soon(rec.ExpiresAt) {
+				n++
+				s.log.Warn("credential expires soon", "credential", rec.ID, "name", rec.Name, "expires_at", rec.ExpiresAt.Format(time.RFC3339), "in", rec.ExpiresAt.Sub(now).Round(time.Minute).String())
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+		return tx.List(tableSecrets, kv.Query{}, func(_ string, decode func(any) error) error {
+			var rec secretRecord
+			if err := decode(&rec); err != nil {
+				return err
+			}
+			if rec.RevokedAt == nil && soon(rec.ExpiresAt) {
+				n++
+				s.log.Warn("secret expires soon", "secret", rec.ID, "display_name", rec.DisplayName, "expires_at", rec.ExpiresAt.Format(time.RFC3339), "in", rec.ExpiresAt.Sub(now).Round(time.Minute).String())
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		s.log.Warn("expiry check failed", "err", err)
+	}
+	return n
+}
