@@ -309,6 +309,9 @@ func (s *Service) CreateCredential(ctx context.Context, g Grant, in CredentialIn
 		if held == RoleNone {
 			return Forbidden("user %s has no role on project %s", user.Name, g.project.Name)
 		}
+		if err := fenceRole(tx, user.ID, g.project.ID); err != nil {
+			return err
+		}
 		roles := in.Roles
 		if roles == nil {
 			roles = held.implied()
@@ -361,6 +364,15 @@ func (s *Service) CreateCredential(ctx context.Context, g Grant, in CredentialIn
 func (s *Service) issueCredentialToken(tx *kv.Txn, rec *credentialRecord, user userRecord, now time.Time) (Issued, error) {
 	owner := rec.ID
 	if rec.Type == CredAccessToken {
+		if rec.SessionID != "" {
+			// The session may have been swept after the credential expired.
+			err := tx.Get(tableSessions, rec.SessionID, &sessionRecord{})
+			if errors.Is(err, kv.ErrNotFound) {
+				rec.SessionID = ""
+			} else if err != nil {
+				return Issued{}, err
+			}
+		}
 		if rec.SessionID == "" {
 			sess := sessionRecord{
 				ID: newID(), Kind: SessionAccessToken, UserID: rec.UserID, ProjectID: rec.ProjectID,
@@ -658,6 +670,11 @@ func deleteUserDependents(tx *kv.Txn, userID string, now time.Time) error {
 		return err
 	}
 	for _, id := range roleIDs {
+		// Read before deleting, so a credential created concurrently (which
+		// fences this record) conflicts with this transaction.
+		if err := tx.Get(tableRoles, id, &roleRecord{}); err != nil {
+			return err
+		}
 		if err := tx.Delete(tableRoles, id); err != nil {
 			return err
 		}

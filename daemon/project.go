@@ -235,7 +235,11 @@ func deleteProjectDependents(tx *kv.Txn, projectID string, now time.Time) error 
 		return err
 	}
 	for _, r := range roles {
-		if err := tx.Delete(tableRoles, roleID(r.UserID, r.ProjectID)); err != nil {
+		id := roleID(r.UserID, r.ProjectID)
+		if err := tx.Get(tableRoles, id, &roleRecord{}); err != nil { // see fenceRole
+			return err
+		}
+		if err := tx.Delete(tableRoles, id); err != nil {
 			return err
 		}
 	}

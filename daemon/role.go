@@ -65,6 +65,23 @@ type roleRecord struct {
 
 func roleID(userID, projectID string) string { return userID + ":" + projectID }
 
+func (r roleRecord) indexes() []kv.Index {
+	return []kv.Index{{Name: indexUser, Value: r.UserID}, {Name: indexProject, Value: r.ProjectID}}
+}
+
+// fenceRole rewrites a (user, project) role record unchanged. Creating a
+// credential does it so that a concurrent role change or user deletion —
+// which reads that record — conflicts with the creation and is retried
+// after it, when its cascade sees the new credential. (Range scans are not
+// tracked for conflicts; point reads and writes are.)
+func fenceRole(tx *kv.Txn, userID, projectID string) error {
+	var rec roleRecord
+	if err := tx.Get(tableRoles, roleID(userID, projectID), &rec); err != nil {
+		return err
+	}
+	return tx.Put(tableRoles, roleID(userID, projectID), rec, rec.indexes()...)
+}
+
 // ProjectRole is a user's role on a project.
 type ProjectRole struct {
 	ProjectID string
@@ -135,9 +152,12 @@ func (s *Service) SetRole(ctx context.Context, g Grant, userRef, role string) (P
 		if user, err = findUser(tx, userRef); err != nil {
 			return err
 		}
+		// Read the current record first: see fenceRole.
+		if _, err := roleOf(tx, user.ID, g.project.ID); err != nil {
+			return err
+		}
 		rec := roleRecord{UserID: user.ID, ProjectID: g.project.ID, Role: r.String()}
-		if err := tx.Put(tableRoles, roleID(user.ID, g.project.ID), rec,
-			kv.Index{Name: indexUser, Value: user.ID}, kv.Index{Name: indexProject, Value: g.project.ID}); err != nil {
+		if err := tx.Put(tableRoles, roleID(user.ID, g.project.ID), rec, rec.indexes()...); err != nil {
 			return err
 		}
 		dropped, err = s.dropCredentialsBeyond(tx, user.ID, g.project.ID, r)

@@ -142,15 +142,32 @@ func (s *Service) ListSessions(ctx context.Context, g Grant, page Page) ([]Sessi
 }
 
 // RevokeSession ends a session at once; its token (or JWT) stops working.
+// An access token's session is the credential itself: revoking it revokes
+// the credential.
 func (s *Service) RevokeSession(ctx context.Context, g Grant) error {
 	if err := g.require(ActManageSession); err != nil {
 		return err
 	}
+	now := s.now()
 	err := s.store.Update(ctx, func(tx *kv.Txn) error {
-		if err := tx.Get(tableSessions, g.sessionID, &sessionRecord{}); err != nil {
+		var sess sessionRecord
+		if err := tx.Get(tableSessions, g.sessionID, &sess); err != nil {
 			return err
 		}
-		return deleteSession(tx, g.sessionID, s.now())
+		if sess.Kind == SessionAccessToken {
+			var cred credentialRecord
+			if err := tx.Get(tableCredentials, sess.CredentialID, &cred); err != nil {
+				return err
+			}
+			if cred.RevokedAt == nil {
+				cred.RevokedAt = &now
+			}
+			if err := endCredential(tx, cred, now); err != nil {
+				return err
+			}
+			return tx.Put(tableCredentials, cred.ID, cred, cred.indexes()...)
+		}
+		return deleteSession(tx, g.sessionID, now)
 	})
 	if errors.Is(err, kv.ErrNotFound) {
 		return NotFound("session %s not found", g.sessionID)

@@ -33,6 +33,8 @@ comes from --hsm-pin-file, by default $CREDENTIALS_DIRECTORY/hsm-pin.`,
 		&cli.StringFlag{Name: "hsm-token", Usage: "PKCS#11 token `LABEL`", Value: "coffer", EnvVars: []string{"COFFER_HSM_TOKEN"}},
 		&cli.StringFlag{Name: "hsm-pin-file", Usage: "`FILE` holding the token's user PIN (default $CREDENTIALS_DIRECTORY/hsm-pin)", EnvVars: []string{"COFFER_HSM_PIN_FILE"}},
 		&cli.StringFlag{Name: "admin-group", Usage: "`GROUP` (name or gid) whose members are system admins and may use the socket", EnvVars: []string{"COFFER_ADMIN_GROUP"}},
+		&cli.StringFlag{Name: "issuer", Usage: "OAuth2 issuer `URL` put in access tokens and metadata", Value: daemon.DefaultIssuer, EnvVars: []string{"COFFER_ISSUER"}},
+		&cli.DurationFlag{Name: "expiry-warning", Usage: "warn daily about credentials and secrets expiring within `DURATION` (0: off)", Value: daemon.DefaultExpiryWarning, EnvVars: []string{"COFFER_EXPIRY_WARNING"}},
 		&cli.StringFlag{Name: "log-level", Usage: "debug, info, warn or error", Value: "info", EnvVars: []string{"COFFER_LOG_LEVEL"}},
 	},
 	Action: runDaemon,
@@ -79,8 +81,13 @@ func runDaemon(c *cli.Context) error {
 		},
 		PINFile:    pinFile,
 		AdminGroup: c.String("admin-group"),
+		Issuer:     c.String("issuer"),
 		Version:    version,
 		Logger:     log,
+	}
+	cfg.ExpiryWarning = c.Duration("expiry-warning")
+	if cfg.ExpiryWarning == 0 {
+		cfg.ExpiryWarning = -1 // off
 	}
 	gid := -1
 	if cfg.AdminGroup != "" {
@@ -103,6 +110,9 @@ func runDaemon(c *cli.Context) error {
 		return err
 	}
 	srv := unixapi.NewServer(svc, log)
+	maintCtx, stopMaint := context.WithCancel(ctx)
+	defer stopMaint()
+	go svc.RunMaintenance(maintCtx)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(l) }()
 

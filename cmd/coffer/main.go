@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"reflect"
 	"syscall"
 
 	"github.com/urfave/cli/v2"
@@ -36,7 +37,11 @@ func main() {
 // run runs the CLI and returns its exit code.
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	app := newApp(stdin, stdout, stderr)
-	err := app.RunContext(ctx, interspersed(app, args))
+	if len(args) == 0 || args[len(args)-1] != completionFlag {
+		// Shell completion needs its flag last, where the shell put it.
+		args = interspersed(app, args)
+	}
+	err := app.RunContext(ctx, args)
 	return exitCode(stderr, err)
 }
 
@@ -49,6 +54,15 @@ func usagef(format string, args ...any) error {
 	return &usageError{msg: fmt.Sprintf(format, args...)}
 }
 
+// exitStatus ends coffer with code and no message: the output already said
+// why (authorize --exit-code on a denial). It is not a cli.ExitCoder, which
+// would make urfave/cli exit the process itself.
+type exitStatus struct{ code int }
+
+func (e *exitStatus) Error() string { return fmt.Sprintf("exit status %d", e.code) }
+
+const completionFlag = "--generate-bash-completion"
+
 // exitCode prints err as one line and picks the exit code.
 func exitCode(stderr io.Writer, err error) int {
 	if err == nil {
@@ -58,7 +72,10 @@ func exitCode(stderr io.Writer, err error) int {
 	var unreachable *unixapi.UnreachableError
 	var apiErr *unixapi.APIError
 	var exit cli.ExitCoder
+	var status *exitStatus
 	switch {
+	case errors.As(err, &status):
+		return status.code
 	case errors.As(err, &ue):
 		fmt.Fprintf(stderr, "coffer: %s (see 'coffer --help')\n", ue.msg)
 		return exitUsage
@@ -66,6 +83,10 @@ func exitCode(stderr io.Writer, err error) int {
 		fmt.Fprintf(stderr, "coffer: %s\n", unreachable)
 		return exitUnreachable
 	case errors.As(err, &apiErr):
+		if apiErr.Message == "" { // OAuth2 errors may come without a description
+			fmt.Fprintf(stderr, "coffer: %s (HTTP %d)\n", apiErr.Code, apiErr.Status)
+			return exitError
+		}
 		fmt.Fprintf(stderr, "coffer: %s (%s)\n", apiErr.Message, apiErr.Code)
 		return exitError
 	case errors.As(err, &exit):
@@ -95,6 +116,19 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 				Value:   defaultSocket,
 			},
 			&cli.StringFlag{
+				Name:  "token",
+				Usage: "authenticate every request with the bearer `TOKEN` (also $COFFER_TOKEN; prefer --token-file: a flag shows in ps)",
+			},
+			&cli.StringFlag{
+				Name:  "token-file",
+				Usage: "read the bearer token from `FILE`, - for standard input (also $COFFER_TOKEN_FILE)",
+			},
+			&cli.StringFlag{
+				Name:    "profile",
+				Usage:   "use the saved settings `NAME` (see 'coffer profile')",
+				EnvVars: []string{"COFFER_PROFILE"},
+			},
+			&cli.StringFlag{
 				Name:    "output",
 				Aliases: []string{"o"},
 				Usage:   "output format: table, json or yaml",
@@ -102,18 +136,31 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 			},
 		},
 		Before: func(c *cli.Context) error {
+			captureGlobals(c)
 			switch c.String("output") {
 			case "table", "json", "yaml":
 				return nil
 			}
 			return usagef("unknown output format %q: use table, json or yaml", c.String("output"))
 		},
-		Commands: []*cli.Command{
+		Commands: cloneCommands([]*cli.Command{
 			daemonCommand,
+			statusCommand,
 			projectCommand,
 			secretCommand,
-			statusCommand,
-		},
+			userCommand,
+			roleCommand,
+			credCommand,
+			accessRuleCommand,
+			loginCommand,
+			sessionCommand,
+			tokenCommand,
+			introspectCommand,
+			authorizeCommand,
+			profileCommand,
+			completionCommand,
+			manCommand,
+		}),
 	}
 	onUsage := func(c *cli.Context, err error, _ bool) error { return &usageError{msg: err.Error()} }
 	notFound := func(c *cli.Context, name string) {
@@ -134,3 +181,35 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 }
 
 const defaultSocket = "/run/coffer/coffer.sock"
+
+// cloneCommands deep-copies the command tree: urfave/cli records state in
+// commands and flags while it runs (help names, help flags and commands,
+// which flags were set), so each app gets its own copy of the package-level
+// definitions and several apps can run in one process (tests).
+func cloneCommands(cmds []*cli.Command) []*cli.Command {
+	if cmds == nil {
+		return nil
+	}
+	out := make([]*cli.Command, len(cmds))
+	for i, c := range cmds {
+		cp := *c
+		cp.Flags = make([]cli.Flag, len(c.Flags))
+		for j, f := range c.Flags {
+			cp.Flags[j] = cloneFlag(f)
+		}
+		cp.Subcommands = cloneCommands(c.Subcommands)
+		out[i] = &cp
+	}
+	return out
+}
+
+// cloneFlag copies the struct behind a flag pointer (*cli.StringFlag, ...).
+func cloneFlag(f cli.Flag) cli.Flag {
+	v := reflect.ValueOf(f)
+	if v.Kind() != reflect.Pointer || v.Elem().Kind() != reflect.Struct {
+		return f
+	}
+	cp := reflect.New(v.Elem().Type())
+	cp.Elem().Set(v.Elem())
+	return cp.Interface().(cli.Flag)
+}

@@ -10,8 +10,6 @@ import (
 
 	"github.com/urfave/cli/v2"
 	"gopkg.in/yaml.v3"
-
-	"github.com/coffer-hsm/coffer/unixapi"
 )
 
 // group is a command that only holds subcommands; anything else after it is
@@ -28,10 +26,6 @@ func group(name, usage string, subs ...*cli.Command) *cli.Command {
 			return cli.ShowSubcommandHelp(c)
 		},
 	}
-}
-
-func newClient(c *cli.Context) *unixapi.Client {
-	return unixapi.NewClient(c.String("socket"))
 }
 
 // field is one row of a key/value table.

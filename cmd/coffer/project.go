@@ -18,7 +18,11 @@ var projectCommand = group("project", "manage projects (system admins)",
 			if err != nil {
 				return err
 			}
-			p, err := newClient(c).CreateProject(c.Context, name)
+			cl, err := newClient(c)
+			if err != nil {
+				return err
+			}
+			p, err := cl.CreateProject(c.Context, name)
 			if err != nil {
 				return err
 			}
@@ -34,7 +38,11 @@ var projectCommand = group("project", "manage projects (system admins)",
 			if err != nil {
 				return err
 			}
-			p, err := newClient(c).GetProject(c.Context, ref)
+			cl, err := newClient(c)
+			if err != nil {
+				return err
+			}
+			p, err := cl.GetProject(c.Context, ref)
 			if err != nil {
 				return err
 			}
@@ -49,7 +57,10 @@ var projectCommand = group("project", "manage projects (system admins)",
 				return usagef("project list takes no arguments")
 			}
 			var all []unixapi.Project
-			cl := newClient(c)
+			cl, err := newClient(c)
+			if err != nil {
+				return err
+			}
 			page := unixapi.PageQuery{}
 			for {
 				l, err := cl.ListProjects(c.Context, page)
@@ -80,7 +91,11 @@ var projectCommand = group("project", "manage projects (system admins)",
 			if err != nil {
 				return err
 			}
-			return newClient(c).DeleteProject(c.Context, ref)
+			cl, err := newClient(c)
+			if err != nil {
+				return err
+			}
+			return cl.DeleteProject(c.Context, ref)
 		},
 	},
 )

@@ -43,7 +43,11 @@ var secretCommand = group("secret", "broker secrets sealed by the HSM",
 			if err != nil {
 				return err
 			}
-			s, err := newClient(c).CreateSecret(c.Context, c.String("project"), unixapi.SecretCreate{
+			cl, err := newClient(c)
+			if err != nil {
+				return err
+			}
+			s, err := cl.CreateSecret(c.Context, c.String("project"), unixapi.SecretCreate{
 				DisplayName: c.String("display-name"), Payload: payload, KeyValues: kvs, ExpiresAt: c.Timestamp("expires-at"),
 			})
 			if err != nil {
@@ -61,7 +65,11 @@ var secretCommand = group("secret", "broker secrets sealed by the HSM",
 			if err != nil {
 				return err
 			}
-			s, err := newClient(c).GetSecret(c.Context, id)
+			cl, err := newClient(c)
+			if err != nil {
+				return err
+			}
+			s, err := cl.GetSecret(c.Context, id)
 			if err != nil {
 				return err
 			}
@@ -83,7 +91,10 @@ var secretCommand = group("secret", "broker secrets sealed by the HSM",
 			if c.Int("limit") < 0 {
 				return usagef("--limit must be positive")
 			}
-			cl := newClient(c)
+			cl, err := newClient(c)
+			if err != nil {
+				return err
+			}
 			page := unixapi.PageQuery{Limit: c.Int("limit"), After: c.String("after")}
 			var out unixapi.List[unixapi.Secret]
 			for {
@@ -144,7 +155,11 @@ var secretCommand = group("secret", "broker secrets sealed by the HSM",
 				v := c.Int("cas")
 				in.CAS = &v
 			}
-			s, err := newClient(c).RotateSecret(c.Context, id, in)
+			cl, err := newClient(c)
+			if err != nil {
+				return err
+			}
+			s, err := cl.RotateSecret(c.Context, id, in)
 			if err != nil {
 				return err
 			}
@@ -160,7 +175,11 @@ var secretCommand = group("secret", "broker secrets sealed by the HSM",
 			if err != nil {
 				return err
 			}
-			s, err := newClient(c).RevokeSecret(c.Context, id)
+			cl, err := newClient(c)
+			if err != nil {
+				return err
+			}
+			s, err := cl.RevokeSecret(c.Context, id)
 			if err != nil {
 				return err
 			}
@@ -176,7 +195,11 @@ var secretCommand = group("secret", "broker secrets sealed by the HSM",
 			if err != nil {
 				return err
 			}
-			return newClient(c).DeleteSecret(c.Context, id)
+			cl, err := newClient(c)
+			if err != nil {
+				return err
+			}
+			return cl.DeleteSecret(c.Context, id)
 		},
 	},
 )

@@ -16,7 +16,11 @@ var statusCommand = &cli.Command{
 		if c.Args().Present() {
 			return usagef("status takes no arguments")
 		}
-		st, err := newClient(c).Status(c.Context)
+		cl, err := newClient(c)
+		if err != nil {
+			return err
+		}
+		st, err := cl.Status(c.Context)
 		if err != nil {
 			return err
 		}

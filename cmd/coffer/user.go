@@ -1,0 +1,291 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/coffer-hsm/coffer/daemon"
+	"github.com/coffer-hsm/coffer/unixapi"
+)
+
+var (
+	unixUIDFlag  = &cli.StringSliceFlag{Name: "unix-uid", Usage: "bind local uid `N`: its processes act as this user on the socket (repeatable)"}
+	vsockCIDFlag = &cli.StringSliceFlag{Name: "vsock-cid", Usage: "bind VM context id `N`: its connections act as this user (repeatable)"}
+	ttlFlag      = &cli.StringFlag{Name: "access-token-ttl", Usage: "`DURATION` of the user's sessions and access tokens, e.g. 1h, 30m, 2days"}
+)
+
+var userCommand = group("user", "manage users and their unix uid / vsock CID bindings (system admins)",
+	&cli.Command{
+		Name:      "create",
+		Usage:     "create a user",
+		ArgsUsage: "NAME",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "kind", Usage: "human or workload", Value: "human"},
+			unixUIDFlag, vsockCIDFlag, ttlFlag,
+			&cli.BoolFlag{Name: "disabled", Usage: "create the user disabled"},
+		},
+		Action: func(c *cli.Context) error {
+			name, err := oneArg(c, "NAME")
+			if err != nil {
+				return err
+			}
+			in := unixapi.UserCreateRequest{Name: name, Kind: c.String("kind"), Disabled: c.Bool("disabled")}
+			if in.Kind != "human" && in.Kind != "workload" {
+				return usagef("--kind must be human or workload, not %q", in.Kind)
+			}
+			if in.UnixUIDs, err = uint32s(c, "unix-uid"); err != nil {
+				return err
+			}
+			if in.VsockCIDs, err = uint32s(c, "vsock-cid"); err != nil {
+				return err
+			}
+			if c.IsSet("access-token-ttl") {
+				if in.AccessTokenTTL, err = window(c, "access-token-ttl"); err != nil {
+					return err
+				}
+			}
+			cl, err := newClient(c)
+			if err != nil {
+				return err
+			}
+			u, err := cl.CreateUser(c.Context, in)
+			if err != nil {
+				return err
+			}
+			return renderUser(c, u)
+		},
+	},
+	&cli.Command{
+		Name:      "get",
+		Usage:     "show a user and its roles",
+		ArgsUsage: "NAME|ID",
+		Action: func(c *cli.Context) error {
+			ref, err := oneArg(c, "NAME|ID")
+			if err != nil {
+				return err
+			}
+			cl, err := newClient(c)
+			if err != nil {
+				return err
+			}
+			u, err := cl.GetUser(c.Context, ref)
+			if err != nil {
+				return err
+			}
+			return renderUser(c, u)
+		},
+	},
+	&cli.Command{
+		Name:  "list",
+		Usage: "list users",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "project", Aliases: []string{"p"}, Usage: "only users with a role on `PROJECT`"},
+		},
+		Action: func(c *cli.Context) error {
+			if c.Args().Present() {
+				return usagef("user list takes no arguments")
+			}
+			cl, err := newClient(c)
+			if err != nil {
+				return err
+			}
+			all, err := listAll(func(p unixapi.PageQuery) (unixapi.List[unixapi.User], error) {
+				return cl.ListUsers(c.Context, c.String("project"), p)
+			})
+			if err != nil {
+				return err
+			}
+			return render(c, unixapi.List[unixapi.User]{Items: all}, func(w io.Writer) {
+				rows := make([][]string, 0, len(all))
+				for _, u := range all {
+					rows = append(rows, []string{u.Name, u.ID, u.Kind, userStatus(u), joinUint32s(u.UnixUIDs), joinUint32s(u.VsockCIDs), u.AccessTokenTTL})
+				}
+				writeRows(w, []string{"NAME", "ID", "KIND", "STATUS", "UNIX UIDS", "VSOCK CIDS", "TOKEN TTL"}, rows)
+			})
+		},
+	},
+	&cli.Command{
+		Name:      "update",
+		Usage:     "change a user: enable/disable, bindings, token TTL",
+		ArgsUsage: "NAME|ID",
+		Description: `Changes only what is given. --unix-uid and --vsock-cid replace the whole
+list of bindings (give each one you want to keep); --clear-unix-uids and
+--clear-vsock-cids remove them all. Disabling a user makes its credentials
+and sessions unusable until it is enabled again.`,
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "disable", Usage: "disable the user"},
+			&cli.BoolFlag{Name: "enable", Usage: "enable the user"},
+			unixUIDFlag,
+			&cli.BoolFlag{Name: "clear-unix-uids", Usage: "remove every unix uid binding"},
+			vsockCIDFlag,
+			&cli.BoolFlag{Name: "clear-vsock-cids", Usage: "remove every vsock CID binding"},
+			ttlFlag,
+		},
+		Action: func(c *cli.Context) error {
+			ref, err := oneArg(c, "NAME|ID")
+			if err != nil {
+				return err
+			}
+			var p unixapi.UserPatchRequest
+			switch {
+			case c.Bool("disable") && c.Bool("enable"):
+				return usagef("--disable and --enable do not go together")
+			case c.Bool("disable"), c.Bool("enable"):
+				d := c.Bool("disable")
+				p.Disabled = &d
+			}
+			if p.UnixUIDs, err = replaceList(c, "unix-uid", "clear-unix-uids"); err != nil {
+				return err
+			}
+			if p.VsockCIDs, err = replaceList(c, "vsock-cid", "clear-vsock-cids"); err != nil {
+				return err
+			}
+			if c.IsSet("access-token-ttl") {
+				ttl, err := window(c, "access-token-ttl")
+				if err != nil {
+					return err
+				}
+				p.AccessTokenTTL = &ttl
+			}
+			if p.Disabled == nil && p.UnixUIDs == nil && p.VsockCIDs == nil && p.AccessTokenTTL == nil {
+				return usagef("'%s' needs something to change: --disable, --enable, --unix-uid, --clear-unix-uids, --vsock-cid, --clear-vsock-cids or --access-token-ttl", c.Command.HelpName)
+			}
+			cl, err := newClient(c)
+			if err != nil {
+				return err
+			}
+			u, err := cl.PatchUser(c.Context, ref, p)
+			if err != nil {
+				return err
+			}
+			return renderUser(c, u)
+		},
+	},
+	&cli.Command{
+		Name:      "delete",
+		Usage:     "delete a user with its credentials and sessions",
+		ArgsUsage: "NAME|ID",
+		Action: func(c *cli.Context) error {
+			ref, err := oneArg(c, "NAME|ID")
+			if err != nil {
+				return err
+			}
+			cl, err := newClient(c)
+			if err != nil {
+				return err
+			}
+			return cl.DeleteUser(c.Context, ref)
+		},
+	},
+)
+
+func renderUser(c *cli.Context, u unixapi.User) error {
+	return render(c, u, func(w io.Writer) {
+		roles := make([]string, 0, len(u.Roles))
+		for _, r := range u.Roles {
+			roles = append(roles, r.Project+":"+r.Role)
+		}
+		writeFields(w, []field{
+			{"name", u.Name},
+			{"id", u.ID},
+			{"kind", u.Kind},
+			{"status", userStatus(u)},
+			{"unix uids", joinUint32s(u.UnixUIDs)},
+			{"vsock cids", joinUint32s(u.VsockCIDs)},
+			{"token ttl", u.AccessTokenTTL},
+			{"roles", strings.Join(roles, ", ")},
+			{"created", ts(u.CreatedAt)},
+			{"updated", ts(u.UpdatedAt)},
+		})
+	})
+}
+
+func userStatus(u unixapi.User) string {
+	if u.Disabled {
+		return "disabled"
+	}
+	return "enabled"
+}
+
+func joinUint32s(ns []uint32) string {
+	s := make([]string, 0, len(ns))
+	for _, n := range ns {
+		s = append(s, strconv.FormatUint(uint64(n), 10))
+	}
+	return strings.Join(s, ", ")
+}
+
+// uint32s parses a repeatable numeric flag; nil when not given.
+func uint32s(c *cli.Context, name string) ([]uint32, error) {
+	vals := c.StringSlice(name)
+	if len(vals) == 0 {
+		return nil, nil
+	}
+	out := make([]uint32, 0, len(vals))
+	for _, v := range vals {
+		n, err := strconv.ParseUint(v, 10, 32)
+		if err != nil {
+			return nil, usagef("--%s takes a number from 0 to %d, not %q", name, uint32(1<<32-1), v)
+		}
+		out = append(out, uint32(n))
+	}
+	return out, nil
+}
+
+// replaceList is a PATCH list field: nil (unchanged) unless --list or
+// --clear is given.
+func replaceList(c *cli.Context, list, clearFlag string) (*[]uint32, error) {
+	ns, err := uint32s(c, list)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case ns != nil && c.Bool(clearFlag):
+		return nil, usagef("--%s and --%s do not go together", list, clearFlag)
+	case ns != nil:
+		return &ns, nil
+	case c.Bool(clearFlag):
+		return &[]uint32{}, nil
+	}
+	return nil, nil
+}
+
+// window checks a duration flag ("10m", "7d", "3days") the way the daemon
+// parses it, so a typo is a usage error; the text is sent as given.
+func window(c *cli.Context, name string) (string, error) {
+	v := c.String(name)
+	if _, err := daemon.ParseWindow("--"+name, v, time.Now()); err != nil {
+		return "", usagef("%s", strings.TrimSpace(err.Error()))
+	}
+	return v, nil
+}
+
+// listAll reads every page of a list.
+func listAll[T any](page func(unixapi.PageQuery) (unixapi.List[T], error)) ([]T, error) {
+	var all []T
+	var q unixapi.PageQuery
+	for {
+		l, err := page(q)
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, l.Items...)
+		if l.Next == "" || l.Next == q.After {
+			return all, nil
+		}
+		q.After = l.Next
+	}
+}
+
+// plural is n and the noun, pluralised naively.
+func plural(n int, noun string) string {
+	if n == 1 {
+		return fmt.Sprintf("1 %s", noun)
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
+}
