@@ -188,6 +188,9 @@ func (s *Service) checkCredentialInput(in *CredentialInput) error {
 			return Invalid(CodeInvalidCredential, "policy %q: use a name of a-z 0-9 . _ -", p)
 		}
 	}
+	if in.Roles != nil && len(in.Roles) == 0 {
+		return Invalid(CodeInvalidCredential, "roles must name at least one role (leave it out for all the user holds)")
+	}
 	if len(in.AccessRules) > maxCredRules {
 		return Invalid(CodeInvalidAccessRule, "at most %d access rules", maxCredRules)
 	}

@@ -157,6 +157,7 @@ func TestCredentialRolesAndIssuers(t *testing.T) {
 		{"past expiry", 1001, CredentialInput{Type: CredAuthToken, ExpireIn: "-5m"}, CodeInvalidExpiry},
 		{"too long expiry", 1001, CredentialInput{Type: CredAuthToken, ExpireIn: "3years"}, CodeInvalidExpiry},
 		{"one time and max authn", 1001, CredentialInput{Type: CredAuthToken, OneTime: true, MaxAuthn: 3}, CodeInvalidCredential},
+		{"empty roles", 1001, CredentialInput{Type: CredAuthToken, Roles: []string{}}, CodeInvalidCredential},
 		{"bad session type", 1001, CredentialInput{Type: CredAuthToken, SessionType: "web"}, CodeInvalidCredential},
 		{"bad rule", 1001, CredentialInput{Type: CredAuthToken, AccessRules: []AccessRule{{Service: "x", Method: "GET", Path: "nope"}}}, CodeInvalidAccessRule},
 		{"unknown saved rule", 1001, CredentialInput{Type: CredAuthToken, AccessRules: []AccessRule{{ID: newID()}}}, CodeInvalidAccessRule},
