@@ -1,12 +1,14 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -32,7 +34,9 @@ comes from --hsm-pin-file, by default $CREDENTIALS_DIRECTORY/hsm-pin.`,
 		&cli.StringFlag{Name: "hsm-module", Usage: "PKCS#11 module `PATH`", Value: hsm.DefaultModulePath, EnvVars: []string{"COFFER_HSM_MODULE"}},
 		&cli.StringFlag{Name: "hsm-token", Usage: "PKCS#11 token `LABEL`", Value: "coffer", EnvVars: []string{"COFFER_HSM_TOKEN"}},
 		&cli.StringFlag{Name: "hsm-pin-file", Usage: "`FILE` holding the token's user PIN (default $CREDENTIALS_DIRECTORY/hsm-pin)", EnvVars: []string{"COFFER_HSM_PIN_FILE"}},
-		&cli.StringFlag{Name: "admin-group", Usage: "`GROUP` (name or gid) whose members are system admins and may use the socket", EnvVars: []string{"COFFER_ADMIN_GROUP"}},
+		&cli.StringFlag{Name: "admin-group", Usage: "`GROUP` (name or gid) whose members are system admins", EnvVars: []string{"COFFER_ADMIN_GROUP"}},
+		&cli.StringFlag{Name: "socket-group", Usage: "`GROUP` (name or gid) that owns the socket: its members may connect (default: the admin group)", EnvVars: []string{"COFFER_SOCKET_GROUP"}},
+		&cli.StringFlag{Name: "socket-mode", Usage: "permission bits of the socket, in octal `MODE`", Value: "0660", EnvVars: []string{"COFFER_SOCKET_MODE"}},
 		&cli.StringFlag{Name: "issuer", Usage: "OAuth2 issuer `URL` put in access tokens and metadata", Value: daemon.DefaultIssuer, EnvVars: []string{"COFFER_ISSUER"}},
 		&cli.DurationFlag{Name: "expiry-warning", Usage: "warn daily about credentials and secrets expiring within `DURATION` (0: off)", Value: daemon.DefaultExpiryWarning, EnvVars: []string{"COFFER_EXPIRY_WARNING"}},
 		&cli.StringFlag{Name: "log-level", Usage: "debug, info, warn or error", Value: "info", EnvVars: []string{"COFFER_LOG_LEVEL"}},
@@ -89,9 +93,13 @@ func runDaemon(c *cli.Context) error {
 	if cfg.ExpiryWarning == 0 {
 		cfg.ExpiryWarning = -1 // off
 	}
+	mode, err := strconv.ParseUint(c.String("socket-mode"), 8, 32)
+	if err != nil || mode > 0o777 {
+		return usagef("--socket-mode takes octal permission bits such as 0660, not %q", c.String("socket-mode"))
+	}
 	gid := -1
-	if cfg.AdminGroup != "" {
-		n, err := daemon.ResolveGroup(cfg.AdminGroup)
+	if g := cmp.Or(c.String("socket-group"), cfg.AdminGroup); g != "" {
+		n, err := daemon.ResolveGroup(g)
 		if err != nil {
 			return err
 		}
@@ -105,7 +113,7 @@ func runDaemon(c *cli.Context) error {
 	}
 	defer svc.Close()
 
-	l, err := unixapi.ListenUnix(socket, unixapi.SocketOptions{Mode: 0o660, GID: gid, Logger: log})
+	l, err := unixapi.ListenUnix(socket, unixapi.SocketOptions{Mode: os.FileMode(mode), GID: gid, Logger: log})
 	if err != nil {
 		return err
 	}
