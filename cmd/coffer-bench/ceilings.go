@@ -138,7 +138,7 @@ type benchRecord struct {
 func (c *ceilings) factory(name string) (workerFactory, error) {
 	switch name {
 	case ceilHTTP:
-		return httpFactory(c.httpSocket, func(*rand.Rand) request {
+		return httpFactory(c.httpSocket, func(int, *rand.Rand) request {
 			return request{method: http.MethodGet, path: "/ceiling"}
 		}), nil
 	case ceilHSMSeal:

@@ -140,7 +140,12 @@ type request struct {
 	method string
 	path   string
 	body   []byte // nil: no body
+	ctype  string // Content-Type of body; default application/json
+	auth   string // Authorization header value; "" for none
 }
+
+// generator makes the next request of worker w (0 <= w < concurrency).
+type generator func(w int, rng *rand.Rand) request
 
 // httpWorker owns one keep-alive connection to a Unix socket.
 type httpWorker struct {
@@ -179,7 +184,14 @@ func (w *httpWorker) do(ctx context.Context, req request) error {
 		return err
 	}
 	if req.body != nil {
-		hr.Header.Set("Content-Type", "application/json")
+		ct := req.ctype
+		if ct == "" {
+			ct = "application/json"
+		}
+		hr.Header.Set("Content-Type", ct)
+	}
+	if req.auth != "" {
+		hr.Header.Set("Authorization", req.auth)
 	}
 	resp, err := w.hc.Do(hr)
 	if err != nil {
@@ -202,11 +214,11 @@ func (w *httpWorker) do(ctx context.Context, req request) error {
 
 // httpFactory makes workers that each send gen's requests over their own
 // connection to socket.
-func httpFactory(socket string, gen func(rng *rand.Rand) request) workerFactory {
-	return func(int) (opFunc, func(), error) {
+func httpFactory(socket string, gen generator) workerFactory {
+	return func(i int) (opFunc, func(), error) {
 		w := newHTTPWorker(socket)
 		return func(ctx context.Context, rng *rand.Rand) error {
-			return w.do(ctx, gen(rng))
+			return w.do(ctx, gen(i, rng))
 		}, w.close, nil
 	}
 }

@@ -82,6 +82,7 @@ type row struct {
 	Goal            float64 `json:"goal,omitempty"`        // minimum ratio
 	P99GoalMs       float64 `json:"p99_goal_ms,omitempty"` // read scenarios at 16 clients
 	Verdict         string  `json:"verdict"`               // pass, below, ERRORS or -
+	Diagnostic      bool    `json:"diagnostic,omitempty"`  // not an issue-6 scenario: no goal
 	Requests        int     `json:"requests"`              // counted in the window
 	Errors          int     `json:"errors"`
 	FirstError      string  `json:"first_error,omitempty"`
@@ -108,12 +109,13 @@ func makeRow(s scenario, r result, rates map[string]float64) row {
 		FirstError:      r.FirstErr,
 		DurationSeconds: r.Window.Seconds(),
 		OtherCPUs:       round(r.OtherCPU, 2),
+		Diagnostic:      s.diag,
 	}
 	if name, rate, ok := lowestCeiling(s.ceilings, rates); ok {
 		out.Ceiling, out.CeilingOpsPerS = name, round(rate, 1)
 		out.Ratio = round(ratio(r.opsPerSec(), rate), 3)
 	}
-	if s.read && r.Conc == readP99GoalConc {
+	if s.read && !s.diag && r.Conc == readP99GoalConc {
 		out.P99GoalMs = readP99Goal
 	}
 	out.Verdict = verdict(out.Errors, out.Goal, out.Ratio, out.P99GoalMs, out.P99Ms)
@@ -129,6 +131,9 @@ func goalText(r row) string {
 		parts = append(parts, fmt.Sprintf("p99<%gms", r.P99GoalMs))
 	}
 	if len(parts) == 0 {
+		if r.Diagnostic {
+			return "none (diag)"
+		}
 		return "-"
 	}
 	return strings.Join(parts, " ")

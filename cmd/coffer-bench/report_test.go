@@ -1,12 +1,16 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"math/rand/v2"
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/coffer-hsm/coffer/unixapi"
 )
 
 func durs(ms ...int) []time.Duration {
@@ -171,22 +175,68 @@ func TestParsers(t *testing.T) {
 		env     string
 		conc    []int
 		secrets int
+		creds   int
 		dur     time.Duration
 	}{
-		{nil, "", []int{16, 64}, 10000, 3 * time.Second},
-		{[]string{"-short"}, "", []int{16}, 500, time.Second},
-		{[]string{"-short", "-c", "4,8", "-secrets", "50"}, "", []int{4, 8}, 50, time.Second},
-		{nil, "full", []int{16, 64}, 100000, 3 * time.Second},
+		{nil, "", []int{16, 64}, 10000, defaultCreds, 3 * time.Second},
+		{[]string{"-short"}, "", []int{16}, 500, 2000, 750 * time.Millisecond},
+		{[]string{"-short", "-c", "4,8", "-secrets", "50", "-credentials", "10"}, "", []int{4, 8}, 50, 10, 750 * time.Millisecond},
+		{nil, "full", []int{16, 64}, 100000, 1000000, 3 * time.Second},
 	} {
 		o, err := parseFlags(tt.args, tt.env)
 		if err != nil {
 			t.Fatalf("parseFlags(%q): %v", tt.args, err)
 		}
-		if !slices.Equal(o.conc, tt.conc) || o.secrets != tt.secrets || o.dur != tt.dur {
-			t.Errorf("parseFlags(%q, BENCH=%q) = c %v, secrets %d, d %v; want %v, %d, %v", tt.args, tt.env, o.conc, o.secrets, o.dur, tt.conc, tt.secrets, tt.dur)
+		if !slices.Equal(o.conc, tt.conc) || o.secrets != tt.secrets || o.creds != tt.creds || o.dur != tt.dur {
+			t.Errorf("parseFlags(%q, BENCH=%q) = c %v, secrets %d, credentials %d, d %v; want %v, %d, %d, %v",
+				tt.args, tt.env, o.conc, o.secrets, o.creds, o.dur, tt.conc, tt.secrets, tt.creds, tt.dur)
 		}
 	}
 	if _, err := parseFlags([]string{"-only", "nope"}, ""); err == nil {
 		t.Error("parseFlags accepted an unknown scenario")
+	}
+}
+
+func TestAuthorizeBody(t *testing.T) {
+	var req unixapi.AuthorizeRequest
+	dec := json.NewDecoder(bytes.NewReader(authorizeBody("cft_abc", 42)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		t.Fatal(err)
+	}
+	want := unixapi.AuthorizeRequest{Token: "cft_abc", Service: "inventory", Method: "GET", Path: "/v1/items/42"}
+	if req != want {
+		t.Errorf("authorizeBody decodes to %+v, want %+v", req, want)
+	}
+	// The request must match the second rule, not the first.
+	if r := benchRules[1]; r.Service != want.Service || r.Method != want.Method {
+		t.Errorf("benchRules[1] = %+v does not serve the authorize request", r)
+	}
+}
+
+func TestScaleRow(t *testing.T) {
+	ms := time.Millisecond
+	a := result{Window: time.Second, Ops: 3, Lat: []time.Duration{1 * ms, 2 * ms, 9 * ms}, OtherCPU: 1}
+	b := result{Window: time.Second, Ops: 1, Lat: []time.Duration{5 * ms}, Errors: 1, FirstErr: "x"}
+	sum := addResults(addResults(result{}, a), b)
+	if sum.Window != 2*time.Second || sum.Ops != 4 || sum.Errors != 1 || sum.FirstErr != "x" || sum.OtherCPU != 0.5 ||
+		!slices.Equal(sum.Lat, []time.Duration{1 * ms, 2 * ms, 5 * ms, 9 * ms}) {
+		t.Errorf("addResults = %+v", sum)
+	}
+	if len(a.Lat) != 3 || a.Lat[2] != 9*ms {
+		t.Error("addResults changed its input")
+	}
+	small := result{Window: time.Second, Ops: 1000, Lat: []time.Duration{ms}}
+	large := result{Window: time.Second, Ops: 850, Lat: []time.Duration{ms}}
+	if r := makeScaleRow("authorize", small, large, nil); r.Ratio != 0.85 || r.Verdict != "below" {
+		t.Errorf("makeScaleRow = %+v, want ratio 0.85 below", r)
+	}
+	large.Ops = 950
+	if r := makeScaleRow("authorize", small, large, nil); r.Verdict != "pass" {
+		t.Errorf("makeScaleRow = %+v, want pass", r)
+	}
+	// The median of the rounds decides, not the totals.
+	if r := makeScaleRow("authorize", small, large, []float64{0.5, 0.95, 1.0, 0.92, 0.2}); r.Ratio != 0.92 || r.Verdict != "pass" {
+		t.Errorf("makeScaleRow with rounds = %+v, want ratio 0.92 pass", r)
 	}
 }

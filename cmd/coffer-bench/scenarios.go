@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
+	"strconv"
 	"sync"
 	"sync/atomic"
 
@@ -26,69 +28,35 @@ type scenario struct {
 	ceilings []string // the scenario's ceiling is the lowest of these
 	goal     float64  // minimum ratio to the ceiling (issue 6); 0: none
 	read     bool     // p99 at 16 clients must stay under readP99Goal
+	diag     bool     // not an issue-6 scenario: measured for comparison, no goal
 	needs    string   // non-empty: the capability it waits for; not run
-	prepare  func(ctx context.Context, e *env) (func(rng *rand.Rand) request, error)
+	prepare  func(ctx context.Context, e *env) (generator, error)
 }
 
 var scenarios = []scenario{
-	// Available now.
+	// Issue 6's scenarios, in its order.
 	{
-		name: "secret-create", what: "POST /v1/projects/default/secrets, 256-byte payload",
-		ceilings: []string{ceilHTTP, ceilHSMSeal, ceilKVSync}, goal: 0.60,
-		prepare: func(_ context.Context, e *env) (func(*rand.Rand) request, error) {
-			body := e.createBody
-			return func(*rand.Rand) request {
-				return request{method: http.MethodPost, path: "/v1/projects/default/secrets", body: body}
-			}, nil
-		},
-	},
-	{
-		// Stands in for bearer-read until credentials exist: the same
-		// read, authorized by the socket peer instead of a cft_ token.
-		name: "secret-read", what: "GET /v1/secrets/{id}, random preloaded id, admin peer",
+		name: "authorize", what: "POST /v1/authorize, random preloaded cft_ with 3 access rules, 2nd rule matches",
 		ceilings: []string{ceilHTTP}, goal: 0.70, read: true,
-		prepare: func(_ context.Context, e *env) (func(*rand.Rand) request, error) {
-			return e.randomSecret(func(id string) request {
-				return request{method: http.MethodGet, path: "/v1/secrets/" + id}
-			})
-		},
+		prepare: prepareAuthorize,
 	},
 	{
-		name: "secret-rotate", what: "POST /v1/secrets/{id}/rotate, 256-byte payload, key values kept",
-		ceilings: []string{ceilHTTP, ceilHSMSeal, ceilHSMOpen, ceilKVSync},
-		prepare: func(_ context.Context, e *env) (func(*rand.Rand) request, error) {
-			body := e.rotateBody
-			return e.randomSecret(func(id string) request {
-				return request{method: http.MethodPost, path: "/v1/secrets/" + id + "/rotate", body: body}
-			})
-		},
-	},
-	{
-		name: "status", what: "GET /v1/status",
-		ceilings: []string{ceilHTTP}, read: true,
-		prepare: func(context.Context, *env) (func(*rand.Rand) request, error) {
-			return func(*rand.Rand) request {
-				return request{method: http.MethodGet, path: "/v1/status"}
-			}, nil
-		},
-	},
-
-	// Placeholders (issue 6): each becomes a prepare once its capability
-	// lands.
-	{
-		name: "authorize", what: "POST /v1/authorize, opaque access token, 3 access rules",
+		name: "bearer-read", what: "GET /v1/secrets/{id}, random preloaded id, random preloaded cft_ bearer (reader, 3 rules, 3rd matches)",
 		ceilings: []string{ceilHTTP}, goal: 0.70, read: true,
-		needs: "credentials (access-token) and POST /v1/authorize",
+		prepare: prepareBearerRead,
 	},
 	{
-		name: "bearer-read", what: "GET /v1/secrets/{id} with a cft_ bearer",
-		ceilings: []string{ceilHTTP}, goal: 0.70, read: true,
-		needs: "credentials (access-token) and bearer authentication",
-	},
-	{
-		name: "jwt-bearer", what: "GET /v1/secrets/{id} with an HSM-signed JWT bearer",
+		name: "jwt-bearer", what: "GET /v1/secrets/{id}, random preloaded id, JWT bearer from /oauth2/token (reader)",
 		ceilings: []string{ceilHTTP}, goal: 0.60, read: true,
-		needs: "oauth2 credentials and JWT bearer authentication",
+		prepare: func(_ context.Context, e *env) (generator, error) {
+			if len(e.jwts) == 0 {
+				return nil, errors.New("no JWTs")
+			}
+			auths := bearers(e.jwts)
+			return e.randomSecret(func(w int, _ *rand.Rand, id string) request {
+				return request{method: http.MethodGet, path: "/v1/secrets/" + id, auth: auths[w%len(auths)]}
+			})
+		},
 	},
 	{
 		name: "deliver", what: "GET /v1/deliver/{name} (one unseal)",
@@ -96,24 +64,164 @@ var scenarios = []scenario{
 		needs: "bindings and GET /v1/deliver/{name}",
 	},
 	{
-		name: "oauth2-token", what: "POST /oauth2/token (one HSM sign + session write)",
-		ceilings: []string{ceilHTTP, ceilHSMSign, ceilKVSync}, goal: 0.50,
-		needs: "oauth2 credentials and POST /oauth2/token",
+		name: "secret-create", what: "POST /v1/projects/default/secrets, 256-byte payload, admin peer",
+		ceilings: []string{ceilHTTP, ceilHSMSeal, ceilKVSync}, goal: 0.60,
+		prepare: func(_ context.Context, e *env) (generator, error) {
+			body := e.createBody
+			return func(int, *rand.Rand) request {
+				return request{method: http.MethodPost, path: "/v1/projects/default/secrets", body: body}
+			}, nil
+		},
 	},
 	{
-		name: "login", what: "POST /v1/auth/login with an auth token, max_authn unset",
-		ceilings: []string{ceilHTTP, ceilKVSync}, goal: 0.50,
-		needs: "auth-token credentials and POST /v1/auth/login",
+		// One client credential per client (worker w uses client w): a
+		// shared one would serialize on its authn_count.
+		name: "oauth2-token", what: "POST /oauth2/token, client_credentials, HTTP Basic, one oauth2 credential per client",
+		ceilings: []string{ceilHTTP, ceilHSMSign, ceilKVSync}, goal: 0.50,
+		prepare: func(_ context.Context, e *env) (generator, error) {
+			if len(e.oauthBasic) == 0 {
+				return nil, errors.New("no oauth2 clients")
+			}
+			body := []byte("grant_type=client_credentials")
+			basic := e.oauthBasic
+			return func(w int, _ *rand.Rand) request {
+				return request{method: http.MethodPost, path: "/oauth2/token", body: body,
+					ctype: "application/x-www-form-urlencoded", auth: basic[w%len(basic)]}
+			}, nil
+		},
 	},
+	{
+		name: "login", what: "POST /v1/auth/login, cfa_ bearer, max_authn unset, one auth token per client",
+		ceilings: []string{ceilHTTP, ceilKVSync}, goal: 0.50,
+		prepare: func(_ context.Context, e *env) (generator, error) {
+			if len(e.authTokens) == 0 {
+				return nil, errors.New("no auth tokens")
+			}
+			auths := bearers(e.authTokens)
+			return func(w int, _ *rand.Rand) request {
+				return request{method: http.MethodPost, path: "/v1/auth/login", auth: auths[w%len(auths)]}
+			}, nil
+		},
+	},
+
+	// For comparison, without goals of their own.
+	{
+		// bearer-read without the bearer: the same read authorized by the
+		// socket peer (admin), so the cost of bearer authentication is the
+		// difference between the two.
+		name: "secret-read", what: "GET /v1/secrets/{id}, random preloaded id, admin peer, no bearer",
+		ceilings: []string{ceilHTTP}, diag: true,
+		prepare: func(_ context.Context, e *env) (generator, error) {
+			return e.randomSecret(func(_ int, _ *rand.Rand, id string) request {
+				return request{method: http.MethodGet, path: "/v1/secrets/" + id}
+			})
+		},
+	},
+	{
+		name: "secret-rotate", what: "POST /v1/secrets/{id}/rotate, 256-byte payload, key values kept",
+		ceilings: []string{ceilHTTP, ceilHSMSeal, ceilHSMOpen, ceilKVSync}, diag: true,
+		prepare: func(_ context.Context, e *env) (generator, error) {
+			body := e.rotateBody
+			return e.randomSecret(func(_ int, _ *rand.Rand, id string) request {
+				return request{method: http.MethodPost, path: "/v1/secrets/" + id + "/rotate", body: body}
+			})
+		},
+	},
+	{
+		// Health and counts, cached by the daemon for 2 s (recounted after
+		// writes): a diagnostic, not a request path of issue 6.
+		name: "status", what: "GET /v1/status (diagnostic)",
+		ceilings: []string{ceilHTTP}, diag: true,
+		prepare: func(context.Context, *env) (generator, error) {
+			return func(int, *rand.Rand) request {
+				return request{method: http.MethodGet, path: "/v1/status"}
+			}, nil
+		},
+	},
+}
+
+// scaleScenarios are measured at scaleSmall credentials and at the
+// preloaded count: their rates must not drop with the number of
+// credentials (issue 6: no full scans on any request path).
+var scaleScenarios = []string{"authorize", "bearer-read"}
+
+// benchRules are the access rules of every preloaded access token: the
+// authorize scenario matches the second, bearer-read (service coffer) the
+// third, so neither is decided by the first rule.
+var benchRules = []unixapi.AccessRule{
+	{Service: "inventory", Method: http.MethodDelete, Path: "/v1/items/{id}"},
+	{Service: "inventory", Method: http.MethodGet, Path: "/v1/items/{id}"},
+	{Service: "coffer", Method: http.MethodGet, Path: "/v1/secrets/*"},
+}
+
+// authorizeBody is the body of one authorize request; the path varies so
+// that nothing can cache the decision.
+func authorizeBody(token string, item int) []byte {
+	b := make([]byte, 0, 96+len(token))
+	b = append(b, `{"token":"`...)
+	b = append(b, token...)
+	b = append(b, `","service":"inventory","method":"GET","path":"/v1/items/`...)
+	b = strconv.AppendInt(b, int64(item), 10)
+	return append(b, `"}`...)
+}
+
+func prepareAuthorize(ctx context.Context, e *env) (generator, error) {
+	toks := e.accessTokens
+	if len(toks) == 0 {
+		return nil, errors.New("no preloaded access tokens")
+	}
+	// The scenario counts only 2xx; check once that the answer is the
+	// intended decision, not a 200 "allowed": false.
+	d, err := e.admin.Authorize(ctx, unixapi.AuthorizeRequest{Token: toks[len(toks)-1], Service: "inventory", Method: "GET", Path: "/v1/items/1"})
+	if err != nil {
+		return nil, err
+	}
+	if !d.Allowed || d.Reason != "matched rule #1" {
+		return nil, fmt.Errorf("authorize: want allowed by rule #1, got %+v", d)
+	}
+	return func(_ int, rng *rand.Rand) request {
+		return request{method: http.MethodPost, path: "/v1/authorize", body: authorizeBody(toks[rng.IntN(len(toks))], rng.IntN(1_000_000))}
+	}, nil
+}
+
+func prepareBearerRead(ctx context.Context, e *env) (generator, error) {
+	toks := e.accessTokens
+	if len(toks) == 0 {
+		return nil, errors.New("no preloaded access tokens")
+	}
+	if _, err := e.admin.WithToken(toks[0]).GetSecret(ctx, e.secretIDs[0]); err != nil {
+		return nil, fmt.Errorf("bearer-read: %w", err)
+	}
+	return e.randomSecret(func(_ int, rng *rand.Rand, id string) request {
+		return request{method: http.MethodGet, path: "/v1/secrets/" + id, auth: "Bearer " + toks[rng.IntN(len(toks))]}
+	})
+}
+
+func bearers(toks []string) []string {
+	out := make([]string, len(toks))
+	for i, t := range toks {
+		out[i] = "Bearer " + t
+	}
+	return out
 }
 
 // env is what scenarios share: the daemon's socket and the preloaded data.
 type env struct {
 	socket     string
+	admin      *unixapi.Client // the bench runs as the daemon's admin peer
 	secretIDs  []string
 	createBody []byte
 	rotateBody []byte
+
+	// Identity: a reader of the default project and its credentials.
+	accessTokens []string // preloaded cft_ tokens, each with benchRules
+	oauthBasic   []string // Authorization: Basic of one oauth2 client per worker
+	authTokens   []string // one cfa_ per worker
+	jwts         []string // one JWT per oauth2 client
 }
+
+// benchUser is the user every bench credential is issued to.
+const benchUser = "bench-reader"
 
 func newEnv(socket string) (*env, error) {
 	p := base64.StdEncoding.EncodeToString(payload(sealPayloadSize))
@@ -127,23 +235,114 @@ func newEnv(socket string) (*env, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &env{socket: socket, createBody: create, rotateBody: rotate}, nil
+	return &env{socket: socket, admin: unixapi.NewClient(socket), createBody: create, rotateBody: rotate}, nil
+}
+
+// setSocket points the env at a restarted daemon.
+func (e *env) setSocket(socket string) {
+	e.socket = socket
+	e.admin = unixapi.NewClient(socket)
 }
 
 // randomSecret returns a generator of requests on a random preloaded
 // secret.
-func (e *env) randomSecret(mk func(id string) request) (func(*rand.Rand) request, error) {
+func (e *env) randomSecret(mk func(w int, rng *rand.Rand, id string) request) (generator, error) {
 	ids := e.secretIDs
 	if len(ids) == 0 {
 		return nil, errors.New("no preloaded secrets")
 	}
-	return func(rng *rand.Rand) request { return mk(ids[rng.IntN(len(ids))]) }, nil
+	return func(w int, rng *rand.Rand) request { return mk(w, rng, ids[rng.IntN(len(ids))]) }, nil
+}
+
+// setupIdentity creates the bench user with the reader role on the
+// default project, and for each of clients workers an oauth2 client (and a
+// JWT from it) and an auth token.
+func (e *env) setupIdentity(ctx context.Context, clients int) error {
+	if _, err := e.admin.CreateUser(ctx, unixapi.UserCreateRequest{Name: benchUser}); err != nil {
+		return fmt.Errorf("create user: %w", err)
+	}
+	if _, err := e.admin.SetRole(ctx, "default", benchUser, "reader"); err != nil {
+		return fmt.Errorf("set role: %w", err)
+	}
+	for range clients {
+		oc, err := e.admin.CreateCredential(ctx, "default", unixapi.CredentialCreateRequest{Type: "oauth2", User: benchUser})
+		if err != nil {
+			return fmt.Errorf("create oauth2 credential: %w", err)
+		}
+		tr, err := e.admin.ClientCredentials(ctx, oc.ClientID, oc.ClientSecret, "")
+		if err != nil {
+			return fmt.Errorf("oauth2 token: %w", err)
+		}
+		e.jwts = append(e.jwts, tr.AccessToken)
+		basic := url.QueryEscape(oc.ClientID) + ":" + url.QueryEscape(oc.ClientSecret)
+		e.oauthBasic = append(e.oauthBasic, "Basic "+base64.StdEncoding.EncodeToString([]byte(basic)))
+
+		ac, err := e.admin.CreateCredential(ctx, "default", unixapi.CredentialCreateRequest{Type: "auth-token", User: benchUser})
+		if err != nil {
+			return fmt.Errorf("create auth token: %w", err)
+		}
+		e.authTokens = append(e.authTokens, ac.Token)
+	}
+	return nil
 }
 
 // preloadSecrets creates n secrets in the default project through the API
 // with conc clients and records their ids.
 func (e *env) preloadSecrets(ctx context.Context, n, conc int) error {
+	req := request{method: http.MethodPost, path: "/v1/projects/default/secrets", body: e.createBody}
 	ids := make([]string, n)
+	err := preloadAPI(ctx, e.socket, n, conc, func(int) request { return req }, func(i int, body []byte) error {
+		var s unixapi.Secret
+		if err := json.Unmarshal(body, &s); err != nil || s.ID == "" {
+			return fmt.Errorf("create secret: bad response %q", body)
+		}
+		ids[i] = s.ID
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("preload secrets: %w", err)
+	}
+	e.secretIDs = append(e.secretIDs, ids...)
+	return nil
+}
+
+// preloadCredentials creates access tokens with benchRules for the bench
+// user through the API until there are n, and records their tokens.
+//
+// They are named: the daemon's generated names (user-type-6 random
+// base-36 characters) collide within a project after some 10^5.
+func (e *env) preloadCredentials(ctx context.Context, n, conc int) error {
+	have := len(e.accessTokens)
+	more := n - have
+	if more <= 0 {
+		return nil
+	}
+	mk := func(i int) request {
+		body, _ := json.Marshal(unixapi.CredentialCreateRequest{Type: "access-token", User: benchUser,
+			Name: "bench-at-" + strconv.Itoa(have+i), AccessRules: benchRules})
+		return request{method: http.MethodPost, path: "/v1/projects/default/credentials", body: body}
+	}
+	toks := make([]string, more)
+	err := preloadAPI(ctx, e.socket, more, conc, mk, func(i int, body []byte) error {
+		var c struct {
+			Token string `json:"token"`
+		}
+		if err := json.Unmarshal(body, &c); err != nil || c.Token == "" {
+			return fmt.Errorf("create credential: bad response %q", body)
+		}
+		toks[i] = c.Token
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("preload credentials: %w", err)
+	}
+	e.accessTokens = append(e.accessTokens, toks...)
+	return nil
+}
+
+// preloadAPI sends req(i) for i in [0, n) with conc clients and hands each
+// answer to got with its index.
+func preloadAPI(ctx context.Context, socket string, n, conc int, req func(i int) request, got func(i int, body []byte) error) error {
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	errs := make([]error, conc)
@@ -151,34 +350,27 @@ func (e *env) preloadSecrets(ctx context.Context, n, conc int) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			hw := newHTTPWorker(e.socket)
+			hw := newHTTPWorker(socket)
 			defer hw.close()
-			req := request{method: http.MethodPost, path: "/v1/projects/default/secrets", body: e.createBody}
 			for {
 				i := int(next.Add(1)) - 1
 				if i >= n || ctx.Err() != nil {
 					return
 				}
-				if err := hw.do(ctx, req); err != nil {
+				if err := hw.do(ctx, req(i)); err != nil {
 					errs[w] = err
 					return
 				}
-				var s unixapi.Secret
-				if err := json.Unmarshal(hw.buf.Bytes(), &s); err != nil || s.ID == "" {
-					errs[w] = fmt.Errorf("create secret: bad response %q", hw.buf.String())
+				if err := got(i, hw.buf.Bytes()); err != nil {
+					errs[w] = err
 					return
 				}
-				ids[i] = s.ID
 			}
 		}()
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("preload secrets: %w", err)
-	}
-	if err := ctx.Err(); err != nil {
 		return err
 	}
-	e.secretIDs = ids
-	return nil
+	return ctx.Err()
 }
