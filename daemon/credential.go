@@ -248,14 +248,10 @@ func resolveRules(tx *kv.Txn, in []AccessRule) ([]AccessRule, error) {
 	return out, nil
 }
 
+// randomSuffix is 10 lowercase base32 characters (50 bits): generated
+// names stay unique among millions of credentials in a project.
 func randomSuffix() string {
-	const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
-	b := make([]byte, 6)
-	rand.Read(b)
-	for i := range b {
-		b[i] = alphabet[int(b[i])%len(alphabet)]
-	}
-	return string(b)
+	return strings.ToLower(rand.Text()[:10])
 }
 
 // generatedName is <user>-<type>-<random>, shortened to fit a name.
