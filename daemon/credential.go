@@ -683,5 +683,17 @@ func deleteUserDependents(tx *kv.Txn, userID string, now time.Time) error {
 			return err
 		}
 	}
+	var bindings []string
+	if err := tx.List(tableBindings, kv.Query{Index: indexUser, Value: userID}, func(id string, _ func(any) error) error {
+		bindings = append(bindings, id)
+		return nil
+	}); err != nil {
+		return err
+	}
+	for _, id := range bindings {
+		if err := tx.Delete(tableBindings, id); err != nil {
+			return err
+		}
+	}
 	return deleteSessionsBy(tx, indexUser, userID, now)
 }

@@ -436,6 +436,9 @@ func (s *Service) DeleteSecret(ctx context.Context, g Grant) error {
 		if err := tx.Delete(tableSecrets, g.secretID); err != nil {
 			return err
 		}
+		if err := deleteBindingsOf(tx, g.secretID); err != nil {
+			return err
+		}
 		return ignoreNotFound(tx.Delete(tableSealed, g.secretID))
 	})
 	if errors.Is(err, kv.ErrNotFound) {

@@ -79,12 +79,7 @@ func (c *Client) send(req *http.Request, method, path string, out any) (http.Hea
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode >= 400 {
-		var eb ErrorBody
-		data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-		if json.Unmarshal(data, &eb) != nil || eb.Error == "" {
-			eb = ErrorBody{Error: "http_" + strconv.Itoa(resp.StatusCode), Message: http.StatusText(resp.StatusCode)}
-		}
-		return resp.Header, &APIError{Status: resp.StatusCode, Code: eb.Error, Message: eb.Message}
+		return resp.Header, apiError(resp)
 	}
 	if out != nil {
 		if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
@@ -99,6 +94,16 @@ func (c *Client) Status(ctx context.Context) (Status, error) {
 	var st Status
 	_, err := c.do(ctx, http.MethodGet, "/v1/status", nil, &st)
 	return st, err
+}
+
+// apiError reads an error response's {"error","message"} body.
+func apiError(resp *http.Response) *APIError {
+	var eb ErrorBody
+	data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if json.Unmarshal(data, &eb) != nil || eb.Error == "" {
+		eb = ErrorBody{Error: "http_" + strconv.Itoa(resp.StatusCode), Message: http.StatusText(resp.StatusCode)}
+	}
+	return &APIError{Status: resp.StatusCode, Code: eb.Error, Message: eb.Message}
 }
 
 // roundTrip sends req; a daemon that cannot be reached becomes
@@ -235,4 +240,45 @@ func (c *Client) RevokeSecret(ctx context.Context, id string) (Secret, error) {
 func (c *Client) DeleteSecret(ctx context.Context, id string) error {
 	_, err := c.do(ctx, http.MethodDelete, "/v1/secrets/"+url.PathEscape(id), nil, nil)
 	return err
+}
+
+// CreateBinding binds a secret to {unit, credential} or {user, name}.
+func (c *Client) CreateBinding(ctx context.Context, secretID string, in BindingCreateRequest) (Binding, error) {
+	var b Binding
+	_, err := c.do(ctx, http.MethodPost, "/v1/secrets/"+url.PathEscape(secretID)+"/bindings", in, &b)
+	return b, err
+}
+
+// ListBindings lists a secret's bindings.
+func (c *Client) ListBindings(ctx context.Context, secretID string) (List[Binding], error) {
+	var l List[Binding]
+	_, err := c.do(ctx, http.MethodGet, "/v1/secrets/"+url.PathEscape(secretID)+"/bindings", nil, &l)
+	return l, err
+}
+
+// DeleteBinding removes a binding.
+func (c *Client) DeleteBinding(ctx context.Context, secretID, bindingID string) error {
+	_, err := c.do(ctx, http.MethodDelete, "/v1/secrets/"+url.PathEscape(secretID)+"/bindings/"+url.PathEscape(bindingID), nil, nil)
+	return err
+}
+
+// Deliver fetches the raw payload bound to the caller under name. The
+// caller should clear it once used.
+func (c *Client) Deliver(ctx context.Context, name string) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://coffer/v1/deliver/"+url.PathEscape(name), nil)
+	if err != nil {
+		return nil, err
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := c.roundTrip(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 400 {
+		return nil, apiError(resp)
+	}
+	return io.ReadAll(io.LimitReader(resp.Body, 1<<20+1))
 }

@@ -25,6 +25,7 @@ func (s *Server) routes() {
 
 	s.identityRoutes()
 	s.oauthRoutes()
+	s.deliveryRoutes()
 }
 
 func (s *Server) getStatus(w http.ResponseWriter, r *http.Request) error {

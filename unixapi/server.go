@@ -34,6 +34,11 @@ type Backend interface {
 	DeleteSecret(ctx context.Context, g daemon.Grant) error
 
 	IdentityBackend
+
+	CreateBinding(ctx context.Context, g daemon.Grant, in daemon.BindingInput) (daemon.Binding, error)
+	ListBindings(ctx context.Context, g daemon.Grant) ([]daemon.Binding, error)
+	DeleteBinding(ctx context.Context, g daemon.Grant, id string) error
+	Deliver(ctx context.Context, p daemon.Principal, name string) (daemon.Delivery, error)
 }
 
 // IdentityBackend is the users, roles, credentials, sessions and tokens

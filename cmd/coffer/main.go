@@ -146,6 +146,7 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 		Commands: cloneCommands([]*cli.Command{
 			daemonCommand,
 			statusCommand,
+			deliverCommand,
 			projectCommand,
 			secretCommand,
 			userCommand,

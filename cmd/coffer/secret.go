@@ -73,7 +73,19 @@ var secretCommand = group("secret", "broker secrets sealed by the HSM",
 			if err != nil {
 				return err
 			}
-			return renderSecret(c, s)
+			if c.String("output") != "table" {
+				return renderSecret(c, s)
+			}
+			// The table also shows who receives the payload.
+			bs, err := cl.ListBindings(c.Context, id)
+			if err != nil {
+				return err
+			}
+			if err := renderSecret(c, s); err != nil {
+				return err
+			}
+			writeBindings(c.App.Writer, bs.Items)
+			return nil
 		},
 	},
 	&cli.Command{
@@ -202,6 +214,8 @@ var secretCommand = group("secret", "broker secrets sealed by the HSM",
 			return cl.DeleteSecret(c.Context, id)
 		},
 	},
+	bindCommand,
+	unbindCommand,
 )
 
 func renderSecret(c *cli.Context, s unixapi.Secret) error {
@@ -269,4 +283,77 @@ func keyValues(c *cli.Context) (map[string]string, error) {
 		m[k] = v
 	}
 	return m, nil
+}
+
+func writeBindings(w io.Writer, bs []unixapi.Binding) {
+	if len(bs) == 0 {
+		return
+	}
+	fmt.Fprintln(w)
+	rows := make([][]string, 0, len(bs))
+	for _, b := range bs {
+		to, as := b.Unit, b.Credential
+		if b.Kind == "user" {
+			to, as = "user "+b.User, b.Name
+		}
+		rows = append(rows, []string{b.ID, to, as})
+	}
+	writeRows(w, []string{"BINDING", "DELIVERED TO", "AS"}, rows)
+}
+
+var bindCommand = &cli.Command{
+	Name:      "bind",
+	Usage:     "let a systemd unit (LoadCredential=) or a user receive the secret's payload",
+	ArgsUsage: "ID",
+	Description: `coffer secret bind ID --unit nginx.service --as tls-key
+    the unit gets the payload with LoadCredential=tls-key:/run/coffer/creds.sock
+coffer secret bind ID --user vm-web --as dbpass
+    the user (by uid, vsock CID, VM or token) gets it with 'coffer deliver dbpass'`,
+	Flags: []cli.Flag{
+		&cli.StringFlag{Name: "unit", Usage: "systemd `UNIT` that loads it as a credential"},
+		&cli.StringFlag{Name: "user", Usage: "`USER` that receives it"},
+		&cli.StringFlag{Name: "as", Usage: "the credential or delivery `NAME` it is received under"},
+	},
+	Action: func(c *cli.Context) error {
+		id, err := oneArg(c, "ID")
+		if err != nil {
+			return err
+		}
+		unit, user, as := c.String("unit"), c.String("user"), c.String("as")
+		if (unit == "") == (user == "") {
+			return usagef("give one of --unit or --user")
+		}
+		if as == "" {
+			return usagef("give the name it is received under with --as")
+		}
+		req := unixapi.BindingCreateRequest{User: user, Name: as}
+		if unit != "" {
+			req = unixapi.BindingCreateRequest{Unit: unit, Credential: as}
+		}
+		cl, err := newClient(c)
+		if err != nil {
+			return err
+		}
+		b, err := cl.CreateBinding(c.Context, id, req)
+		if err != nil {
+			return err
+		}
+		return render(c, b, func(w io.Writer) { writeBindings(w, []unixapi.Binding{b}) })
+	},
+}
+
+var unbindCommand = &cli.Command{
+	Name:      "unbind",
+	Usage:     "remove a binding (see 'coffer secret get ID')",
+	ArgsUsage: "ID BINDING",
+	Action: func(c *cli.Context) error {
+		if c.NArg() != 2 {
+			return usagef("'%s' needs the secret ID and the BINDING id", c.Command.HelpName)
+		}
+		cl, err := newClient(c)
+		if err != nil {
+			return err
+		}
+		return cl.DeleteBinding(c.Context, c.Args().Get(0), c.Args().Get(1))
+	},
 }

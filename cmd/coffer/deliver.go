@@ -1,0 +1,72 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/urfave/cli/v2"
+)
+
+var deliverCommand = &cli.Command{
+	Name:      "deliver",
+	Usage:     "fetch a payload bound to you (by uid, vsock CID, VM or token) under NAME",
+	ArgsUsage: "NAME",
+	Description: `Writes the raw payload to standard output, or to FILE with -o (created 0600,
+replaced atomically). Anything not bound to you is "not found", whether or
+not it exists.`,
+	Flags: []cli.Flag{
+		&cli.StringFlag{Name: "output-file", Aliases: []string{"o"}, Usage: "write the payload to `FILE` (mode 0600)"},
+	},
+	Action: func(c *cli.Context) error {
+		name, err := oneArg(c, "NAME")
+		if err != nil {
+			return err
+		}
+		cl, err := newClient(c)
+		if err != nil {
+			return err
+		}
+		payload, err := cl.Deliver(c.Context, name)
+		if err != nil {
+			return err
+		}
+		defer clear(payload)
+		path := c.String("output-file")
+		if path == "" || path == "-" {
+			_, err := c.App.Writer.Write(payload)
+			return err
+		}
+		return writeFile0600(path, payload)
+	},
+}
+
+// writeFile0600 writes data to path through a temporary file created 0600
+// in the same directory, then renames it into place.
+func writeFile0600(path string, data []byte) error {
+	f, err := os.CreateTemp(filepath.Dir(path), ".coffer-deliver-*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp)
+	if err := f.Chmod(0o600); err != nil {
+		f.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}

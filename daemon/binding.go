@@ -1,0 +1,378 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"regexp"
+	"time"
+
+	"github.com/coffer-hsm/coffer/kv"
+)
+
+const (
+	tableBindings = "bindings"
+	indexSecret   = "secret"
+	indexUnitCred = "unit_credential"
+	indexUserName = "user_name"
+
+	// Binding kinds.
+	BindUnit = "unit"
+	BindUser = "user"
+
+	CodeInvalidBinding = "invalid_binding"
+
+	// MaxDelivery is the most a delivery hands out: systemd refuses
+	// credentials over 1 MiB.
+	MaxDelivery = 1 << 20
+)
+
+// bindingRecord says who may receive a secret's payload: a systemd unit
+// under a credential name (LoadCredential=), or a user under a name.
+type bindingRecord struct {
+	ID         string    `json:"id"`
+	SecretID   string    `json:"secret_id"`
+	ProjectID  string    `json:"project_id"`
+	Kind       string    `json:"kind"`
+	Unit       string    `json:"unit,omitempty"`
+	Credential string    `json:"credential,omitempty"`
+	UserID     string    `json:"user_id,omitempty"`
+	Name       string    `json:"name,omitempty"`
+	CreatedAt  time.Time `json:"created_at"`
+}
+
+func (b bindingRecord) indexes() []kv.Index {
+	ix := []kv.Index{{Name: indexSecret, Value: b.SecretID}}
+	if b.Kind == BindUnit {
+		ix = append(ix, kv.Index{Name: indexUnitCred, Value: b.Unit + "/" + b.Credential, Unique: true})
+	} else {
+		ix = append(ix, kv.Index{Name: indexUserName, Value: b.UserID + "/" + b.Name, Unique: true},
+			kv.Index{Name: indexUser, Value: b.UserID})
+	}
+	return ix
+}
+
+// Binding is the projection of a binding.
+type Binding struct {
+	ID         string
+	SecretID   string
+	Kind       string
+	Unit       string
+	Credential string
+	UserID     string
+	User       string
+	Name       string
+	CreatedAt  time.Time
+}
+
+// BindingInput binds a secret to {Unit, Credential} or {User, Name}.
+type BindingInput struct {
+	Unit       string
+	Credential string
+	User       string
+	Name       string
+}
+
+var (
+	// unitRE is a systemd unit name with a suffix that can consume
+	// credentials.
+	unitRE = regexp.MustCompile(`^[A-Za-z0-9:_.\\-]+(@[A-Za-z0-9:_.\\-]*)?\.(service|socket|mount|swap|timer|path)$`)
+	// credNameRE is what systemd accepts as a credential name, kept to a
+	// portable set.
+	credNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.:-]{0,254}$`)
+)
+
+// ValidUnit reports whether s is a systemd unit name coffer binds to.
+func ValidUnit(s string) bool { return len(s) <= 255 && unitRE.MatchString(s) }
+
+// ValidCredentialName reports whether s is a credential name coffer binds.
+func ValidCredentialName(s string) bool { return credNameRE.MatchString(s) }
+
+func (s *Service) bindingView(tx *kv.Txn, b bindingRecord) (Binding, error) {
+	v := Binding{ID: b.ID, SecretID: b.SecretID, Kind: b.Kind, Unit: b.Unit, Credential: b.Credential, UserID: b.UserID, Name: b.Name, CreatedAt: b.CreatedAt}
+	if b.UserID != "" {
+		var u userRecord
+		if err := tx.Get(tableUsers, b.UserID, &u); err != nil {
+			return v, err
+		}
+		v.User = u.Name
+	}
+	return v, nil
+}
+
+func secretBindings(tx *kv.Txn, secretID string) ([]bindingRecord, error) {
+	var out []bindingRecord
+	err := tx.List(tableBindings, kv.Query{Index: indexSecret, Value: secretID}, func(_ string, decode func(any) error) error {
+		var b bindingRecord
+		if err := decode(&b); err != nil {
+			return err
+		}
+		out = append(out, b)
+		return nil
+	})
+	return out, err
+}
+
+// CreateBinding binds the grant's secret to a unit or a user.
+func (s *Service) CreateBinding(ctx context.Context, g Grant, in BindingInput) (Binding, error) {
+	if err := g.require(ActManageSecret); err != nil {
+		return Binding{}, err
+	}
+	rec := bindingRecord{ID: newID(), SecretID: g.secretID, ProjectID: g.project.ID, CreatedAt: s.now()}
+	switch {
+	case in.Unit != "" && in.User == "" && in.Name == "":
+		if !ValidUnit(in.Unit) {
+			return Binding{}, Invalid(CodeInvalidBinding, "unit %q is not a systemd unit name such as nginx.service", in.Unit)
+		}
+		if !ValidCredentialName(in.Credential) {
+			return Binding{}, Invalid(CodeInvalidBinding, "credential must be a credential name such as tls-key (A-Z a-z 0-9 _ . : -)")
+		}
+		rec.Kind, rec.Unit, rec.Credential = BindUnit, in.Unit, in.Credential
+	case in.User != "" && in.Unit == "" && in.Credential == "":
+		if !ValidCredentialName(in.Name) {
+			return Binding{}, Invalid(CodeInvalidBinding, "name must be a delivery name such as dbpass (A-Z a-z 0-9 _ . : -)")
+		}
+		rec.Kind, rec.Name = BindUser, in.Name
+	default:
+		return Binding{}, Invalid(CodeInvalidBinding, "bind to {unit, credential} or to {user, name}")
+	}
+	var out Binding
+	err := s.store.Update(ctx, func(tx *kv.Txn) error {
+		var sec secretRecord
+		if err := tx.Get(tableSecrets, g.secretID, &sec); err != nil {
+			return err
+		}
+		if sec.RevokedAt != nil {
+			return Conflict(CodeSecretRevoked, "secret %s is revoked", sec.ID)
+		}
+		if rec.Kind == BindUser {
+			u, err := findUser(tx, in.User)
+			if err != nil {
+				return err
+			}
+			rec.UserID = u.ID
+		}
+		if err := tx.Put(tableBindings, rec.ID, rec, rec.indexes()...); err != nil {
+			if errors.Is(err, kv.ErrExists) {
+				if rec.Kind == BindUnit {
+					return newErr(ErrAlreadyExists, CodeAlreadyExists, "%s already receives a secret as credential %s", rec.Unit, rec.Credential)
+				}
+				return newErr(ErrAlreadyExists, CodeAlreadyExists, "user %s already receives a secret named %s", in.User, rec.Name)
+			}
+			return err
+		}
+		var err error
+		out, err = s.bindingView(tx, rec)
+		return err
+	})
+	if errors.Is(err, kv.ErrNotFound) {
+		return Binding{}, NotFound("secret %s not found", g.secretID)
+	}
+	if err != nil {
+		return Binding{}, storeErr(err)
+	}
+	s.log.Info("secret bound", "secret", g.secretID, "binding", out.ID, "kind", out.Kind, "unit", out.Unit, "credential", out.Credential, "user", out.User, "name", out.Name, "by", g.principal.String())
+	return out, nil
+}
+
+// ListBindings lists the grant's secret's bindings.
+func (s *Service) ListBindings(ctx context.Context, g Grant) ([]Binding, error) {
+	if g.action != ActReadSecret && g.action != ActManageSecret {
+		return nil, Forbidden("not authorized to %s", ActReadSecret)
+	}
+	var out []Binding
+	err := s.store.View(ctx, func(tx *kv.Txn) error {
+		recs, err := secretBindings(tx, g.secretID)
+		if err != nil {
+			return err
+		}
+		for _, r := range recs {
+			v, err := s.bindingView(tx, r)
+			if err != nil {
+				return err
+			}
+			out = append(out, v)
+		}
+		return nil
+	})
+	return out, storeErr(err)
+}
+
+// DeleteBinding removes one binding of the grant's secret.
+func (s *Service) DeleteBinding(ctx context.Context, g Grant, id string) error {
+	if err := g.require(ActManageSecret); err != nil {
+		return err
+	}
+	if !validID(id) {
+		return NotFound("binding %q not found", id)
+	}
+	err := s.store.Update(ctx, func(tx *kv.Txn) error {
+		var b bindingRecord
+		if err := tx.Get(tableBindings, id, &b); err != nil {
+			return err
+		}
+		if b.SecretID != g.secretID {
+			return kv.ErrNotFound
+		}
+		return tx.Delete(tableBindings, id)
+	})
+	if errors.Is(err, kv.ErrNotFound) {
+		return NotFound("binding %q not found", id)
+	}
+	if err != nil {
+		return storeErr(err)
+	}
+	s.log.Info("secret unbound", "secret", g.secretID, "binding", id, "by", g.principal.String())
+	return nil
+}
+
+// deleteBindingsOf removes every binding of a secret.
+func deleteBindingsOf(tx *kv.Txn, secretID string) error {
+	recs, err := secretBindings(tx, secretID)
+	if err != nil {
+		return err
+	}
+	for _, b := range recs {
+		if err := tx.Delete(tableBindings, b.ID); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Delivery is a payload handed to its bound consumer. The caller must
+// clear Payload once written.
+type Delivery struct {
+	Payload  []byte
+	SecretID string
+	Version  int
+}
+
+// errNoDelivery is every reason a delivery does not happen; callers answer
+// all of them alike (404, or zero bytes on the credentials socket) so that
+// existence is not revealed. The reason goes to the audit log.
+var (
+	errNoDelivery  = errors.New("nothing to deliver")
+	errRuleRefused = errors.New("access rules refuse")
+)
+
+// deliver unseals the current payload of the secret a binding names.
+func (s *Service) deliver(ctx context.Context, b bindingRecord) (Delivery, string, error) {
+	var rec secretRecord
+	var blob sealedRecord
+	err := s.store.View(ctx, func(tx *kv.Txn) error {
+		if err := tx.Get(tableSecrets, b.SecretID, &rec); err != nil {
+			return err
+		}
+		if rec.status(s.now()) != StatusActive {
+			return nil
+		}
+		return tx.Get(tableSealed, b.SecretID, &blob)
+	})
+	if err != nil {
+		return Delivery{}, "secret gone", ignoreNotFound(err)
+	}
+	if st := rec.status(s.now()); st != StatusActive {
+		return Delivery{}, "secret " + st, nil
+	}
+	plain, payload, _, err := s.open(ctx, rec, blob)
+	if err != nil {
+		return Delivery{}, "", err
+	}
+	if len(payload) > MaxDelivery {
+		clear(plain)
+		return Delivery{}, "payload over the 1 MiB credential limit", nil
+	}
+	out := make([]byte, len(payload))
+	copy(out, payload)
+	clear(plain)
+	return Delivery{Payload: out, SecretID: rec.ID, Version: rec.Version}, "", nil
+}
+
+// Deliver hands the payload bound to the caller's user under name. Anyone
+// else — unbound, anonymous, another user — gets a not_found that does not
+// say whether the name exists. Every delivery and refusal is audited.
+func (s *Service) Deliver(ctx context.Context, p Principal, name string) (Delivery, error) {
+	refuse := func(reason string) (Delivery, error) {
+		s.log.Warn("audit: delivery refused", "principal", p.String(), "name", name, "reason", reason)
+		return Delivery{}, NotFound("nothing to deliver under %q", name)
+	}
+	if !ValidCredentialName(name) {
+		return refuse("invalid name")
+	}
+	var b bindingRecord
+	var c caller
+	err := s.store.View(ctx, func(tx *kv.Txn) error {
+		var err error
+		if c, err = s.resolveCaller(tx, p); err != nil {
+			return err
+		}
+		if c.user == nil {
+			return errNoDelivery
+		}
+		if c.token != nil && c.token.Rules != nil {
+			if ok, _ := c.token.Rules.Allows("coffer", "GET", "/v1/deliver/"+name); !ok {
+				return errRuleRefused
+			}
+		}
+		id, err := tx.Lookup(tableBindings, indexUserName, c.user.ID+"/"+name)
+		if err != nil {
+			return err
+		}
+		return tx.Get(tableBindings, id, &b)
+	})
+	switch {
+	case errors.Is(err, errNoDelivery):
+		return refuse("caller is not a user")
+	case errors.Is(err, errRuleRefused):
+		return refuse("the token's access rules do not allow it")
+	case errors.Is(err, kv.ErrNotFound):
+		return refuse("no binding for this user")
+	case err != nil:
+		return Delivery{}, storeErr(err)
+	}
+	d, why, err := s.deliver(ctx, b)
+	if err != nil {
+		return Delivery{}, err
+	}
+	if why != "" {
+		return refuse(why)
+	}
+	s.log.Info("audit: delivered", "principal", p.String(), "user", c.user.Name, "name", name, "secret", d.SecretID, "version", d.Version, "channel", string(p.Channel))
+	return d, nil
+}
+
+// DeliverCredential hands the payload bound to a systemd unit under a
+// credential name (the LoadCredential= socket). Unbound pairs get
+// errNoDelivery; every attempt is audited.
+func (s *Service) DeliverCredential(ctx context.Context, unit, credential string) (Delivery, error) {
+	refuse := func(reason string) (Delivery, error) {
+		s.log.Warn("audit: credential refused", "unit", unit, "credential", credential, "reason", reason)
+		return Delivery{}, errNoDelivery
+	}
+	if !ValidUnit(unit) || !ValidCredentialName(credential) {
+		return refuse("invalid unit or credential name")
+	}
+	var b bindingRecord
+	err := s.store.View(ctx, func(tx *kv.Txn) error {
+		id, err := tx.Lookup(tableBindings, indexUnitCred, unit+"/"+credential)
+		if err != nil {
+			return err
+		}
+		return tx.Get(tableBindings, id, &b)
+	})
+	if errors.Is(err, kv.ErrNotFound) {
+		return refuse("not bound")
+	}
+	if err != nil {
+		return Delivery{}, storeErr(err)
+	}
+	d, why, err := s.deliver(ctx, b)
+	if err != nil {
+		return Delivery{}, err
+	}
+	if why != "" {
+		return refuse(why)
+	}
+	s.log.Info("audit: credential delivered", "unit", unit, "credential", credential, "secret", d.SecretID, "version", d.Version, "channel", "loadcredential")
+	return d, nil
+}
