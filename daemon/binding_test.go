@@ -1,0 +1,121 @@
+package daemon
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestBindingsAndDelivery(t *testing.T) {
+	e := newIdentityEnv(t)
+	ctx := context.Background()
+	sec := e.createSecret(t, "p1", SecretInput{DisplayName: "db", Payload: []byte("dbpw"), KeyValues: map[string]string{"k": "v"}})
+	g := e.grant(t, ActManageSecret, Resource{Secret: sec.ID})
+	tests := []struct {
+		name string
+		in   BindingInput
+		want string
+	}{
+		{"unit", BindingInput{Unit: "nginx.service", Credential: "tls-key"}, ""},
+		{"template unit", BindingInput{Unit: "worker@3.service", Credential: "dbpass"}, ""},
+		{"user", BindingInput{User: "bob", Name: "dbpass"}, ""},
+		{"vm user", BindingInput{User: "vm", Name: "dbpass"}, ""},
+		{"same unit and credential again", BindingInput{Unit: "nginx.service", Credential: "tls-key"}, CodeAlreadyExists},
+		{"same user and name again", BindingInput{User: "bob", Name: "dbpass"}, CodeAlreadyExists},
+		{"unit without suffix", BindingInput{Unit: "nginx", Credential: "x"}, CodeInvalidBinding},
+		{"unit with slash", BindingInput{Unit: "../x.service", Credential: "x"}, CodeInvalidBinding},
+		{"credential with slash", BindingInput{Unit: "a.service", Credential: "a/b"}, CodeInvalidBinding},
+		{"both kinds", BindingInput{Unit: "a.service", Credential: "x", User: "bob", Name: "y"}, CodeInvalidBinding},
+		{"neither", BindingInput{}, CodeInvalidBinding},
+		{"unknown user", BindingInput{User: "zed", Name: "x"}, CodeNotFound},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := e.svc.CreateBinding(ctx, g, tt.in)
+			wantCode(t, err, tt.want)
+		})
+	}
+	bs, err := e.svc.ListBindings(ctx, e.grant(t, ActReadSecret, Resource{Secret: sec.ID}))
+	if err != nil || len(bs) != 4 {
+		t.Fatalf("bindings %v %v", bs, err)
+	}
+
+	// The unit gets the payload alone (not the key values).
+	d, err := e.svc.DeliverCredential(ctx, "nginx.service", "tls-key")
+	if err != nil || string(d.Payload) != "dbpw" || d.Version != 1 {
+		t.Fatalf("unit delivery %q %v", d.Payload, err)
+	}
+	for _, c := range [][2]string{{"nginx.service", "other"}, {"other.service", "tls-key"}, {"bad", "x"}} {
+		if _, err := e.svc.DeliverCredential(ctx, c[0], c[1]); err == nil {
+			t.Fatalf("delivered %v", c)
+		}
+	}
+	// Bound users by uid, vsock CID and token; everyone else not_found.
+	_, bobTok := e.credential(t, "p1", CredentialInput{Type: CredAccessToken, User: "bob"})
+	for name, p := range map[string]Principal{"uid": uidPrincipal(1002), "cid": vsockGuest, "token": e.bearer(t, bobTok.Token)} {
+		d, err := e.svc.Deliver(ctx, p, "dbpass")
+		if err != nil || string(d.Payload) != "dbpw" {
+			t.Fatalf("%s delivery %q %v", name, d.Payload, err)
+		}
+	}
+	for _, p := range []Principal{rootPrincipal, uidPrincipal(1001), anonPrincipal, uidPrincipal(9999)} {
+		_, err := e.svc.Deliver(ctx, p, "dbpass")
+		wantCode(t, err, CodeNotFound)
+	}
+	_, err = e.svc.Deliver(ctx, uidPrincipal(1002), "nope")
+	wantCode(t, err, CodeNotFound)
+	_, err = e.svc.Deliver(ctx, uidPrincipal(1002), "../etc")
+	wantCode(t, err, CodeNotFound)
+	if !strings.Contains(e.logs.String(), "audit: delivered") || !strings.Contains(e.logs.String(), "audit: delivery refused") {
+		t.Fatal("deliveries are not audited")
+	}
+	if strings.Contains(e.logs.String(), "dbpw") {
+		t.Fatal("the log holds the payload")
+	}
+
+	// A token's coffer rules apply to delivery.
+	_, ruled := e.credential(t, "p1", CredentialInput{Type: CredAccessToken, User: "bob", AccessRules: []AccessRule{{Service: "coffer", Method: "GET", Path: "/v1/deliver/other"}}})
+	_, err = e.svc.Deliver(ctx, e.bearer(t, ruled.Token), "dbpass")
+	wantCode(t, err, CodeNotFound)
+
+	// Rotation delivers the new version; revocation and expiry deliver nothing.
+	if _, err := e.svc.RotateSecret(ctx, g, RotateInput{Payload: []byte("dbpw2")}); err != nil {
+		t.Fatal(err)
+	}
+	d, _ = e.svc.Deliver(ctx, uidPrincipal(1002), "dbpass")
+	if string(d.Payload) != "dbpw2" || d.Version != 2 {
+		t.Fatalf("after rotation %q v%d", d.Payload, d.Version)
+	}
+	e.svc.now = func() time.Time { return time.Now().Add(time.Hour).UTC() }
+	if _, err := e.svc.RevokeSecret(ctx, g); err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.svc.Deliver(ctx, uidPrincipal(1002), "dbpass")
+	wantCode(t, err, CodeNotFound)
+	if _, err := e.svc.DeliverCredential(ctx, "nginx.service", "tls-key"); err == nil {
+		t.Fatal("a revoked secret was delivered")
+	}
+	_, err = e.svc.CreateBinding(ctx, g, BindingInput{Unit: "new.service", Credential: "x"})
+	wantCode(t, err, CodeSecretRevoked)
+
+	// Deleting the secret deletes its bindings; the names are free again.
+	if err := e.svc.DeleteSecret(ctx, g); err != nil {
+		t.Fatal(err)
+	}
+	sec2 := e.createSecret(t, "p1", SecretInput{DisplayName: "db2", Payload: []byte("x")})
+	if _, err := e.svc.CreateBinding(ctx, e.grant(t, ActManageSecret, Resource{Secret: sec2.ID}), BindingInput{Unit: "nginx.service", Credential: "tls-key"}); err != nil {
+		t.Fatalf("rebinding after delete: %v", err)
+	}
+	// Deleting a user deletes its bindings.
+	if _, err := e.svc.CreateBinding(ctx, e.grant(t, ActManageSecret, Resource{Secret: sec2.ID}), BindingInput{User: "carol", Name: "n"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.svc.DeleteUser(ctx, e.grant(t, ActManageUser, Resource{User: "carol"})); err != nil {
+		t.Fatal(err)
+	}
+	bs, _ = e.svc.ListBindings(ctx, e.grant(t, ActReadSecret, Resource{Secret: sec2.ID}))
+	if len(bs) != 1 {
+		t.Fatalf("bindings after user delete: %+v", bs)
+	}
+}
