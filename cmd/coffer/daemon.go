@@ -30,6 +30,7 @@ Otherwise it uses the configured PKCS#11 token and state directory; the PIN
 comes from --hsm-pin-file, by default $CREDENTIALS_DIRECTORY/hsm-pin.`,
 	Flags: []cli.Flag{
 		&cli.BoolFlag{Name: "dev", Usage: "self-contained development mode in ./.coffer/"},
+		&cli.StringFlag{Name: "config", Usage: "config `FILE` (TOML; default " + defaultConfigFile + " when it exists, none with --dev)", EnvVars: []string{"COFFER_CONFIG"}},
 		&cli.StringFlag{Name: "state-dir", Usage: "state `DIR` (store; dev token)", Value: "/var/lib/coffer", EnvVars: []string{"COFFER_STATE_DIR"}},
 		&cli.StringFlag{Name: "hsm-module", Usage: "PKCS#11 module `PATH`", Value: hsm.DefaultModulePath, EnvVars: []string{"COFFER_HSM_MODULE"}},
 		&cli.StringFlag{Name: "hsm-token", Usage: "PKCS#11 token `LABEL`", Value: "coffer", EnvVars: []string{"COFFER_HSM_TOKEN"}},
@@ -48,6 +49,16 @@ func runDaemon(c *cli.Context) error {
 	if c.Args().Present() {
 		return usagef("daemon takes no arguments")
 	}
+	file := daemonFile{values: map[string]string{}}
+	if path, explicit := daemonConfigPath(c); path != "" {
+		var err error
+		if file, err = loadDaemonFile(path, explicit); err != nil {
+			return err
+		}
+		if err := file.apply(c, path); err != nil {
+			return err
+		}
+	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(c.String("log-level"))); err != nil {
 		return usagef("unknown --log-level %q", c.String("log-level"))
@@ -57,11 +68,15 @@ func runDaemon(c *cli.Context) error {
 
 	dev := c.Bool("dev")
 	stateDir, socket := c.String("state-dir"), c.String("socket")
+	socketSet := c.IsSet("socket")
+	if s, ok := file.values["socket"]; ok && !socketSet {
+		socket, socketSet = s, true
+	}
 	if dev {
 		if !c.IsSet("state-dir") {
 			stateDir = devStateDir
 		}
-		if !c.IsSet("socket") {
+		if !socketSet {
 			socket = filepath.Join(stateDir, "coffer.sock")
 		}
 	}

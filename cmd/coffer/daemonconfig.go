@@ -1,0 +1,132 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+	"github.com/urfave/cli/v2"
+)
+
+// defaultConfigFile is read by `coffer daemon` (not --dev) when it exists.
+const defaultConfigFile = "/etc/coffer/coffer.toml"
+
+// daemonFile is the daemon's config file: a flat table whose keys are the
+// daemon's flag names in snake_case (state_dir, hsm_token, ...), plus
+// socket, and [[vm]] tables for hybrid-vsock guests. Flags and COFFER_*
+// environment variables override it.
+type daemonFile struct {
+	values map[string]string
+	VMs    []vmConfig
+}
+
+// vmConfig names a Firecracker / Cloud Hypervisor guest by the host side
+// of its hybrid vsock.
+type vmConfig struct {
+	Name    string `toml:"name"`
+	UDSPath string `toml:"uds_path"`
+}
+
+// loadDaemonFile reads path. A missing default file is no error; a
+// missing file that was asked for is.
+func loadDaemonFile(path string, explicit bool) (daemonFile, error) {
+	out := daemonFile{values: map[string]string{}}
+	var raw map[string]any
+	_, err := toml.DecodeFile(path, &raw)
+	if errors.Is(err, fs.ErrNotExist) && !explicit {
+		return out, nil
+	}
+	if err != nil {
+		return out, fmt.Errorf("config %s: %w", path, err)
+	}
+	for key, v := range raw {
+		if key == "vm" {
+			vms, ok := v.([]map[string]any)
+			if !ok {
+				return out, fmt.Errorf("config %s: vm must be [[vm]] tables with name and uds_path", path)
+			}
+			for i, m := range vms {
+				var vm vmConfig
+				for k, x := range m {
+					s, ok := x.(string)
+					switch {
+					case !ok:
+						return out, fmt.Errorf("config %s: vm[%d].%s must be a string", path, i, k)
+					case k == "name":
+						vm.Name = s
+					case k == "uds_path":
+						vm.UDSPath = s
+					default:
+						return out, fmt.Errorf("config %s: vm[%d] has unknown key %q", path, i, k)
+					}
+				}
+				out.VMs = append(out.VMs, vm)
+			}
+			continue
+		}
+		switch x := v.(type) {
+		case string:
+			out.values[key] = x
+		case int64:
+			out.values[key] = fmt.Sprint(x)
+		case bool:
+			out.values[key] = fmt.Sprint(x)
+		case time.Duration:
+			out.values[key] = x.String()
+		default:
+			return out, fmt.Errorf("config %s: %s must be a string, number or boolean", path, key)
+		}
+	}
+	return out, nil
+}
+
+// apply sets every flag of c that the command line and environment left
+// unset from the file. Unknown keys are errors, so a typo is not silently
+// ignored.
+func (f daemonFile) apply(c *cli.Context, path string) error {
+	known := map[string]bool{}
+	for _, fl := range c.Command.Flags {
+		for _, n := range fl.Names() {
+			known[n] = true
+		}
+	}
+	keys := make([]string, 0, len(f.values))
+	for k := range f.values {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, key := range keys {
+		name := strings.ReplaceAll(key, "_", "-")
+		switch {
+		case name == "socket" || name == "dev" || name == "config":
+			continue // read by the caller, or not settable from the file
+		case !known[name]:
+			return fmt.Errorf("config %s: unknown key %q", path, key)
+		case c.IsSet(name):
+			continue
+		}
+		if err := c.Set(name, f.values[key]); err != nil {
+			return fmt.Errorf("config %s: %s: %w", path, key, err)
+		}
+	}
+	return nil
+}
+
+// daemonConfigPath returns the config file to read and whether it was asked for.
+func daemonConfigPath(c *cli.Context) (string, bool) {
+	if c.IsSet("config") {
+		return c.String("config"), true
+	}
+	if c.Bool("dev") {
+		return "", false
+	}
+	if _, err := os.Stat(defaultConfigFile); err == nil {
+		return defaultConfigFile, false
+	}
+	return "", false
+}
