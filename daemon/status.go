@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -127,3 +128,18 @@ func (s *Service) recount(ctx context.Context) {
 		p.store.Healthy, p.store.Error = false, err.Error()
 	}
 }
+
+// Healthy probes the HSM and the store for the systemd watchdog: nil when
+// both answer.
+func (s *Service) Healthy(ctx context.Context) error {
+	if err := s.keys.Check(ctx); err != nil {
+		return fmt.Errorf("HSM: %w", err)
+	}
+	if err := s.store.Check(ctx); err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	return nil
+}
+
+// TokenLabel names the HSM token in use.
+func (s *Service) TokenLabel() string { return s.keys.Info().TokenLabel }

@@ -31,6 +31,16 @@ type SocketOptions struct {
 // one, and sets the file's mode (and group) deliberately. Every accepted
 // connection carries the peer's SO_PEERCRED identity.
 func ListenUnix(path string, opts SocketOptions) (net.Listener, error) {
+	l, err := ListenUnixPlain(path, opts)
+	if err != nil {
+		return nil, err
+	}
+	return NewPeerListener(l, opts.Logger), nil
+}
+
+// ListenUnixPlain is ListenUnix without the peer identity: for protocols
+// that identify their peers otherwise (the LoadCredential= socket).
+func ListenUnixPlain(path string, opts SocketOptions) (*net.UnixListener, error) {
 	if opts.Mode == 0 {
 		opts.Mode = 0o660
 	}
@@ -72,7 +82,7 @@ func ListenUnix(path string, opts SocketOptions) (net.Listener, error) {
 		l.Close()
 		return nil, fmt.Errorf("set mode of %s: %w", path, err)
 	}
-	return NewPeerListener(l, opts.Logger), nil
+	return l, nil
 }
 
 // NewPeerListener wraps a Unix listener (for instance one passed by systemd)

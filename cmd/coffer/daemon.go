@@ -6,15 +6,19 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/coffer-hsm/coffer/daemon"
 	"github.com/coffer-hsm/coffer/hsm"
+	"github.com/coffer-hsm/coffer/systemd"
 	"github.com/coffer-hsm/coffer/unixapi"
 )
 
@@ -40,6 +44,7 @@ comes from --hsm-pin-file, by default $CREDENTIALS_DIRECTORY/hsm-pin.`,
 		&cli.StringFlag{Name: "socket-mode", Usage: "permission bits of the socket, in octal `MODE`", Value: "0660", EnvVars: []string{"COFFER_SOCKET_MODE"}},
 		&cli.StringFlag{Name: "issuer", Usage: "OAuth2 issuer `URL` put in access tokens and metadata", Value: daemon.DefaultIssuer, EnvVars: []string{"COFFER_ISSUER"}},
 		&cli.DurationFlag{Name: "expiry-warning", Usage: "warn daily about credentials and secrets expiring within `DURATION` (0: off)", Value: daemon.DefaultExpiryWarning, EnvVars: []string{"COFFER_EXPIRY_WARNING"}},
+		&cli.StringFlag{Name: "creds-socket", Usage: "`PATH` of the LoadCredential= socket (dev: ./.coffer/creds.sock)", Value: "/run/coffer/creds.sock", EnvVars: []string{"COFFER_CREDS_SOCKET"}},
 		&cli.StringFlag{Name: "log-level", Usage: "debug, info, warn or error", Value: "info", EnvVars: []string{"COFFER_LOG_LEVEL"}},
 	},
 	Action: runDaemon,
@@ -59,11 +64,10 @@ func runDaemon(c *cli.Context) error {
 			return err
 		}
 	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(c.String("log-level"))); err != nil {
+	if err := logLevel.UnmarshalText([]byte(c.String("log-level"))); err != nil {
 		return usagef("unknown --log-level %q", c.String("log-level"))
 	}
-	log := slog.New(slog.NewTextHandler(c.App.ErrWriter, &slog.HandlerOptions{Level: level}))
+	log := slog.New(slog.NewTextHandler(c.App.ErrWriter, &slog.HandlerOptions{Level: &logLevel}))
 	slog.SetDefault(log)
 
 	dev := c.Bool("dev")
@@ -121,43 +125,144 @@ func runDaemon(c *cli.Context) error {
 		gid = int(n)
 	}
 
+	credsSocket := c.String("creds-socket")
+	if dev && !c.IsSet("creds-socket") {
+		credsSocket = filepath.Join(stateDir, "creds.sock")
+	}
+	notify := systemd.NewNotifier(log)
+	activated, err := systemd.Activated()
+	if err != nil {
+		return fmt.Errorf("socket activation: %w", err)
+	}
+
 	ctx := c.Context
+	notify.Status("opening the HSM and the store")
 	svc, err := daemon.Open(ctx, cfg)
 	if err != nil {
 		return err
 	}
 	defer svc.Close()
 
-	l, err := unixapi.ListenUnix(socket, unixapi.SocketOptions{Mode: os.FileMode(mode), GID: gid, Logger: log})
+	api, err := apiListener(activated, socket, unixapi.SocketOptions{Mode: os.FileMode(mode), GID: gid, Logger: log})
 	if err != nil {
 		return err
 	}
+	creds, err := credsListener(activated, credsSocket, log)
+	if err != nil {
+		api.Close()
+		return err
+	}
 	srv := unixapi.NewServer(svc, log)
-	maintCtx, stopMaint := context.WithCancel(ctx)
-	defer stopMaint()
-	go svc.RunMaintenance(maintCtx)
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(l) }()
+	bg, stopBG := context.WithCancel(context.Background())
+	defer stopBG()
+	go svc.RunMaintenance(bg)
+	served := make(chan error, 2)
+	go func() { served <- srv.Serve(api) }()
+	go func() {
+		served <- systemd.ServeCredentials(bg, creds, func(ctx context.Context, unit, name string) ([]byte, error) {
+			d, err := svc.DeliverCredential(ctx, unit, name)
+			return d.Payload, err
+		}, log, credsPeers(dev)...)
+	}()
 
-	log.Info("coffer is serving", "version", version, "socket", socket, "state_dir", stateDir, "dev", dev)
+	log.Info("coffer is serving", "version", version, "socket", socket, "creds_socket", credsSocket, "state_dir", stateDir, "dev", dev, "socket_activated", !activated.Empty())
 	if dev {
 		fmt.Fprintf(c.App.Writer, "export COFFER_SOCKET=%s\n", socket)
 	}
+	notify.Ready(fmt.Sprintf("serving on %s; HSM token %s", socket, svc.TokenLabel()))
+	go notify.RunWatchdog(bg, svc.Healthy)
 
-	select {
-	case err := <-served:
-		os.Remove(socket)
-		return fmt.Errorf("serve %s: %w", socket, err)
-	case <-ctx.Done():
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for running := true; running; {
+		select {
+		case err := <-served:
+			removeSockets(activated, socket, credsSocket)
+			return fmt.Errorf("serve: %w", err)
+		case <-hup:
+			notify.Reloading()
+			reloadDaemon(c, log)
+			notify.Ready(fmt.Sprintf("serving on %s; configuration reloaded", socket))
+		case <-ctx.Done():
+			running = false
+		}
 	}
+	notify.Stopping()
 	log.Info("shutting down: draining in-flight requests")
 	shutCtx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	err = srv.Shutdown(shutCtx)
-	os.Remove(socket)
+	stopBG()
+	removeSockets(activated, socket, credsSocket)
 	if err != nil && !errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Errorf("shut down: %w", err)
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// logLevel is the daemon's log level; SIGHUP may change it.
+var logLevel slog.LevelVar
+
+// apiListener is the socket systemd passed as "api", or a new one at path.
+func apiListener(a systemd.Listeners, path string, opts unixapi.SocketOptions) (net.Listener, error) {
+	if a.API != nil {
+		ul, ok := a.API.(*net.UnixListener)
+		if !ok {
+			return nil, fmt.Errorf("the activated api socket is not a Unix socket")
+		}
+		return unixapi.NewPeerListener(ul, opts.Logger), nil
+	}
+	return unixapi.ListenUnix(path, opts)
+}
+
+// credsListener is the socket systemd passed as "creds", or a new one at
+// path (0600: only root, i.e. systemd, and the daemon's user connect).
+func credsListener(a systemd.Listeners, path string, log *slog.Logger) (net.Listener, error) {
+	if a.Creds != nil {
+		return a.Creds, nil
+	}
+	return unixapi.ListenUnixPlain(path, unixapi.SocketOptions{Mode: 0o600, GID: -1, Logger: log})
+}
+
+// credsPeers are the uids besides root that may read credentials: in dev
+// mode the developer's own, to try LoadCredential= by hand.
+func credsPeers(dev bool) []uint32 {
+	if dev {
+		return []uint32{uint32(os.Getuid())}
+	}
+	return nil
+}
+
+// removeSockets removes the socket files the daemon made itself; systemd
+// owns the activated ones.
+func removeSockets(a systemd.Listeners, api, creds string) {
+	if a.API == nil {
+		os.Remove(api)
+	}
+	if a.Creds == nil {
+		os.Remove(creds)
+	}
+}
+
+// reloadDaemon re-reads what can change without a restart: the log level,
+// from the environment and the config file.
+func reloadDaemon(c *cli.Context, log *slog.Logger) {
+	level := c.String("log-level")
+	if path, explicit := daemonConfigPath(c); path != "" && !c.IsSet("log-level") {
+		file, err := loadDaemonFile(path, explicit)
+		if err != nil {
+			log.Error("reload: keeping the running configuration", "err", err)
+			return
+		}
+		if v, ok := file.values["log_level"]; ok {
+			level = v
+		}
+	}
+	if err := logLevel.UnmarshalText([]byte(level)); err != nil {
+		log.Error("reload: bad log level; keeping the running one", "log_level", level)
+		return
+	}
+	log.Info("configuration reloaded", "log_level", logLevel.Level().String())
 }
