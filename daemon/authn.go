@@ -54,6 +54,17 @@ type resolved struct {
 	user    userRecord
 	cred    *credentialRecord
 	kind    string
+	// until is when the bearer stops being valid by time alone: the
+	// session's expiry, a rotated token's grace, a JWT's exp.
+	until time.Time
+}
+
+// earliest returns the earlier of a (zero: none) and *b (nil: none).
+func earliest(a time.Time, b *time.Time) time.Time {
+	if b == nil || (!a.IsZero() && a.Before(*b)) {
+		return a
+	}
+	return *b
 }
 
 // resolveBearer checks a bearer token (cfs_, cft_ or a JWT) and returns
@@ -72,6 +83,8 @@ func (s *Service) resolveBearer(tx *kv.Txn, bearer string, now time.Time) (resol
 		}
 		sessionID, tokenID = claims.JTI, "jwt:"+claims.JTI
 		r.kind = SessionOAuth2
+		exp := time.Unix(claims.ExpiresAt, 0)
+		r.until = exp
 	} else {
 		tok, err := ParseToken(bearer)
 		if err != nil {
@@ -86,6 +99,7 @@ func (s *Service) resolveBearer(tx *kv.Txn, bearer string, now time.Time) (resol
 			return r, tokenID, err
 		}
 		sessionID = rec.Owner
+		r.until = earliest(r.until, rec.NotAfter)
 	}
 	if !validID(sessionID) {
 		return r, tokenID, badToken("no such session")
@@ -126,6 +140,10 @@ func (s *Service) resolveBearer(tx *kv.Txn, bearer string, now time.Time) (resol
 	if cred.Type == CredAccessToken && cred.ExpiresAt != nil && !now.Before(*cred.ExpiresAt) {
 		return r, tokenID, badToken("credential expired")
 	}
+	if cred.Type == CredAccessToken {
+		r.until = earliest(r.until, cred.ExpiresAt)
+	}
+	r.until = earliest(r.until, r.session.ExpiresAt)
 	r.cred = &cred
 	return r, tokenID, nil
 }
@@ -145,26 +163,11 @@ func (r resolved) identity() (*TokenIdentity, error) {
 // Authenticate checks a bearer token and returns p acting as the token's
 // session. Every failure is the same 401.
 func (s *Service) Authenticate(ctx context.Context, p Principal, bearer string) (Principal, error) {
-	var id *TokenIdentity
-	var tokenID string
-	var bad *errBadToken
-	err := s.store.View(ctx, func(tx *kv.Txn) error {
-		r, tid, err := s.resolveBearer(tx, bearer, s.now())
-		tokenID = tid
-		if err != nil {
-			return err
-		}
-		id, err = r.identity()
-		return err
-	})
-	if errors.As(err, &bad) {
-		s.logBadToken("bearer", tokenID, err)
-		return Principal{}, errUnauthenticated()
-	}
+	b, err := s.lookupBearer(ctx, bearer, "bearer")
 	if err != nil {
-		return Principal{}, storeErr(err)
+		return Principal{}, err
 	}
-	p.Token = id
+	p.Token = b.ident
 	return p, nil
 }
 
@@ -474,45 +477,23 @@ type Decision struct {
 // match (a token without rules is unrestricted by rules). Services use it
 // as their authorization point.
 func (s *Service) AuthorizeCall(ctx context.Context, token, service, method, path string) (Decision, error) {
-	now := s.now()
-	var d Decision
-	var bad *errBadToken
-	err := s.store.View(ctx, func(tx *kv.Txn) error {
-		r, _, err := s.resolveBearer(tx, token, now)
-		if err != nil {
-			return err
-		}
-		id, err := r.identity()
-		if err != nil {
-			return err
-		}
-		var proj projectRecord
-		if err := tx.Get(tableProjects, r.session.ProjectID, &proj); err != nil {
-			return err
-		}
-		held, err := roleOf(tx, r.user.ID, proj.ID)
-		if err != nil {
-			return err
-		}
-		var roles []string
-		for _, name := range r.session.Roles {
-			if role, err := ParseRole(name); err == nil && role <= held {
-				roles = append(roles, name)
-			}
-		}
-		d = Decision{User: r.user.Name, Project: proj.Name, Roles: roles}
-		d.Allowed, d.Reason = id.Rules.Allows(service, method, path)
-		if d.Allowed && len(roles) == 0 {
-			d.Allowed, d.Reason = false, "the user no longer holds the token's roles"
-		}
-		return nil
-	})
-	if errors.As(err, &bad) {
-		s.logBadToken("authorize", "", err)
+	b, err := s.lookupBearer(ctx, token, "authorize")
+	if errors.Is(err, ErrUnauthenticated) {
 		return Decision{Allowed: false, Reason: "invalid or expired token"}, nil
 	}
 	if err != nil {
-		return Decision{}, storeErr(err)
+		return Decision{}, err
+	}
+	var roles []string
+	for _, name := range b.ident.Roles {
+		if role, err := ParseRole(name); err == nil && role <= b.held {
+			roles = append(roles, name)
+		}
+	}
+	d := Decision{User: b.user.Name, Project: b.project.Name, Roles: roles}
+	d.Allowed, d.Reason = b.ident.Rules.Allows(service, method, path)
+	if d.Allowed && len(roles) == 0 {
+		d.Allowed, d.Reason = false, "the user no longer holds the token's roles"
 	}
 	return d, nil
 }

@@ -132,6 +132,10 @@ func (c caller) userID() string {
 // the connection's own identity; a disabled bound user is nobody.
 func (s *Service) resolveCaller(tx *kv.Txn, p Principal) (caller, error) {
 	if p.Token != nil {
+		if b := p.Token.cache; b != nil && b.gen == s.idGen.Load() {
+			u := b.user // checked live (not disabled) at this generation
+			return caller{user: &u, token: p.Token}, nil
+		}
 		var u userRecord
 		if err := tx.Get(tableUsers, p.Token.UserID, &u); err != nil {
 			if errors.Is(err, kv.ErrNotFound) {
@@ -182,6 +186,14 @@ func (s *Service) roleOn(tx *kv.Txn, c caller, projectID string) (Role, error) {
 	}
 	if c.user == nil {
 		return RoleNone, nil
+	}
+	if c.token != nil {
+		if c.token.ProjectID != projectID {
+			return RoleNone, nil
+		}
+		if b := c.token.cache; b != nil && b.gen == s.idGen.Load() {
+			return min(b.held, maxRole(c.token.Roles)), nil
+		}
 	}
 	held, err := roleOf(tx, c.user.ID, projectID)
 	if err != nil {

@@ -544,6 +544,7 @@ func (s *Service) RotateCredential(ctx context.Context, g Grant, in CredentialRo
 	if err != nil {
 		return Credential{}, Issued{}, storeErr(err)
 	}
+	s.identityChanged()
 	s.log.Info("credential rotated", "credential", out.ID, "name", out.Name, "token_id", out.TokenID, "grace", in.Grace.String(), "by", g.principal.String())
 	return out, issued, nil
 }
@@ -580,6 +581,7 @@ func (s *Service) RevokeCredential(ctx context.Context, g Grant) (Credential, er
 	if err != nil {
 		return Credential{}, storeErr(err)
 	}
+	s.identityChanged()
 	s.log.Info("credential revoked", "credential", out.ID, "name", out.Name, "by", g.principal.String())
 	return out, nil
 }
@@ -603,6 +605,7 @@ func (s *Service) DeleteCredential(ctx context.Context, g Grant) error {
 		return storeErr(err)
 	}
 	s.countsChanged()
+	s.identityChanged()
 	s.log.Info("credential deleted", "credential", g.credentialID, "by", g.principal.String())
 	return nil
 }

@@ -524,3 +524,50 @@ func TestMaintenance(t *testing.T) {
 		t.Fatal("a swept session works")
 	}
 }
+
+func TestBearerCache(t *testing.T) {
+	e := newIdentityEnv(t)
+	ctx := context.Background()
+	cred, iss := e.credential(t, "p1", CredentialInput{Type: CredAccessToken, User: "bob", AccessRules: []AccessRule{{Service: "svc", Method: "GET", Path: "/x"}}})
+	e.bearer(t, iss.Token)
+	// A wrong secret under the same public id never hits the entry.
+	if _, err := e.svc.Authenticate(ctx, anonPrincipal, corrupt(iss.Token)); err == nil {
+		t.Fatal("a corrupted token authenticated")
+	}
+	// Revocation is seen by the very next request.
+	if _, err := e.svc.RevokeCredential(ctx, e.grant(t, ActManageCredential, Resource{Credential: cred.ID})); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.Authenticate(ctx, anonPrincipal, iss.Token); err == nil {
+		t.Fatal("a revoked token authenticated from the cache")
+	}
+	if d, _ := e.svc.AuthorizeCall(ctx, iss.Token, "svc", "GET", "/x"); d.Allowed {
+		t.Fatal("a revoked token was authorized from the cache")
+	}
+	// Lowering the user's role narrows a cached token at once.
+	_, iss2 := e.credential(t, "p1", CredentialInput{Type: CredAccessToken, User: "bob", Roles: []string{"reader"}})
+	p := e.bearer(t, iss2.Token)
+	if _, err := e.svc.Authorize(ctx, p, ActReadProject, Resource{Project: "p1"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.svc.RemoveRole(ctx, e.grant(t, ActManageProject, Resource{Project: "p1"}), "bob", "member"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.Authorize(ctx, p, ActReadProject, Resource{Project: "p1"}); err == nil {
+		t.Fatal("a principal kept its role after the role was removed")
+	}
+	// A hit does not read the store: with the store closed, a cached token
+	// still answers /v1/authorize; after any identity write it cannot.
+	_, iss3 := e.credential(t, "p1", CredentialInput{Type: CredAccessToken, User: "alice", AccessRules: []AccessRule{{Service: "svc", Method: "GET", Path: "/x"}}})
+	if d, err := e.svc.AuthorizeCall(ctx, iss3.Token, "svc", "GET", "/x"); err != nil || !d.Allowed {
+		t.Fatalf("warm-up: %+v %v", d, err)
+	}
+	e.store.Close()
+	if d, err := e.svc.AuthorizeCall(ctx, iss3.Token, "svc", "GET", "/x"); err != nil || !d.Allowed {
+		t.Fatalf("cached decision: %+v %v", d, err)
+	}
+	e.svc.identityChanged()
+	if _, err := e.svc.AuthorizeCall(ctx, iss3.Token, "svc", "GET", "/x"); CodeOf(err) != CodeStoreUnavailable {
+		t.Fatalf("after an identity change the cache answered: %v", err)
+	}
+}

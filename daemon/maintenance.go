@@ -97,6 +97,7 @@ func (s *Service) Sweep(ctx context.Context) (int, error) {
 			return total, err
 		}
 		total += len(sessions) + len(tokens)
+		s.identityChanged()
 		if len(sessions) < sweepBatch && len(tokens) < sweepBatch {
 			return total, nil
 		}

@@ -12,6 +12,10 @@ type Channel string
 const (
 	ChannelUnix  Channel = "unix"
 	ChannelVsock Channel = "vsock"
+	// ChannelHybridVsock is Firecracker / Cloud Hypervisor hybrid vsock: the
+	// VMM forwards a guest's connection to a per-VM Unix socket on the host,
+	// and that socket names the VM.
+	ChannelHybridVsock Channel = "hybrid-vsock"
 )
 
 // Principal is who is calling, as the transport saw it when the connection
@@ -26,6 +30,9 @@ type Principal struct {
 	PID     int32
 	// vsock peer context id.
 	CID uint32
+	// VM is the configured name of the VM a hybrid vsock connection came
+	// from (the per-VM socket it arrived on names it).
+	VM string
 	// Token is set when the request carried a valid bearer token; the
 	// request then acts as the token's user, within the token's limits.
 	Token *TokenIdentity
@@ -43,6 +50,8 @@ type TokenIdentity struct {
 	Policies     []string
 	Unrestricted bool
 	ExpiresAt    *time.Time
+
+	cache *bearerInfo // what the daemon read when it checked the token
 }
 
 // String names the principal for logs.
@@ -54,6 +63,8 @@ func (p Principal) String() string {
 		return fmt.Sprintf("unix uid=%d gid=%d pid=%d", p.UID, p.GID, p.PID)
 	case p.Channel == ChannelVsock:
 		return fmt.Sprintf("vsock cid=%d", p.CID)
+	case p.Channel == ChannelHybridVsock && p.VM != "":
+		return fmt.Sprintf("hybrid-vsock vm=%s", p.VM)
 	default:
 		return "anonymous (" + string(p.Channel) + ")"
 	}

@@ -163,6 +163,7 @@ func (s *Service) DeleteProject(ctx context.Context, g Grant, ref string) error 
 		return storeErr(err)
 	}
 	s.countsChanged()
+	s.identityChanged()
 	s.log.Info("project deleted", "project", rec.Name, "id", rec.ID, "by", g.principal.String())
 	return nil
 }

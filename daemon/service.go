@@ -13,6 +13,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/coffer-hsm/coffer/hsm"
@@ -84,6 +85,8 @@ type Service struct {
 	adminGID *uint32
 	groups   *groupCache
 	probe    probe
+	idGen    atomic.Uint64
+	bearers  bearerCache
 }
 
 // Open opens the HSM and the store named by cfg and returns a ready
@@ -149,6 +152,7 @@ func New(ctx context.Context, cfg Config, keys Keys, store Store) (*Service, err
 		started: time.Now(),
 		selfUID: uint32(os.Getuid()),
 		groups:  newGroupCache(),
+		bearers: bearerCache{max: bearerCacheSize},
 	}
 	if cfg.AdminGroup != "" {
 		gid, err := ResolveGroup(cfg.AdminGroup)

@@ -337,6 +337,7 @@ func (s *Service) PatchUser(ctx context.Context, g Grant, p UserPatch) (User, er
 	if err != nil {
 		return User{}, bindingClash(err)
 	}
+	s.identityChanged()
 	s.log.Info("user changed", "user", rec.Name, "id", rec.ID, "disabled", rec.Disabled, "by", g.principal.String())
 	return rec.view(nil), nil
 }
@@ -361,6 +362,7 @@ func (s *Service) DeleteUser(ctx context.Context, g Grant) error {
 		return storeErr(err)
 	}
 	s.countsChanged()
+	s.identityChanged()
 	s.log.Info("user deleted", "user", rec.Name, "id", rec.ID, "by", g.principal.String())
 	return nil
 }

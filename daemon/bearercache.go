@@ -1,0 +1,134 @@
+package daemon
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/coffer-hsm/coffer/kv"
+)
+
+// bearerInfo is everything a live bearer token stands for, as read from
+// the store at one identity generation: the session's identity, its user,
+// its project and the user's role there.
+type bearerInfo struct {
+	ident    *TokenIdentity
+	user     userRecord
+	project  projectRecord
+	held     Role
+	until    time.Time // zero: no time limit
+	gen      uint64
+	verifier []byte // opaque tokens: the stored verifier
+}
+
+// bearerCache keeps bearerInfo of recently used tokens, so the request
+// path does not read the store (six records and a rule compilation) for
+// every call. An entry is used only while the identity generation it was
+// read at is current: every write that could end or narrow a token — a
+// rotation, revocation or deletion of a credential, a session revoked or
+// swept, a user changed or deleted, a role changed, a project deleted —
+// bumps the generation, which empties the cache in effect.
+type bearerCache struct {
+	mu  sync.RWMutex
+	m   map[[32]byte]*bearerInfo
+	max int
+}
+
+const bearerCacheSize = 100_000
+
+func (c *bearerCache) get(k [32]byte) *bearerInfo {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.m[k]
+}
+
+func (c *bearerCache) put(k [32]byte, b *bearerInfo) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil {
+		c.m = make(map[[32]byte]*bearerInfo)
+	}
+	if len(c.m) >= c.max {
+		// Drop an eighth, in map order (random enough; no LRU bookkeeping
+		// on the read path).
+		n := c.max / 8
+		for k := range c.m {
+			delete(c.m, k)
+			if n--; n <= 0 {
+				break
+			}
+		}
+	}
+	c.m[k] = b
+}
+
+// identityChanged ends every cached bearer resolution.
+func (s *Service) identityChanged() { s.idGen.Add(1) }
+
+// cacheKey is the public token id for opaque tokens (the secret is
+// checked against the entry's verifier) and a hash of the whole token for
+// JWTs (whose signature was checked when the entry was made).
+func cacheKey(bearer string) ([32]byte, *ParsedToken) {
+	if LooksLikeJWT(bearer) {
+		return sha256.Sum256([]byte(bearer)), nil
+	}
+	tok, err := ParseToken(bearer)
+	if err != nil {
+		return [32]byte{}, nil
+	}
+	return sha256.Sum256([]byte("id:" + tok.ID)), &tok
+}
+
+// lookupBearer resolves a bearer token to its live session, from the cache
+// when it can. Every bad token is the same 401; what gave it away is
+// logged under what.
+func (s *Service) lookupBearer(ctx context.Context, bearer, what string) (*bearerInfo, error) {
+	now := s.now()
+	gen := s.idGen.Load()
+	key, tok := cacheKey(bearer)
+	if b := s.bearers.get(key); b != nil && b.gen == gen && (b.until.IsZero() || now.Before(b.until)) {
+		if b.verifier == nil || (tok != nil && tok.Matches(b.verifier)) {
+			return b, nil
+		}
+	}
+	b := &bearerInfo{gen: gen}
+	var tokenID string
+	err := s.store.View(ctx, func(tx *kv.Txn) error {
+		r, tid, err := s.resolveBearer(tx, bearer, now)
+		tokenID = tid
+		if err != nil {
+			return err
+		}
+		if b.ident, err = r.identity(); err != nil {
+			return err
+		}
+		if err := tx.Get(tableProjects, r.session.ProjectID, &b.project); err != nil {
+			return err
+		}
+		if b.held, err = roleOf(tx, r.user.ID, r.session.ProjectID); err != nil {
+			return err
+		}
+		if tok != nil {
+			var rec tokenRecord
+			if err := tx.Get(tableTokens, tok.ID, &rec); err != nil {
+				return err
+			}
+			b.verifier = rec.Verifier
+		}
+		b.user, b.until = r.user, r.until
+		return nil
+	})
+	var bad *errBadToken
+	if errors.As(err, &bad) {
+		s.logBadToken(what, tokenID, err)
+		return nil, errUnauthenticated()
+	}
+	if err != nil {
+		return nil, storeErr(err)
+	}
+	b.ident.cache = b
+	s.bearers.put(key, b)
+	return b, nil
+}

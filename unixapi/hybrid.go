@@ -1,0 +1,293 @@
+package unixapi
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/coffer-hsm/coffer/daemon"
+)
+
+// HybridVM is one Firecracker / Cloud Hypervisor VM whose vsock device the
+// VMM exposes on the host as a Unix socket ("hybrid vsock").
+type HybridVM struct {
+	// Name names the VM; users bind it (vm_names). It follows the API's
+	// name rule.
+	Name string
+	// UDSPath is the vsock device's uds_path as the VMM was configured with
+	// it, seen from the host (for a jailed Firecracker, inside the jail's
+	// root). When the guest connects to the host (CID 2) on port P, the VMM
+	// connects to the Unix socket "<UDSPath>_P": that is where coffer
+	// listens.
+	UDSPath string
+}
+
+// maxSunPath is the longest Unix socket path Linux takes (sun_path is 108
+// bytes including the terminating NUL).
+const maxSunPath = 107
+
+// nameRE is the API's name rule (DESIGN §4), the same as the daemon's.
+var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9._-]{0,62}[a-z0-9])?$`)
+
+// HybridSocketPath is the host-side socket the VMM connects to when vm's
+// guest connects to the host on port.
+func HybridSocketPath(vm HybridVM, port uint32) string {
+	return vm.UDSPath + "_" + strconv.FormatUint(uint64(port), 10)
+}
+
+// HybridListener accepts hybrid vsock connections of several VMs on one
+// port: it listens on "<uds_path>_<port>" for each VM and hands out their
+// connections through one Accept. Each accepted connection carries the
+// principal {Channel: hybrid-vsock, VM: name}, where the name comes from
+// the socket the connection arrived on — never from the peer. The peer's
+// own Unix credentials (those of the VMM process) are not part of it.
+type HybridListener struct {
+	port uint32
+	opts SocketOptions
+	log  *slog.Logger
+
+	conns     chan net.Conn
+	done      chan struct{}
+	closeOnce sync.Once
+
+	mu     sync.Mutex
+	closed bool
+	vms    map[string]*hybridSocket // by VM name
+	wg     sync.WaitGroup
+}
+
+type hybridSocket struct {
+	vm   HybridVM
+	path string
+	l    net.Listener
+}
+
+// ListenHybridVsock listens on "<uds_path>_<port>" for every VM in vms,
+// with the same stale-socket handling as ListenUnix (refuse when a live
+// daemon answers, remove a dead one's file) and the mode and group opts
+// give (the VMM's user must be able to connect). VM names must be valid and
+// unique, and so must their socket paths. An empty vms is allowed: the
+// listener then accepts nothing until Reconfigure adds VMs.
+func ListenHybridVsock(vms []HybridVM, port uint32, opts SocketOptions) (*HybridListener, error) {
+	if port == 0 || port == 0xFFFFFFFF {
+		return nil, fmt.Errorf("hybrid vsock: port %d is not a port to serve on", port)
+	}
+	if err := checkHybridVMs(vms, port); err != nil {
+		return nil, err
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	h := &HybridListener{
+		port:  port,
+		opts:  opts,
+		log:   log,
+		conns: make(chan net.Conn),
+		done:  make(chan struct{}),
+		vms:   map[string]*hybridSocket{},
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, vm := range vms {
+		if err := h.addLocked(vm); err != nil {
+			h.closeLocked()
+			h.wg.Wait()
+			return nil, err
+		}
+	}
+	return h, nil
+}
+
+// checkHybridVMs validates a VM list: names, paths, uniqueness.
+func checkHybridVMs(vms []HybridVM, port uint32) error {
+	names := map[string]bool{}
+	paths := map[string]string{}
+	for _, vm := range vms {
+		if !nameRE.MatchString(vm.Name) {
+			return fmt.Errorf("hybrid vsock: invalid VM name %q: use 1-64 of a-z 0-9 . _ - starting and ending with a letter or digit", vm.Name)
+		}
+		if names[vm.Name] {
+			return fmt.Errorf("hybrid vsock: VM %q is configured twice", vm.Name)
+		}
+		names[vm.Name] = true
+		if vm.UDSPath == "" {
+			return fmt.Errorf("hybrid vsock: VM %q has no uds_path", vm.Name)
+		}
+		if strings.ContainsRune(vm.UDSPath, 0) {
+			return fmt.Errorf("hybrid vsock: VM %q: uds_path contains a NUL byte", vm.Name)
+		}
+		p := HybridSocketPath(vm, port)
+		if len(p) > maxSunPath {
+			return fmt.Errorf("hybrid vsock: VM %q: socket path %s is %d bytes, longer than the %d a Unix socket path may have", vm.Name, p, len(p), maxSunPath)
+		}
+		if other, ok := paths[p]; ok {
+			return fmt.Errorf("hybrid vsock: VMs %q and %q have the same uds_path %s", other, vm.Name, vm.UDSPath)
+		}
+		paths[p] = vm.Name
+	}
+	return nil
+}
+
+// addLocked listens for vm and starts handing its connections to Accept.
+func (h *HybridListener) addLocked(vm HybridVM) error {
+	path := HybridSocketPath(vm, h.port)
+	l, err := ListenUnix(path, h.opts)
+	if err != nil {
+		return fmt.Errorf("hybrid vsock for VM %q: %w", vm.Name, err)
+	}
+	s := &hybridSocket{vm: vm, path: path, l: l}
+	h.vms[vm.Name] = s
+	h.wg.Add(1)
+	go h.acceptLoop(s)
+	h.log.Info("listening for hybrid vsock", "vm", vm.Name, "path", path)
+	return nil
+}
+
+// acceptLoop accepts connections on one VM's socket until it is closed.
+func (h *HybridListener) acceptLoop(s *hybridSocket) {
+	defer h.wg.Done()
+	var delay time.Duration
+	for {
+		c, err := s.l.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// A transient failure (EMFILE, ...) on one VM's socket must not
+			// stop the others: log, back off, go on.
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			h.log.Warn("hybrid vsock accept failed", "vm", s.vm.Name, "err", err, "retry_in", delay)
+			select {
+			case <-time.After(delay):
+				continue
+			case <-h.done:
+				return
+			}
+		}
+		delay = 0
+		raw := c
+		if ic, ok := c.(*identConn); ok {
+			// The Unix peer is the VMM process, not the guest: keep its
+			// credentials for the log only.
+			raw = ic.Conn
+			h.log.Debug("hybrid vsock connection", "vm", s.vm.Name, "vmm_pid", ic.principal.PID, "vmm_uid", ic.principal.UID)
+		}
+		conn := &identConn{Conn: raw, principal: daemon.Principal{Channel: daemon.ChannelHybridVsock, VM: s.vm.Name}}
+		select {
+		case h.conns <- conn:
+		case <-h.done:
+			conn.Close()
+			return
+		}
+	}
+}
+
+// Accept waits for the next connection from any configured VM.
+func (h *HybridListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-h.conns:
+		return c, nil
+	case <-h.done:
+		return nil, &net.OpError{Op: "accept", Net: "unix", Addr: h.Addr(), Err: net.ErrClosed}
+	}
+}
+
+// Close stops listening on every VM's socket and removes the socket files.
+// Connections already accepted stay open.
+func (h *HybridListener) Close() error {
+	h.mu.Lock()
+	err := h.closeLocked()
+	h.mu.Unlock()
+	h.wg.Wait()
+	return err
+}
+
+func (h *HybridListener) closeLocked() error {
+	h.closeOnce.Do(func() { close(h.done) })
+	h.closed = true
+	var errs []error
+	for name, s := range h.vms {
+		if err := s.l.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+			errs = append(errs, fmt.Errorf("close hybrid vsock of VM %q: %w", name, err))
+		}
+		delete(h.vms, name)
+	}
+	return errors.Join(errs...)
+}
+
+// Reconfigure makes the listener serve exactly vms (for a config reload):
+// it stops listening for VMs no longer listed or whose uds_path changed,
+// and starts listening for new ones. Connections already accepted are not
+// touched. When the list is invalid nothing changes; when a new socket
+// cannot be opened, the VMs before it are already in place and the error
+// says which VM failed.
+func (h *HybridListener) Reconfigure(vms []HybridVM) error {
+	if err := checkHybridVMs(vms, h.port); err != nil {
+		return err
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return net.ErrClosed
+	}
+	want := map[string]HybridVM{}
+	for _, vm := range vms {
+		want[vm.Name] = vm
+	}
+	for name, s := range h.vms {
+		if vm, ok := want[name]; !ok || vm.UDSPath != s.vm.UDSPath {
+			s.l.Close()
+			delete(h.vms, name)
+			h.log.Info("stopped listening for hybrid vsock", "vm", name, "path", s.path)
+		}
+	}
+	for _, vm := range vms {
+		if _, ok := h.vms[vm.Name]; ok {
+			continue
+		}
+		if err := h.addLocked(vm); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// VMs returns the VMs listened for, sorted by name.
+func (h *HybridListener) VMs() []HybridVM {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := make([]HybridVM, 0, len(h.vms))
+	for _, s := range h.vms {
+		out = append(out, s.vm)
+	}
+	slices.SortFunc(out, func(a, b HybridVM) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+// Addr describes the listener: the port and its VMs' sockets.
+func (h *HybridListener) Addr() net.Addr {
+	return hybridAddr{port: h.port, vms: h.VMs()}
+}
+
+type hybridAddr struct {
+	port uint32
+	vms  []HybridVM
+}
+
+func (hybridAddr) Network() string { return string(daemon.ChannelHybridVsock) }
+
+func (a hybridAddr) String() string {
+	paths := make([]string, len(a.vms))
+	for i, vm := range a.vms {
+		paths[i] = vm.Name + "=" + HybridSocketPath(vm, a.port)
+	}
+	return "port " + strconv.FormatUint(uint64(a.port), 10) + " [" + strings.Join(paths, " ") + "]"
+}
