@@ -157,6 +157,8 @@ func (s *Service) resolveCaller(tx *kv.Txn, p Principal) (caller, error) {
 		index, value = indexUID, strconv.FormatUint(uint64(p.UID), 10)
 	case p.Channel == ChannelVsock:
 		index, value = indexCID, strconv.FormatUint(uint64(p.CID), 10)
+	case p.Channel == ChannelHybridVsock && p.VM != "":
+		index, value = indexVM, p.VM
 	default:
 		return caller{}, nil
 	}

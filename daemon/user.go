@@ -14,6 +14,7 @@ const (
 	tableUsers = "users"
 	indexUID   = "uid"
 	indexCID   = "cid"
+	indexVM    = "vm"
 
 	// User kinds.
 	UserHuman    = "human"
@@ -36,6 +37,7 @@ type userRecord struct {
 	Disabled       bool          `json:"disabled,omitempty"`
 	UnixUIDs       []uint32      `json:"unix_uids,omitempty"`
 	VsockCIDs      []uint32      `json:"vsock_cids,omitempty"`
+	VMNames        []string      `json:"vm_names,omitempty"`
 	AccessTokenTTL time.Duration `json:"access_token_ttl"`
 	CreatedAt      time.Time     `json:"created_at"`
 	UpdatedAt      time.Time     `json:"updated_at"`
@@ -49,6 +51,9 @@ func (u userRecord) indexes() []kv.Index {
 	for _, cid := range u.VsockCIDs {
 		ix = append(ix, kv.Index{Name: indexCID, Value: strconv.FormatUint(uint64(cid), 10), Unique: true})
 	}
+	for _, vm := range u.VMNames {
+		ix = append(ix, kv.Index{Name: indexVM, Value: vm, Unique: true})
+	}
 	return ix
 }
 
@@ -60,6 +65,7 @@ type User struct {
 	Disabled       bool
 	UnixUIDs       []uint32
 	VsockCIDs      []uint32
+	VMNames        []string
 	AccessTokenTTL time.Duration
 	Roles          []ProjectRole
 	CreatedAt      time.Time
@@ -73,6 +79,7 @@ type UserInput struct {
 	Disabled       bool
 	UnixUIDs       []uint32
 	VsockCIDs      []uint32
+	VMNames        []string
 	AccessTokenTTL time.Duration
 }
 
@@ -81,14 +88,23 @@ type UserPatch struct {
 	Disabled       *bool
 	UnixUIDs       *[]uint32
 	VsockCIDs      *[]uint32
+	VMNames        *[]string
 	AccessTokenTTL *time.Duration
 }
 
 const CodeInvalidUser = "invalid_user"
 
-func (s *Service) checkBindings(uids, cids []uint32) error {
-	if len(uids) > maxBindings || len(cids) > maxBindings {
-		return Invalid(CodeInvalidUser, "at most %d unix uids and %d vsock cids per user", maxBindings, maxBindings)
+func (s *Service) checkBindings(uids, cids []uint32, vms []string) error {
+	if len(uids) > maxBindings || len(cids) > maxBindings || len(vms) > maxBindings {
+		return Invalid(CodeInvalidUser, "at most %d unix uids, vsock cids and VM names each per user", maxBindings)
+	}
+	for _, vm := range vms {
+		if !validName(vm) {
+			return Invalid(CodeInvalidUser, "VM name %q: use 1-64 of a-z 0-9 . _ -", vm)
+		}
+	}
+	if len(slices.Compact(slices.Sorted(slices.Values(vms)))) != len(vms) {
+		return Invalid(CodeInvalidUser, "a VM name is listed twice")
 	}
 	for _, uid := range uids {
 		if uid == 0 {
@@ -126,7 +142,7 @@ func checkTTL(d time.Duration) error {
 // bindingClash turns a unique-index clash on a user into a clear error.
 func bindingClash(err error) error {
 	if errors.Is(err, kv.ErrExists) {
-		return newErr(ErrAlreadyExists, CodeAlreadyExists, "the user name, a uid or a vsock cid is already taken by another user")
+		return newErr(ErrAlreadyExists, CodeAlreadyExists, "the user name, a uid, a vsock cid or a VM name is already taken by another user")
 	}
 	return storeErr(err)
 }
@@ -152,13 +168,13 @@ func (s *Service) CreateUser(ctx context.Context, g Grant, in UserInput) (User, 
 	if err := checkTTL(in.AccessTokenTTL); err != nil {
 		return User{}, err
 	}
-	if err := s.checkBindings(in.UnixUIDs, in.VsockCIDs); err != nil {
+	if err := s.checkBindings(in.UnixUIDs, in.VsockCIDs, in.VMNames); err != nil {
 		return User{}, err
 	}
 	now := s.now()
 	rec := userRecord{
 		ID: newID(), Name: in.Name, Kind: in.Kind, Disabled: in.Disabled,
-		UnixUIDs: in.UnixUIDs, VsockCIDs: in.VsockCIDs, AccessTokenTTL: in.AccessTokenTTL,
+		UnixUIDs: in.UnixUIDs, VsockCIDs: in.VsockCIDs, VMNames: in.VMNames, AccessTokenTTL: in.AccessTokenTTL,
 		CreatedAt: now, UpdatedAt: now,
 	}
 	err := s.store.Update(ctx, func(tx *kv.Txn) error {
@@ -175,7 +191,7 @@ func (s *Service) CreateUser(ctx context.Context, g Grant, in UserInput) (User, 
 func (r userRecord) view(roles []ProjectRole) User {
 	return User{
 		ID: r.ID, Name: r.Name, Kind: r.Kind, Disabled: r.Disabled, UnixUIDs: r.UnixUIDs,
-		VsockCIDs: r.VsockCIDs, AccessTokenTTL: r.AccessTokenTTL, Roles: roles,
+		VsockCIDs: r.VsockCIDs, VMNames: r.VMNames, AccessTokenTTL: r.AccessTokenTTL, Roles: roles,
 		CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt,
 	}
 }
@@ -321,10 +337,13 @@ func (s *Service) PatchUser(ctx context.Context, g Grant, p UserPatch) (User, er
 		if p.VsockCIDs != nil {
 			rec.VsockCIDs = *p.VsockCIDs
 		}
+		if p.VMNames != nil {
+			rec.VMNames = *p.VMNames
+		}
 		if p.AccessTokenTTL != nil {
 			rec.AccessTokenTTL = *p.AccessTokenTTL
 		}
-		if err := s.checkBindings(rec.UnixUIDs, rec.VsockCIDs); err != nil {
+		if err := s.checkBindings(rec.UnixUIDs, rec.VsockCIDs, rec.VMNames); err != nil {
 			return err
 		}
 		rec.UpdatedAt = s.now()

@@ -46,6 +46,10 @@ func userWire(u daemon.User) User {
 	if out.VsockCIDs == nil {
 		out.VsockCIDs = []uint32{}
 	}
+	out.VMNames = u.VMNames
+	if out.VMNames == nil {
+		out.VMNames = []string{}
+	}
 	for _, r := range u.Roles {
 		out.Roles = append(out.Roles, roleWire(r))
 	}
@@ -77,7 +81,8 @@ func (s *Server) createUser(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	u, err := s.b.CreateUser(r.Context(), g, daemon.UserInput{
-		Name: req.Name, Kind: req.Kind, Disabled: req.Disabled, UnixUIDs: req.UnixUIDs, VsockCIDs: req.VsockCIDs, AccessTokenTTL: ttl,
+		Name: req.Name, Kind: req.Kind, Disabled: req.Disabled, UnixUIDs: req.UnixUIDs, VsockCIDs: req.VsockCIDs,
+		VMNames: req.VMNames, AccessTokenTTL: ttl,
 	})
 	if err != nil {
 		return err
@@ -130,7 +135,7 @@ func (s *Server) patchUser(w http.ResponseWriter, r *http.Request) error {
 	if err := decodeJSON(w, r, &req, false); err != nil {
 		return err
 	}
-	p := daemon.UserPatch{Disabled: req.Disabled, UnixUIDs: req.UnixUIDs, VsockCIDs: req.VsockCIDs}
+	p := daemon.UserPatch{Disabled: req.Disabled, UnixUIDs: req.UnixUIDs, VsockCIDs: req.VsockCIDs, VMNames: req.VMNames}
 	if req.AccessTokenTTL != nil {
 		ttl, err := parseTTL(*req.AccessTokenTTL)
 		if err != nil {

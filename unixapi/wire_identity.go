@@ -13,6 +13,7 @@ type User struct {
 	Disabled       bool          `json:"disabled"`
 	UnixUIDs       []uint32      `json:"unix_uids"`
 	VsockCIDs      []uint32      `json:"vsock_cids"`
+	VMNames        []string      `json:"vm_names"`
 	AccessTokenTTL string        `json:"access_token_ttl"`
 	Roles          []ProjectRole `json:"roles,omitempty"`
 	CreatedAt      time.Time     `json:"created_at"`
@@ -26,6 +27,7 @@ type UserCreateRequest struct {
 	Disabled       bool     `json:"disabled,omitempty"`
 	UnixUIDs       []uint32 `json:"unix_uids,omitempty"`
 	VsockCIDs      []uint32 `json:"vsock_cids,omitempty"`
+	VMNames        []string `json:"vm_names,omitempty"`
 	AccessTokenTTL string   `json:"access_token_ttl,omitempty"`
 }
 
@@ -34,6 +36,7 @@ type UserPatchRequest struct {
 	Disabled       *bool     `json:"disabled,omitempty"`
 	UnixUIDs       *[]uint32 `json:"unix_uids,omitempty"`
 	VsockCIDs      *[]uint32 `json:"vsock_cids,omitempty"`
+	VMNames        *[]string `json:"vm_names,omitempty"`
 	AccessTokenTTL *string   `json:"access_token_ttl,omitempty"`
 }
 

@@ -6,6 +6,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -24,6 +25,7 @@ type globals struct {
 	tokenEnv     string // $COFFER_TOKEN
 	tokenFileEnv string // $COFFER_TOKEN_FILE
 	profile      string // --profile or $COFFER_PROFILE
+	vsock        string // --vsock CID:PORT: talk to the daemon over vsock
 	noToken      bool   // the command brings its own credentials
 }
 
@@ -41,6 +43,7 @@ func captureGlobals(c *cli.Context) {
 		tokenEnv:     os.Getenv("COFFER_TOKEN"),
 		tokenFileEnv: os.Getenv("COFFER_TOKEN_FILE"),
 		profile:      c.String("profile"),
+		vsock:        c.String("vsock"),
 	}
 }
 
@@ -147,6 +150,13 @@ func dial(c *cli.Context, g globals) (*unixapi.Client, error) {
 		return nil, err
 	}
 	cl := unixapi.NewClient(cn.socket)
+	if g.vsock != "" {
+		cid, port, err := parseVsockAddr(g.vsock)
+		if err != nil {
+			return nil, err
+		}
+		cl = unixapi.NewVsockClient(cid, port)
+	}
 	if cn.token != "" {
 		cl = cl.WithToken(cn.token)
 	}
@@ -202,4 +212,15 @@ func checkToken(t, from string) (string, error) {
 		}
 	}
 	return t, nil
+}
+
+// parseVsockAddr parses CID:PORT, e.g. 2:9999 (the host, from a guest).
+func parseVsockAddr(s string) (cid, port uint32, err error) {
+	c, p, ok := strings.Cut(s, ":")
+	ci, err1 := strconv.ParseUint(c, 10, 32)
+	pi, err2 := strconv.ParseUint(p, 10, 32)
+	if !ok || err1 != nil || err2 != nil || pi == 0 {
+		return 0, 0, usagef("--vsock takes CID:PORT, e.g. 2:9999 for the host, not %q", s)
+	}
+	return uint32(ci), uint32(pi), nil
 }

@@ -44,6 +44,8 @@ comes from --hsm-pin-file, by default $CREDENTIALS_DIRECTORY/hsm-pin.`,
 		&cli.StringFlag{Name: "socket-mode", Usage: "permission bits of the socket, in octal `MODE`", Value: "0660", EnvVars: []string{"COFFER_SOCKET_MODE"}},
 		&cli.StringFlag{Name: "issuer", Usage: "OAuth2 issuer `URL` put in access tokens and metadata", Value: daemon.DefaultIssuer, EnvVars: []string{"COFFER_ISSUER"}},
 		&cli.DurationFlag{Name: "expiry-warning", Usage: "warn daily about credentials and secrets expiring within `DURATION` (0: off)", Value: daemon.DefaultExpiryWarning, EnvVars: []string{"COFFER_EXPIRY_WARNING"}},
+		&cli.UintFlag{Name: "vsock-port", Usage: "serve VM guests on AF_VSOCK `PORT` and, for the [[vm]]s of the config file, on hybrid-vsock sockets <uds_path>_PORT (0: off)", EnvVars: []string{"COFFER_VSOCK_PORT"}},
+		&cli.BoolFlag{Name: "allow-reserved-cids", Usage: "let users bind vsock CIDs 0-2 (tests over the loopback transport only)", Hidden: true, EnvVars: []string{"COFFER_ALLOW_RESERVED_CIDS"}},
 		&cli.StringFlag{Name: "creds-socket", Usage: "`PATH` of the LoadCredential= socket (dev: ./.coffer/creds.sock)", Value: "/run/coffer/creds.sock", EnvVars: []string{"COFFER_CREDS_SOCKET"}},
 		&cli.StringFlag{Name: "log-level", Usage: "debug, info, warn or error", Value: "info", EnvVars: []string{"COFFER_LOG_LEVEL"}},
 	},
@@ -106,7 +108,9 @@ func runDaemon(c *cli.Context) error {
 		AdminGroup: c.String("admin-group"),
 		Issuer:     c.String("issuer"),
 		Version:    version,
-		Logger:     log,
+
+		AllowReservedCIDs: c.Bool("allow-reserved-cids"),
+		Logger:            log,
 	}
 	cfg.ExpiryWarning = c.Duration("expiry-warning")
 	if cfg.ExpiryWarning == 0 {
@@ -152,12 +156,21 @@ func runDaemon(c *cli.Context) error {
 		api.Close()
 		return err
 	}
+	vms, err := vsockListeners(activated, uint32(c.Uint("vsock-port")), file.VMs, unixapi.SocketOptions{Mode: 0o660, GID: gid, Logger: log})
+	if err != nil {
+		api.Close()
+		creds.Close()
+		return err
+	}
 	srv := unixapi.NewServer(svc, log)
 	bg, stopBG := context.WithCancel(context.Background())
 	defer stopBG()
 	go svc.RunMaintenance(bg)
-	served := make(chan error, 2)
+	served := make(chan error, 2+len(vms.all))
 	go func() { served <- srv.Serve(api) }()
+	for _, l := range vms.all {
+		go func() { served <- srv.Serve(l) }()
+	}
 	go func() {
 		served <- systemd.ServeCredentials(bg, creds, func(ctx context.Context, unit, name string) ([]byte, error) {
 			d, err := svc.DeliverCredential(ctx, unit, name)
@@ -165,7 +178,7 @@ func runDaemon(c *cli.Context) error {
 		}, log, credsPeers(dev)...)
 	}()
 
-	log.Info("coffer is serving", "version", version, "socket", socket, "creds_socket", credsSocket, "state_dir", stateDir, "dev", dev, "socket_activated", !activated.Empty())
+	log.Info("coffer is serving", "version", version, "socket", socket, "creds_socket", credsSocket, "vsock_port", c.Uint("vsock-port"), "vms", len(file.VMs), "state_dir", stateDir, "dev", dev, "socket_activated", !activated.Empty())
 	if dev {
 		fmt.Fprintf(c.App.Writer, "export COFFER_SOCKET=%s\n", socket)
 	}
@@ -182,7 +195,7 @@ func runDaemon(c *cli.Context) error {
 			return fmt.Errorf("serve: %w", err)
 		case <-hup:
 			notify.Reloading()
-			reloadDaemon(c, log)
+			reloadDaemon(c, log, vms.hybrid)
 			notify.Ready(fmt.Sprintf("serving on %s; configuration reloaded", socket))
 		case <-ctx.Done():
 			running = false
@@ -246,18 +259,25 @@ func removeSockets(a systemd.Listeners, api, creds string) {
 	}
 }
 
-// reloadDaemon re-reads what can change without a restart: the log level,
-// from the environment and the config file.
-func reloadDaemon(c *cli.Context, log *slog.Logger) {
+// reloadDaemon re-reads what can change without a restart: the log level
+// (from the environment and the config file) and the hybrid-vsock VMs.
+func reloadDaemon(c *cli.Context, log *slog.Logger, hybrid *unixapi.HybridListener) {
 	level := c.String("log-level")
-	if path, explicit := daemonConfigPath(c); path != "" && !c.IsSet("log-level") {
+	if path, explicit := daemonConfigPath(c); path != "" {
 		file, err := loadDaemonFile(path, explicit)
 		if err != nil {
 			log.Error("reload: keeping the running configuration", "err", err)
 			return
 		}
-		if v, ok := file.values["log_level"]; ok {
+		if v, ok := file.values["log_level"]; ok && !c.IsSet("log-level") {
 			level = v
+		}
+		if hybrid != nil {
+			if err := hybrid.Reconfigure(hybridVMs(file.VMs)); err != nil {
+				log.Error("reload: keeping the running VMs", "err", err)
+			}
+		} else if len(file.VMs) > 0 {
+			log.Warn("reload: [[vm]]s need --vsock-port at start; not serving them")
 		}
 	}
 	if err := logLevel.UnmarshalText([]byte(level)); err != nil {
@@ -265,4 +285,55 @@ func reloadDaemon(c *cli.Context, log *slog.Logger) {
 		return
 	}
 	log.Info("configuration reloaded", "log_level", logLevel.Level().String())
+}
+
+// vmListeners are the listeners for VM guests.
+type vmListeners struct {
+	all    []net.Listener
+	hybrid *unixapi.HybridListener
+}
+
+// vsockListeners opens the AF_VSOCK listener (passed by systemd as
+// "vsock", or on port) and the hybrid-vsock sockets of the configured VMs.
+func vsockListeners(a systemd.Listeners, port uint32, vms []vmConfig, opts unixapi.SocketOptions) (vmListeners, error) {
+	var out vmListeners
+	switch {
+	case a.Vsock != nil:
+		out.all = append(out.all, unixapi.NewVsockListener(a.Vsock, opts.Logger))
+	case port != 0:
+		l, err := unixapi.ListenVsock(port, opts.Logger)
+		switch {
+		case err == nil:
+			out.all = append(out.all, l)
+		case len(vms) > 0:
+			// Firecracker-style hosts need no AF_VSOCK for hybrid vsock.
+			opts.Logger.Warn("no AF_VSOCK listener; serving the hybrid-vsock VMs only", "err", err)
+		default:
+			return out, err
+		}
+	}
+	if port == 0 {
+		if len(vms) > 0 {
+			return out, errors.New("the config file names [[vm]]s: serving them needs --vsock-port")
+		}
+		return out, nil
+	}
+	h, err := unixapi.ListenHybridVsock(hybridVMs(vms), port, opts)
+	if err != nil {
+		for _, l := range out.all {
+			l.Close()
+		}
+		return out, err
+	}
+	out.hybrid = h
+	out.all = append(out.all, h)
+	return out, nil
+}
+
+func hybridVMs(vms []vmConfig) []unixapi.HybridVM {
+	out := make([]unixapi.HybridVM, 0, len(vms))
+	for _, vm := range vms {
+		out = append(out, unixapi.HybridVM{Name: vm.Name, UDSPath: vm.UDSPath})
+	}
+	return out
 }

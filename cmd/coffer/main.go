@@ -116,6 +116,11 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 				Value:   defaultSocket,
 			},
 			&cli.StringFlag{
+				Name:    "vsock",
+				Usage:   "talk to the daemon over vsock at `CID:PORT` (from inside a VM: 2:PORT is the host)",
+				EnvVars: []string{"COFFER_VSOCK"},
+			},
+			&cli.StringFlag{
 				Name:  "token",
 				Usage: "authenticate every request with the bearer `TOKEN` (also $COFFER_TOKEN; prefer --token-file: a flag shows in ps)",
 			},

@@ -22,7 +22,7 @@ func TestUsageErrors(t *testing.T) {
 		{"user create a --kind robot", `--kind must be human or workload, not "robot"`},
 		{"user create a --unix-uid -1", `--unix-uid takes a number from 0 to 4294967295, not "-1"`},
 		{"user create a --vsock-cid 4294967296", `--vsock-cid takes a number from 0 to 4294967295, not "4294967296"`},
-		{"user update a", "'coffer user update' needs something to change: --disable, --enable, --unix-uid, --clear-unix-uids, --vsock-cid, --clear-vsock-cids or --access-token-ttl"},
+		{"user update a", "'coffer user update' needs something to change: --disable, --enable, --unix-uid, --clear-unix-uids, --vsock-cid, --clear-vsock-cids, --vm-name, --clear-vm-names or --access-token-ttl"},
 		{"user update a --disable --enable", "--disable and --enable do not go together"},
 		{"user update a --unix-uid 1 --clear-unix-uids", "--unix-uid and --clear-unix-uids do not go together"},
 		{"role set default a", "'coffer role set' needs PROJECT USER ROLE, got 2 arguments"},

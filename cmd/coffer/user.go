@@ -16,17 +16,18 @@ import (
 var (
 	unixUIDFlag  = &cli.StringSliceFlag{Name: "unix-uid", Usage: "bind local uid `N`: its processes act as this user on the socket (repeatable)"}
 	vsockCIDFlag = &cli.StringSliceFlag{Name: "vsock-cid", Usage: "bind VM context id `N`: its connections act as this user (repeatable)"}
+	vmNameFlag   = &cli.StringSliceFlag{Name: "vm-name", Usage: "bind hybrid-vsock VM `NAME` (a [[vm]] of the daemon's config): its connections act as this user (repeatable)"}
 	ttlFlag      = &cli.StringFlag{Name: "access-token-ttl", Usage: "`DURATION` of the user's sessions and access tokens, e.g. 1h, 30m, 2days"}
 )
 
-var userCommand = group("user", "manage users and their unix uid / vsock CID bindings (system admins)",
+var userCommand = group("user", "manage users and their unix uid, vsock CID and VM bindings (system admins)",
 	&cli.Command{
 		Name:      "create",
 		Usage:     "create a user",
 		ArgsUsage: "NAME",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "kind", Usage: "human or workload", Value: "human"},
-			unixUIDFlag, vsockCIDFlag, ttlFlag,
+			unixUIDFlag, vsockCIDFlag, vmNameFlag, ttlFlag,
 			&cli.BoolFlag{Name: "disabled", Usage: "create the user disabled"},
 		},
 		Action: func(c *cli.Context) error {
@@ -44,6 +45,7 @@ var userCommand = group("user", "manage users and their unix uid / vsock CID bin
 			if in.VsockCIDs, err = uint32s(c, "vsock-cid"); err != nil {
 				return err
 			}
+			in.VMNames = c.StringSlice("vm-name")
 			if c.IsSet("access-token-ttl") {
 				if in.AccessTokenTTL, err = window(c, "access-token-ttl"); err != nil {
 					return err
@@ -124,6 +126,8 @@ and sessions unusable until it is enabled again.`,
 			&cli.BoolFlag{Name: "clear-unix-uids", Usage: "remove every unix uid binding"},
 			vsockCIDFlag,
 			&cli.BoolFlag{Name: "clear-vsock-cids", Usage: "remove every vsock CID binding"},
+			vmNameFlag,
+			&cli.BoolFlag{Name: "clear-vm-names", Usage: "remove every VM name binding"},
 			ttlFlag,
 		},
 		Action: func(c *cli.Context) error {
@@ -145,6 +149,14 @@ and sessions unusable until it is enabled again.`,
 			if p.VsockCIDs, err = replaceList(c, "vsock-cid", "clear-vsock-cids"); err != nil {
 				return err
 			}
+			switch vms := c.StringSlice("vm-name"); {
+			case vms != nil && c.Bool("clear-vm-names"):
+				return usagef("--vm-name and --clear-vm-names do not go together")
+			case vms != nil:
+				p.VMNames = &vms
+			case c.Bool("clear-vm-names"):
+				p.VMNames = &[]string{}
+			}
 			if c.IsSet("access-token-ttl") {
 				ttl, err := window(c, "access-token-ttl")
 				if err != nil {
@@ -152,8 +164,8 @@ and sessions unusable until it is enabled again.`,
 				}
 				p.AccessTokenTTL = &ttl
 			}
-			if p.Disabled == nil && p.UnixUIDs == nil && p.VsockCIDs == nil && p.AccessTokenTTL == nil {
-				return usagef("'%s' needs something to change: --disable, --enable, --unix-uid, --clear-unix-uids, --vsock-cid, --clear-vsock-cids or --access-token-ttl", c.Command.HelpName)
+			if p.Disabled == nil && p.UnixUIDs == nil && p.VsockCIDs == nil && p.VMNames == nil && p.AccessTokenTTL == nil {
+				return usagef("'%s' needs something to change: --disable, --enable, --unix-uid, --clear-unix-uids, --vsock-cid, --clear-vsock-cids, --vm-name, --clear-vm-names or --access-token-ttl", c.Command.HelpName)
 			}
 			cl, err := newClient(c)
 			if err != nil {
@@ -197,6 +209,7 @@ func renderUser(c *cli.Context, u unixapi.User) error {
 			{"status", userStatus(u)},
 			{"unix uids", joinUint32s(u.UnixUIDs)},
 			{"vsock cids", joinUint32s(u.VsockCIDs)},
+			{"vm names", strings.Join(u.VMNames, ", ")},
 			{"token ttl", u.AccessTokenTTL},
 			{"roles", strings.Join(roles, ", ")},
 			{"created", ts(u.CreatedAt)},
