@@ -21,13 +21,18 @@ build: ## build bin/coffer
 run: deps build ## build and start the daemon on its embedded default (./.coffer/)
 	$(Q)./$(BIN) daemon --dev
 
-deps: ## install what coffer and its tests need (SoftHSM2)
-	$(Q)if [ ! -e $(SOFTHSM_MODULE) ]; then \
+deps: ## install what coffer and its tests need (SoftHSM2; user-mode-linux for the AF_VSOCK test)
+	$(Q)missing=""; \
+	[ -e $(SOFTHSM_MODULE) ] || missing="$$missing softhsm2"; \
+	[ -e /usr/bin/linux.uml ] || missing="$$missing user-mode-linux"; \
+	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-			echo "installing SoftHSM2"; \
-			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq softhsm2 >/dev/null; \
-		else \
+			echo "installing$$missing"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+		elif [ ! -e $(SOFTHSM_MODULE) ]; then \
 			echo "SoftHSM2 is missing ($(SOFTHSM_MODULE)): run 'sudo apt-get install -y softhsm2'" >&2; exit 1; \
+		else \
+			echo "note: user-mode-linux is missing, so the AF_VSOCK test will skip: sudo apt-get install -y user-mode-linux" >&2; \
 		fi; \
 	fi
 

@@ -60,9 +60,13 @@ type umlResult struct {
 	DaemonVersion string `json:"daemon_version,omitempty"`
 	DaemonHSM     bool   `json:"daemon_hsm_healthy,omitempty"`
 	DaemonVsock   bool   `json:"daemon_vsock,omitempty"` // answered on AF_VSOCK
-	DaemonLog     string `json:"daemon_log,omitempty"`
-	Error         string `json:"error,omitempty"`
-	Took          string `json:"took"`
+	// Delivered is the payload a user bound to CID 1 fetched over vsock;
+	// Refused says an unbound name was refused with 404.
+	Delivered string `json:"delivered,omitempty"`
+	Refused   bool   `json:"refused,omitempty"`
+	DaemonLog string `json:"daemon_log,omitempty"`
+	Error     string `json:"error,omitempty"`
+	Took      string `json:"took"`
 }
 
 func init() {
@@ -193,7 +197,8 @@ func umlRealDaemon(res *umlResult, bin, dir string, vsockPort uint32) error {
 	log := &syncBuffer{}
 	args := []string{"daemon", "--dev"}
 	if vsockPort != 0 {
-		args = append(args, "--vsock-port", strconv.FormatUint(uint64(vsockPort), 10))
+		// CID 1 is the loopback transport's: binding it needs the test mode.
+		args = append(args, "--vsock-port", strconv.FormatUint(uint64(vsockPort), 10), "--allow-reserved-cids")
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Dir = dir
@@ -241,11 +246,35 @@ func umlRealDaemon(res *umlResult, bin, dir string, vsockPort uint32) error {
 	if vsockPort == 0 {
 		return nil
 	}
-	st, err = unixapi.NewVsockClient(unix.VMADDR_CID_LOCAL, vsockPort).Status(ctx)
+	guest := unixapi.NewVsockClient(unix.VMADDR_CID_LOCAL, vsockPort)
+	st, err = guest.Status(ctx)
 	if err != nil {
 		return fmt.Errorf("coffer daemon status over vsock: %w", err)
 	}
 	res.DaemonVsock = st.HSM.Healthy
+	// A user bound to CID 1 receives its payload over vsock.
+	admin := unixapi.NewClient(socket)
+	if _, err := admin.CreateUser(ctx, unixapi.UserCreateRequest{Name: "guest", Kind: "workload", VsockCIDs: []uint32{unix.VMADDR_CID_LOCAL}}); err != nil {
+		return fmt.Errorf("create the guest user: %w", err)
+	}
+	if _, err := admin.SetRole(ctx, "default", "guest", "reader"); err != nil {
+		return fmt.Errorf("role: %w", err)
+	}
+	sec, err := admin.CreateSecret(ctx, "default", unixapi.SecretCreate{DisplayName: "uml", Payload: []byte("uml-payload-over-vsock")})
+	if err != nil {
+		return fmt.Errorf("create secret: %w", err)
+	}
+	if _, err := admin.CreateBinding(ctx, sec.ID, unixapi.BindingCreateRequest{User: "guest", Name: "dbpass"}); err != nil {
+		return fmt.Errorf("bind: %w", err)
+	}
+	got, err := guest.Deliver(ctx, "dbpass")
+	if err != nil {
+		return fmt.Errorf("deliver over vsock: %w", err)
+	}
+	res.Delivered = string(got)
+	_, err = guest.Deliver(ctx, "other")
+	var ae *unixapi.APIError
+	res.Refused = errors.As(err, &ae) && ae.Status == 404
 	return nil
 }
 
@@ -342,6 +371,9 @@ func TestVsockUML(t *testing.T) {
 	}
 	if daemonVsock && !res.DaemonVsock {
 		t.Fatalf("the real daemon inside UML did not answer over vsock: %s", b)
+	}
+	if daemonVsock && (res.Delivered != "uml-payload-over-vsock" || !res.Refused) {
+		t.Fatalf("delivery over vsock to the user bound to CID 1: got %q, unbound name refused %v\n%s", res.Delivered, res.Refused, b)
 	}
 	t.Logf("inside UML %s: modules %v, principal %s cid %d, daemon=%v (vsock %v), guest took %s", res.Kernel, res.Modules, res.Channel, res.CID, res.Daemon, res.DaemonVsock, res.Took)
 }
