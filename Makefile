@@ -10,7 +10,8 @@ Q := $(if $(V),,@)
 
 .DEFAULT_GOAL := help
 
-.PHONY: help build run deps test race lint bench microbench fuzz clean
+
+.PHONY: help build run deps test-deps install-pkgs test race lint bench microbench fuzz clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-11s %s\n", $$1, $$2}'
@@ -21,25 +22,29 @@ build: ## build bin/coffer
 run: deps build ## build and start the daemon on its embedded default (./.coffer/)
 	$(Q)./$(BIN) daemon --dev
 
-deps: ## install what coffer and its tests need (SoftHSM2; user-mode-linux for the AF_VSOCK test)
-	$(Q)missing=""; \
-	[ -e $(SOFTHSM_MODULE) ] || missing="$$missing softhsm2"; \
-	[ -e /usr/bin/linux.uml ] || missing="$$missing user-mode-linux"; \
+deps: ## install what coffer needs to run (SoftHSM2)
+	$(Q)$(MAKE) -s install-pkgs PKGS="softhsm2:$(SOFTHSM_MODULE)"
+
+test-deps: ## install what the tests need too (user-mode-linux for the AF_VSOCK test)
+	$(Q)$(MAKE) -s install-pkgs PKGS="softhsm2:$(SOFTHSM_MODULE) user-mode-linux:/usr/bin/linux.uml"
+
+# install-pkgs installs each PACKAGE:FILE of PKGS whose FILE is missing
+# (apt-get, as root); otherwise it says what to run.
+install-pkgs:
+	$(Q)missing=""; for p in $(PKGS); do [ -e "$${p#*:}" ] || missing="$$missing $${p%%:*}"; done; \
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 			echo "installing$$missing"; \
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
-		elif [ ! -e $(SOFTHSM_MODULE) ]; then \
-			echo "SoftHSM2 is missing ($(SOFTHSM_MODULE)): run 'sudo apt-get install -y softhsm2'" >&2; exit 1; \
 		else \
-			echo "note: user-mode-linux is missing, so the AF_VSOCK test will skip: sudo apt-get install -y user-mode-linux" >&2; \
+			echo "missing:$$missing: run 'sudo apt-get install -y$$missing'" >&2; exit 1; \
 		fi; \
 	fi
 
-test: deps ## run every test (unit and end-to-end) with the race detector
+test: test-deps ## run every test (unit and end-to-end) with the race detector
 	$(Q)$(GO) test -race -timeout 15m ./...
 
-race: deps ## run every test three times with the race detector, to shake out flakes
+race: test-deps ## run every test three times with the race detector, to shake out flakes
 	$(Q)$(GO) test -race -count=3 -timeout 30m ./...
 
 lint: ## gofmt and go vet
