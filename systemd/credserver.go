@@ -63,17 +63,17 @@ func serveCredential(ctx context.Context, c net.Conn, deliver DeliverFunc, log *
 	c.SetDeadline(time.Now().Add(credentialTimeout))
 	uc, ok := c.(*net.UnixConn)
 	if !ok {
-		log.Warn("credential socket: not a unix connection")
+		log.Warn("audit: credential refused", "reason", "not a unix connection")
 		return
 	}
 	uid, err := peerUID(uc)
 	if err != nil || !slices.Contains(allowed, uid) {
-		log.Warn("credential socket: refused a peer that is not systemd", "uid", uid, "err", err)
+		log.Warn("audit: credential refused", "reason", "the peer is not systemd (root)", "uid", uid, "err", err)
 		return
 	}
 	unit, name, err := CredentialPeer(uc)
 	if err != nil {
-		log.Warn("credential socket: refused a connection", "reason", err.Error())
+		log.Warn("audit: credential refused", "reason", err.Error())
 		return
 	}
 	payload, err := deliver(ctx, unit, name)
@@ -82,7 +82,7 @@ func serveCredential(ctx context.Context, c net.Conn, deliver DeliverFunc, log *
 	}
 	defer clear(payload)
 	if len(payload) > MaxCredential {
-		log.Warn("credential socket: payload over systemd's 1 MiB limit", "unit", unit, "credential", name)
+		log.Warn("audit: credential refused", "unit", unit, "credential", name, "reason", "payload over systemd's 1 MiB limit")
 		return
 	}
 	if _, err := uc.Write(payload); err != nil {

@@ -162,6 +162,9 @@ func runDaemon(c *cli.Context) error {
 		creds.Close()
 		return err
 	}
+	if activated.API != nil {
+		socket = api.Addr().String() // the socket systemd made
+	}
 	srv := unixapi.NewServer(svc, log)
 	bg, stopBG := context.WithCancel(context.Background())
 	defer stopBG()
@@ -269,7 +272,7 @@ func reloadDaemon(c *cli.Context, log *slog.Logger, hybrid *unixapi.HybridListen
 			log.Error("reload: keeping the running configuration", "err", err)
 			return
 		}
-		if v, ok := file.values["log_level"]; ok && !c.IsSet("log-level") {
+		if v, ok := file.values["log_level"]; ok && (fromFile["log-level"] || !c.IsSet("log-level")) {
 			level = v
 		}
 		if hybrid != nil {

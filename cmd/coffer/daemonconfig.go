@@ -85,6 +85,10 @@ func loadDaemonFile(path string, explicit bool) (daemonFile, error) {
 	return out, nil
 }
 
+// fromFile are the daemon flags whose values came from the config file (so
+// a reload may change them; the command line and environment win for good).
+var fromFile = map[string]bool{}
+
 // apply sets every flag of c that the command line and environment left
 // unset from the file. Unknown keys are errors, so a typo is not silently
 // ignored.
@@ -103,6 +107,8 @@ func (f daemonFile) apply(c *cli.Context, path string) error {
 	for _, key := range keys {
 		name := strings.ReplaceAll(key, "_", "-")
 		switch {
+		case strings.Contains(key, "-"):
+			return fmt.Errorf("config %s: key %q: write keys in snake_case (%s)", path, key, strings.ReplaceAll(key, "-", "_"))
 		case name == "socket" || name == "dev" || name == "config":
 			continue // read by the caller, or not settable from the file
 		case !known[name]:
@@ -113,6 +119,7 @@ func (f daemonFile) apply(c *cli.Context, path string) error {
 		if err := c.Set(name, f.values[key]); err != nil {
 			return fmt.Errorf("config %s: %s: %w", path, key, err)
 		}
+		fromFile[name] = true
 	}
 	return nil
 }
