@@ -67,3 +67,29 @@ fuzz: ## fuzz the parsers (FUZZTIME per target, default 30s)
 
 clean: ## remove build outputs (not ./.coffer/: that is your dev state)
 	$(Q)rm -rf bin dist
+
+# --- systemd units and packages (systemd/, packaging/) ---
+.PHONY: package package-test systemd-check
+
+# nfpm, run through the module proxy. v2.45.2 is the newest release whose
+# dependencies all resolve here (from v2.46 on, nfpm needs modules under
+# go.digitalxero.dev, which the proxy refuses).
+NFPM := github.com/goreleaser/nfpm/v2/cmd/nfpm@v2.45.2
+# The package version: a tag without its "v", else 0.0.0~git.<commit>
+# (sorts before any release); "-" becomes "." (it splits deb revisions).
+PKG_VERSION ?= $(shell echo '$(VERSION)' | sed -E 's/^v([0-9]+\.[0-9])/\1/; /^[0-9]+\.[0-9]/!s/^/0.0.0~git./; s/-/./g')
+
+package: build ## build dist/coffer_<version>_<arch>.deb and .rpm with nfpm (binary, units, config, man page, completions)
+	$(Q)set -o pipefail; rm -rf dist/gen && mkdir -p dist/gen && \
+		./$(BIN) man | gzip -9n >dist/gen/coffer.8.gz && \
+		for sh in bash zsh fish; do ./$(BIN) completion $$sh >dist/gen/coffer.$$sh || exit 1; done
+	$(Q)for p in deb rpm; do \
+		PKG_VERSION='$(PKG_VERSION)' GOARCH=$$($(GO) env GOARCH) \
+			$(GO) run $(NFPM) package -f packaging/nfpm.yaml -p $$p -t dist/ || exit 1; \
+	done
+
+package-test: package ## install the .deb into a scratch root (dpkg --root) and check files, users, coffer --version, config, upgrade and removal
+	$(Q)VERSION='$(VERSION)' PKG_VERSION='$(PKG_VERSION)' packaging/package-test.sh
+
+systemd-check: ## check the unit files: systemd-analyze security exposure <= 0.5 and verify without warnings
+	$(Q)systemd/check-units.sh
