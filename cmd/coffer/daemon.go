@@ -69,7 +69,11 @@ func runDaemon(c *cli.Context) error {
 	if err := logLevel.UnmarshalText([]byte(c.String("log-level"))); err != nil {
 		return usagef("unknown --log-level %q", c.String("log-level"))
 	}
-	log := slog.New(slog.NewTextHandler(c.App.ErrWriter, &slog.HandlerOptions{Level: &logLevel}))
+	var handler slog.Handler = slog.NewTextHandler(c.App.ErrWriter, &slog.HandlerOptions{Level: &logLevel})
+	if systemd.JournalStream() {
+		handler = systemd.NewJournalHandler(c.App.ErrWriter, &slog.HandlerOptions{Level: &logLevel})
+	}
+	log := slog.New(handler)
 	slog.SetDefault(log)
 
 	dev := c.Bool("dev")
