@@ -314,13 +314,17 @@ func (s *Service) ClientCredentials(ctx context.Context, clientID, clientSecret,
 	// only for a client that will get it.
 	var cred credentialRecord
 	var user userRecord
+	var proj projectRecord
 	err = s.store.View(ctx, func(tx *kv.Txn) error {
 		var err error
 		cred, user, err = s.authenticateCredential(tx, tok, CredOAuth2, now)
 		if err == nil && cred.ClientID != clientID {
 			err = badToken("client_id does not match the secret")
 		}
-		return err
+		if err != nil {
+			return err
+		}
+		return tx.Get(tableProjects, cred.ProjectID, &proj)
 	})
 	var bad *errBadToken
 	if errors.As(err, &bad) {
@@ -339,10 +343,6 @@ func (s *Service) ClientCredentials(ctx context.Context, clientID, clientSecret,
 		}
 	}
 	sess := newSession(SessionOAuth2, cred, user, roles, now)
-	var proj projectRecord
-	if err := s.store.View(ctx, func(tx *kv.Txn) error { return tx.Get(tableProjects, cred.ProjectID, &proj) }); err != nil {
-		return AccessToken{}, storeErr(err)
-	}
 	jwt, err := MintJWT(ctx, s.keys, AccessClaims{
 		Issuer: s.issuer(), Subject: user.ID, Audience: []string{s.issuer()}, ClientID: clientID,
 		IssuedAt: now.Unix(), ExpiresAt: sess.ExpiresAt.Unix(), JTI: sess.ID, Scope: strings.Join(roles, " "),

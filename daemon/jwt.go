@@ -16,6 +16,7 @@ import (
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
@@ -122,10 +123,10 @@ func KeyID(pub *ecdsa.PublicKey) string {
 // MintJWT builds the header {"alg":"ES256","typ":"at+jwt","kid":KeyID(pub)}
 // and the payload c, and signs SHA-256(header.payload) with exactly one
 // s.Sign call. The claims RFC 9068 §2.2 requires (iss, exp, aud, sub,
-// client_id, iat, jti) must be set, and exp must be after iat. The
-// signature is checked against the public key before the token is
-// returned, so a faulty signer cannot hand out unverifiable tokens.
-// Signer errors are wrapped (errors.Is works on them).
+// client_id, iat, jti) must be set, and exp must be after iat. (That the
+// signer's signatures verify with its public key is checked once, when the
+// daemon starts: CheckSigner.) Signer errors are wrapped (errors.Is works
+// on them).
 func MintJWT(ctx context.Context, s JWTSigner, c AccessClaims) (string, error) {
 	if s == nil {
 		return "", errors.New("mint jwt: no signer")
@@ -170,12 +171,27 @@ func MintJWT(ctx context.Context, s JWTSigner, c AccessClaims) (string, error) {
 	if len(sig) != jwtSigLen {
 		return "", fmt.Errorf("mint jwt: signer returned %d bytes, want %d", len(sig), jwtSigLen)
 	}
-	if !jwtVerifySig(pub, digest[:], sig) {
-		return "", errors.New("mint jwt: signature does not verify with the signing public key")
-	}
 	out = append(out, '.')
 	out = jwtB64.AppendEncode(out, sig)
 	return string(out), nil
+}
+
+// CheckSigner signs a random digest and verifies it with the signer's
+// public key, so a token whose key does not match its public half (or a
+// module that returns garbage) is found at start, not by every client.
+func CheckSigner(ctx context.Context, s JWTSigner) error {
+	digest := make([]byte, sha256.Size)
+	if _, err := rand.Read(digest); err != nil {
+		return err
+	}
+	sig, err := s.Sign(ctx, digest)
+	if err != nil {
+		return fmt.Errorf("check signing key: %w", err)
+	}
+	if len(sig) != jwtSigLen || !jwtVerifySig(s.SigningPublicKey(), digest, sig) {
+		return errors.New("check signing key: its signatures do not verify with its public key")
+	}
+	return nil
 }
 
 // LooksLikeJWT reports cheaply whether a bearer string has JWT shape: it

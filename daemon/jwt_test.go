@@ -672,8 +672,6 @@ func TestMintJWTErrors(t *testing.T) {
 				return d
 			}
 		}, wantCalls: 1},
-		{name: "signer returns a bad signature", setup: func(s *jwtSoftSigner) { s.mangle = func(b []byte) []byte { b[10] ^= 1; return b } }, wantCalls: 1},
-		{name: "signer key differs from its public key", setup: func(s *jwtSoftSigner) { s.pub = newJWTSigner(t).pub }, wantCalls: 1},
 		{name: "public key is P-384", setup: func(s *jwtSoftSigner) { s.pub = &p384.PublicKey }},
 		{name: "public key is nil", setup: func(s *jwtSoftSigner) { s.pub = nil }},
 		{name: "missing iss", claims: func(c *AccessClaims) { c.Issuer = "" }},
@@ -942,5 +940,31 @@ func BenchmarkMintJWT(b *testing.B) {
 		s.mu.Lock()
 		s.digests = s.digests[:0]
 		s.mu.Unlock()
+	}
+}
+
+// TestCheckSigner: a signer whose signatures do not verify with its public
+// key is caught once, at start, instead of on every mint.
+func TestCheckSigner(t *testing.T) {
+	tests := []struct {
+		name  string
+		setup func(s *jwtSoftSigner)
+		ok    bool
+	}{
+		{"good", nil, true},
+		{"bad signature", func(s *jwtSoftSigner) { s.mangle = func(b []byte) []byte { b[10] ^= 1; return b } }, false},
+		{"key differs from its public key", func(s *jwtSoftSigner) { s.pub = newJWTSigner(t).pub }, false},
+		{"short signature", func(s *jwtSoftSigner) { s.mangle = func(b []byte) []byte { return b[:63] } }, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newJWTSigner(t)
+			if tt.setup != nil {
+				tt.setup(s)
+			}
+			if err := CheckSigner(context.Background(), s); (err == nil) != tt.ok {
+				t.Fatalf("CheckSigner = %v, want ok %v", err, tt.ok)
+			}
+		})
 	}
 }
