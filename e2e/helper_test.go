@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -133,33 +134,7 @@ func launchDaemon(t *testing.T, dir string, args ...string) *daemonProc {
 func launchDaemonEnv(t *testing.T, dir string, env []string, args ...string) *daemonProc {
 	t.Helper()
 	requireHSM(t)
-	d := &daemonProc{
-		dir:      dir,
-		stateDir: filepath.Join(dir, ".coffer"),
-		stdout:   &syncBuffer{},
-		stderr:   &syncBuffer{},
-		done:     make(chan struct{}),
-	}
-	d.cmd = exec.Command(cofferBin, args...)
-	d.cmd.Dir = dir
-	d.cmd.Env = cleanEnv(env...)
-	d.cmd.Stdout, d.cmd.Stderr = d.stdout, d.stderr
-	if err := d.cmd.Start(); err != nil {
-		t.Fatalf("start coffer %v: %v", args, err)
-	}
-	go func() {
-		d.waitErr = d.cmd.Wait()
-		close(d.done)
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-d.done:
-		default:
-			_ = d.cmd.Process.Kill()
-			<-d.done
-		}
-	})
-	return d
+	return launchProc(t, dir, env, cofferBin, args...)
 }
 
 // Stop sends SIGTERM, waits, and asserts a clean exit (status 0).
@@ -297,42 +272,11 @@ type errorBody struct {
 }
 
 // api sends one request to d. body is sent as is when it is a string or
-// []byte, JSON-encoded otherwise, and omitted when nil.
+// []byte, form-encoded when url.Values, JSON-encoded otherwise, and omitted
+// when nil.
 func (d *daemonProc) api(t *testing.T, method, path string, body any) apiResp {
 	t.Helper()
-	var r io.Reader
-	switch b := body.(type) {
-	case nil:
-	case string:
-		r = strings.NewReader(b)
-	case []byte:
-		r = bytes.NewReader(b)
-	default:
-		j, err := json.Marshal(b)
-		if err != nil {
-			t.Fatal(err)
-		}
-		r = bytes.NewReader(j)
-	}
-	req, err := http.NewRequest(method, "http://coffer"+path, r)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if r != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	c := httpClient(d.socket)
-	defer c.CloseIdleConnections()
-	resp, err := c.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v\ndaemon stderr:\n%s", method, path, err, d.stderr)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("%s %s: read body: %v", method, path, err)
-	}
-	return apiResp{status: resp.StatusCode, header: resp.Header, body: b}
+	return d.send(t, method, path, nil, body)
 }
 
 // mustAPI sends a request and fails unless the status is want; it decodes
@@ -434,4 +378,85 @@ func makeStaleSocket(t *testing.T, path string) {
 	}
 	l.SetUnlinkOnClose(false)
 	l.Close()
+}
+
+// launchProc starts bin with args in dir (coffer, or a wrapper such as
+// systemd-socket-activate that execs it), killed at the end of the test if
+// still running.
+func launchProc(t *testing.T, dir string, env []string, bin string, args ...string) *daemonProc {
+	t.Helper()
+	d := &daemonProc{
+		dir:      dir,
+		stateDir: filepath.Join(dir, ".coffer"),
+		stdout:   &syncBuffer{},
+		stderr:   &syncBuffer{},
+		done:     make(chan struct{}),
+	}
+	d.cmd = exec.Command(bin, args...)
+	d.cmd.Dir = dir
+	d.cmd.Env = cleanEnv(env...)
+	d.cmd.Stdout, d.cmd.Stderr = d.stdout, d.stderr
+	if err := d.cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", bin, err)
+	}
+	go func() {
+		d.waitErr = d.cmd.Wait()
+		close(d.done)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-d.done:
+		default:
+			_ = d.cmd.Process.Kill()
+			<-d.done
+		}
+	})
+	return d
+}
+
+// send makes one request to d with optional headers; body as in api.
+func (d *daemonProc) send(t *testing.T, method, path string, hdr http.Header, body any) apiResp {
+	t.Helper()
+	var r io.Reader
+	switch b := body.(type) {
+	case nil:
+	case string:
+		r = strings.NewReader(b)
+	case []byte:
+		r = bytes.NewReader(b)
+	case url.Values:
+		r = strings.NewReader(b.Encode())
+	default:
+		j, err := json.Marshal(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r = bytes.NewReader(j)
+	}
+	req, err := http.NewRequest(method, "http://coffer"+path, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	switch body.(type) {
+	case nil:
+	case url.Values:
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	default:
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for k, vs := range hdr {
+		req.Header[k] = vs
+	}
+	c := httpClient(d.socket)
+	defer c.CloseIdleConnections()
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v\ndaemon stderr:\n%s", method, path, err, d.stderr)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%s %s: read body: %v", method, path, err)
+	}
+	return apiResp{status: resp.StatusCode, header: resp.Header, body: b}
 }

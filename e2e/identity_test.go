@@ -11,7 +11,6 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"hash/crc32"
-	"io"
 	"math/big"
 	"net/http"
 	"net/url"
@@ -29,53 +28,6 @@ const badTokenMessage = "invalid or expired token"
 
 // secretsPath is a reader+ endpoint used to prove a bearer works.
 const secretsPath = "/v1/projects/default/secrets"
-
-// send makes one request to d with optional headers; body as in api.
-func (d *daemonProc) send(t *testing.T, method, path string, hdr http.Header, body any) apiResp {
-	t.Helper()
-	var r io.Reader
-	switch b := body.(type) {
-	case nil:
-	case string:
-		r = strings.NewReader(b)
-	case []byte:
-		r = bytes.NewReader(b)
-	case url.Values:
-		r = strings.NewReader(b.Encode())
-	default:
-		j, err := json.Marshal(b)
-		if err != nil {
-			t.Fatal(err)
-		}
-		r = bytes.NewReader(j)
-	}
-	req, err := http.NewRequest(method, "http://coffer"+path, r)
-	if err != nil {
-		t.Fatal(err)
-	}
-	switch body.(type) {
-	case nil:
-	case url.Values:
-		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	default:
-		req.Header.Set("Content-Type", "application/json")
-	}
-	for k, vs := range hdr {
-		req.Header[k] = vs
-	}
-	c := httpClient(d.socket)
-	defer c.CloseIdleConnections()
-	resp, err := c.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v\ndaemon stderr:\n%s", method, path, err, d.stderr)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("%s %s: read body: %v", method, path, err)
-	}
-	return apiResp{status: resp.StatusCode, header: resp.Header, body: b}
-}
 
 // bearer sends a request authenticated by token (none when empty).
 func (d *daemonProc) bearer(t *testing.T, token, method, path string, body any) apiResp {

@@ -13,7 +13,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -333,39 +332,6 @@ func TestNotifyWatchdogOtherPID(t *testing.T) {
 	}
 	d.Stop(t)
 	n.next(t, d, "STOPPING", "1", 5*time.Second)
-}
-
-// launchProc starts an arbitrary program the way launchDaemonEnv starts
-// coffer (for systemd-socket-activate, which execs coffer in place).
-func launchProc(t *testing.T, dir string, env []string, bin string, args ...string) *daemonProc {
-	t.Helper()
-	d := &daemonProc{
-		dir:      dir,
-		stateDir: filepath.Join(dir, ".coffer"),
-		stdout:   &syncBuffer{},
-		stderr:   &syncBuffer{},
-		done:     make(chan struct{}),
-	}
-	d.cmd = exec.Command(bin, args...)
-	d.cmd.Dir = dir
-	d.cmd.Env = cleanEnv(env...)
-	d.cmd.Stdout, d.cmd.Stderr = d.stdout, d.stderr
-	if err := d.cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", bin, err)
-	}
-	go func() {
-		d.waitErr = d.cmd.Wait()
-		close(d.done)
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-d.done:
-		default:
-			_ = d.cmd.Process.Kill()
-			<-d.done
-		}
-	})
-	return d
 }
 
 const socketActivate = "/usr/bin/systemd-socket-activate"
