@@ -93,3 +93,9 @@ package-test: package ## install the .deb into a scratch root (dpkg --root) and 
 
 systemd-check: ## check the unit files: systemd-analyze security exposure <= 0.5 and verify without warnings
 	$(Q)systemd/check-units.sh
+
+# --- under a real systemd (systemd/test/) ---
+.PHONY: systemd-test
+
+systemd-test: package ## as root: boot systemd 252 (bookworm, cached) in systemd-nspawn, install the .deb, check socket activation, READY/STATUS, LoadCredential=, reload, stop
+	$(Q)PKG_VERSION='$(PKG_VERSION)' timeout -k 30 900 systemd/test/systemd-test.sh

@@ -299,7 +299,11 @@ type AccessToken struct {
 // space-separated subset of the credential's roles.
 func (s *Service) ClientCredentials(ctx context.Context, clientID, clientSecret, scope string) (AccessToken, error) {
 	invalidClient := func(tokenID string, why error) error {
-		s.logBadToken("oauth2 client "+clientID, tokenID, why)
+		shown := clientID
+		if !validTokenID(shown) {
+			shown = "<malformed>" // never log what may be a secret pasted in the wrong field
+		}
+		s.logBadToken("oauth2 client "+shown, tokenID, why)
 		return newErr(ErrUnauthenticated, CodeInvalidClient, "client authentication failed")
 	}
 	tok, err := ParseToken(clientSecret)

@@ -99,6 +99,8 @@ type Grant struct {
 	project      projectRecord
 	secretID     string
 	secret       secretRecord // as read when authorizing
+	tokenProject string       // a token caller's project: lists stay inside it
+	token        *TokenIdentity
 	credentialID string
 	sessionID    string
 }
@@ -119,6 +121,16 @@ type caller struct {
 	admin bool
 	user  *userRecord
 	token *TokenIdentity
+}
+
+// owns reports whether an object of userID in projectID is the caller's
+// own: its user's, and (for a token) in the token's project — a token never
+// reaches beyond its project, not even to its user's other objects.
+func (c caller) owns(userID, projectID string) bool {
+	if c.user == nil || c.user.ID != userID {
+		return false
+	}
+	return c.token == nil || c.token.ProjectID == projectID
 }
 
 func (c caller) userID() string {
@@ -242,7 +254,7 @@ func (s *Service) decide(tx *kv.Txn, p Principal, a Action, r Resource) (Grant, 
 	if err != nil {
 		return Grant{}, "", err
 	}
-	g := Grant{principal: p, action: a, admin: c.admin, userID: c.userID()}
+	g := Grant{principal: p, action: a, admin: c.admin, userID: c.userID(), token: c.token}
 	if c.token != nil && c.token.Rules != nil {
 		if ok, why := c.token.Rules.Allows("coffer", r.Method, r.Path); !ok {
 			return Grant{}, "access rules: " + why, nil
@@ -336,13 +348,16 @@ func (s *Service) decide(tx *kv.Txn, p Principal, a Action, r Resource) (Grant, 
 			need = RoleAdmin
 		}
 		why, err := onProject(rec.ProjectID, need)
-		if why != "" && err == nil && c.user != nil && c.user.ID == rec.UserID {
+		if why != "" && err == nil && c.owns(rec.UserID, rec.ProjectID) {
 			why = "" // the owner may always read and manage its own
 		}
 		return g, why, err
 	case ActListOwnCredentials, ActListSessions:
 		if !c.admin && c.user == nil {
 			return Grant{}, "anonymous", nil
+		}
+		if c.token != nil {
+			g.tokenProject = c.token.ProjectID // a token sees its own project only
 		}
 		return g, "", nil
 	case ActManageSession:
@@ -356,7 +371,11 @@ func (s *Service) decide(tx *kv.Txn, p Principal, a Action, r Resource) (Grant, 
 			return Grant{}, "", err
 		}
 		g.sessionID = rec.ID
-		if c.user != nil && c.user.ID == rec.UserID {
+		if rec.Kind == SessionAccessToken && restricted {
+			// Revoking an access token's session revokes the credential.
+			return Grant{}, "a credential token may not change credentials unless it is unrestricted", nil
+		}
+		if c.owns(rec.UserID, rec.ProjectID) {
 			return g, "", nil
 		}
 		why, err := onProject(rec.ProjectID, RoleAdmin)

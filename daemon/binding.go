@@ -75,10 +75,10 @@ type BindingInput struct {
 var (
 	// unitRE is a systemd unit name with a suffix that can consume
 	// credentials.
-	unitRE = regexp.MustCompile(`^[A-Za-z0-9:_.\\-]+(@[A-Za-z0-9:_.\\-]*)?\.(service|socket|mount|swap|timer|path)$`)
+	unitRE = regexp.MustCompile(`^[A-Za-z0-9:_.\\-]+(@[A-Za-z0-9:_.\\-]+)?\.(service|socket|mount|swap|timer|path)$`)
 	// credNameRE is what systemd accepts as a credential name, kept to a
 	// portable set.
-	credNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.:-]{0,254}$`)
+	credNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$`)
 )
 
 // ValidUnit reports whether s is a systemd unit name coffer binds to.
@@ -120,16 +120,22 @@ func (s *Service) CreateBinding(ctx context.Context, g Grant, in BindingInput) (
 	rec := bindingRecord{ID: newID(), SecretID: g.secretID, ProjectID: g.project.ID, CreatedAt: s.now()}
 	switch {
 	case in.Unit != "" && in.User == "" && in.Name == "":
+		// Unit names are the host's, not a project's: a project admin
+		// binding its secret to another tenant's unit would inject content
+		// into that service. Only system admins bind units.
+		if !g.admin {
+			return Binding{}, Forbidden("only a system admin may bind secrets to systemd units")
+		}
 		if !ValidUnit(in.Unit) {
 			return Binding{}, Invalid(CodeInvalidBinding, "unit %q is not a systemd unit name such as nginx.service", in.Unit)
 		}
 		if !ValidCredentialName(in.Credential) {
-			return Binding{}, Invalid(CodeInvalidBinding, "credential must be a credential name such as tls-key (A-Z a-z 0-9 _ . : -)")
+			return Binding{}, Invalid(CodeInvalidBinding, "credential must be a credential name such as tls-key (A-Z a-z 0-9 _ . -)")
 		}
 		rec.Kind, rec.Unit, rec.Credential = BindUnit, in.Unit, in.Credential
 	case in.User != "" && in.Unit == "" && in.Credential == "":
 		if !ValidCredentialName(in.Name) {
-			return Binding{}, Invalid(CodeInvalidBinding, "name must be a delivery name such as dbpass (A-Z a-z 0-9 _ . : -)")
+			return Binding{}, Invalid(CodeInvalidBinding, "name must be a delivery name such as dbpass (A-Z a-z 0-9 _ . -)")
 		}
 		rec.Kind, rec.Name = BindUser, in.Name
 	default:
@@ -143,6 +149,9 @@ func (s *Service) CreateBinding(ctx context.Context, g Grant, in BindingInput) (
 		}
 		if sec.RevokedAt != nil {
 			return Conflict(CodeSecretRevoked, "secret %s is revoked", sec.ID)
+		}
+		if _, err := liveProject(tx, sec.ProjectID); err != nil {
+			return err
 		}
 		if rec.Kind == BindUser {
 			u, err := findUser(tx, in.User)
@@ -252,7 +261,8 @@ type Delivery struct {
 // existence is not revealed. The reason goes to the audit log.
 var (
 	errNoDelivery  = errors.New("nothing to deliver")
-	errRuleRefused = errors.New("access rules refuse")
+	errRuleRefused  = errors.New("access rules refuse")
+	errOtherProject = errors.New("another project")
 )
 
 // deliver unseals the current payload of the secret a binding names.
@@ -318,13 +328,21 @@ func (s *Service) Deliver(ctx context.Context, p Principal, name string) (Delive
 		if err != nil {
 			return err
 		}
-		return tx.Get(tableBindings, id, &b)
+		if err := tx.Get(tableBindings, id, &b); err != nil {
+			return err
+		}
+		if c.token != nil && c.token.ProjectID != b.ProjectID {
+			return errOtherProject
+		}
+		return nil
 	})
 	switch {
 	case errors.Is(err, errNoDelivery):
 		return refuse("caller is not a user")
 	case errors.Is(err, errRuleRefused):
 		return refuse("the token's access rules do not allow it")
+	case errors.Is(err, errOtherProject):
+		return refuse("the secret is in another project than the token's")
 	case errors.Is(err, kv.ErrNotFound):
 		return refuse("no binding for this user")
 	case err != nil:
@@ -364,10 +382,12 @@ func (s *Service) DeliverCredential(ctx context.Context, unit, credential string
 		return refuse("not bound")
 	}
 	if err != nil {
+		s.log.Error("audit: credential refused", "unit", unit, "credential", credential, "reason", "store failed", "err", err)
 		return Delivery{}, storeErr(err)
 	}
 	d, why, err := s.deliver(ctx, b)
 	if err != nil {
+		s.log.Error("audit: credential refused", "unit", unit, "credential", credential, "reason", "delivery failed", "err", err)
 		return Delivery{}, err
 	}
 	if why != "" {

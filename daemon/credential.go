@@ -308,6 +308,14 @@ func (s *Service) CreateCredential(ctx context.Context, g Grant, in CredentialIn
 		if held == RoleNone {
 			return Forbidden("user %s has no role on project %s", user.Name, g.project.Name)
 		}
+		if g.token != nil {
+			// A token mints nothing stronger than itself: not more roles,
+			// looser rules or a longer life.
+			held = min(held, g.role)
+			if err := withinToken(g.token, &in, &expires); err != nil {
+				return err
+			}
+		}
 		if err := fenceRole(tx, user.ID, g.project.ID); err != nil {
 			return err
 		}
@@ -469,7 +477,7 @@ func (s *Service) ListCredentials(ctx context.Context, g Grant, f CredentialFilt
 			if err := decode(&rec); err != nil {
 				return err
 			}
-			if g.project.ID != "" && rec.ProjectID != g.project.ID {
+			if (g.project.ID != "" && rec.ProjectID != g.project.ID) || (g.tokenProject != "" && rec.ProjectID != g.tokenProject) {
 				return nil
 			}
 			v, err := s.credentialView(tx, rec, now)
@@ -699,4 +707,28 @@ func deleteUserDependents(tx *kv.Txn, userID string, now time.Time) error {
 		}
 	}
 	return deleteSessionsBy(tx, indexUser, userID, now)
+}
+
+// withinToken narrows a credential that a token creates to the token's
+// own limits: its access rules (inherited when none are given; otherwise
+// each must be one of the token's) and its expiry.
+func withinToken(t *TokenIdentity, in *CredentialInput, expires **time.Time) error {
+	if t.Rules != nil {
+		own := t.Rules.Rules()
+		if in.AccessRules == nil {
+			in.AccessRules = own
+		}
+		for _, r := range in.AccessRules {
+			if r.ID != "" || !slices.ContainsFunc(own, func(o AccessRule) bool {
+				return o.Service == r.Service && o.Method == r.Method && o.Path == r.Path
+			}) {
+				return Forbidden("a token may only pass on access rules it has itself")
+			}
+		}
+	}
+	if t.ExpiresAt != nil && (*expires == nil || (*expires).After(*t.ExpiresAt)) {
+		e := t.ExpiresAt.UTC()
+		*expires = &e
+	}
+	return nil
 }

@@ -3,6 +3,7 @@ package daemon
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -569,5 +570,147 @@ func TestBearerCache(t *testing.T) {
 	e.svc.identityChanged()
 	if _, err := e.svc.AuthorizeCall(ctx, iss3.Token, "svc", "GET", "/x"); CodeOf(err) != CodeStoreUnavailable {
 		t.Fatalf("after an identity change the cache answered: %v", err)
+	}
+}
+
+// TestTokensStayWithinThemselves: a token reaches nothing beyond its own
+// project, roles, rules and lifetime — not through "my own credential", not
+// by minting a stronger one, not by delivery.
+func TestTokensStayWithinThemselves(t *testing.T) {
+	e := newIdentityEnv(t)
+	ctx := context.Background()
+	admin := e.grant(t, ActManageProjects, Resource{})
+	if _, err := e.svc.CreateProject(ctx, admin, "p2"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.SetRole(ctx, e.grant(t, ActManageProject, Resource{Project: "p2"}), "alice", "admin"); err != nil {
+		t.Fatal(err)
+	}
+	p2cred, _ := e.credential(t, "p2", CredentialInput{Type: CredAuthToken, User: "alice"})
+	_, tok := e.credential(t, "p1", CredentialInput{Type: CredAccessToken, User: "alice", Roles: []string{"member"}, Unrestricted: true,
+		AccessRules: []AccessRule{{Service: "coffer", Method: "POST", Path: "/v1/projects/p1/credentials"}, {Service: "svc", Method: "GET", Path: "/x"}}, ExpireIn: "1h"})
+	p := e.bearer(t, tok.Token)
+
+	// Its user's credential in another project is out of reach.
+	for _, a := range []Action{ActReadCredential, ActManageCredential} {
+		if _, err := e.svc.Authorize(ctx, p, a, Resource{Credential: p2cred.ID}); err == nil {
+			t.Errorf("%s of another project's credential allowed", a)
+		}
+	}
+	// What it mints is no stronger than itself.
+	g, err := e.svc.Authorize(ctx, p, ActCreateCredential, Resource{Project: "p1", Method: "POST", Path: "/v1/projects/p1/credentials"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _, err := e.svc.CreateCredential(ctx, g, CredentialInput{Type: CredAccessToken})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if maxRole(c.Roles) != RoleMember || len(c.AccessRules) != 2 || c.ExpiresAt == nil || c.ExpiresAt.After(time.Now().Add(time.Hour+time.Minute)) {
+		t.Fatalf("minted %+v", c)
+	}
+	for name, in := range map[string]CredentialInput{
+		"more roles":  {Type: CredAccessToken, Roles: []string{"admin"}},
+		"other rules": {Type: CredAccessToken, AccessRules: []AccessRule{{Service: "svc", Method: "POST", Path: "/x"}}},
+		"no rules":    {Type: CredAccessToken, AccessRules: []AccessRule{}},
+	} {
+		_, _, err := e.svc.CreateCredential(ctx, g, in)
+		if name == "no rules" {
+			wantCode(t, err, "") // an empty list allows less, not more
+			continue
+		}
+		if CodeOf(err) != CodeForbidden {
+			t.Errorf("%s: %v, want forbidden", name, err)
+		}
+	}
+	c2, _, err := e.svc.CreateCredential(ctx, g, CredentialInput{Type: CredAccessToken, ExpireIn: "30days"})
+	if err != nil || c2.ExpiresAt.After(time.Now().Add(time.Hour+time.Minute)) {
+		t.Fatalf("expiry not capped: %+v %v", c2.ExpiresAt, err)
+	}
+	// Own lists stay inside the token's project.
+	_, plain := e.credential(t, "p1", CredentialInput{Type: CredAccessToken, User: "alice"})
+	list, _, err := e.svc.ListCredentials(ctx, e.mustAuthorize(t, e.bearer(t, plain.Token), ActListOwnCredentials, Resource{}), CredentialFilter{}, Page{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, x := range list {
+		if x.Project != "p1" {
+			t.Fatalf("a token's own list shows %s of project %s", x.ID, x.Project)
+		}
+	}
+	// Delivery too.
+	sec := e.createSecret(t, "p2", SecretInput{DisplayName: "p2 secret", Payload: []byte("p2-payload")})
+	if _, err := e.svc.CreateBinding(ctx, e.grant(t, ActManageSecret, Resource{Secret: sec.ID}), BindingInput{User: "alice", Name: "p2pass"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.Deliver(ctx, e.bearer(t, tok.Token), "p2pass"); CodeOf(err) != CodeNotFound {
+		t.Fatalf("a p1 token received a p2 secret: %v", err)
+	}
+	if d, err := e.svc.Deliver(ctx, uidPrincipal(1001), "p2pass"); err != nil || string(d.Payload) != "p2-payload" {
+		t.Fatalf("alice by uid: %q %v", d.Payload, err)
+	}
+}
+
+func (e *identityEnv) mustAuthorize(t *testing.T, p Principal, a Action, r Resource) Grant {
+	t.Helper()
+	g, err := e.svc.Authorize(context.Background(), p, a, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g
+}
+
+func TestUnitBindingsNeedASystemAdmin(t *testing.T) {
+	e := newIdentityEnv(t)
+	sec := e.createSecret(t, "p1", SecretInput{DisplayName: "x", Payload: []byte("p")})
+	g := e.mustAuthorize(t, uidPrincipal(1001), ActManageSecret, Resource{Secret: sec.ID}) // alice, project admin
+	_, err := e.svc.CreateBinding(context.Background(), g, BindingInput{Unit: "nginx.service", Credential: "tls-key"})
+	wantCode(t, err, CodeForbidden)
+	if _, err := e.svc.CreateBinding(context.Background(), g, BindingInput{User: "bob", Name: "x"}); err != nil {
+		t.Fatalf("a project admin binds users: %v", err)
+	}
+}
+
+// TestDeletesRaceCreates: deleting a project, secret or user while things
+// are created in or for it leaves nothing behind that points at it.
+func TestDeletesRaceCreates(t *testing.T) {
+	e := newIdentityEnv(t)
+	ctx := context.Background()
+	admin := e.grant(t, ActManageProjects, Resource{})
+	for round := range 20 {
+		name := fmt.Sprintf("race%d", round)
+		if _, err := e.svc.CreateProject(ctx, admin, name); err != nil {
+			t.Fatal(err)
+		}
+		g := e.grant(t, ActManageProject, Resource{Project: name})
+		var wg sync.WaitGroup
+		for range 8 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				e.svc.CreateSecret(ctx, g, SecretInput{DisplayName: "x", Payload: []byte("p")})
+			}()
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			time.Sleep(time.Duration(round%5) * time.Millisecond)
+			e.svc.DeleteProject(ctx, admin, name)
+		}()
+		wg.Wait()
+	}
+	orphans := 0
+	e.store.View(ctx, func(tx *kv.Txn) error {
+		return tx.List(tableSecrets, kv.Query{}, func(_ string, decode func(any) error) error {
+			var rec secretRecord
+			decode(&rec)
+			if tx.Get(tableProjects, rec.ProjectID, &projectRecord{}) != nil {
+				orphans++
+			}
+			return nil
+		})
+	})
+	if orphans != 0 {
+		t.Fatalf("%d secrets left in deleted projects", orphans)
 	}
 }

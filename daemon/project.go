@@ -20,6 +20,9 @@ type projectRecord struct {
 	ID        string    `json:"id"`
 	Name      string    `json:"name"`
 	CreatedAt time.Time `json:"created_at"`
+	// Deleting is set while a deletion checks that the project is empty;
+	// creations in the project refuse then (see DeleteProject).
+	Deleting bool `json:"deleting,omitempty"`
 }
 
 // Project is the projection of a project.
@@ -29,7 +32,26 @@ type Project struct {
 	CreatedAt time.Time
 }
 
-func (r projectRecord) view() Project { return Project(r) }
+func (r projectRecord) view() Project {
+	return Project{ID: r.ID, Name: r.Name, CreatedAt: r.CreatedAt}
+}
+
+// liveProject reads a project inside a write transaction, for a creation
+// in it: the read makes the creation conflict with a concurrent deletion,
+// and a project being deleted refuses new things.
+func liveProject(tx *kv.Txn, id string) (projectRecord, error) {
+	var p projectRecord
+	if err := tx.Get(tableProjects, id, &p); err != nil {
+		if errors.Is(err, kv.ErrNotFound) {
+			return p, Forbidden("the project does not exist any more")
+		}
+		return p, err
+	}
+	if p.Deleting {
+		return p, Forbidden("project %q is being deleted", p.Name)
+	}
+	return p, nil
+}
 
 func (s *Service) ensureDefaultProject(ctx context.Context) error {
 	err := s.store.Update(ctx, func(tx *kv.Txn) error {
@@ -143,7 +165,30 @@ func (s *Service) DeleteProject(ctx context.Context, g Grant, ref string) error 
 	if rec.Name == DefaultProject {
 		return Conflict(CodeConflict, "the default project cannot be deleted")
 	}
+	// Two steps, because a count of the project's secrets is a range scan
+	// that a concurrent creation does not conflict with: first mark the
+	// project as being deleted (creations read the project record, so any
+	// still running conflict and then refuse), then count and delete.
+	mark := func(deleting bool) error {
+		return s.store.Update(ctx, func(tx *kv.Txn) error {
+			var p projectRecord
+			if err := tx.Get(tableProjects, rec.ID, &p); err != nil {
+				return err
+			}
+			p.Deleting = deleting
+			return tx.Put(tableProjects, p.ID, p, kv.Index{Name: indexName, Value: p.Name, Unique: true})
+		})
+	}
+	if err := mark(true); err != nil {
+		if errors.Is(err, kv.ErrNotFound) {
+			return NotFound("project %q not found", ref)
+		}
+		return storeErr(err)
+	}
 	err = s.store.Update(ctx, func(tx *kv.Txn) error {
+		if err := tx.Get(tableProjects, rec.ID, &projectRecord{}); err != nil {
+			return err
+		}
 		n, err := tx.Count(tableSecrets, kv.Query{Index: indexProject, Value: rec.ID})
 		if err != nil {
 			return err
@@ -156,6 +201,11 @@ func (s *Service) DeleteProject(ctx context.Context, g Grant, ref string) error 
 		}
 		return tx.Delete(tableProjects, rec.ID)
 	})
+	if errors.Is(err, ErrConflict) {
+		if uerr := mark(false); uerr != nil {
+			s.log.Error("project left marked as being deleted", "project", rec.Name, "err", uerr)
+		}
+	}
 	if errors.Is(err, kv.ErrNotFound) {
 		return NotFound("project %q not found", ref)
 	}

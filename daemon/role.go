@@ -112,7 +112,9 @@ func userRoles(tx *kv.Txn, userID string) ([]ProjectRole, error) {
 			return err
 		}
 		var p projectRecord
-		if err := tx.Get(tableProjects, rec.ProjectID, &p); err != nil {
+		if err := tx.Get(tableProjects, rec.ProjectID, &p); errors.Is(err, kv.ErrNotFound) {
+			return nil // its project is being deleted
+		} else if err != nil {
 			return err
 		}
 		out = append(out, ProjectRole{ProjectID: p.ID, Project: p.Name, UserID: userID, Role: rec.Role})
@@ -150,6 +152,9 @@ func (s *Service) SetRole(ctx context.Context, g Grant, userRef, role string) (P
 	err = s.store.Update(ctx, func(tx *kv.Txn) error {
 		var err error
 		if user, err = findUser(tx, userRef); err != nil {
+			return err
+		}
+		if _, err := liveProject(tx, g.project.ID); err != nil {
 			return err
 		}
 		// Read the current record first: see fenceRole.

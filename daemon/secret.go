@@ -244,8 +244,7 @@ func (s *Service) CreateSecret(ctx context.Context, g Grant, in SecretInput) (Se
 		return Secret{}, err
 	}
 	err = s.store.Update(ctx, func(tx *kv.Txn) error {
-		var p projectRecord
-		if err := tx.Get(tableProjects, rec.ProjectID, &p); err != nil {
+		if _, err := liveProject(tx, rec.ProjectID); err != nil {
 			return err
 		}
 		if err := tx.Put(tableSecrets, rec.ID, rec, kv.Index{Name: indexProject, Value: rec.ProjectID}); err != nil {
@@ -253,9 +252,6 @@ func (s *Service) CreateSecret(ctx context.Context, g Grant, in SecretInput) (Se
 		}
 		return tx.Put(tableSealed, rec.ID, sealedRecord{Version: rec.Version, Sealed: sealed})
 	})
-	if errors.Is(err, kv.ErrNotFound) {
-		return Secret{}, Forbidden("project %q does not exist any more", g.project.Name)
-	}
 	if err != nil {
 		return Secret{}, storeErr(err)
 	}
@@ -445,6 +441,11 @@ func (s *Service) DeleteSecret(ctx context.Context, g Grant) error {
 		return NotFound("secret %s not found", g.secretID)
 	}
 	if err != nil {
+		return storeErr(err)
+	}
+	// A binding created concurrently (it read the secret before it was
+	// gone) is visible now; none can be made any more.
+	if err := s.store.Update(ctx, func(tx *kv.Txn) error { return deleteBindingsOf(tx, g.secretID) }); err != nil {
 		return storeErr(err)
 	}
 	s.countsChanged()

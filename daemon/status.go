@@ -83,6 +83,15 @@ func (s *Service) Status(ctx context.Context, g Grant) (Status, error) {
 		Counts:    s.probe.counts,
 	}
 	s.probe.mu.Unlock()
+	if !g.admin {
+		// Causes (paths, PKCS#11 detail) are for admins and the log.
+		if st.HSM.Error != "" {
+			st.HSM.Error = "unavailable"
+		}
+		if st.Store.Error != "" {
+			st.Store.Error = "unavailable"
+		}
+	}
 	return st, nil
 }
 

@@ -380,6 +380,11 @@ func (s *Service) DeleteUser(ctx context.Context, g Grant) error {
 	if err != nil {
 		return storeErr(err)
 	}
+	// Whatever was created for the user concurrently (it read the user
+	// before it was gone) is visible now, and nothing more can be.
+	if err := s.store.Update(ctx, func(tx *kv.Txn) error { return deleteUserDependents(tx, rec.ID, s.now()) }); err != nil {
+		return storeErr(err)
+	}
 	s.countsChanged()
 	s.identityChanged()
 	s.log.Info("user deleted", "user", rec.Name, "id", rec.ID, "by", g.principal.String())

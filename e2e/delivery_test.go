@@ -726,7 +726,9 @@ func TestBindingsAPI(t *testing.T) {
 	d.newUser(t, "proj-admin")
 	d.setRole(t, "default", "proj-admin", "admin")
 	adminTok := d.newCred(t, "default", map[string]any{"type": "access-token", "user": "proj-admin"}).Token
-	d.mustBearer(t, adminTok, "POST", "/v1/secrets/"+s1.ID+"/bindings", map[string]string{"unit": "x.service", "credential": "y"}, http.StatusCreated, nil)
+	d.mustBearer(t, adminTok, "POST", "/v1/secrets/"+s1.ID+"/bindings", map[string]string{"user": "proj-admin", "name": "mine"}, http.StatusCreated, nil)
+	// Units are the host's, not a project's: only a system admin binds them.
+	wantError(t, d.bearer(t, adminTok, "POST", "/v1/secrets/"+s1.ID+"/bindings", map[string]string{"unit": "x.service", "credential": "y"}), http.StatusForbidden, "forbidden")
 
 	// a revoked secret takes no new bindings
 	d.mustAPI(t, "POST", "/v1/secrets/"+s1.ID+"/revoke", nil, http.StatusOK, nil)

@@ -24,7 +24,7 @@ func TestHybridVsockDelivery(t *testing.T) {
 	const port = 5107
 	cfg := filepath.Join(dir, "coffer.toml")
 	vm := func(name string) string {
-		return fmt.Sprintf("[[vm]]\nname = %q\nuds_path = %q\n", name, filepath.Join(dir, name+".vsock"))
+		return fmt.Sprintf("[[vm]]\nname = %q\nuds_path = %q\nvmm_user = %d\n", name, filepath.Join(dir, name+".vsock"), os.Getuid())
 	}
 	if err := os.WriteFile(cfg, []byte(vm("vm-web")+vm("vm-db")), 0o600); err != nil {
 		t.Fatal(err)

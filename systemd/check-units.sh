@@ -8,7 +8,7 @@
 # verify needs the units' world: the binaries they run and the standard
 # targets. Without systemd as PID 1 it runs against a scratch root holding
 # a copy of the host's unit directory, the four units, and stand-ins for
-# /usr/bin/coffer and /bin/kill (verify only checks they are executable).
+# /usr/bin/coffer and /bin/sh (verify only checks they are executable).
 set -euo pipefail
 cd "$(dirname "$0")"
 max=${MAX_EXPOSURE:-0.5}
@@ -39,8 +39,8 @@ mkdir -p "$root/usr/lib/systemd" "$root/usr/bin" "$root/bin" "$root/etc/systemd/
 cp -a /usr/lib/systemd/system "$root/usr/lib/systemd/"
 cp "${units[@]}" "$root/usr/lib/systemd/system/"
 printf '#!/bin/sh\nexit 0\n' >"$root/usr/bin/coffer"
-cp "$root/usr/bin/coffer" "$root/bin/kill"
-chmod 0755 "$root/usr/bin/coffer" "$root/bin/kill"
+cp "$root/usr/bin/coffer" "$root/bin/sh"
+chmod 0755 "$root/usr/bin/coffer" "$root/bin/sh"
 out=$(systemd-analyze verify --man=no --recursive-errors=no --root="$root" "${units[@]}" 2>&1) && rc=0 || rc=$?
 if [ "$rc" != 0 ] || [ -n "$out" ]; then
 	echo "$out" >&2

@@ -27,6 +27,10 @@ type HybridVM struct {
 	// connects to the Unix socket "<UDSPath>_P": that is where coffer
 	// listens.
 	UDSPath string
+	// VMMUID is the uid the VMM process runs as. The socket a connection
+	// arrives on names the VM, so only the VMM may connect there: any other
+	// peer would pose as the VM. Connections from other uids are refused.
+	VMMUID uint32
 }
 
 // maxSunPath is the longest Unix socket path Linux takes (sun_path is 108
@@ -173,13 +177,21 @@ func (h *HybridListener) acceptLoop(s *hybridSocket) {
 			}
 		}
 		delay = 0
-		raw := c
-		if ic, ok := c.(*identConn); ok {
-			// The Unix peer is the VMM process, not the guest: keep its
-			// credentials for the log only.
-			raw = ic.Conn
-			h.log.Debug("hybrid vsock connection", "vm", s.vm.Name, "vmm_pid", ic.principal.PID, "vmm_uid", ic.principal.UID)
+		ic, ok := c.(*identConn)
+		if !ok || !ic.principal.HasCred || ic.principal.UID != s.vm.VMMUID {
+			// Only the VMM may speak for the VM (the socket names it).
+			var uid any = "unknown"
+			if ok && ic.principal.HasCred {
+				uid = ic.principal.UID
+			}
+			h.log.Warn("hybrid vsock: refused a connection that is not from the VM's VMM", "vm", s.vm.Name, "peer_uid", uid, "vmm_uid", s.vm.VMMUID)
+			c.Close()
+			continue
 		}
+		// The Unix peer is the VMM process, not the guest: its credentials
+		// serve only the check above and the log.
+		raw := ic.Conn
+		h.log.Debug("hybrid vsock connection", "vm", s.vm.Name, "vmm_pid", ic.principal.PID)
 		conn := &identConn{Conn: raw, principal: daemon.Principal{Channel: daemon.ChannelHybridVsock, VM: s.vm.Name}}
 		select {
 		case h.conns <- conn:
@@ -243,7 +255,7 @@ func (h *HybridListener) Reconfigure(vms []HybridVM) error {
 		want[vm.Name] = vm
 	}
 	for name, s := range h.vms {
-		if vm, ok := want[name]; !ok || vm.UDSPath != s.vm.UDSPath {
+		if vm, ok := want[name]; !ok || vm.UDSPath != s.vm.UDSPath || vm.VMMUID != s.vm.VMMUID {
 			s.l.Close()
 			delete(h.vms, name)
 			h.log.Info("stopped listening for hybrid vsock", "vm", name, "path", s.path)

@@ -214,18 +214,18 @@ func TestHybridVsockInvalidConfig(t *testing.T) {
 		port uint32
 		want string
 	}{
-		{"port 0", []HybridVM{{"a", p("a")}}, 0, "hybrid vsock: port 0 is not a port to serve on"},
-		{"port any", []HybridVM{{"a", p("a")}}, 0xFFFFFFFF, "hybrid vsock: port 4294967295 is not a port to serve on"},
-		{"upper case", []HybridVM{{"Web", p("a")}}, 5, `hybrid vsock: invalid VM name "Web": use 1-64 of a-z 0-9 . _ - starting and ending with a letter or digit`},
-		{"empty name", []HybridVM{{"", p("a")}}, 5, `hybrid vsock: invalid VM name "": use 1-64 of a-z 0-9 . _ - starting and ending with a letter or digit`},
-		{"slash", []HybridVM{{"a/b", p("a")}}, 5, `hybrid vsock: invalid VM name "a/b": use 1-64 of a-z 0-9 . _ - starting and ending with a letter or digit`},
-		{"too long", []HybridVM{{strings.Repeat("a", 65), p("a")}}, 5, `hybrid vsock: invalid VM name "` + strings.Repeat("a", 65) + `": use 1-64 of a-z 0-9 . _ - starting and ending with a letter or digit`},
-		{"twice", []HybridVM{{"a", p("a")}, {"a", p("b")}}, 5, `hybrid vsock: VM "a" is configured twice`},
-		{"same path", []HybridVM{{"a", p("a")}, {"b", p("a")}}, 5, `hybrid vsock: VMs "a" and "b" have the same uds_path ` + p("a")},
-		{"no path", []HybridVM{{"a", ""}}, 5, `hybrid vsock: VM "a" has no uds_path`},
-		{"NUL", []HybridVM{{"a", p("a\x00b")}}, 5, `hybrid vsock: VM "a": uds_path contains a NUL byte`},
+		{"port 0", []HybridVM{{"a", p("a"), 0}}, 0, "hybrid vsock: port 0 is not a port to serve on"},
+		{"port any", []HybridVM{{"a", p("a"), 0}}, 0xFFFFFFFF, "hybrid vsock: port 4294967295 is not a port to serve on"},
+		{"upper case", []HybridVM{{"Web", p("a"), 0}}, 5, `hybrid vsock: invalid VM name "Web": use 1-64 of a-z 0-9 . _ - starting and ending with a letter or digit`},
+		{"empty name", []HybridVM{{"", p("a"), 0}}, 5, `hybrid vsock: invalid VM name "": use 1-64 of a-z 0-9 . _ - starting and ending with a letter or digit`},
+		{"slash", []HybridVM{{"a/b", p("a"), 0}}, 5, `hybrid vsock: invalid VM name "a/b": use 1-64 of a-z 0-9 . _ - starting and ending with a letter or digit`},
+		{"too long", []HybridVM{{strings.Repeat("a", 65), p("a"), 0}}, 5, `hybrid vsock: invalid VM name "` + strings.Repeat("a", 65) + `": use 1-64 of a-z 0-9 . _ - starting and ending with a letter or digit`},
+		{"twice", []HybridVM{{"a", p("a"), 0}, {"a", p("b"), 0}}, 5, `hybrid vsock: VM "a" is configured twice`},
+		{"same path", []HybridVM{{"a", p("a"), 0}, {"b", p("a"), 0}}, 5, `hybrid vsock: VMs "a" and "b" have the same uds_path ` + p("a")},
+		{"no path", []HybridVM{{"a", "", 0}}, 5, `hybrid vsock: VM "a" has no uds_path`},
+		{"NUL", []HybridVM{{"a", p("a\x00b"), 0}}, 5, `hybrid vsock: VM "a": uds_path contains a NUL byte`},
 		// 1+105+2 = 108 bytes: one more than sun_path takes.
-		{"long path", []HybridVM{{"a", "/" + strings.Repeat("x", 105)}}, 5, `hybrid vsock: VM "a": socket path /` + strings.Repeat("x", 105) + `_5 is 108 bytes, longer than the 107 a Unix socket path may have`},
+		{"long path", []HybridVM{{"a", "/" + strings.Repeat("x", 105), 0}}, 5, `hybrid vsock: VM "a": socket path /` + strings.Repeat("x", 105) + `_5 is 108 bytes, longer than the 107 a Unix socket path may have`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -326,5 +326,22 @@ func TestHybridVsockClose(t *testing.T) {
 	}
 	if got := l.Addr().Network(); got != "hybrid-vsock" {
 		t.Fatalf("network %q", got)
+	}
+}
+
+// TestHybridVsockOnlyTheVMM: the socket names the VM, so a peer that is not
+// the VM's VMM (by uid) is refused before anything is read.
+func TestHybridVsockOnlyTheVMM(t *testing.T) {
+	dir := t.TempDir()
+	f := &fakeBackend{}
+	vm := HybridVM{Name: "vm1", UDSPath: filepath.Join(dir, "v.sock"), VMMUID: uint32(os.Getuid()) + 1}
+	var logs bytes.Buffer
+	serveHybrid(t, f, []HybridVM{vm}, slog.New(slog.NewTextHandler(&logs, nil)))
+	_, err := NewClient(HybridSocketPath(vm, hybridPort)).Status(context.Background())
+	if err == nil {
+		t.Fatal("a connection from another uid than the VMM's was served")
+	}
+	if len(f.principals) != 0 {
+		t.Fatalf("the backend saw %v", f.principals)
 	}
 }

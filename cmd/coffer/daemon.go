@@ -340,7 +340,7 @@ func vsockListeners(a systemd.Listeners, port uint32, vms []vmConfig, opts unixa
 func hybridVMs(vms []vmConfig) []unixapi.HybridVM {
 	out := make([]unixapi.HybridVM, 0, len(vms))
 	for _, vm := range vms {
-		out = append(out, unixapi.HybridVM{Name: vm.Name, UDSPath: vm.UDSPath})
+		out = append(out, unixapi.HybridVM{Name: vm.Name, UDSPath: vm.UDSPath, VMMUID: vm.VMMUID})
 	}
 	return out
 }

@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"os/user"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -30,6 +32,9 @@ type daemonFile struct {
 type vmConfig struct {
 	Name    string `toml:"name"`
 	UDSPath string `toml:"uds_path"`
+	// VMMUID is the uid (number or user name) the VMM runs as: only it may
+	// connect to the VM's socket.
+	VMMUID uint32
 }
 
 // loadDaemonFile reads path. A missing default file is no error; a
@@ -52,7 +57,16 @@ func loadDaemonFile(path string, explicit bool) (daemonFile, error) {
 			}
 			for i, m := range vms {
 				var vm vmConfig
+				haveUID := false
 				for k, x := range m {
+					if k == "vmm_user" {
+						uid, err := lookupUID(x)
+						if err != nil {
+							return out, fmt.Errorf("config %s: vm[%d].vmm_user: %w", path, i, err)
+						}
+						vm.VMMUID, haveUID = uid, true
+						continue
+					}
 					s, ok := x.(string)
 					switch {
 					case !ok:
@@ -64,6 +78,9 @@ func loadDaemonFile(path string, explicit bool) (daemonFile, error) {
 					default:
 						return out, fmt.Errorf("config %s: vm[%d] has unknown key %q", path, i, k)
 					}
+				}
+				if !haveUID {
+					return out, fmt.Errorf("config %s: vm[%d] needs vmm_user: the user (name or uid) its VMM runs as, the only peer allowed on its socket", path, i)
 				}
 				out.VMs = append(out.VMs, vm)
 			}
@@ -136,4 +153,29 @@ func daemonConfigPath(c *cli.Context) (string, bool) {
 		return defaultConfigFile, false
 	}
 	return "", false
+}
+
+// lookupUID turns a TOML user name or uid into a uid.
+func lookupUID(v any) (uint32, error) {
+	switch x := v.(type) {
+	case int64:
+		if x < 0 || x > 1<<32-1 {
+			return 0, fmt.Errorf("uid %d out of range", x)
+		}
+		return uint32(x), nil
+	case string:
+		if n, err := strconv.ParseUint(x, 10, 32); err == nil {
+			return uint32(n), nil
+		}
+		u, err := user.Lookup(x)
+		if err != nil {
+			return 0, err
+		}
+		n, err := strconv.ParseUint(u.Uid, 10, 32)
+		if err != nil {
+			return 0, fmt.Errorf("user %s has uid %q", x, u.Uid)
+		}
+		return uint32(n), nil
+	}
+	return 0, errors.New("must be a user name or a uid")
 }
