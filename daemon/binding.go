@@ -260,7 +260,7 @@ type Delivery struct {
 // all of them alike (404, or zero bytes on the credentials socket) so that
 // existence is not revealed. The reason goes to the audit log.
 var (
-	errNoDelivery  = errors.New("nothing to deliver")
+	errNoDelivery   = errors.New("nothing to deliver")
 	errRuleRefused  = errors.New("access rules refuse")
 	errOtherProject = errors.New("another project")
 )
