@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"syscall"
 	"time"
 
@@ -170,42 +171,51 @@ func runDaemon(c *cli.Context) error {
 		socket = api.Addr().String() // the socket systemd made
 	}
 	srv := unixapi.NewServer(svc, log)
+	// Background work ends before the service closes (deferred above), so
+	// nothing runs into a closed HSM or store.
 	bg, stopBG := context.WithCancel(context.Background())
+	var background sync.WaitGroup
+	defer background.Wait()
 	defer stopBG()
-	go svc.RunMaintenance(bg)
+	background.Go(func() { svc.RunMaintenance(bg) })
 	served := make(chan error, 2+len(vms.all))
 	go func() { served <- srv.Serve(api) }()
 	for _, l := range vms.all {
 		go func() { served <- srv.Serve(l) }()
 	}
-	go func() {
-		served <- systemd.ServeCredentials(bg, creds, func(ctx context.Context, unit, name string) ([]byte, error) {
+	background.Go(func() {
+		err := systemd.ServeCredentials(bg, creds, func(ctx context.Context, unit, name string) ([]byte, error) {
 			d, err := svc.DeliverCredential(ctx, unit, name)
 			return d.Payload, err
 		}, log, credsPeers(dev)...)
-	}()
+		if err != nil {
+			served <- fmt.Errorf("credentials socket: %w", err)
+		}
+	})
 
 	log.Info("coffer is serving", "version", version, "socket", socket, "creds_socket", credsSocket, "vsock_port", c.Uint("vsock-port"), "vms", len(file.VMs), "state_dir", stateDir, "dev", dev, "socket_activated", !activated.Empty())
 	if dev {
 		fmt.Fprintf(c.App.Writer, "export COFFER_SOCKET=%s\n", socket)
 	}
 	notify.Ready(fmt.Sprintf("serving on %s; HSM token %s", socket, svc.TokenLabel()))
-	go notify.RunWatchdog(bg, svc.Healthy)
+	background.Go(func() { notify.RunWatchdog(bg, svc.Healthy) })
 
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	for running := true; running; {
+	var failed error
+	for failed == nil && ctx.Err() == nil {
 		select {
 		case err := <-served:
-			removeSockets(activated, socket, credsSocket)
-			return fmt.Errorf("serve: %w", err)
+			// One listener failing stops all of them, through the same
+			// drain as a SIGTERM.
+			failed = fmt.Errorf("serve: %w", err)
+			log.Error("a listener failed; shutting down", "err", err)
 		case <-hup:
 			notify.Reloading()
 			reloadDaemon(c, log, vms.hybrid)
 			notify.Ready(fmt.Sprintf("serving on %s; configuration reloaded", socket))
 		case <-ctx.Done():
-			running = false
 		}
 	}
 	notify.Stopping()
@@ -214,7 +224,11 @@ func runDaemon(c *cli.Context) error {
 	defer cancel()
 	err = srv.Shutdown(shutCtx)
 	stopBG()
+	background.Wait()
 	removeSockets(activated, socket, credsSocket)
+	if failed != nil {
+		return failed
+	}
 	if err != nil && !errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Errorf("shut down: %w", err)
 	}
