@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/coffer-hsm/coffer/unixapi"
 	"io"
 	"net"
 	"net/http"
@@ -296,19 +297,7 @@ func (d *daemonProc) mustAPI(t *testing.T, method, path string, body any, want i
 }
 
 // secret is the secret metadata as the API returns it.
-type secret struct {
-	ID          string     `json:"id"`
-	Project     string     `json:"project"`
-	ProjectID   string     `json:"project_id"`
-	DisplayName string     `json:"display_name"`
-	Version     int        `json:"version"`
-	Status      string     `json:"status"`
-	CreatedAt   time.Time  `json:"created_at"`
-	UpdatedAt   time.Time  `json:"updated_at"`
-	RotatedAt   *time.Time `json:"rotated_at,omitempty"`
-	RevokedAt   *time.Time `json:"revoked_at,omitempty"`
-	ExpiresAt   *time.Time `json:"expires_at,omitempty"`
-}
+type secret = unixapi.Secret
 
 type project struct {
 	ID        string    `json:"id"`

@@ -80,17 +80,9 @@ coffer's own API. Use the id with 'coffer cred create --access-rule-id'.`,
 		Name:      "delete",
 		Usage:     "delete a saved rule that no credential uses",
 		ArgsUsage: "ID",
-		Action: func(c *cli.Context) error {
-			id, err := oneArg(c, "ID")
-			if err != nil {
-				return err
-			}
-			cl, err := newClient(c)
-			if err != nil {
-				return err
-			}
+		Action: withArg("ID", func(c *cli.Context, cl *unixapi.Client, id string) error {
 			return cl.DeleteAccessRule(c.Context, id)
-		},
+		}),
 	},
 )
 

@@ -107,17 +107,9 @@ var sessionCommand = group("session", "list and end sessions",
 		Name:      "revoke",
 		Usage:     "end a session: its token stops working at once",
 		ArgsUsage: "ID",
-		Action: func(c *cli.Context) error {
-			id, err := oneArg(c, "ID")
-			if err != nil {
-				return err
-			}
-			cl, err := newClient(c)
-			if err != nil {
-				return err
-			}
+		Action: withArg("ID", func(c *cli.Context, cl *unixapi.Client, id string) error {
 			return cl.RevokeSession(c.Context, id)
-		},
+		}),
 	},
 )
 

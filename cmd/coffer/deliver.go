@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/coffer-hsm/coffer/unixapi"
 )
 
 var deliverCommand = &cli.Command{
@@ -18,15 +20,7 @@ not it exists.`,
 	Flags: []cli.Flag{
 		&cli.StringFlag{Name: "output-file", Aliases: []string{"o"}, Usage: "write the payload to `FILE` (mode 0600)"},
 	},
-	Action: func(c *cli.Context) error {
-		name, err := oneArg(c, "NAME")
-		if err != nil {
-			return err
-		}
-		cl, err := newClient(c)
-		if err != nil {
-			return err
-		}
+	Action: withArg("NAME", func(c *cli.Context, cl *unixapi.Client, name string) error {
 		payload, err := cl.Deliver(c.Context, name)
 		if err != nil {
 			return err
@@ -38,7 +32,7 @@ not it exists.`,
 			return err
 		}
 		return writeFile0600(path, payload)
-	},
+	}),
 }
 
 // writeFile0600 writes data to path through a temporary file created 0600

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/coffer-hsm/coffer/unixapi"
 	"gopkg.in/yaml.v3"
 )
 
@@ -97,4 +99,20 @@ func tsp(t *time.Time) string {
 		return ""
 	}
 	return ts(*t)
+}
+
+// withArg is the Action of a command that takes one positional argument
+// (named what in usage errors) and talks to the daemon.
+func withArg(what string, call func(c *cli.Context, cl *unixapi.Client, arg string) error) cli.ActionFunc {
+	return func(c *cli.Context) error {
+		arg, err := oneArg(c, what)
+		if err != nil {
+			return err
+		}
+		cl, err := newClient(c)
+		if err != nil {
+			return err
+		}
+		return call(c, cl, arg)
+	}
 }

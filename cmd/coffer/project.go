@@ -13,41 +13,25 @@ var projectCommand = group("project", "manage projects (system admins)",
 		Name:      "create",
 		Usage:     "create a project",
 		ArgsUsage: "NAME",
-		Action: func(c *cli.Context) error {
-			name, err := oneArg(c, "NAME")
-			if err != nil {
-				return err
-			}
-			cl, err := newClient(c)
-			if err != nil {
-				return err
-			}
+		Action: withArg("NAME", func(c *cli.Context, cl *unixapi.Client, name string) error {
 			p, err := cl.CreateProject(c.Context, name)
 			if err != nil {
 				return err
 			}
 			return renderProject(c, p)
-		},
+		}),
 	},
 	&cli.Command{
 		Name:      "get",
 		Usage:     "show a project",
 		ArgsUsage: "NAME|ID",
-		Action: func(c *cli.Context) error {
-			ref, err := oneArg(c, "NAME|ID")
-			if err != nil {
-				return err
-			}
-			cl, err := newClient(c)
-			if err != nil {
-				return err
-			}
+		Action: withArg("NAME|ID", func(c *cli.Context, cl *unixapi.Client, ref string) error {
 			p, err := cl.GetProject(c.Context, ref)
 			if err != nil {
 				return err
 			}
 			return renderProject(c, p)
-		},
+		}),
 	},
 	&cli.Command{
 		Name:  "list",
@@ -86,17 +70,9 @@ var projectCommand = group("project", "manage projects (system admins)",
 		Name:      "delete",
 		Usage:     "delete an empty project",
 		ArgsUsage: "NAME|ID",
-		Action: func(c *cli.Context) error {
-			ref, err := oneArg(c, "NAME|ID")
-			if err != nil {
-				return err
-			}
-			cl, err := newClient(c)
-			if err != nil {
-				return err
-			}
+		Action: withArg("NAME|ID", func(c *cli.Context, cl *unixapi.Client, ref string) error {
 			return cl.DeleteProject(c.Context, ref)
-		},
+		}),
 	},
 )
 

@@ -4,6 +4,8 @@ import (
 	"io"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/coffer-hsm/coffer/unixapi"
 )
 
 var roleCommand = group("role", "give users roles on projects: reader < member < admin",
@@ -51,15 +53,7 @@ var roleCommand = group("role", "give users roles on projects: reader < member <
 		Name:      "list",
 		Usage:     "list the role assignments of a project",
 		ArgsUsage: "PROJECT",
-		Action: func(c *cli.Context) error {
-			project, err := oneArg(c, "PROJECT")
-			if err != nil {
-				return err
-			}
-			cl, err := newClient(c)
-			if err != nil {
-				return err
-			}
+		Action: withArg("PROJECT", func(c *cli.Context, cl *unixapi.Client, project string) error {
 			l, err := cl.ListRoles(c.Context, project)
 			if err != nil {
 				return err
@@ -71,7 +65,7 @@ var roleCommand = group("role", "give users roles on projects: reader < member <
 				}
 				writeRows(w, []string{"USER", "ROLE", "PROJECT"}, rows)
 			})
-		},
+		}),
 	},
 )
 

@@ -60,15 +60,7 @@ var secretCommand = group("secret", "broker secrets sealed by the HSM",
 		Name:      "get",
 		Usage:     "show a secret's metadata",
 		ArgsUsage: "ID",
-		Action: func(c *cli.Context) error {
-			id, err := oneArg(c, "ID")
-			if err != nil {
-				return err
-			}
-			cl, err := newClient(c)
-			if err != nil {
-				return err
-			}
+		Action: withArg("ID", func(c *cli.Context, cl *unixapi.Client, id string) error {
 			s, err := cl.GetSecret(c.Context, id)
 			if err != nil {
 				return err
@@ -86,7 +78,7 @@ var secretCommand = group("secret", "broker secrets sealed by the HSM",
 			}
 			writeBindings(c.App.Writer, bs.Items)
 			return nil
-		},
+		}),
 	},
 	&cli.Command{
 		Name:  "list",
@@ -182,37 +174,21 @@ var secretCommand = group("secret", "broker secrets sealed by the HSM",
 		Name:      "revoke",
 		Usage:     "revoke a secret and destroy its ciphertext (metadata stays)",
 		ArgsUsage: "ID",
-		Action: func(c *cli.Context) error {
-			id, err := oneArg(c, "ID")
-			if err != nil {
-				return err
-			}
-			cl, err := newClient(c)
-			if err != nil {
-				return err
-			}
+		Action: withArg("ID", func(c *cli.Context, cl *unixapi.Client, id string) error {
 			s, err := cl.RevokeSecret(c.Context, id)
 			if err != nil {
 				return err
 			}
 			return renderSecret(c, s)
-		},
+		}),
 	},
 	&cli.Command{
 		Name:      "delete",
 		Usage:     "delete a secret and its ciphertext",
 		ArgsUsage: "ID",
-		Action: func(c *cli.Context) error {
-			id, err := oneArg(c, "ID")
-			if err != nil {
-				return err
-			}
-			cl, err := newClient(c)
-			if err != nil {
-				return err
-			}
+		Action: withArg("ID", func(c *cli.Context, cl *unixapi.Client, id string) error {
 			return cl.DeleteSecret(c.Context, id)
-		},
+		}),
 	},
 	bindCommand,
 	unbindCommand,

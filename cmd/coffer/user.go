@@ -66,21 +66,13 @@ var userCommand = group("user", "manage users and their unix uid, vsock CID and 
 		Name:      "get",
 		Usage:     "show a user and its roles",
 		ArgsUsage: "NAME|ID",
-		Action: func(c *cli.Context) error {
-			ref, err := oneArg(c, "NAME|ID")
-			if err != nil {
-				return err
-			}
-			cl, err := newClient(c)
-			if err != nil {
-				return err
-			}
+		Action: withArg("NAME|ID", func(c *cli.Context, cl *unixapi.Client, ref string) error {
 			u, err := cl.GetUser(c.Context, ref)
 			if err != nil {
 				return err
 			}
 			return renderUser(c, u)
-		},
+		}),
 	},
 	&cli.Command{
 		Name:  "list",
@@ -182,17 +174,9 @@ and sessions unusable until it is enabled again.`,
 		Name:      "delete",
 		Usage:     "delete a user with its credentials and sessions",
 		ArgsUsage: "NAME|ID",
-		Action: func(c *cli.Context) error {
-			ref, err := oneArg(c, "NAME|ID")
-			if err != nil {
-				return err
-			}
-			cl, err := newClient(c)
-			if err != nil {
-				return err
-			}
+		Action: withArg("NAME|ID", func(c *cli.Context, cl *unixapi.Client, ref string) error {
 			return cl.DeleteUser(c.Context, ref)
-		},
+		}),
 	},
 )
 
