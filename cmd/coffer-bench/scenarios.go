@@ -59,9 +59,9 @@ var scenarios = []scenario{
 		},
 	},
 	{
-		name: "deliver", what: "GET /v1/deliver/{name} (one unseal)",
+		name: "deliver", what: "GET /v1/deliver/{name} (one unseal), 64 names bound to a workload user, cft_ bearer",
 		ceilings: []string{ceilHTTP, ceilHSMOpen}, goal: 0.60, read: true,
-		needs: "bindings and GET /v1/deliver/{name}",
+		prepare: prepareDeliver,
 	},
 	{
 		name: "secret-create", what: "POST /v1/projects/default/secrets, 256-byte payload, admin peer",
@@ -373,4 +373,40 @@ func preloadAPI(ctx context.Context, socket string, n, conc int, req func(i int)
 		return err
 	}
 	return ctx.Err()
+}
+
+// deliverNames is how many names the deliver scenario binds.
+const deliverNames = 64
+
+// prepareDeliver binds preloaded secrets to a workload user under
+// deliverNames names and has every request fetch one of them with that
+// user's access token.
+func prepareDeliver(ctx context.Context, e *env) (generator, error) {
+	if len(e.secretIDs) == 0 {
+		return nil, errors.New("no preloaded secrets")
+	}
+	const user = "bench-deliver"
+	if _, err := e.admin.CreateUser(ctx, unixapi.UserCreateRequest{Name: user, Kind: "workload"}); err != nil {
+		return nil, fmt.Errorf("deliver: create user: %w", err)
+	}
+	if _, err := e.admin.SetRole(ctx, "default", user, "reader"); err != nil {
+		return nil, fmt.Errorf("deliver: role: %w", err)
+	}
+	for i := range deliverNames {
+		id := e.secretIDs[i%len(e.secretIDs)]
+		if _, err := e.admin.CreateBinding(ctx, id, unixapi.BindingCreateRequest{User: user, Name: fmt.Sprintf("d%d", i)}); err != nil {
+			return nil, fmt.Errorf("deliver: bind: %w", err)
+		}
+	}
+	cred, err := e.admin.CreateCredential(ctx, "default", unixapi.CredentialCreateRequest{Type: "access-token", User: user, Name: "bench-deliver-token"})
+	if err != nil {
+		return nil, fmt.Errorf("deliver: credential: %w", err)
+	}
+	if _, err := e.admin.WithToken(cred.Token).Deliver(ctx, "d0"); err != nil {
+		return nil, fmt.Errorf("deliver: %w", err)
+	}
+	auth := "Bearer " + cred.Token
+	return func(_ int, rng *rand.Rand) request {
+		return request{method: http.MethodGet, path: fmt.Sprintf("/v1/deliver/d%d", rng.IntN(deliverNames)), auth: auth}
+	}, nil
 }
