@@ -265,36 +265,41 @@ var (
 	errOtherProject = errors.New("another project")
 )
 
-// deliver unseals the current payload of the secret a binding names.
-func (s *Service) deliver(ctx context.Context, b bindingRecord) (Delivery, string, error) {
-	var rec secretRecord
-	var blob sealedRecord
-	err := s.store.View(ctx, func(tx *kv.Txn) error {
-		if err := tx.Get(tableSecrets, b.SecretID, &rec); err != nil {
-			return err
+// sealedFor reads, inside the caller's transaction, the secret a binding
+// names and its current envelope; why says why there is nothing to
+// deliver (revoked, expired, gone).
+func (s *Service) sealedFor(tx *kv.Txn, b bindingRecord) (rec secretRecord, blob sealedRecord, why string, err error) {
+	if err := tx.Get(tableSecrets, b.SecretID, &rec); err != nil {
+		if errors.Is(err, kv.ErrNotFound) {
+			return rec, blob, "secret gone", nil
 		}
-		if rec.status(s.now()) != StatusActive {
-			return nil
-		}
-		return tx.Get(tableSealed, b.SecretID, &blob)
-	})
-	if err != nil {
-		return Delivery{}, "secret gone", ignoreNotFound(err)
+		return rec, blob, "", err
 	}
 	if st := rec.status(s.now()); st != StatusActive {
-		return Delivery{}, "secret " + st, nil
+		return rec, blob, "secret " + st, nil
 	}
+	if err := tx.Get(tableSealed, b.SecretID, &blob); err != nil {
+		if errors.Is(err, kv.ErrNotFound) {
+			return rec, blob, "secret gone", nil
+		}
+		return rec, blob, "", err
+	}
+	return rec, blob, "", nil
+}
+
+// unsealDelivery opens a delivery's envelope (one HSM call, outside any
+// transaction) and returns a copy of the payload alone.
+func (s *Service) unsealDelivery(ctx context.Context, rec secretRecord, blob sealedRecord) (Delivery, string, error) {
 	plain, payload, _, err := s.open(ctx, rec, blob)
 	if err != nil {
 		return Delivery{}, "", err
 	}
+	defer clear(plain)
 	if len(payload) > MaxDelivery {
-		clear(plain)
 		return Delivery{}, "payload over the 1 MiB credential limit", nil
 	}
 	out := make([]byte, len(payload))
 	copy(out, payload)
-	clear(plain)
 	return Delivery{Payload: out, SecretID: rec.ID, Version: rec.Version}, "", nil
 }
 
@@ -311,6 +316,9 @@ func (s *Service) Deliver(ctx context.Context, p Principal, name string) (Delive
 	}
 	var b bindingRecord
 	var c caller
+	var rec secretRecord
+	var blob sealedRecord
+	var why string
 	err := s.store.View(ctx, func(tx *kv.Txn) error {
 		var err error
 		if c, err = s.resolveCaller(tx, p); err != nil {
@@ -334,7 +342,8 @@ func (s *Service) Deliver(ctx context.Context, p Principal, name string) (Delive
 		if c.token != nil && c.token.ProjectID != b.ProjectID {
 			return errOtherProject
 		}
-		return nil
+		rec, blob, why, err = s.sealedFor(tx, b)
+		return err
 	})
 	switch {
 	case errors.Is(err, errNoDelivery):
@@ -348,7 +357,10 @@ func (s *Service) Deliver(ctx context.Context, p Principal, name string) (Delive
 	case err != nil:
 		return Delivery{}, storeErr(err)
 	}
-	d, why, err := s.deliver(ctx, b)
+	if why != "" {
+		return refuse(why)
+	}
+	d, why, err := s.unsealDelivery(ctx, rec, blob)
 	if err != nil {
 		return Delivery{}, err
 	}
@@ -371,12 +383,19 @@ func (s *Service) DeliverCredential(ctx context.Context, unit, credential string
 		return refuse("invalid unit or credential name")
 	}
 	var b bindingRecord
+	var rec secretRecord
+	var blob sealedRecord
+	var why string
 	err := s.store.View(ctx, func(tx *kv.Txn) error {
 		id, err := tx.Lookup(tableBindings, indexUnitCred, unit+"/"+credential)
 		if err != nil {
 			return err
 		}
-		return tx.Get(tableBindings, id, &b)
+		if err := tx.Get(tableBindings, id, &b); err != nil {
+			return err
+		}
+		rec, blob, why, err = s.sealedFor(tx, b)
+		return err
 	})
 	if errors.Is(err, kv.ErrNotFound) {
 		return refuse("not bound")
@@ -385,7 +404,10 @@ func (s *Service) DeliverCredential(ctx context.Context, unit, credential string
 		s.log.Error("audit: credential refused", "unit", unit, "credential", credential, "reason", "store failed", "err", err)
 		return Delivery{}, storeErr(err)
 	}
-	d, why, err := s.deliver(ctx, b)
+	if why != "" {
+		return refuse(why)
+	}
+	d, why, err := s.unsealDelivery(ctx, rec, blob)
 	if err != nil {
 		s.log.Error("audit: credential refused", "unit", unit, "credential", credential, "reason", "delivery failed", "err", err)
 		return Delivery{}, err
