@@ -208,6 +208,9 @@ prop() { in_ct systemctl show "$1" -p "$2" --value; }
 # pipefail could fail on SIGPIPE).
 coffer_log() { in_ct journalctl -u coffer.service -o cat --no-pager; }
 coffer_log_has() { local j; j=$(coffer_log) && grep -qF -- "$1" <<<"$j"; }
+# coffer_entry FIELD=VALUE...: a coffer.service journal entry with all these
+# fields (the daemon logs natively: MESSAGE, PRIORITY, COFFER_<KEY>).
+coffer_entry() { local out; out=$(in_ct journalctl -u coffer.service -o cat --no-pager "$@") && [ -n "$out" ]; }
 
 case $state in
 running) ok "boot: is-system-running: running (${boot_ms} ms)" ;;
@@ -260,7 +263,7 @@ check "coffer.service Type=notify, NotifyAccess=main, active/running (READY=1)" 
 statustext=$(sed -n 's/^StatusText=//p' <<<"$show")
 check "STATUS= from the daemon: '$statustext'" test -n "$statustext"
 check "daemon got its sockets from systemd (LISTEN_FDNAMES: socket_activated=true)" \
-	coffer_log_has "socket_activated=true"
+	coffer_entry "MESSAGE=coffer is serving" COFFER_SOCKET_ACTIVATED=true
 
 # A secret and its binding to consumer.service.
 payload="sdt-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
@@ -291,7 +294,7 @@ else
 	check "consumer-unbound.service: failed with $st/CREDENTIALS" test "$st" = 243
 fi
 check "daemon logged the refusal (audit: credential refused)" \
-	coffer_log_has 'msg="audit: credential refused" unit=consumer-unbound.service'
+	coffer_entry "MESSAGE=audit: credential refused" COFFER_UNIT=consumer-unbound.service
 
 # Reload.
 pid0=$(prop coffer.service MainPID)
