@@ -288,13 +288,21 @@ func (s *Service) sealedFor(tx *kv.Txn, b bindingRecord) (rec secretRecord, blob
 }
 
 // unsealDelivery opens a delivery's envelope (one HSM call, outside any
-// transaction) and returns a copy of the payload alone.
-func (s *Service) unsealDelivery(ctx context.Context, rec secretRecord, blob sealedRecord) (Delivery, string, error) {
-	plain, payload, _, err := s.open(ctx, rec, blob)
+// transaction) and returns a copy of the payload alone, or with key set,
+// of that key_values entry alone.
+func (s *Service) unsealDelivery(ctx context.Context, rec secretRecord, blob sealedRecord, key string) (Delivery, string, error) {
+	plain, payload, kvs, err := s.open(ctx, rec, blob)
 	if err != nil {
 		return Delivery{}, "", err
 	}
 	defer clear(plain)
+	if key != "" {
+		v, ok := kvs[key]
+		if !ok {
+			return Delivery{}, "no such key", nil
+		}
+		payload = []byte(v)
+	}
 	if len(payload) > MaxDelivery {
 		return Delivery{}, "payload over the 1 MiB credential limit", nil
 	}
@@ -303,16 +311,20 @@ func (s *Service) unsealDelivery(ctx context.Context, rec secretRecord, blob sea
 	return Delivery{Payload: out, SecretID: rec.ID, Version: rec.Version}, "", nil
 }
 
-// Deliver hands the payload bound to the caller's user under name. Anyone
-// else — unbound, anonymous, another user — gets a not_found that does not
-// say whether the name exists. Every delivery and refusal is audited.
-func (s *Service) Deliver(ctx context.Context, p Principal, name string) (Delivery, error) {
+// Deliver hands the payload bound to the caller's user under name (with
+// key set, that entry of the secret's key_values instead). Anyone else —
+// unbound, anonymous, another user — gets a not_found that does not say
+// whether the name exists. Every delivery and refusal is audited.
+func (s *Service) Deliver(ctx context.Context, p Principal, name, key string) (Delivery, error) {
 	refuse := func(reason string) (Delivery, error) {
-		s.log.Warn("audit: delivery refused", "principal", p.String(), "name", name, "reason", reason)
+		s.log.Warn("audit: delivery refused", "principal", p.String(), "name", name, "key", key, "reason", reason)
 		return Delivery{}, NotFound("nothing to deliver under %q", name)
 	}
 	if !ValidCredentialName(name) {
 		return refuse("invalid name")
+	}
+	if key != "" && !keyRE.MatchString(key) {
+		return refuse("invalid key")
 	}
 	var b bindingRecord
 	var c caller
@@ -360,14 +372,14 @@ func (s *Service) Deliver(ctx context.Context, p Principal, name string) (Delive
 	if why != "" {
 		return refuse(why)
 	}
-	d, why, err := s.unsealDelivery(ctx, rec, blob)
+	d, why, err := s.unsealDelivery(ctx, rec, blob, key)
 	if err != nil {
 		return Delivery{}, err
 	}
 	if why != "" {
 		return refuse(why)
 	}
-	s.log.Info("audit: delivered", "principal", p.String(), "user", c.user.Name, "name", name, "secret", d.SecretID, "version", d.Version, "channel", string(p.Channel))
+	s.log.Info("audit: delivered", "principal", p.String(), "user", c.user.Name, "name", name, "key", key, "secret", d.SecretID, "version", d.Version, "channel", string(p.Channel))
 	return d, nil
 }
 
@@ -407,7 +419,7 @@ func (s *Service) DeliverCredential(ctx context.Context, unit, credential string
 	if why != "" {
 		return refuse(why)
 	}
-	d, why, err := s.unsealDelivery(ctx, rec, blob)
+	d, why, err := s.unsealDelivery(ctx, rec, blob, "")
 	if err != nil {
 		s.log.Error("audit: credential refused", "unit", unit, "credential", credential, "reason", "delivery failed", "err", err)
 		return Delivery{}, err

@@ -54,18 +54,29 @@ func TestBindingsAndDelivery(t *testing.T) {
 	// Bound users by uid, vsock CID and token; everyone else not_found.
 	_, bobTok := e.credential(t, "p1", CredentialInput{Type: CredAccessToken, User: "bob"})
 	for name, p := range map[string]Principal{"uid": uidPrincipal(1002), "cid": vsockGuest, "token": e.bearer(t, bobTok.Token)} {
-		d, err := e.svc.Deliver(ctx, p, "dbpass")
+		d, err := e.svc.Deliver(ctx, p, "dbpass", "")
 		if err != nil || string(d.Payload) != "dbpw" {
 			t.Fatalf("%s delivery %q %v", name, d.Payload, err)
 		}
 	}
 	for _, p := range []Principal{rootPrincipal, uidPrincipal(1001), anonPrincipal, uidPrincipal(9999)} {
-		_, err := e.svc.Deliver(ctx, p, "dbpass")
+		_, err := e.svc.Deliver(ctx, p, "dbpass", "")
 		wantCode(t, err, CodeNotFound)
 	}
-	_, err = e.svc.Deliver(ctx, uidPrincipal(1002), "nope")
+	_, err = e.svc.Deliver(ctx, uidPrincipal(1002), "nope", "")
 	wantCode(t, err, CodeNotFound)
-	_, err = e.svc.Deliver(ctx, uidPrincipal(1002), "../etc")
+	// One key_values entry instead of the payload; unknown keys are 404.
+	if d, err := e.svc.Deliver(ctx, uidPrincipal(1002), "dbpass", "k"); err != nil || string(d.Payload) != "v" {
+		t.Fatalf("key delivery %q %v", d.Payload, err)
+	}
+	for _, key := range []string{"nope", "../k", "k k"} {
+		_, err = e.svc.Deliver(ctx, uidPrincipal(1002), "dbpass", key)
+		wantCode(t, err, CodeNotFound)
+	}
+	if _, err := e.svc.Deliver(ctx, uidPrincipal(1001), "dbpass", "k"); CodeOf(err) != CodeNotFound {
+		t.Fatalf("an unbound user got a key: %v", err)
+	}
+	_, err = e.svc.Deliver(ctx, uidPrincipal(1002), "../etc", "")
 	wantCode(t, err, CodeNotFound)
 	if !strings.Contains(e.logs.String(), "audit: delivered") || !strings.Contains(e.logs.String(), "audit: delivery refused") {
 		t.Fatal("deliveries are not audited")
@@ -76,14 +87,14 @@ func TestBindingsAndDelivery(t *testing.T) {
 
 	// A token's coffer rules apply to delivery.
 	_, ruled := e.credential(t, "p1", CredentialInput{Type: CredAccessToken, User: "bob", AccessRules: []AccessRule{{Service: "coffer", Method: "GET", Path: "/v1/deliver/other"}}})
-	_, err = e.svc.Deliver(ctx, e.bearer(t, ruled.Token), "dbpass")
+	_, err = e.svc.Deliver(ctx, e.bearer(t, ruled.Token), "dbpass", "")
 	wantCode(t, err, CodeNotFound)
 
 	// Rotation delivers the new version; revocation and expiry deliver nothing.
 	if _, err := e.svc.RotateSecret(ctx, g, RotateInput{Payload: []byte("dbpw2")}); err != nil {
 		t.Fatal(err)
 	}
-	d, _ = e.svc.Deliver(ctx, uidPrincipal(1002), "dbpass")
+	d, _ = e.svc.Deliver(ctx, uidPrincipal(1002), "dbpass", "")
 	if string(d.Payload) != "dbpw2" || d.Version != 2 {
 		t.Fatalf("after rotation %q v%d", d.Payload, d.Version)
 	}
@@ -91,7 +102,7 @@ func TestBindingsAndDelivery(t *testing.T) {
 	if _, err := e.svc.RevokeSecret(ctx, g); err != nil {
 		t.Fatal(err)
 	}
-	_, err = e.svc.Deliver(ctx, uidPrincipal(1002), "dbpass")
+	_, err = e.svc.Deliver(ctx, uidPrincipal(1002), "dbpass", "")
 	wantCode(t, err, CodeNotFound)
 	if _, err := e.svc.DeliverCredential(ctx, "nginx.service", "tls-key"); err == nil {
 		t.Fatal("a revoked secret was delivered")

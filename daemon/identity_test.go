@@ -643,10 +643,10 @@ func TestTokensStayWithinThemselves(t *testing.T) {
 	if _, err := e.svc.CreateBinding(ctx, e.grant(t, ActManageSecret, Resource{Secret: sec.ID}), BindingInput{User: "alice", Name: "p2pass"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.svc.Deliver(ctx, e.bearer(t, tok.Token), "p2pass"); CodeOf(err) != CodeNotFound {
+	if _, err := e.svc.Deliver(ctx, e.bearer(t, tok.Token), "p2pass", ""); CodeOf(err) != CodeNotFound {
 		t.Fatalf("a p1 token received a p2 secret: %v", err)
 	}
-	if d, err := e.svc.Deliver(ctx, uidPrincipal(1001), "p2pass"); err != nil || string(d.Payload) != "p2-payload" {
+	if d, err := e.svc.Deliver(ctx, uidPrincipal(1001), "p2pass", ""); err != nil || string(d.Payload) != "p2-payload" {
 		t.Fatalf("alice by uid: %q %v", d.Payload, err)
 	}
 }

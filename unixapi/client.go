@@ -265,7 +265,17 @@ func (c *Client) DeleteBinding(ctx context.Context, secretID, bindingID string) 
 // Deliver fetches the raw payload bound to the caller under name. The
 // caller should clear it once used.
 func (c *Client) Deliver(ctx context.Context, name string) ([]byte, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://coffer/v1/deliver/"+url.PathEscape(name), nil)
+	return c.DeliverKey(ctx, name, "")
+}
+
+// DeliverKey fetches one key_values entry of the secret bound to the caller
+// under name (the payload when key is empty).
+func (c *Client) DeliverKey(ctx context.Context, name, key string) ([]byte, error) {
+	u := "http://coffer/v1/deliver/" + url.PathEscape(name)
+	if key != "" {
+		u += "?key=" + url.QueryEscape(key)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -88,10 +88,11 @@ func (s *Server) deleteBinding(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// deliver hands the raw payload to the consumer it is bound to; everyone
-// else gets 404 whether or not the name exists.
+// deliver hands the raw payload (or, with ?key=K, one key_values entry) to
+// the consumer it is bound to; everyone else gets 404 whether or not the
+// name exists.
 func (s *Server) deliver(w http.ResponseWriter, r *http.Request) error {
-	d, err := s.b.Deliver(r.Context(), daemon.PrincipalFrom(r.Context()), r.PathValue("name"))
+	d, err := s.b.Deliver(r.Context(), daemon.PrincipalFrom(r.Context()), r.PathValue("name"), r.URL.Query().Get("key"))
 	if err != nil {
 		return err
 	}

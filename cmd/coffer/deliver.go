@@ -19,9 +19,10 @@ replaced atomically). Anything not bound to you is "not found", whether or
 not it exists.`,
 	Flags: []cli.Flag{
 		&cli.StringFlag{Name: "output-file", Aliases: []string{"o"}, Usage: "write the payload to `FILE` (mode 0600)"},
+		&cli.StringFlag{Name: "key", Usage: "fetch the secret's key_values entry `KEY` instead of its payload"},
 	},
 	Action: withArg("NAME", func(c *cli.Context, cl *unixapi.Client, name string) error {
-		payload, err := cl.Deliver(c.Context, name)
+		payload, err := cl.DeliverKey(c.Context, name, c.String("key"))
 		if err != nil {
 			return err
 		}

@@ -14,7 +14,8 @@ import (
 
 var (
 	payloadFileFlag = &cli.StringFlag{Name: "payload-file", Usage: "read the payload from `FILE` (- for standard input); it is never printed"}
-	keyValueFlag    = &cli.StringSliceFlag{Name: "key-value", Usage: "a `KEY=VALUE` stored sealed with the payload (repeatable)"}
+	keyValueFlag    = &cli.StringSliceFlag{Name: "key-value", Usage: "a `KEY=VALUE` stored sealed with the payload (repeatable; it shows in ps and shell history: prefer --key-values-file for secret values)"}
+	keyValuesFile   = &cli.StringFlag{Name: "key-values-file", Usage: "read KEY=VALUE lines from `FILE` (- for standard input, when the payload is not read from it)"}
 	expiresAtFlag   = &cli.TimestampFlag{Name: "expires-at", Usage: "expiry as an RFC 3339 `TIME` (e.g. 2030-01-02T15:04:05Z)", Layout: time.RFC3339}
 )
 
@@ -25,7 +26,7 @@ var secretCommand = group("secret", "broker secrets sealed by the HSM",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "project", Aliases: []string{"p"}, Usage: "owning `PROJECT`", Value: "default"},
 			&cli.StringFlag{Name: "display-name", Usage: "human `NAME` of the secret"},
-			payloadFileFlag, keyValueFlag, expiresAtFlag,
+			payloadFileFlag, keyValueFlag, keyValuesFile, expiresAtFlag,
 		},
 		Action: func(c *cli.Context) error {
 			if c.Args().Present() {
@@ -130,7 +131,7 @@ var secretCommand = group("secret", "broker secrets sealed by the HSM",
 		Usage:     "replace a secret's payload with a new version",
 		ArgsUsage: "ID",
 		Flags: []cli.Flag{
-			payloadFileFlag, keyValueFlag, expiresAtFlag,
+			payloadFileFlag, keyValueFlag, keyValuesFile, expiresAtFlag,
 			&cli.BoolFlag{Name: "clear-key-values", Usage: "drop the key_values (default: keep them unless --key-value is given)"},
 			&cli.IntFlag{Name: "cas", Usage: "fail unless the current version is `N`"},
 		},
@@ -244,6 +245,16 @@ func readPayload(c *cli.Context) ([]byte, error) {
 
 func keyValues(c *cli.Context) (map[string]string, error) {
 	pairs := c.StringSlice("key-value")
+	if path := c.String("key-values-file"); path != "" {
+		if path == "-" && c.String("payload-file") == "-" {
+			return nil, usagef("--payload-file and --key-values-file cannot both read standard input")
+		}
+		lines, err := readKeyValuesFile(c, path)
+		if err != nil {
+			return nil, err
+		}
+		pairs = append(pairs, lines...)
+	}
 	if len(pairs) == 0 {
 		return nil, nil
 	}
@@ -251,14 +262,42 @@ func keyValues(c *cli.Context) (map[string]string, error) {
 	for _, p := range pairs {
 		k, v, ok := strings.Cut(p, "=")
 		if !ok || k == "" {
-			return nil, usagef("--key-value takes KEY=VALUE, got an argument without '=' or key")
+			return nil, usagef("key values take KEY=VALUE; got an entry without '=' or key")
 		}
 		if _, dup := m[k]; dup {
-			return nil, usagef("--key-value %s given twice", k)
+			return nil, usagef("key %s given twice", k)
 		}
 		m[k] = v
 	}
 	return m, nil
+}
+
+// readKeyValuesFile reads KEY=VALUE lines; blank lines and lines starting
+// with # are skipped. Values are taken as they are (no quoting).
+func readKeyValuesFile(c *cli.Context, path string) ([]string, error) {
+	var r io.Reader = c.App.Reader
+	if path != "-" {
+		f, err := os.Open(path)
+		if err != nil {
+			return nil, fmt.Errorf("read key values: %w", err)
+		}
+		defer f.Close()
+		r = f
+	}
+	b, err := io.ReadAll(io.LimitReader(r, maxPayloadRead))
+	if err != nil {
+		return nil, fmt.Errorf("read key values from %s: %w", path, err)
+	}
+	defer clear(b)
+	var out []string
+	for _, line := range strings.Split(string(b), "\n") {
+		line = strings.TrimSuffix(line, "\r")
+		if t := strings.TrimSpace(line); t == "" || strings.HasPrefix(t, "#") {
+			continue
+		}
+		out = append(out, line)
+	}
+	return out, nil
 }
 
 func writeBindings(w io.Writer, bs []unixapi.Binding) {
