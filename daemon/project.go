@@ -83,11 +83,13 @@ func (s *Service) findProject(ctx context.Context, ref string) (projectRecord, e
 // findProjectIn resolves a project by name or id inside a transaction.
 func (s *Service) findProjectIn(tx *kv.Txn, ref string) (projectRecord, error) {
 	var rec projectRecord
-	if !validName(ref) && !validID(ref) {
+	// validID first: it is cheap, and authorization passes project IDs.
+	isID := validID(ref)
+	if !isID && !validName(ref) {
 		return rec, NotFound("project %q not found", ref)
 	}
 	id := ref
-	if !validID(ref) {
+	if !isID {
 		var err error
 		if id, err = tx.Lookup(tableProjects, indexName, ref); err != nil {
 			if errors.Is(err, kv.ErrNotFound) {

@@ -129,6 +129,32 @@ func decodeEnvelope(b []byte) (envelope, error) {
 // envelopeData returns the JSON part of an envelope without decoding the
 // index list.
 func envelopeData(b []byte) ([]byte, error) {
-	e, err := decodeEnvelope(b)
-	return e.data, err
+	// Same checks as decodeEnvelope, without allocating the index list.
+	if len(b) == 0 || b[0] != envelopeV1 {
+		return nil, fmt.Errorf("%w: unknown version", errCorrupt)
+	}
+	b = b[1:]
+	count, n := binary.Uvarint(b)
+	if n <= 0 || count > uint64(len(b)) {
+		return nil, errCorrupt
+	}
+	b = b[n:]
+	skipString := func() bool {
+		l, n := binary.Uvarint(b)
+		if n <= 0 || l > uint64(len(b)-n) {
+			return false
+		}
+		b = b[n+int(l):]
+		return true
+	}
+	for range count {
+		if len(b) == 0 {
+			return nil, errCorrupt
+		}
+		b = b[1:]
+		if !skipString() || !skipString() {
+			return nil, errCorrupt
+		}
+	}
+	return b, nil
 }

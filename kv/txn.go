@@ -78,12 +78,29 @@ func (t *Txn) Get(table, id string, out any) error {
 	if err := checkName("id", id); err != nil {
 		return err
 	}
-	e, err := t.getEnvelope(table, id)
-	if err != nil {
-		return err
+	item, err := t.txn.Get(recordKey(table, id))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return fmt.Errorf("kv: %s/%s: %w", table, id, ErrNotFound)
 	}
-	if err := json.Unmarshal(e.data, out); err != nil {
-		return fmt.Errorf("kv: decode %s/%s: %w", table, id, err)
+	if err != nil {
+		return fmt.Errorf("kv: read %s/%s: %w", table, id, err)
+	}
+	// Decode in place: json.Unmarshal copies what it keeps, so the value
+	// needs no copy, and Get needs only the JSON part of the envelope.
+	var decodeErr error
+	err = item.Value(func(val []byte) error {
+		data, err := envelopeData(val)
+		if err != nil {
+			return err
+		}
+		decodeErr = json.Unmarshal(data, out)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("kv: read %s/%s: %w", table, id, err)
+	}
+	if decodeErr != nil {
+		return fmt.Errorf("kv: decode %s/%s: %w", table, id, decodeErr)
 	}
 	return nil
 }
