@@ -163,7 +163,7 @@ func (b *umlBackend) Status(context.Context, daemon.Grant) (daemon.Status, error
 // umlInProcess serves the API on AF_VSOCK with unixapi's listener and a
 // recording backend, and calls it through unixapi's vsock client on CID 1.
 func umlInProcess(res *umlResult, port uint32) error {
-	l, err := unixapi.ListenVsock(port, slog.New(slog.NewTextHandler(os.Stdout, nil)))
+	l, err := unixapi.ListenVsock(port, slog.New(slog.NewTextHandler(os.Stdout, nil)), true) // CID 1: loopback
 	if err != nil {
 		return err
 	}

@@ -45,7 +45,7 @@ func (l *fakeVsockListener) Addr() net.Addr {
 }
 
 func TestVsockPrincipalFromPeerAddress(t *testing.T) {
-	fl := &fakeVsockListener{conns: make(chan net.Conn, 4)}
+	fl := &fakeVsockListener{conns: make(chan net.Conn, 5)}
 	pipe := func(remote net.Addr) (net.Conn, net.Conn) {
 		a, b := net.Pipe()
 		t.Cleanup(func() { a.Close(); b.Close() })
@@ -53,12 +53,14 @@ func TestVsockPrincipalFromPeerAddress(t *testing.T) {
 	}
 	bad, badPeer := pipe(&net.UnixAddr{Name: "@x", Net: "unix"})
 	anyCID, anyPeer := pipe(&vsock.Addr{ContextID: unix.VMADDR_CID_ANY, Port: 1})
+	local, localPeer := pipe(&vsock.Addr{ContextID: unix.VMADDR_CID_LOCAL, Port: 1})
 	good, _ := pipe(&vsock.Addr{ContextID: 42, Port: 1234})
 	fl.conns <- bad
 	fl.conns <- anyCID
+	fl.conns <- local
 	fl.conns <- good
 	var logs lockedBuffer
-	l := NewVsockListener(fl, slog.New(slog.NewTextHandler(&logs, nil)))
+	l := NewVsockListener(fl, slog.New(slog.NewTextHandler(&logs, nil)), false)
 	c, err := l.Accept()
 	if err != nil {
 		t.Fatal(err)
@@ -74,14 +76,14 @@ func TestVsockPrincipalFromPeerAddress(t *testing.T) {
 		t.Fatalf("String() = %q", s)
 	}
 	// The connections without a usable peer were closed and logged.
-	for _, peer := range []net.Conn{badPeer, anyPeer} {
+	for _, peer := range []net.Conn{badPeer, anyPeer, localPeer} {
 		peer.SetReadDeadline(time.Now().Add(time.Second))
 		if _, err := peer.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
 			t.Fatalf("a connection without a vsock peer was not closed: %v", err)
 		}
 	}
-	if n := strings.Count(logs.String(), "closing connection: cannot read vsock peer"); n != 2 {
-		t.Fatalf("logged %d refusals, want 2:\n%s", n, logs.String())
+	if n := strings.Count(logs.String(), "closing connection: cannot read vsock peer"); n != 3 {
+		t.Fatalf("logged %d refusals, want 3:\n%s", n, logs.String())
 	}
 	close(fl.conns)
 	if _, err := l.Accept(); !errors.Is(err, net.ErrClosed) {
@@ -91,7 +93,7 @@ func TestVsockPrincipalFromPeerAddress(t *testing.T) {
 
 func TestListenVsockRejectsPorts(t *testing.T) {
 	for _, port := range []uint32{0, unix.VMADDR_PORT_ANY} {
-		if _, err := ListenVsock(port, nil); err == nil || !strings.Contains(err.Error(), "is not a port to serve on") {
+		if _, err := ListenVsock(port, nil, false); err == nil || !strings.Contains(err.Error(), "is not a port to serve on") {
 			t.Fatalf("port %d: err = %v", port, err)
 		}
 	}
@@ -143,7 +145,7 @@ func listenVsockAnyPort(t *testing.T) (net.Listener, uint32) {
 	t.Helper()
 	base := uint32(40000 + os.Getpid()%10000)
 	for port := base; port < base+50; port++ {
-		l, err := ListenVsock(port, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		l, err := ListenVsock(port, slog.New(slog.NewTextHandler(io.Discard, nil)), true)
 		if err == nil {
 			return l, port
 		}

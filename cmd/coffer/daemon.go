@@ -161,7 +161,7 @@ func runDaemon(c *cli.Context) error {
 		api.Close()
 		return err
 	}
-	vms, err := vsockListeners(activated, uint32(c.Uint("vsock-port")), file.VMs, unixapi.SocketOptions{Mode: 0o660, GID: gid, Logger: log})
+	vms, err := vsockListeners(activated, uint32(c.Uint("vsock-port")), c.Bool("allow-reserved-cids"), file.VMs, unixapi.SocketOptions{Mode: 0o660, GID: gid, Logger: log})
 	if err != nil {
 		api.Close()
 		creds.Close()
@@ -316,13 +316,13 @@ type vmListeners struct {
 
 // vsockListeners opens the AF_VSOCK listener (passed by systemd as
 // "vsock", or on port) and the hybrid-vsock sockets of the configured VMs.
-func vsockListeners(a systemd.Listeners, port uint32, vms []vmConfig, opts unixapi.SocketOptions) (vmListeners, error) {
+func vsockListeners(a systemd.Listeners, port uint32, allowLocal bool, vms []vmConfig, opts unixapi.SocketOptions) (vmListeners, error) {
 	var out vmListeners
 	switch {
 	case a.Vsock != nil:
-		out.all = append(out.all, unixapi.NewVsockListener(a.Vsock, opts.Logger))
+		out.all = append(out.all, unixapi.NewVsockListener(a.Vsock, opts.Logger, allowLocal))
 	case port != 0:
-		l, err := unixapi.ListenVsock(port, opts.Logger)
+		l, err := unixapi.ListenVsock(port, opts.Logger, allowLocal)
 		switch {
 		case err == nil:
 			out.all = append(out.all, l)
