@@ -59,17 +59,7 @@ func serveHybrid(t *testing.T, b Backend, vms []HybridVM, log *slog.Logger) *Hyb
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := NewServer(b, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(l) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-		if err := <-done; err != nil {
-			t.Errorf("serve: %v", err)
-		}
-	})
+	serveOn(t, b, l)
 	return l
 }
 

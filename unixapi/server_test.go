@@ -77,17 +77,7 @@ func serve(t *testing.T, b Backend) (*Client, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := NewServer(b, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(l) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-		if err := <-done; err != nil {
-			t.Errorf("serve: %v", err)
-		}
-	})
+	serveOn(t, b, l)
 	return NewClient(path), path
 }
 
@@ -352,6 +342,22 @@ func FuzzDecodeSecretCreate(f *testing.F) {
 		case daemon.CodeInvalidJSON, daemon.CodeBodyTooLarge:
 		default:
 			t.Fatalf("decode error code %s: %v", code, err)
+		}
+	})
+}
+
+// serveOn serves b on l until the end of the test.
+func serveOn(t *testing.T, b Backend, l net.Listener) {
+	t.Helper()
+	srv := NewServer(b, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(l) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
 		}
 	})
 }
