@@ -152,7 +152,8 @@ func envelopeData(b []byte) ([]byte, error) {
 			return nil, errCorrupt
 		}
 		b = b[1:]
-		if !skipString() || !skipString() {
+		nameOK := skipString()        // index name
+		if !nameOK || !skipString() { // index value
 			return nil, errCorrupt
 		}
 	}

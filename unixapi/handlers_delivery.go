@@ -101,6 +101,8 @@ func (s *Server) deliver(w http.ResponseWriter, r *http.Request) error {
 	w.Header().Set("Content-Length", strconv.Itoa(len(d.Payload)))
 	w.Header().Set("X-Coffer-Secret-Version", strconv.Itoa(d.Version))
 	w.WriteHeader(http.StatusOK)
-	_, err = w.Write(d.Payload)
+	// The status is sent: a failed write means the client went away, and
+	// there is nothing left to tell it.
+	_, _ = w.Write(d.Payload)
 	return nil
 }
