@@ -25,8 +25,13 @@ run: deps build ## build and start the daemon on its embedded default (./.coffer
 deps: ## install what coffer needs to run (SoftHSM2)
 	$(Q)$(MAKE) -s install-pkgs PKGS="softhsm2:$(SOFTHSM_MODULE)"
 
-test-deps: ## install what the tests need too (user-mode-linux for the AF_VSOCK test)
-	$(Q)$(MAKE) -s install-pkgs PKGS="softhsm2:$(SOFTHSM_MODULE) user-mode-linux:/usr/bin/linux.uml"
+# The software TPM 2.0 and its PKCS#11 module, for the tests over a TPM.
+TPM_PKGS := swtpm:/usr/bin/swtpm tpm2-tools:/usr/bin/tpm2_getcap tpm2-abrmd:/usr/sbin/tpm2-abrmd \
+	libtss2-tcti-tabrmd0:/usr/lib/x86_64-linux-gnu/libtss2-tcti-tabrmd.so.0 dbus:/usr/bin/dbus-daemon \
+	libtpm2-pkcs11-1:/usr/lib/x86_64-linux-gnu/pkcs11/libtpm2_pkcs11.so libtpm2-pkcs11-tools:/usr/bin/tpm2_ptool
+
+test-deps: ## install what the tests need too (user-mode-linux for the AF_VSOCK test; a software TPM)
+	$(Q)$(MAKE) -s install-pkgs PKGS="softhsm2:$(SOFTHSM_MODULE) user-mode-linux:/usr/bin/linux.uml $(TPM_PKGS)"
 
 # install-pkgs installs each PACKAGE:FILE of PKGS whose FILE is missing
 # (apt-get, as root); otherwise it says what to run.
