@@ -76,7 +76,7 @@ microbench: deps ## Go micro-benchmarks of the hot functions (HSM, store, tokens
 	$(Q)$(GO) test -run '^$$' -bench . -benchtime 1s ./hsm ./kv ./daemon
 
 fuzz: ## fuzz the parsers (FUZZTIME per target, default 30s)
-	$(Q)for pkg in ./unixapi ./daemon ./systemd; do \
+	$(Q)for pkg in ./unixapi ./daemon ./systemd ./hostseal; do \
 		for t in $$($(GO) test -list '^Fuzz' $$pkg | grep ^Fuzz); do \
 			echo "fuzz $$pkg $$t"; \
 			$(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $${FUZZTIME:-30s} $$pkg || exit 1; \
