@@ -72,20 +72,19 @@ type BindingInput struct {
 	Name       string
 }
 
-var (
-	// unitRE is a systemd unit name with a suffix that can consume
-	// credentials.
-	unitRE = regexp.MustCompile(`^[A-Za-z0-9:_.\\-]+(@[A-Za-z0-9:_.\\-]+)?\.(service|socket|mount|swap|timer|path)$`)
-	// credNameRE is what systemd accepts as a credential name, kept to a
-	// portable set.
-	credNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$`)
-)
+// unitRE is a systemd unit name with a suffix that can consume
+// credentials.
+var unitRE = regexp.MustCompile(`^[A-Za-z0-9:_.\\-]+(@[A-Za-z0-9:_.\\-]+)?\.(service|socket|mount|swap|timer|path)$`)
+
+// maxCredentialName bounds credential names, as systemd does.
+const maxCredentialName = 255
 
 // ValidUnit reports whether s is a systemd unit name coffer binds to.
 func ValidUnit(s string) bool { return len(s) <= 255 && unitRE.MatchString(s) }
 
-// ValidCredentialName reports whether s is a credential name coffer binds.
-func ValidCredentialName(s string) bool { return credNameRE.MatchString(s) }
+// ValidCredentialName reports whether s is a credential name coffer binds:
+// what systemd accepts, kept to a portable set.
+func ValidCredentialName(s string) bool { return validKeyName(s, maxCredentialName) }
 
 func (s *Service) bindingView(tx *kv.Txn, b bindingRecord) (Binding, error) {
 	v := Binding{ID: b.ID, SecretID: b.SecretID, Kind: b.Kind, Unit: b.Unit, Credential: b.Credential, UserID: b.UserID, Name: b.Name, CreatedAt: b.CreatedAt}
@@ -323,7 +322,7 @@ func (s *Service) Deliver(ctx context.Context, p Principal, name, key string) (D
 	if !ValidCredentialName(name) {
 		return refuse("invalid name")
 	}
-	if key != "" && !keyRE.MatchString(key) {
+	if key != "" && !validKeyName(key, maxKeyName) {
 		return refuse("invalid key")
 	}
 	var b bindingRecord

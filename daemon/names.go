@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"regexp"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -9,10 +8,41 @@ import (
 	"github.com/google/uuid"
 )
 
-var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9._-]{0,62}[a-z0-9])?$`)
+// The validators below are written out rather than regular expressions:
+// a counted repetition such as {0,254} compiles to hundreds of regexp
+// instructions at every process start, client commands included.
 
-// validName reports whether s is a valid resource name (DESIGN §4).
-func validName(s string) bool { return nameRE.MatchString(s) }
+// validName reports whether s is a valid resource name (DESIGN §4):
+// ^[a-z0-9]([a-z0-9._-]{0,62}[a-z0-9])?$
+func validName(s string) bool {
+	if len(s) == 0 || len(s) > 64 || !isLowerAlnum(s[0]) || !isLowerAlnum(s[len(s)-1]) {
+		return false
+	}
+	for i := 1; i < len(s)-1; i++ {
+		if c := s[i]; !isLowerAlnum(c) && c != '.' && c != '_' && c != '-' {
+			return false
+		}
+	}
+	return true
+}
+
+// validKeyName reports whether s is a key_values key, or a systemd
+// credential name when max is 255: ^[A-Za-z0-9][A-Za-z0-9._-]{0,max-1}$
+func validKeyName(s string, max int) bool {
+	if len(s) == 0 || len(s) > max || !isAlnum(s[0]) {
+		return false
+	}
+	for i := 1; i < len(s); i++ {
+		if c := s[i]; !isAlnum(c) && c != '.' && c != '_' && c != '-' {
+			return false
+		}
+	}
+	return true
+}
+
+func isLowerAlnum(c byte) bool { return 'a' <= c && c <= 'z' || '0' <= c && c <= '9' }
+
+func isAlnum(c byte) bool { return isLowerAlnum(c) || 'A' <= c && c <= 'Z' }
 
 func checkName(kind, s string) error {
 	if !validName(s) {

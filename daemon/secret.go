@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"regexp"
 	"strconv"
 	"time"
 
@@ -108,7 +107,7 @@ type RotateInput struct {
 	CAS *int
 }
 
-var keyRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
+const maxKeyName = 128
 
 const CodeInvalidKeyValues = "invalid_key_values"
 
@@ -127,7 +126,7 @@ func checkKeyValues(m map[string]string) error {
 		return Invalid(CodeInvalidKeyValues, "at most %d key_values", MaxKeyValues)
 	}
 	for k := range m {
-		if !keyRE.MatchString(k) {
+		if !validKeyName(k, maxKeyName) {
 			// The key is not secret (only values are); quote it to help.
 			return Invalid(CodeInvalidKeyValues, "key_values key %q: use 1-128 of A-Z a-z 0-9 . _ - starting with a letter or digit", k)
 		}
