@@ -82,7 +82,7 @@ type IdentityBackend interface {
 type Server struct {
 	b       Backend
 	log     *slog.Logger
-	mux     *http.ServeMux
+	mux     *routeMux
 	httpSrv *http.Server
 }
 
@@ -91,7 +91,7 @@ func NewServer(b Backend, log *slog.Logger) *Server {
 	if log == nil {
 		log = slog.Default()
 	}
-	s := &Server{b: b, log: log, mux: http.NewServeMux()}
+	s := &Server{b: b, log: log, mux: newRouteMux()}
 	s.routes()
 	s.httpSrv = &http.Server{
 		Handler:           s,
