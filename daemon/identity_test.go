@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -712,5 +713,47 @@ func TestDeletesRaceCreates(t *testing.T) {
 	})
 	if orphans != 0 {
 		t.Fatalf("%d secrets left in deleted projects", orphans)
+	}
+}
+
+// A token sees its own project only, in every list of its user's objects.
+func TestTokenListsStayInItsProject(t *testing.T) {
+	e := newIdentityEnv(t)
+	ctx := context.Background()
+	if _, err := e.svc.CreateProject(ctx, e.grant(t, ActManageProjects, Resource{}), "p2"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.SetRole(ctx, e.grant(t, ActManageProject, Resource{Project: "p2"}), "alice", "admin"); err != nil {
+		t.Fatal(err)
+	}
+	other, _ := e.credential(t, "p2", CredentialInput{Type: CredAccessToken, User: "alice"})
+	_, tok := e.credential(t, "p1", CredentialInput{Type: CredAccessToken, User: "alice"})
+	p1, err := e.svc.findProject(ctx, "p1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, p := range map[string]Principal{"alice": uidPrincipal(1001), "p1 token": e.bearer(t, tok.Token)} {
+		wantOther := name == "alice"
+		g, err := e.svc.Authorize(ctx, p, ActListSessions, Resource{})
+		wantCode(t, err, "")
+		sessions, _, err := e.svc.ListSessions(ctx, g, Page{})
+		wantCode(t, err, "")
+		sawOther := false
+		for _, s := range sessions {
+			if s.ProjectID != p1.ID {
+				sawOther = true
+			}
+		}
+		if sawOther != wantOther {
+			t.Errorf("%s: sessions of another project listed = %v, want %v", name, sawOther, wantOther)
+		}
+		g, err = e.svc.Authorize(ctx, p, ActListOwnCredentials, Resource{})
+		wantCode(t, err, "")
+		creds, _, err := e.svc.ListCredentials(ctx, g, CredentialFilter{}, Page{})
+		wantCode(t, err, "")
+		sawOther = slices.ContainsFunc(creds, func(c Credential) bool { return c.ID == other.ID })
+		if sawOther != wantOther {
+			t.Errorf("%s: credentials of another project listed = %v, want %v", name, sawOther, wantOther)
+		}
 	}
 }

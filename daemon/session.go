@@ -107,7 +107,7 @@ func deleteSessionsBy(tx *kv.Txn, index, value string, now time.Time) error {
 }
 
 // ListSessions lists live sessions: all of them for a system admin, the
-// caller's own otherwise.
+// caller's own otherwise (a token's: its user's in the token's project).
 func (s *Service) ListSessions(ctx context.Context, g Grant, page Page) ([]Session, string, error) {
 	if err := g.require(ActListSessions); err != nil {
 		return nil, "", err
@@ -126,7 +126,7 @@ func (s *Service) ListSessions(ctx context.Context, g Grant, page Page) ([]Sessi
 			if err := decode(&rec); err != nil {
 				return err
 			}
-			if rec.expired(now) {
+			if rec.expired(now) || (g.tokenProject != "" && rec.ProjectID != g.tokenProject) {
 				return nil
 			}
 			v, err := s.sessionView(tx, rec)
