@@ -157,6 +157,17 @@ func (s *Service) CreateBinding(ctx context.Context, g Grant, in BindingInput) (
 			if err != nil {
 				return err
 			}
+			// As with units: a project admin may not push content into
+			// (or squat a delivery name of) a workload of another tenant.
+			if !g.admin {
+				held, err := roleOf(tx, u.ID, sec.ProjectID)
+				if err != nil {
+					return err
+				}
+				if held == RoleNone {
+					return Forbidden("user %s has no role on project %s: only a system admin may bind a secret to a user outside the project", u.Name, g.project.Name)
+				}
+			}
 			rec.UserID = u.ID
 		}
 		if err := tx.Put(tableBindings, rec.ID, rec, rec.indexes()...); err != nil {

@@ -130,3 +130,31 @@ func TestBindingsAndDelivery(t *testing.T) {
 		t.Fatalf("bindings after user delete: %+v", bs)
 	}
 }
+
+// A project admin binds only users of its project; a system admin binds
+// anyone (a user outside the project would otherwise receive content, or
+// lose a delivery name, chosen by another tenant).
+func TestBindingToUserOutsideTheProject(t *testing.T) {
+	e := newIdentityEnv(t)
+	ctx := context.Background()
+	sec := e.createSecret(t, "p1", SecretInput{DisplayName: "db", Payload: []byte("dbpw")})
+	projectAdmin, err := e.svc.Authorize(ctx, uidPrincipal(1001), ActManageSecret, Resource{Secret: sec.ID})
+	wantCode(t, err, "")
+	tests := []struct {
+		name string
+		g    Grant
+		in   BindingInput
+		want string
+	}{
+		{"project admin, user without a role", projectAdmin, BindingInput{User: "dave", Name: "a"}, CodeForbidden},
+		{"project admin, reader of the project", projectAdmin, BindingInput{User: "carol", Name: "a"}, ""},
+		{"project admin, workload of the project", projectAdmin, BindingInput{User: "vm", Name: "a"}, ""},
+		{"system admin, user without a role", e.grant(t, ActManageSecret, Resource{Secret: sec.ID}), BindingInput{User: "dave", Name: "b"}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := e.svc.CreateBinding(ctx, tt.g, tt.in)
+			wantCode(t, err, tt.want)
+		})
+	}
+}
