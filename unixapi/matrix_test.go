@@ -1,0 +1,828 @@
+package unixapi
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mdlayher/vsock"
+
+	"github.com/coffer-hsm/coffer/daemon"
+	"github.com/coffer-hsm/coffer/hsm"
+)
+
+// The authorization matrix: every registered endpoint × every kind of
+// caller → the exact status (and error code). It runs a real
+// daemon.Service (SoftHSM dev token, Badger on disk) behind the real
+// Server on real Unix sockets.
+//
+// Callers other than root cannot be made for real in a unit test (that
+// needs setuid), so each one gets its own Unix socket whose listener
+// attaches a fixed Principal to every accepted connection, as the peer
+// listener does with SO_PEERCRED: the identity travels the same path
+// (identConn → connContext → the request context). When the test runs as
+// uid 0, root's socket is a real ListenUnix socket (real SO_PEERCRED). The
+// VM's socket goes through the real NewVsockListener, with connections
+// that report the guest's vsock address.
+//
+// To extend: a new endpoint needs a row in matrixRows (the test fails
+// until it has one); a new kind of caller needs a name in
+// matrixPrincipals, a connection or token in newMatrixEnv, and its
+// outcome in every row (allow puts it among the forbidden by default).
+
+// matrixPrincipals are the kinds of caller, in report order.
+var matrixPrincipals = []string{
+	"root",       // uid 0
+	"admgrp",     // uid 1500, primary gid 4242 = --admin-group
+	"admin",      // alice, uid 1001: admin on p1 (and on p2)
+	"member",     // bob, uid 1002: member on p1
+	"reader",     // carol, uid 1003: reader on p1
+	"norole",     // dave, uid 1004: a user without any role
+	"anon",       // uid 5555, bound to no user
+	"disabled",   // dis, uid 1006: admin on p1, disabled
+	"vm",         // vsock CID 42, workload user vm: reader on p1
+	"cfs",        // alice's session token (cfs_) from a login, on anon's socket
+	"cft",        // alice's access token (cft_), all her roles on p1
+	"cft-reader", // alice's access token limited to roles [reader]
+	"jwt",        // alice's OAuth2 access token (RFC 9068 JWT)
+	"ruled",      // alice's access token with access rules (see newMatrixEnv)
+	"cfa",        // alice's auth token sent as a bearer
+	"cfo",        // alice's OAuth2 client secret sent as a bearer
+	"expired",    // alice's access token past its expires_at
+	"revoked",    // alice's revoked access token
+	"exhausted",  // alice's one-time auth token, already used, as a bearer
+	"dis-bearer", // dis's access token, issued before dis was disabled
+	// root's own connection with cft-reader's token: a bearer acts as its
+	// token, never as a system admin.
+	"root-bearer",
+}
+
+// Groups of principals, for writing rows.
+const (
+	grpSysAdmins  = "root admgrp"
+	grpBadBearers = "cfa cfo expired revoked exhausted dis-bearer" // never authenticate
+	// grpManagers hold admin on p1 and are not held back by access rules.
+	grpManagers = grpSysAdmins + " admin cfs cft jwt"
+	// grpReaders hold at least reader on p1.
+	grpReaders = grpManagers + " member reader vm " + grpReaderToks
+	// grpReaderToks are alice's tokens limited to roles [reader].
+	grpReaderToks = "cft-reader root-bearer"
+	// grpUsers are callers that are somebody (a system admin or a live user).
+	grpUsers = grpReaders + " norole"
+)
+
+// outcomes maps each principal to "STATUS" (success) or "STATUS code".
+type outcomes map[string]string
+
+// allow: the principals in who get ok, the bearers of unusable tokens get
+// 401 unauthenticated, every other principal 403 forbidden.
+func allow(ok, who string) outcomes {
+	e := outcomes{}
+	for _, p := range matrixPrincipals {
+		e[p] = "403 forbidden"
+	}
+	for _, p := range strings.Fields(grpBadBearers) {
+		e[p] = "401 unauthenticated"
+	}
+	return e.and(ok, who)
+}
+
+// everyone: every principal gets out.
+func everyone(out string) outcomes {
+	e := outcomes{}
+	for _, p := range matrixPrincipals {
+		e[p] = out
+	}
+	return e
+}
+
+// and returns e with the principals in who getting out.
+func (e outcomes) and(out, who string) outcomes {
+	c := make(outcomes, len(e))
+	for k, v := range e {
+		c[k] = v
+	}
+	for _, p := range strings.Fields(who) {
+		c[p] = out
+	}
+	return c
+}
+
+// matrixReq is one HTTP request of a row; the principal adds its
+// connection and, for a bearer, its Authorization header.
+type matrixReq struct {
+	method, path, body string
+	form               bool // body is application/x-www-form-urlencoded
+}
+
+func reqGET(path string) matrixReq         { return matrixReq{method: "GET", path: path} }
+func reqDELETE(path string) matrixReq      { return matrixReq{method: "DELETE", path: path} }
+func reqPOST(path, body string) matrixReq  { return matrixReq{method: "POST", path: path, body: body} }
+func reqPUT(path string) matrixReq         { return matrixReq{method: "PUT", path: path} }
+func reqPATCH(path, body string) matrixReq { return matrixReq{method: "PATCH", path: path, body: body} }
+func reqForm(path string, v url.Values) matrixReq {
+	return matrixReq{method: "POST", path: path, body: v.Encode(), form: true}
+}
+
+// matrixRow is one endpoint (route is its registered pattern) with one
+// choice of target. req is called once per principal, so a row that
+// changes or deletes its target makes a fresh one each time.
+type matrixRow struct {
+	route, variant string
+	req            func(t *testing.T, f *matrixEnv) matrixReq
+	want           outcomes
+}
+
+func matrixRows() []matrixRow {
+	fixed := func(r matrixReq) func(*testing.T, *matrixEnv) matrixReq {
+		return func(*testing.T, *matrixEnv) matrixReq { return r }
+	}
+	const secretBody = `{"display_name":"matrix","payload":"cA=="}`
+	const noSuchID = "01900000-0000-7000-8000-000000000000"
+	return []matrixRow{
+		{route: "GET /v1/status", req: fixed(reqGET("/v1/status")),
+			want: allow("200", grpUsers+" anon disabled")},
+
+		{route: "POST /v1/projects", req: func(t *testing.T, f *matrixEnv) matrixReq {
+			return reqPOST("/v1/projects", `{"name":"`+f.name("p")+`"}`)
+		}, want: allow("201", grpSysAdmins)},
+		{route: "GET /v1/projects", req: fixed(reqGET("/v1/projects")), want: allow("200", grpSysAdmins)},
+		{route: "GET /v1/projects/{p}", req: fixed(reqGET("/v1/projects/p1")), want: allow("200", grpReaders)},
+		{route: "DELETE /v1/projects/{p}", req: func(t *testing.T, f *matrixEnv) matrixReq {
+			return reqDELETE("/v1/projects/" + f.project(t))
+		}, want: allow("204", grpSysAdmins)},
+
+		{route: "POST /v1/projects/{p}/secrets", req: fixed(reqPOST("/v1/projects/p1/secrets", secretBody)),
+			want: allow("201", grpManagers)},
+		{route: "GET /v1/projects/{p}/secrets", req: fixed(reqGET("/v1/projects/p1/secrets")),
+			want: allow("200", grpReaders+" ruled")},
+		// A token never reaches beyond its project, even where its user
+		// is admin (alice is admin on p2, her tokens are for p1).
+		{route: "GET /v1/projects/{p}/secrets", variant: "other project", req: fixed(reqGET("/v1/projects/p2/secrets")),
+			want: allow("200", grpSysAdmins+" admin")},
+		// A project that does not exist is forbidden, not not_found, for
+		// everyone (existence is not revealed).
+		{route: "GET /v1/projects/{p}/secrets", variant: "no such project", req: fixed(reqGET("/v1/projects/nope/secrets")),
+			want: allow("403 forbidden", grpSysAdmins)},
+		{route: "GET /v1/secrets/{id}", req: func(t *testing.T, f *matrixEnv) matrixReq {
+			return reqGET("/v1/secrets/" + f.secret)
+		}, want: allow("200", grpReaders+" ruled")},
+		// A missing secret is not_found only for who could list it anyway.
+		{route: "GET /v1/secrets/{id}", variant: "no such secret", req: fixed(reqGET("/v1/secrets/" + noSuchID)),
+			want: allow("404 not_found", grpSysAdmins)},
+		{route: "POST /v1/secrets/{id}/rotate", req: func(t *testing.T, f *matrixEnv) matrixReq {
+			return reqPOST("/v1/secrets/"+f.rotSecret+"/rotate", `{"payload":"cQ=="}`)
+		}, want: allow("200", grpManagers+" ruled")},
+		{route: "POST /v1/secrets/{id}/revoke", req: func(t *testing.T, f *matrixEnv) matrixReq {
+			return reqPOST("/v1/secrets/"+f.newSecret(t)+"/revoke", "")
+		}, want: allow("200", grpManagers)},
+		{route: "DELETE /v1/secrets/{id}", req: func(t *testing.T, f *matrixEnv) matrixReq {
+			return reqDELETE("/v1/secrets/" + f.newSecret(t))
+		}, want: allow("204", grpManagers)},
+
+		{route: "POST /v1/secrets/{id}/bindings", variant: "user", req: func(t *testing.T, f *matrixEnv) matrixReq {
+			return reqPOST("/v1/secrets/"+f.secret+"/bindings", `{"user":"carol","name":"`+f.name("b")+`"}`)
+		}, want: allow("201", grpManagers)},
+		// dave holds no role on p1: only a system admin binds a secret to
+		// a user outside the project.
+		{route: "POST /v1/secrets/{id}/bindings", variant: "user outside the project", req: func(t *testing.T, f *matrixEnv) matrixReq {
+			return reqPOST("/v1/secrets/"+f.secret+"/bindings", `{"user":"dave","name":"`+f.name("b")+`"}`)
+		}, want: allow("201", grpSysAdmins)},
+		// Unit names are the host's: only system admins bind units.
+		{route: "POST /v1/secrets/{id}/bindings", variant: "unit", req: func(t *testing.T, f *matrixEnv) matrixReq {
+			return reqPOST("/v1/secrets/"+f.secret+"/bindings", `{"unit":"`+f.name("u")+`.service","credential":"c"}`)
+		}, want: allow("201", grpSysAdmins)},
+		{route: "GET /v1/secrets/{id}/bindings", req: func(t *testing.T, f *matrixEnv) matrixReq {
+			return reqGET("/v1/secrets/" + f.secret + "/bindings")
+		}, want: allow("200", grpReaders+" ruled")},
+		{route: "DELETE /v1/secrets/{id}/bindings/{b}", req: func(t *testing.T, f *matrixEnv) matrixReq {
+			return reqDELETE("/v1/secrets/" + f.secret + "/bindings/" + f.newBinding(t))
+		}, want: allow("204", grpManagers)},
+		// Only the bound consumer (the VM) receives; for everyone else the
+		// name does not exist.
+		{route: "GET /v1/deliver/{name}", req: fixed(reqGET("/v1/deliver/vm-secret")),
+			want: allow("404 not_found", grpUsers+" anon disabled ruled").and("200", "vm")},
+
+		{route: "POST /v1/users", req: func(t *testing.T, f *matrixEnv) matrixReq {
+			return reqPOST("/v1/users", `{"name":"`+f.name("u")+`"}`)
+		}, want: allow("201", grpSysAdmins)},
+		{route: "GET /v1/users", req: fixed(reqGET("/v1/users")), want: allow("200", grpSysAdmins)},
+		{route: "GET /v1/users/{u}", variant: "alice", req: fixed(reqGET("/v1/users/alice")),
+			want: allow("200", grpSysAdmins+" admin cfs cft jwt "+grpReaderToks)},
+		{route: "GET /v1/users/{u}", variant: "bob", req: fixed(reqGET("/v1/users/bob")),
+			want: allow("200", grpSysAdmins+" member")},
+		{route: "PATCH /v1/users/{u}", req: func(t *testing.T, f *matrixEnv) matrixReq {
+			return reqPATCH("/v1/users/"+f.newUser(t, ""), `{"access_token_ttl":"1h"}`)
+		}, want: allow("200", grpSysAdmins)},
+		{route: "DELETE /v1/users/{u}", req: func(t *testing.T, f *matrixEnv) matrixReq {
+			return reqDELETE("/v1/users/" + f.newUser(t, ""))
+		}, want: allow("204", grpSysAdmins)},
+
+		{route: "GET /v1/projects/{p}/roles", req: fixed(reqGET("/v1/projects/p1/roles")), want: allow("200", grpReaders)},
+		{route: "PUT /v1/projects/{p}/roles/{u}/{role}", req: func(t *testing.T, f *matrixEnv) matrixReq {
+			return reqPUT("/v1/projects/p1/roles/" + f.newUser(t, "") + "/reader")
+		}, want: allow("200", grpManagers)},
+		{route: "DELETE /v1/projects/{p}/roles/{u}/{role}", req: func(t *testing.T, f *matrixEnv) matrixReq {
+			return reqDELETE("/v1/projects/p1/roles/" + f.newUser(t, "reader") + "/reader")
+		}, want: allow("204", grpManagers)},
+
+		// A member may issue credentials to itself; tokens may not issue
+		// credentials at all unless unrestricted.
+		{route: "POST /v1/projects/{p}/credentials", variant: "for bob", req: fixed(reqPOST("/v1/projects/p1/credentials", `{"type":"access-token","user":"bob"}`)),
+			want: allow("201", grpSysAdmins+" admin member")},
+		{route: "POST /v1/projects/{p}/credentials", variant: "for carol", req: fixed(reqPOST("/v1/projects/p1/credentials", `{"type":"access-token","user":"carol"}`)),
+			want: allow("201", grpSysAdmins+" admin")},
+		{route: "GET /v1/projects/{p}/credentials", req: fixed(reqGET("/v1/projects/p1/credentials")), want: allow("200", grpReaders)},
+		{route: "GET /v1/credentials", req: fixed(reqGET("/v1/credentials")), want: allow("200", grpUsers)},
+		{route: "GET /v1/credentials/{id}", req: func(t *testing.T, f *matrixEnv) matrixReq {
+			return reqGET("/v1/credentials/" + f.bobCred)
+		}, want: allow("200", grpReaders)},
+		// bob's credential: its owner and admins manage it; no restricted
+		// token may.
+		{route: "POST /v1/credentials/{id}/rotate", req: func(t *testing.T, f *matrixEnv) matrixReq {
+			return reqPOST("/v1/credentials/"+f.newBobCredential(t)+"/rotate", "")
+		}, want: allow("200", grpSysAdmins+" admin member")},
+		{route: "POST /v1/credentials/{id}/revoke", req: func(t *testing.T, f *matrixEnv) matrixReq {
+			return reqPOST("/v1/credentials/"+f.newBobCredential(t)+"/revoke", "")
+		}, want: allow("200", grpSysAdmins+" admin member")},
+		{route: "DELETE /v1/credentials/{id}", req: func(t *testing.T, f *matrixEnv) matrixReq {
+			return reqDELETE("/v1/credentials/" + f.newBobCredential(t))
+		}, want: allow("204", grpSysAdmins+" admin member")},
+
+		{route: "POST /v1/access-rules", req: fixed(reqPOST("/v1/access-rules", `{"service":"svc","method":"GET","path":"/x/*"}`)),
+			want: allow("201", grpSysAdmins+" admin member cfs cft jwt")},
+		{route: "GET /v1/access-rules", req: fixed(reqGET("/v1/access-rules")),
+			want: allow("200", grpSysAdmins+" admin member cfs cft jwt")},
+		// A saved rule made by bob: only a system admin or its creator
+		// deletes it.
+		{route: "DELETE /v1/access-rules/{id}", req: func(t *testing.T, f *matrixEnv) matrixReq {
+			return reqDELETE("/v1/access-rules/" + f.newBobRule(t))
+		}, want: allow("204", grpSysAdmins+" member")},
+
+		// Login takes its auth token from the Authorization header: only
+		// the cfa_ bearer logs in; the connection's identity is no login.
+		{route: "POST /v1/auth/login", req: fixed(reqPOST("/v1/auth/login", "")),
+			want: everyone("401 unauthenticated").and("201", "cfa")},
+		{route: "GET /v1/sessions", req: fixed(reqGET("/v1/sessions")), want: allow("200", grpUsers)},
+		{route: "DELETE /v1/sessions/{id}", variant: "bob's login session", req: func(t *testing.T, f *matrixEnv) matrixReq {
+			return reqDELETE("/v1/sessions/" + f.newBobSession(t, daemon.CredAuthToken))
+		}, want: allow("204", grpManagers+" member")},
+		// Revoking an access token's session revokes the credential:
+		// restricted tokens may not.
+		{route: "DELETE /v1/sessions/{id}", variant: "bob's access-token session", req: func(t *testing.T, f *matrixEnv) matrixReq {
+			return reqDELETE("/v1/sessions/" + f.newBobSession(t, daemon.CredAccessToken))
+		}, want: allow("204", grpSysAdmins+" admin member")},
+
+		// The client authenticates in the form; an Authorization: Bearer
+		// header is a wrong client authentication (RFC 6749 §2.3).
+		{route: "POST /oauth2/token", req: func(t *testing.T, f *matrixEnv) matrixReq {
+			return reqForm("/oauth2/token", url.Values{"grant_type": {"client_credentials"}, "client_id": {f.clientID}, "client_secret": {f.bearer["cfo"]}})
+		}, want: everyone("401 invalid_client").and("200", grpSysAdmins+" admin member reader norole anon disabled vm")},
+		// A client whose credential is no longer usable gets nowhere,
+		// whoever asks.
+		{route: "POST /oauth2/token", variant: "expired client", req: matrixBadClient("expired"), want: everyone("401 invalid_client")},
+		{route: "POST /oauth2/token", variant: "revoked client", req: matrixBadClient("revoked"), want: everyone("401 invalid_client")},
+		{route: "POST /oauth2/token", variant: "exhausted client", req: matrixBadClient("exhausted"), want: everyone("401 invalid_client")},
+		{route: "POST /oauth2/token", variant: "disabled user's client", req: matrixBadClient("disabled"), want: everyone("401 invalid_client")},
+		// The token to describe is in the body; the caller does not matter.
+		{route: "POST /oauth2/introspect", req: func(t *testing.T, f *matrixEnv) matrixReq {
+			return reqForm("/oauth2/introspect", url.Values{"token": {f.bearer["cft"]}})
+		}, want: everyone("200")},
+		{route: "GET /.well-known/jwks.json", req: fixed(reqGET("/.well-known/jwks.json")), want: everyone("200")},
+		{route: "GET /.well-known/oauth-authorization-server", req: fixed(reqGET("/.well-known/oauth-authorization-server")), want: everyone("200")},
+		{route: "POST /v1/authorize", req: func(t *testing.T, f *matrixEnv) matrixReq {
+			b, _ := json.Marshal(AuthorizeRequest{Token: f.bearer["cft"], Service: "svc", Method: "GET", Path: "/x/1"})
+			return reqPOST("/v1/authorize", string(b))
+		}, want: everyone("200")},
+	}
+}
+
+// matrixBadClient asks for an access token with one of f.badClients.
+func matrixBadClient(state string) func(*testing.T, *matrixEnv) matrixReq {
+	return func(t *testing.T, f *matrixEnv) matrixReq {
+		c := f.badClients[state]
+		return reqForm("/oauth2/token", url.Values{"grant_type": {"client_credentials"}, "client_id": {c.ClientID}, "client_secret": {c.ClientSecret}})
+	}
+}
+
+func TestAuthorizationMatrix(t *testing.T) {
+	f := newMatrixEnv(t)
+	rows := matrixRows()
+
+	// Every registered route has a row, and every row is a registered
+	// route: a new endpoint fails here until the matrix covers it.
+	registered := f.srv.Routes()
+	covered := map[string]bool{}
+	for _, r := range rows {
+		covered[r.route] = true
+		if !slices.Contains(registered, r.route) {
+			t.Errorf("row for %q, which the server does not register", r.route)
+		}
+	}
+	for _, route := range registered {
+		if !covered[route] {
+			t.Errorf("route %q has no row in the authorization matrix", route)
+		}
+	}
+
+	cells := 0
+	for _, row := range rows {
+		if len(row.want) != len(matrixPrincipals) {
+			t.Fatalf("%s %s: %d outcomes for %d principals", row.route, row.variant, len(row.want), len(matrixPrincipals))
+		}
+		name := row.route
+		if row.variant != "" {
+			name += " (" + row.variant + ")"
+		}
+		for _, who := range matrixPrincipals {
+			cells++
+			t.Run(name+"/"+who, func(t *testing.T) {
+				req := row.req(t, f)
+				got := f.do(t, row.route, who, req)
+				if want := row.want[who]; got != want {
+					t.Errorf("%s %s as %s: got %s, want %s", req.method, req.path, who, got, want)
+				}
+			})
+		}
+	}
+	t.Logf("authorization matrix: %d routes, %d rows × %d principals = %d cells", len(registered), len(rows), len(matrixPrincipals), cells)
+}
+
+// matrixEnv is the daemon, its server and the fixtures the rows use.
+type matrixEnv struct {
+	svc *daemon.Service
+	srv *Server
+	ctx context.Context
+
+	clients map[string]*http.Client // by connection identity
+	conn    map[string]string       // principal → connection identity
+	bearer  map[string]string       // principal → its bearer token, if any
+
+	secret    string // a secret in p1, bound to the VM as vm-secret
+	rotSecret string // a secret in p1 that rows rotate
+	bobCred   string // bob's access-token credential in p1
+	clientID  string // alice's OAuth2 client (secret: bearer["cfo"])
+	// OAuth2 clients that no longer work: expired, revoked, exhausted,
+	// disabled (dis's).
+	badClients map[string]daemon.Issued
+	seq        int
+}
+
+// Principals of the fixture setup itself.
+var (
+	matrixRoot = daemon.Principal{Channel: daemon.ChannelUnix, HasCred: true, UID: 0, GID: 0, PID: 1}
+	matrixBob  = matrixUnixPrincipal(1002, 1002)
+)
+
+const matrixAdminGID = 4242
+
+func matrixUnixPrincipal(uid, gid uint32) daemon.Principal {
+	return daemon.Principal{Channel: daemon.ChannelUnix, HasCred: true, UID: uid, GID: gid, PID: 4000 + int32(uid%1000)}
+}
+
+func newMatrixEnv(t *testing.T) *matrixEnv {
+	t.Helper()
+	if _, err := os.Stat(hsm.DefaultModulePath); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("SoftHSM required in CI: %v", err)
+		}
+		t.Skipf("skipping: SoftHSM not installed: %v", err)
+	}
+	ctx := context.Background()
+	dir := t.TempDir()
+	hcfg, err := hsm.PrepareDevToken(ctx, filepath.Join(dir, "hsm"), hsm.DefaultModulePath, "coffer-matrix")
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	svc, err := daemon.Open(ctx, daemon.Config{
+		StateDir: filepath.Join(dir, "state"), HSM: hcfg, AdminGroup: strconv.Itoa(matrixAdminGID),
+		Version: "test", Logger: log,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { svc.Close() })
+	f := &matrixEnv{svc: svc, ctx: ctx, clients: map[string]*http.Client{}, conn: map[string]string{}, bearer: map[string]string{}, badClients: map[string]daemon.Issued{}}
+	f.serve(t, dir, log)
+	f.setup(t)
+	for _, p := range matrixPrincipals {
+		if f.conn[p] == "" {
+			t.Fatalf("principal %s has no connection", p)
+		}
+	}
+	return f
+}
+
+// serve starts one Server with one socket per connection identity.
+func (f *matrixEnv) serve(t *testing.T, dir string, log *slog.Logger) {
+	t.Helper()
+	f.srv = NewServer(f.svc, log)
+	idents := map[string]daemon.Principal{
+		"root":   matrixRoot,
+		"admgrp": matrixUnixPrincipal(1500, matrixAdminGID),
+		"alice":  matrixUnixPrincipal(1001, 1001),
+		"bob":    matrixBob,
+		"carol":  matrixUnixPrincipal(1003, 1003),
+		"dave":   matrixUnixPrincipal(1004, 1004),
+		"dis":    matrixUnixPrincipal(1006, 1006),
+		"anon":   matrixUnixPrincipal(5555, 5555),
+	}
+	var wg sync.WaitGroup
+	start := func(name string, l net.Listener) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f.srv.Serve(l); err != nil {
+				t.Errorf("serve %s: %v", name, err)
+			}
+		}()
+	}
+	listen := func(name string) (*net.UnixListener, string) {
+		path := filepath.Join(dir, name+".sock")
+		l, err := ListenUnixPlain(path, SocketOptions{GID: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.clients[name] = matrixHTTPClient(path)
+		return l, path
+	}
+	for name, p := range idents {
+		if name == "root" && os.Getuid() == 0 {
+			path := filepath.Join(dir, name+".sock")
+			l, err := ListenUnix(path, SocketOptions{GID: -1, Logger: log}) // real SO_PEERCRED
+			if err != nil {
+				t.Fatal(err)
+			}
+			f.clients[name] = matrixHTTPClient(path)
+			start(name, l)
+			continue
+		}
+		l, _ := listen(name)
+		start(name, &fixedPeerListener{UnixListener: l, principal: p})
+	}
+	l, _ := listen("vm")
+	start("vm", NewVsockListener(&vsockAddrListener{Listener: l, cid: 42}, log, false))
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		f.srv.Shutdown(ctx)
+		wg.Wait()
+	})
+
+	for p, conn := range map[string]string{
+		"root": "root", "admgrp": "admgrp", "admin": "alice", "member": "bob", "reader": "carol",
+		"norole": "dave", "anon": "anon", "disabled": "dis", "vm": "vm",
+	} {
+		f.conn[p] = conn
+	}
+	if os.Getuid() == 0 {
+		t.Log("root connects for real (SO_PEERCRED uid 0); other uids are attached to their sockets' connections")
+	}
+}
+
+func matrixHTTPClient(path string) *http.Client {
+	return &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", path)
+		},
+	}}
+}
+
+// fixedPeerListener attaches one principal to every connection it
+// accepts, where the peer listener would attach the SO_PEERCRED one.
+type fixedPeerListener struct {
+	*net.UnixListener
+	principal daemon.Principal
+}
+
+func (l *fixedPeerListener) Accept() (net.Conn, error) {
+	c, err := l.UnixListener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &identConn{Conn: c, principal: l.principal}, nil
+}
+
+// vsockAddrListener hands out connections that report a guest's vsock
+// address as their peer, as a real vsock listener's do, for
+// NewVsockListener to read.
+type vsockAddrListener struct {
+	net.Listener
+	cid uint32
+}
+
+type vsockAddrConn struct {
+	net.Conn
+	remote net.Addr
+}
+
+func (c *vsockAddrConn) RemoteAddr() net.Addr { return c.remote }
+
+func (l *vsockAddrListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &vsockAddrConn{Conn: c, remote: &vsock.Addr{ContextID: l.cid, Port: 49152}}, nil
+}
+
+// grant authorizes p through the service (for fixtures), or fails.
+func (f *matrixEnv) grant(t *testing.T, p daemon.Principal, a daemon.Action, r daemon.Resource) daemon.Grant {
+	t.Helper()
+	g, err := f.svc.Authorize(f.ctx, p, a, r)
+	if err != nil {
+		t.Fatalf("authorize %s: %v", a, err)
+	}
+	return g
+}
+
+func (f *matrixEnv) root(t *testing.T, a daemon.Action, r daemon.Resource) daemon.Grant {
+	t.Helper()
+	return f.grant(t, matrixRoot, a, r)
+}
+
+// name returns a fresh name.
+func (f *matrixEnv) name(prefix string) string {
+	f.seq++
+	return fmt.Sprintf("m%s-%d", prefix, f.seq)
+}
+
+func (f *matrixEnv) credential(t *testing.T, project string, in daemon.CredentialInput) (daemon.Credential, daemon.Issued) {
+	t.Helper()
+	c, iss, err := f.svc.CreateCredential(f.ctx, f.root(t, daemon.ActCreateCredential, daemon.Resource{Project: project}), in)
+	if err != nil {
+		t.Fatalf("create credential: %v", err)
+	}
+	return c, iss
+}
+
+func (f *matrixEnv) setup(t *testing.T) {
+	t.Helper()
+	ctx := f.ctx
+	for _, p := range []string{"p1", "p2"} {
+		if _, err := f.svc.CreateProject(ctx, f.root(t, daemon.ActManageProjects, daemon.Resource{}), p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	users := []struct {
+		name string
+		uid  uint32
+		cid  uint32
+		role string
+	}{{"alice", 1001, 0, "admin"}, {"bob", 1002, 0, "member"}, {"carol", 1003, 0, "reader"}, {"dave", 1004, 0, ""}, {"dis", 1006, 0, "admin"}, {"vm", 0, 42, "reader"}}
+	for _, u := range users {
+		in := daemon.UserInput{Name: u.name}
+		if u.uid != 0 {
+			in.UnixUIDs = []uint32{u.uid}
+		}
+		if u.cid != 0 {
+			in.Kind, in.VsockCIDs = "workload", []uint32{u.cid}
+		}
+		if _, err := f.svc.CreateUser(ctx, f.root(t, daemon.ActManageUsers, daemon.Resource{}), in); err != nil {
+			t.Fatal(err)
+		}
+		if u.role != "" {
+			f.setRole(t, "p1", u.name, u.role)
+		}
+	}
+	f.setRole(t, "p2", "alice", "admin")
+
+	f.secret = f.newSecret(t)
+	f.rotSecret = f.newSecret(t)
+	if _, err := f.svc.CreateBinding(ctx, f.root(t, daemon.ActManageSecret, daemon.Resource{Secret: f.secret}),
+		daemon.BindingInput{User: "vm", Name: "vm-secret"}); err != nil {
+		t.Fatal(err)
+	}
+	c, _ := f.credential(t, "p1", daemon.CredentialInput{Type: daemon.CredAccessToken, User: "bob"})
+	f.bobCred = c.ID
+
+	// alice's tokens, all on p1.
+	_, cfa := f.credential(t, "p1", daemon.CredentialInput{Type: daemon.CredAuthToken, User: "alice"})
+	f.bearer["cfa"] = cfa.Token
+	_, cfs, err := f.svc.Login(ctx, cfa.Token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.bearer["cfs"] = cfs
+	_, cft := f.credential(t, "p1", daemon.CredentialInput{Type: daemon.CredAccessToken, User: "alice"})
+	f.bearer["cft"] = cft.Token
+	_, cftReader := f.credential(t, "p1", daemon.CredentialInput{Type: daemon.CredAccessToken, User: "alice", Roles: []string{"reader"}})
+	f.bearer["cft-reader"] = cftReader.Token
+	_, cfo := f.credential(t, "p1", daemon.CredentialInput{Type: daemon.CredOAuth2, User: "alice"})
+	f.clientID, f.bearer["cfo"] = cfo.ClientID, cfo.ClientSecret
+	at, err := f.svc.ClientCredentials(ctx, cfo.ClientID, cfo.ClientSecret, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.bearer["jwt"] = at.Token
+	_, ruled := f.credential(t, "p1", daemon.CredentialInput{Type: daemon.CredAccessToken, User: "alice", AccessRules: []daemon.AccessRule{
+		{Service: "coffer", Method: "GET", Path: "/v1/projects/*/secrets"},
+		{Service: "coffer", Method: "GET", Path: "/v1/secrets/**"},
+		{Service: "coffer", Method: "POST", Path: "/v1/secrets/{id}/rotate"},
+	}})
+	f.bearer["ruled"] = ruled.Token
+
+	expCred, expired := f.credential(t, "p1", daemon.CredentialInput{Type: daemon.CredAccessToken, User: "alice", ExpireIn: "50ms"})
+	f.bearer["expired"] = expired.Token
+	revCred, revoked := f.credential(t, "p1", daemon.CredentialInput{Type: daemon.CredAccessToken, User: "alice"})
+	if _, err := f.svc.RevokeCredential(ctx, f.root(t, daemon.ActManageCredential, daemon.Resource{Credential: revCred.ID})); err != nil {
+		t.Fatal(err)
+	}
+	f.bearer["revoked"] = revoked.Token
+	_, once := f.credential(t, "p1", daemon.CredentialInput{Type: daemon.CredAuthToken, User: "alice", OneTime: true})
+	if _, _, err := f.svc.Login(ctx, once.Token); err != nil {
+		t.Fatal(err)
+	}
+	f.bearer["exhausted"] = once.Token
+	_, dis := f.credential(t, "p1", daemon.CredentialInput{Type: daemon.CredAccessToken, User: "dis"})
+	f.bearer["dis-bearer"] = dis.Token
+	_, f.badClients["disabled"] = f.credential(t, "p1", daemon.CredentialInput{Type: daemon.CredOAuth2, User: "dis"})
+	disabled := true
+	if _, err := f.svc.PatchUser(ctx, f.root(t, daemon.ActManageUser, daemon.Resource{User: "dis"}), daemon.UserPatch{Disabled: &disabled}); err != nil {
+		t.Fatal(err)
+	}
+	expClient, iss := f.credential(t, "p1", daemon.CredentialInput{Type: daemon.CredOAuth2, User: "alice", ExpireIn: "50ms"})
+	f.badClients["expired"] = iss
+	revClient, iss := f.credential(t, "p1", daemon.CredentialInput{Type: daemon.CredOAuth2, User: "alice"})
+	if _, err := f.svc.RevokeCredential(ctx, f.root(t, daemon.ActManageCredential, daemon.Resource{Credential: revClient.ID})); err != nil {
+		t.Fatal(err)
+	}
+	f.badClients["revoked"] = iss
+	_, iss = f.credential(t, "p1", daemon.CredentialInput{Type: daemon.CredOAuth2, User: "alice", OneTime: true})
+	if _, err := f.svc.ClientCredentials(ctx, iss.ClientID, iss.ClientSecret, ""); err != nil {
+		t.Fatal(err)
+	}
+	f.badClients["exhausted"] = iss
+	for p := range f.bearer {
+		f.conn[p] = "anon"
+	}
+	f.bearer["root-bearer"], f.conn["root-bearer"] = cftReader.Token, "root"
+
+	// Wait (without asserting anything about time) until the expiring
+	// credential has expired, and check that the states are what their
+	// principals claim.
+	for _, c := range []daemon.Credential{expCred, expClient} {
+		for time.Now().Before(*c.ExpiresAt) {
+			time.Sleep(time.Until(*c.ExpiresAt) + time.Millisecond)
+		}
+	}
+	unusable := map[string]string{}
+	for _, who := range []string{"expired", "revoked", "exhausted", "dis-bearer"} {
+		unusable[who+" bearer"] = f.bearer[who]
+	}
+	for state, c := range f.badClients {
+		unusable[state+" client"] = c.ClientSecret
+	}
+	for what, tok := range unusable {
+		in, err := f.svc.Introspect(ctx, tok)
+		if err != nil || in.Active {
+			t.Fatalf("%s: introspection says active=%v (err %v), want inactive", what, in.Active, err)
+		}
+	}
+}
+
+func (f *matrixEnv) setRole(t *testing.T, project, user, role string) {
+	t.Helper()
+	if _, err := f.svc.SetRole(f.ctx, f.root(t, daemon.ActManageProject, daemon.Resource{Project: project}), user, role); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// project makes an empty project and returns its name.
+func (f *matrixEnv) project(t *testing.T) string {
+	t.Helper()
+	p, err := f.svc.CreateProject(f.ctx, f.root(t, daemon.ActManageProjects, daemon.Resource{}), f.name("p"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p.Name
+}
+
+// newSecret makes a secret in p1 and returns its id.
+func (f *matrixEnv) newSecret(t *testing.T) string {
+	t.Helper()
+	s, err := f.svc.CreateSecret(f.ctx, f.root(t, daemon.ActManageProject, daemon.Resource{Project: "p1"}),
+		daemon.SecretInput{DisplayName: "matrix", Payload: []byte("p")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s.ID
+}
+
+// newBinding binds f.secret to carol under a fresh name and returns the
+// binding's id.
+func (f *matrixEnv) newBinding(t *testing.T) string {
+	t.Helper()
+	b, err := f.svc.CreateBinding(f.ctx, f.root(t, daemon.ActManageSecret, daemon.Resource{Secret: f.secret}),
+		daemon.BindingInput{User: "carol", Name: f.name("b")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b.ID
+}
+
+// newUser makes a user, with role on p1 unless role is empty, and returns
+// its name.
+func (f *matrixEnv) newUser(t *testing.T, role string) string {
+	t.Helper()
+	u, err := f.svc.CreateUser(f.ctx, f.root(t, daemon.ActManageUsers, daemon.Resource{}), daemon.UserInput{Name: f.name("u")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if role != "" {
+		f.setRole(t, "p1", u.Name, role)
+	}
+	return u.Name
+}
+
+// newBobCredential issues bob an auth token in p1 and returns its id.
+func (f *matrixEnv) newBobCredential(t *testing.T) string {
+	t.Helper()
+	c, _ := f.credential(t, "p1", daemon.CredentialInput{Type: daemon.CredAuthToken, User: "bob"})
+	return c.ID
+}
+
+// newBobSession makes a session of bob in p1, from a login (auth-token)
+// or an access token, and returns its id.
+func (f *matrixEnv) newBobSession(t *testing.T, typ string) string {
+	t.Helper()
+	_, iss := f.credential(t, "p1", daemon.CredentialInput{Type: typ, User: "bob"})
+	if typ == daemon.CredAuthToken {
+		s, _, err := f.svc.Login(f.ctx, iss.Token)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s.ID
+	}
+	p, err := f.svc.Authenticate(f.ctx, daemon.Principal{}, iss.Token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p.Token.SessionID
+}
+
+// newBobRule saves an access rule as bob and returns its id.
+func (f *matrixEnv) newBobRule(t *testing.T) string {
+	t.Helper()
+	r, err := f.svc.CreateAccessRule(f.ctx, f.grant(t, matrixBob, daemon.ActManageRules, daemon.Resource{}),
+		daemon.AccessRule{Service: "svc", Method: "GET", Path: "/" + f.name("r")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r.ID
+}
+
+// do sends r as principal who and returns "STATUS" for a success, or
+// "STATUS code" for an error. It fails the test unless r is routed to
+// route.
+func (f *matrixEnv) do(t *testing.T, route, who string, r matrixReq) string {
+	t.Helper()
+	req, err := http.NewRequest(r.method, "http://coffer"+r.path, strings.NewReader(r.body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, pattern := f.srv.mux.Handler(req); pattern != route {
+		t.Fatalf("%s %s is routed to %q, not to the row's %q", r.method, r.path, pattern, route)
+	}
+	switch {
+	case r.form:
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	case r.body != "":
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if tok := f.bearer[who]; tok != "" {
+		req.Header.Set("Authorization", "Bearer "+tok)
+	}
+	resp, err := f.clients[f.conn[who]].Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode < 400 {
+		return strconv.Itoa(resp.StatusCode)
+	}
+	var eb ErrorBody
+	if err := json.Unmarshal(body, &eb); err != nil || eb.Error == "" {
+		return fmt.Sprintf("%d <no error code: %.80q>", resp.StatusCode, body)
+	}
+	return fmt.Sprintf("%d %s", resp.StatusCode, eb.Error)
+}
