@@ -396,10 +396,7 @@ func matrixUnixPrincipal(uid, gid uint32) daemon.Principal {
 func newMatrixEnv(t *testing.T) *matrixEnv {
 	t.Helper()
 	if _, err := os.Stat(hsm.DefaultModulePath); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("SoftHSM required in CI: %v", err)
-		}
-		t.Skipf("skipping: SoftHSM not installed: %v", err)
+		t.Fatalf("SoftHSM is required (make test-deps installs it): %v", err)
 	}
 	ctx := context.Background()
 	dir := t.TempDir()
