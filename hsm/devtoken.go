@@ -12,6 +12,8 @@ import (
 	"strings"
 
 	"github.com/miekg/pkcs11"
+
+	"github.com/coffer-hsm/coffer/internal/atomicfile"
 )
 
 // ReadPIN reads a PIN file, trimming trailing whitespace. A missing,
@@ -47,6 +49,10 @@ var devConf string
 //
 // It sets SOFTHSM2_CONF for this process. SoftHSM reads the file when the
 // module is initialised, so one process should use one dir.
+//
+// The directories and files are written crash-safely (fsynced, renamed or
+// linked into place, directory fsynced): a crash or power loss never leaves
+// an empty or torn PIN file next to a token initialised with that PIN.
 func PrepareDevToken(ctx context.Context, dir, modulePath, tokenLabel string) (cfg Config, err error) {
 	defer func() {
 		if r := recover(); r != nil {
@@ -71,7 +77,7 @@ func PrepareDevToken(ctx context.Context, dir, modulePath, tokenLabel string) (c
 	}
 	tokens := filepath.Join(dir, "tokens")
 	for _, d := range []string{dir, tokens} {
-		if err := os.MkdirAll(d, 0o700); err != nil {
+		if err := atomicfile.MkdirAll(d, 0o700); err != nil {
 			return Config{}, fmt.Errorf("create dev token dir: %w", err)
 		}
 	}
@@ -79,7 +85,7 @@ func PrepareDevToken(ctx context.Context, dir, modulePath, tokenLabel string) (c
 	conf := fmt.Sprintf("# written by coffer: development SoftHSM token store\n"+
 		"directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n", tokens)
 	if old, err := os.ReadFile(confPath); err != nil || string(old) != conf {
-		if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
+		if err := atomicfile.Write(confPath, []byte(conf), 0o600); err != nil {
 			return Config{}, fmt.Errorf("write %s: %w", confPath, err)
 		}
 	}
@@ -112,20 +118,20 @@ func PrepareDevToken(ctx context.Context, dir, modulePath, tokenLabel string) (c
 }
 
 // devPIN reads the PIN in path, creating it with 128 random bits (hex) first
-// if the file does not exist.
+// if the file does not exist. The file appears whole or not at all, and of
+// two processes creating it at once both end up with the one that won.
 func devPIN(path string) (string, error) {
 	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
 		b := make([]byte, 16)
 		if _, err := rand.Read(b); err != nil {
 			return "", fmt.Errorf("generate dev PIN: %w", err)
 		}
-		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-		if err == nil {
-			_, err = f.WriteString(hex.EncodeToString(b) + "\n")
-			if cerr := f.Close(); err == nil {
-				err = cerr
-			}
-		}
+		pin := make([]byte, hex.EncodedLen(len(b))+1)
+		hex.Encode(pin, b)
+		pin[len(pin)-1] = '\n'
+		err := atomicfile.Create(path, pin, 0o600)
+		clear(b)
+		clear(pin)
 		if err != nil && !errors.Is(err, fs.ErrExist) {
 			return "", fmt.Errorf("write dev PIN file %s: %w", path, err)
 		}
