@@ -126,6 +126,14 @@ func Open(ctx context.Context, cfg Config) (*Service, error) {
 	store, err := kv.Open(ctx, kv.Options{Dir: filepath.Join(cfg.StateDir, "data"), Logger: cfg.Logger})
 	if err != nil {
 		keys.Close()
+		var locked *kv.LockedError
+		if errors.As(err, &locked) {
+			holder := "another coffer daemon"
+			if locked.PID > 0 {
+				holder = fmt.Sprintf("another coffer daemon (pid %d)", locked.PID)
+			}
+			return nil, fmt.Errorf("state directory %s is in use by %s; stop it first", cfg.StateDir, holder)
+		}
 		return nil, err
 	}
 	s, err := New(ctx, cfg, keys, store)

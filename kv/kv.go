@@ -5,13 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
+
+	"github.com/coffer-hsm/coffer/internal/atomicfile"
 )
 
 var (
@@ -55,7 +56,10 @@ type Store struct {
 }
 
 // Open opens (creating if needed) the Badger store in opts.Dir and starts
-// the value-log GC loop.
+// the value-log GC loop. A store another process has open is refused with
+// ErrLocked (naming that process's pid when its pid file tells). A store
+// whose previous process died without closing it is recovered by Badger's
+// replay of its write-ahead log, and Open logs one warning saying so.
 func Open(ctx context.Context, opts Options) (*Store, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("kv: open: %w", err)
@@ -67,9 +71,10 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	if logger == nil {
 		logger = slog.Default()
 	}
-	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
+	if err := atomicfile.MkdirAll(opts.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("kv: open: create store dir: %w", err)
 	}
+	prevPID, unclean := lockHolder(opts.Dir)
 
 	bopts := badger.DefaultOptions(opts.Dir).
 		// An acknowledged write must survive kill -9: fsync every commit.
@@ -99,8 +104,20 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	if err != nil {
 		// Badger flattens the flock error into a string; match its text.
 		if strings.Contains(err.Error(), "Cannot acquire directory lock") {
-			return nil, fmt.Errorf("kv: store %s is in use by another process (badger lock): %w", opts.Dir, err)
+			return nil, lockedError(opts.Dir)
 		}
+		return nil, fmt.Errorf("kv: open store %s: %w", opts.Dir, err)
+	}
+	if unclean {
+		logger.Warn("kv: the store was not closed cleanly (its previous process died holding it); recovered it from the write-ahead log",
+			"dir", opts.Dir, "previous_pid", prevPID)
+	}
+	// Badger creates the write-ahead log file of its first memtable in Open
+	// without syncing the directory: sync it, so that the writes
+	// acknowledged from now on do not depend on a directory entry that a
+	// power loss could drop.
+	if err := atomicfile.SyncDir(opts.Dir); err != nil {
+		db.Close()
 		return nil, fmt.Errorf("kv: open store %s: %w", opts.Dir, err)
 	}
 

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -45,9 +46,10 @@ func TestOpenLocked(t *testing.T) {
 		s.Close()
 		t.Fatal("second Open succeeded")
 	}
-	want := fmt.Sprintf("store %s is in use by another process (badger lock): ", dir)
-	if !strings.Contains(err.Error(), want) {
-		t.Fatalf("second Open err = %q, want it to contain %q", err, want)
+	want := fmt.Sprintf("kv: store %s is in use by another process (pid %d)", dir, os.Getpid())
+	var le *LockedError
+	if !errors.Is(err, ErrLocked) || !errors.As(err, &le) || le.PID != os.Getpid() || err.Error() != want {
+		t.Fatalf("second Open err = %q, want ErrLocked as %q", err, want)
 	}
 }
 
@@ -265,7 +267,15 @@ func TestKill9Durability(t *testing.T) {
 	}
 	t.Logf("helper killed after %d acknowledged writes", acked+1)
 
-	s := openTest(t, dir)
+	h := &recordingHandler{}
+	s, err := Open(context.Background(), Options{Dir: dir, Logger: slog.New(h)})
+	if err != nil {
+		t.Fatalf("Open after kill -9: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	if n := uncleanWarnings(h, cmd.Process.Pid); n != 1 {
+		t.Errorf("Open after kill -9 logged %d unclean-shutdown warnings naming pid %d, want 1: %+v", n, cmd.Process.Pid, h.records())
+	}
 	for i := 0; i <= acked; i++ {
 		id := fmt.Sprintf("%08d", i)
 		u, err := get(t, s, "records", id)

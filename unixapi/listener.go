@@ -53,8 +53,7 @@ func ListenUnixPlain(path string, opts SocketOptions) (*net.UnixListener, error)
 		}
 		c, err := net.DialTimeout("unix", path, time.Second)
 		if err == nil {
-			c.Close()
-			return nil, fmt.Errorf("listen on %s: another coffer daemon is already serving there", path)
+			return nil, fmt.Errorf("listen on %s: another coffer daemon is already serving there%s", path, listenerPID(c))
 		}
 		if !errors.Is(err, syscall.ECONNREFUSED) {
 			return nil, fmt.Errorf("listen on %s: cannot tell whether a daemon is serving there: %w", path, err)
@@ -83,6 +82,22 @@ func ListenUnixPlain(path string, opts SocketOptions) (*net.UnixListener, error)
 		return nil, fmt.Errorf("set mode of %s: %w", path, err)
 	}
 	return l, nil
+}
+
+// listenerPID closes c, a connection to a live socket, and returns
+// " (pid N)" naming the process that listens there (SO_PEERCRED of a
+// client names the process that called listen), or "" when it cannot tell.
+func listenerPID(c net.Conn) string {
+	defer c.Close()
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		return ""
+	}
+	p, err := unixPeer(uc)
+	if err != nil || p.PID <= 0 {
+		return ""
+	}
+	return fmt.Sprintf(" (pid %d)", p.PID)
 }
 
 // NewPeerListener wraps a Unix listener (for instance one passed by systemd)

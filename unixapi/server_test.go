@@ -260,8 +260,9 @@ func TestListenUnix(t *testing.T) {
 	t.Run("live daemon", func(t *testing.T) {
 		_, path := serve(t, &fakeBackend{})
 		_, err := ListenUnix(path, SocketOptions{GID: -1})
-		if err == nil || !strings.Contains(err.Error(), "already serving") {
-			t.Fatalf("err = %v", err)
+		want := fmt.Sprintf("listen on %s: another coffer daemon is already serving there (pid %d)", path, os.Getpid())
+		if err == nil || err.Error() != want {
+			t.Fatalf("err = %v, want %q", err, want)
 		}
 	})
 	t.Run("stale socket", func(t *testing.T) {
