@@ -403,9 +403,20 @@ func launchProc(t *testing.T, dir string, env []string, bin string, args ...stri
 	return d
 }
 
-// send makes one request to d with optional headers; body as in api.
+// send makes one request to d with optional headers; body as in api. A
+// transport error fails the test.
 func (d *daemonProc) send(t *testing.T, method, path string, hdr http.Header, body any) apiResp {
 	t.Helper()
+	res, err := d.do(method, path, hdr, body)
+	if err != nil {
+		t.Fatalf("%s %s: %v\ndaemon stderr:\n%s", method, path, err, d.stderr)
+	}
+	return res
+}
+
+// do makes one request to d and returns the response fully read, or the
+// transport error (for requests that may meet a daemon being killed).
+func (d *daemonProc) do(method, path string, hdr http.Header, body any) (apiResp, error) {
 	var r io.Reader
 	switch b := body.(type) {
 	case nil:
@@ -418,13 +429,13 @@ func (d *daemonProc) send(t *testing.T, method, path string, hdr http.Header, bo
 	default:
 		j, err := json.Marshal(b)
 		if err != nil {
-			t.Fatal(err)
+			return apiResp{}, err
 		}
 		r = bytes.NewReader(j)
 	}
 	req, err := http.NewRequest(method, "http://coffer"+path, r)
 	if err != nil {
-		t.Fatal(err)
+		return apiResp{}, err
 	}
 	switch body.(type) {
 	case nil:
@@ -440,12 +451,12 @@ func (d *daemonProc) send(t *testing.T, method, path string, hdr http.Header, bo
 	defer c.CloseIdleConnections()
 	resp, err := c.Do(req)
 	if err != nil {
-		t.Fatalf("%s %s: %v\ndaemon stderr:\n%s", method, path, err, d.stderr)
+		return apiResp{}, err
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
-		t.Fatalf("%s %s: read body: %v", method, path, err)
+		return apiResp{}, fmt.Errorf("read body: %w", err)
 	}
-	return apiResp{status: resp.StatusCode, header: resp.Header, body: b}
+	return apiResp{status: resp.StatusCode, header: resp.Header, body: b}, nil
 }
