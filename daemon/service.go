@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/coffer-hsm/coffer/hsm"
+	"github.com/coffer-hsm/coffer/internal/atomicfile"
 	"github.com/coffer-hsm/coffer/kv"
 )
 
@@ -95,7 +96,7 @@ func Open(ctx context.Context, cfg Config) (*Service, error) {
 	if cfg.StateDir == "" {
 		return nil, errors.New("no state directory configured")
 	}
-	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+	if err := atomicfile.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create state directory: %w", err)
 	}
 	hcfg := cfg.HSM

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +13,8 @@ import (
 
 	"github.com/BurntSushi/toml"
 	"github.com/urfave/cli/v2"
+
+	"github.com/coffer-hsm/coffer/internal/atomicfile"
 )
 
 // config is $XDG_CONFIG_HOME/coffer/config.toml. A profile names a socket
@@ -65,36 +68,21 @@ func loadConfig(path string) (config, error) {
 	return cfg, nil
 }
 
-// saveConfig writes cfg atomically: file 0600 in a directory 0700.
+// saveConfig writes cfg atomically: file 0600 in a directory 0700, both
+// fsynced with their directory.
 func saveConfig(path string, cfg config) error {
 	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := atomicfile.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("create config directory: %w", err)
 	}
 	if err := os.Chmod(dir, 0o700); err != nil {
 		return fmt.Errorf("config directory: %w", err)
 	}
-	f, err := os.CreateTemp(dir, ".config.toml.*")
-	if err != nil {
+	var buf bytes.Buffer
+	if err := toml.NewEncoder(&buf).Encode(cfg); err != nil {
 		return fmt.Errorf("write config: %w", err)
 	}
-	defer os.Remove(f.Name()) // after the rename there is nothing to remove
-	if err := f.Chmod(0o600); err != nil {
-		f.Close()
-		return fmt.Errorf("write config: %w", err)
-	}
-	if err := toml.NewEncoder(f).Encode(cfg); err != nil {
-		f.Close()
-		return fmt.Errorf("write config: %w", err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("write config: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("write config: %w", err)
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
+	if err := atomicfile.Write(path, buf.Bytes(), 0o600); err != nil {
 		return fmt.Errorf("write config: %w", err)
 	}
 	return nil
