@@ -76,6 +76,12 @@ func TestRestartKeepsData(t *testing.T) {
 	}
 
 	d2 := startDaemon(t, dir)
+	d2.waitLog(t, "start-up", "coffer is serving")
+	for _, line := range []string{"not closed cleanly", "removed stale socket file"} {
+		if l := logLines(d2.stderr.String(), line); len(l) > 0 {
+			t.Errorf("restart after a clean stop logs %q:\n%s", line, l[0])
+		}
+	}
 	if d2.socket != d.socket {
 		t.Errorf("socket moved from %s to %s", d.socket, d2.socket)
 	}
@@ -131,10 +137,14 @@ func TestKillKeepsAcknowledgedWrites(t *testing.T) {
 
 	d.Kill(t)
 	if fi, err := os.Lstat(d.socket); err != nil || fi.Mode().Type() != os.ModeSocket {
-		t.Logf("after SIGKILL the socket file is not left behind (%v); the stale-socket path is not exercised", err)
+		t.Errorf("after SIGKILL the socket file is not left behind (%v); the stale-socket path is not exercised", err)
+	}
+	if pid, err := os.ReadFile(filepath.Join(d.stateDir, "data", "LOCK")); err != nil || strings.TrimSpace(string(pid)) != fmt.Sprint(d.cmd.Process.Pid) {
+		t.Errorf("after SIGKILL the store's LOCK file holds %q (%v), want the killed pid %d", pid, err, d.cmd.Process.Pid)
 	}
 
 	d2 := startDaemon(t, dir)
+	checkRecoveryLog(t, d2, d)
 	checkAllPresent(t, d2, want)
 	wantError(t, d2.api(t, "GET", "/v1/secrets/"+deleted.ID, nil), 404, "not_found")
 	var l list[secret]
@@ -160,32 +170,40 @@ func TestSecondDaemonRefused(t *testing.T) {
 	d := startDaemon(t, dir)
 	s := d.createSecret(t, "default", "first", []byte("x"), nil)
 
-	t.Run("same dir", func(t *testing.T) {
-		d2 := launchDaemon(t, dir, "daemon", "--dev")
-		code := d2.waitExit(t)
-		stderr := d2.stderr.String()
-		if code == 0 {
-			t.Errorf("second daemon exited 0\nstderr:\n%s", stderr)
-		}
-		low := strings.ToLower(stderr)
-		if !strings.Contains(low, "already") && !strings.Contains(low, "in use") && !strings.Contains(low, "lock") {
-			t.Errorf("second daemon's error does not say the socket or store is in use:\n%s", stderr)
-		}
-		if strings.Contains(d2.stdout.String(), exportPrefix) {
-			t.Errorf("second daemon printed the export line:\n%s", d2.stdout)
-		}
-		noPanic(t, stderr)
-	})
-
-	t.Run("other state dir, same socket", func(t *testing.T) {
-		d2 := launchDaemon(t, workDir(t), "daemon", "--dev", "--socket", d.socket)
-		code := d2.waitExit(t)
-		stderr := d2.stderr.String()
-		if code == 0 || !strings.Contains(stderr, "already serving") {
-			t.Errorf("second daemon on the same socket: exit %d, want non-zero and 'already serving'\nstderr:\n%s", code, stderr)
-		}
-		noPanic(t, stderr)
-	})
+	// One line, naming the state directory or socket and the pid of the
+	// daemon that has it.
+	inUse := fmt.Sprintf("coffer: state directory %s is in use by another coffer daemon (pid %d); stop it first\n", d.stateDir, d.cmd.Process.Pid)
+	serving := fmt.Sprintf("coffer: listen on %s: another coffer daemon is already serving there (pid %d)\n", d.socket, d.cmd.Process.Pid)
+	otherSocket := filepath.Join(workDir(t), "other.sock")
+	for _, tc := range []struct {
+		name string
+		dir  string
+		args []string
+		want string
+	}{
+		{"same dir", dir, nil, inUse},
+		{"same dir, other socket", dir, []string{"--socket", otherSocket}, inUse},
+		{"other state dir, same socket", workDir(t), []string{"--socket", d.socket}, serving},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d2 := launchDaemon(t, tc.dir, append([]string{"daemon", "--dev"}, tc.args...)...)
+			code := d2.waitExit(t)
+			stderr := d2.stderr.String()
+			if code == 0 {
+				t.Errorf("second daemon exited 0\nstderr:\n%s", stderr)
+			}
+			if !strings.HasSuffix(stderr, tc.want) {
+				t.Errorf("second daemon's last line is not %q:\n%s", tc.want, stderr)
+			}
+			if strings.Contains(d2.stdout.String(), exportPrefix) {
+				t.Errorf("second daemon printed the export line:\n%s", d2.stdout)
+			}
+			noPanic(t, stderr)
+		})
+	}
+	if _, err := os.Lstat(otherSocket); err == nil {
+		t.Errorf("the refused daemon left a socket at %s", otherSocket)
+	}
 
 	// the first daemon is untouched
 	if fi, err := os.Lstat(d.socket); err != nil || fi.Mode().Type() != os.ModeSocket {
