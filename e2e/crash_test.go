@@ -107,7 +107,8 @@ func TestCrashLosesNothing(t *testing.T) {
 func newCrashRun(t *testing.T, d *daemonProc, seed uint64) *crashRun {
 	t.Helper()
 	d.mustAPI(t, "POST", "/v1/projects", map[string]string{"name": crashProject}, http.StatusCreated, nil)
-	d.newUser(t, crashChecker)
+	// A long session: a soak run may outlast the usual hour.
+	d.mustAPI(t, "POST", "/v1/users", map[string]any{"name": crashChecker, "kind": "workload", "access_token_ttl": "720h"}, http.StatusCreated, nil)
 	d.setRole(t, crashProject, crashChecker, "reader")
 	cred := d.newCred(t, crashProject, map[string]any{"type": "access-token", "user": crashChecker})
 	run := &crashRun{t: t, checkerToken: cred.Token, checkerCred: cred.ID}
