@@ -11,7 +11,7 @@ Q := $(if $(V),,@)
 .DEFAULT_GOAL := help
 
 
-.PHONY: help build run deps test-deps install-pkgs test race lint vulncheck bench microbench fuzz clean
+.PHONY: help build run deps test-deps install-pkgs test race soak lint vulncheck bench microbench fuzz clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-11s %s\n", $$1, $$2}'
@@ -51,6 +51,9 @@ test: test-deps ## run every test (unit and end-to-end) with the race detector
 
 race: test-deps ## run every test three times with the race detector, to shake out flakes
 	$(Q)$(GO) test -race -count=3 -timeout 30m ./...
+
+soak: test-deps ## kill -9 the daemon under 8 concurrent writers SOAK_CYCLES times (default 200); nothing acknowledged may be lost
+	$(Q)COFFER_SOAK_CYCLES=$${SOAK_CYCLES:-200} $(GO) test -race -count=1 -timeout 90m -run '^TestCrashLosesNothing$$' -v ./e2e
 
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 GOVULNCHECK ?= golang.org/x/vuln/cmd/govulncheck@v1.9.0
