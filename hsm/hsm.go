@@ -12,6 +12,7 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"strings"
 	"sync"
@@ -49,6 +50,10 @@ type Config struct {
 	KEKLabel        string // default DefaultKEKLabel
 	SigningKeyLabel string // default DefaultSigningKeyLabel
 	MaxSessions     int    // 0 = a sensible default (8)
+	// NoCreate makes Open fail with ErrKeyMissing instead of creating a
+	// missing key: set it when data made with the keys already exists.
+	NoCreate bool
+	Logger   *slog.Logger // token loss and recovery; nil: slog.Default()
 }
 
 // Info describes the token in use, for status output.
@@ -114,6 +119,8 @@ type HSM struct {
 
 	closeOnce sync.Once
 	closeErr  error
+
+	rc reconnector // token loss and recovery (reconnect.go)
 }
 
 // Open loads the module, logs in and finds (or on first start provisions)
@@ -155,15 +162,7 @@ func Open(ctx context.Context, cfg Config) (h *HSM, err error) {
 		return nil, fmt.Errorf("wrong HSM PIN for token %s (module %s): CKR_PIN_INCORRECT", cfg.TokenLabel, cfg.ModulePath)
 	}
 
-	c11, err := configure(&crypto11.Config{
-		Path:            cfg.ModulePath,
-		TokenLabel:      cfg.TokenLabel,
-		Pin:             cfg.PIN,
-		MaxSessions:     cfg.MaxSessions,
-		PoolWaitTimeout: poolWaitTimeout,
-		GCMIVLength:     gcmNonceSize,
-		UseGCMIVFromHSM: false,
-	})
+	c11, err := configure(crypto11Config(cfg))
 	if err != nil {
 		return nil, configureError(cfg, err)
 	}
@@ -238,7 +237,7 @@ func configureError(cfg Config, err error) error {
 	mod, tok := cfg.ModulePath, cfg.TokenLabel
 	switch {
 	case err.Error() == crypto11TokenNotFound:
-		return fmt.Errorf("HSM token %s not found in module %s", tok, mod)
+		return fmt.Errorf("HSM token %s not found in module %s: CKR_TOKEN_NOT_PRESENT (no slot holds a token with that label)", tok, mod)
 	case hasCKR(err, pkcs11.CKR_PIN_INCORRECT, pkcs11.CKR_PIN_INVALID, pkcs11.CKR_PIN_LEN_RANGE):
 		return fmt.Errorf("wrong HSM PIN for token %s (module %s): %s", tok, mod, ckrName(err))
 	case hasCKR(err, pkcs11.CKR_PIN_LOCKED, pkcs11.CKR_PIN_EXPIRED):
@@ -262,6 +261,9 @@ func (h *HSM) provision(ctx context.Context) error {
 	if err != nil {
 		return h.keyError("find KEK", h.cfg.KEKLabel, err)
 	}
+	if kek == nil && h.cfg.NoCreate {
+		return h.missingKey("KEK", h.cfg.KEKLabel)
+	}
 	if kek == nil {
 		if kek, err = h.generateKEK(h.cfg.KEKLabel); err != nil {
 			return h.keyError("create KEK", h.cfg.KEKLabel, err)
@@ -278,6 +280,9 @@ func (h *HSM) provision(ctx context.Context) error {
 	signer, err := h.findSigner(h.sigLabel)
 	if err != nil {
 		return h.keyError("find signing key", h.sigLabel, err)
+	}
+	if signer == nil && h.cfg.NoCreate {
+		return h.missingKey("signing key", h.sigLabel)
 	}
 	if signer == nil {
 		if signer, err = h.generateSigner(h.sigLabel); err != nil {
@@ -387,6 +392,7 @@ func (h *HSM) Close() error {
 		h.mu.Lock()
 		h.closed = true
 		h.mu.Unlock()
+		h.stopReconnect()
 
 		moduleMu.Lock()
 		defer moduleMu.Unlock()
@@ -411,10 +417,17 @@ func (h *HSM) Close() error {
 // begin takes the shared lock for one operation; the caller must call
 // h.mu.RUnlock when begin returns nil.
 func (h *HSM) begin(ctx context.Context) error {
+	if err := h.lostErr(); err != nil {
+		return err // fail fast, without queueing behind a reconnect
+	}
 	h.mu.RLock()
 	if h.closed {
 		h.mu.RUnlock()
 		return fmt.Errorf("%w: HSM token %s is closed", ErrUnavailable, h.cfg.TokenLabel)
+	}
+	if err := h.lostErr(); err != nil {
+		h.mu.RUnlock()
+		return err
 	}
 	if err := ctx.Err(); err != nil {
 		h.mu.RUnlock()
@@ -441,6 +454,7 @@ func (h *HSM) Check(ctx context.Context) (err error) {
 		return err
 	}
 	defer h.mu.RUnlock()
+	defer h.observe(&err)
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("%w: check HSM token %s: %v", ErrUnavailable, h.cfg.TokenLabel, panicError(r))
@@ -451,7 +465,7 @@ func (h *HSM) Check(ctx context.Context) (err error) {
 		return h.keyError("find KEK", h.cfg.KEKLabel, err)
 	}
 	if k == nil {
-		return fmt.Errorf("%w: KEK %s is missing from HSM token %s", ErrUnavailable, h.cfg.KEKLabel, h.cfg.TokenLabel)
+		return fmt.Errorf("%w: %w", ErrUnavailable, h.missingKey("KEK", h.cfg.KEKLabel))
 	}
 	return nil
 }

@@ -41,7 +41,7 @@ func TestOpenErrors(t *testing.T) {
 		{"module not a library", with(func(c *Config) { c.ModulePath = notLib }),
 			"cannot load PKCS#11 module " + notLib + ": not a loadable PKCS#11 library"},
 		{"unknown token", with(func(c *Config) { c.TokenLabel = "no-such-token" }),
-			"HSM token no-such-token not found in module " + DefaultModulePath},
+			"HSM token no-such-token not found in module " + DefaultModulePath + ": CKR_TOKEN_NOT_PRESENT (no slot holds a token with that label)"},
 		{"no token label", with(func(c *Config) { c.TokenLabel = "" }),
 			"HSM token label is required"},
 		{"empty PIN", with(func(c *Config) { c.PIN = "" }),
@@ -379,7 +379,7 @@ func TestConfigureError(t *testing.T) {
 		want string
 	}{
 		{"token not found", errors.New("could not find PKCS#11 token"),
-			"HSM token tok not found in module /m.so"},
+			"HSM token tok not found in module /m.so: CKR_TOKEN_NOT_PRESENT (no slot holds a token with that label)"},
 		{"wrong PIN", fmt.Errorf("failed to log into long term session: %w", p11err(pkcs11.CKR_PIN_INCORRECT)),
 			"wrong HSM PIN for token tok (module /m.so): CKR_PIN_INCORRECT"},
 		{"PIN length", p11err(pkcs11.CKR_PIN_LEN_RANGE),

@@ -31,6 +31,7 @@ func (h *HSM) Seal(ctx context.Context, plaintext, aad []byte) (s *Sealed, err e
 		return nil, err
 	}
 	defer h.mu.RUnlock()
+	defer h.observe(&err)
 
 	kekLabel := h.cfg.KEKLabel
 	kek := h.cachedKEK(kekLabel)
@@ -156,6 +157,7 @@ func (h *HSM) Unseal(ctx context.Context, s *Sealed, aad []byte) (plaintext []by
 		return nil, err
 	}
 	defer h.mu.RUnlock()
+	defer h.observe(&err)
 
 	kek, err := h.kek(s.KEK)
 	if err != nil {
@@ -246,6 +248,7 @@ func (h *HSM) Sign(ctx context.Context, digest []byte) (sig []byte, err error) {
 		return nil, err
 	}
 	defer h.mu.RUnlock()
+	defer h.observe(&err)
 	defer func() {
 		if r := recover(); r != nil {
 			sig, err = nil, fmt.Errorf("%w: sign with %s: %v", ErrUnavailable, h.sigLabel, panicError(r))
