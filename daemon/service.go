@@ -8,6 +8,7 @@ import (
 	"crypto/ecdsa"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"os/user"
@@ -120,11 +121,19 @@ func Open(ctx context.Context, cfg Config) (*Service, error) {
 		}
 		hcfg.PIN = pin
 	}
+	// A store that exists holds data sealed and signed with the token's
+	// keys: a new KEK could not open it, so a missing key is an error then.
+	dataDir := filepath.Join(cfg.StateDir, "data")
+	hcfg.NoCreate = hcfg.NoCreate || storeExists(dataDir)
+	hcfg.Logger = cfg.Logger
 	keys, err := hsm.Open(ctx, hcfg)
+	if errors.Is(err, hsm.ErrKeyMissing) {
+		return nil, fmt.Errorf("%w; not creating a new one: the store in %s holds data made with it (restore the token, or start with an empty state directory)", err, dataDir)
+	}
 	if err != nil {
 		return nil, err
 	}
-	store, err := kv.Open(ctx, kv.Options{Dir: filepath.Join(cfg.StateDir, "data"), Logger: cfg.Logger})
+	store, err := kv.Open(ctx, kv.Options{Dir: dataDir, Logger: cfg.Logger})
 	if err != nil {
 		keys.Close()
 		var locked *kv.LockedError
@@ -144,6 +153,16 @@ func Open(ctx context.Context, cfg Config) (*Service, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// storeExists reports whether dir holds a store: any entry at all, or a
+// directory that cannot be read (to err on the side of not creating keys).
+func storeExists(dir string) bool {
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false
+	}
+	return err != nil || len(entries) > 0
 }
 
 // New returns a Service over the given keys and store, which it owns from
