@@ -211,15 +211,16 @@ func (h *HSM) reconnect() (done bool, err error) {
 		}
 	}()
 
-	if _, dead := h.ctx.(noContext); !dead {
+	if old := h.ctx; old != (noContext{}) {
 		// Closing the last context finalises the module, so the next
 		// Configure starts a fresh module instance that sees the token
-		// as it is now.
-		_ = h.ctx.Close()
+		// as it is now. Replaced first, so a Close that panics is not
+		// retried.
 		h.ctx = noContext{}
 		h.keysMu.Lock()
 		clear(h.keks)
 		h.keysMu.Unlock()
+		_ = old.Close()
 	}
 
 	c11, err := configure(crypto11Config(h.cfg))
