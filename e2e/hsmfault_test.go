@@ -8,6 +8,7 @@ package e2e
 
 import (
 	"bytes"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -102,14 +103,15 @@ func prodDaemonArgs(dir, state, label, pinFile string, extra ...string) []string
 }
 
 // startProd starts a production-mode daemon and waits until its socket
-// answers.
+// accepts connections.
 func startProd(t *testing.T, dir string, env, args []string) *daemonProc {
 	t.Helper()
 	d := launchDaemonEnv(t, dir, env, args...)
 	d.socket = filepath.Join(dir, "api.sock")
 	deadline := time.Now().Add(startTimeout)
 	for {
-		if _, err := os.Stat(d.socket); err == nil {
+		if c, err := net.Dial("unix", d.socket); err == nil {
+			c.Close()
 			break
 		}
 		select {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/elliptic"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -14,6 +15,8 @@ import (
 
 	"github.com/eclipse-keypont/crypto11"
 )
+
+var lostRuns atomic.Int32
 
 // countKeys wraps a real crypto11 context and counts key creation.
 type countKeys struct {
@@ -56,7 +59,8 @@ func tokenDir(t *testing.T, label string) string {
 // what it sealed before, and creates no keys. It needs to be the only user
 // of the module, as the hsm tests are sequential.
 func TestSoftHSMTokenLossRecovers(t *testing.T) {
-	cfg := tokenCfg(t, "coffer-lost")
+	label := fmt.Sprintf("coffer-lost-%03d", lostRuns.Add(1)) // a fresh token on every run (-count)
+	cfg := tokenCfg(t, label)
 	var created atomic.Int32
 	orig := configure
 	configure = func(c *crypto11.Config) (p11, error) {
@@ -82,8 +86,8 @@ func TestSoftHSMTokenLossRecovers(t *testing.T) {
 	}
 	pub := h.SigningPublicKey()
 
-	dir := tokenDir(t, "coffer-lost")
-	away := filepath.Join(testDir, "away-coffer-lost")
+	dir := tokenDir(t, label)
+	away := filepath.Join(testDir, "away-"+label)
 	if err := os.Rename(dir, away); err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +105,7 @@ func TestSoftHSMTokenLossRecovers(t *testing.T) {
 	}
 	waitFor(t, "a failed reconnect", func() bool {
 		err := h.Check(ctx)
-		return err != nil && strings.Contains(err.Error(), "last attempt: HSM token coffer-lost not found")
+		return err != nil && strings.Contains(err.Error(), "last attempt: HSM token "+label+" not found")
 	})
 
 	if err := os.Rename(away, dir); err != nil {
