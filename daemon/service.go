@@ -124,10 +124,11 @@ func Open(ctx context.Context, cfg Config) (*Service, error) {
 	// A store that exists holds data sealed and signed with the token's
 	// keys: a new KEK could not open it, so a missing key is an error then.
 	dataDir := filepath.Join(cfg.StateDir, "data")
-	hcfg.NoCreate = hcfg.NoCreate || storeExists(dataDir)
+	haveStore := storeExists(dataDir)
+	hcfg.NoCreate = hcfg.NoCreate || haveStore
 	hcfg.Logger = cfg.Logger
 	keys, err := hsm.Open(ctx, hcfg)
-	if errors.Is(err, hsm.ErrKeyMissing) {
+	if haveStore && errors.Is(err, hsm.ErrKeyMissing) {
 		return nil, fmt.Errorf("%w; not creating a new one: the store in %s holds data made with it (restore the token, or start with an empty state directory)", err, dataDir)
 	}
 	if err != nil {
