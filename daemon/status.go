@@ -2,11 +2,13 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/coffer-hsm/coffer/hsm"
 	"github.com/coffer-hsm/coffer/kv"
 )
 
@@ -138,11 +140,28 @@ func (s *Service) recount(ctx context.Context) {
 	}
 }
 
+// DegradedError is a failed health check that the daemon is already
+// repairing by itself (the HSM reconnect loop): a restart would not help,
+// so the systemd watchdog keeps being pinged while STATUS= says why.
+type DegradedError struct{ Err error }
+
+func (e *DegradedError) Error() string { return e.Err.Error() }
+func (e *DegradedError) Unwrap() error { return e.Err }
+
+// Degraded marks the error for the watchdog (systemd.RunWatchdog).
+func (e *DegradedError) Degraded() bool { return true }
+
 // Healthy probes the HSM and the store for the systemd watchdog: nil when
-// both answer.
+// both answer. A lost HSM token is a *DegradedError: hsm reconnects with
+// backoff on its own. A check that hangs never returns, and the watchdog
+// then restarts the daemon.
 func (s *Service) Healthy(ctx context.Context) error {
 	if err := s.keys.Check(ctx); err != nil {
-		return fmt.Errorf("HSM: %w", err)
+		err = fmt.Errorf("HSM: %w", err)
+		if ctx.Err() == nil && errors.Is(err, hsm.ErrUnavailable) {
+			return &DegradedError{Err: err}
+		}
+		return err
 	}
 	if err := s.store.Check(ctx); err != nil {
 		return fmt.Errorf("store: %w", err)

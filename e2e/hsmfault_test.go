@@ -297,16 +297,21 @@ func TestHSMLossAndRecovery(t *testing.T) {
 	if r := d.mustCLI(t, "", "status"); !strings.Contains(r.stdout, "UNHEALTHY") {
 		t.Errorf("coffer status during the outage does not say UNHEALTHY:\n%s", r.stdout)
 	}
-	// The watchdog: a STATUS= with the reason, then no WATCHDOG=1 while
-	// the token is away.
-	unhealthy := nextStatus(t, n, d, "unhealthy, not pinging the watchdog")
-	if !strings.Contains(unhealthy, "hsm unavailable") {
-		t.Errorf("watchdog STATUS= %q does not say the HSM is unavailable", unhealthy)
+	// The watchdog: the daemon repairs a lost token itself, and a restart
+	// would not bring it back, so pings go on with a STATUS= that says
+	// why.
+	degraded := nextStatus(t, n, d, "degraded, recovering")
+	if !strings.Contains(degraded, "hsm unavailable") {
+		t.Errorf("watchdog STATUS= %q does not say the HSM is unavailable", degraded)
 	}
+	pings := 0
 	for _, m := range n.drain(time.Second) {
 		if _, ok := m.vars["WATCHDOG"]; ok {
-			t.Errorf("WATCHDOG=1 sent while the token is away: %s", m)
+			pings++
 		}
+	}
+	if pings == 0 {
+		t.Error("no WATCHDOG=1 while the token is away: systemd would restart a daemon that is recovering by itself")
 	}
 	d.waitLog(t, "the loss", "level=WARN", `msg="HSM token lost`, "token=coffer-dev")
 
@@ -341,10 +346,10 @@ func TestHSMLossAndRecovery(t *testing.T) {
 		t.Errorf("%d secrets after recovery, want 2: a failed create stored something", len(l.Items))
 	}
 	waitStatus(t, d, true)
-	// The watchdog pings again, with the serving status line back.
-	ping := n.next(t, d, "WATCHDOG", "1", recoverTimeout)
-	if ping.vars["STATUS"] != ready.vars["STATUS"] {
-		t.Errorf("first ping after recovery carries STATUS=%q, want the serving line %q", ping.vars["STATUS"], ready.vars["STATUS"])
+	// The serving status line comes back, with a ping.
+	back := n.next(t, d, "STATUS", ready.vars["STATUS"], recoverTimeout)
+	if back.vars["WATCHDOG"] != "1" {
+		t.Errorf("the serving status line came back without a ping: %s", back)
 	}
 
 	select {
@@ -388,8 +393,7 @@ func waitStatus(t *testing.T, d *daemonProc, healthy bool) status {
 	}
 }
 
-// nextStatus returns the next STATUS= value that starts with prefix, and
-// fails the test if a WATCHDOG=1 arrives after it in the same read.
+// nextStatus returns the next STATUS= value that starts with prefix.
 func nextStatus(t *testing.T, n *notifySocket, d *daemonProc, prefix string) string {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
@@ -398,8 +402,6 @@ func nextStatus(t *testing.T, n *notifySocket, d *daemonProc, prefix string) str
 		for _, m := range n.drain(100 * time.Millisecond) {
 			if s, ok := m.vars["STATUS"]; ok && found == "" && strings.HasPrefix(s, prefix) {
 				found = s
-			} else if _, ok := m.vars["WATCHDOG"]; ok && found != "" {
-				t.Errorf("WATCHDOG=1 after %q: %s", found, m)
 			}
 		}
 		if found != "" {

@@ -2,6 +2,7 @@ package systemd
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -100,8 +101,11 @@ func (n *Notifier) WatchdogInterval() time.Duration {
 // healthy returns nil, until ctx is done. healthy gets a context that expires
 // after one interval; a check that fails (or hangs) means no ping, so systemd
 // restarts a daemon whose HSM or store is wedged once WatchdogSec= passes
-// without one. While unhealthy, STATUS= shows the reason; when the check
-// passes again, pings resume and the previous status line is restored.
+// without one. An error with a Degraded() bool method returning true (the
+// daemon's DegradedError) is a failure the daemon repairs by itself (a lost HSM token being reconnected): pings go on, since a restart
+// would not bring the token back, and STATUS= says what is degraded. While
+// unhealthy or degraded, STATUS= shows the reason; when the check passes
+// again, the previous status line is restored.
 //
 // It returns at once when the watchdog is off.
 func (n *Notifier) RunWatchdog(ctx context.Context, healthy func(context.Context) error) {
@@ -129,6 +133,15 @@ func (n *Notifier) RunWatchdog(ctx context.Context, healthy func(context.Context
 			n.send(daemon.SdNotifyWatchdog + "\nSTATUS=" + oneLine(last))
 		case err == nil:
 			n.Watchdog()
+		case isDegraded(err):
+			reason := "degraded, recovering: " + err.Error()
+			if reason == failing {
+				n.Watchdog()
+				break
+			}
+			failing = reason
+			n.log.Warn("health check: degraded; still pinging the systemd watchdog while the daemon recovers", "err", err)
+			n.send(daemon.SdNotifyWatchdog + "\nSTATUS=" + oneLine(reason))
 		default:
 			reason := "unhealthy, not pinging the watchdog: " + err.Error()
 			if reason != failing {
@@ -143,6 +156,13 @@ func (n *Notifier) RunWatchdog(ctx context.Context, healthy func(context.Context
 		case <-t.C:
 		}
 	}
+}
+
+// isDegraded reports whether err says the daemon is repairing the failure
+// by itself.
+func isDegraded(err error) bool {
+	var d interface{ Degraded() bool }
+	return errors.As(err, &d) && d.Degraded()
 }
 
 func (n *Notifier) setStatus(s string) {

@@ -3,6 +3,7 @@ package systemd
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -213,6 +214,32 @@ func TestRunWatchdog(t *testing.T) {
 		t.Fatalf("got %q", got)
 	}
 
+	// Degraded (the daemon repairs it itself): pings go on, and the first
+	// one says why.
+	setHealth(fmt.Errorf("HSM: %w", degradedErr{errors.New("token lost; reconnecting")}))
+	for {
+		got, ok := next(5 * time.Second)
+		if !ok {
+			t.Fatal("no ping after the check turned degraded")
+		}
+		if got == "WATCHDOG=1" { // sent before the change was seen
+			continue
+		}
+		if want := "WATCHDOG=1\nSTATUS=degraded, recovering: HSM: token lost; reconnecting"; got != want {
+			t.Fatalf("got %q, want %q", got, want)
+		}
+		break
+	}
+	for i := 0; i < 3; i++ {
+		if got, ok := next(5 * time.Second); got != "WATCHDOG=1" {
+			t.Fatalf("ping %d while degraded: got %q (%v)", i, got, ok)
+		}
+	}
+	setHealth(nil)
+	if got, _ := next(5 * time.Second); got != "WATCHDOG=1\nSTATUS=serving" {
+		t.Fatalf("after recovery: got %q", got)
+	}
+
 	cancel()
 	select {
 	case <-done:
@@ -220,3 +247,10 @@ func TestRunWatchdog(t *testing.T) {
 		t.Fatal("RunWatchdog did not return after cancel")
 	}
 }
+
+// degradedErr is what the daemon's DegradedError looks like to systemd.
+type degradedErr struct{ error }
+
+func (degradedErr) Degraded() bool { return true }
+
+func (e degradedErr) Unwrap() error { return e.error }
