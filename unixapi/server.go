@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/coffer-hsm/coffer/daemon"
@@ -84,6 +85,8 @@ type Server struct {
 	log     *slog.Logger
 	mux     *routeMux
 	httpSrv *http.Server
+
+	unavailable logSampler // 503s: one log line per interval
 }
 
 // NewServer returns a Server for b.
@@ -220,9 +223,17 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	if status == http.StatusUnauthorized && w.Header().Get("WWW-Authenticate") == "" {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="coffer"`)
 	}
-	if status >= 500 {
+	switch {
+	case status == http.StatusServiceUnavailable:
+		// An outage (HSM token lost, store failing) fails every request
+		// that needs the part; the part itself logs the loss and the
+		// recovery. One line per interval says how many were refused.
+		if n, ok := s.unavailable.tick(time.Now()); ok {
+			s.log.Warn("requests failed: a part is unavailable", "method", r.Method, "path", r.URL.Path, "status", status, "err", err, "failed_since_last_line", n)
+		}
+	case status >= 500:
 		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "status", status, "err", err)
-	} else {
+	default:
 		s.log.Debug("request refused", "method", r.Method, "path", r.URL.Path, "status", status, "code", body.Error)
 	}
 	writeJSON(w, status, body)
@@ -312,4 +323,28 @@ func pageOf(r *http.Request) (daemon.Page, error) {
 	}
 	p.After = q.Get("after")
 	return p, nil
+}
+
+// logSampler lets one event through per interval and counts the rest.
+type logSampler struct {
+	mu    sync.Mutex
+	last  time.Time
+	count int
+}
+
+// unavailableLogInterval spaces the log lines of an outage.
+const unavailableLogInterval = 10 * time.Second
+
+// tick counts an event and reports whether to log it, with the number of
+// events since the last logged one (this one included).
+func (l *logSampler) tick(now time.Time) (int, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.count++
+	if !l.last.IsZero() && now.Sub(l.last) < unavailableLogInterval {
+		return 0, false
+	}
+	n := l.count
+	l.last, l.count = now, 0
+	return n, true
 }

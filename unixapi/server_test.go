@@ -362,3 +362,26 @@ func serveOn(t *testing.T, b Backend, l net.Listener) {
 		}
 	})
 }
+
+func TestLogSamplerOneLinePerInterval(t *testing.T) {
+	var l logSampler
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	steps := []struct {
+		at   time.Duration
+		n    int
+		logs bool
+	}{
+		{0, 1, true},
+		{time.Second, 0, false},
+		{5 * time.Second, 0, false},
+		{unavailableLogInterval, 3, true}, // two suppressed plus this one
+		{unavailableLogInterval + time.Second, 0, false},
+		{3 * unavailableLogInterval, 2, true},
+	}
+	for i, st := range steps {
+		n, ok := l.tick(t0.Add(st.at))
+		if ok != st.logs || n != st.n {
+			t.Fatalf("step %d at %v: tick = %d, %v; want %d, %v", i, st.at, n, ok, st.n, st.logs)
+		}
+	}
+}
