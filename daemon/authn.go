@@ -168,7 +168,7 @@ func (s *Service) Authenticate(ctx context.Context, p Principal, bearer string) 
 	}
 	b, err := s.lookupBearer(ctx, bearer, "bearer")
 	if errors.Is(err, ErrUnauthenticated) {
-		s.authGate.failed(p, "")
+		s.authFailed(p, "")
 	}
 	if err != nil {
 		return Principal{}, err
@@ -248,7 +248,7 @@ func (s *Service) Login(ctx context.Context, authToken string) (Session, string,
 	}
 	sess, plain, err := s.login(ctx, authToken)
 	if errors.Is(err, ErrUnauthenticated) {
-		s.authGate.failed(caller, "")
+		s.authFailed(caller, "")
 	}
 	return sess, plain, err
 }
@@ -325,7 +325,7 @@ func (s *Service) ClientCredentials(ctx context.Context, clientID, clientSecret,
 	}
 	at, err := s.clientCredentials(ctx, clientID, clientSecret, scope)
 	if CodeOf(err) == CodeInvalidClient {
-		s.authGate.failed(caller, clientID)
+		s.authFailed(caller, clientID)
 	}
 	return at, err
 }

@@ -16,6 +16,11 @@ import (
 // fails empty and refills by one every Refill. Successes cost nothing. An
 // empty bucket refuses the next attempt with 429 rate_limited before any
 // token is looked up.
+//
+// System admins (uid 0, the admin group) are not limited: they can issue
+// themselves any credential, so a guess gains them nothing, and the many
+// services that run as root must not lock each other out with one stale
+// token.
 type AuthLimit struct {
 	// Burst is how many failures in a row a caller may have; 0 means
 	// DefaultAuthFailBurst, negative turns the limit off.
@@ -205,6 +210,14 @@ func (g *authGate) failed(p Principal, clientID string) {
 	}
 	if clientID != "" && validTokenID(clientID) && g.clients.fail(clientID) {
 		g.log.Warn("too many failed authentications of an oauth2 client: refusing further attempts for a while", "client_id", clientID)
+	}
+}
+
+// authFailed charges a failed authentication to p (and to the OAuth2
+// client), unless p is a system admin.
+func (s *Service) authFailed(p Principal, clientID string) {
+	if s.authGate != nil && !s.isSystemAdmin(p) {
+		s.authGate.failed(p, clientID)
 	}
 }
 

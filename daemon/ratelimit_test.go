@@ -301,3 +301,27 @@ func TestAuthLimitOff(t *testing.T) {
 		wantCode(t, err, CodeUnauthenticated)
 	}
 }
+
+// TestSystemAdminsAreNotLimited: root can issue itself any credential, so
+// its failures are not counted (and root's services cannot lock each other
+// out).
+func TestSystemAdminsAreNotLimited(t *testing.T) {
+	e, _ := limitedEnv(t)
+	_, good := e.credential(t, "p1", CredentialInput{User: "bob", Type: CredAuthToken})
+	_, oc := e.credential(t, "p1", CredentialInput{User: "bob", Type: CredOAuth2})
+	root := WithPrincipal(context.Background(), rootPrincipal)
+	for range 10 {
+		_, _, err := e.svc.Login(root, corrupt(good.Token))
+		wantCode(t, err, CodeUnauthenticated)
+		_, err = e.svc.Authenticate(root, rootPrincipal, corrupt(good.Token))
+		wantCode(t, err, CodeUnauthenticated)
+		_, err = e.svc.ClientCredentials(root, oc.ClientID, corrupt(oc.ClientSecret), "")
+		wantCode(t, err, CodeInvalidClient)
+	}
+	if _, _, err := e.svc.Login(root, good.Token); err != nil {
+		t.Fatalf("root's login after failures: %v", err)
+	}
+	if n, m := e.svc.authGate.callers.len(), e.svc.authGate.clients.len(); n != 0 || m != 0 {
+		t.Fatalf("root's failures were remembered: %d callers, %d clients", n, m)
+	}
+}
