@@ -163,7 +163,13 @@ func (r resolved) identity() (*TokenIdentity, error) {
 // Authenticate checks a bearer token and returns p acting as the token's
 // session. Every failure is the same 401.
 func (s *Service) Authenticate(ctx context.Context, p Principal, bearer string) (Principal, error) {
+	if err := s.authGate.admit(p, ""); err != nil {
+		return Principal{}, err
+	}
 	b, err := s.lookupBearer(ctx, bearer, "bearer")
+	if errors.Is(err, ErrUnauthenticated) {
+		s.authFailed(p, "")
+	}
 	if err != nil {
 		return Principal{}, err
 	}
@@ -234,7 +240,20 @@ func newSession(kind string, cred credentialRecord, user userRecord, roles []str
 }
 
 // Login exchanges an auth token (cfa_) for a session and its cfs_ token.
+// The caller (for the rate limit on failures) is the principal of ctx.
 func (s *Service) Login(ctx context.Context, authToken string) (Session, string, error) {
+	caller := PrincipalFrom(ctx)
+	if err := s.authGate.admit(caller, ""); err != nil {
+		return Session{}, "", err
+	}
+	sess, plain, err := s.login(ctx, authToken)
+	if errors.Is(err, ErrUnauthenticated) {
+		s.authFailed(caller, "")
+	}
+	return sess, plain, err
+}
+
+func (s *Service) login(ctx context.Context, authToken string) (Session, string, error) {
 	tok, err := ParseToken(authToken)
 	if err != nil {
 		s.logBadToken("login", "", err)
@@ -296,8 +315,22 @@ type AccessToken struct {
 // ClientCredentials runs the RFC 6749 §4.4 grant: it checks the client's
 // secret, counts the authentication, creates a session and returns an
 // RFC 9068 JWT for it, signed in the HSM. scope, when given, is a
-// space-separated subset of the credential's roles.
+// space-separated subset of the credential's roles. The caller (for the
+// rate limit on failures) is the principal of ctx; failures are also
+// counted per client_id.
 func (s *Service) ClientCredentials(ctx context.Context, clientID, clientSecret, scope string) (AccessToken, error) {
+	caller := PrincipalFrom(ctx)
+	if err := s.authGate.admit(caller, clientID); err != nil {
+		return AccessToken{}, err
+	}
+	at, err := s.clientCredentials(ctx, clientID, clientSecret, scope)
+	if CodeOf(err) == CodeInvalidClient {
+		s.authFailed(caller, clientID)
+	}
+	return at, err
+}
+
+func (s *Service) clientCredentials(ctx context.Context, clientID, clientSecret, scope string) (AccessToken, error) {
 	invalidClient := func(tokenID string, why error) error {
 		shown := clientID
 		if !validTokenID(shown) {

@@ -16,6 +16,9 @@ var (
 	ErrForbidden       = errors.New("forbidden")
 	ErrUnauthenticated = errors.New("unauthenticated")
 	ErrUnavailable     = errors.New("unavailable")
+	// ErrRateLimited: the caller failed to authenticate too often and must
+	// wait (the cause is a *RetryAfterError saying how long).
+	ErrRateLimited = errors.New("rate limited")
 )
 
 // Error codes: the stable machine-readable names written to the wire as
@@ -37,6 +40,7 @@ const (
 	CodeProjectNotEmpty    = "project_not_empty"
 	CodeForbidden          = "forbidden"
 	CodeUnauthenticated    = "unauthenticated"
+	CodeRateLimited        = "rate_limited"
 	CodeUnavailable        = "unavailable"
 	CodeHSMUnavailable     = "hsm_unavailable"
 	CodeStoreUnavailable   = "store_unavailable"
@@ -111,6 +115,7 @@ func CodeOf(err error) string {
 		{ErrForbidden, CodeForbidden},
 		{ErrUnauthenticated, CodeUnauthenticated},
 		{ErrUnavailable, CodeUnavailable},
+		{ErrRateLimited, CodeRateLimited},
 	} {
 		if errors.Is(err, c.class) {
 			return c.code

@@ -67,6 +67,9 @@ type Config struct {
 	// ExpiryWarning is how far ahead RunMaintenance warns about expiring
 	// credentials and secrets; 0 means DefaultExpiryWarning, negative off.
 	ExpiryWarning time.Duration
+	// AuthLimit limits failed authentications per caller (zero value: the
+	// defaults).
+	AuthLimit AuthLimit
 	// Version is reported by status.
 	Version string
 	Logger  *slog.Logger
@@ -89,6 +92,7 @@ type Service struct {
 	probe    probe
 	idGen    atomic.Uint64
 	bearers  bearerCache
+	authGate *authGate // nil: failed authentications are not limited
 }
 
 // Open opens the HSM and the store named by cfg and returns a ready
@@ -183,6 +187,7 @@ func New(ctx context.Context, cfg Config, keys Keys, store Store) (*Service, err
 		groups:  newGroupCache(),
 		bearers: bearerCache{max: bearerCacheSize},
 	}
+	s.authGate = newAuthGate(cfg.AuthLimit, time.Now, s.log)
 	if cfg.AdminGroup != "" {
 		gid, err := ResolveGroup(cfg.AdminGroup)
 		if err != nil {

@@ -232,7 +232,7 @@ func (f *File) Validate() error {
 	case f.Project == "" || f.DisplayName == "":
 		return fmt.Errorf("%w: project and display_name are required", ErrMalformed)
 	case !strings.HasPrefix(f.KeyFingerprint, "SHA256:"):
-		return fmt.Errorf("%w: key_fingerprint must start with SHA256:", ErrMalformed)
+		return fmt.Errorf("%w: key_fingerprint must start with \"SHA256:\"", ErrMalformed)
 	case f.CreatedAt.IsZero():
 		return fmt.Errorf("%w: created_at is missing", ErrMalformed)
 	case len(f.Nonce) != nonceSize:

@@ -61,7 +61,7 @@ func ServeCredentials(ctx context.Context, l net.Listener, deliver DeliverFunc, 
 func serveCredential(ctx context.Context, c net.Conn, deliver DeliverFunc, log *slog.Logger, allowed []uint32) {
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(credentialTimeout))
-	uc, ok := c.(*net.UnixConn)
+	uc, ok := unixConn(c)
 	if !ok {
 		log.Warn("audit: credential refused", "reason", "not a unix connection")
 		return
@@ -92,6 +92,22 @@ func serveCredential(ctx context.Context, c net.Conn, deliver DeliverFunc, log *
 	// systemd reads to EOF: end our side cleanly.
 	uc.CloseWrite()
 	io.Copy(io.Discard, io.LimitReader(uc, 1))
+}
+
+// unixConn finds the Unix connection under c, which a listener wrapper
+// (a connection limit) may have wrapped: such wrappers return it from
+// NetConn, like tls.Conn. Closing stays c's job.
+func unixConn(c net.Conn) (*net.UnixConn, bool) {
+	for {
+		if uc, ok := c.(*net.UnixConn); ok {
+			return uc, true
+		}
+		w, ok := c.(interface{ NetConn() net.Conn })
+		if !ok {
+			return nil, false
+		}
+		c = w.NetConn()
+	}
 }
 
 // peerUID reads the uid of the peer of c (SO_PEERCRED).

@@ -18,6 +18,7 @@ var (
 	ErrForbidden       = daemon.ErrForbidden
 	ErrUnauthenticated = daemon.ErrUnauthenticated
 	ErrUnavailable     = daemon.ErrUnavailable
+	ErrRateLimited     = daemon.ErrRateLimited
 )
 
 var classStatus = []struct {
@@ -31,6 +32,7 @@ var classStatus = []struct {
 	{ErrForbidden, http.StatusForbidden},
 	{ErrUnauthenticated, http.StatusUnauthorized},
 	{ErrUnavailable, http.StatusServiceUnavailable},
+	{ErrRateLimited, http.StatusTooManyRequests},
 }
 
 // statusOf maps an error to its HTTP status: the one mapper from error class

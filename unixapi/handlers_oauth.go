@@ -106,6 +106,10 @@ func (s *Server) oauthToken(w http.ResponseWriter, r *http.Request) {
 	case code == daemon.CodeInvalidScope:
 		fail(http.StatusBadRequest, code, daemon.MessageOf(err), basic)
 		return
+	case code == daemon.CodeRateLimited:
+		setRetryAfter(w, err)
+		fail(http.StatusTooManyRequests, code, daemon.MessageOf(err), basic)
+		return
 	default:
 		s.writeError(w, r, err)
 		return

@@ -177,7 +177,7 @@ func (h *HybridListener) acceptLoop(s *hybridSocket) {
 			}
 		}
 		delay = 0
-		ic, ok := c.(*identConn)
+		ic, ok := innerConn(c).(*identConn)
 		if !ok || !ic.principal.HasCred || ic.principal.UID != s.vm.VMMUID {
 			// Only the VMM may speak for the VM (the socket names it).
 			var uid any = "unknown"
@@ -189,10 +189,11 @@ func (h *HybridListener) acceptLoop(s *hybridSocket) {
 			continue
 		}
 		// The Unix peer is the VMM process, not the guest: its credentials
-		// serve only the check above and the log.
-		raw := ic.Conn
+		// serve only the check above and the log. (c is not shared yet:
+		// its identity may still change.)
 		h.log.Debug("hybrid vsock connection", "vm", s.vm.Name, "vmm_pid", ic.principal.PID)
-		conn := &identConn{Conn: raw, principal: daemon.Principal{Channel: daemon.ChannelHybridVsock, VM: s.vm.Name}}
+		ic.principal = daemon.Principal{Channel: daemon.ChannelHybridVsock, VM: s.vm.Name}
+		conn := c
 		select {
 		case h.conns <- conn:
 		case <-h.done:

@@ -24,6 +24,10 @@ type SocketOptions struct {
 	// Logger receives a line for each connection whose identity cannot be
 	// read (that connection is closed).
 	Logger *slog.Logger
+	// MaxConns, when positive, is how many connections ListenUnix's
+	// listener has open at once (see LimitListener); ListenHybridVsock
+	// applies it to each VM's socket.
+	MaxConns int
 }
 
 // ListenUnix listens on a Unix socket at path. It refuses when a live
@@ -35,7 +39,7 @@ func ListenUnix(path string, opts SocketOptions) (net.Listener, error) {
 	if err != nil {
 		return nil, err
 	}
-	return NewPeerListener(l, opts.Logger), nil
+	return LimitListener(NewPeerListener(l, opts.Logger), opts.MaxConns), nil
 }
 
 // ListenUnixPlain is ListenUnix without the peer identity: for protocols
@@ -138,12 +142,16 @@ type identConn struct {
 	principal daemon.Principal
 }
 
+// CloseWrite half-closes the connection when it can, so net/http can end
+// an error answer (431, 400) with a FIN rather than a reset.
+func (c *identConn) CloseWrite() error { return closeWrite(c.Conn) }
+
 // connContext puts the identity of an accepted connection on the context of
 // every request that arrives on it. A connection that did not come from a
 // peer listener is anonymous.
 func connContext(ctx context.Context, c net.Conn) context.Context {
-	if ic, ok := c.(*identConn); ok {
+	if ic, ok := innerConn(c).(*identConn); ok {
 		return daemon.WithPrincipal(ctx, ic.principal)
 	}
-	return daemon.WithPrincipal(ctx, daemon.Principal{Channel: daemon.Channel(c.LocalAddr().Network())})
+	return daemon.WithPrincipal(ctx, daemon.Principal{Channel: daemon.Channel(innerConn(c).LocalAddr().Network())})
 }

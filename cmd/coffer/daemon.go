@@ -48,6 +48,11 @@ comes from --hsm-pin-file, by default $CREDENTIALS_DIRECTORY/hsm-pin.`,
 		&cli.UintFlag{Name: "vsock-port", Usage: "serve VM guests on AF_VSOCK `PORT` and, for the [[vm]]s of the config file, on hybrid-vsock sockets <uds_path>_PORT (0: off)", EnvVars: []string{"COFFER_VSOCK_PORT"}},
 		&cli.BoolFlag{Name: "allow-reserved-cids", Usage: "let users bind vsock CIDs 0-2 (tests over the loopback transport only)", Hidden: true, EnvVars: []string{"COFFER_ALLOW_RESERVED_CIDS"}},
 		&cli.StringFlag{Name: "creds-socket", Usage: "`PATH` of the LoadCredential= socket (dev: ./.coffer/creds.sock)", Value: "/run/coffer/creds.sock", EnvVars: []string{"COFFER_CREDS_SOCKET"}},
+		&cli.IntFlag{Name: "max-connections", Usage: "serve at most `N` connections at once on each socket (API, vsock, each VM's, LoadCredential=); more wait to be accepted (0: no limit)", Value: unixapi.DefaultMaxConns, EnvVars: []string{"COFFER_MAX_CONNECTIONS"}},
+		&cli.IntFlag{Name: "auth-fail-burst", Usage: "failed authentications (bad tokens) a caller may make in a row before getting 429 rate_limited (0: no limit)", Value: daemon.DefaultAuthFailBurst, EnvVars: []string{"COFFER_AUTH_FAIL_BURST"}},
+		&cli.DurationFlag{Name: "auth-fail-refill", Usage: "forgive one failed authentication of a caller every `DURATION`", Value: daemon.DefaultAuthFailRefill, EnvVars: []string{"COFFER_AUTH_FAIL_REFILL"}},
+		&cli.DurationFlag{Name: "read-header-timeout", Usage: "time a client has to send a request's line and headers", Value: unixapi.DefaultReadHeaderTimeout, Hidden: true, EnvVars: []string{"COFFER_READ_HEADER_TIMEOUT"}},
+		&cli.DurationFlag{Name: "read-timeout", Usage: "time a client has to send a whole request", Value: unixapi.DefaultReadTimeout, Hidden: true, EnvVars: []string{"COFFER_READ_TIMEOUT"}},
 		&cli.StringFlag{Name: "log-level", Usage: "debug, info, warn or error", Value: "info", EnvVars: []string{"COFFER_LOG_LEVEL"}},
 	},
 	Action: runDaemon,
@@ -117,6 +122,23 @@ func runDaemon(c *cli.Context) error {
 		AllowReservedCIDs: c.Bool("allow-reserved-cids"),
 		Logger:            log,
 	}
+	maxConns := c.Int("max-connections")
+	if maxConns < 0 {
+		return usagef("--max-connections must be 0 (no limit) or more, not %d", maxConns)
+	}
+	switch burst, refill := c.Int("auth-fail-burst"), c.Duration("auth-fail-refill"); {
+	case burst < 0:
+		return usagef("--auth-fail-burst must be 0 (no limit) or more, not %d", burst)
+	case refill <= 0:
+		return usagef("--auth-fail-refill must be a positive duration, not %s", refill)
+	case burst == 0:
+		cfg.AuthLimit = daemon.AuthLimit{Burst: -1}
+	default:
+		cfg.AuthLimit = daemon.AuthLimit{Burst: burst, Refill: refill}
+	}
+	if c.Duration("read-header-timeout") <= 0 || c.Duration("read-timeout") <= 0 {
+		return usagef("--read-header-timeout and --read-timeout must be positive durations")
+	}
 	cfg.ExpiryWarning = c.Duration("expiry-warning")
 	if cfg.ExpiryWarning == 0 {
 		cfg.ExpiryWarning = -1 // off
@@ -152,7 +174,7 @@ func runDaemon(c *cli.Context) error {
 	}
 	defer svc.Close()
 
-	api, err := apiListener(activated, socket, unixapi.SocketOptions{Mode: os.FileMode(mode), GID: gid, Logger: log})
+	api, err := apiListener(activated, socket, unixapi.SocketOptions{Mode: os.FileMode(mode), GID: gid, Logger: log, MaxConns: maxConns})
 	if err != nil {
 		return err
 	}
@@ -161,7 +183,8 @@ func runDaemon(c *cli.Context) error {
 		api.Close()
 		return err
 	}
-	vms, err := vsockListeners(activated, uint32(c.Uint("vsock-port")), c.Bool("allow-reserved-cids"), file.VMs, unixapi.SocketOptions{Mode: 0o660, GID: gid, Logger: log})
+	creds = unixapi.LimitListener(creds, maxConns)
+	vms, err := vsockListeners(activated, uint32(c.Uint("vsock-port")), c.Bool("allow-reserved-cids"), file.VMs, unixapi.SocketOptions{Mode: 0o660, GID: gid, Logger: log, MaxConns: maxConns})
 	if err != nil {
 		api.Close()
 		creds.Close()
@@ -171,6 +194,7 @@ func runDaemon(c *cli.Context) error {
 		socket = api.Addr().String() // the socket systemd made
 	}
 	srv := unixapi.NewServer(svc, log)
+	srv.SetTimeouts(unixapi.Timeouts{ReadHeader: c.Duration("read-header-timeout"), Read: c.Duration("read-timeout")})
 	// Background work ends before the service closes (deferred above), so
 	// nothing runs into a closed HSM or store.
 	bg, stopBG := context.WithCancel(context.Background())
@@ -193,7 +217,7 @@ func runDaemon(c *cli.Context) error {
 		}
 	})
 
-	log.Info("coffer is serving", "version", version, "socket", socket, "creds_socket", credsSocket, "vsock_port", c.Uint("vsock-port"), "vms", len(file.VMs), "state_dir", stateDir, "dev", dev, "socket_activated", !activated.Empty())
+	log.Info("coffer is serving", "version", version, "socket", socket, "creds_socket", credsSocket, "vsock_port", c.Uint("vsock-port"), "vms", len(file.VMs), "max_connections", maxConns, "state_dir", stateDir, "dev", dev, "socket_activated", !activated.Empty())
 	if dev {
 		fmt.Fprintf(c.App.Writer, "export COFFER_SOCKET=%s\n", socket)
 	}
@@ -246,7 +270,7 @@ func apiListener(a systemd.Listeners, path string, opts unixapi.SocketOptions) (
 		if !ok {
 			return nil, fmt.Errorf("the activated api socket is not a Unix socket")
 		}
-		return unixapi.NewPeerListener(ul, opts.Logger), nil
+		return unixapi.LimitListener(unixapi.NewPeerListener(ul, opts.Logger), opts.MaxConns), nil
 	}
 	return unixapi.ListenUnix(path, opts)
 }
@@ -315,17 +339,18 @@ type vmListeners struct {
 }
 
 // vsockListeners opens the AF_VSOCK listener (passed by systemd as
-// "vsock", or on port) and the hybrid-vsock sockets of the configured VMs.
+// "vsock", or on port) and the hybrid-vsock sockets of the configured VMs,
+// each limited to opts.MaxConns connections.
 func vsockListeners(a systemd.Listeners, port uint32, allowLocal bool, vms []vmConfig, opts unixapi.SocketOptions) (vmListeners, error) {
 	var out vmListeners
 	switch {
 	case a.Vsock != nil:
-		out.all = append(out.all, unixapi.NewVsockListener(a.Vsock, opts.Logger, allowLocal))
+		out.all = append(out.all, unixapi.LimitListener(unixapi.NewVsockListener(a.Vsock, opts.Logger, allowLocal), opts.MaxConns))
 	case port != 0:
 		l, err := unixapi.ListenVsock(port, opts.Logger, allowLocal)
 		switch {
 		case err == nil:
-			out.all = append(out.all, l)
+			out.all = append(out.all, unixapi.LimitListener(l, opts.MaxConns))
 		case len(vms) > 0:
 			// Firecracker-style hosts need no AF_VSOCK for hybrid vsock.
 			opts.Logger.Warn("no AF_VSOCK listener; serving the hybrid-vsock VMs only", "err", err)
