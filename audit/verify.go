@@ -1,0 +1,174 @@
+package audit
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+)
+
+// Report is the outcome of a verification. When OK is false, FirstBadSeq
+// is the first entry that can no longer be trusted and Reason says why;
+// the counts cover the entries checked before it.
+type Report struct {
+	OK          bool   `json:"ok"`
+	Entries     uint64 `json:"entries"`     // lines checked
+	Checkpoints uint64 `json:"checkpoints"` // checkpoints whose signature verified
+	FirstSeq    uint64 `json:"first_seq"`
+	LastSeq     uint64 `json:"last_seq"`
+	// LastCheckpoint is the seq of the last verified checkpoint; Unsigned
+	// the entries after it, which only the hash chain covers (they can
+	// be dropped without a trace by whoever can write the files).
+	LastCheckpoint uint64   `json:"last_checkpoint_seq"`
+	Unsigned       uint64   `json:"unsigned"`
+	FirstBadSeq    uint64   `json:"first_bad_seq,omitempty"`
+	Reason         string   `json:"reason,omitempty"`
+	Notes          []string `json:"notes,omitempty"` // recovered crashes, lost events
+}
+
+// VerifyDir verifies the log in dir as a whole: every file in order from
+// entry 1, every checkpoint signature with keys, and that the log still
+// reaches the checkpoint recorded in head. An error is returned only when
+// the files cannot be read; everything found wrong is in the Report.
+func VerifyDir(ctx context.Context, dir string, keys KeySource) (Report, error) {
+	head, err := readHead(dir)
+	if err != nil {
+		return Report{}, err
+	}
+	files, err := listFiles(dir)
+	if err != nil {
+		return Report{}, err
+	}
+	lr, err := openFiles(files, false)
+	if err != nil {
+		return Report{}, err
+	}
+	defer lr.Close()
+	return verify(ctx, lr, head, keys, false), nil
+}
+
+// VerifyFile verifies one file on its own (such as a rotated file): its
+// chain from its first line on, whatever that line's seq, and its
+// checkpoints. What came before the file, and truncation after its last
+// checkpoint, are not checked.
+func VerifyFile(ctx context.Context, path string, keys KeySource) (Report, error) {
+	if _, err := os.Stat(path); err != nil {
+		return Report{}, fmt.Errorf("audit: %w", err)
+	}
+	lr, err := openFiles([]logFile{{path: path}}, false)
+	if err != nil {
+		return Report{}, err
+	}
+	defer lr.Close()
+	return verify(ctx, lr, nil, keys, true), nil
+}
+
+// verify walks the lines of lr. fromAnywhere lets the chain start at any
+// seq and prev (one file of a longer log).
+func verify(ctx context.Context, lr *lineReader, head []byte, keys KeySource, fromAnywhere bool) Report {
+	var (
+		rep           Report
+		prev          = genesis
+		expect uint64 = 1
+		lastCP uint64 // the last verified checkpoint
+		// What the log holds at headSeq, and the last verified
+		// checkpoint before it.
+		atHead   []byte
+		cpBefore uint64
+	)
+	fail := func(seq uint64, format string, args ...any) Report {
+		rep.OK, rep.FirstBadSeq, rep.Reason = false, seq, fmt.Sprintf(format, args...)
+		rep.LastCheckpoint = lastCP
+		return rep
+	}
+	headSeq, headOK := peekSeq(head)
+	if head != nil && !headOK {
+		return fail(1, "the head file is not a checkpoint line")
+	}
+	for n := 0; ; n++ {
+		if n%4096 == 0 && ctx.Err() != nil {
+			return fail(expect, "verification stopped: %v", ctx.Err())
+		}
+		line, err := lr.next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		switch {
+		case errors.Is(err, errTorn):
+			return fail(expect, "entry %d is incomplete: the file ends in the middle of a line", expect)
+		case errors.Is(err, errLong):
+			return fail(expect, "entry %d is longer than %d bytes", expect, maxLine)
+		case err != nil:
+			return fail(expect, "entry %d cannot be read: %v", expect, err)
+		}
+		var e Entry
+		if err := json.Unmarshal(line, &e); err != nil {
+			return fail(expect, "entry %d is not valid JSON: it was altered", expect)
+		}
+		if fromAnywhere && rep.Entries == 0 {
+			expect, prev = e.Seq, e.Prev
+		}
+		if rep.Entries == 0 {
+			rep.FirstSeq = e.Seq
+		}
+		if e.Seq != expect {
+			return fail(expect, "expected entry %d, found entry %d: entries were deleted, inserted or reordered", expect, e.Seq)
+		}
+		if e.Prev != prev {
+			if expect == 1 {
+				return fail(1, "entry 1 does not start the chain: it was altered")
+			}
+			return fail(expect-1, "entry %d does not match the hash recorded in entry %d: one of them was altered", expect-1, expect)
+		}
+		switch e.Type {
+		case TypeEvent:
+			switch e.Action {
+			case ActionDiscontinuity:
+				return fail(e.Seq, "entry %d records that the log was cut or replaced while the daemon was stopped: %s", e.Seq, e.Reason)
+			case ActionRecovered, ActionDropped:
+				rep.Notes = append(rep.Notes, fmt.Sprintf("entry %d: %s", e.Seq, e.Reason))
+			}
+		case TypeCheckpoint:
+			pub, ok := keys.PublicKey(e.KID)
+			if !ok {
+				return fail(lastCP+1, "checkpoint %d is signed by key %q, which is not among the verification keys", e.Seq, e.KID)
+			}
+			sig, err := b64.DecodeString(e.Sig)
+			if err != nil || !verifySig(pub, checkpointDigest(e.Seq, e.Time, e.Prev), sig) {
+				return fail(lastCP+1, "the signature of checkpoint %d does not verify: entries %d to %d were altered or the checkpoint forged", e.Seq, lastCP+1, e.Seq)
+			}
+			rep.Checkpoints++
+			lastCP = e.Seq
+		default:
+			return fail(e.Seq, "entry %d has an unknown type: it was altered", e.Seq)
+		}
+		if headOK && e.Seq == headSeq {
+			atHead = append([]byte(nil), line...)
+		}
+		if e.Seq < headSeq && e.Type == TypeCheckpoint {
+			cpBefore = e.Seq
+		}
+		h := lineHash(line)
+		prev = hex.EncodeToString(h[:])
+		rep.Entries++
+		rep.LastSeq = e.Seq
+		expect++
+	}
+	if headOK && !fromAnywhere {
+		switch {
+		case rep.LastSeq < headSeq:
+			return fail(rep.LastSeq+1, "the log ends at entry %d but checkpoint %d had been written: it was truncated", rep.LastSeq, headSeq)
+		case atHead == nil || lineHash(atHead) != lineHash(head):
+			return fail(cpBefore+1, "checkpoint %d in the log is not the one that was written: entries after %d were replaced", headSeq, cpBefore)
+		}
+	}
+	rep.OK = true
+	rep.LastCheckpoint = lastCP
+	if rep.Entries > 0 && rep.LastSeq > lastCP {
+		rep.Unsigned = rep.LastSeq - max(lastCP, rep.FirstSeq-1)
+	}
+	return rep
+}
