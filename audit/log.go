@@ -60,13 +60,13 @@ type Options struct {
 // Log is an open audit log. Record is safe for concurrent use; one
 // goroutine writes.
 type Log struct {
-	opts    Options
-	log     *slog.Logger
-	queue   chan item
-	ctl     chan ctlReq
-	closing chan struct{} // closed when Close starts: Record stops queueing
-	done    chan struct{} // closed when the writer has stopped
-	once    sync.Once
+	opts     Options
+	log      *slog.Logger
+	queue    chan item
+	ctl      chan ctlReq
+	closing  chan struct{} // closed when Close starts: Record stops queueing
+	done     chan struct{} // closed when the writer has stopped
+	once     sync.Once
 	closeErr error
 
 	// files is held for writing while audit.log is renamed and replaced,

@@ -70,7 +70,7 @@ func VerifyFile(ctx context.Context, path string, keys KeySource) (Report, error
 // seq and prev (one file of a longer log).
 func verify(ctx context.Context, lr *lineReader, head []byte, keys KeySource, fromAnywhere bool) Report {
 	var (
-		rep           Report
+		rep    Report
 		prev          = genesis
 		expect uint64 = 1
 		lastCP uint64 // the last verified checkpoint
