@@ -74,6 +74,10 @@ type Log struct {
 	files sync.RWMutex
 
 	written atomic.Uint64 // the last seq completely written to the file
+
+	// marks index audit.log for readers: where the line with seq starts.
+	marksMu sync.Mutex
+	marks   []mark
 	lost    atomic.Uint64 // events dropped after Close began
 
 	// The writer goroutine's own state.
@@ -92,6 +96,15 @@ type Log struct {
 	failing  bool
 	dropped  uint64
 }
+
+// mark says that the line with seq starts at offset in audit.log.
+type mark struct {
+	seq    uint64
+	offset int64
+}
+
+// markEvery is how many bytes of audit.log go between two marks.
+const markEvery = 256 << 10
 
 type item struct {
 	ev Event
@@ -425,6 +438,11 @@ func (l *Log) writeOut() error {
 	}
 	l.failing = false
 	l.written.Store(l.bufSeq)
+	l.marksMu.Lock()
+	if n := len(l.marks); n == 0 || l.size-l.marks[n-1].offset >= markEvery {
+		l.marks = append(l.marks, mark{seq: l.bufSeq + 1, offset: l.size})
+	}
+	l.marksMu.Unlock()
 	return nil
 }
 
@@ -496,6 +514,9 @@ func (l *Log) rotate() error {
 	}
 	l.f.Close()
 	l.f, l.size, l.firstSeq = f, 0, l.seq+1
+	l.marksMu.Lock()
+	l.marks = nil
+	l.marksMu.Unlock()
 	if err := syncDir(dir); err != nil {
 		l.log.Warn("audit: syncing the audit directory failed", "err", err)
 	}

@@ -293,3 +293,49 @@ func TestChainHashes(t *testing.T) {
 		t.Fatalf("head = %q (%v), want the last checkpoint line", head, err)
 	}
 }
+
+func TestEntriesFromAnywhere(t *testing.T) {
+	dir := t.TempDir()
+	s := newTestSigner(t, "k1")
+	l := openLog(t, dir, s, 500, 0)
+	defer closeLog(t, l)
+	for i := range 3000 {
+		l.Record(event(i))
+	}
+	ctx := context.Background()
+	if err := l.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	l.marksMu.Lock()
+	marks := len(l.marks)
+	l.marksMu.Unlock()
+	if marks < 2 {
+		t.Fatalf("want the reader index to have marks, got %d", marks)
+	}
+	// 3000 events and a checkpoint after every 500: 3006 lines.
+	for _, after := range []uint64{0, 1, 999, 1700, 2500, 3004, 3005, 3006} {
+		page, last, err := l.Entries(ctx, after, 3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := min(3, int(last-min(last, after)))
+		if len(page) != want {
+			t.Fatalf("after %d: %d entries, want %d (last %d)", after, len(page), want, last)
+		}
+		for i, raw := range page {
+			if seq, _ := peekSeq(raw); seq != after+1+uint64(i) {
+				t.Fatalf("after %d: entry %d has seq %d", after, i, seq)
+			}
+		}
+	}
+	page, last, err := l.Tail(ctx, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(page) != 2 || last != 3006 {
+		t.Fatalf("tail: %d entries, last %d; want 2, 3006", len(page), last)
+	}
+	if seq, _ := peekSeq(page[1]); seq != last {
+		t.Fatalf("tail ends at %d, want %d", seq, last)
+	}
+}

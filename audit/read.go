@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path/filepath"
+	"sort"
 )
 
 // MaxEntries is the most entries one Entries call returns.
@@ -51,8 +53,22 @@ func (l *Log) Entries(ctx context.Context, after uint64, limit int) ([]json.RawM
 	return out, last, nil
 }
 
-// openForReading opens the files from the one that holds seq on. The
-// files stay readable even if audit.log is rotated meanwhile.
+// Tail returns the last n lines written (at most MaxEntries) and the seq
+// of the last one.
+func (l *Log) Tail(ctx context.Context, n int) ([]json.RawMessage, uint64, error) {
+	if n <= 0 || n > MaxEntries {
+		n = MaxEntries
+	}
+	if err := l.Flush(ctx); err != nil {
+		return nil, 0, err
+	}
+	last := l.LastSeq()
+	return l.Entries(ctx, last-min(last, uint64(n)), n)
+}
+
+// openForReading opens the files from the one that holds seq on, in
+// audit.log from the closest mark before seq. The files stay readable
+// even if audit.log is rotated meanwhile.
 func (l *Log) openForReading(seq uint64) (*lineReader, error) {
 	l.files.RLock()
 	defer l.files.RUnlock()
@@ -60,7 +76,25 @@ func (l *Log) openForReading(seq uint64) (*lineReader, error) {
 	if err != nil {
 		return nil, fmt.Errorf("audit: %w", err)
 	}
-	return openFiles(files[startFile(files, seq):], true)
+	files = files[startFile(files, seq):]
+	lr, err := openFiles(files, true)
+	if err != nil || len(files) != 1 || filepath.Base(files[0].path) != currentName {
+		return lr, err
+	}
+	l.marksMu.Lock()
+	i := sort.Search(len(l.marks), func(i int) bool { return l.marks[i].seq > seq })
+	var off int64
+	if i > 0 {
+		off = l.marks[i-1].offset
+	}
+	l.marksMu.Unlock()
+	if off > 0 {
+		if _, err := lr.files[0].Seek(off, io.SeekStart); err != nil {
+			lr.Close()
+			return nil, fmt.Errorf("audit: %w", err)
+		}
+	}
+	return lr, nil
 }
 
 // Verify checks the whole log as it is on disk now (see the package

@@ -33,6 +33,26 @@ const credentialTimeout = 10 * time.Second
 // nothing: the peer must also be root (systemd itself) or one of
 // extraUIDs, as its SO_PEERCRED says.
 func ServeCredentials(ctx context.Context, l net.Listener, deliver DeliverFunc, log *slog.Logger, extraUIDs ...uint32) error {
+	return ServeCredentialsAudited(ctx, l, deliver, nil, log, extraUIDs...)
+}
+
+// CredentialRefusal is a LoadCredential= request refused by the server
+// itself: before deliver was asked (the peer is not systemd, its address
+// names no unit and credential) or after (the payload could not be sent).
+type CredentialRefusal struct {
+	UID        uint32
+	HasUID     bool
+	Unit       string
+	Credential string
+	Reason     string
+}
+
+// ServeCredentialsAudited is ServeCredentials that also tells refused (when
+// not nil) of every request it refuses itself; deliver sees the others.
+func ServeCredentialsAudited(ctx context.Context, l net.Listener, deliver DeliverFunc, refused func(CredentialRefusal), log *slog.Logger, extraUIDs ...uint32) error {
+	if refused == nil {
+		refused = func(CredentialRefusal) {}
+	}
 	allowed := append([]uint32{0}, extraUIDs...)
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -53,27 +73,30 @@ func ServeCredentials(ctx context.Context, l net.Listener, deliver DeliverFunc, 
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			serveCredential(ctx, c, deliver, log, allowed)
+			serveCredential(ctx, c, deliver, refused, log, allowed)
 		}()
 	}
 }
 
-func serveCredential(ctx context.Context, c net.Conn, deliver DeliverFunc, log *slog.Logger, allowed []uint32) {
+func serveCredential(ctx context.Context, c net.Conn, deliver DeliverFunc, refused func(CredentialRefusal), log *slog.Logger, allowed []uint32) {
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(credentialTimeout))
 	uc, ok := unixConn(c)
 	if !ok {
 		log.Warn("audit: credential refused", "reason", "not a unix connection")
+		refused(CredentialRefusal{Reason: "not a unix connection"})
 		return
 	}
 	uid, err := peerUID(uc)
 	if err != nil || !slices.Contains(allowed, uid) {
 		log.Warn("audit: credential refused", "reason", "the peer is not systemd (root)", "uid", uid, "err", err)
+		refused(CredentialRefusal{UID: uid, HasUID: err == nil, Reason: "the peer is not systemd (root)"})
 		return
 	}
 	unit, name, err := CredentialPeer(uc)
 	if err != nil {
 		log.Warn("audit: credential refused", "reason", err.Error())
+		refused(CredentialRefusal{UID: uid, HasUID: true, Reason: "the peer address names no unit and credential"})
 		return
 	}
 	payload, err := deliver(ctx, unit, name)
@@ -83,10 +106,12 @@ func serveCredential(ctx context.Context, c net.Conn, deliver DeliverFunc, log *
 	defer clear(payload)
 	if len(payload) > MaxCredential {
 		log.Warn("audit: credential refused", "unit", unit, "credential", name, "reason", "payload over systemd's 1 MiB limit")
+		refused(CredentialRefusal{UID: uid, HasUID: true, Unit: unit, Credential: name, Reason: "payload over systemd's 1 MiB limit"})
 		return
 	}
 	if _, err := uc.Write(payload); err != nil {
 		log.Warn("credential socket: write failed", "unit", unit, "credential", name, "err", err)
+		refused(CredentialRefusal{UID: uid, HasUID: true, Unit: unit, Credential: name, Reason: "writing the payload failed"})
 		return
 	}
 	// systemd reads to EOF: end our side cleanly.

@@ -100,6 +100,7 @@ func (s *Server) deliver(w http.ResponseWriter, r *http.Request) error {
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.Header().Set("Content-Length", strconv.Itoa(len(d.Payload)))
 	w.Header().Set("X-Coffer-Secret-Version", strconv.Itoa(d.Version))
+	w.Header().Set("X-Coffer-Secret-Id", d.SecretID)
 	w.WriteHeader(http.StatusOK)
 	// The status is sent: a failed write means the client went away, and
 	// there is nothing left to tell it.

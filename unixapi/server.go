@@ -87,6 +87,7 @@ type Server struct {
 	httpSrv *http.Server
 
 	unavailable logSampler // 503s: one log line per interval
+	auditor     Auditor    // optional, see SetAuditor
 }
 
 // NewServer returns a Server for b.
@@ -148,6 +149,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// sockets). Bounded: a client sending more is cut off.
 	defer io.Copy(io.Discard, io.LimitReader(r.Body, drainLimit))
 	h, pattern := s.mux.Handler(r)
+	if pattern != "" && s.auditor != nil {
+		aw := newAuditWriter(w, pattern)
+		w = aw
+		defer func() { s.audit(aw, r, pattern) }()
+	}
 	if pattern != "" {
 		if !selfAuthenticating[pattern] {
 			var err error

@@ -1,0 +1,112 @@
+package unixapi
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"strconv"
+
+	"github.com/coffer-hsm/coffer/audit"
+	"github.com/coffer-hsm/coffer/daemon"
+)
+
+// Auditor keeps the audit log; *audit.Log is one.
+type Auditor interface {
+	Record(e audit.Event)
+	Entries(ctx context.Context, after uint64, limit int) ([]json.RawMessage, uint64, error)
+	Tail(ctx context.Context, n int) ([]json.RawMessage, uint64, error)
+	Verify(ctx context.Context) (audit.Report, error)
+}
+
+// AuditEntries is the answer of GET /v1/audit: lines of the log as they
+// are written, and the seq of the last line written.
+type AuditEntries struct {
+	Entries []json.RawMessage `json:"entries"`
+	LastSeq uint64            `json:"last_seq"`
+}
+
+// AuditReport is the answer of POST /v1/audit/verify.
+type AuditReport = audit.Report
+
+func (s *Server) auditRoutes() {
+	s.handle("GET /v1/audit", s.auditEntries)
+	s.handle("POST /v1/audit/verify", s.auditVerify)
+}
+
+// authorizeAudit lets system admins only read and verify the log.
+func (s *Server) authorizeAudit(r *http.Request) error {
+	if _, err := s.authorize(r, daemon.ActManageProjects, daemon.Resource{}); err != nil {
+		if daemon.CodeOf(err) == daemon.CodeForbidden {
+			return daemon.Forbidden("only system admins may read the audit log")
+		}
+		return err
+	}
+	if s.auditor == nil {
+		return &daemon.Error{Class: daemon.ErrUnavailable, Code: daemon.CodeUnavailable, Message: "the audit log is off"}
+	}
+	return nil
+}
+
+// auditEntries is GET /v1/audit?after=SEQ&limit=N (entries after SEQ) or
+// ?tail=N (the last N).
+func (s *Server) auditEntries(w http.ResponseWriter, r *http.Request) error {
+	if err := s.authorizeAudit(r); err != nil {
+		return err
+	}
+	q := r.URL.Query()
+	num := func(name string, min uint64) (uint64, bool, error) {
+		v := q.Get(name)
+		if v == "" {
+			return 0, false, nil
+		}
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil || n < min {
+			return 0, false, daemon.Invalid(daemon.CodeInvalidArgument, "%s must be a number of at least %d", name, min)
+		}
+		return n, true, nil
+	}
+	after, hasAfter, err := num("after", 0)
+	if err != nil {
+		return err
+	}
+	limit, _, err := num("limit", 1)
+	if err != nil {
+		return err
+	}
+	tail, hasTail, err := num("tail", 1)
+	if err != nil {
+		return err
+	}
+	if hasTail && hasAfter {
+		return daemon.Invalid(daemon.CodeInvalidArgument, "give after or tail, not both")
+	}
+	var es []json.RawMessage
+	var last uint64
+	if hasTail {
+		es, last, err = s.auditor.Tail(r.Context(), int(min(tail, audit.MaxEntries)))
+	} else {
+		es, last, err = s.auditor.Entries(r.Context(), after, int(min(limit, audit.MaxEntries)))
+	}
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, AuditEntries{Entries: es, LastSeq: last})
+	return nil
+}
+
+// auditVerify is POST /v1/audit/verify: the whole log is checked.
+func (s *Server) auditVerify(w http.ResponseWriter, r *http.Request) error {
+	if err := s.authorizeAudit(r); err != nil {
+		return err
+	}
+	var none struct{}
+	if err := decodeJSON(w, r, &none, true); err != nil {
+		return err
+	}
+	rep, err := s.auditor.Verify(r.Context())
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, rep)
+	return nil
+}
