@@ -173,6 +173,12 @@ func runDaemon(c *cli.Context) error {
 		return err
 	}
 	defer svc.Close()
+	auditLog, err := openAudit(ctx, svc, stateDir, log)
+	if err != nil {
+		return err
+	}
+	defer auditLog.Close(context.Background()) // before svc.Close: it signs
+	auditLog.Record(daemonEvent("daemon.start", nil))
 
 	api, err := apiListener(activated, socket, unixapi.SocketOptions{Mode: os.FileMode(mode), GID: gid, Logger: log, MaxConns: maxConns})
 	if err != nil {
@@ -195,6 +201,7 @@ func runDaemon(c *cli.Context) error {
 	}
 	srv := unixapi.NewServer(svc, log)
 	srv.SetTimeouts(unixapi.Timeouts{ReadHeader: c.Duration("read-header-timeout"), Read: c.Duration("read-timeout")})
+	srv.SetAuditor(auditLog)
 	// Background work ends before the service closes (deferred above), so
 	// nothing runs into a closed HSM or store.
 	bg, stopBG := context.WithCancel(context.Background())
@@ -208,10 +215,7 @@ func runDaemon(c *cli.Context) error {
 		go func() { served <- srv.Serve(l) }()
 	}
 	background.Go(func() {
-		err := systemd.ServeCredentials(bg, creds, func(ctx context.Context, unit, name string) ([]byte, error) {
-			d, err := svc.DeliverCredential(ctx, unit, name)
-			return d.Payload, err
-		}, log, credsPeers(dev)...)
+		err := systemd.ServeCredentialsAudited(bg, creds, auditedDeliverCredential(svc, auditLog), auditCredentialRefusal(auditLog), log, credsPeers(dev)...)
 		if err != nil {
 			served <- fmt.Errorf("credentials socket: %w", err)
 		}
@@ -237,7 +241,7 @@ func runDaemon(c *cli.Context) error {
 			log.Error("a listener failed; shutting down", "err", err)
 		case <-hup:
 			notify.Reloading()
-			reloadDaemon(c, log, vms.hybrid)
+			auditLog.Record(daemonEvent("config.reload", reloadDaemon(c, log, vms.hybrid)))
 			notify.Ready(fmt.Sprintf("serving on %s; configuration reloaded", socket))
 		case <-ctx.Done():
 		}
@@ -249,6 +253,10 @@ func runDaemon(c *cli.Context) error {
 	err = srv.Shutdown(shutCtx)
 	stopBG()
 	background.Wait()
+	auditLog.Record(daemonEvent("daemon.stop", nil))
+	if err := auditLog.Close(context.Background()); err != nil {
+		log.Error("closing the audit log", "err", err)
+	}
 	removeSockets(activated, socket, credsSocket)
 	if failed != nil {
 		return failed
@@ -306,13 +314,15 @@ func removeSockets(a systemd.Listeners, api, creds string) {
 
 // reloadDaemon re-reads what can change without a restart: the log level
 // (from the environment and the config file) and the hybrid-vsock VMs.
-func reloadDaemon(c *cli.Context, log *slog.Logger, hybrid *unixapi.HybridListener) {
+// Its error is a fixed phrase for the audit log; the details are logged.
+func reloadDaemon(c *cli.Context, log *slog.Logger, hybrid *unixapi.HybridListener) error {
 	level := c.String("log-level")
+	var failed error
 	if path, explicit := daemonConfigPath(c); path != "" {
 		file, err := loadDaemonFile(path, explicit)
 		if err != nil {
 			log.Error("reload: keeping the running configuration", "err", err)
-			return
+			return errors.New("the configuration file cannot be read; the running configuration is kept")
 		}
 		if v, ok := file.values["log_level"]; ok && (fromFile["log-level"] || !c.IsSet("log-level")) {
 			level = v
@@ -320,6 +330,7 @@ func reloadDaemon(c *cli.Context, log *slog.Logger, hybrid *unixapi.HybridListen
 		if hybrid != nil {
 			if err := hybrid.Reconfigure(hybridVMs(file.VMs)); err != nil {
 				log.Error("reload: keeping the running VMs", "err", err)
+				failed = errors.New("the VMs could not be reconfigured; the running ones are kept")
 			}
 		} else if len(file.VMs) > 0 {
 			log.Warn("reload: [[vm]]s need --vsock-port at start; not serving them")
@@ -327,9 +338,10 @@ func reloadDaemon(c *cli.Context, log *slog.Logger, hybrid *unixapi.HybridListen
 	}
 	if err := logLevel.UnmarshalText([]byte(level)); err != nil {
 		log.Error("reload: bad log level; keeping the running one", "log_level", level)
-		return
+		return errors.New("bad log level; the running one is kept")
 	}
 	log.Info("configuration reloaded", "log_level", logLevel.Level().String())
+	return failed
 }
 
 // vmListeners are the listeners for VM guests.

@@ -164,6 +164,7 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 			tokenCommand,
 			introspectCommand,
 			authorizeCommand,
+			auditCommand,
 			profileCommand,
 			completionCommand,
 			manCommand,
