@@ -127,7 +127,7 @@ func TestAuditHook(t *testing.T) {
 		{name: "a refused delivery", method: "GET", target: "/v1/deliver/other",
 			want: &audit.Event{Action: "deliver", Outcome: "denied", Status: 404, Code: "not_found", Target: map[string]string{"name": "other"}}},
 		{name: "a bad bearer token on a read", method: "GET", target: "/v1/status", tk: badTok,
-			want: &audit.Event{Action: "GET /v1/status", Outcome: "denied", Status: 401, Code: "unauthenticated"},
+			want:      &audit.Event{Action: "GET /v1/status", Outcome: "denied", Status: 401, Code: "unauthenticated"},
 			principal: func(p *audit.Principal) bool { return p.TokenID == "cft_"+parsedBad.ID && p.Session == "" }},
 		{name: "a bad bearer token on a change", method: "DELETE", target: "/v1/secrets/sec-9", tk: badTok,
 			want: &audit.Event{Action: "secret.delete", Outcome: "denied", Status: 401, Code: "unauthenticated", Target: map[string]string{"secret": "sec-9"}}},
