@@ -17,7 +17,7 @@ import (
 
 // Defaults of Options.
 const (
-	DefaultCheckpointEvery    = 1000
+	DefaultCheckpointEvery    = 10000
 	DefaultCheckpointInterval = 10 * time.Second
 	DefaultSyncInterval       = time.Second
 	DefaultMaxFileSize        = 64 << 20

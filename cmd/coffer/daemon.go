@@ -53,6 +53,7 @@ comes from --hsm-pin-file, by default $CREDENTIALS_DIRECTORY/hsm-pin.`,
 		&cli.DurationFlag{Name: "auth-fail-refill", Usage: "forgive one failed authentication of a caller every `DURATION`", Value: daemon.DefaultAuthFailRefill, EnvVars: []string{"COFFER_AUTH_FAIL_REFILL"}},
 		&cli.DurationFlag{Name: "read-header-timeout", Usage: "time a client has to send a request's line and headers", Value: unixapi.DefaultReadHeaderTimeout, Hidden: true, EnvVars: []string{"COFFER_READ_HEADER_TIMEOUT"}},
 		&cli.DurationFlag{Name: "read-timeout", Usage: "time a client has to send a whole request", Value: unixapi.DefaultReadTimeout, Hidden: true, EnvVars: []string{"COFFER_READ_TIMEOUT"}},
+		&cli.BoolFlag{Name: "audit-journal", Usage: "also write every audit log line to the daemon's log (the journal): a copy outside the state directory", Value: true, EnvVars: []string{"COFFER_AUDIT_JOURNAL"}},
 		&cli.StringFlag{Name: "log-level", Usage: "debug, info, warn or error", Value: "info", EnvVars: []string{"COFFER_LOG_LEVEL"}},
 	},
 	Action: runDaemon,
@@ -173,7 +174,7 @@ func runDaemon(c *cli.Context) error {
 		return err
 	}
 	defer svc.Close()
-	auditLog, err := openAudit(ctx, svc, stateDir, log)
+	auditLog, err := openAudit(ctx, svc, stateDir, log, c.Bool("audit-journal"))
 	if err != nil {
 		return err
 	}

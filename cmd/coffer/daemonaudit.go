@@ -15,9 +15,10 @@ import (
 
 // openAudit opens the audit log in stateDir/audit: checkpoints signed with
 // the HSM signing key, verified with the keys of the daemon's JWK set,
-// every line also in the daemon's log (the journal under systemd).
-func openAudit(ctx context.Context, svc *daemon.Service, stateDir string, log *slog.Logger) (*audit.Log, error) {
-	return audit.Open(ctx, audit.Options{
+// every line also in the daemon's log (the journal under systemd) unless
+// journal is false.
+func openAudit(ctx context.Context, svc *daemon.Service, stateDir string, log *slog.Logger, journal bool) (*audit.Log, error) {
+	opts := audit.Options{
 		Dir:    filepath.Join(stateDir, "audit"),
 		Signer: audit.SignerFunc(svc.SignAudit),
 		Keys: func() (audit.KeySource, error) {
@@ -27,9 +28,12 @@ func openAudit(ctx context.Context, svc *daemon.Service, stateDir string, log *s
 			}
 			return audit.ParseJWKS(b)
 		},
-		Logger:  log,
-		Journal: log,
-	})
+		Logger: log,
+	}
+	if journal {
+		opts.Journal = log
+	}
+	return audit.Open(ctx, opts)
 }
 
 // loadCredentialPrincipal is who asks on the LoadCredential= socket:
