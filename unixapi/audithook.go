@@ -155,6 +155,20 @@ type auditBody struct {
 	Allowed      *bool  `json:"allowed"`
 }
 
+// auditAfter records r once its handler has answered, or has panicked
+// (p, which it passes on once recorded as a failure).
+func (s *Server) auditAfter(w *auditWriter, r *http.Request, pattern string, p any) {
+	if p == nil {
+		s.audit(w, r, pattern)
+		return
+	}
+	if w.status < 500 {
+		w.status, w.body = http.StatusInternalServerError, nil
+	}
+	s.audit(w, r, pattern)
+	panic(p)
+}
+
 // audit records the request r (routed to pattern) once its handler has
 // answered through w.
 func (s *Server) audit(w *auditWriter, r *http.Request, pattern string) {

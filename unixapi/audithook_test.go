@@ -193,3 +193,22 @@ func TestAuditRoutesWithoutAuditor(t *testing.T) {
 		t.Fatalf("verify without an audit log: %v, want 503 unavailable", err)
 	}
 }
+
+func TestAuditHookRecordsAPanic(t *testing.T) {
+	a := &fakeAuditor{}
+	srv := NewServer(&fakeBackend{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	srv.SetAuditor(a)
+	r := httptest.NewRequest("DELETE", "/v1/secrets/sec-1", nil) // fakeBackend has no DeleteSecret: it panics
+	func() {
+		defer func() {
+			if recover() == nil {
+				t.Error("the panic was swallowed")
+			}
+		}()
+		srv.ServeHTTP(httptest.NewRecorder(), r)
+	}()
+	got := a.take()
+	if len(got) != 1 || got[0].Action != "secret.delete" || got[0].Outcome != audit.OutcomeFailed || got[0].Status != 500 {
+		t.Fatalf("recorded %+v, want one failed secret.delete", got)
+	}
+}

@@ -152,7 +152,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if pattern != "" && s.auditor != nil {
 		aw := newAuditWriter(w, pattern)
 		w = aw
-		defer func() { s.audit(aw, r, pattern) }()
+		defer func() { s.auditAfter(aw, r, pattern, recover()) }()
 	}
 	if pattern != "" {
 		if !selfAuthenticating[pattern] {
