@@ -20,6 +20,7 @@ import (
 
 	"github.com/mdlayher/vsock"
 
+	"github.com/coffer-hsm/coffer/audit"
 	"github.com/coffer-hsm/coffer/daemon"
 	"github.com/coffer-hsm/coffer/hsm"
 )
@@ -307,6 +308,10 @@ func matrixRows() []matrixRow {
 			b, _ := json.Marshal(AuthorizeRequest{Token: f.bearer["cft"], Service: "svc", Method: "GET", Path: "/x/1"})
 			return reqPOST("/v1/authorize", string(b))
 		}, want: everyone("200")},
+
+		// The audit log: system admins only, never a token.
+		{route: "GET /v1/audit", req: fixed(reqGET("/v1/audit?tail=5")), want: allow("200", grpSysAdmins)},
+		{route: "POST /v1/audit/verify", req: fixed(reqPOST("/v1/audit/verify", "")), want: allow("200", grpSysAdmins)},
 	}
 }
 
@@ -431,6 +436,22 @@ func newMatrixEnv(t *testing.T) *matrixEnv {
 func (f *matrixEnv) serve(t *testing.T, dir string, log *slog.Logger) {
 	t.Helper()
 	f.srv = NewServer(f.svc, log)
+	// The real audit log, so every cell also goes through the audit hook.
+	al, err := audit.Open(f.ctx, audit.Options{
+		Dir: filepath.Join(dir, "audit"), Signer: audit.SignerFunc(f.svc.SignAudit), Logger: log,
+		Keys: func() (audit.KeySource, error) {
+			b, err := json.Marshal(f.svc.JWKS())
+			if err != nil {
+				return nil, err
+			}
+			return audit.ParseJWKS(b)
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { al.Close(context.Background()) }) // before svc.Close: it signs
+	f.srv.SetAuditor(al)
 	idents := map[string]daemon.Principal{
 		"root":   matrixRoot,
 		"admgrp": matrixUnixPrincipal(1500, matrixAdminGID),
