@@ -7,10 +7,12 @@ import (
 	"io/fs"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/coffer-hsm/coffer/unixapi"
 )
@@ -24,6 +26,18 @@ type auditEntry struct {
 	Code      string            `json:"code"`
 	Target    map[string]string `json:"target"`
 	Principal map[string]any    `json:"principal"`
+}
+
+// waitOutput waits until out contains want.
+func waitOutput(t *testing.T, what string, out *syncBuffer, want string) {
+	t.Helper()
+	deadline := time.Now().Add(cliTimeout)
+	for !strings.Contains(out.String(), want) {
+		if time.Now().After(deadline) {
+			t.Fatalf("waited %s for %s; output:\n%s", cliTimeout, what, out)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // auditEntries reads the audit log through `coffer -o json audit tail`.
@@ -194,6 +208,36 @@ func TestAuditLog(t *testing.T) {
 	if r := runCLI(t, "", "", "audit", "verify", "--file", auditDir, "--jwks", jwksFile); r.code != 0 || !strings.Contains(r.stdout, "audit log ok") {
 		t.Errorf("offline verify: %s", r)
 	}
+	// A restart continues the chain, and `audit tail -f` follows it.
+	d = startDaemon(t, dir)
+	follow := exec.Command(cofferBin, "audit", "tail", "-f", "-n", "1")
+	follow.Env = cleanEnv(exportPrefix[len("export "):] + d.socket)
+	followOut := &syncBuffer{}
+	follow.Stdout, follow.Stderr = followOut, followOut
+	if err := follow.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer follow.Process.Kill()
+	waitOutput(t, "audit tail -f to start", followOut, "daemon.start")
+	d.mustAPI(t, "POST", "/v1/projects", map[string]string{"name": "followed"}, http.StatusCreated, nil)
+	waitOutput(t, "audit tail -f to show the new project", followOut, "project=followed")
+	if err := follow.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	follow.Wait()
+	if r := d.mustCLI(t, "", "audit", "verify"); !strings.Contains(r.stdout, "audit log ok") {
+		t.Errorf("audit verify after a restart: %s", r)
+	}
+	starts := 0
+	for _, e := range d.auditEntries(t) {
+		if e.Action == "daemon.start" {
+			starts++
+		}
+	}
+	if starts != 2 {
+		t.Errorf("%d daemon.start entries after one restart, want 2", starts)
+	}
+	d.Stop(t)
 
 	// Tampering, each in its own copy of the stopped daemon's state.
 	lines := auditLines(t, auditDir)
