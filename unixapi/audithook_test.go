@@ -212,3 +212,20 @@ func TestAuditHookRecordsAPanic(t *testing.T) {
 		t.Fatalf("recorded %+v, want one failed secret.delete", got)
 	}
 }
+
+// Every change has an event name, and every named route exists.
+func TestAuditRouteNames(t *testing.T) {
+	routes := NewServer(&fakeBackend{}, nil).Routes()
+	served := map[string]bool{}
+	for _, r := range routes {
+		served[r] = true
+		if method, _, _ := strings.Cut(r, " "); method != http.MethodGet && auditRoutes[r].action == "" {
+			t.Errorf("route %q changes something but has no audit action name in auditRoutes", r)
+		}
+	}
+	for r := range auditRoutes {
+		if !served[r] {
+			t.Errorf("auditRoutes names %q, which the server does not serve", r)
+		}
+	}
+}
