@@ -23,10 +23,11 @@ func (s *Server) SetAuditor(a Auditor) { s.auditor = a }
 
 // auditable says whether a request is a security event: every change,
 // authentication and delivery, and every refusal for want of
-// authentication or permission. Successful reads are not.
+// authentication or permission (or for too many failed authentications).
+// Successful reads are not.
 func auditable(method, pattern string, status int) bool {
 	switch {
-	case status == http.StatusUnauthorized || status == http.StatusForbidden:
+	case refusal(status):
 		return true
 	case pattern == patternDeliver:
 		return true
@@ -34,6 +35,11 @@ func auditable(method, pattern string, status int) bool {
 		return false
 	}
 	return method != http.MethodGet && method != http.MethodHead
+}
+
+// refusal: authentication or authorization said no.
+func refusal(status int) bool {
+	return status == http.StatusUnauthorized || status == http.StatusForbidden || status == http.StatusTooManyRequests
 }
 
 const (
@@ -222,7 +228,7 @@ func (s *Server) audit(w *auditWriter, r *http.Request, pattern string) {
 		e.Target["secret"] = safeValue(v)
 	}
 
-	denied := status == http.StatusUnauthorized || status == http.StatusForbidden
+	denied := refusal(status)
 	switch pattern {
 	case patternDeliver:
 		if k := r.URL.Query().Get("key"); k != "" {

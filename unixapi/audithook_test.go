@@ -52,10 +52,14 @@ func (a *fakeAuditor) take() []audit.Event {
 // auditBackend adds what the audit tests call to fakeBackend.
 type auditBackend struct {
 	fakeBackend
-	token string // the one valid bearer token
+	token   string // the one valid bearer token
+	limited string // a token whose caller is rate limited
 }
 
 func (b *auditBackend) Authenticate(_ context.Context, p daemon.Principal, bearer string) (daemon.Principal, error) {
+	if bearer == b.limited {
+		return p, &daemon.Error{Class: daemon.ErrRateLimited, Code: daemon.CodeRateLimited, Message: "too many failed authentications"}
+	}
 	if bearer != b.token {
 		return p, unauthenticated("invalid or expired token")
 	}
@@ -84,7 +88,8 @@ func TestAuditHook(t *testing.T) {
 		t.Fatal(err)
 	}
 	badTok, parsedBad, _ := daemon.NewToken(daemon.PrefixAccessToken)
-	b := &auditBackend{token: tok}
+	limitedTok, parsedLimited, _ := daemon.NewToken(daemon.PrefixAccessToken)
+	b := &auditBackend{token: tok, limited: limitedTok}
 	a := &fakeAuditor{}
 	srv := NewServer(b, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	srv.SetAuditor(a)
@@ -129,6 +134,9 @@ func TestAuditHook(t *testing.T) {
 		{name: "a bad bearer token on a read", method: "GET", target: "/v1/status", tk: badTok,
 			want:      &audit.Event{Action: "GET /v1/status", Outcome: "denied", Status: 401, Code: "unauthenticated"},
 			principal: func(p *audit.Principal) bool { return p.TokenID == "cft_"+parsedBad.ID && p.Session == "" }},
+		{name: "a rate-limited bearer token on a read", method: "GET", target: "/v1/status", tk: limitedTok,
+			want:      &audit.Event{Action: "GET /v1/status", Outcome: "denied", Status: 429, Code: "rate_limited"},
+			principal: func(p *audit.Principal) bool { return p.TokenID == "cft_"+parsedLimited.ID }},
 		{name: "a bad bearer token on a change", method: "DELETE", target: "/v1/secrets/sec-9", tk: badTok,
 			want: &audit.Event{Action: "secret.delete", Outcome: "denied", Status: 401, Code: "unauthenticated", Target: map[string]string{"secret": "sec-9"}}},
 		{name: "a token pasted as an id", method: "DELETE", target: "/v1/secrets/" + badTok, tk: badTok,
