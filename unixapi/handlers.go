@@ -26,6 +26,7 @@ func (s *Server) routes() {
 	s.identityRoutes()
 	s.oauthRoutes()
 	s.deliveryRoutes()
+	s.backupRoutes()
 }
 
 func (s *Server) getStatus(w http.ResponseWriter, r *http.Request) error {
