@@ -165,6 +165,8 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 			introspectCommand,
 			authorizeCommand,
 			profileCommand,
+			backupCommand,
+			restoreCommand,
 			completionCommand,
 			manCommand,
 		}),
