@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/coffer-hsm/coffer/hsm"
+	"github.com/coffer-hsm/coffer/internal/atomicfile"
 	"github.com/coffer-hsm/coffer/kv"
 )
 
@@ -50,7 +51,7 @@ func Restore(ctx context.Context, cfg Config, r io.Reader, opts RestoreOptions) 
 	if cfg.StateDir == "" {
 		return h, errors.New("no state directory configured")
 	}
-	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+	if err := atomicfile.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return h, fmt.Errorf("create state directory: %w", err)
 	}
 	release, err := claimStateDir(cfg.StateDir, opts.Force)
@@ -125,8 +126,13 @@ func claimStateDir(stateDir string, force bool) (release func(), err error) {
 		return func() {}, nil
 	}
 	unlock, err := kv.LockDir(dataDir)
-	if errors.Is(err, kv.ErrLocked) {
-		return nil, fmt.Errorf("the store in %s is in use (is a daemon running on it?): stop it before restoring", stateDir)
+	var locked *kv.LockedError
+	if errors.As(err, &locked) {
+		holder := "a coffer daemon"
+		if locked.PID > 0 {
+			holder = fmt.Sprintf("a coffer daemon (pid %d)", locked.PID)
+		}
+		return nil, fmt.Errorf("the store in %s is in use by %s: stop it before restoring", stateDir, holder)
 	}
 	if err != nil {
 		return nil, err
@@ -152,7 +158,7 @@ func loadStaged(ctx context.Context, staged string, chunks *chunkReader, keys Ke
 	if _, err := rand.Read(storeKey); err != nil {
 		return fmt.Errorf("make store key: %w", err)
 	}
-	if err := writeStoreKey(ctx, filepath.Join(staged, storeKeyName), storeKey, keys); err != nil {
+	if err := writeStoreKey(ctx, filepath.Join(staged, storeKeyName), storeKey, keys, true); err != nil {
 		return err
 	}
 	store, err := kv.Open(ctx, kv.Options{Dir: filepath.Join(staged, storeDataName), Logger: log, GCInterval: -1, EncryptionKey: storeKey})
@@ -180,7 +186,7 @@ func loadStaged(ctx context.Context, staged string, chunks *chunkReader, keys Ke
 func swapInStaged(stateDir, staged string, log *slog.Logger) error {
 	marker := filepath.Join(stateDir, restoreMarkerName)
 	note := fmt.Sprintf("coffer restore started %s; new store in %s\n", time.Now().UTC().Format(time.RFC3339), staged)
-	if err := writeFileAtomic(marker, []byte(note), 0o600); err != nil {
+	if err := atomicfile.Write(marker, []byte(note), 0o600); err != nil {
 		return fmt.Errorf("restore: %w", err)
 	}
 	old, err := os.MkdirTemp(stateDir, ".replaced-")
@@ -200,13 +206,13 @@ func swapInStaged(stateDir, staged string, log *slog.Logger) error {
 			return half(err)
 		}
 	}
-	if err := syncDir(stateDir); err != nil {
+	if err := atomicfile.SyncDir(stateDir); err != nil {
 		return half(err)
 	}
 	if err := os.Remove(marker); err != nil {
 		return half(err)
 	}
-	if err := syncDir(stateDir); err != nil {
+	if err := atomicfile.SyncDir(stateDir); err != nil {
 		return err
 	}
 	for _, dir := range []string{old, staged} {

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 
 	"github.com/coffer-hsm/coffer/hsm"
+	"github.com/coffer-hsm/coffer/internal/atomicfile"
 	"github.com/coffer-hsm/coffer/kv"
 )
 
@@ -69,14 +70,13 @@ func loadStoreKey(ctx context.Context, stateDir string, keys Keys, log *slog.Log
 	path := filepath.Join(stateDir, storeKeyName)
 	f, err := readStoreKeyFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		dataDir := filepath.Join(stateDir, storeDataName)
-		if full, err := nonEmptyDir(dataDir); err != nil || full {
-			if err != nil {
-				return nil, fmt.Errorf("check store %s: %w", dataDir, err)
-			}
-			return nil, fmt.Errorf("store %s exists but its key %s does not: coffer stores are encrypted at rest and cannot be opened without their key (restore a backup with coffer restore, or move the directory away to start empty)", dataDir, path)
+		var key []byte
+		key, err = firstStoreKey(ctx, stateDir, keys, log)
+		if !errors.Is(err, fs.ErrExist) {
+			return key, err
 		}
-		return newStoreKey(ctx, path, keys, log)
+		// Another process made the key first: use that one.
+		f, err = readStoreKeyFile(path)
 	}
 	if err != nil {
 		return nil, err
@@ -100,13 +100,30 @@ func loadStoreKey(ctx context.Context, stateDir string, keys Keys, log *slog.Log
 	return key, nil
 }
 
-// newStoreKey makes a random store key and writes it sealed to path.
+// firstStoreKey makes the store key of a state dir that has none: only
+// when there is no store yet either. An error matching fs.ErrExist means
+// another process wrote the key first.
+func firstStoreKey(ctx context.Context, stateDir string, keys Keys, log *slog.Logger) ([]byte, error) {
+	path := filepath.Join(stateDir, storeKeyName)
+	dataDir := filepath.Join(stateDir, storeDataName)
+	full, err := nonEmptyDir(dataDir)
+	if err != nil {
+		return nil, fmt.Errorf("check store %s: %w", dataDir, err)
+	}
+	if full {
+		return nil, fmt.Errorf("store %s exists but its key %s does not: coffer stores are encrypted at rest and cannot be opened without their key (restore a backup with coffer restore, or move the directory away to start empty)", dataDir, path)
+	}
+	return newStoreKey(ctx, path, keys, log)
+}
+
+// newStoreKey makes a random store key and writes it sealed to path,
+// which must not exist yet.
 func newStoreKey(ctx context.Context, path string, keys Keys, log *slog.Logger) ([]byte, error) {
 	key := make([]byte, storeKeySize)
 	if _, err := rand.Read(key); err != nil {
 		return nil, fmt.Errorf("make store key: %w", err)
 	}
-	if err := writeStoreKey(ctx, path, key, keys); err != nil {
+	if err := writeStoreKey(ctx, path, key, keys, true); err != nil {
 		clear(key)
 		return nil, err
 	}
@@ -121,15 +138,17 @@ func resealStoreKey(ctx context.Context, path string, f storeKeyFile, key []byte
 	if current == "" || f.Sealed.KEK == current {
 		return nil
 	}
-	if err := writeStoreKey(ctx, path, key, keys); err != nil {
+	if err := writeStoreKey(ctx, path, key, keys, false); err != nil {
 		return fmt.Errorf("re-seal store key under KEK %s: %w", current, err)
 	}
 	log.Info("re-sealed the store key under the current KEK", "path", path, "from_kek", f.Sealed.KEK, "to_kek", current)
 	return nil
 }
 
-// writeStoreKey seals key with the HSM and replaces path atomically (0600).
-func writeStoreKey(ctx context.Context, path string, key []byte, keys Keys) error {
+// writeStoreKey seals key with the HSM and writes it to path atomically
+// (0600): replacing the file, or with create only when there is none yet
+// (else an error matching fs.ErrExist).
+func writeStoreKey(ctx context.Context, path string, key []byte, keys Keys, create bool) error {
 	sealed, err := keys.Seal(ctx, key, []byte(storeKeyAAD))
 	if err != nil {
 		return fmt.Errorf("seal store key: %w", err)
@@ -139,7 +158,10 @@ func writeStoreKey(ctx context.Context, path string, key []byte, keys Keys) erro
 		return fmt.Errorf("encode store key: %w", err)
 	}
 	b = append(b, '\n')
-	return writeFileAtomic(path, b, 0o600)
+	if create {
+		return atomicfile.Create(path, b, 0o600)
+	}
+	return atomicfile.Write(path, b, 0o600)
 }
 
 // readStoreKeyFile reads and checks path; a missing file is fs.ErrNotExist.

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/coffer-hsm/coffer/hsm"
@@ -197,4 +198,37 @@ func TestStoreKeyRefusals(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
+}
+
+// TestStoreKeyFirstStartRace: processes starting at once on a new state
+// dir agree on one store key (the first written wins; the others read it)
+// instead of each opening the store with its own.
+func TestStoreKeyFirstStartRace(t *testing.T) {
+	keys := newFakeKeys()
+	for round := range 5 {
+		state := t.TempDir()
+		const n = 6
+		got := make([][]byte, n)
+		errs := make([]error, n)
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Go(func() {
+				got[i], errs[i] = loadStoreKey(context.Background(), state, keys, slog.New(slog.DiscardHandler))
+			})
+		}
+		wg.Wait()
+		for i := range n {
+			if errs[i] != nil {
+				t.Fatalf("round %d, loader %d: %v", round, i, errs[i])
+			}
+			if !bytes.Equal(got[i], got[0]) {
+				t.Fatalf("round %d: loaders got different store keys", round)
+			}
+		}
+		f, _ := readKeyFile(t, state)
+		k, err := keys.Unseal(context.Background(), f.Sealed, []byte(storeKeyAAD))
+		if err != nil || !bytes.Equal(k, got[0]) {
+			t.Fatalf("round %d: store.key does not hold the key the loaders use", round)
+		}
+	}
 }

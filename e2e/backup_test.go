@@ -241,7 +241,7 @@ func TestBackupAndRestore(t *testing.T) {
 	b.mustBearer(t, token, "GET", "/v1/projects/"+proj+"/secrets", nil, http.StatusOK, nil)
 
 	// restore refuses a running daemon's store, and a store without --force
-	if res := restoreCLI(t, file, dirB, "--force"); res.code != 1 || !strings.Contains(res.stderr, "is in use (is a daemon running on it?)") {
+	if res := restoreCLI(t, file, dirB, "--force"); res.code != 1 || !strings.Contains(res.stderr, fmt.Sprintf("is in use by a coffer daemon (pid %d): stop it before restoring", b.cmd.Process.Pid)) {
 		t.Errorf("restore over a running daemon:\n%s", res)
 	}
 	b.Stop(t)
