@@ -15,6 +15,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/coffer-hsm/coffer/daemon"
+	"github.com/coffer-hsm/coffer/internal/atomicfile"
 	"github.com/coffer-hsm/coffer/unixapi"
 )
 
@@ -137,9 +138,8 @@ func writeBackup(ctx context.Context, cl *unixapi.Client, path string) (sum daem
 	if err := os.Rename(tmp, path); err != nil {
 		return sum, fmt.Errorf("write backup file: %w", err)
 	}
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
+	if err := atomicfile.SyncDir(dir); err != nil {
+		return sum, fmt.Errorf("backup written to %s, but %w", path, err)
 	}
 	return sum, nil
 }
