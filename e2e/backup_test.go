@@ -277,23 +277,36 @@ func TestRestoreRefusals(t *testing.T) {
 	changed[len(changed)-2000] ^= 0x01
 	cut := full[:len(full)-1000]
 
+	// another dev token that has its own coffer-kek-1: a daemon ran on it
+	otherKEK := func(t *testing.T) string {
+		dir := workDir(t)
+		startDaemon(t, dir).Stop(t)
+		for _, name := range []string{"data", "store.key"} {
+			if err := os.RemoveAll(filepath.Join(dir, ".coffer", name)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return dir
+	}
+	sameHSM := func(t *testing.T) string { return sameTokenState(t, a) }
 	for _, c := range []struct {
 		name     string
 		file     string
-		sameHSM  bool
+		target   func(t *testing.T) string // nil: a new dev state dir (a token without keys)
 		want     string
 		wantCode int
 	}{
-		{"another dev token", file, false, "backup " + file + " was sealed by KEK coffer-kek-1 on token coffer-dev; this HSM (token coffer-dev) cannot unseal it", 1},
-		{"changed", write("changed.backup", changed), true, "does not authenticate (changed, moved, or from another backup)", 1},
-		{"cut short", write("cut.backup", cut), true, "cut short", 1},
-		{"not a backup", write("notes.txt", []byte("just some notes\n")), true, "not an intact coffer backup", 1},
-		{"missing file", filepath.Join(t.TempDir(), "none"), true, "open backup: ", 1},
+		{"another dev token", file, otherKEK, "backup " + file + " was sealed by KEK coffer-kek-1 on token coffer-dev; this HSM (token coffer-dev) cannot unseal it", 1},
+		{"a token without keys", file, nil, "backup " + file + " was sealed by KEK coffer-kek-1 on token coffer-dev; this HSM cannot unseal it: HSM KEK coffer-kek-1 is missing from token coffer-dev", 1},
+		{"changed", write("changed.backup", changed), sameHSM, "does not authenticate (changed, moved, or from another backup)", 1},
+		{"cut short", write("cut.backup", cut), sameHSM, "cut short", 1},
+		{"not a backup", write("notes.txt", []byte("just some notes\n")), sameHSM, "not an intact coffer backup", 1},
+		{"missing file", filepath.Join(t.TempDir(), "none"), sameHSM, "open backup: ", 1},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			dir := workDir(t)
-			if c.sameHSM {
-				dir = sameTokenState(t, a)
+			if c.target != nil {
+				dir = c.target(t)
 			}
 			res := restoreCLI(t, c.file, dir)
 			if res.code != c.wantCode || !strings.Contains(res.stderr, c.want) {
