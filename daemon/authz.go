@@ -34,6 +34,7 @@ const (
 	ActListSessions                         // any user (its own); system admin (all)
 	ActManageSession                        // revoke: system admin, admin of its project, or its owner
 	ActManageRules                          // create, list, delete saved access rules: member+ anywhere
+	ActBackup                               // take a backup of the whole store: system admin
 )
 
 var actionNames = map[Action]string{
@@ -53,6 +54,7 @@ var actionNames = map[Action]string{
 	ActListSessions:       "list sessions",
 	ActManageSession:      "manage session",
 	ActManageRules:        "manage access rules",
+	ActBackup:             "back up the store",
 }
 
 func (a Action) String() string {
@@ -281,7 +283,7 @@ func (s *Service) decide(tx *kv.Txn, p Principal, a Action, r Resource) (Grant, 
 	switch a {
 	case ActReadStatus:
 		return g, "", nil
-	case ActManageProjects, ActManageUsers:
+	case ActManageProjects, ActManageUsers, ActBackup:
 		if !c.admin {
 			return Grant{}, "not a system admin", nil
 		}

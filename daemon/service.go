@@ -8,6 +8,7 @@ import (
 	"crypto/ecdsa"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -38,6 +39,7 @@ type Store interface {
 	Update(ctx context.Context, fn func(tx *kv.Txn) error) error
 	View(ctx context.Context, fn func(tx *kv.Txn) error) error
 	Check(ctx context.Context) error
+	Backup(ctx context.Context, w io.Writer) error
 	Close() error
 }
 
@@ -104,41 +106,20 @@ func Open(ctx context.Context, cfg Config) (*Service, error) {
 	if err := atomicfile.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create state directory: %w", err)
 	}
-	hcfg := cfg.HSM
-	if cfg.Dev {
-		module := hcfg.ModulePath
-		if module == "" {
-			module = hsm.DefaultModulePath
-		}
-		dev, err := hsm.PrepareDevToken(ctx, filepath.Join(cfg.StateDir, "hsm"), module, DevTokenLabel)
-		if err != nil {
-			return nil, fmt.Errorf("prepare dev HSM token: %w", err)
-		}
-		hcfg.ModulePath, hcfg.TokenLabel, hcfg.PIN = dev.ModulePath, dev.TokenLabel, dev.PIN
-	} else if hcfg.PIN == "" {
-		if cfg.PINFile == "" {
-			return nil, errors.New("no HSM PIN: set --hsm-pin-file (or run under systemd with the hsm-pin credential)")
-		}
-		pin, err := hsm.ReadPIN(cfg.PINFile)
-		if err != nil {
-			return nil, err
-		}
-		hcfg.PIN = pin
-	}
 	// A store that exists holds data sealed and signed with the token's
-	// keys: a new KEK could not open it, so a missing key is an error then.
-	dataDir := filepath.Join(cfg.StateDir, "data")
-	haveStore := storeExists(dataDir)
-	hcfg.NoCreate = hcfg.NoCreate || haveStore
-	hcfg.Logger = cfg.Logger
-	keys, err := hsm.Open(ctx, hcfg)
+	// keys (and a store key sealed by its KEK): a new KEK could not open
+	// it, so a missing key is an error then.
+	dataDir := filepath.Join(cfg.StateDir, storeDataName)
+	haveKey, _ := exists(filepath.Join(cfg.StateDir, storeKeyName))
+	haveStore := storeExists(dataDir) || haveKey
+	keys, err := openKeys(ctx, cfg, haveStore)
 	if haveStore && errors.Is(err, hsm.ErrKeyMissing) {
 		return nil, fmt.Errorf("%w; not creating a new one: the store in %s holds data made with it (restore the token, or start with an empty state directory)", err, dataDir)
 	}
 	if err != nil {
 		return nil, err
 	}
-	store, err := kv.Open(ctx, kv.Options{Dir: dataDir, Logger: cfg.Logger})
+	store, err := openStore(ctx, cfg, keys)
 	if err != nil {
 		keys.Close()
 		var locked *kv.LockedError

@@ -37,6 +37,21 @@
 //	           uvarint len(name), name, uvarint len(value), value
 //	rest     the record, JSON-encoded
 //
+// # Encryption at rest
+//
+// With Options.EncryptionKey set, Badger encrypts every file it writes
+// (tables, value log, memtable WAL) under data keys it rotates every
+// Options.EncryptionKeyRotation and keeps in KEYREGISTRY, sealed with the
+// given key. kv takes the raw key; where it comes from (an HSM) is the
+// caller's business.
+//
+// # Backup and load
+//
+// Backup streams one consistent snapshot (a single read timestamp) in
+// Badger's backup format, in the clear; Load reads such a stream into an
+// empty store. LockDir takes Badger's directory lock from outside, to tell
+// whether a store is in use.
+//
 // # Transactions
 //
 // Update runs fn in a read-write transaction and commits it; fn is retried

@@ -1,6 +1,7 @@
 package kv
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -19,6 +20,9 @@ var (
 	ErrNotFound = errors.New("not found")
 	ErrExists   = errors.New("already exists") // unique index clash
 	ErrClosed   = errors.New("store closed")
+	// ErrKeyMismatch: the store was created with another encryption key
+	// (or none, or was opened without its key).
+	ErrKeyMismatch = errors.New("encryption key does not match the store")
 )
 
 // Options configures Open.
@@ -26,6 +30,17 @@ type Options struct {
 	Dir        string        // badger dir, created 0700
 	Logger     *slog.Logger  // nil = slog.Default(); badger's own lines at WARNING and above only
 	GCInterval time.Duration // value-log GC timer; 0 = 5 minutes; negative = off
+
+	// EncryptionKey, when set, encrypts everything Badger writes (tables,
+	// value log, memtable WAL) with AES-CTR under data keys that Badger
+	// keeps in its KEYREGISTRY file, itself encrypted with this key. It must
+	// be 16, 24 or 32 bytes. Open copies it: the caller may clear its slice
+	// once Open returns; the Store clears its copy on Close. A store must
+	// always be opened with the key it was created with.
+	EncryptionKey []byte
+	// EncryptionKeyRotation is how old Badger's current data key may get
+	// before it makes a new one; 0 = 7 days.
+	EncryptionKeyRotation time.Duration
 }
 
 const (
@@ -33,13 +48,16 @@ const (
 	gcDiscardRatio    = 0.5
 	maxGCRuns         = 100 // per tick; a safety cap on rewriting value-log files
 	maxAttempts       = 10  // Update tries on badger.ErrConflict
+
+	defaultKeyRotation = 7 * 24 * time.Hour
 )
 
 // Store is an open Badger database. It is safe for concurrent use.
 type Store struct {
-	db  *badger.DB
-	dir string
-	log *slog.Logger
+	db     *badger.DB
+	dir    string
+	log    *slog.Logger
+	encKey []byte // Badger uses it until Close (to seal new data keys); cleared then
 
 	// mu is held for reading by every transaction and for writing by Close,
 	// so Close waits for in-flight transactions and nothing touches a closed DB.
@@ -100,8 +118,26 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		// 15% of MemTableSize (Badger's max batch size).
 		WithValueThreshold(64 << 10)
 
+	var encKey []byte
+	if len(opts.EncryptionKey) > 0 {
+		// Badger needs the index cache (set above) when encryption is on.
+		encKey = bytes.Clone(opts.EncryptionKey)
+		rotation := opts.EncryptionKeyRotation
+		if rotation <= 0 {
+			rotation = defaultKeyRotation
+		}
+		bopts = bopts.WithEncryptionKey(encKey).WithEncryptionKeyRotationDuration(rotation)
+	}
+
 	db, err := badger.Open(bopts)
 	if err != nil {
+		clear(encKey)
+		if errors.Is(err, badger.ErrEncryptionKeyMismatch) {
+			return nil, fmt.Errorf("kv: open store %s: %w", opts.Dir, ErrKeyMismatch)
+		}
+		if errors.Is(err, badger.ErrInvalidEncryptionKey) {
+			return nil, fmt.Errorf("kv: open store %s: the encryption key must be 16, 24 or 32 bytes", opts.Dir)
+		}
 		// Badger flattens the flock error into a string; match its text.
 		if strings.Contains(err.Error(), "Cannot acquire directory lock") {
 			return nil, lockedError(opts.Dir)
@@ -125,6 +161,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		db:     db,
 		dir:    opts.Dir,
 		log:    logger,
+		encKey: encKey,
 		stopGC: make(chan struct{}),
 		gcDone: make(chan struct{}),
 	}
@@ -151,7 +188,9 @@ func (s *Store) Close() error {
 	s.closed = true
 	close(s.stopGC)
 	<-s.gcDone
-	if err := s.db.Close(); err != nil {
+	err := s.db.Close()
+	clear(s.encKey)
+	if err != nil {
 		return fmt.Errorf("kv: close store %s: %w", s.dir, err)
 	}
 	return nil

@@ -27,6 +27,7 @@ func (s *Server) routes() {
 	s.oauthRoutes()
 	s.deliveryRoutes()
 	s.auditRoutes()
+	s.backupRoutes()
 }
 
 func (s *Server) getStatus(w http.ResponseWriter, r *http.Request) error {

@@ -161,6 +161,7 @@ func matrixRows() []matrixRow {
 			return reqPOST("/v1/projects", `{"name":"`+f.name("p")+`"}`)
 		}, want: allow("201", grpSysAdmins)},
 		{route: "GET /v1/projects", req: fixed(reqGET("/v1/projects")), want: allow("200", grpSysAdmins)},
+		{route: "GET /v1/backup", req: fixed(reqGET("/v1/backup")), want: allow("200", grpSysAdmins)},
 		{route: "GET /v1/projects/{p}", req: fixed(reqGET("/v1/projects/p1")), want: allow("200", grpReaders)},
 		{route: "DELETE /v1/projects/{p}", req: func(t *testing.T, f *matrixEnv) matrixReq {
 			return reqDELETE("/v1/projects/" + f.project(t))

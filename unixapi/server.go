@@ -40,6 +40,8 @@ type Backend interface {
 	ListBindings(ctx context.Context, g daemon.Grant) ([]daemon.Binding, error)
 	DeleteBinding(ctx context.Context, g daemon.Grant, id string) error
 	Deliver(ctx context.Context, p daemon.Principal, name, key string) (daemon.Delivery, error)
+
+	BackupBackend
 }
 
 // IdentityBackend is the users, roles, credentials, sessions and tokens

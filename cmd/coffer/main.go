@@ -166,6 +166,8 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 			authorizeCommand,
 			auditCommand,
 			profileCommand,
+			backupCommand,
+			restoreCommand,
 			completionCommand,
 			manCommand,
 		}),
