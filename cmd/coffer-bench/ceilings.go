@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	crand "crypto/rand"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -86,10 +87,17 @@ func openCeilings(ctx context.Context, dir string) (_ *ceilings, err error) {
 	if c.sealed, err = c.keys.Seal(ctx, payload(sealPayloadSize), c.aad); err != nil {
 		return nil, err
 	}
+	// Encrypted like the daemon's store, so the ceiling pays what the
+	// daemon pays.
+	storeKey := make([]byte, 32)
+	if _, err := crand.Read(storeKey); err != nil {
+		return nil, err
+	}
 	c.store, err = kv.Open(ctx, kv.Options{
-		Dir:        filepath.Join(dir, "kv"),
-		Logger:     slog.New(slog.NewTextHandler(io.Discard, nil)),
-		GCInterval: -1,
+		Dir:           filepath.Join(dir, "kv"),
+		Logger:        slog.New(slog.NewTextHandler(io.Discard, nil)),
+		GCInterval:    -1,
+		EncryptionKey: storeKey,
 	})
 	if err != nil {
 		return nil, err
