@@ -47,8 +47,8 @@ type Config struct {
 	ModulePath      string // PKCS#11 module; default DefaultModulePath
 	TokenLabel      string // required
 	PIN             string // user PIN; never logged or put in errors
-	KEKLabel        string // default DefaultKEKLabel
-	SigningKeyLabel string // default DefaultSigningKeyLabel
+	KEKLabel        string // first KEK, created when the token has no version of it; default DefaultKEKLabel
+	SigningKeyLabel string // first signing key, likewise; default DefaultSigningKeyLabel
 	MaxSessions     int    // 0 = a sensible default (8)
 	// NoCreate makes Open fail with ErrKeyMissing instead of creating a
 	// missing key: set it when data made with the keys already exists.
@@ -60,7 +60,7 @@ type Config struct {
 type Info struct {
 	Module     string   `json:"module"`
 	TokenLabel string   `json:"token_label"`
-	KeyLabels  []string `json:"key_labels"` // KEK label, signing key label
+	KeyLabels  []string `json:"key_labels"` // current KEK label, current signing key label
 }
 
 // p11 is the part of *crypto11.Context this package uses.
@@ -105,17 +105,22 @@ type HSM struct {
 	cfg Config
 	ctx p11
 
-	sigLabel string
-	signer   crypto11.Signer
-	pub      *ecdsa.PublicKey
-
 	// mu is held shared by every operation and exclusively by Close, so
 	// Close waits for in-flight calls and no call starts after it.
 	mu     sync.RWMutex
 	closed bool
 
-	keysMu sync.Mutex
-	keks   map[string]*crypto11.SecretKey // by CKA_ID; includes the current KEK
+	// keysMu guards the current keys (rotation replaces them) and the
+	// KEK cache.
+	keysMu   sync.Mutex
+	kekLabel string                         // the current KEK: new seals use it
+	keks     map[string]*crypto11.SecretKey // by CKA_ID; includes the current KEK
+	sigLabel string                         // the current signing key
+	signer   crypto11.Signer
+	pub      *ecdsa.PublicKey
+
+	// rotMu serialises key creation and destruction (rotate.go).
+	rotMu sync.Mutex
 
 	closeOnce sync.Once
 	closeErr  error
@@ -168,10 +173,9 @@ func Open(ctx context.Context, cfg Config) (h *HSM, err error) {
 	}
 
 	h = &HSM{
-		cfg:      cfg,
-		ctx:      c11,
-		sigLabel: cfg.SigningKeyLabel,
-		keks:     map[string]*crypto11.SecretKey{},
+		cfg:  cfg,
+		ctx:  c11,
+		keks: map[string]*crypto11.SecretKey{},
 	}
 	if err := h.provision(ctx); err != nil {
 		_ = c11.Close()
@@ -252,12 +256,14 @@ func configureError(cfg Config, err error) error {
 	}
 }
 
-// provision finds the KEK and signing key by CKA_ID, creating them if absent.
+// provision finds the current KEK and signing key by CKA_ID, creating the
+// configured ones if the token holds no version of them. The current key
+// is the highest version on the token (see rotate.go).
 func (h *HSM) provision(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	kek, err := h.findKEK(h.cfg.KEKLabel)
+	kekLabel, kek, err := h.findCurrentKEK()
 	if err != nil {
 		return h.keyError("find KEK", h.cfg.KEKLabel, err)
 	}
@@ -265,36 +271,49 @@ func (h *HSM) provision(ctx context.Context) error {
 		return h.missingKey("KEK", h.cfg.KEKLabel)
 	}
 	if kek == nil {
-		if kek, err = h.generateKEK(h.cfg.KEKLabel); err != nil {
-			return h.keyError("create KEK", h.cfg.KEKLabel, err)
+		kekLabel = h.cfg.KEKLabel
+		if kek, err = h.generateKEK(kekLabel); err != nil {
+			return h.keyError("create KEK", kekLabel, err)
 		}
 	}
-	if err := h.checkKEK(kek); err != nil {
+	if err := h.checkKEK(kekLabel, kek); err != nil {
 		return err
 	}
-	h.keks[h.cfg.KEKLabel] = kek
 
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	signer, err := h.findSigner(h.sigLabel)
+	sigLabel, signer, err := h.findCurrentSigner()
 	if err != nil {
-		return h.keyError("find signing key", h.sigLabel, err)
+		return h.keyError("find signing key", h.cfg.SigningKeyLabel, err)
 	}
 	if signer == nil && h.cfg.NoCreate {
-		return h.missingKey("signing key", h.sigLabel)
+		return h.missingKey("signing key", h.cfg.SigningKeyLabel)
 	}
 	if signer == nil {
-		if signer, err = h.generateSigner(h.sigLabel); err != nil {
-			return h.keyError("create signing key", h.sigLabel, err)
+		sigLabel = h.cfg.SigningKeyLabel
+		if signer, err = h.generateSigner(sigLabel); err != nil {
+			return h.keyError("create signing key", sigLabel, err)
 		}
 	}
+	pub, err := h.checkSigner(sigLabel, signer)
+	if err != nil {
+		return err
+	}
+	h.keysMu.Lock()
+	defer h.keysMu.Unlock()
+	h.kekLabel, h.keks[kekLabel] = kekLabel, kek
+	h.sigLabel, h.signer, h.pub = sigLabel, signer, pub
+	return nil
+}
+
+// checkSigner returns the P-256 public key of signer, or an error.
+func (h *HSM) checkSigner(label string, signer crypto11.Signer) (*ecdsa.PublicKey, error) {
 	pub, ok := signer.Public().(*ecdsa.PublicKey)
 	if !ok || pub.Curve != elliptic.P256() {
-		return fmt.Errorf("HSM signing key %s on token %s is not an EC P-256 key", h.sigLabel, h.cfg.TokenLabel)
+		return nil, fmt.Errorf("HSM signing key %s on token %s is not an EC P-256 key", label, h.cfg.TokenLabel)
 	}
-	h.signer, h.pub = signer, pub
-	return nil
+	return pub, nil
 }
 
 func (h *HSM) keyError(what, label string, err error) error {
@@ -341,10 +360,10 @@ func (h *HSM) generateKEK(label string) (*crypto11.SecretKey, error) {
 
 // checkKEK refuses a KEK that is not a sensitive, non-extractable AES-256 key
 // (someone may have created an object with our CKA_ID by hand).
-func (h *HSM) checkKEK(k *crypto11.SecretKey) error {
+func (h *HSM) checkKEK(label string, k *crypto11.SecretKey) error {
 	attrs, err := h.ctx.GetAttributes(k, []crypto11.AttributeType{crypto11.CkaValueLen, crypto11.CkaSensitive, crypto11.CkaExtractable})
 	if err != nil {
-		return h.keyError("read attributes of KEK", h.cfg.KEKLabel, err)
+		return h.keyError("read attributes of KEK", label, err)
 	}
 	isTrue := func(t crypto11.AttributeType) bool {
 		a := attrs[t]
@@ -352,7 +371,7 @@ func (h *HSM) checkKEK(k *crypto11.SecretKey) error {
 	}
 	vl := attrs[crypto11.CkaValueLen]
 	if vl == nil || len(vl.Value) == 0 || bytesToUint(vl.Value) != dekSize || !isTrue(crypto11.CkaSensitive) || isTrue(crypto11.CkaExtractable) {
-		return fmt.Errorf("HSM KEK %s on token %s is not a sensitive, non-extractable AES-256 key", h.cfg.KEKLabel, h.cfg.TokenLabel)
+		return fmt.Errorf("HSM KEK %s on token %s is not a sensitive, non-extractable AES-256 key", label, h.cfg.TokenLabel)
 	}
 	return nil
 }
@@ -436,19 +455,26 @@ func (h *HSM) begin(ctx context.Context) error {
 	return nil
 }
 
-// SigningPublicKey returns the public half of the signing key.
-func (h *HSM) SigningPublicKey() *ecdsa.PublicKey { return h.pub }
+// SigningPublicKey returns the public half of the current signing key.
+func (h *HSM) SigningPublicKey() *ecdsa.PublicKey {
+	h.keysMu.Lock()
+	defer h.keysMu.Unlock()
+	return h.pub
+}
 
-// Info describes the module, token and keys in use.
+// Info describes the module, token and current keys.
 func (h *HSM) Info() Info {
+	h.keysMu.Lock()
+	defer h.keysMu.Unlock()
 	return Info{
 		Module:     h.cfg.ModulePath,
 		TokenLabel: h.cfg.TokenLabel,
-		KeyLabels:  []string{h.cfg.KEKLabel, h.sigLabel},
+		KeyLabels:  []string{h.kekLabel, h.sigLabel},
 	}
 }
 
-// Check is a cheap health probe: it looks the KEK up on the token again.
+// Check is a cheap health probe: it looks the current KEK up on the token
+// again.
 func (h *HSM) Check(ctx context.Context) (err error) {
 	if err := h.begin(ctx); err != nil {
 		return err
@@ -460,12 +486,13 @@ func (h *HSM) Check(ctx context.Context) (err error) {
 			err = fmt.Errorf("%w: check HSM token %s: %v", ErrUnavailable, h.cfg.TokenLabel, panicError(r))
 		}
 	}()
-	k, err := h.findKEK(h.cfg.KEKLabel)
+	label := h.CurrentKEK()
+	k, err := h.findKEK(label)
 	if err != nil {
-		return h.keyError("find KEK", h.cfg.KEKLabel, err)
+		return h.keyError("find KEK", label, err)
 	}
 	if k == nil {
-		return fmt.Errorf("%w: %w", ErrUnavailable, h.missingKey("KEK", h.cfg.KEKLabel))
+		return fmt.Errorf("%w: %w", ErrUnavailable, h.missingKey("KEK", label))
 	}
 	return nil
 }

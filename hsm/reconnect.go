@@ -254,9 +254,9 @@ func (h *HSM) reconnect() (done bool, err error) {
 // must be copied here.
 func (h *HSM) adopt(n *HSM) {
 	h.ctx = n.ctx
-	h.signer = n.signer
 	h.keysMu.Lock()
-	h.keks = n.keks
+	h.kekLabel, h.keks = n.kekLabel, n.keks
+	h.sigLabel, h.signer = n.sigLabel, n.signer
 	h.keysMu.Unlock()
 }
 

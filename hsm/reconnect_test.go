@@ -117,7 +117,7 @@ func (c *fakeCtx) FindKeysWithAttributes(a crypto11.AttributeSet) ([]*crypto11.S
 	if err := c.usable(); err != nil {
 		return nil, err
 	}
-	if c.tok.hasKEK && label(a) == DefaultKEKLabel {
+	if c.tok.hasKEK && (label(a) == DefaultKEKLabel || label(a) == "") { // "": a listing by key type
 		return []*crypto11.SecretKey{{}}, nil
 	}
 	return nil, nil
@@ -141,7 +141,7 @@ func (c *fakeCtx) FindKeyPairsWithAttributes(a crypto11.AttributeSet) ([]crypto1
 	if err := c.usable(); err != nil {
 		return nil, err
 	}
-	if c.tok.sigKey != nil && label(a) == DefaultSigningKeyLabel {
+	if c.tok.sigKey != nil && (label(a) == DefaultSigningKeyLabel || label(a) == "") {
 		return []crypto11.Signer{&fakeSigner{ctx: c, pub: c.tok.sigKey.PublicKey}}, nil
 	}
 	return nil, nil
@@ -162,13 +162,18 @@ func (c *fakeCtx) GenerateECDSAKeyPairWithAttributes(_, _ crypto11.AttributeSet,
 	return &fakeSigner{ctx: c, pub: k.PublicKey}, nil
 }
 
-func (c *fakeCtx) GetAttributes(any, []crypto11.AttributeType) (crypto11.AttributeSet, error) {
+func (c *fakeCtx) GetAttributes(key any, _ []crypto11.AttributeType) (crypto11.AttributeSet, error) {
 	c.tok.mu.Lock()
 	defer c.tok.mu.Unlock()
 	if err := c.usable(); err != nil {
 		return nil, err
 	}
 	a := crypto11.NewAttributeSet()
+	id := DefaultKEKLabel // the fake token holds one key of each kind
+	if _, ok := key.(*fakeSigner); ok {
+		id = DefaultSigningKeyLabel
+	}
+	a[crypto11.CkaId] = pkcs11.NewAttribute(pkcs11.CKA_ID, []byte(id))
 	a[crypto11.CkaValueLen] = pkcs11.NewAttribute(pkcs11.CKA_VALUE_LEN, []byte{dekSize, 0, 0, 0, 0, 0, 0, 0})
 	a[crypto11.CkaSensitive] = pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, []byte{1})
 	a[crypto11.CkaExtractable] = pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, []byte{0})

@@ -33,8 +33,7 @@ func (h *HSM) Seal(ctx context.Context, plaintext, aad []byte) (s *Sealed, err e
 	defer h.mu.RUnlock()
 	defer h.observe(&err)
 
-	kekLabel := h.cfg.KEKLabel
-	kek := h.cachedKEK(kekLabel)
+	kekLabel, kek := h.currentKEK()
 	if kek == nil {
 		return nil, fmt.Errorf("%w: KEK %s not loaded", ErrUnavailable, kekLabel)
 	}
@@ -53,13 +52,25 @@ func (h *HSM) Seal(ctx context.Context, plaintext, aad []byte) (s *Sealed, err e
 	if err != nil {
 		return nil, err
 	}
+	if len(nonce) != gcm.NonceSize() {
+		return nil, fmt.Errorf("seal: GCM nonce size %d, want %d", gcm.NonceSize(), gcmNonceSize)
+	}
 	ct := gcm.Seal(nil, nonce, plaintext, aad)
 
+	wrapped, err := h.wrapDEK(ctx, kekLabel, kek, wrapNonce, dek, aad)
+	if err != nil {
+		return nil, err
+	}
+	return &Sealed{KEK: kekLabel, WrapNonce: wrapNonce, WrappedDEK: wrapped, Nonce: nonce, Ciphertext: ct}, nil
+}
+
+// wrapDEK encrypts dek with the KEK in one HSM call (AES-GCM, aad bound).
+func (h *HSM) wrapDEK(ctx context.Context, kekLabel string, kek *crypto11.SecretKey, wrapNonce, dek, aad []byte) ([]byte, error) {
 	hsmGCM, err := kek.NewGCM()
 	if err != nil {
 		return nil, fmt.Errorf("%w: seal: KEK %s: %s", ErrUnavailable, kekLabel, ckrName(err))
 	}
-	if len(wrapNonce) != hsmGCM.NonceSize() || len(nonce) != gcm.NonceSize() {
+	if len(wrapNonce) != hsmGCM.NonceSize() {
 		return nil, fmt.Errorf("%w: seal: KEK %s: GCM nonce size %d, want %d", ErrUnavailable, kekLabel, hsmGCM.NonceSize(), gcmNonceSize)
 	}
 	if err := ctx.Err(); err != nil {
@@ -72,7 +83,7 @@ func (h *HSM) Seal(ctx context.Context, plaintext, aad []byte) (s *Sealed, err e
 	if len(wrapped) != dekSize+gcmTagSize {
 		return nil, fmt.Errorf("%w: seal: wrap DEK with KEK %s: unexpected length %d", ErrUnavailable, kekLabel, len(wrapped))
 	}
-	return &Sealed{KEK: kekLabel, WrapNonce: wrapNonce, WrappedDEK: wrapped, Nonce: nonce, Ciphertext: ct}, nil
+	return wrapped, nil
 }
 
 // hsmSeal calls crypto11's GCM Seal, which panics on any HSM error.
@@ -138,20 +149,8 @@ func newGCM(key []byte) (cipher.AEAD, error) {
 // Unseal unwraps the DEK in one HSM call and opens the ciphertext. The
 // caller owns (and should zero) the returned plaintext.
 func (h *HSM) Unseal(ctx context.Context, s *Sealed, aad []byte) (plaintext []byte, err error) {
-	if s == nil {
-		return nil, fmt.Errorf("%w: no envelope", ErrOpen)
-	}
-	switch {
-	case validateKeyLabel(s.KEK) != nil:
-		return nil, fmt.Errorf("%w: invalid KEK label", ErrOpen)
-	case len(s.WrapNonce) != gcmNonceSize:
-		return nil, fmt.Errorf("%w: wrap nonce is %d bytes, want %d", ErrOpen, len(s.WrapNonce), gcmNonceSize)
-	case len(s.Nonce) != gcmNonceSize:
-		return nil, fmt.Errorf("%w: nonce is %d bytes, want %d", ErrOpen, len(s.Nonce), gcmNonceSize)
-	case len(s.WrappedDEK) != dekSize+gcmTagSize:
-		return nil, fmt.Errorf("%w: wrapped DEK is %d bytes, want %d", ErrOpen, len(s.WrappedDEK), dekSize+gcmTagSize)
-	case len(s.Ciphertext) < gcmTagSize:
-		return nil, fmt.Errorf("%w: ciphertext is shorter than a GCM tag", ErrOpen)
+	if err := checkEnvelope(s); err != nil {
+		return nil, err
 	}
 	if err := h.begin(ctx); err != nil {
 		return nil, err
@@ -159,6 +158,48 @@ func (h *HSM) Unseal(ctx context.Context, s *Sealed, aad []byte) (plaintext []by
 	defer h.mu.RUnlock()
 	defer h.observe(&err)
 
+	dek, err := h.unwrapDEK(ctx, s, aad)
+	defer clear(dek)
+	if err != nil {
+		return nil, err
+	}
+	gcm, err := newGCM(dek)
+	if err != nil {
+		return nil, err
+	}
+	pt, err := gcm.Open(nil, s.Nonce, s.Ciphertext, aad)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrOpen, err)
+	}
+	if pt == nil {
+		pt = []byte{}
+	}
+	return pt, nil
+}
+
+// checkEnvelope rejects an envelope of the wrong shape before any HSM call.
+func checkEnvelope(s *Sealed) error {
+	if s == nil {
+		return fmt.Errorf("%w: no envelope", ErrOpen)
+	}
+	switch {
+	case validateKeyLabel(s.KEK) != nil:
+		return fmt.Errorf("%w: invalid KEK label", ErrOpen)
+	case len(s.WrapNonce) != gcmNonceSize:
+		return fmt.Errorf("%w: wrap nonce is %d bytes, want %d", ErrOpen, len(s.WrapNonce), gcmNonceSize)
+	case len(s.Nonce) != gcmNonceSize:
+		return fmt.Errorf("%w: nonce is %d bytes, want %d", ErrOpen, len(s.Nonce), gcmNonceSize)
+	case len(s.WrappedDEK) != dekSize+gcmTagSize:
+		return fmt.Errorf("%w: wrapped DEK is %d bytes, want %d", ErrOpen, len(s.WrappedDEK), dekSize+gcmTagSize)
+	case len(s.Ciphertext) < gcmTagSize:
+		return fmt.Errorf("%w: ciphertext is shorter than a GCM tag", ErrOpen)
+	}
+	return nil
+}
+
+// unwrapDEK decrypts s's DEK with the KEK that wrapped it, in one HSM call.
+// Called with h.mu held shared; the caller clears the DEK.
+func (h *HSM) unwrapDEK(ctx context.Context, s *Sealed, aad []byte) ([]byte, error) {
 	kek, err := h.kek(s.KEK)
 	if err != nil {
 		return nil, err
@@ -174,8 +215,8 @@ func (h *HSM) Unseal(ctx context.Context, s *Sealed, aad []byte) (plaintext []by
 		return nil, err
 	}
 	dek, err := hsmOpen(hsmGCM, s.WrapNonce, s.WrappedDEK, aad)
-	defer clear(dek)
 	if err != nil {
+		clear(dek)
 		if authFailure(err) {
 			return nil, fmt.Errorf("%w: unwrap DEK with KEK %s: %s", ErrOpen, s.KEK, ckrName(err))
 		}
@@ -189,20 +230,10 @@ func (h *HSM) Unseal(ctx context.Context, s *Sealed, aad []byte) (plaintext []by
 		return nil, fmt.Errorf("%w: unseal: unwrap DEK with KEK %s on token %s: %s", ErrUnavailable, s.KEK, h.cfg.TokenLabel, ckrName(err))
 	}
 	if len(dek) != dekSize {
+		clear(dek)
 		return nil, fmt.Errorf("%w: unwrapped DEK has the wrong length", ErrOpen)
 	}
-	gcm, err := newGCM(dek)
-	if err != nil {
-		return nil, err
-	}
-	pt, err := gcm.Open(nil, s.Nonce, s.Ciphertext, aad)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrOpen, err)
-	}
-	if pt == nil {
-		pt = []byte{}
-	}
-	return pt, nil
+	return dek, nil
 }
 
 func (h *HSM) cachedKEK(label string) *crypto11.SecretKey {
@@ -238,7 +269,7 @@ func (h *HSM) kek(label string) (k *crypto11.SecretKey, err error) {
 	return k, nil
 }
 
-// Sign signs a SHA-256 digest with the signing key and returns r||s
+// Sign signs a SHA-256 digest with the current signing key and returns r||s
 // (64 bytes, the JWS ES256 form).
 func (h *HSM) Sign(ctx context.Context, digest []byte) (sig []byte, err error) {
 	if len(digest) != 32 {
@@ -249,14 +280,15 @@ func (h *HSM) Sign(ctx context.Context, digest []byte) (sig []byte, err error) {
 	}
 	defer h.mu.RUnlock()
 	defer h.observe(&err)
+	label, signer, _ := h.currentSigner()
 	defer func() {
 		if r := recover(); r != nil {
-			sig, err = nil, fmt.Errorf("%w: sign with %s: %v", ErrUnavailable, h.sigLabel, panicError(r))
+			sig, err = nil, fmt.Errorf("%w: sign with %s: %v", ErrUnavailable, label, panicError(r))
 		}
 	}()
-	der, err := h.signer.Sign(rand.Reader, digest, nil)
+	der, err := signer.Sign(rand.Reader, digest, nil)
 	if err != nil {
-		return nil, fmt.Errorf("%w: sign with %s on token %s: %s", ErrUnavailable, h.sigLabel, h.cfg.TokenLabel, ckrName(err))
+		return nil, fmt.Errorf("%w: sign with %s on token %s: %s", ErrUnavailable, label, h.cfg.TokenLabel, ckrName(err))
 	}
 	return derToRaw(der, 32)
 }
