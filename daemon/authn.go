@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"context"
-	"crypto/ecdsa"
 	"errors"
 	"strings"
 	"time"
@@ -26,17 +25,6 @@ func (s *Service) issuer() string {
 		return s.cfg.Issuer
 	}
 	return DefaultIssuer
-}
-
-// jwtKeys are the keys JWTs are verified with, by kid.
-func (s *Service) jwtKeys() map[string]*ecdsa.PublicKey {
-	pub := s.keys.SigningPublicKey()
-	return map[string]*ecdsa.PublicKey{KeyID(pub): pub}
-}
-
-// JWKS returns the public keys that verify coffer's JWTs.
-func (s *Service) JWKS() JWKSet {
-	return JWKSet{Keys: []JWK{PublicJWK(s.keys.SigningPublicKey())}}
 }
 
 // ServerMetadata returns the RFC 8414 document.
@@ -379,7 +367,12 @@ func (s *Service) clientCredentials(ctx context.Context, clientID, clientSecret,
 			}
 		}
 	}
+	// The signing key cannot change between signing and storing the
+	// session: a retired key's retire_after counts this session.
+	s.sig.mint.RLock()
+	defer s.sig.mint.RUnlock()
 	sess := newSession(SessionOAuth2, cred, user, roles, now)
+	sess.Kid = s.currentKid()
 	jwt, err := MintJWT(ctx, s.keys, AccessClaims{
 		Issuer: s.issuer(), Subject: user.ID, Audience: []string{s.issuer()}, ClientID: clientID,
 		IssuedAt: now.Unix(), ExpiresAt: sess.ExpiresAt.Unix(), JTI: sess.ID, Scope: strings.Join(roles, " "),

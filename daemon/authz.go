@@ -35,6 +35,7 @@ const (
 	ActManageSession                        // revoke: system admin, admin of its project, or its owner
 	ActManageRules                          // create, list, delete saved access rules: member+ anywhere
 	ActBackup                               // take a backup of the whole store: system admin
+	ActManageKeys                           // list, rotate and remove HSM keys: system admin
 )
 
 var actionNames = map[Action]string{
@@ -55,6 +56,7 @@ var actionNames = map[Action]string{
 	ActManageSession:      "manage session",
 	ActManageRules:        "manage access rules",
 	ActBackup:             "back up the store",
+	ActManageKeys:         "manage HSM keys",
 }
 
 func (a Action) String() string {
@@ -283,7 +285,7 @@ func (s *Service) decide(tx *kv.Txn, p Principal, a Action, r Resource) (Grant, 
 	switch a {
 	case ActReadStatus:
 		return g, "", nil
-	case ActManageProjects, ActManageUsers, ActBackup:
+	case ActManageProjects, ActManageUsers, ActBackup, ActManageKeys:
 		if !c.admin {
 			return Grant{}, "not a system admin", nil
 		}

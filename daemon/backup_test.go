@@ -54,7 +54,7 @@ func newBackupFixture(t *testing.T) backupFixture {
 	if err != nil {
 		t.Fatalf("Backup: %v", err)
 	}
-	if h.KEKLabel != "fake-kek" || h.TokenLabel != "fake" || h.Format != BackupFormat {
+	if h.KEKLabel != "fake-kek-1" || h.TokenLabel != "fake" || h.Format != BackupFormat {
 		t.Errorf("header %+v", h)
 	}
 	f.backup = buf.Bytes()
@@ -249,7 +249,7 @@ func TestRestoreRefusals(t *testing.T) {
 		force    bool
 		want     string
 	}{
-		{"other HSM", f.backup, newFakeKeys(), false, false, "backup test.backup was sealed by KEK fake-kek on token fake; this HSM (token fake) cannot unseal it"},
+		{"other HSM", f.backup, newFakeKeys(), false, false, "backup test.backup was sealed by KEK fake-kek-1 on token fake; this HSM (token fake) cannot unseal it"},
 		{"tampered", tampered, nil, false, false, "does not authenticate"},
 		{"tampered over a store", tampered, nil, true, true, "does not authenticate"},
 		{"cut short", f.backup[:len(f.backup)-10], nil, false, false, "cut short"},

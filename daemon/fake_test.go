@@ -11,6 +11,8 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"slices"
+	"strconv"
 	"sync"
 	"testing"
 
@@ -18,23 +20,46 @@ import (
 	"github.com/coffer-hsm/coffer/kv"
 )
 
-// fakeKeys seals in software with one fixed key. It stands in for the HSM
-// in unit tests only; end-to-end tests use SoftHSM.
+// fakeKeys seals in software with versioned keys, the way the HSM does
+// (a fresh DEK per seal, wrapped by the current KEK). It stands in for the
+// HSM in unit tests only; end-to-end tests use SoftHSM.
 type fakeKeys struct {
-	mu      sync.Mutex
-	key     []byte
-	sig     *ecdsa.PrivateKey
-	signs   int
-	fail    error // when set, every operation fails with it
-	seals   int
-	unseals int
+	mu       sync.Mutex
+	keks     map[string][]byte // by label
+	kekLabel string            // current
+	kekN     int
+	sigs     map[string]*ecdsa.PrivateKey
+	sigLabel string
+	sigN     int
+	signs    int
+	fail     error // when set, every operation fails with it
+	seals    int
+	unseals  int
+	rewraps  int
 }
 
 func newFakeKeys() *fakeKeys {
+	f := &fakeKeys{keks: map[string][]byte{}, sigs: map[string]*ecdsa.PrivateKey{}}
+	f.addKEK()
+	f.addSigner()
+	return f
+}
+
+func (f *fakeKeys) addKEK() string {
+	f.kekN++
 	k := make([]byte, 32)
 	rand.Read(k)
+	f.kekLabel = "fake-kek-" + strconv.Itoa(f.kekN)
+	f.keks[f.kekLabel] = k
+	return f.kekLabel
+}
+
+func (f *fakeKeys) addSigner() string {
+	f.sigN++
 	sig, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	return &fakeKeys{key: k, sig: sig}
+	f.sigLabel = "fake-sig-" + strconv.Itoa(f.sigN)
+	f.sigs[f.sigLabel] = sig
+	return f.sigLabel
 }
 
 func (f *fakeKeys) Sign(_ context.Context, digest []byte) ([]byte, error) {
@@ -44,7 +69,7 @@ func (f *fakeKeys) Sign(_ context.Context, digest []byte) ([]byte, error) {
 		return nil, f.fail
 	}
 	f.signs++
-	r, s, err := ecdsa.Sign(rand.Reader, f.sig, digest)
+	r, s, err := ecdsa.Sign(rand.Reader, f.sigs[f.sigLabel], digest)
 	if err != nil {
 		return nil, err
 	}
@@ -54,12 +79,22 @@ func (f *fakeKeys) Sign(_ context.Context, digest []byte) ([]byte, error) {
 	return out, nil
 }
 
-func (f *fakeKeys) SigningPublicKey() *ecdsa.PublicKey { return &f.sig.PublicKey }
+func (f *fakeKeys) SigningPublicKey() *ecdsa.PublicKey {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return &f.sigs[f.sigLabel].PublicKey
+}
 
-func (f *fakeKeys) gcm() cipher.AEAD {
-	b, _ := aes.NewCipher(f.key)
+func gcmOf(key []byte) cipher.AEAD {
+	b, _ := aes.NewCipher(key)
 	g, _ := cipher.NewGCM(b)
 	return g
+}
+
+func randBytes(n int) []byte {
+	b := make([]byte, n)
+	rand.Read(b)
+	return b
 }
 
 func (f *fakeKeys) Seal(_ context.Context, plaintext, aad []byte) (*hsm.Sealed, error) {
@@ -69,9 +104,25 @@ func (f *fakeKeys) Seal(_ context.Context, plaintext, aad []byte) (*hsm.Sealed, 
 		return nil, f.fail
 	}
 	f.seals++
-	nonce := make([]byte, 12)
-	rand.Read(nonce)
-	return &hsm.Sealed{KEK: "fake-kek", Nonce: nonce, Ciphertext: f.gcm().Seal(nil, nonce, plaintext, aad)}, nil
+	dek := randBytes(32)
+	defer clear(dek)
+	s := &hsm.Sealed{KEK: f.kekLabel, WrapNonce: randBytes(12), Nonce: randBytes(12)}
+	s.Ciphertext = gcmOf(dek).Seal(nil, s.Nonce, plaintext, aad)
+	s.WrappedDEK = gcmOf(f.keks[f.kekLabel]).Seal(nil, s.WrapNonce, dek, aad)
+	return s, nil
+}
+
+// unwrap returns s's DEK; the caller holds f.mu.
+func (f *fakeKeys) unwrap(s *hsm.Sealed, aad []byte) ([]byte, error) {
+	kek := f.keks[s.KEK]
+	if kek == nil || len(s.WrapNonce) != 12 {
+		return nil, hsm.ErrOpen
+	}
+	dek, err := gcmOf(kek).Open(nil, s.WrapNonce, s.WrappedDEK, aad)
+	if err != nil {
+		return nil, hsm.ErrOpen
+	}
+	return dek, nil
 }
 
 func (f *fakeKeys) Unseal(_ context.Context, s *hsm.Sealed, aad []byte) ([]byte, error) {
@@ -81,11 +132,127 @@ func (f *fakeKeys) Unseal(_ context.Context, s *hsm.Sealed, aad []byte) ([]byte,
 		return nil, f.fail
 	}
 	f.unseals++
-	out, err := f.gcm().Open(nil, s.Nonce, s.Ciphertext, aad)
+	dek, err := f.unwrap(s, aad)
+	if err != nil {
+		return nil, err
+	}
+	defer clear(dek)
+	out, err := gcmOf(dek).Open(nil, s.Nonce, s.Ciphertext, aad)
 	if err != nil {
 		return nil, hsm.ErrOpen
 	}
 	return out, nil
+}
+
+func (f *fakeKeys) Rewrap(_ context.Context, s *hsm.Sealed, aad []byte) (*hsm.Sealed, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.fail != nil {
+		return nil, f.fail
+	}
+	f.rewraps++
+	cp := *s
+	if s.KEK == f.kekLabel {
+		return &cp, nil
+	}
+	dek, err := f.unwrap(s, aad)
+	if err != nil {
+		return nil, err
+	}
+	defer clear(dek)
+	cp.KEK, cp.WrapNonce = f.kekLabel, randBytes(12)
+	cp.WrappedDEK = gcmOf(f.keks[f.kekLabel]).Seal(nil, cp.WrapNonce, dek, aad)
+	return &cp, nil
+}
+
+func (f *fakeKeys) CurrentKEK() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.kekLabel
+}
+
+func fakeVersion(label string) int {
+	_, v, _ := hsm.ParseKeyLabel(label)
+	return v
+}
+
+func (f *fakeKeys) KEKs(context.Context) ([]hsm.KeyVersion, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.fail != nil {
+		return nil, f.fail
+	}
+	var out []hsm.KeyVersion
+	for l := range f.keks {
+		out = append(out, hsm.KeyVersion{Label: l, Version: fakeVersion(l), Current: l == f.kekLabel})
+	}
+	slices.SortFunc(out, func(a, b hsm.KeyVersion) int { return a.Version - b.Version })
+	return out, nil
+}
+
+func (f *fakeKeys) RotateKEK(context.Context) (string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.fail != nil {
+		return "", f.fail
+	}
+	return f.addKEK(), nil
+}
+
+func (f *fakeKeys) DestroyKEK(_ context.Context, label string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.fail != nil {
+		return f.fail
+	}
+	switch {
+	case label == f.kekLabel:
+		return hsm.ErrKeyCurrent
+	case f.keks[label] == nil:
+		return hsm.ErrKeyNotFound
+	}
+	delete(f.keks, label)
+	return nil
+}
+
+func (f *fakeKeys) SigningKeys(context.Context) ([]hsm.KeyVersion, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.fail != nil {
+		return nil, f.fail
+	}
+	var out []hsm.KeyVersion
+	for l, k := range f.sigs {
+		out = append(out, hsm.KeyVersion{Label: l, Version: fakeVersion(l), Current: l == f.sigLabel, Public: &k.PublicKey})
+	}
+	slices.SortFunc(out, func(a, b hsm.KeyVersion) int { return a.Version - b.Version })
+	return out, nil
+}
+
+func (f *fakeKeys) RotateSigningKey(context.Context) (hsm.KeyVersion, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.fail != nil {
+		return hsm.KeyVersion{}, f.fail
+	}
+	l := f.addSigner()
+	return hsm.KeyVersion{Label: l, Version: f.sigN, Current: true, Public: &f.sigs[l].PublicKey}, nil
+}
+
+func (f *fakeKeys) DestroySigningKey(_ context.Context, label string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.fail != nil {
+		return f.fail
+	}
+	switch {
+	case label == f.sigLabel:
+		return hsm.ErrKeyCurrent
+	case f.sigs[label] == nil:
+		return hsm.ErrKeyNotFound
+	}
+	delete(f.sigs, label)
+	return nil
 }
 
 func (f *fakeKeys) Check(context.Context) error {
@@ -98,7 +265,9 @@ func (f *fakeKeys) Check(context.Context) error {
 }
 
 func (f *fakeKeys) Info() hsm.Info {
-	return hsm.Info{Module: "fake.so", TokenLabel: "fake", KeyLabels: []string{"fake-kek", "fake-sig"}}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return hsm.Info{Module: "fake.so", TokenLabel: "fake", KeyLabels: []string{f.kekLabel, f.sigLabel}}
 }
 
 func (f *fakeKeys) Close() error { return nil }

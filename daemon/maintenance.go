@@ -18,7 +18,8 @@ const (
 )
 
 // RunMaintenance runs the daemon's housekeeping until ctx ends: it deletes
-// expired sessions and rotated tokens past their grace every 10 minutes,
+// expired sessions and rotated tokens past their grace every 10 minutes
+// (and retired signing keys past their retire_after, see signingkeys.go),
 // and once a day logs a warning for each active credential or secret that
 // expires within the configured window.
 func (s *Service) RunMaintenance(ctx context.Context) {
@@ -37,6 +38,7 @@ func (s *Service) RunMaintenance(ctx context.Context) {
 			} else if n > 0 {
 				s.log.Info("swept expired sessions and tokens", "deleted", n)
 			}
+			s.sweepKeys(ctx)
 		case <-warn.C:
 			s.WarnExpiring(ctx)
 		}
@@ -102,6 +104,15 @@ func (s *Service) Sweep(ctx context.Context) (int, error) {
 			return total, nil
 		}
 	}
+}
+
+// sweepKeys destroys signing keys past their retire_after and resumes an
+// interrupted KEK re-wrap.
+func (s *Service) sweepKeys(ctx context.Context) {
+	if _, err := s.sweepSigningKeys(ctx); err != nil {
+		s.log.Warn("signing key sweep failed", "err", err)
+	}
+	s.resumeInterruptedRotation(ctx)
 }
 
 // WarnExpiring logs one warning per active credential or secret that

@@ -249,7 +249,7 @@ func (s *Service) CreateSecret(ctx context.Context, g Grant, in SecretInput) (Se
 		if err := tx.Put(tableSecrets, rec.ID, rec, kv.Index{Name: indexProject, Value: rec.ProjectID}); err != nil {
 			return err
 		}
-		return tx.Put(tableSealed, rec.ID, sealedRecord{Version: rec.Version, Sealed: sealed})
+		return putSealed(tx, rec.ID, sealedRecord{Version: rec.Version, Sealed: sealed})
 	})
 	if err != nil {
 		return Secret{}, storeErr(err)
@@ -375,7 +375,7 @@ func (s *Service) rotateOnce(ctx context.Context, g Grant, in RotateInput) (Secr
 		}
 		// Overwriting the sealed record drops the previous ciphertext and
 		// its wrapped DEK; Badger discards the old value at compaction.
-		return tx.Put(tableSealed, rec.ID, sealedRecord{Version: rec.Version, Sealed: sealed})
+		return putSealed(tx, rec.ID, sealedRecord{Version: rec.Version, Sealed: sealed})
 	})
 	switch {
 	case errors.Is(err, errRetryRotate) && in.CAS != nil:

@@ -15,6 +15,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -32,6 +33,18 @@ type Keys interface {
 	Check(ctx context.Context) error
 	Info() hsm.Info
 	Close() error
+
+	// KEK rotation (kekrotation.go).
+	CurrentKEK() string
+	KEKs(ctx context.Context) ([]hsm.KeyVersion, error)
+	RotateKEK(ctx context.Context) (string, error)
+	Rewrap(ctx context.Context, s *hsm.Sealed, aad []byte) (*hsm.Sealed, error)
+	DestroyKEK(ctx context.Context, label string) error
+
+	// Signing key rotation (signingkeys.go).
+	SigningKeys(ctx context.Context) ([]hsm.KeyVersion, error)
+	RotateSigningKey(ctx context.Context) (hsm.KeyVersion, error)
+	DestroySigningKey(ctx context.Context, label string) error
 }
 
 // Store keeps records in transactions.
@@ -95,6 +108,15 @@ type Service struct {
 	idGen    atomic.Uint64
 	bearers  bearerCache
 	authGate *authGate // nil: failed authentications are not limited
+
+	// Background work (the KEK re-wrap) runs on bg and ends before Close
+	// closes the store and the HSM.
+	bg       context.Context
+	bgCancel context.CancelFunc
+	bgWG     sync.WaitGroup
+
+	kek kekRotator     // kekrotation.go
+	sig signingKeyRing // signingkeys.go
 }
 
 // Open opens the HSM and the store named by cfg and returns a ready
@@ -169,6 +191,7 @@ func New(ctx context.Context, cfg Config, keys Keys, store Store) (*Service, err
 		bearers: bearerCache{max: bearerCacheSize},
 	}
 	s.authGate = newAuthGate(cfg.AuthLimit, time.Now, s.log)
+	s.bg, s.bgCancel = context.WithCancel(context.Background())
 	if cfg.AdminGroup != "" {
 		gid, err := ResolveGroup(cfg.AdminGroup)
 		if err != nil {
@@ -182,12 +205,26 @@ func New(ctx context.Context, cfg Config, keys Keys, store Store) (*Service, err
 	if err := s.ensureDefaultProject(ctx); err != nil {
 		return nil, err
 	}
+	if err := s.loadSigningKeys(ctx); err != nil {
+		return nil, err
+	}
+	if err := s.resumeKEKRotation(ctx); err != nil {
+		s.stopBackground()
+		return nil, err
+	}
 	return s, nil
 }
 
-// Close releases the store and the HSM.
+// Close stops background work and releases the store and the HSM.
 func (s *Service) Close() error {
+	s.stopBackground()
 	return errors.Join(s.store.Close(), s.keys.Close())
+}
+
+// stopBackground cancels background work and waits for it to end.
+func (s *Service) stopBackground() {
+	s.bgCancel()
+	s.bgWG.Wait()
 }
 
 // ResolveGroup turns a group name or numeric gid into a gid.

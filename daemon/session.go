@@ -33,6 +33,8 @@ type sessionRecord struct {
 	Unrestricted bool         `json:"unrestricted,omitempty"`
 	CreatedAt    time.Time    `json:"created_at"`
 	ExpiresAt    *time.Time   `json:"expires_at,omitempty"`
+	// Kid is the key id of the signing key of an OAuth2 session's JWT.
+	Kid string `json:"kid,omitempty"`
 }
 
 func (r sessionRecord) indexes() []kv.Index {

@@ -11,8 +11,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-
-	"github.com/coffer-hsm/coffer/hsm"
 )
 
 // grepTree returns the files under root that contain s.
@@ -36,27 +34,6 @@ func grepTree(t *testing.T, root, s string) []string {
 		t.Fatal(err)
 	}
 	return hits
-}
-
-// relabeledKeys is fakeKeys whose current KEK has another label, as after
-// a KEK rotation.
-type relabeledKeys struct {
-	*fakeKeys
-	kek string
-}
-
-func (r relabeledKeys) Seal(ctx context.Context, plaintext, aad []byte) (*hsm.Sealed, error) {
-	s, err := r.fakeKeys.Seal(ctx, plaintext, aad)
-	if s != nil {
-		s.KEK = r.kek
-	}
-	return s, err
-}
-
-func (r relabeledKeys) Info() hsm.Info {
-	i := r.fakeKeys.Info()
-	i.KeyLabels = []string{r.kek, "fake-sig"}
-	return i
 }
 
 func readKeyFile(t *testing.T, stateDir string) (storeKeyFile, os.FileInfo) {
@@ -104,7 +81,7 @@ func TestStoreKey(t *testing.T) {
 		t.Fatalf("first start: %v", err)
 	}
 	f, fi := readKeyFile(t, state)
-	if fi.Mode().Perm() != 0o600 || f.Format != storeKeyFormat || f.Token != "fake" || f.Sealed.KEK != "fake-kek" {
+	if fi.Mode().Perm() != 0o600 || f.Format != storeKeyFormat || f.Token != "fake" || f.Sealed.KEK != "fake-kek-1" {
 		t.Errorf("store.key: mode %v, %+v", fi.Mode(), f)
 	}
 	for _, canary := range []string{"DISPLAYCANARY-sk", "PAYLOADCANARY-sk", "default"} {
@@ -131,7 +108,10 @@ func TestStoreKeyResealedUnderNewKEK(t *testing.T) {
 	if err := startOn(t, state, keys, "before rotation"); err != nil {
 		t.Fatal(err)
 	}
-	rotated := relabeledKeys{fakeKeys: keys, kek: "fake-kek-2"}
+	if _, err := keys.RotateKEK(context.Background()); err != nil { // as the HSM does: fake-kek-2 is current
+		t.Fatal(err)
+	}
+	rotated := keys
 	if err := startOn(t, state, rotated, "after rotation"); err != nil {
 		t.Fatalf("start after KEK rotation: %v", err)
 	}
@@ -163,7 +143,7 @@ func TestStoreKeyRefusals(t *testing.T) {
 		{"store without key", func(t *testing.T, state string) {
 			os.Remove(filepath.Join(state, storeKeyName))
 		}, keys, "exists but its key " + "%s/store.key does not: coffer stores are encrypted at rest"},
-		{"other HSM", nil, newFakeKeys(), "store key %s/store.key was sealed by KEK fake-kek on HSM token fake; this HSM (token fake) cannot unseal it"},
+		{"other HSM", nil, newFakeKeys(), "store key %s/store.key was sealed by KEK fake-kek-1 on HSM token fake; this HSM (token fake) cannot unseal it"},
 		{"key of another store", func(t *testing.T, state string) {
 			other := made(t)
 			b, _ := os.ReadFile(filepath.Join(other, storeKeyName))
