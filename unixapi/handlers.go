@@ -28,6 +28,7 @@ func (s *Server) routes() {
 	s.deliveryRoutes()
 	s.auditRoutes()
 	s.backupRoutes()
+	s.keysRoutes()
 }
 
 func (s *Server) getStatus(w http.ResponseWriter, r *http.Request) error {

@@ -35,6 +35,7 @@ type Backend interface {
 	DeleteSecret(ctx context.Context, g daemon.Grant) error
 
 	IdentityBackend
+	KeysBackend
 
 	CreateBinding(ctx context.Context, g daemon.Grant, in daemon.BindingInput) (daemon.Binding, error)
 	ListBindings(ctx context.Context, g daemon.Grant) ([]daemon.Binding, error)

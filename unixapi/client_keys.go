@@ -1,0 +1,36 @@
+package unixapi
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+)
+
+// HSMKeys lists the KEK versions and signing keys on the token and the
+// progress of the last KEK rotation.
+func (c *Client) HSMKeys(ctx context.Context) (HSMKeys, error) {
+	var k HSMKeys
+	_, err := c.do(ctx, http.MethodGet, "/v1/hsm/keys", nil, &k)
+	return k, err
+}
+
+// RotateKEK makes a new KEK current and starts re-wrapping every sealed
+// record; HSMKeys shows the progress.
+func (c *Client) RotateKEK(ctx context.Context) (KEKRotation, error) {
+	var r KEKRotation
+	_, err := c.do(ctx, http.MethodPost, "/v1/hsm/kek:rotate", nil, &r)
+	return r, err
+}
+
+// RemoveKEK destroys an old KEK that no sealed record uses.
+func (c *Client) RemoveKEK(ctx context.Context, label string) error {
+	_, err := c.do(ctx, http.MethodDelete, "/v1/hsm/keks/"+url.PathEscape(label), nil, nil)
+	return err
+}
+
+// RotateSigningKey makes a new signing key current.
+func (c *Client) RotateSigningKey(ctx context.Context) (SigningKeyRotation, error) {
+	var r SigningKeyRotation
+	_, err := c.do(ctx, http.MethodPost, "/v1/hsm/signing-key:rotate", nil, &r)
+	return r, err
+}
