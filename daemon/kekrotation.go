@@ -519,9 +519,17 @@ func (s *Service) RotateKEK(ctx context.Context, g Grant) (KEKRotation, error) {
 		// notices the old records and re-wraps them.
 		return KEKRotation{}, err
 	}
-	s.log.Info("KEK rotated; re-wrapping sealed records", "from", prev, "to", label, "by", g.principal.String())
+	var remaining int
+	if err := s.store.View(ctx, func(tx *kv.Txn) error {
+		var err error
+		remaining, err = kekRefs(tx, prev)
+		return err
+	}); err != nil {
+		s.log.Warn("count records to re-wrap", "err", err)
+	}
+	s.log.Info("KEK rotated; re-wrapping sealed records", "from", prev, "to", label, "records", remaining, "by", g.principal.String())
 	s.startRewrapLocked()
-	return KEKRotation{Target: label, Previous: prev, State: RotationRunning, StartedAt: now}, nil
+	return KEKRotation{Target: label, Previous: prev, State: RotationRunning, Remaining: remaining, StartedAt: now}, nil
 }
 
 // refuseDuringRotationLocked returns a conflict while a rotation runs or is

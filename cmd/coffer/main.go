@@ -165,6 +165,7 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 			introspectCommand,
 			authorizeCommand,
 			auditCommand,
+			hsmCommand,
 			profileCommand,
 			backupCommand,
 			restoreCommand,

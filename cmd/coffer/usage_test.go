@@ -55,6 +55,11 @@ func TestUsageErrors(t *testing.T) {
 		{"profile add P --socket /s", `profile name "P": use lower-case letters, digits, '.', '_' and '-'`},
 		{"profile use p", `no profile "p" in ` + filepath.Join(dir, "coffer", "config.toml")},
 		{"completion tcsh", `unknown shell "tcsh": use bash, zsh or fish`},
+		{"hsm keys x", "hsm keys takes no arguments"},
+		{"hsm rotate-kek now", "hsm rotate-kek takes no arguments"},
+		{"hsm remove-kek", "'coffer hsm remove-kek' needs LABEL"},
+		{"hsm rotate-signing-key x", "hsm rotate-signing-key takes no arguments"},
+		{"hsm rotate", `unknown command "rotate" for 'coffer hsm'`},
 		{"cred create --type oauth2 --bogus", "flag provided but not defined: -bogus"},
 	}
 	for _, tt := range tests {
