@@ -305,6 +305,18 @@ func matrixRows() []matrixRow {
 		}, want: everyone("200")},
 		{route: "GET /.well-known/jwks.json", req: fixed(reqGET("/.well-known/jwks.json")), want: everyone("200")},
 		{route: "GET /.well-known/oauth-authorization-server", req: fixed(reqGET("/.well-known/oauth-authorization-server")), want: everyone("200")},
+		// HSM keys: system admins only. Each rotation waits for the
+		// previous re-wrap, so that a second admin's rotation is not a 409.
+		{route: "GET /v1/hsm/keys", req: fixed(reqGET("/v1/hsm/keys")), want: allow("200", grpSysAdmins)},
+		{route: "POST /v1/hsm/kek:rotate", req: func(t *testing.T, f *matrixEnv) matrixReq {
+			f.kekIdle(t)
+			return reqPOST("/v1/hsm/kek:rotate", "")
+		}, want: allow("202", grpSysAdmins)},
+		{route: "DELETE /v1/hsm/keks/{label}", variant: "no such KEK", req: fixed(reqDELETE("/v1/hsm/keks/coffer-kek-99")),
+			want: allow("404 not_found", grpSysAdmins)},
+		{route: "POST /v1/hsm/signing-key:rotate", req: fixed(reqPOST("/v1/hsm/signing-key:rotate", "")),
+			want: allow("200", grpSysAdmins)},
+
 		{route: "POST /v1/authorize", req: func(t *testing.T, f *matrixEnv) matrixReq {
 			b, _ := json.Marshal(AuthorizeRequest{Token: f.bearer["cft"], Service: "svc", Method: "GET", Path: "/x/1"})
 			return reqPOST("/v1/authorize", string(b))
@@ -576,6 +588,25 @@ func (f *matrixEnv) grant(t *testing.T, p daemon.Principal, a daemon.Action, r d
 func (f *matrixEnv) root(t *testing.T, a daemon.Action, r daemon.Resource) daemon.Grant {
 	t.Helper()
 	return f.grant(t, matrixRoot, a, r)
+}
+
+// kekIdle waits until no KEK re-wrap runs.
+func (f *matrixEnv) kekIdle(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		k, err := f.svc.HSMKeys(f.ctx, f.root(t, daemon.ActManageKeys, daemon.Resource{}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if k.Rotation == nil || k.Rotation.State != daemon.RotationRunning {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("KEK re-wrap still running: %+v", k.Rotation)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // name returns a fresh name.
