@@ -355,3 +355,26 @@ func TestSoftHSMTokenLossKeepsRotatedKeys(t *testing.T) {
 		t.Fatalf("Sign after recovery does not use coffer-sig-2: %v", err)
 	}
 }
+
+// BenchmarkRewrap is one DEK moved to the current KEK: an unwrap with the
+// old KEK and a wrap with the new one, both in the token.
+func BenchmarkRewrap(b *testing.B) {
+	h := openTest(b, tokenCfg(b, "coffer-rot-bench"))
+	ctx := context.Background()
+	aad := []byte("project/secret/1")
+	s, err := h.Seal(ctx, make([]byte, 256), aad)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := h.RotateKEK(ctx); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		if _, err := h.Rewrap(ctx, s, aad); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "ops/s")
+}
