@@ -7,7 +7,9 @@ package daemon
 // live OAuth2 sessions it may have signed (each JWT is one session and
 // expires with it) plus a grace for clock skew and JWKS caches, and is
 // kept in the store. After that the key leaves the JWKS at once, and the
-// maintenance sweep destroys it on the token.
+// maintenance sweep destroys it on the token. Its public half stays in the
+// store for good (SigningKeyHistory), so signatures it made long ago, such
+// as audit log checkpoints, can still be checked.
 
 import (
 	"context"
@@ -31,12 +33,15 @@ const (
 	signingKeyGrace = 5 * time.Minute
 )
 
-// signingKeyRecord is the retirement of an old signing key.
+// signingKeyRecord is the retirement of an old signing key, by kid. It
+// is kept after the key is destroyed on the token, for its public half.
 type signingKeyRecord struct {
-	Label       string    `json:"label"`
-	Kid         string    `json:"kid"`
-	RetiredAt   time.Time `json:"retired_at"`
-	RetireAfter time.Time `json:"retire_after"`
+	Label       string     `json:"label"`
+	Kid         string     `json:"kid"`
+	Public      JWK        `json:"public"`
+	RetiredAt   time.Time  `json:"retired_at"`
+	RetireAfter time.Time  `json:"retire_after"`
+	DestroyedAt *time.Time `json:"destroyed_at,omitempty"`
 }
 
 // ringKey is one signing key on the token.
@@ -59,6 +64,9 @@ type signingKeyRing struct {
 	// retire_after sees every session it signed.
 	mint sync.RWMutex
 	keys atomic.Pointer[[]ringKey] // current first, then newest first
+	// history is every signing key coffer has used, current first: the
+	// keys on the token and the public halves of destroyed ones.
+	history atomic.Pointer[[]JWK]
 }
 
 func (r *signingKeyRing) load() []ringKey {
@@ -112,6 +120,18 @@ func (s *Service) JWKS() JWKSet {
 	return set
 }
 
+// SigningKeyHistory returns the public half of every signing key coffer
+// has used, the current one first, including keys retired from the JWKS
+// and destroyed on the token: to check old signatures (audit log
+// checkpoints), not bearer tokens.
+func (s *Service) SigningKeyHistory() JWKSet {
+	set := JWKSet{Keys: []JWK{}}
+	if p := s.sig.history.Load(); p != nil {
+		set.Keys = append(set.Keys, *p...)
+	}
+	return set
+}
+
 // currentKid is the kid new JWTs carry. The caller holds s.sig.mint.
 func (s *Service) currentKid() string {
 	for _, k := range s.sig.load() {
@@ -140,7 +160,7 @@ func (s *Service) reloadSigningKeysLocked(ctx context.Context) error {
 	if err != nil {
 		return hsmErr(fmt.Errorf("list signing keys: %w", err))
 	}
-	recs := map[string]signingKeyRecord{}
+	recs := map[string]signingKeyRecord{} // by kid
 	err = s.store.View(ctx, func(tx *kv.Txn) error {
 		return tx.List(tableSigningKeys, kv.Query{}, func(id string, decode func(any) error) error {
 			var r signingKeyRecord
@@ -164,13 +184,13 @@ func (s *Service) reloadSigningKeysLocked(ctx context.Context) error {
 		}
 		k := ringKey{label: v.Label, version: v.Version, kid: kid, pub: v.Public, current: v.Current}
 		if !k.current {
-			rec, ok := recs[v.Label]
-			if !ok || rec.Kid != kid {
+			rec, ok := recs[kid]
+			if !ok || rec.DestroyedAt != nil {
 				until, err := s.lastJWTExpiry(ctx, kid, now)
 				if err != nil {
 					return err
 				}
-				rec = signingKeyRecord{Label: v.Label, Kid: kid, RetiredAt: now, RetireAfter: retireAfter(until)}
+				rec = signingKeyRecord{Label: v.Label, Kid: kid, Public: PublicJWK(v.Public), RetiredAt: now, RetireAfter: retireAfter(until)}
 				missing = append(missing, rec)
 			}
 			k.retiredAt, k.retireAfter = rec.RetiredAt, rec.RetireAfter
@@ -190,12 +210,29 @@ func (s *Service) reloadSigningKeysLocked(ctx context.Context) error {
 		return b.version - a.version
 	})
 	s.sig.keys.Store(&ring)
+	history := make([]JWK, 0, len(ring)+len(recs))
+	onToken := map[string]bool{}
+	for _, k := range ring {
+		history = append(history, PublicJWK(k.pub))
+		onToken[k.kid] = true
+	}
+	var gone []signingKeyRecord
+	for kid, r := range recs {
+		if !onToken[kid] && r.Public.Kid == kid {
+			gone = append(gone, r)
+		}
+	}
+	slices.SortFunc(gone, func(a, b signingKeyRecord) int { return b.RetiredAt.Compare(a.RetiredAt) })
+	for _, r := range gone {
+		history = append(history, r.Public)
+	}
+	s.sig.history.Store(&history)
 	if len(missing) == 0 {
 		return nil
 	}
 	return storeErr(s.store.Update(ctx, func(tx *kv.Txn) error {
 		for _, r := range missing {
-			if err := tx.Put(tableSigningKeys, r.Label, r); err != nil {
+			if err := tx.Put(tableSigningKeys, r.Kid, r); err != nil {
 				return err
 			}
 		}
@@ -304,8 +341,8 @@ func (s *Service) RotateSigningKey(ctx context.Context, g Grant) (SigningKeyRota
 	now := s.now()
 	until, err := s.lastJWTExpiry(ctx, prev.kid, now)
 	if err == nil {
-		rec := signingKeyRecord{Label: prev.label, Kid: prev.kid, RetiredAt: now, RetireAfter: retireAfter(until)}
-		err = storeErr(s.store.Update(ctx, func(tx *kv.Txn) error { return tx.Put(tableSigningKeys, rec.Label, rec) }))
+		rec := signingKeyRecord{Label: prev.label, Kid: prev.kid, Public: PublicJWK(prev.pub), RetiredAt: now, RetireAfter: retireAfter(until)}
+		err = storeErr(s.store.Update(ctx, func(tx *kv.Txn) error { return tx.Put(tableSigningKeys, rec.Kid, rec) }))
 	}
 	// The ring must follow the token even when the store failed (a
 	// missing record is made again by the reload).
@@ -317,7 +354,8 @@ func (s *Service) RotateSigningKey(ctx context.Context, g Grant) (SigningKeyRota
 }
 
 // sweepSigningKeys destroys retired signing keys past their retire_after
-// on the token and forgets them; it returns how many went.
+// on the token (their public halves stay in the store); it returns how
+// many went.
 func (s *Service) sweepSigningKeys(ctx context.Context) (int, error) {
 	now := s.now()
 	var due []ringKey
@@ -339,7 +377,15 @@ func (s *Service) sweepSigningKeys(ctx context.Context) (int, error) {
 		case err != nil && !errors.Is(err, hsm.ErrKeyNotFound):
 			return n, hsmErr(fmt.Errorf("destroy signing key %s: %w", k.label, err))
 		}
-		if err := s.store.Update(ctx, func(tx *kv.Txn) error { return ignoreNotFound(tx.Delete(tableSigningKeys, k.label)) }); err != nil {
+		err := s.store.Update(ctx, func(tx *kv.Txn) error {
+			var r signingKeyRecord
+			if err := tx.Get(tableSigningKeys, k.kid, &r); err != nil {
+				return err
+			}
+			r.DestroyedAt = &now
+			return tx.Put(tableSigningKeys, k.kid, r)
+		})
+		if err != nil {
 			return n, storeErr(err)
 		}
 		n++

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coffer-hsm/coffer/audit"
 	"github.com/coffer-hsm/coffer/unixapi"
 )
 
@@ -169,6 +170,12 @@ func TestKeyRotation(t *testing.T) {
 	if got := kekRows(d2.hsmKeys(t)); got != fmt.Sprintf("coffer-kek-3:%d* ", n) {
 		t.Fatalf("KEKs after removal: %s", got)
 	}
+	audited := d2.mustCLI(t, "", "-o", "json", "audit", "tail", "-n", "5").stdout
+	for _, s := range []string{`"action":"hsm.kek_remove"`, `"key":"coffer-kek-1"`, `"key":"coffer-kek-2"`} {
+		if !strings.Contains(audited, s) {
+			t.Errorf("audit log lacks %s:\n%s", s, audited)
+		}
+	}
 	deliverAll(d2, "after removing the old KEKs")
 	checkJWTs(d2, "after the restart")
 	var st status
@@ -189,4 +196,26 @@ func TestKeyRotation(t *testing.T) {
 		scanText(t, "daemon log", []byte(dp.stderr.String()), secretNeedles("payload", mark))
 	}
 	scanTree(t, d2.stateDir, secretNeedles("payload", mark))
+}
+
+// TestAuditAcrossSigningKeyRotation: audit checkpoints signed before and
+// after a signing key rotation all verify.
+func TestAuditAcrossSigningKeyRotation(t *testing.T) {
+	t.Parallel()
+	dir := workDir(t)
+	d := startDaemon(t, dir)
+	d.mustAPI(t, "POST", "/v1/projects", map[string]string{"name": "before"}, http.StatusCreated, nil)
+	d.Stop(t) // a checkpoint signed with coffer-sig-1
+
+	d2 := startDaemon(t, dir)
+	d2.mustCLI(t, "", "hsm", "rotate-signing-key")
+	d2.mustAPI(t, "POST", "/v1/projects", map[string]string{"name": "after"}, http.StatusCreated, nil)
+	d2.Stop(t) // one signed with coffer-sig-2
+
+	d3 := startDaemon(t, dir)
+	var rep audit.Report
+	decodeOutput(t, "json", d3.mustCLI(t, "", "-o", "json", "audit", "verify").stdout, &rep)
+	if !rep.OK || rep.Checkpoints < 2 {
+		t.Fatalf("audit verify after a signing key rotation: %+v", rep)
+	}
 }

@@ -85,11 +85,14 @@ var auditRoutes = map[string]auditRoute{
 	patternAuthorize:                           {"authorize", ""},
 	"POST /v1/audit/verify":                    {"audit.verify", ""},
 	patternAuditRead:                           {"audit.read", ""},
+	"POST /v1/hsm/kek:rotate":                  {"hsm.kek_rotate", ""},
+	"DELETE /v1/hsm/keks/{label}":              {"hsm.kek_remove", ""},
+	"POST /v1/hsm/signing-key:rotate":          {"hsm.signing_key_rotate", ""},
 }
 
 // wildcardKeys names the target key of each path wildcard ({id} depends
 // on the route).
-var wildcardKeys = map[string]string{"p": "project", "u": "user", "role": "role", "b": "binding", "name": "name"}
+var wildcardKeys = map[string]string{"p": "project", "u": "user", "role": "role", "b": "binding", "name": "name", "label": "key"}
 
 // locationKeys turn a Location header into a target id.
 var locationKeys = []struct{ prefix, key string }{

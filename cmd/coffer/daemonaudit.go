@@ -14,7 +14,8 @@ import (
 )
 
 // openAudit opens the audit log in stateDir/audit: checkpoints signed with
-// the HSM signing key, verified with the keys of the daemon's JWK set,
+// the HSM signing key, verified with every signing key the daemon has used
+// (the JWK set and the public halves of retired keys),
 // every line also in the daemon's log (the journal under systemd) unless
 // journal is false.
 func openAudit(ctx context.Context, svc *daemon.Service, stateDir string, log *slog.Logger, journal bool) (*audit.Log, error) {
@@ -22,7 +23,7 @@ func openAudit(ctx context.Context, svc *daemon.Service, stateDir string, log *s
 		Dir:    filepath.Join(stateDir, "audit"),
 		Signer: audit.SignerFunc(svc.SignAudit),
 		Keys: func() (audit.KeySource, error) {
-			b, err := json.Marshal(svc.JWKS())
+			b, err := json.Marshal(svc.SigningKeyHistory())
 			if err != nil {
 				return nil, err
 			}
