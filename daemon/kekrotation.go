@@ -17,12 +17,16 @@ package daemon
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
+	"path/filepath"
 	"sync"
 	"time"
 
 	"github.com/coffer-hsm/coffer/hsm"
+	"github.com/coffer-hsm/coffer/internal/atomicfile"
 	"github.com/coffer-hsm/coffer/kv"
 )
 
@@ -124,6 +128,58 @@ func putSealed(tx *kv.Txn, id string, r sealedRecord) error {
 // that says whether a KEK is still needed.
 func kekRefs(tx *kv.Txn, label string) (int, error) {
 	return tx.Count(tableSealed, kv.Query{Index: indexKEK, Value: label})
+}
+
+// storeKeyKEK is the KEK that seals StateDir/store.key ("" when there is
+// none, as in unit tests over a bare store).
+func (s *Service) storeKeyKEK() (string, error) {
+	if s.cfg.StateDir == "" {
+		return "", nil
+	}
+	f, err := readStoreKeyFile(filepath.Join(s.cfg.StateDir, storeKeyName))
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	return f.Sealed.KEK, nil
+}
+
+// rewrapStoreKey moves StateDir/store.key to the current KEK, like the
+// sealed records (only its wrapped DEK changes); a start does the same
+// (openStore).
+func (s *Service) rewrapStoreKey(ctx context.Context) error {
+	if s.cfg.StateDir == "" {
+		return nil
+	}
+	path := filepath.Join(s.cfg.StateDir, storeKeyName)
+	f, err := readStoreKeyFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	target := s.keys.CurrentKEK()
+	if f.Sealed.KEK == target {
+		return nil
+	}
+	from := f.Sealed.KEK
+	next, err := s.keys.Rewrap(ctx, f.Sealed, []byte(storeKeyAAD))
+	if err != nil {
+		return hsmErr(fmt.Errorf("re-wrap store key %s: %w", path, err))
+	}
+	f.Sealed = next
+	b, err := json.Marshal(f)
+	if err != nil {
+		return fmt.Errorf("encode store key: %w", err)
+	}
+	if err := atomicfile.Write(path, append(b, '\n'), 0o600); err != nil {
+		return fmt.Errorf("write store key %s: %w", path, err)
+	}
+	s.log.Info("re-wrapped the store key under the current KEK", "path", path, "from_kek", from, "to_kek", target)
+	return nil
 }
 
 // ensureKEKIndex indexes sealed records written before the KEK index
@@ -311,6 +367,9 @@ func (s *Service) rewrap(ctx context.Context) error {
 		}
 	}
 	s.log.Info("KEK re-wrap running", "target", target, "pass", st.Pass, "rewrapped", st.Rewrapped)
+	if err := s.rewrapStoreKey(ctx); err != nil {
+		return err
+	}
 	for {
 		old, err := s.oldKEKs(ctx, target)
 		if err != nil {
@@ -585,6 +644,12 @@ func (s *Service) RemoveKEK(ctx context.Context, g Grant, label string) error {
 	}
 	if refs > 0 {
 		return Conflict(CodeConflict, "KEK %s still wraps %d sealed records; rotate the KEK first", label, refs)
+	}
+	switch sk, err := s.storeKeyKEK(); {
+	case err != nil:
+		return fmt.Errorf("remove KEK %s: %w", label, err)
+	case sk == label:
+		return Conflict(CodeConflict, "KEK %s still seals the store key (%s); rotate the KEK first", label, storeKeyName)
 	}
 	switch err := s.keys.DestroyKEK(ctx, label); {
 	case errors.Is(err, hsm.ErrKeyNotFound):

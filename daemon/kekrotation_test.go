@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -428,4 +430,72 @@ func TestKEKIndexBackfill(t *testing.T) {
 		t.Fatalf("%d indexed records after the backfill, want 300", n)
 	}
 	e.checkSecrets(t, want, "fake-kek-1")
+}
+
+// TestRotateKEKMovesStoreKey: the store key sealed by the KEK (store.key)
+// moves to the new KEK with the records, and a KEK that still seals it is
+// not removed.
+func TestRotateKEKMovesStoreKey(t *testing.T) {
+	keys := newFakeKeys()
+	state := t.TempDir()
+	ctx := context.Background()
+	cfg := Config{StateDir: state, Logger: slog.New(slog.DiscardHandler)}
+	open := func() *Service {
+		t.Helper()
+		store, err := openStore(ctx, cfg, keys)
+		if err != nil {
+			t.Fatal(err)
+		}
+		svc, err := New(ctx, cfg, keys, store)
+		if err != nil {
+			store.Close()
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { svc.Close() })
+		return svc
+	}
+	svc := open()
+	admin := mustGrant(t, svc, ActManageKeys, Resource{})
+	path := filepath.Join(state, storeKeyName)
+	before, err := readStoreKeyFile(path)
+	if err != nil || before.Sealed.KEK != "fake-kek-1" {
+		t.Fatalf("store.key %+v %v", before, err)
+	}
+	oldFile, _ := os.ReadFile(path)
+
+	if _, err := svc.RotateKEK(ctx, admin); err != nil {
+		t.Fatal(err)
+	}
+	waitRewrap(t, svc)
+	after, err := readStoreKeyFile(path)
+	if err != nil || after.Sealed.KEK != "fake-kek-2" || !bytes.Equal(after.Sealed.Ciphertext, before.Sealed.Ciphertext) || bytes.Equal(after.Sealed.WrappedDEK, before.Sealed.WrappedDEK) {
+		t.Fatalf("store.key after rotation: KEK %s, %v", after.Sealed.KEK, err)
+	}
+	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("store.key mode %v %v", fi.Mode(), err)
+	}
+
+	// A store.key still under the old KEK keeps it.
+	if err := os.WriteFile(path, oldFile, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	err = svc.RemoveKEK(ctx, admin, "fake-kek-1")
+	wantCode(t, err, CodeConflict)
+	if MessageOf(err) != "KEK fake-kek-1 still seals the store key (store.key); rotate the KEK first" {
+		t.Fatalf("message %q", MessageOf(err))
+	}
+	// The next start re-seals it; then the old KEK can go, and the store
+	// still opens.
+	if err := svc.Close(); err != nil {
+		t.Fatal(err)
+	}
+	svc = open()
+	wantCode(t, svc.RemoveKEK(ctx, mustGrant(t, svc, ActManageKeys, Resource{}), "fake-kek-1"), "")
+	if err := svc.Close(); err != nil {
+		t.Fatal(err)
+	}
+	svc = open()
+	if f, _ := readStoreKeyFile(path); f.Sealed.KEK != "fake-kek-2" {
+		t.Fatalf("store.key KEK %s", f.Sealed.KEK)
+	}
 }
