@@ -9,8 +9,10 @@ package e2e
 import (
 	"bytes"
 	"crypto/rand"
+	"encoding/json"
 	"fmt"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -163,6 +165,16 @@ func TestKeyRotation(t *testing.T) {
 	t.Logf("after SIGKILL: %d records were re-wrapped in total; the restart resumed: %v",
 		k.Rotation.Rewrapped, strings.Contains(d2.stderr.String(), "KEK re-wrap running"))
 	deliverAll(d2, "after the restart")
+
+	// store.key moved with the records.
+	var sk struct {
+		Sealed struct {
+			KEK string `json:"kek"`
+		} `json:"sealed"`
+	}
+	if err := json.Unmarshal([]byte(readFile(t, filepath.Join(d2.stateDir, "store.key"))), &sk); err != nil || sk.Sealed.KEK != "coffer-kek-3" {
+		t.Fatalf("store.key is sealed by %q (%v), want coffer-kek-3", sk.Sealed.KEK, err)
+	}
 
 	// Old KEKs go once nothing uses them.
 	d2.mustCLI(t, "", "hsm", "remove-kek", "coffer-kek-1")
