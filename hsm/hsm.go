@@ -8,6 +8,7 @@ import (
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
+	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/subtle"
 	"errors"
@@ -60,7 +61,7 @@ type Config struct {
 type Info struct {
 	Module     string   `json:"module"`
 	TokenLabel string   `json:"token_label"`
-	KeyLabels  []string `json:"key_labels"` // current KEK label, current signing key label
+	KeyLabels  []string `json:"key_labels"` // current KEK label, current signing key label, import key label
 }
 
 // p11 is the part of *crypto11.Context this package uses.
@@ -69,6 +70,7 @@ type p11 interface {
 	GenerateSecretKeyWithAttributes(template crypto11.AttributeSet, bits int, cipher *crypto11.SymmetricCipher) (*crypto11.SecretKey, error)
 	FindKeyPairsWithAttributes(crypto11.AttributeSet) ([]crypto11.Signer, error)
 	GenerateECDSAKeyPairWithAttributes(public, private crypto11.AttributeSet, curve elliptic.Curve) (crypto11.Signer, error)
+	GenerateRSAKeyPairWithAttributes(public, private crypto11.AttributeSet, bits int) (crypto11.SignerDecrypter, error)
 	GetAttributes(key any, attributes []crypto11.AttributeType) (crypto11.AttributeSet, error)
 	Close() error
 }
@@ -104,6 +106,9 @@ type tokenRef struct {
 type HSM struct {
 	cfg Config
 	ctx p11
+
+	imp       importKey      // the import key (importkey.go)
+	importPub *rsa.PublicKey // set by Open, never changed
 
 	// mu is held shared by every operation and exclusively by Close, so
 	// Close waits for in-flight calls and no call starts after it.
@@ -201,6 +206,8 @@ func validateConfig(cfg Config) error {
 		return fmt.Errorf("HSM MaxSessions must be 0 (default) or at least 2, got %d", cfg.MaxSessions)
 	case cfg.KEKLabel == cfg.SigningKeyLabel:
 		return fmt.Errorf("HSM KEK and signing key labels must differ (both %q)", cfg.KEKLabel)
+	case cfg.KEKLabel == ImportKeyLabel || cfg.SigningKeyLabel == ImportKeyLabel:
+		return fmt.Errorf("HSM key label %s is reserved for the import key", ImportKeyLabel)
 	}
 	for _, l := range []string{cfg.KEKLabel, cfg.SigningKeyLabel} {
 		if err := validateKeyLabel(l); err != nil {
@@ -257,7 +264,8 @@ func configureError(cfg Config, err error) error {
 }
 
 // provision finds the current KEK and signing key by CKA_ID, creating the
-// configured ones if the token holds no version of them. The current key
+// configured ones if the token holds no version of them, and the import
+// key (importkey.go). The current key
 // is the highest version on the token (see rotate.go).
 func (h *HSM) provision(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
@@ -301,10 +309,10 @@ func (h *HSM) provision(ctx context.Context) error {
 		return err
 	}
 	h.keysMu.Lock()
-	defer h.keysMu.Unlock()
 	h.kekLabel, h.keks[kekLabel] = kekLabel, kek
 	h.sigLabel, h.signer, h.pub = sigLabel, signer, pub
-	return nil
+	h.keysMu.Unlock()
+	return h.provisionImportKey(ctx)
 }
 
 // checkSigner returns the P-256 public key of signer, or an error.
@@ -469,7 +477,7 @@ func (h *HSM) Info() Info {
 	return Info{
 		Module:     h.cfg.ModulePath,
 		TokenLabel: h.cfg.TokenLabel,
-		KeyLabels:  []string{h.kekLabel, h.sigLabel},
+		KeyLabels:  []string{h.kekLabel, h.sigLabel, ImportKeyLabel},
 	}
 }
 

@@ -288,7 +288,8 @@ func TestInfoAndCheck(t *testing.T) {
 	h := openTest(t, cfg)
 	info := h.Info()
 	if info.Module != DefaultModulePath || info.TokenLabel != testToken ||
-		len(info.KeyLabels) != 2 || info.KeyLabels[0] != DefaultKEKLabel || info.KeyLabels[1] != DefaultSigningKeyLabel {
+		len(info.KeyLabels) != 3 || info.KeyLabels[0] != DefaultKEKLabel || info.KeyLabels[1] != DefaultSigningKeyLabel ||
+		info.KeyLabels[2] != ImportKeyLabel {
 		t.Fatalf("Info = %+v", info)
 	}
 	if err := h.Check(context.Background()); err != nil {

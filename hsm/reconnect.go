@@ -229,7 +229,8 @@ func (h *HSM) reconnect() (done bool, err error) {
 	}
 	// Find the keys on a scratch HSM: provision sets fields that readers
 	// such as SigningPublicKey use without the lock.
-	n := &HSM{cfg: h.cfg, ctx: c11, sigLabel: h.sigLabel, keks: map[string]*crypto11.SecretKey{}}
+	// importPub set: the import key must be there, and be the same.
+	n := &HSM{cfg: h.cfg, ctx: c11, sigLabel: h.sigLabel, keks: map[string]*crypto11.SecretKey{}, importPub: h.importPub}
 	n.cfg.NoCreate = true
 	if err := n.provision(context.Background()); err != nil {
 		_ = c11.Close()
@@ -254,6 +255,7 @@ func (h *HSM) reconnect() (done bool, err error) {
 // must be copied here.
 func (h *HSM) adopt(n *HSM) {
 	h.ctx = n.ctx
+	h.imp = n.imp
 	h.keysMu.Lock()
 	h.kekLabel, h.keks = n.kekLabel, n.keks
 	h.sigLabel, h.signer = n.sigLabel, n.signer

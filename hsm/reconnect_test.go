@@ -7,6 +7,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -38,7 +39,9 @@ type fakeToken struct {
 	fault       uint // CKR code every call answers with; 0: healthy
 	hasKEK      bool
 	sigKey      *ecdsa.PrivateKey // nil: no signing key on the token
-	generated   int               // keys created
+	generated   int               // KEKs and signing keys created
+	impKey      *rsa.PrivateKey   // nil: no import key on the token
+	impCreated  int               // import keys created (importkey_test.go)
 	configures  int               // configure calls
 	inConfigure int
 	maxParallel int // most configure calls at once
@@ -144,6 +147,9 @@ func (c *fakeCtx) FindKeyPairsWithAttributes(a crypto11.AttributeSet) ([]crypto1
 	if c.tok.sigKey != nil && (label(a) == DefaultSigningKeyLabel || label(a) == "") {
 		return []crypto11.Signer{&fakeSigner{ctx: c, pub: c.tok.sigKey.PublicKey}}, nil
 	}
+	if c.tok.impKey != nil && label(a) == ImportKeyLabel {
+		return []crypto11.Signer{&fakeDecrypter{ctx: c, pub: c.tok.impKey.PublicKey}}, nil
+	}
 	return nil, nil
 }
 
@@ -177,6 +183,7 @@ func (c *fakeCtx) GetAttributes(key any, _ []crypto11.AttributeType) (crypto11.A
 	a[crypto11.CkaValueLen] = pkcs11.NewAttribute(pkcs11.CKA_VALUE_LEN, []byte{dekSize, 0, 0, 0, 0, 0, 0, 0})
 	a[crypto11.CkaSensitive] = pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, []byte{1})
 	a[crypto11.CkaExtractable] = pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, []byte{0})
+	a[crypto11.CkaDecrypt] = pkcs11.NewAttribute(pkcs11.CKA_DECRYPT, []byte{1})
 	return a, nil
 }
 
