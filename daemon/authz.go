@@ -36,6 +36,7 @@ const (
 	ActManageRules                          // create, list, delete saved access rules: member+ anywhere
 	ActBackup                               // take a backup of the whole store: system admin
 	ActManageKeys                           // list, rotate and remove HSM keys: system admin
+	ActReadImportKey                        // read the HSM import key: system admin or admin of any project
 )
 
 var actionNames = map[Action]string{
@@ -57,6 +58,7 @@ var actionNames = map[Action]string{
 	ActManageRules:        "manage access rules",
 	ActBackup:             "back up the store",
 	ActManageKeys:         "manage HSM keys",
+	ActReadImportKey:      "read the import key",
 }
 
 func (a Action) String() string {
@@ -384,6 +386,8 @@ func (s *Service) decide(tx *kv.Txn, p Principal, a Action, r Resource) (Grant, 
 		}
 		why, err := onProject(rec.ProjectID, RoleAdmin)
 		return g, why, err
+	case ActReadImportKey:
+		return s.decideImportKey(tx, c, g)
 	case ActManageRules:
 		if c.admin {
 			return g, "", nil

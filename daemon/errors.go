@@ -47,6 +47,14 @@ const (
 	CodeInternal           = "internal"
 )
 
+// Error codes of a sealed import (import.go).
+const (
+	CodeSealedForOtherHost    = "sealed_for_other_host"   // sealed to another host's import key
+	CodeInvalidSealedSecret   = "invalid_sealed_secret"   // malformed, or does not verify
+	CodeSealedSecretReplayed  = "sealed_secret_replayed"  // this file was imported before
+	CodeSealedProjectMismatch = "sealed_project_mismatch" // sealed for another project
+)
+
 // Error is an error with a class, a wire code and a human message. The
 // message must never contain secret material.
 type Error struct {

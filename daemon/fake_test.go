@@ -8,7 +8,10 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"slices"
@@ -16,6 +19,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/coffer-hsm/coffer/hostseal"
 	"github.com/coffer-hsm/coffer/hsm"
 	"github.com/coffer-hsm/coffer/kv"
 )
@@ -36,6 +40,7 @@ type fakeKeys struct {
 	seals    int
 	unseals  int
 	rewraps  int
+	unwraps  int
 }
 
 func newFakeKeys() *fakeKeys {
@@ -358,3 +363,28 @@ func wantCode(t *testing.T, err error, want string) {
 }
 
 var errFakeHSM = errors.New("CKR_DEVICE_REMOVED")
+
+// fakeImportKey is the fake HSM's import key, made once (RSA-3072 is slow).
+var fakeImportKey = sync.OnceValue(func() *rsa.PrivateKey {
+	k, err := rsa.GenerateKey(rand.Reader, hostseal.MinKeyBits)
+	if err != nil {
+		panic(err)
+	}
+	return k
+})
+
+func (f *fakeKeys) ImportPublicKey() *rsa.PublicKey { return &fakeImportKey().PublicKey }
+
+func (f *fakeKeys) UnwrapImport(_ context.Context, wrapped []byte) ([]byte, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.fail != nil {
+		return nil, f.fail
+	}
+	f.unwraps++
+	dek, err := rsa.DecryptOAEP(sha256.New(), nil, fakeImportKey(), wrapped, nil)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", hsm.ErrOpen, err)
+	}
+	return dek, nil
+}

@@ -221,6 +221,13 @@ func (s *Service) CreateSecret(ctx context.Context, g Grant, in SecretInput) (Se
 	if err := g.require(ActManageProject); err != nil {
 		return Secret{}, err
 	}
+	return s.createSecret(ctx, g, in, nil)
+}
+
+// createSecret checks, seals and stores a new secret in the grant's
+// project. also, when set, runs in the same transaction (an import records
+// its sealed file there); logAttrs go to the audit line.
+func (s *Service) createSecret(ctx context.Context, g Grant, in SecretInput, also func(tx *kv.Txn, rec secretRecord) error, logAttrs ...any) (Secret, error) {
 	if err := checkDisplayName(in.DisplayName); err != nil {
 		return Secret{}, err
 	}
@@ -246,6 +253,11 @@ func (s *Service) CreateSecret(ctx context.Context, g Grant, in SecretInput) (Se
 		if _, err := liveProject(tx, rec.ProjectID); err != nil {
 			return err
 		}
+		if also != nil {
+			if err := also(tx, rec); err != nil {
+				return err
+			}
+		}
 		if err := tx.Put(tableSecrets, rec.ID, rec, kv.Index{Name: indexProject, Value: rec.ProjectID}); err != nil {
 			return err
 		}
@@ -255,7 +267,7 @@ func (s *Service) CreateSecret(ctx context.Context, g Grant, in SecretInput) (Se
 		return Secret{}, storeErr(err)
 	}
 	s.countsChanged()
-	s.log.Info("secret created", "secret", rec.ID, "project", g.project.Name, "version", rec.Version, "by", g.principal.String())
+	s.log.Info("secret created", append([]any{"secret", rec.ID, "project", g.project.Name, "version", rec.Version, "by", g.principal.String()}, logAttrs...)...)
 	return rec.view(g.project.Name, now), nil
 }
 

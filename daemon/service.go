@@ -6,6 +6,7 @@ package daemon
 import (
 	"context"
 	"crypto/ecdsa"
+	"crypto/rsa"
 	"errors"
 	"fmt"
 	"io"
@@ -30,6 +31,10 @@ type Keys interface {
 	Unseal(ctx context.Context, s *hsm.Sealed, aad []byte) ([]byte, error)
 	Sign(ctx context.Context, digest []byte) ([]byte, error)
 	SigningPublicKey() *ecdsa.PublicKey
+	// ImportPublicKey and UnwrapImport are the import key (sealed import,
+	// import.go): RSA-OAEP SHA-256 unwrapping inside the HSM.
+	ImportPublicKey() *rsa.PublicKey
+	UnwrapImport(ctx context.Context, wrapped []byte) ([]byte, error)
 	Check(ctx context.Context) error
 	Info() hsm.Info
 	Close() error
