@@ -22,6 +22,7 @@ func (s *Server) routes() {
 	s.handle("POST /v1/secrets/{id}/rotate", s.rotateSecret)
 	s.handle("POST /v1/secrets/{id}/revoke", s.revokeSecret)
 	s.handle("DELETE /v1/secrets/{id}", s.deleteSecret)
+	s.importRoutes()
 
 	s.identityRoutes()
 	s.oauthRoutes()

@@ -195,6 +195,19 @@ func matrixRows() []matrixRow {
 			return reqDELETE("/v1/secrets/" + f.newSecret(t))
 		}, want: allow("204", grpManagers)},
 
+		// Sealed import: who may import may see the import key; the body
+		// is read only after authorization (a replayed file is 403 to
+		// everyone else).
+		{route: "GET /v1/hsm/import-key", req: fixed(reqGET("/v1/hsm/import-key")), want: allow("200", grpManagers)},
+		{route: "POST /v1/projects/{p}/secrets:import", req: func(t *testing.T, f *matrixEnv) matrixReq {
+			return reqPOST("/v1/projects/p1/secrets:import", f.sealed(t, "p1"))
+		}, want: allow("201", grpManagers)},
+		{route: "POST /v1/projects/{p}/secrets:import", variant: "no such project", req: func(t *testing.T, f *matrixEnv) matrixReq {
+			return reqPOST("/v1/projects/nope/secrets:import", f.sealed(t, "nope"))
+		}, want: allow("403 forbidden", "")},
+		{route: "POST /v1/projects/{p}/secrets:import", variant: "replayed", req: importedOnce(),
+			want: allow("400 sealed_secret_replayed", grpManagers)},
+
 		{route: "POST /v1/secrets/{id}/bindings", variant: "user", req: func(t *testing.T, f *matrixEnv) matrixReq {
 			return reqPOST("/v1/secrets/"+f.secret+"/bindings", `{"user":"carol","name":"`+f.name("b")+`"}`)
 		}, want: allow("201", grpManagers)},

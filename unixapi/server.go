@@ -3,6 +3,7 @@ package unixapi
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"io"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/coffer-hsm/coffer/daemon"
+	"github.com/coffer-hsm/coffer/hostseal"
 )
 
 // Backend is what the server needs of the domain; *daemon.Service is one.
@@ -33,6 +35,8 @@ type Backend interface {
 	RotateSecret(ctx context.Context, g daemon.Grant, in daemon.RotateInput) (daemon.Secret, error)
 	RevokeSecret(ctx context.Context, g daemon.Grant) (daemon.Secret, error)
 	DeleteSecret(ctx context.Context, g daemon.Grant) error
+	ImportKey(ctx context.Context, g daemon.Grant) (daemon.ImportKey, error)
+	ImportSecret(ctx context.Context, g daemon.Grant, f *hostseal.File) (daemon.Secret, error)
 
 	IdentityBackend
 	KeysBackend
@@ -268,13 +272,19 @@ func (s *Server) authorize(r *http.Request, a daemon.Action, res daemon.Resource
 // strictly: unknown fields, trailing data and malformed JSON are 400
 // invalid_json; an empty body is allowed only when optional.
 func decodeJSON(w http.ResponseWriter, r *http.Request, v any, optional bool) error {
-	if r.ContentLength > BodyLimit {
-		return tooLarge()
+	return decodeJSONLimit(w, r, v, optional, BodyLimit)
+}
+
+// decodeJSONLimit is decodeJSON with a body limit of its own, for the
+// routes whose bodies are larger by nature.
+func decodeJSONLimit(w http.ResponseWriter, r *http.Request, v any, optional bool, limit int64) error {
+	if r.ContentLength > limit {
+		return tooLargeThan(limit)
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, BodyLimit))
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
 	var mbe *http.MaxBytesError
 	if errors.As(err, &mbe) {
-		return tooLarge()
+		return tooLargeThan(limit)
 	}
 	if err != nil {
 		return daemon.Invalid(daemon.CodeInvalidJSON, "cannot read request body")
@@ -302,7 +312,13 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, v any, optional bool) er
 func jsonProblem(err error) string {
 	var se *json.SyntaxError
 	var te *json.UnmarshalTypeError
+	var pe *time.ParseError
+	var be base64.CorruptInputError
 	switch {
+	case errors.As(err, &pe):
+		return "a time is not RFC 3339" // its text would quote the value
+	case errors.As(err, &be):
+		return "a binary field is not standard base64"
 	case errors.As(err, &se):
 		return "syntax error at byte " + strconv.FormatInt(se.Offset, 10)
 	case errors.As(err, &te):
@@ -317,8 +333,10 @@ func jsonProblem(err error) string {
 	return err.Error()
 }
 
-func tooLarge() error {
-	return daemon.Invalid(daemon.CodeBodyTooLarge, "request body is larger than %d bytes", BodyLimit)
+func tooLarge() error { return tooLargeThan(BodyLimit) }
+
+func tooLargeThan(limit int64) error {
+	return daemon.Invalid(daemon.CodeBodyTooLarge, "request body is larger than %d bytes", limit)
 }
 
 func pageOf(r *http.Request) (daemon.Page, error) {
