@@ -14,7 +14,7 @@ import (
 // rotationPoll is how often rotate-kek asks for the re-wrap's progress.
 const rotationPoll = 200 * time.Millisecond
 
-var hsmCommand = group("hsm", "list and rotate the keys in the HSM (system admins)",
+var hsmCommand = group("hsm", "list and rotate the keys in the HSM (system admins); print the import key",
 	&cli.Command{
 		Name:  "keys",
 		Usage: "list the KEK versions and signing keys with what uses them, and the last KEK rotation",
@@ -81,6 +81,7 @@ var hsmCommand = group("hsm", "list and rotate the keys in the HSM (system admin
 			})
 		}),
 	},
+	hsmImportKeyCommand, // hsm_import.go
 )
 
 // noArgs is the Action of a command that takes no arguments and talks to

@@ -193,6 +193,7 @@ var secretCommand = group("secret", "broker secrets sealed by the HSM",
 	},
 	bindCommand,
 	unbindCommand,
+	secretImportCommand,
 )
 
 func renderSecret(c *cli.Context, s unixapi.Secret) error {
