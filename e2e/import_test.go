@@ -131,6 +131,9 @@ func TestSealedImport(t *testing.T) {
 		})
 	}
 	wantError(t, d.api(t, "POST", "/v1/projects/default/secrets:import", `{"format":"coffer-sealed/v1",`), http.StatusBadRequest, "invalid_json")
+	if r := d.cli(t, "", "secret", "import", hostPub); r.code != 1 || !strings.Contains(r.stderr, "is not a sealed secret") {
+		t.Errorf("import of a key file: want exit 1 and a clear message:\n%s", r)
+	}
 
 	// Sealed for another project.
 	d.mustAPI(t, "POST", "/v1/projects", map[string]string{"name": "team"}, http.StatusCreated, nil)
