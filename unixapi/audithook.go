@@ -61,6 +61,7 @@ var auditRoutes = map[string]auditRoute{
 	"POST /v1/projects":                        {"project.create", ""},
 	"DELETE /v1/projects/{p}":                  {"project.delete", ""},
 	"POST /v1/projects/{p}/secrets":            {"secret.create", ""},
+	"POST /v1/projects/{p}/secrets:import":     {"secret.create", ""}, // an import is a create; target "sealed" names the file
 	"POST /v1/secrets/{id}/rotate":             {"secret.rotate", "secret"},
 	"POST /v1/secrets/{id}/revoke":             {"secret.revoke", "secret"},
 	"DELETE /v1/secrets/{id}":                  {"secret.delete", "secret"},
@@ -229,6 +230,9 @@ func (s *Server) audit(w *auditWriter, r *http.Request, pattern string) {
 	}
 	if v := w.Header().Get("X-Coffer-Secret-Id"); v != "" && status < 300 {
 		e.Target["secret"] = safeValue(v)
+	}
+	if v := w.Header().Get(headerSealedID); v != "" {
+		e.Target["sealed"] = safeValue(v)
 	}
 
 	denied := refusal(status)

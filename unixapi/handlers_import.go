@@ -2,6 +2,7 @@ package unixapi
 
 import (
 	"net/http"
+	"regexp"
 
 	"github.com/coffer-hsm/coffer/daemon"
 	"github.com/coffer-hsm/coffer/hostseal"
@@ -12,6 +13,12 @@ import (
 // contents, then as ciphertext in the file), so the file of a payload
 // that fits a create request is larger than BodyLimit.
 const ImportBodyLimit = 16 << 10
+
+// headerSealedID answers an import with the id of the sealed file, which
+// the audit hook records.
+const headerSealedID = "X-Coffer-Sealed-Id"
+
+var sealedID = regexp.MustCompile(`^[0-9a-f]{32}$`)
 
 func (s *Server) importRoutes() {
 	s.handle("GET /v1/hsm/import-key", s.getImportKey)
@@ -41,6 +48,9 @@ func (s *Server) importSecret(w http.ResponseWriter, r *http.Request) error {
 	var f hostseal.File
 	if err := decodeJSONLimit(w, r, &f, false, ImportBodyLimit); err != nil {
 		return err
+	}
+	if sealedID.MatchString(f.ID) {
+		w.Header().Set(headerSealedID, f.ID) // for the audit event, refused or not
 	}
 	sec, err := s.b.ImportSecret(r.Context(), g, &f)
 	if err != nil {
