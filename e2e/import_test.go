@@ -184,6 +184,20 @@ func TestSealedImport(t *testing.T) {
 	}
 	wantError(t, importFile(seal(hostPub, "default", "huge")), http.StatusRequestEntityTooLarge, "request_body_too_large")
 
+	// The audit log tells the import as a secret create naming the file,
+	// and the replay as a refused one.
+	var sealedFile struct{ ID string }
+	if err := json.Unmarshal([]byte(readFile(t, sealed)), &sealedFile); err != nil {
+		t.Fatal(err)
+	}
+	events := d.auditEntries(t)
+	if _, ok := findEvent(events, "secret.create", "ok", map[string]string{"sealed": sealedFile.ID, "secret": sec.ID, "project": "default"}); !ok {
+		t.Errorf("no audit event for the import of %s as secret %s", sealedFile.ID, sec.ID)
+	}
+	if e, ok := findEvent(events, "secret.create", "failed", map[string]string{"sealed": sealedFile.ID}); !ok || e.Code != "sealed_secret_replayed" {
+		t.Errorf("no audit event for the replay of %s: %+v", sealedFile.ID, e)
+	}
+
 	// Consumed stays consumed across a restart.
 	d.Stop(t)
 	log := d.stderr.String()
