@@ -52,7 +52,9 @@ type Config struct {
 	SigningKeyLabel string // first signing key, likewise; default DefaultSigningKeyLabel
 	MaxSessions     int    // 0 = a sensible default (8)
 	// NoCreate makes Open fail with ErrKeyMissing instead of creating a
-	// missing key: set it when data made with the keys already exists.
+	// missing KEK or signing key: set it when data made with the keys
+	// already exists. (A missing import key is created anyway: nothing
+	// stored depends on it.)
 	NoCreate bool
 	Logger   *slog.Logger // token loss and recovery; nil: slog.Default()
 }
