@@ -192,7 +192,7 @@ func TestKeyRotation(t *testing.T) {
 	checkJWTs(d2, "after the restart")
 	var st status
 	d2.mustAPI(t, "GET", "/v1/status", nil, http.StatusOK, &st)
-	if strings.Join(st.HSM.KeyLabels, ",") != "coffer-kek-3,coffer-sig-2" {
+	if strings.Join(st.HSM.KeyLabels, ",") != "coffer-kek-3,coffer-sig-2,coffer-import-1" {
 		t.Fatalf("status key labels %v", st.HSM.KeyLabels)
 	}
 
