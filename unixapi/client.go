@@ -51,7 +51,7 @@ func NewClient(path string) *Client {
 func (c *Client) do(ctx context.Context, method, path string, in, out any) (http.Header, error) {
 	var body io.Reader
 	if in != nil {
-		b, err := json.Marshal(in)
+		b, err := encodeBody(in)
 		if err != nil {
 			return nil, fmt.Errorf("encode request: %w", err)
 		}
@@ -87,6 +87,21 @@ func (c *Client) send(req *http.Request, method, path string, out any) (http.Hea
 		}
 	}
 	return resp.Header, nil
+}
+
+// encodeBody is a request body as the client sends it: JSON without HTML
+// escaping (json.Marshal writes '<', '>' and '&' as six-byte escapes, which
+// would count against the daemon's body limit six times over), written in
+// one piece to one buffer, so that clearing the result leaves no other
+// copy of it behind in this function.
+func encodeBody(v any) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }
 
 // Status returns the daemon's status.
