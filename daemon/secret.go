@@ -90,17 +90,17 @@ func (r secretRecord) view(project string, now time.Time) Secret {
 // SecretInput creates a secret.
 type SecretInput struct {
 	DisplayName string
-	Payload     []byte // zeroed by the Service once sealed
-	KeyValues   map[string]string
+	Payload     []byte            `redact:"true"` // zeroed by the Service once sealed
+	KeyValues   map[string]string `redact:"true"`
 	ExpiresAt   *time.Time
 }
 
 // RotateInput replaces a secret's payload.
 type RotateInput struct {
-	Payload []byte // zeroed by the Service once sealed
+	Payload []byte `redact:"true"` // zeroed by the Service once sealed
 	// KeyValues replaces the key_values when non-nil (an empty map clears
 	// them); nil keeps the current ones.
-	KeyValues map[string]string
+	KeyValues map[string]string `redact:"true"`
 	// ExpiresAt replaces the expiry when non-nil.
 	ExpiresAt *time.Time
 	// CAS, when set, is the version the caller expects to replace.

@@ -185,8 +185,8 @@ func (c *Client) DeleteProject(ctx context.Context, ref string) error {
 // SecretCreate is what CreateSecret sends.
 type SecretCreate struct {
 	DisplayName string
-	Payload     []byte
-	KeyValues   map[string]string
+	Payload     []byte            `redact:"true"`
+	KeyValues   map[string]string `redact:"true"`
 	ExpiresAt   *time.Time
 }
 
@@ -226,8 +226,8 @@ func (c *Client) ListSecrets(ctx context.Context, project string, page PageQuery
 // SecretRotate is what RotateSecret sends. KeyValues nil keeps the current
 // ones; an empty map clears them.
 type SecretRotate struct {
-	Payload   []byte
-	KeyValues map[string]string
+	Payload   []byte            `redact:"true"`
+	KeyValues map[string]string `redact:"true"`
 	ExpiresAt *time.Time
 	CAS       *int
 }
