@@ -305,5 +305,10 @@ func (c *Client) DeliverKey(ctx context.Context, name, key string) ([]byte, erro
 	if resp.StatusCode >= 400 {
 		return nil, apiError(resp)
 	}
-	return io.ReadAll(io.LimitReader(resp.Body, 1<<20+1))
+	b, err := ReadSecret(io.LimitReader(resp.Body, 1<<20+1), resp.ContentLength)
+	if err != nil {
+		clear(b)
+		return nil, fmt.Errorf("read payload: %w", err)
+	}
+	return b, nil
 }

@@ -271,7 +271,8 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, v any, optional bool) er
 	if r.ContentLength > BodyLimit {
 		return tooLarge()
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, BodyLimit))
+	body, err := ReadSecret(http.MaxBytesReader(w, r.Body, BodyLimit), r.ContentLength)
+	defer clear(body) // it may hold a payload, even when incomplete
 	var mbe *http.MaxBytesError
 	if errors.As(err, &mbe) {
 		return tooLarge()
@@ -279,7 +280,6 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, v any, optional bool) er
 	if err != nil {
 		return daemon.Invalid(daemon.CodeInvalidJSON, "cannot read request body")
 	}
-	defer clear(body)
 	if len(bytes.TrimSpace(body)) == 0 {
 		if optional {
 			return nil
