@@ -148,20 +148,17 @@ func secretAAD(projectID, secretID string, version int) []byte {
 }
 
 // encodePlain frames payload and key_values into one plaintext:
-// uvarint(len(payload)) || payload || JSON(key_values).
+// uvarint(len(payload)) || payload || JSON(key_values). It writes into one
+// buffer sized up front, so the caller's clear of the result is the only
+// copy to clear (json.Marshal would leave the key_values in its pooled
+// buffers).
 func encodePlain(payload []byte, kvs map[string]string) ([]byte, error) {
-	var tail []byte
-	if len(kvs) > 0 {
-		var err error
-		if tail, err = json.Marshal(kvs); err != nil {
-			return nil, fmt.Errorf("encode key_values: %w", err)
-		}
-	}
-	out := make([]byte, 0, binary.MaxVarintLen64+len(payload)+len(tail))
+	out := make([]byte, 0, binary.MaxVarintLen64+len(payload)+keyValuesJSONMaxLen(kvs))
 	out = binary.AppendUvarint(out, uint64(len(payload)))
 	out = append(out, payload...)
-	out = append(out, tail...)
-	clear(tail)
+	if len(kvs) > 0 {
+		out = appendKeyValuesJSON(out, kvs)
+	}
 	return out, nil
 }
 
