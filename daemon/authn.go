@@ -294,7 +294,7 @@ const (
 
 // AccessToken is a successful client-credentials grant.
 type AccessToken struct {
-	Token     string
+	Token     string `redact:"true"`
 	ExpiresIn int64
 	Scope     string
 	SessionID string

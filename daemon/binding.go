@@ -261,7 +261,7 @@ func deleteBindingsOf(tx *kv.Txn, secretID string) error {
 // Delivery is a payload handed to its bound consumer. The caller must
 // clear Payload once written.
 type Delivery struct {
-	Payload  []byte
+	Payload  []byte `redact:"true"`
 	SecretID string
 	Version  int
 }
@@ -311,7 +311,11 @@ func (s *Service) unsealDelivery(ctx context.Context, rec secretRecord, blob sea
 		if !ok {
 			return Delivery{}, "no such key", nil
 		}
-		payload = []byte(v)
+		if len(v) > MaxDelivery {
+			return Delivery{}, "payload over the 1 MiB credential limit", nil
+		}
+		// One copy, which the caller clears (the string itself cannot be).
+		return Delivery{Payload: []byte(v), SecretID: rec.ID, Version: rec.Version}, "", nil
 	}
 	if len(payload) > MaxDelivery {
 		return Delivery{}, "payload over the 1 MiB credential limit", nil

@@ -129,9 +129,9 @@ type Credential struct {
 
 // Issued is a credential's secret, returned once at creation or rotation.
 type Issued struct {
-	Token        string // auth-token, access-token
+	Token        string `redact:"true"` // auth-token, access-token
 	ClientID     string // oauth2
-	ClientSecret string // oauth2
+	ClientSecret string `redact:"true"` // oauth2
 }
 
 func (s *Service) credentialView(tx *kv.Txn, r credentialRecord, now time.Time) (Credential, error) {

@@ -896,12 +896,7 @@ func FuzzVerifyJWT(f *testing.F) {
 	f.Fuzz(func(t *testing.T, token string) {
 		c, err := VerifyJWT(token, keys, jwtNow)
 		if err != nil {
-			if !errors.Is(err, ErrInvalidJWT) {
-				t.Fatalf("error %v is not ErrInvalidJWT", err)
-			}
-			if len(token) >= 16 && strings.Contains(err.Error(), token) {
-				t.Fatalf("error contains the token")
-			}
+			checkJWTError(t, err)
 			return
 		}
 		if !LooksLikeJWT(token) {

@@ -90,17 +90,17 @@ func (r secretRecord) view(project string, now time.Time) Secret {
 // SecretInput creates a secret.
 type SecretInput struct {
 	DisplayName string
-	Payload     []byte // zeroed by the Service once sealed
-	KeyValues   map[string]string
+	Payload     []byte            `redact:"true"` // zeroed by the Service once sealed
+	KeyValues   map[string]string `redact:"true"`
 	ExpiresAt   *time.Time
 }
 
 // RotateInput replaces a secret's payload.
 type RotateInput struct {
-	Payload []byte // zeroed by the Service once sealed
+	Payload []byte `redact:"true"` // zeroed by the Service once sealed
 	// KeyValues replaces the key_values when non-nil (an empty map clears
 	// them); nil keeps the current ones.
-	KeyValues map[string]string
+	KeyValues map[string]string `redact:"true"`
 	// ExpiresAt replaces the expiry when non-nil.
 	ExpiresAt *time.Time
 	// CAS, when set, is the version the caller expects to replace.
@@ -148,20 +148,17 @@ func secretAAD(projectID, secretID string, version int) []byte {
 }
 
 // encodePlain frames payload and key_values into one plaintext:
-// uvarint(len(payload)) || payload || JSON(key_values).
+// uvarint(len(payload)) || payload || JSON(key_values). It writes into one
+// buffer sized up front, so the caller's clear of the result is the only
+// copy to clear (json.Marshal would leave the key_values in its pooled
+// buffers).
 func encodePlain(payload []byte, kvs map[string]string) ([]byte, error) {
-	var tail []byte
-	if len(kvs) > 0 {
-		var err error
-		if tail, err = json.Marshal(kvs); err != nil {
-			return nil, fmt.Errorf("encode key_values: %w", err)
-		}
-	}
-	out := make([]byte, 0, binary.MaxVarintLen64+len(payload)+len(tail))
+	out := make([]byte, 0, binary.MaxVarintLen64+len(payload)+keyValuesJSONMaxLen(kvs))
 	out = binary.AppendUvarint(out, uint64(len(payload)))
 	out = append(out, payload...)
-	out = append(out, tail...)
-	clear(tail)
+	if len(kvs) > 0 {
+		out = appendKeyValuesJSON(out, kvs)
+	}
 	return out, nil
 }
 

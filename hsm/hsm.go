@@ -47,7 +47,7 @@ const (
 type Config struct {
 	ModulePath      string // PKCS#11 module; default DefaultModulePath
 	TokenLabel      string // required
-	PIN             string // user PIN; never logged or put in errors
+	PIN             string `json:"-"` // user PIN; never logged, put in errors or encoded
 	KEKLabel        string // first KEK, created when the token has no version of it; default DefaultKEKLabel
 	SigningKeyLabel string // first signing key, likewise; default DefaultSigningKeyLabel
 	MaxSessions     int    // 0 = a sensible default (8)

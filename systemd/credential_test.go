@@ -177,14 +177,36 @@ func TestParseCredentialAddr(t *testing.T) {
 }
 
 func FuzzParseCredentialAddr(f *testing.F) {
-	f.Add("@0123/unit/x.service/dbpass")
-	f.Add("@/unit//")
+	for _, a := range []string{
+		"@0123/unit/x.service/dbpass", "@/unit//", "@abc/unit/getty@tty1.service/a b",
+		"@abc/unit/foo@.service/x", "@abc/unit/a.service/x/y", "@abc/unit/a.service/x\x00y",
+		"@0123456789abcdef/unit/a.socket/..", "@ABC/unit/a.b.c.timer/~", "0123/unit/x.service/p",
+		"@xyz/unit/a.service/p", "@abc/unit/@a.service/p", "@abc/unit/a@b@c.service/p",
+	} {
+		f.Add(a)
+	}
 	f.Fuzz(func(t *testing.T, a string) {
 		unit, name, err := parseCredentialAddr(a)
 		if err != nil {
+			if unit != "" || name != "" || !errors.Is(err, ErrNotCredentialPeer) {
+				t.Fatalf("parseCredentialAddr(%q) = %q, %q, %v", a, unit, name, err)
+			}
+			// The address is quoted, never written raw into a log line.
+			if strings.ContainsAny(err.Error(), "\x00\n\r") {
+				t.Fatalf("error %q carries raw control bytes", err)
+			}
 			return
 		}
 		if validUnitName(unit) != nil || validCredentialName(name) != nil {
+			t.Fatalf("accepted %q as (%q, %q)", a, unit, name)
+		}
+		// The address is exactly @<hex>/unit/<unit>/<name>: nothing is
+		// dropped or added on the way.
+		random, ok := strings.CutSuffix(a, "/unit/"+unit+"/"+name)
+		if !ok || len(random) < 2 || random[0] != '@' || strings.Trim(random[1:], "0123456789abcdefABCDEF") != "" {
+			t.Fatalf("accepted %q as (%q, %q)", a, unit, name)
+		}
+		if strings.Contains(unit, "/") || strings.ContainsAny(name, "/:\x00") {
 			t.Fatalf("accepted %q as (%q, %q)", a, unit, name)
 		}
 	})

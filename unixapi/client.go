@@ -51,7 +51,7 @@ func NewClient(path string) *Client {
 func (c *Client) do(ctx context.Context, method, path string, in, out any) (http.Header, error) {
 	var body io.Reader
 	if in != nil {
-		b, err := json.Marshal(in)
+		b, err := encodeBody(in)
 		if err != nil {
 			return nil, fmt.Errorf("encode request: %w", err)
 		}
@@ -87,6 +87,21 @@ func (c *Client) send(req *http.Request, method, path string, out any) (http.Hea
 		}
 	}
 	return resp.Header, nil
+}
+
+// encodeBody is a request body as the client sends it: JSON without HTML
+// escaping (json.Marshal writes '<', '>' and '&' as six-byte escapes, which
+// would count against the daemon's body limit six times over), written in
+// one piece to one buffer, so that clearing the result leaves no other
+// copy of it behind in this function.
+func encodeBody(v any) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }
 
 // Status returns the daemon's status.
@@ -170,8 +185,8 @@ func (c *Client) DeleteProject(ctx context.Context, ref string) error {
 // SecretCreate is what CreateSecret sends.
 type SecretCreate struct {
 	DisplayName string
-	Payload     []byte
-	KeyValues   map[string]string
+	Payload     []byte            `redact:"true"`
+	KeyValues   map[string]string `redact:"true"`
 	ExpiresAt   *time.Time
 }
 
@@ -211,8 +226,8 @@ func (c *Client) ListSecrets(ctx context.Context, project string, page PageQuery
 // SecretRotate is what RotateSecret sends. KeyValues nil keeps the current
 // ones; an empty map clears them.
 type SecretRotate struct {
-	Payload   []byte
-	KeyValues map[string]string
+	Payload   []byte            `redact:"true"`
+	KeyValues map[string]string `redact:"true"`
 	ExpiresAt *time.Time
 	CAS       *int
 }
@@ -290,5 +305,10 @@ func (c *Client) DeliverKey(ctx context.Context, name, key string) ([]byte, erro
 	if resp.StatusCode >= 400 {
 		return nil, apiError(resp)
 	}
-	return io.ReadAll(io.LimitReader(resp.Body, 1<<20+1))
+	b, err := ReadSecret(io.LimitReader(resp.Body, 1<<20+1), resp.ContentLength)
+	if err != nil {
+		clear(b)
+		return nil, fmt.Errorf("read payload: %w", err)
+	}
+	return b, nil
 }

@@ -281,7 +281,8 @@ func decodeJSONLimit(w http.ResponseWriter, r *http.Request, v any, optional boo
 	if r.ContentLength > limit {
 		return tooLargeThan(limit)
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	body, err := ReadSecret(http.MaxBytesReader(w, r.Body, limit), r.ContentLength)
+	defer clear(body) // it may hold a payload, even when incomplete
 	var mbe *http.MaxBytesError
 	if errors.As(err, &mbe) {
 		return tooLargeThan(limit)
@@ -289,7 +290,6 @@ func decodeJSONLimit(w http.ResponseWriter, r *http.Request, v any, optional boo
 	if err != nil {
 		return daemon.Invalid(daemon.CodeInvalidJSON, "cannot read request body")
 	}
-	defer clear(body)
 	if len(bytes.TrimSpace(body)) == 0 {
 		if optional {
 			return nil

@@ -321,32 +321,6 @@ func TestAnonymousOnForeignListener(t *testing.T) {
 	}
 }
 
-func FuzzDecodeSecretCreate(f *testing.F) {
-	f.Add([]byte(`{"display_name":"x","payload":"cA==","key_values":{"a":"b"},"expires_at":"2030-01-01T00:00:00Z"}`))
-	f.Add([]byte(`{"display_name":`))
-	f.Add([]byte(`{} {}`))
-	f.Add([]byte(`null`))
-	f.Fuzz(func(t *testing.T, body []byte) {
-		r, _ := http.NewRequest("POST", "/", bytes.NewReader(body))
-		var req SecretCreateRequest
-		err := decodeJSON(nil, r, &req, false)
-		if err == nil {
-			if _, err := decodePayload(req.Payload); err != nil && daemon.CodeOf(err) != daemon.CodeInvalidPayload {
-				t.Fatalf("payload error code %s", daemon.CodeOf(err))
-			}
-			if _, err := parseExpiry(req.ExpiresAt); err != nil && daemon.CodeOf(err) != daemon.CodeInvalidExpiry {
-				t.Fatalf("expiry error code %s", daemon.CodeOf(err))
-			}
-			return
-		}
-		switch code := daemon.CodeOf(err); code {
-		case daemon.CodeInvalidJSON, daemon.CodeBodyTooLarge:
-		default:
-			t.Fatalf("decode error code %s: %v", code, err)
-		}
-	})
-}
-
 // serveOn serves b on l until the end of the test.
 func serveOn(t *testing.T, b Backend, l net.Listener) {
 	t.Helper()

@@ -86,8 +86,8 @@ type Secret struct {
 // base64; ExpiresAt is RFC 3339.
 type SecretCreateRequest struct {
 	DisplayName string            `json:"display_name"`
-	Payload     string            `json:"payload"`
-	KeyValues   map[string]string `json:"key_values,omitempty"`
+	Payload     string            `json:"payload" redact:"true"`
+	KeyValues   map[string]string `json:"key_values,omitempty" redact:"true"`
 	ExpiresAt   string            `json:"expires_at,omitempty"`
 }
 
@@ -95,8 +95,8 @@ type SecretCreateRequest struct {
 // null keeps the current ones; {} clears them. CAS is the version the caller
 // expects to replace.
 type SecretRotateRequest struct {
-	Payload   string            `json:"payload"`
-	KeyValues map[string]string `json:"key_values"`
+	Payload   string            `json:"payload" redact:"true"`
+	KeyValues map[string]string `json:"key_values" redact:"true"`
 	ExpiresAt string            `json:"expires_at,omitempty"`
 	CAS       *int              `json:"cas,omitempty"`
 }

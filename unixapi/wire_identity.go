@@ -93,8 +93,8 @@ type Credential struct {
 	RevokedAt    *time.Time   `json:"revoked_at,omitempty"`
 	Status       string       `json:"status"`
 
-	Token        string `json:"token,omitempty"`
-	ClientSecret string `json:"client_secret,omitempty"`
+	Token        string `json:"token,omitempty" redact:"true"`
+	ClientSecret string `json:"client_secret,omitempty" redact:"true"`
 }
 
 // CredentialCreateRequest is POST /v1/projects/{p}/credentials.
@@ -135,12 +135,12 @@ type Session struct {
 	CreatedAt    time.Time    `json:"created_at"`
 	ExpiresAt    *time.Time   `json:"expires_at,omitempty"`
 
-	Token string `json:"token,omitempty"`
+	Token string `json:"token,omitempty" redact:"true"`
 }
 
 // TokenResponse is the RFC 6749 §5.1 answer of POST /oauth2/token.
 type TokenResponse struct {
-	AccessToken string `json:"access_token"`
+	AccessToken string `json:"access_token" redact:"true"`
 	TokenType   string `json:"token_type"`
 	ExpiresIn   int64  `json:"expires_in"`
 	Scope       string `json:"scope,omitempty"`
@@ -183,7 +183,7 @@ func (i Introspection) MarshalJSON() ([]byte, error) {
 
 // AuthorizeRequest is POST /v1/authorize.
 type AuthorizeRequest struct {
-	Token   string `json:"token"`
+	Token   string `json:"token" redact:"true"`
 	Service string `json:"service"`
 	Method  string `json:"method"`
 	Path    string `json:"path"`

@@ -40,13 +40,21 @@ type vmConfig struct {
 // loadDaemonFile reads path. A missing default file is no error; a
 // missing file that was asked for is.
 func loadDaemonFile(path string, explicit bool) (daemonFile, error) {
-	out := daemonFile{values: map[string]string{}}
-	var raw map[string]any
-	_, err := toml.DecodeFile(path, &raw)
+	data, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) && !explicit {
-		return out, nil
+		return daemonFile{values: map[string]string{}}, nil
 	}
 	if err != nil {
+		return daemonFile{values: map[string]string{}}, fmt.Errorf("config %s: %w", path, err)
+	}
+	return parseDaemonFile(path, data)
+}
+
+// parseDaemonFile parses the contents of the config file path.
+func parseDaemonFile(path string, data []byte) (daemonFile, error) {
+	out := daemonFile{values: map[string]string{}}
+	var raw map[string]any
+	if _, err := toml.Decode(string(data), &raw); err != nil {
 		return out, fmt.Errorf("config %s: %w", path, err)
 	}
 	for key, v := range raw {

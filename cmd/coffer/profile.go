@@ -47,14 +47,23 @@ func configPath() (string, error) {
 // Unknown settings are an error, so that a `token = ...` line is not
 // silently ignored.
 func loadConfig(path string) (config, error) {
-	var cfg config
 	if path == "" {
-		return cfg, nil
+		return config{}, nil
 	}
-	md, err := toml.DecodeFile(path, &cfg)
+	data, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return config{}, nil
 	}
+	if err != nil {
+		return config{}, fmt.Errorf("config %s: %w", path, err)
+	}
+	return parseConfig(path, data)
+}
+
+// parseConfig parses the contents of the config file path.
+func parseConfig(path string, data []byte) (config, error) {
+	var cfg config
+	md, err := toml.Decode(string(data), &cfg)
 	if err != nil {
 		return config{}, fmt.Errorf("config %s: %w", path, err)
 	}

@@ -223,6 +223,7 @@ func readPayload(c *cli.Context) ([]byte, error) {
 		return nil, usagef("'%s' needs --payload-file FILE (or - for standard input)", c.Command.HelpName)
 	}
 	var r io.Reader
+	size := int64(-1)
 	if path == "-" {
 		r = c.App.Reader
 	} else {
@@ -231,10 +232,15 @@ func readPayload(c *cli.Context) ([]byte, error) {
 			return nil, fmt.Errorf("read payload: %w", err)
 		}
 		defer f.Close()
+		if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() && fi.Size() <= maxPayloadRead {
+			size = fi.Size()
+		}
 		r = f
 	}
-	b, err := io.ReadAll(io.LimitReader(r, maxPayloadRead+1))
+	// ReadSecret leaves no copies behind as its buffer grows.
+	b, err := unixapi.ReadSecret(io.LimitReader(r, maxPayloadRead+1), size)
 	if err != nil {
+		clear(b)
 		return nil, fmt.Errorf("read payload from %s: %w", path, err)
 	}
 	if len(b) > maxPayloadRead {
@@ -285,8 +291,9 @@ func readKeyValuesFile(c *cli.Context, path string) ([]string, error) {
 		defer f.Close()
 		r = f
 	}
-	b, err := io.ReadAll(io.LimitReader(r, maxPayloadRead))
+	b, err := unixapi.ReadSecret(io.LimitReader(r, maxPayloadRead), -1)
 	if err != nil {
+		clear(b)
 		return nil, fmt.Errorf("read key values from %s: %w", path, err)
 	}
 	defer clear(b)
