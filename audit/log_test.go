@@ -28,7 +28,7 @@ type testSigner struct {
 	calls atomic.Int64
 }
 
-func newTestSigner(t *testing.T, kid string) *testSigner {
+func newTestSigner(t testing.TB, kid string) *testSigner {
 	t.Helper()
 	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -56,7 +56,7 @@ func (s *testSigner) keys() Keys { return Keys{s.kid: &s.key.PublicKey} }
 
 // openLog opens a log in dir that checkpoints every `every` events and
 // never on its own clock.
-func openLog(t *testing.T, dir string, s Signer, every int, maxSize int64) *Log {
+func openLog(t testing.TB, dir string, s Signer, every int, maxSize int64) *Log {
 	t.Helper()
 	l, err := Open(context.Background(), Options{
 		Dir: dir, Signer: s, CheckpointEvery: every, CheckpointInterval: time.Hour,
@@ -68,7 +68,7 @@ func openLog(t *testing.T, dir string, s Signer, every int, maxSize int64) *Log 
 	return l
 }
 
-func closeLog(t *testing.T, l *Log) {
+func closeLog(t testing.TB, l *Log) {
 	t.Helper()
 	if err := l.Close(context.Background()); err != nil {
 		t.Fatal(err)
@@ -82,7 +82,7 @@ func event(i int) Event {
 		Target:    map[string]string{"secret": fmt.Sprintf("id-%03d", i)}}
 }
 
-func verifyDir(t *testing.T, dir string, keys KeySource) Report {
+func verifyDir(t testing.TB, dir string, keys KeySource) Report {
 	t.Helper()
 	rep, err := VerifyDir(context.Background(), dir, keys)
 	if err != nil {
@@ -251,7 +251,7 @@ func TestEntriesSkipsNothingWhileWriting(t *testing.T) {
 
 func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
-func appendFile(t *testing.T, path, s string) {
+func appendFile(t testing.TB, path, s string) {
 	t.Helper()
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
 	if err != nil {

@@ -14,7 +14,7 @@ import (
 // The reference log of these tests: 12 events and a checkpoint after
 // every 4, so lines 5, 10 and 15 are checkpoints and 15 is the last line
 // (and the checkpoint in head).
-func referenceLog(t *testing.T) (string, *testSigner) {
+func referenceLog(t testing.TB) (string, *testSigner) {
 	t.Helper()
 	dir := t.TempDir()
 	s := newTestSigner(t, "k1")
@@ -30,7 +30,7 @@ func referenceLog(t *testing.T) (string, *testSigner) {
 	return dir, s
 }
 
-func readLines(t *testing.T, dir string) [][]byte {
+func readLines(t testing.TB, dir string) [][]byte {
 	t.Helper()
 	data, err := os.ReadFile(filepath.Join(dir, currentName))
 	if err != nil {
@@ -39,7 +39,7 @@ func readLines(t *testing.T, dir string) [][]byte {
 	return bytes.Split(bytes.TrimSuffix(data, []byte("\n")), []byte("\n"))
 }
 
-func writeLines(t *testing.T, dir string, lines [][]byte) {
+func writeLines(t testing.TB, dir string, lines [][]byte) {
 	t.Helper()
 	data := append(bytes.Join(lines, []byte("\n")), '\n')
 	if err := os.WriteFile(filepath.Join(dir, currentName), data, 0o600); err != nil {
@@ -49,7 +49,7 @@ func writeLines(t *testing.T, dir string, lines [][]byte) {
 
 // rechain recomputes every prev from line i on, as someone without the
 // signing key would to hide an edit.
-func rechain(t *testing.T, lines [][]byte, from int) {
+func rechain(t testing.TB, lines [][]byte, from int) {
 	t.Helper()
 	for i := from; i < len(lines); i++ {
 		var m map[string]json.RawMessage

@@ -47,6 +47,10 @@ const (
 // intact coffer backup.
 var ErrBadBackup = errors.New("not an intact coffer backup")
 
+// ErrBackupFormat is returned (wrapped) for an intact backup in a format
+// this coffer does not read (made by a newer one).
+var ErrBackupFormat = errors.New("unsupported backup format")
+
 // BackupHeader describes a backup. It is stored in the clear and
 // authenticated by every chunk.
 type BackupHeader struct {
@@ -104,8 +108,10 @@ func ReadBackupHeader(r io.Reader) (BackupHeader, []byte, error) {
 		return h, nil, badBackup("the header is not valid JSON")
 	}
 	switch {
+	case h.Format <= 0:
+		return h, nil, badBackup("the header has no format")
 	case h.Format != BackupFormat:
-		return h, nil, fmt.Errorf("backup format %d; this coffer reads format %d", h.Format, BackupFormat)
+		return h, nil, fmt.Errorf("%w: backup format %d; this coffer reads format %d", ErrBackupFormat, h.Format, BackupFormat)
 	case h.SealedKey == nil:
 		return h, nil, badBackup("the header carries no sealed key")
 	case h.KEKLabel != h.SealedKey.KEK:

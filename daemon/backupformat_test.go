@@ -24,7 +24,7 @@ type testBackup struct {
 	chunks []int // offset of each chunk's length word
 }
 
-func makeBackup(t *testing.T, payload []byte) testBackup {
+func makeBackup(t testing.TB, payload []byte) testBackup {
 	t.Helper()
 	key := make([]byte, backupKeySize)
 	rand.Read(key)
