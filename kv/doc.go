@@ -4,7 +4,8 @@
 // # Durability
 //
 // The store is opened with SyncWrites on: when Update returns nil, the write
-// has been fsynced and survives kill -9 or power loss.
+// has been fsynced and survives kill -9 or power loss. Concurrent Updates
+// share that fsync (group commit, below); none is acknowledged before it.
 //
 // # Key layout
 //
@@ -19,12 +20,11 @@
 // Record keys sort by id, and ids are UUIDv7 strings, so a table scan yields
 // records in creation order. Index keys end in the id for the same reason.
 //
-// The u/ key exists for conflict detection: Badger tracks point reads in a
-// transaction's read set but not the absence of keys under an iterated
-// prefix. Put reads the u/ key with a point Get, so two concurrent
-// transactions claiming the same unique value conflict at commit and the
-// loser is retried (and then sees ErrExists). Uniqueness is enforced among
-// the records that declare that (index, value) entry unique.
+// The u/ key makes a unique claim one point read: Put reads it, and since
+// Updates run one after another (below), a second claim of the same value
+// sees the first, committed or earlier in the same batch, and fails with
+// ErrExists. Uniqueness is enforced among the records that declare that
+// (index, value) entry unique.
 //
 // # Envelope
 //
@@ -54,9 +54,20 @@
 //
 // # Transactions
 //
-// Update runs fn in a read-write transaction and commits it; fn is retried
-// on a Badger conflict. View runs fn in a read-only snapshot. A *Txn is not
-// safe for concurrent use and must not be used after fn returns. Range scans
-// (List, Count, Lookup) are not tracked for conflicts: a transaction that
-// decides something from a count does not conflict with a concurrent insert.
+// View runs fn in a read-only Badger snapshot. Update hands fn to the one
+// committer goroutine, which runs the fns waiting (up to 128) one after
+// another in one Badger transaction and commits it once (batch.go). Each fn
+// sees every write acknowledged before its Update was called and those of
+// the successful fns before it in its batch; its own writes are kept apart
+// until it returns, so a fn that fails or panics leaves nothing behind.
+// Updates are therefore serializable, range scans included, and never
+// conflict: the store runs Badger without conflict detection and Update
+// never retries fn. A batch that would exceed Badger's transaction limits
+// is committed in several transactions, in order.
+//
+// fn runs on the committer goroutine, so it holds up every other Update
+// while it runs: it must do no slow work (HSM calls, network, disk) and
+// take no lock an Update caller may hold, and it must not call Update or
+// View. A *Txn is not safe for concurrent use and must not be used after
+// fn returns.
 package kv

@@ -47,7 +47,6 @@ const (
 	defaultGCInterval = 5 * time.Minute
 	gcDiscardRatio    = 0.5
 	maxGCRuns         = 100 // per tick; a safety cap on rewriting value-log files
-	maxAttempts       = 10  // Update tries on badger.ErrConflict
 
 	defaultKeyRotation = 7 * 24 * time.Hour
 )
@@ -64,10 +63,14 @@ type Store struct {
 	mu     sync.RWMutex
 	closed bool
 
-	// gate makes conflict retries converge: first attempts of Update hold it
-	// shared, retries hold it exclusively, so a retry runs alone and cannot
-	// lose to another Update again.
-	gate sync.RWMutex
+	// Update requests for the committer goroutine (batch.go).
+	writes     chan *writeReq
+	stopCommit chan struct{}
+	commitDone chan struct{}
+
+	// gate is held by the committer for each batch and by Load, so that
+	// Load writes with no Update running.
+	gate sync.Mutex
 
 	stopGC chan struct{}
 	gcDone chan struct{}
@@ -97,6 +100,9 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	bopts := badger.DefaultOptions(opts.Dir).
 		// An acknowledged write must survive kill -9: fsync every commit.
 		WithSyncWrites(true).
+		// Only the committer writes (batch.go), one transaction after
+		// another: there are no conflicts to detect.
+		WithDetectConflicts(false).
 		// Not WithLoggingLevel: it replaces the logger with Badger's stderr one.
 		WithLogger(badgerLogger{logger}).
 		// Sized for a small edge host holding a metadata set of megabytes,
@@ -164,7 +170,12 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		encKey: encKey,
 		stopGC: make(chan struct{}),
 		gcDone: make(chan struct{}),
+
+		writes:     make(chan *writeReq, maxBatch),
+		stopCommit: make(chan struct{}),
+		commitDone: make(chan struct{}),
 	}
+	go s.commitLoop()
 	interval := opts.GCInterval
 	if interval == 0 {
 		interval = defaultGCInterval
@@ -186,6 +197,10 @@ func (s *Store) Close() error {
 		return nil
 	}
 	s.closed = true
+	// No Update is in flight (each holds mu): the committer is idle or
+	// skipping abandoned requests.
+	close(s.stopCommit)
+	<-s.commitDone
 	close(s.stopGC)
 	<-s.gcDone
 	err := s.db.Close()
@@ -206,41 +221,6 @@ func (s *Store) acquire() error {
 	return nil
 }
 
-// Update runs fn in a read-write transaction and commits it. On a commit
-// conflict fn runs again in a fresh transaction (up to maxAttempts times), so
-// fn must have no side effects outside tx. Retries run with no other Update in
-// flight, so they converge even on a hot key. An error from fn discards the
-// transaction and is returned as is. fn must not call Update or View.
-func (s *Store) Update(ctx context.Context, fn func(tx *Txn) error) error {
-	if err := s.acquire(); err != nil {
-		return err
-	}
-	defer s.mu.RUnlock()
-	for attempt := 1; ; attempt++ {
-		if err := ctx.Err(); err != nil {
-			return fmt.Errorf("kv: update: %w", err)
-		}
-		conflict, err := s.runGated(attempt > 1, fn)
-		if !conflict {
-			return err
-		}
-		if attempt == maxAttempts {
-			return fmt.Errorf("kv: update: %d attempts conflicted: %w", attempt, err)
-		}
-	}
-}
-
-func (s *Store) runGated(exclusive bool, fn func(tx *Txn) error) (conflict bool, err error) {
-	if exclusive {
-		s.gate.Lock()
-		defer s.gate.Unlock()
-	} else {
-		s.gate.RLock()
-		defer s.gate.RUnlock()
-	}
-	return s.run(true, fn)
-}
-
 // View runs fn in a read-only snapshot transaction.
 func (s *Store) View(ctx context.Context, fn func(tx *Txn) error) error {
 	if err := s.acquire(); err != nil {
@@ -250,8 +230,11 @@ func (s *Store) View(ctx context.Context, fn func(tx *Txn) error) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("kv: view: %w", err)
 	}
-	_, err := s.run(false, fn)
-	return err
+	btx := s.db.NewTransaction(false)
+	defer btx.Discard()
+	tx := &Txn{txn: btx}
+	defer func() { tx.done = true }() // also on panic
+	return fn(tx)
 }
 
 // Check is a health probe: it runs a cheap read transaction.
@@ -263,24 +246,6 @@ func (s *Store) Check(ctx context.Context) error {
 		}
 		return nil
 	})
-}
-
-// run executes one attempt; conflict reports a commit conflict worth retrying.
-func (s *Store) run(update bool, fn func(tx *Txn) error) (conflict bool, err error) {
-	btx := s.db.NewTransaction(update)
-	defer btx.Discard()
-	tx := &Txn{txn: btx, update: update}
-	err = func() error {
-		defer func() { tx.done = true }() // also on panic
-		return fn(tx)
-	}()
-	if err != nil || !update {
-		return false, err
-	}
-	if err := btx.Commit(); err != nil {
-		return errors.Is(err, badger.ErrConflict), fmt.Errorf("kv: commit: %w", err)
-	}
-	return false, nil
 }
 
 func (s *Store) gcLoop(interval time.Duration) {

@@ -29,10 +29,20 @@ type Query struct {
 
 // Txn is a transaction handed to the fn of Store.Update or Store.View. It is
 // not safe for concurrent use and must not be used after fn returns.
+//
+// In View it reads a Badger snapshot. In Update it reads, newest first, its
+// own writes, those of the earlier requests of its batch (below), and the
+// batch's Badger snapshot; it writes only to w, which the committer merges
+// into the batch when fn succeeds and drops when fn fails (see batch.go).
 type Txn struct {
-	txn    *badger.Txn
-	update bool
-	done   bool
+	txn *badger.Txn
+
+	w        *writeSet // this fn's writes; nil in View
+	below    *writeSet // writes of the earlier requests of the batch; read-only
+	maxValue int64     // Badger's largest value (ValueLogFileSize)
+	sawBelow bool      // read something written by an earlier request of the batch
+
+	done bool
 }
 
 var errTxnDone = errors.New("kv: transaction used after it ended")
@@ -41,28 +51,79 @@ func (t *Txn) usable(write bool) error {
 	if t.done {
 		return errTxnDone
 	}
-	if write && !t.update {
+	if write && t.w == nil {
 		return errors.New("kv: write in a read-only transaction")
 	}
 	return nil
 }
 
+// read finds the newest version of key visible to t and, when there is one,
+// calls fn with its value, which fn must neither keep nor modify.
+func (t *Txn) read(key []byte, fn func(val []byte) error) (found bool, err error) {
+	if t.w != nil {
+		if o, ok := t.w.get(key); ok {
+			return readOp(o, fn)
+		}
+		if o, ok := t.below.get(key); ok {
+			t.sawBelow = true
+			return readOp(o, fn)
+		}
+	}
+	item, err := t.txn.Get(key)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return true, item.Value(fn)
+}
+
+func readOp(o op, fn func(val []byte) error) (bool, error) {
+	if o.del {
+		return false, nil
+	}
+	return true, fn(o.val)
+}
+
+// maxKeySize is Badger's limit on a key (Txn.modify).
+const maxKeySize = 65000
+
+// set and del record a write in w, checked as Badger would check it: a
+// request whose writes could not fit in one Badger transaction on their own
+// fails here, like Badger's Set, with badger.ErrTxnTooBig.
+func (t *Txn) set(key, val []byte) error { return t.write(key, op{val: val}) }
+
+func (t *Txn) del(key []byte) error { return t.write(key, op{del: true}) }
+
+func (t *Txn) write(key []byte, o op) error {
+	if len(key) > maxKeySize {
+		return fmt.Errorf("key of %d bytes exceeds the limit of %d", len(key), maxKeySize)
+	}
+	if int64(len(o.val)) > t.maxValue {
+		return fmt.Errorf("value of %d bytes exceeds the limit of %d", len(o.val), t.maxValue)
+	}
+	k := string(key)
+	if count, size := t.w.costWith(k, o); !t.w.lim.fits(count, size) {
+		return badger.ErrTxnTooBig
+	}
+	t.w.put(k, o)
+	return nil
+}
+
 // getEnvelope reads the record (table, id); ErrNotFound when absent.
 func (t *Txn) getEnvelope(table, id string) (envelope, error) {
-	item, err := t.txn.Get(recordKey(table, id))
-	if errors.Is(err, badger.ErrKeyNotFound) {
+	var e envelope
+	found, err := t.read(recordKey(table, id), func(val []byte) error {
+		var err error
+		e, err = decodeEnvelope(bytes.Clone(val))
+		return err
+	})
+	if err != nil {
+		return envelope{}, fmt.Errorf("kv: read %s/%s: %w", table, id, err)
+	}
+	if !found {
 		return envelope{}, fmt.Errorf("kv: %s/%s: %w", table, id, ErrNotFound)
-	}
-	if err != nil {
-		return envelope{}, fmt.Errorf("kv: read %s/%s: %w", table, id, err)
-	}
-	val, err := item.ValueCopy(nil)
-	if err != nil {
-		return envelope{}, fmt.Errorf("kv: read %s/%s: %w", table, id, err)
-	}
-	e, err := decodeEnvelope(val)
-	if err != nil {
-		return envelope{}, fmt.Errorf("kv: read %s/%s: %w", table, id, err)
 	}
 	return e, nil
 }
@@ -78,17 +139,10 @@ func (t *Txn) Get(table, id string, out any) error {
 	if err := checkName("id", id); err != nil {
 		return err
 	}
-	item, err := t.txn.Get(recordKey(table, id))
-	if errors.Is(err, badger.ErrKeyNotFound) {
-		return fmt.Errorf("kv: %s/%s: %w", table, id, ErrNotFound)
-	}
-	if err != nil {
-		return fmt.Errorf("kv: read %s/%s: %w", table, id, err)
-	}
 	// Decode in place: json.Unmarshal copies what it keeps, so the value
 	// needs no copy, and Get needs only the JSON part of the envelope.
 	var decodeErr error
-	err = item.Value(func(val []byte) error {
+	found, err := t.read(recordKey(table, id), func(val []byte) error {
 		data, err := envelopeData(val)
 		if err != nil {
 			return err
@@ -98,6 +152,9 @@ func (t *Txn) Get(table, id string, out any) error {
 	})
 	if err != nil {
 		return fmt.Errorf("kv: read %s/%s: %w", table, id, err)
+	}
+	if !found {
+		return fmt.Errorf("kv: %s/%s: %w", table, id, ErrNotFound)
 	}
 	if decodeErr != nil {
 		return fmt.Errorf("kv: decode %s/%s: %w", table, id, decodeErr)
@@ -170,12 +227,12 @@ func (t *Txn) Put(table, id string, v any, indexes ...Index) error {
 	for _, ix := range old.indexes {
 		i, keep := want[nv{ix.Name, ix.Value}]
 		if !keep {
-			if err := t.txn.Delete(indexKey(table, ix.Name, ix.Value, id)); err != nil {
+			if err := t.del(indexKey(table, ix.Name, ix.Value, id)); err != nil {
 				return fmt.Errorf("kv: put %s/%s: %w", table, id, err)
 			}
 		}
 		if ix.Unique && (!keep || !next[i].Unique) {
-			if err := t.txn.Delete(uniqueKey(table, ix.Name, ix.Value)); err != nil {
+			if err := t.del(uniqueKey(table, ix.Name, ix.Value)); err != nil {
 				return fmt.Errorf("kv: put %s/%s: %w", table, id, err)
 			}
 		}
@@ -184,38 +241,35 @@ func (t *Txn) Put(table, id string, v any, indexes ...Index) error {
 	for _, ix := range next {
 		wasUnique, present := had[nv{ix.Name, ix.Value}]
 		if !present {
-			if err := t.txn.Set(indexKey(table, ix.Name, ix.Value, id), nil); err != nil {
+			if err := t.set(indexKey(table, ix.Name, ix.Value, id), nil); err != nil {
 				return fmt.Errorf("kv: put %s/%s: %w", table, id, err)
 			}
 		}
 		if ix.Unique && !wasUnique {
-			if err := t.txn.Set(uniqueKey(table, ix.Name, ix.Value), []byte(id)); err != nil {
+			if err := t.set(uniqueKey(table, ix.Name, ix.Value), []byte(id)); err != nil {
 				return fmt.Errorf("kv: put %s/%s: %w", table, id, err)
 			}
 		}
 	}
-	if err := t.txn.Set(recordKey(table, id), encodeEnvelope(next, data)); err != nil {
+	if err := t.set(recordKey(table, id), encodeEnvelope(next, data)); err != nil {
 		return fmt.Errorf("kv: put %s/%s: %w", table, id, err)
 	}
 	return nil
 }
 
-// uniqueHolder returns the id holding a unique entry, or "" if none. The
-// point read puts the key in the transaction's read set, so concurrent claims
-// of the same value conflict at commit.
+// uniqueHolder returns the id holding a unique entry, or "" if none. Updates
+// run one after another (batch.go), so this point read sees every earlier
+// claim, committed or earlier in the same batch.
 func (t *Txn) uniqueHolder(table, name, value string) (string, error) {
-	item, err := t.txn.Get(uniqueKey(table, name, value))
-	if errors.Is(err, badger.ErrKeyNotFound) {
-		return "", nil
-	}
+	holder := ""
+	_, err := t.read(uniqueKey(table, name, value), func(val []byte) error {
+		holder = string(val)
+		return nil
+	})
 	if err != nil {
 		return "", fmt.Errorf("kv: read unique index %s/%s=%q: %w", table, name, value, err)
 	}
-	v, err := item.ValueCopy(nil)
-	if err != nil {
-		return "", fmt.Errorf("kv: read unique index %s/%s=%q: %w", table, name, value, err)
-	}
-	return string(v), nil
+	return holder, nil
 }
 
 // Delete removes the record (table, id) and its index entries.
@@ -234,16 +288,16 @@ func (t *Txn) Delete(table, id string) error {
 		return err
 	}
 	for _, ix := range old.indexes {
-		if err := t.txn.Delete(indexKey(table, ix.Name, ix.Value, id)); err != nil {
+		if err := t.del(indexKey(table, ix.Name, ix.Value, id)); err != nil {
 			return fmt.Errorf("kv: delete %s/%s: %w", table, id, err)
 		}
 		if ix.Unique {
-			if err := t.txn.Delete(uniqueKey(table, ix.Name, ix.Value)); err != nil {
+			if err := t.del(uniqueKey(table, ix.Name, ix.Value)); err != nil {
 				return fmt.Errorf("kv: delete %s/%s: %w", table, id, err)
 			}
 		}
 	}
-	if err := t.txn.Delete(recordKey(table, id)); err != nil {
+	if err := t.del(recordKey(table, id)); err != nil {
 		return fmt.Errorf("kv: delete %s/%s: %w", table, id, err)
 	}
 	return nil
@@ -253,7 +307,7 @@ func (t *Txn) Delete(table, id string) error {
 // entry (index, value).
 func (t *Txn) Lookup(table, index, value string) (string, error) {
 	id := ""
-	err := t.scan(table, Query{Index: index, Value: value, Limit: 1}, func(key []byte, _ *badger.Item) error {
+	err := t.scan(table, Query{Index: index, Value: value, Limit: 1}, func(key []byte, _ valueFunc) error {
 		id = string(key)
 		return nil
 	})
@@ -268,9 +322,10 @@ func (t *Txn) Lookup(table, index, value string) (string, error) {
 
 // List calls fn for each record matching q, in id order. decode JSON-decodes
 // the record and is valid only during that call of fn. An error from fn stops
-// the iteration and is returned as is.
+// the iteration and is returned as is. Writes fn makes to t are not seen by
+// the iteration under way.
 func (t *Txn) List(table string, q Query, fn func(id string, decode func(out any) error) error) error {
-	return t.scan(table, q, func(idb []byte, item *badger.Item) error {
+	return t.scan(table, q, func(idb []byte, value valueFunc) error {
 		id := string(idb)
 		valid := true
 		defer func() { valid = false }()
@@ -278,20 +333,26 @@ func (t *Txn) List(table string, q Query, fn func(id string, decode func(out any
 			if !valid {
 				return fmt.Errorf("kv: decode %s/%s called after its List callback returned", table, id)
 			}
-			if item == nil { // index scan: fetch the record
+			if value == nil { // index scan: fetch the record
 				e, err := t.getEnvelope(table, id)
 				if err != nil {
 					return err
 				}
 				return decodeData(table, id, e.data, out)
 			}
-			return item.Value(func(val []byte) error {
+			var decodeErr error
+			err := value(func(val []byte) error {
 				data, err := envelopeData(val)
 				if err != nil {
-					return fmt.Errorf("kv: read %s/%s: %w", table, id, err)
+					return err
 				}
-				return decodeData(table, id, data, out)
+				decodeErr = decodeData(table, id, data, out)
+				return nil
 			})
+			if err != nil {
+				return fmt.Errorf("kv: read %s/%s: %w", table, id, err)
+			}
+			return decodeErr
 		}
 		return fn(id, decode)
 	})
@@ -308,17 +369,61 @@ func decodeData(table, id string, data []byte, out any) error {
 func (t *Txn) Count(table string, q Query) (int, error) {
 	q.After, q.Limit = "", 0
 	n := 0
-	err := t.scan(table, q, func([]byte, *badger.Item) error {
+	err := t.scan(table, q, func([]byte, valueFunc) error {
 		n++
 		return nil
 	})
 	return n, err
 }
 
+// valueFunc calls fn with a stored value, like badger.Item.Value.
+type valueFunc func(fn func(val []byte) error) error
+
+// pendingKey is a write of this request or of an earlier one in its batch,
+// met by a scan.
+type pendingKey struct {
+	key string
+	op  op
+}
+
+// pending returns the writes t sees in [seek, end of prefix), sorted, this
+// request's own shadowing its batch's. It copies them: writes made during the
+// scan do not disturb it.
+func (t *Txn) pending(seek, prefix string) []pendingKey {
+	if t.w == nil {
+		return nil
+	}
+	mine, theirs := t.w.scan(seek, prefix), t.below.scan(seek, prefix)
+	if len(theirs) > 0 {
+		t.sawBelow = true
+	}
+	if len(mine)+len(theirs) == 0 {
+		return nil
+	}
+	out := make([]pendingKey, 0, len(mine)+len(theirs))
+	for len(mine) > 0 || len(theirs) > 0 {
+		switch {
+		case len(theirs) == 0 || len(mine) > 0 && mine[0] <= theirs[0]:
+			k := mine[0]
+			out = append(out, pendingKey{k, t.w.ops[k]})
+			if len(theirs) > 0 && theirs[0] == k {
+				theirs = theirs[1:]
+			}
+			mine = mine[1:]
+		default:
+			k := theirs[0]
+			out = append(out, pendingKey{k, t.below.ops[k]})
+			theirs = theirs[1:]
+		}
+	}
+	return out
+}
+
 // scan iterates the keys selected by q and calls fn with the id and, for a
-// table scan, the record's item (nil for an index scan). fn's id slice is
+// table scan, the record's value (nil for an index scan). It merges the
+// pending writes t sees with the Badger snapshot. fn's id slice and value are
 // only valid during the call.
-func (t *Txn) scan(table string, q Query, fn func(id []byte, item *badger.Item) error) error {
+func (t *Txn) scan(table string, q Query, fn func(id []byte, value valueFunc) error) error {
 	if err := t.usable(false); err != nil {
 		return err
 	}
@@ -342,35 +447,59 @@ func (t *Txn) scan(table string, q Query, fn func(id []byte, item *badger.Item) 
 	}
 	isRecord := q.Index == ""
 
+	seek := prefix
+	if q.After != "" {
+		seek = append(bytes.Clone(prefix), q.After...)
+	}
+	pending := t.pending(string(seek), string(prefix))
+
 	opts := badger.DefaultIteratorOptions
 	opts.Prefix = prefix
 	opts.PrefetchValues = false // key-only; List reads values lazily in decode
 	it := t.txn.NewIterator(opts)
 	defer it.Close()
 
-	seek := prefix
-	if q.After != "" {
-		seek = append(bytes.Clone(prefix), q.After...)
-	}
 	after := []byte(q.After)
 	n := 0
-	for it.Seek(seek); it.ValidForPrefix(prefix); it.Next() {
-		item := it.Item()
-		id := item.Key()[len(prefix):]
-		if q.After != "" && bytes.Equal(id, after) {
-			continue
+	it.Seek(seek)
+	for {
+		var key []byte
+		var value valueFunc
+		advance := false // the Badger item is in use until fn returns
+		stored := it.ValidForPrefix(prefix)
+		switch {
+		case len(pending) > 0 && (!stored || pending[0].key <= string(it.Item().Key())):
+			p := pending[0]
+			pending = pending[1:]
+			if stored && p.key == string(it.Item().Key()) {
+				it.Next() // shadowed by the pending write
+			}
+			if p.op.del {
+				continue
+			}
+			key = []byte(p.key)
+			value = func(fn func([]byte) error) error { return fn(p.op.val) }
+		case stored:
+			item := it.Item()
+			key, value, advance = item.Key(), item.Value, true
+		default:
+			return nil
 		}
-		var rec *badger.Item
-		if isRecord {
-			rec = item
+		id := key[len(prefix):]
+		if q.After == "" || !bytes.Equal(id, after) {
+			if !isRecord {
+				value = nil
+			}
+			if err := fn(id, value); err != nil {
+				return err
+			}
+			n++
+			if q.Limit > 0 && n >= q.Limit {
+				return nil
+			}
 		}
-		if err := fn(id, rec); err != nil {
-			return err
-		}
-		n++
-		if q.Limit > 0 && n >= q.Limit {
-			break
+		if advance {
+			it.Next()
 		}
 	}
-	return nil
 }
