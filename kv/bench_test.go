@@ -3,7 +3,9 @@ package kv
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"testing"
 )
@@ -98,4 +100,58 @@ func BenchmarkBackupLoad(b *testing.B) {
 		dst.Close()
 	}
 	b.ReportMetric(float64(size), "backup-bytes")
+}
+
+// BenchmarkUpdateWriters runs Updates from a fixed number of goroutines
+// (the bench harness drives the daemon with 16 and 64 clients): distinct
+// records, or all bumping one hot record.
+func BenchmarkUpdateWriters(b *testing.B) {
+	for _, hot := range []bool{false, true} {
+		for _, writers := range []int{1, 16, 64} {
+			name := fmt.Sprintf("writers=%d", writers)
+			if hot {
+				name += "/hot"
+			}
+			b.Run(name, func(b *testing.B) {
+				s := openTest(b, "")
+				ctx := context.Background()
+				var next atomic.Int64
+				var wg sync.WaitGroup
+				b.ResetTimer()
+				for range writers {
+					wg.Go(func() {
+						for {
+							i := next.Add(1)
+							if i > int64(b.N) {
+								return
+							}
+							var err error
+							if hot {
+								err = benchBump(ctx, s)
+							} else {
+								err = benchPut(ctx, s, i)
+							}
+							if err != nil {
+								b.Error(err)
+								return
+							}
+						}
+					})
+				}
+				wg.Wait()
+				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "ops/s")
+			})
+		}
+	}
+}
+
+func benchBump(ctx context.Context, s *Store) error {
+	return s.Update(ctx, func(tx *Txn) error {
+		var u user
+		if err := tx.Get("bench", "hot", &u); err != nil && !errors.Is(err, ErrNotFound) {
+			return err
+		}
+		u.N++
+		return tx.Put("bench", "hot", u)
+	})
 }
