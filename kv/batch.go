@@ -214,7 +214,7 @@ func (s *Store) commitGroup(g *group) error {
 	if g.ws.count > 0 {
 		err = applyWrites(g.btx, g.ws)
 		if err == nil {
-			err = g.btx.Commit()
+			err = commit(g.btx)
 		}
 		if err != nil {
 			err = fmt.Errorf("kv: commit: %w", err)
@@ -229,6 +229,9 @@ func (s *Store) commitGroup(g *group) error {
 	}
 	return err
 }
+
+// commit is Badger's Commit; tests replace it to make commits fail.
+var commit = (*badger.Txn).Commit
 
 func applyWrites(btx *badger.Txn, ws *writeSet) error {
 	for _, k := range ws.keys {

@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/dgraph-io/badger/v4"
@@ -386,6 +387,11 @@ func TestBatchTooBigSplits(t *testing.T) {
 			if c.N != i {
 				return fmt.Errorf("request %d read counter %d", i, c.N)
 			}
+			// After a split the records of the requests before are in
+			// the group in flight, not in this group's snapshot.
+			if got, err := tx.Count("blobs", Query{}); err != nil || got != i*per {
+				return fmt.Errorf("request %d counted %d blobs (%v), want %d", i, got, err, i*per)
+			}
 			c.N++
 			if err := tx.Put("chain", "c", c); err != nil {
 				return err
@@ -437,5 +443,75 @@ func TestBatchTooBigSplits(t *testing.T) {
 	}
 	if got := count(t, s, "big", Query{}); got != 0 {
 		t.Fatalf("%d records of the too-big request, want 0", got)
+	}
+}
+
+// TestBatchCommitFailure makes the commit of a group fail: its requests,
+// and the one whose writes started the next group after reading the failed
+// group's, get the error and leave nothing behind; the requests after run
+// on what is really stored.
+func TestBatchCommitFailure(t *testing.T) {
+	s := openTest(t, "")
+	ctx := context.Background()
+	if err := put(t, s, "users", "old", user{Name: "old"}); err != nil {
+		t.Fatal(err)
+	}
+	errDisk := errors.New("injected commit failure")
+	orig := commit
+	var calls atomic.Int32
+	commit = func(btx *badger.Txn) error {
+		if calls.Add(1) == 1 {
+			return errDisk
+		}
+		return orig(btx)
+	}
+	t.Cleanup(func() { commit = orig })
+
+	const blob = 60 << 10
+	if max := s.db.MaxBatchSize(); 35*blob >= max || 45*blob < max {
+		t.Fatalf("MaxBatchSize %d: test sizes need adjusting", max)
+	}
+	bulk := func(tx *Txn, table string, n int) error {
+		for j := range n {
+			if err := tx.Put(table, fmt.Sprint(j), user{Name: strings.Repeat("z", blob)}); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	release := holdCommitter(t, s)
+	// a fills most of a Badger transaction, so b's writes do not fit with
+	// a's: a's group commits (and fails) before b's writes are taken.
+	a := enqueue(t, s, ctx, func(tx *Txn) error { return bulk(tx, "a", 35) })
+	b := enqueue(t, s, ctx, func(tx *Txn) error {
+		if err := tx.Get("a", "0", &user{}); err != nil {
+			return err
+		}
+		return bulk(tx, "b", 10)
+	})
+	c := enqueue(t, s, ctx, putFn("c", user{Name: "c"}))
+	d := enqueue(t, s, ctx, func(tx *Txn) error { return tx.Get("a", "1", &user{}) })
+	release()
+	for name, ch := range map[string]<-chan outcome{"a": a, "b": b} {
+		if o := <-ch; !errors.Is(o.err, errDisk) {
+			t.Errorf("%s: %v, want the injected failure", name, o)
+		}
+	}
+	if o := <-c; o.err != nil || o.panicked != nil {
+		t.Errorf("c: %v, want success", o)
+	}
+	if o := <-d; !errors.Is(o.err, ErrNotFound) {
+		t.Errorf("d: %v, want ErrNotFound (a's records were never stored)", o)
+	}
+	for _, table := range []string{"a", "b"} {
+		if n := count(t, s, table, Query{}); n != 0 {
+			t.Errorf("%d records in %s after a failed commit, want 0", n, table)
+		}
+	}
+	if _, err := get(t, s, "users", "c"); err != nil {
+		t.Errorf("record of c: %v", err)
+	}
+	if err := put(t, s, "users", "after", user{}); err != nil {
+		t.Fatalf("Update after a failed commit: %v", err)
 	}
 }
