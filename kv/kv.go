@@ -76,28 +76,12 @@ type Store struct {
 	gcDone chan struct{}
 }
 
-// Open opens (creating if needed) the Badger store in opts.Dir and starts
-// the value-log GC loop. A store another process has open is refused with
-// ErrLocked (naming that process's pid when its pid file tells). A store
-// whose previous process died without closing it is recovered by Badger's
-// replay of its write-ahead log, and Open logs one warning saying so.
-func Open(ctx context.Context, opts Options) (*Store, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("kv: open: %w", err)
-	}
-	if opts.Dir == "" {
-		return nil, errors.New("kv: open: Options.Dir is empty")
-	}
-	logger := opts.Logger
-	if logger == nil {
-		logger = slog.Default()
-	}
-	if err := atomicfile.MkdirAll(opts.Dir, 0o700); err != nil {
-		return nil, fmt.Errorf("kv: open: create store dir: %w", err)
-	}
-	prevPID, unclean := lockHolder(opts.Dir)
-
-	bopts := badger.DefaultOptions(opts.Dir).
+// BadgerOptions are the options coffer opens Badger with (without
+// encryption, which Open adds from Options.EncryptionKey). Exported for
+// the benchmark's kv-sync ceiling, which measures raw Badger commits on
+// the same settings.
+func BadgerOptions(dir string, logger *slog.Logger) badger.Options {
+	return badger.DefaultOptions(dir).
 		// An acknowledged write must survive kill -9: fsync every commit.
 		WithSyncWrites(true).
 		// Only the committer writes (batch.go), one transaction after
@@ -123,6 +107,30 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		// value log then serves only as the write-ahead log. Must stay below
 		// 15% of MemTableSize (Badger's max batch size).
 		WithValueThreshold(64 << 10)
+}
+
+// Open opens (creating if needed) the Badger store in opts.Dir and starts
+// the value-log GC loop. A store another process has open is refused with
+// ErrLocked (naming that process's pid when its pid file tells). A store
+// whose previous process died without closing it is recovered by Badger's
+// replay of its write-ahead log, and Open logs one warning saying so.
+func Open(ctx context.Context, opts Options) (*Store, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("kv: open: %w", err)
+	}
+	if opts.Dir == "" {
+		return nil, errors.New("kv: open: Options.Dir is empty")
+	}
+	logger := opts.Logger
+	if logger == nil {
+		logger = slog.Default()
+	}
+	if err := atomicfile.MkdirAll(opts.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("kv: open: create store dir: %w", err)
+	}
+	prevPID, unclean := lockHolder(opts.Dir)
+
+	bopts := BadgerOptions(opts.Dir, logger)
 
 	var encKey []byte
 	if len(opts.EncryptionKey) > 0 {

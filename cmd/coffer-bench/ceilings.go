@@ -4,6 +4,7 @@ import (
 	"context"
 	crand "crypto/rand"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +18,8 @@ import (
 	"time"
 
 	"github.com/coffer-hsm/coffer/hsm"
+	"github.com/dgraph-io/badger/v4"
+
 	"github.com/coffer-hsm/coffer/kv"
 )
 
@@ -57,7 +60,7 @@ type ceilings struct {
 	httpSocket string
 	httpSrv    *http.Server
 	keys       *hsm.HSM
-	store      *kv.Store
+	db         *badger.DB // raw Badger on the daemon's settings: the kv-sync ceiling
 	sealed     *hsm.Sealed
 	aad        []byte
 	nextID     atomic.Int64
@@ -87,19 +90,16 @@ func openCeilings(ctx context.Context, dir string) (_ *ceilings, err error) {
 	if c.sealed, err = c.keys.Seal(ctx, payload(sealPayloadSize), c.aad); err != nil {
 		return nil, err
 	}
-	// Encrypted like the daemon's store, so the ceiling pays what the
-	// daemon pays.
+	// Raw Badger commits (one small record each, synced), on the settings
+	// and encryption of the daemon's store: what the disk and Badger allow,
+	// before coffer's own store layer (group commit included).
 	storeKey := make([]byte, 32)
 	if _, err := crand.Read(storeKey); err != nil {
 		return nil, err
 	}
-	c.store, err = kv.Open(ctx, kv.Options{
-		Dir:           filepath.Join(dir, "kv"),
-		Logger:        slog.New(slog.NewTextHandler(io.Discard, nil)),
-		GCInterval:    -1,
-		EncryptionKey: storeKey,
-	})
-	if err != nil {
+	bopts := kv.BadgerOptions(filepath.Join(dir, "kv"), slog.New(slog.NewTextHandler(io.Discard, nil))).
+		WithEncryptionKey(storeKey).WithEncryptionKeyRotationDuration(7 * 24 * time.Hour)
+	if c.db, err = badger.Open(bopts); err != nil {
 		return nil, err
 	}
 
@@ -127,8 +127,8 @@ func (c *ceilings) close() {
 	if c.httpSrv != nil {
 		_ = c.httpSrv.Close()
 	}
-	if c.store != nil {
-		_ = c.store.Close()
+	if c.db != nil {
+		_ = c.db.Close()
 	}
 	if c.keys != nil {
 		_ = c.keys.Close()
@@ -171,8 +171,12 @@ func (c *ceilings) factory(name string) (workerFactory, error) {
 		return funcFactory(func(ctx context.Context, _ *rand.Rand) error {
 			n := c.nextID.Add(1)
 			id := fmt.Sprintf("%016x", n)
-			return c.store.Update(ctx, func(tx *kv.Txn) error {
-				return tx.Put("bench", id, benchRecord{Name: "bench", N: n, Created: time.Now()})
+			rec, err := json.Marshal(benchRecord{Name: "bench", N: n, Created: time.Now()})
+			if err != nil {
+				return err
+			}
+			return c.db.Update(func(txn *badger.Txn) error {
+				return txn.Set([]byte("bench/"+id), rec)
 			})
 		}), nil
 	}
