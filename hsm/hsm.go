@@ -61,9 +61,11 @@ type Config struct {
 
 // Info describes the token in use, for status output.
 type Info struct {
-	Module     string   `json:"module"`
-	TokenLabel string   `json:"token_label"`
-	KeyLabels  []string `json:"key_labels"` // current KEK label, current signing key label, import key label
+	Module     string    `json:"module"`
+	TokenLabel string    `json:"token_label"`
+	KeyLabels  []string  `json:"key_labels"` // current KEK label, current signing key label, import key label
+	Token      TokenInfo `json:"token"`
+	Schemes    Schemes   `json:"schemes"` // chosen for the token's mechanisms
 }
 
 // p11 is the part of *crypto11.Context this package uses.
@@ -111,6 +113,11 @@ type HSM struct {
 
 	imp       importKey      // the import key (importkey.go)
 	importPub *rsa.PublicKey // set by Open, never changed
+
+	// What the token said at Open, and the schemes chosen for it: the
+	// schemes of keys provision creates. Immutable.
+	token   TokenInfo
+	schemes Schemes
 
 	// mu is held shared by every operation and exclusively by Close, so
 	// Close waits for in-flight calls and no call starts after it.
@@ -178,11 +185,18 @@ func Open(ctx context.Context, cfg Config) (h *HSM, err error) {
 	if err != nil {
 		return nil, configureError(cfg, err)
 	}
+	tok, schemes, err := chooseFor(cfg)
+	if err != nil {
+		_ = c11.Close()
+		return nil, err
+	}
 
 	h = &HSM{
-		cfg:  cfg,
-		ctx:  c11,
-		keks: map[string]*crypto11.SecretKey{},
+		cfg:     cfg,
+		ctx:     c11,
+		token:   tok,
+		schemes: schemes,
+		keks:    map[string]*crypto11.SecretKey{},
 	}
 	if err := h.provision(ctx); err != nil {
 		_ = c11.Close()
@@ -193,6 +207,8 @@ func Open(ctx context.Context, cfg Config) (h *HSM, err error) {
 	} else {
 		openTokens[key] = &tokenRef{pinHash: pinHash, refs: 1}
 	}
+	h.log().Info("HSM token open", "token", cfg.TokenLabel, "manufacturer", tok.Manufacturer, "model", tok.Model,
+		"kek_scheme", schemes.KEK, "kek_reason", schemes.KEKWhy, "signing_scheme", schemes.Signing, "signing_reason", schemes.SigningWhy)
 	return h, nil
 }
 
@@ -480,6 +496,8 @@ func (h *HSM) Info() Info {
 		Module:     h.cfg.ModulePath,
 		TokenLabel: h.cfg.TokenLabel,
 		KeyLabels:  []string{h.kekLabel, h.sigLabel, ImportKeyLabel},
+		Token:      h.token,
+		Schemes:    h.schemes,
 	}
 }
 

@@ -230,7 +230,7 @@ func (h *HSM) reconnect() (done bool, err error) {
 	// Find the keys on a scratch HSM: provision sets fields that readers
 	// such as SigningPublicKey use without the lock.
 	// importPub set: the import key must be there, and be the same.
-	n := &HSM{cfg: h.cfg, ctx: c11, sigLabel: h.sigLabel, keks: map[string]*crypto11.SecretKey{}, importPub: h.importPub}
+	n := &HSM{cfg: h.cfg, ctx: c11, token: h.token, schemes: h.schemes, sigLabel: h.sigLabel, keks: map[string]*crypto11.SecretKey{}, importPub: h.importPub}
 	n.cfg.NoCreate = true
 	if err := n.provision(context.Background()); err != nil {
 		_ = c11.Close()
