@@ -272,7 +272,9 @@ func (f *fakeKeys) Check(context.Context) error {
 func (f *fakeKeys) Info() hsm.Info {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return hsm.Info{Module: "fake.so", TokenLabel: "fake", KeyLabels: []string{f.kekLabel, f.sigLabel}}
+	return hsm.Info{Module: "fake.so", TokenLabel: "fake", KeyLabels: []string{f.kekLabel, f.sigLabel},
+		Token:   hsm.TokenInfo{Label: "fake", Manufacturer: "coffer", Model: "fake", Serial: "0001"},
+		Schemes: hsm.Schemes{KEK: hsm.KEKAESGCM, KEKWhy: "fake reason", Signing: hsm.SignES256, SigningWhy: "fake reason"}}
 }
 
 func (f *fakeKeys) Close() error { return nil }
