@@ -66,7 +66,9 @@ func TestOpenRefusesUnsupportedToken(t *testing.T) {
 		t.Errorf("a refused token is still counted open: %+v", ref)
 	}
 
-	inspect = func(Config) (TokenInfo, []Mechanism, error) { return TokenInfo{}, nil, errors.New("C_GetMechanismList: CKR_DEVICE_ERROR") }
+	inspect = func(Config) (TokenInfo, []Mechanism, error) {
+		return TokenInfo{}, nil, errors.New("C_GetMechanismList: CKR_DEVICE_ERROR")
+	}
 	if _, err := Open(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "read the mechanisms of HSM token coffer-no-schemes") {
 		t.Fatalf("Open with a failing inspection = %v", err)
 	}

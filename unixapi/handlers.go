@@ -54,7 +54,7 @@ func (s *Server) getStatus(w http.ResponseWriter, r *http.Request) error {
 	}
 	writeJSON(w, http.StatusOK, Status{
 		Version: st.Version, StartedAt: st.StartedAt, UptimeSeconds: int64(st.Uptime / time.Second), Dev: st.Dev,
-		HSM:     hs,
+		HSM:    hs,
 		Store:  StoreStatus{Healthy: st.Store.Healthy, Error: st.Store.Error},
 		Counts: Counts{Projects: st.Counts.Projects, Secrets: st.Counts.Secrets, Users: st.Counts.Users, Credentials: st.Counts.Credentials},
 	})
