@@ -14,7 +14,8 @@ import (
 // rotationPoll is how often rotate-kek asks for the re-wrap's progress.
 const rotationPoll = 200 * time.Millisecond
 
-var hsmCommand = group("hsm", "list and rotate the keys in the HSM (system admins); print the import key",
+var hsmCommand = group("hsm", "show the HSM token and its schemes; list and rotate its keys (system admins); print the import key",
+	hsmInfoCommand,
 	&cli.Command{
 		Name:  "keys",
 		Usage: "list the KEK versions and signing keys with what uses them, and the last KEK rotation",

@@ -56,5 +56,3 @@ func writeHSMInfo(w io.Writer, h unixapi.HSMStatus) {
 	)
 	writeFields(w, fields)
 }
-
-var hsmCommand = group("hsm", "the HSM token and its keys", hsmInfoCommand)

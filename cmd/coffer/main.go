@@ -151,7 +151,6 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 		Commands: cloneCommands([]*cli.Command{
 			daemonCommand,
 			statusCommand,
-			hsmCommand,
 			deliverCommand,
 			projectCommand,
 			secretCommand,
