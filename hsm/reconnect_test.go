@@ -290,7 +290,7 @@ func sign(h *HSM) error {
 		return err
 	}
 	r, s := new(big.Int).SetBytes(sig[:32]), new(big.Int).SetBytes(sig[32:])
-	if !ecdsa.Verify(h.SigningPublicKey(), d[:], r, s) {
+	if !ecdsa.Verify(h.SigningPublicKey().(*ecdsa.PublicKey), d[:], r, s) {
 		return errors.New("signature does not verify")
 	}
 	return nil
