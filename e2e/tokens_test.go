@@ -105,8 +105,9 @@ func TestTokenFlow(t *testing.T) {
 }
 
 // runTokenFlow: the schemes shown, a secret created, rotated and delivered
-// exactly, an OAuth2 JWT verified against the JWKS, and after a restart
-// the same secret delivered and the same JWT verified again.
+// exactly, an OAuth2 JWT verified against the JWKS, the KEK rotated and
+// the old one removed, and after a restart the same secret delivered and
+// the same JWT verified again.
 func runTokenFlow(t *testing.T, tok flowToken) {
 	d := tok.start(t)
 	checkHSMInfo(t, d, tok)
@@ -130,6 +131,23 @@ func runTokenFlow(t *testing.T, tok flowToken) {
 	oc := d.newCred(t, "default", map[string]any{"type": "oauth2", "user": "flow"})
 	jwt := d.oauthToken(t, oc.ClientID, oc.ClientSecret).AccessToken
 	checkJWT(t, d, tok, jwt)
+
+	// KEK rotation: a new KEK of the token's scheme, every sealed record
+	// (and the store key) re-wrapped, the old KEK destroyed.
+	var rot unixapi.KEKRotation
+	decodeOutput(t, "json", d.mustCLI(t, "", "-o", "json", "hsm", "rotate-kek").stdout, &rot)
+	if rot.State != "done" || rot.Target != "coffer-kek-2" || rot.Failed != 0 || rot.Remaining != 0 || rot.Rewrapped < 1 {
+		t.Fatalf("rotate-kek: %+v", rot)
+	}
+	keys := d.hsmKeys(t)
+	if len(keys.KEKs) != 2 || keys.KEKs[0].Scheme != tok.kek || keys.KEKs[1].Scheme != tok.kek || keys.KEKs[0].Records != 0 || !keys.KEKs[1].Current {
+		t.Fatalf("KEKs after the rotation: %+v, want two %s KEKs, the old one unused", keys.KEKs, tok.kek)
+	}
+	if len(keys.SigningKeys) != 1 || keys.SigningKeys[0].Alg != tok.signing {
+		t.Fatalf("signing keys %+v, want one %s key", keys.SigningKeys, tok.signing)
+	}
+	d.mustCLI(t, "", "hsm", "remove-kek", "coffer-kek-1")
+	deliver(d, p2, "after KEK rotation")
 
 	d.Stop(t)
 	d = tok.start(t)
