@@ -146,3 +146,39 @@ func TestTPMRSAOAEPKEK(t *testing.T) {
 		t.Fatalf("Unseal after reopen = %q, %v", pt, err)
 	}
 }
+
+// BenchmarkTPM measures the RSA-OAEP scheme on a software TPM: Seal wraps
+// in software, Unseal decrypts in the TPM, Sign is ES256 in the TPM.
+// Short runs: go test ./hsm -run '^$' -bench TPM -benchtime 20x.
+func BenchmarkTPM(b *testing.B) {
+	tok := tpmtest.Start(b, "coffer-bench")
+	tok.Setenv(b)
+	ctx := context.Background()
+	h, err := Open(ctx, Config{ModulePath: tok.Module, TokenLabel: tok.Label, PIN: tok.PIN})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = h.Close() }()
+	aad := []byte("p/s/1")
+	s, err := h.Seal(ctx, make([]byte, 1024), aad)
+	if err != nil {
+		b.Fatal(err)
+	}
+	d := sha256.Sum256([]byte("x"))
+	for _, bc := range []struct {
+		name string
+		op   func() error
+	}{
+		{"Seal", func() error { _, err := h.Seal(ctx, make([]byte, 1024), aad); return err }},
+		{"Unseal", func() error { _, err := h.Unseal(ctx, s, aad); return err }},
+		{"Sign", func() error { _, err := h.Sign(ctx, d[:]); return err }},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			for b.Loop() {
+				if err := bc.op(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
