@@ -277,6 +277,7 @@ type status struct {
 			Manufacturer string `json:"manufacturer"`
 			Model        string `json:"model"`
 			Serial       string `json:"serial"`
+			Library      string `json:"library"`
 		} `json:"token,omitempty"`
 		Schemes struct {
 			KEK           string `json:"kek"`

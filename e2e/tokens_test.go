@@ -25,6 +25,7 @@ type flowToken struct {
 	kek          string // expected KEK scheme
 	signing      string // expected signing scheme (JWT alg)
 	manufacturer string // CK_TOKEN_INFO manufacturerID
+	library      string // start of the module's description (CK_INFO)
 	// start starts the daemon on the token and its state; called again
 	// after a stop, it restarts it on the same token and state.
 	start func(t *testing.T) *daemonProc
@@ -36,7 +37,7 @@ type flowToken struct {
 func softHSMFlowToken(t *testing.T) flowToken {
 	dir := workDir(t)
 	return flowToken{
-		kek: "aes-256-gcm", signing: "ES256", manufacturer: "SoftHSM project",
+		kek: "aes-256-gcm", signing: "ES256", manufacturer: "SoftHSM project", library: "SoftHSM Implementation of PKCS11 ",
 		start: func(t *testing.T) *daemonProc { return startDaemon(t, dir) },
 		creds: func(d *daemonProc) string { return filepath.Join(d.stateDir, "creds.sock") },
 	}
@@ -58,7 +59,7 @@ func tpmFlowToken(t *testing.T) flowToken {
 	args := []string{"daemon", "--state-dir", filepath.Join(dir, "state"), "--socket", sock, "--creds-socket", creds,
 		"--hsm-module", tok.Module, "--hsm-token", tok.Label, "--hsm-pin-file", pin}
 	return flowToken{
-		kek: "rsa-3072-oaep-sha256", signing: "ES256", manufacturer: "IBM",
+		kek: "rsa-3072-oaep-sha256", signing: "ES256", manufacturer: "IBM", library: "tpm2-software.github.io TPM2.0 Cryptoki ",
 		start: func(t *testing.T) *daemonProc { return startProdDaemon(t, dir, sock, tok.Env, args...) },
 		creds: func(*daemonProc) string { return creds },
 	}
@@ -105,7 +106,8 @@ func TestTokenFlow(t *testing.T) {
 }
 
 // runTokenFlow: the schemes shown, a secret created, rotated and delivered
-// exactly, an OAuth2 JWT verified against the JWKS, the KEK rotated and
+// exactly, a secret sealed offline to the token's import key imported and
+// delivered, an OAuth2 JWT verified against the JWKS, the KEK rotated and
 // the old one removed, and after a restart the same secret delivered and
 // the same JWT verified again.
 func runTokenFlow(t *testing.T, tok flowToken) {
@@ -125,6 +127,24 @@ func runTokenFlow(t *testing.T, tok flowToken) {
 	deliver(d, p1, "after create")
 	d.rotateSecret(t, s.ID, p2, 1)
 	deliver(d, p2, "after rotate")
+
+	// Sealed import: a file sealed offline to the token's import key
+	// opens only in this daemon, with this token.
+	work := workDir(t)
+	hostPub := writeFile(t, work, "host.pub", d.mustCLI(t, "", "hsm", "import-key").stdout)
+	p3, m3 := binaryPayload("TOKENFLOW3-")
+	payloadFile := writeFile(t, work, "payload", string(p3))
+	sealedFile := filepath.Join(work, "sealed.json")
+	if r := runCLI(t, "", "", "seal", "--to", hostPub, "--project", "default", "--display-name", "imported",
+		"--payload-file", payloadFile, "--out", sealedFile); r.code != 0 {
+		t.Fatalf("seal: %s", r)
+	}
+	var imported secret
+	decodeOutput(t, "json", d.mustCLI(t, "", "-o", "json", "secret", "import", sealedFile).stdout, &imported)
+	d.bind(t, imported.ID, map[string]string{"unit": "app.service", "credential": "imported"})
+	if got := loadCred(t, tok.creds(d), systemdAddr("app.service", "imported")); !bytes.Equal(got, p3) {
+		t.Fatalf("imported secret: delivered %q, want %q", got, p3)
+	}
 
 	d.newUser(t, "flow")
 	d.setRole(t, "default", "flow", "reader")
@@ -152,11 +172,14 @@ func runTokenFlow(t *testing.T, tok flowToken) {
 	d.Stop(t)
 	d = tok.start(t)
 	deliver(d, p2, "after a restart")
+	if got := loadCred(t, tok.creds(d), systemdAddr("app.service", "imported")); !bytes.Equal(got, p3) {
+		t.Fatalf("imported secret after a restart: delivered %q, want %q", got, p3)
+	}
 	checkJWT(t, d, tok, jwt)
 	checkHSMInfo(t, d, tok)
 
 	for _, f := range []string{d.stdout.String(), d.stderr.String()} {
-		for _, m := range []string{m1, m2, oc.ClientSecret} {
+		for _, m := range []string{m1, m2, m3, oc.ClientSecret} {
 			if strings.Contains(f, m) {
 				t.Errorf("daemon output contains secret material %q", m)
 			}
@@ -173,7 +196,7 @@ func checkHSMInfo(t *testing.T, d *daemonProc, tok flowToken) {
 	if h.Schemes.KEK != tok.kek || h.Schemes.Signing != tok.signing || h.Schemes.KEKReason == "" || h.Schemes.SigningReason == "" {
 		t.Errorf("hsm info schemes = %+v, want %s and %s with reasons", h.Schemes, tok.kek, tok.signing)
 	}
-	if h.Token == nil || h.Token.Manufacturer != tok.manufacturer || h.Token.Label != h.TokenLabel || !h.Healthy {
+	if h.Token == nil || h.Token.Manufacturer != tok.manufacturer || h.Token.Label != h.TokenLabel || !strings.HasPrefix(h.Token.Library, tok.library) || !h.Healthy {
 		t.Errorf("hsm info token = %+v (healthy %v), want manufacturer %q, label %s", h.Token, h.Healthy, tok.manufacturer, h.TokenLabel)
 	}
 	var st status
@@ -181,7 +204,8 @@ func checkHSMInfo(t *testing.T, d *daemonProc, tok flowToken) {
 	if st.HSM.Schemes.KEK != tok.kek || st.HSM.Schemes.Signing != tok.signing {
 		t.Errorf("status schemes = %+v", st.HSM.Schemes)
 	}
-	f := tableFields(t, d.mustCLI(t, "", "hsm", "info").stdout)
+	out := d.mustCLI(t, "", "hsm", "info").stdout
+	f := tableFields(t, out)
 	if f["KEK SCHEME"] != tok.kek || f["SIGNING SCHEME"] != tok.signing || f["KEK REASON"] != h.Schemes.KEKReason || f["MANUFACTURER"] != tok.manufacturer {
 		t.Errorf("hsm info table = %v", f)
 	}

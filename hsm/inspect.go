@@ -7,12 +7,22 @@ import (
 	"github.com/miekg/pkcs11"
 )
 
-// TokenInfo is what a token says about itself (CK_TOKEN_INFO), trimmed.
+// TokenInfo is what a token says about itself (CK_TOKEN_INFO), trimmed,
+// and which PKCS#11 library serves it (CK_INFO).
 type TokenInfo struct {
 	Label        string `json:"label"`
 	Manufacturer string `json:"manufacturer"`
 	Model        string `json:"model"`
 	Serial       string `json:"serial"`
+	Library      string `json:"library"` // manufacturer, description and version of the module
+}
+
+// failedDecryptSticks reports whether the module is known to leave a
+// C_Decrypt that failed active on its session (tpm2-pkcs11 1.9): every
+// later call on that session then answers CKR_OPERATION_ACTIVE, so the
+// sessions are renewed after such a failure (renewSessions).
+func (t TokenInfo) failedDecryptSticks() bool {
+	return strings.HasPrefix(t.Library, "tpm2-software.github.io ")
 }
 
 // inspect is the seam over inspectToken (the fake-token tests replace it).
@@ -41,6 +51,10 @@ func inspectToken(cfg Config) (ti TokenInfo, mechs []Mechanism, err error) {
 	default:
 		return TokenInfo{}, nil, fmt.Errorf("C_Initialize: %s", ckrName(err))
 	}
+	lib, err := p.GetInfo()
+	if err != nil {
+		return TokenInfo{}, nil, fmt.Errorf("C_GetInfo: %s", ckrName(err))
+	}
 	slot, info, found, err := findSlot(p, cfg.TokenLabel)
 	if err != nil {
 		return TokenInfo{}, nil, fmt.Errorf("list slots: %s", ckrName(err))
@@ -53,6 +67,8 @@ func inspectToken(cfg Config) (ti TokenInfo, mechs []Mechanism, err error) {
 		Manufacturer: trimPadded(info.ManufacturerID),
 		Model:        trimPadded(info.Model),
 		Serial:       trimPadded(info.SerialNumber),
+		Library: fmt.Sprintf("%s %s %d.%d", trimPadded(lib.ManufacturerID), trimPadded(lib.LibraryDescription),
+			lib.LibraryVersion.Major, lib.LibraryVersion.Minor),
 	}
 	list, err := p.GetMechanismList(slot)
 	if err != nil {

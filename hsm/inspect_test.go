@@ -13,7 +13,8 @@ func TestInspectSoftHSM(t *testing.T) {
 	h := openTest(t, tokenCfg(t, testToken))
 	info := h.Info()
 	tok := info.Token
-	if tok.Label != testToken || tok.Manufacturer != "SoftHSM project" || !strings.HasPrefix(tok.Model, "SoftHSM") || tok.Serial == "" {
+	if tok.Label != testToken || tok.Manufacturer != "SoftHSM project" || !strings.HasPrefix(tok.Model, "SoftHSM") || tok.Serial == "" ||
+		!strings.HasPrefix(tok.Library, "SoftHSM Implementation of PKCS11 2.") || tok.failedDecryptSticks() {
 		t.Errorf("token = %+v, want label %s, SoftHSM project, SoftHSM model, a serial", tok, testToken)
 	}
 	s := info.Schemes

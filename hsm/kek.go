@@ -382,8 +382,8 @@ func (h *HSM) unwrapDEK(ctx context.Context, s *Sealed, aad []byte) ([]byte, err
 	dek, err := h.unwrapWith(k, s.WrapNonce, s.WrappedDEK, aad)
 	if err != nil {
 		clear(dek)
-		if k.scheme == KEKRSAOAEP && !lost(err) {
-			defer h.renewSessions("an RSA decryption failed and may have left its session busy")
+		if k.scheme == KEKRSAOAEP && !lost(err) && h.token.failedDecryptSticks() {
+			defer h.renewSessions("an RSA decryption failed and left its session busy")
 		}
 		if authFailure(err) {
 			return nil, fmt.Errorf("%w: unwrap DEK with KEK %s: %s", ErrOpen, s.KEK, ckrName(err))

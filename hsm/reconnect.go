@@ -148,11 +148,13 @@ func (h *HSM) markLost(cause error) {
 }
 
 // renewSessions replaces the context and its sessions through the
-// reconnect path, after a failure that a module may leave its session
+// reconnect path, after a failure that the module leaves its session
 // unusable by: tpm2-pkcs11 (1.9) keeps a C_Decrypt that failed active, so
 // every later call on that session, which crypto11's pool hands to the
-// next caller, answers CKR_OPERATION_ACTIVE. It does not block. Called
-// with h.mu held shared.
+// next caller, answers CKR_OPERATION_ACTIVE (TokenInfo.failedDecryptSticks;
+// on other modules CKR_OPERATION_ACTIVE is a lost code, which gets the
+// same cure one failed call later). It does not block. Called with h.mu
+// held shared.
 func (h *HSM) renewSessions(why string) {
 	if !h.rc.outage.CompareAndSwap(nil, &outage{since: time.Now(), cause: why}) {
 		return

@@ -3,6 +3,8 @@ package hsm
 import (
 	"context"
 	"crypto/ecdsa"
+	"crypto/rand"
+	"crypto/rsa"
 	"crypto/sha256"
 	"errors"
 	"slices"
@@ -29,7 +31,7 @@ func TestTPMRSAOAEPKEK(t *testing.T) {
 	defer func() { _ = h.Close() }()
 
 	info := h.Info()
-	if info.Schemes.KEK != KEKRSAOAEP || info.Schemes.Signing != SignES256 || info.Token.Manufacturer != "IBM" {
+	if info.Schemes.KEK != KEKRSAOAEP || info.Schemes.Signing != SignES256 || info.Token.Manufacturer != "IBM" || !info.Token.failedDecryptSticks() {
 		t.Fatalf("Info = %+v, want rsa-3072-oaep-sha256, ES256 on an IBM (swtpm) token", info)
 	}
 	_, k := h.currentKEK()
@@ -89,6 +91,24 @@ func TestTPMRSAOAEPKEK(t *testing.T) {
 	for range 2 * defaultMaxSessions {
 		if pt, err := h.Unseal(ctx, s, aad); err != nil || string(pt) != "sealed by a TPM" {
 			t.Fatalf("Unseal after the failed decryption = %q, %v", pt, err)
+		}
+	}
+
+	// The import key works on the TPM too, and a bad import ciphertext
+	// renews the sessions the same way.
+	imp, err := rsa.EncryptOAEP(sha256.New(), rand.Reader, h.ImportPublicKey(), make([]byte, dekSize), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	flipped := slices.Clone(imp)
+	flipped[50] ^= 1
+	if _, err := h.UnwrapImport(ctx, flipped); !errors.Is(err, ErrOpen) {
+		t.Fatalf("UnwrapImport of a changed ciphertext: %v, want ErrOpen", err)
+	}
+	waitRecovered(t, h)
+	for range 2 * defaultMaxSessions {
+		if dek, err := h.UnwrapImport(ctx, imp); err != nil || len(dek) != dekSize {
+			t.Fatalf("UnwrapImport after the failed one: %v", err)
 		}
 	}
 

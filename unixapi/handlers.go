@@ -50,7 +50,7 @@ func (s *Server) getStatus(w http.ResponseWriter, r *http.Request) error {
 		},
 	}
 	if t := st.HSM.Token; t != nil {
-		hs.Token = &HSMToken{Label: t.Label, Manufacturer: t.Manufacturer, Model: t.Model, Serial: t.Serial}
+		hs.Token = &HSMToken{Label: t.Label, Manufacturer: t.Manufacturer, Model: t.Model, Serial: t.Serial, Library: t.Library}
 	}
 	writeJSON(w, http.StatusOK, Status{
 		Version: st.Version, StartedAt: st.StartedAt, UptimeSeconds: int64(st.Uptime / time.Second), Dev: st.Dev,

@@ -49,6 +49,7 @@ type HSMToken struct {
 	Manufacturer string `json:"manufacturer"`
 	Model        string `json:"model"`
 	Serial       string `json:"serial"`
+	Library      string `json:"library"` // the PKCS#11 module's manufacturer, description and version
 }
 
 // HSMSchemes are the key schemes coffer chose for the token's mechanisms:

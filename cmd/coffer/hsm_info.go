@@ -44,6 +44,7 @@ func writeHSMInfo(w io.Writer, h unixapi.HSMStatus) {
 			field{"manufacturer", t.Manufacturer},
 			field{"model", t.Model},
 			field{"serial", t.Serial},
+			field{"library", t.Library},
 		)
 	}
 	fields = append(fields,
