@@ -3,6 +3,8 @@ package audit
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/rsa"
 	"os"
 	"path/filepath"
 	"testing"
@@ -52,10 +54,12 @@ func FuzzVerifyLog(f *testing.F) {
 	})
 }
 
-// FuzzParseJWKS: any accepted key is a valid P-256 point.
+// FuzzParseJWKS: any accepted key is a valid P-256 point or an RSA key
+// PS256 may use (at least 2048 bits, an odd exponent of 3 or more).
 func FuzzParseJWKS(f *testing.F) {
 	f.Add([]byte(`{"keys":[]}`))
 	f.Add([]byte(`{"keys":[{"kty":"EC","crv":"P-256","kid":"k","x":"AA","y":"AA"}]}`))
+	f.Add([]byte(`{"keys":[{"kty":"RSA","alg":"PS256","kid":"k","n":"AQAB","e":"AQAB"}]}`))
 	f.Add([]byte(`[`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		keys, err := ParseJWKS(b)
@@ -63,8 +67,17 @@ func FuzzParseJWKS(f *testing.F) {
 			return
 		}
 		for kid, pub := range keys {
-			if _, err := pub.Bytes(); err != nil {
-				t.Fatalf("key %q is not a valid point: %v", kid, err)
+			switch k := pub.(type) {
+			case *ecdsa.PublicKey:
+				if _, err := k.Bytes(); err != nil {
+					t.Fatalf("key %q is not a valid point: %v", kid, err)
+				}
+			case *rsa.PublicKey:
+				if k.N.BitLen() < rsaMinBits || k.E < 3 || k.E%2 == 0 {
+					t.Fatalf("key %q is RSA-%d with exponent %d", kid, k.N.BitLen(), k.E)
+				}
+			default:
+				t.Fatalf("key %q is a %T", kid, pub)
 			}
 		}
 	})

@@ -2,8 +2,10 @@ package audit
 
 import (
 	"context"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
+	"crypto/rsa"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -13,10 +15,16 @@ import (
 
 // Signer signs checkpoints: the HSM signing key in the daemon.
 type Signer interface {
-	// Sign signs a SHA-256 digest with ECDSA P-256 and returns the raw
-	// r||s signature (64 bytes) and the kid of the key that signed.
+	// Sign signs a SHA-256 digest and returns the signature in its JWS
+	// form and the kid of the key that signed: ES256 (ECDSA P-256, raw
+	// r||s, 64 bytes) or PS256 (RSA-PSS with SHA-256 and a 32-byte salt,
+	// the modulus size), as the key is.
 	Sign(ctx context.Context, digest []byte) (sig []byte, kid string, err error)
 }
+
+// PublicKey is a checkpoint signing key's public half: *ecdsa.PublicKey
+// (P-256) or *rsa.PublicKey.
+type PublicKey = interface{ Equal(crypto.PublicKey) bool }
 
 // SignerFunc adapts a function to Signer.
 type SignerFunc func(ctx context.Context, digest []byte) ([]byte, string, error)
@@ -29,37 +37,51 @@ func (f SignerFunc) Sign(ctx context.Context, digest []byte) ([]byte, string, er
 // KeySource finds the public key a checkpoint names by kid. More than one
 // key may exist (the signing key can be rotated).
 type KeySource interface {
-	PublicKey(kid string) (*ecdsa.PublicKey, bool)
+	PublicKey(kid string) (PublicKey, bool)
 }
 
 // Keys is a KeySource from a map of kid to key.
-type Keys map[string]*ecdsa.PublicKey
+type Keys map[string]PublicKey
 
 // PublicKey returns the key named kid.
-func (k Keys) PublicKey(kid string) (*ecdsa.PublicKey, bool) {
+func (k Keys) PublicKey(kid string) (PublicKey, bool) {
 	pub, ok := k[kid]
 	return pub, ok
 }
 
-// sigLen is the size of a raw P-256 r||s signature.
-const sigLen = 64
+// maxSigLen bounds a checkpoint signature (RSA-8192).
+const maxSigLen = 1024
+
+// rsaMinBits is the smallest RSA key a checkpoint may be signed with.
+const rsaMinBits = 2048
 
 var b64 = base64.RawURLEncoding
 
-// verifySig checks a raw r||s signature of digest.
-func verifySig(pub *ecdsa.PublicKey, digest, sig []byte) bool {
-	if pub == nil || pub.Curve != elliptic.P256() || len(sig) != sigLen {
-		return false
+// pss is PS256's RSA-PSS: SHA-256, MGF1-SHA-256, salt as long as the hash.
+var pss = &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthEqualsHash, Hash: crypto.SHA256}
+
+// verifySig checks a signature of digest in the form Signer returns.
+func verifySig(pub PublicKey, digest, sig []byte) bool {
+	switch k := pub.(type) {
+	case *ecdsa.PublicKey:
+		if k == nil || k.Curve != elliptic.P256() || len(sig) != 64 {
+			return false
+		}
+		r := new(big.Int).SetBytes(sig[:32])
+		s := new(big.Int).SetBytes(sig[32:])
+		return ecdsa.Verify(k, digest, r, s)
+	case *rsa.PublicKey:
+		return k != nil && k.N.BitLen() >= rsaMinBits && len(sig) == k.Size() &&
+			rsa.VerifyPSS(k, crypto.SHA256, digest, sig, pss) == nil
 	}
-	r := new(big.Int).SetBytes(sig[:32])
-	s := new(big.Int).SetBytes(sig[32:])
-	return ecdsa.Verify(pub, digest, r, s)
+	return false
 }
 
 // ParseJWKS reads an RFC 7517 JWK set (such as the daemon's
-// /.well-known/jwks.json) and returns its EC P-256 keys by kid. Keys of
-// other types are skipped; a P-256 key without a kid or with bad
-// coordinates is an error.
+// /.well-known/jwks.json) and returns its signing keys by kid: EC P-256
+// keys and RSA keys for PS256. Keys of other types and algorithms are
+// skipped; such a key without a kid or with bad coordinates, modulus or
+// exponent is an error.
 func ParseJWKS(data []byte) (Keys, error) {
 	var set struct {
 		Keys []struct {
@@ -67,6 +89,9 @@ func ParseJWKS(data []byte) (Keys, error) {
 			Crv string `json:"crv"`
 			X   string `json:"x"`
 			Y   string `json:"y"`
+			N   string `json:"n"`
+			E   string `json:"e"`
+			Alg string `json:"alg"`
 			Kid string `json:"kid"`
 		} `json:"keys"`
 	}
@@ -75,11 +100,21 @@ func ParseJWKS(data []byte) (Keys, error) {
 	}
 	out := Keys{}
 	for i, k := range set.Keys {
-		if k.Kty != "EC" || k.Crv != "P-256" {
+		isEC := k.Kty == "EC" && k.Crv == "P-256"
+		isRSA := k.Kty == "RSA" && k.Alg == "PS256"
+		if !isEC && !isRSA {
 			continue
 		}
 		if k.Kid == "" {
 			return nil, fmt.Errorf("jwks: key %d has no kid", i)
+		}
+		if isRSA {
+			pub, err := parseRSA(k.N, k.E)
+			if err != nil {
+				return nil, fmt.Errorf("jwks: key %s: %w", k.Kid, err)
+			}
+			out[k.Kid] = pub
+			continue
 		}
 		x, ex := b64.DecodeString(k.X)
 		y, ey := b64.DecodeString(k.Y)
@@ -94,7 +129,22 @@ func ParseJWKS(data []byte) (Keys, error) {
 		out[k.Kid] = pub
 	}
 	if len(out) == 0 {
-		return nil, errors.New("jwks: no EC P-256 key")
+		return nil, errors.New("jwks: no EC P-256 or PS256 RSA key")
 	}
 	return out, nil
+}
+
+// parseRSA decodes an RSA JWK's n and e (RFC 7518 §6.3.1).
+func parseRSA(n64, e64 string) (*rsa.PublicKey, error) {
+	nb, en := b64.DecodeString(n64)
+	eb, ee := b64.DecodeString(e64)
+	if en != nil || ee != nil || len(nb) == 0 || nb[0] == 0 || len(eb) == 0 || len(eb) > 4 || eb[0] == 0 {
+		return nil, errors.New("bad modulus or exponent")
+	}
+	n := new(big.Int).SetBytes(nb)
+	e := int(new(big.Int).SetBytes(eb).Int64())
+	if n.BitLen() < rsaMinBits || e < 3 || e%2 == 0 {
+		return nil, fmt.Errorf("RSA-%d with exponent %d is not a PS256 key", n.BitLen(), e)
+	}
+	return &rsa.PublicKey{N: n, E: e}, nil
 }

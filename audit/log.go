@@ -469,7 +469,7 @@ func (l *Log) checkpoint() error {
 	ctx, cancel := context.WithTimeout(context.Background(), signTimeout)
 	defer cancel()
 	sig, kid, err := l.opts.Signer.Sign(ctx, checkpointDigest(seq, at, prev))
-	if err == nil && (len(sig) != sigLen || kid == "") {
+	if err == nil && (len(sig) == 0 || len(sig) > maxSigLen || kid == "") {
 		err = fmt.Errorf("the signer returned a %d-byte signature and kid %q", len(sig), kid)
 	}
 	if err != nil {

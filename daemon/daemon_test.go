@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coffer-hsm/coffer/hsm"
 	"github.com/coffer-hsm/coffer/kv"
 )
 
@@ -454,6 +455,17 @@ func TestStatus(t *testing.T) {
 	wantCode(t, err, "")
 	if st.Version != "test" || !st.HSM.Healthy || !st.Store.Healthy || st.Counts.Projects != 1 || st.Counts.Secrets != 1 || st.HSM.TokenLabel != "fake" {
 		t.Fatalf("status = %+v", st)
+	}
+	if st.HSM.Token == nil || st.HSM.Token.Serial != "0001" || st.HSM.Schemes.KEK != hsm.KEKAESGCM || st.HSM.Schemes.KEKWhy == "" {
+		t.Fatalf("admin status HSM = %+v, want the token description and the schemes", st.HSM)
+	}
+	// The token's description is for admins; the schemes are for anyone.
+	g, err := e.svc.Authorize(context.Background(), anonPrincipal, ActReadStatus, Resource{})
+	wantCode(t, err, "")
+	st, err = e.svc.Status(context.Background(), g)
+	wantCode(t, err, "")
+	if st.HSM.Token != nil || st.HSM.Schemes.Signing != hsm.SignES256 {
+		t.Fatalf("anonymous status HSM = %+v, want no token description, the schemes", st.HSM)
 	}
 }
 

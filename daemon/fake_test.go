@@ -3,6 +3,7 @@ package daemon
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/ecdsa"
@@ -32,7 +33,8 @@ type fakeKeys struct {
 	keks     map[string][]byte // by label
 	kekLabel string            // current
 	kekN     int
-	sigs     map[string]*ecdsa.PrivateKey
+	sigs     map[string]crypto.Signer // *ecdsa.PrivateKey or *rsa.PrivateKey
+	sigRSA   bool                     // new signing keys are RSA (PS256), as on a token without ECDSA
 	sigLabel string
 	sigN     int
 	signs    int
@@ -43,8 +45,12 @@ type fakeKeys struct {
 	unwraps  int
 }
 
-func newFakeKeys() *fakeKeys {
-	f := &fakeKeys{keks: map[string][]byte{}, sigs: map[string]*ecdsa.PrivateKey{}}
+func newFakeKeys() *fakeKeys { return newFakeKeysRSA(false) }
+
+// newFakeKeysRSA makes fake keys whose signing keys are RSA (PS256) when
+// rsaSig is set, like a token that lacks P-256 ECDSA.
+func newFakeKeysRSA(rsaSig bool) *fakeKeys {
+	f := &fakeKeys{keks: map[string][]byte{}, sigs: map[string]crypto.Signer{}, sigRSA: rsaSig}
 	f.addKEK()
 	f.addSigner()
 	return f
@@ -61,7 +67,12 @@ func (f *fakeKeys) addKEK() string {
 
 func (f *fakeKeys) addSigner() string {
 	f.sigN++
-	sig, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	var sig crypto.Signer
+	if f.sigRSA {
+		sig, _ = rsa.GenerateKey(rand.Reader, 2048) // the smallest PS256 allows: fast to make
+	} else {
+		sig, _ = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	}
 	f.sigLabel = "fake-sig-" + strconv.Itoa(f.sigN)
 	f.sigs[f.sigLabel] = sig
 	return f.sigLabel
@@ -74,20 +85,26 @@ func (f *fakeKeys) Sign(_ context.Context, digest []byte) ([]byte, error) {
 		return nil, f.fail
 	}
 	f.signs++
-	r, s, err := ecdsa.Sign(rand.Reader, f.sigs[f.sigLabel], digest)
-	if err != nil {
-		return nil, err
+	switch k := f.sigs[f.sigLabel].(type) {
+	case *rsa.PrivateKey:
+		return rsa.SignPSS(rand.Reader, k, crypto.SHA256, digest, &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthEqualsHash})
+	case *ecdsa.PrivateKey:
+		r, s, err := ecdsa.Sign(rand.Reader, k, digest)
+		if err != nil {
+			return nil, err
+		}
+		out := make([]byte, 64)
+		r.FillBytes(out[:32])
+		s.FillBytes(out[32:])
+		return out, nil
 	}
-	out := make([]byte, 64)
-	r.FillBytes(out[:32])
-	s.FillBytes(out[32:])
-	return out, nil
+	return nil, errors.New("fake: unknown signing key")
 }
 
-func (f *fakeKeys) SigningPublicKey() *ecdsa.PublicKey {
+func (f *fakeKeys) SigningPublicKey() PublicKey {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return &f.sigs[f.sigLabel].PublicKey
+	return f.sigs[f.sigLabel].Public().(PublicKey)
 }
 
 func gcmOf(key []byte) cipher.AEAD {
@@ -189,7 +206,7 @@ func (f *fakeKeys) KEKs(context.Context) ([]hsm.KeyVersion, error) {
 	}
 	var out []hsm.KeyVersion
 	for l := range f.keks {
-		out = append(out, hsm.KeyVersion{Label: l, Version: fakeVersion(l), Current: l == f.kekLabel})
+		out = append(out, hsm.KeyVersion{Label: l, Version: fakeVersion(l), Current: l == f.kekLabel, Scheme: string(hsm.KEKAESGCM)})
 	}
 	slices.SortFunc(out, func(a, b hsm.KeyVersion) int { return a.Version - b.Version })
 	return out, nil
@@ -228,7 +245,7 @@ func (f *fakeKeys) SigningKeys(context.Context) ([]hsm.KeyVersion, error) {
 	}
 	var out []hsm.KeyVersion
 	for l, k := range f.sigs {
-		out = append(out, hsm.KeyVersion{Label: l, Version: fakeVersion(l), Current: l == f.sigLabel, Public: &k.PublicKey})
+		out = append(out, hsm.KeyVersion{Label: l, Version: fakeVersion(l), Current: l == f.sigLabel, Public: k.Public().(PublicKey)})
 	}
 	slices.SortFunc(out, func(a, b hsm.KeyVersion) int { return a.Version - b.Version })
 	return out, nil
@@ -241,7 +258,7 @@ func (f *fakeKeys) RotateSigningKey(context.Context) (hsm.KeyVersion, error) {
 		return hsm.KeyVersion{}, f.fail
 	}
 	l := f.addSigner()
-	return hsm.KeyVersion{Label: l, Version: f.sigN, Current: true, Public: &f.sigs[l].PublicKey}, nil
+	return hsm.KeyVersion{Label: l, Version: f.sigN, Current: true, Public: f.sigs[l].Public().(PublicKey)}, nil
 }
 
 func (f *fakeKeys) DestroySigningKey(_ context.Context, label string) error {
@@ -272,7 +289,9 @@ func (f *fakeKeys) Check(context.Context) error {
 func (f *fakeKeys) Info() hsm.Info {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return hsm.Info{Module: "fake.so", TokenLabel: "fake", KeyLabels: []string{f.kekLabel, f.sigLabel}}
+	return hsm.Info{Module: "fake.so", TokenLabel: "fake", KeyLabels: []string{f.kekLabel, f.sigLabel},
+		Token:   hsm.TokenInfo{Label: "fake", Manufacturer: "coffer", Model: "fake", Serial: "0001"},
+		Schemes: hsm.Schemes{KEK: hsm.KEKAESGCM, KEKWhy: "fake reason", Signing: hsm.SignES256, SigningWhy: "fake reason"}}
 }
 
 func (f *fakeKeys) Close() error { return nil }
@@ -305,12 +324,17 @@ func (b *lockedBuffer) Write(p []byte) (int, error) {
 
 func newEnv(t *testing.T) *testEnv {
 	t.Helper()
+	return newEnvKeys(t, newFakeKeys())
+}
+
+// newEnvKeys is newEnv with these keys.
+func newEnvKeys(t *testing.T, keys *fakeKeys) *testEnv {
+	t.Helper()
 	dir := t.TempDir()
 	store, err := kv.Open(context.Background(), kv.Options{Dir: dir, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), GCInterval: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
-	keys := newFakeKeys()
 	logs := &lockedBuffer{}
 	svc, err := New(context.Background(), Config{Version: "test", Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}, keys, store)
 	if err != nil {

@@ -29,7 +29,13 @@ func uidPrincipal(uid uint32) Principal {
 
 func newIdentityEnv(t *testing.T) *identityEnv {
 	t.Helper()
-	e := newEnv(t)
+	return newIdentityEnvKeys(t, newFakeKeys())
+}
+
+// newIdentityEnvKeys is newIdentityEnv with these keys.
+func newIdentityEnvKeys(t *testing.T, keys *fakeKeys) *identityEnv {
+	t.Helper()
+	e := newEnvKeys(t, keys)
 	ctx := context.Background()
 	if _, err := e.svc.CreateProject(ctx, e.grant(t, ActManageProjects, Resource{}), "p1"); err != nil {
 		t.Fatal(err)

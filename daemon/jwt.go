@@ -1,21 +1,20 @@
 package daemon
 
-// RFC 9068 JWT access tokens, signed ES256 by the HSM's P-256 key, and the
-// documents that let any service verify them offline: the JWK set
-// (RFC 7517, with RFC 7638 thumbprints as key ids) and the authorization
-// server metadata (RFC 8414).
+// RFC 9068 JWT access tokens, signed by the HSM's signing key (ES256 with
+// a P-256 key, PS256 with an RSA key: jws.go), and the documents that let
+// any service verify them offline: the JWK set (RFC 7517, with RFC 7638
+// thumbprints as key ids) and the authorization server metadata (RFC 8414).
 //
 // Only the standard library is used. Parsing is deliberately strict: the
 // header is read before the signature is checked, so it is decoded with
 // exact (case-sensitive) member names, duplicate members are rejected, and
-// the only accepted algorithm is ES256 — never "none" or an HMAC that could
-// be keyed with the public key.
+// the only accepted algorithm is the one of the key the kid names, ES256
+// or PS256 — never "none" or an HMAC that could be keyed with the public
+// key.
 
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
@@ -23,18 +22,18 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"strings"
 	"time"
 	"unicode/utf8"
 )
 
-// JWTSigner signs with the HSM's P-256 key. *hsm.HSM implements it; the
+// JWTSigner signs with the HSM's signing key. *hsm.HSM implements it; the
 // daemon depends only on this interface.
 type JWTSigner interface {
-	// Sign signs a SHA-256 digest and returns the raw r||s form (64 bytes).
+	// Sign signs a SHA-256 digest and returns the signature in its JWS
+	// form: r||s (64 bytes) for a P-256 key, RSA-PSS for an RSA key.
 	Sign(ctx context.Context, digest []byte) ([]byte, error)
-	SigningPublicKey() *ecdsa.PublicKey
+	SigningPublicKey() PublicKey
 }
 
 // AccessClaims are the RFC 9068 claims coffer puts in an access token.
@@ -71,58 +70,20 @@ const (
 	jwtMaxLen = 8 << 10
 	// jwtLeeway is the clock skew tolerated for exp, nbf and iat.
 	jwtLeeway = 30 // seconds
-	jwtAlg    = "ES256"
 	jwtTyp    = "at+jwt"
-	jwtSigLen = 64 // P-256 r||s
+	// jwtMaxSigLen bounds a signature's size before its key is known
+	// (RSA-8192).
+	jwtMaxSigLen = 1024
 )
 
 // jwtB64 is base64url without padding, strict: non-zero trailing bits are
 // rejected so that every token has exactly one encoding.
 var jwtB64 = base64.RawURLEncoding.Strict()
 
-// jwtPoint returns the fixed-width big-endian coordinates of a P-256 key.
-func jwtPoint(pub *ecdsa.PublicKey) (x, y []byte, err error) {
-	if pub == nil || pub.Curve != elliptic.P256() {
-		return nil, nil, errors.New("jwt: signing key is not an EC P-256 public key")
-	}
-	b, err := pub.Bytes() // 0x04 || X || Y, 32 bytes each
-	if err != nil || len(b) != 65 || b[0] != 4 {
-		return nil, nil, errors.New("jwt: invalid EC P-256 public key")
-	}
-	return b[1:33], b[33:], nil
-}
-
-func jwtKeyID(pub *ecdsa.PublicKey) (string, error) {
-	x, y, err := jwtPoint(pub)
-	if err != nil {
-		return "", err
-	}
-	// RFC 7638 §3.2: the required members only, in lexicographic order,
-	// no whitespace. base64url output needs no JSON escaping.
-	var buf bytes.Buffer
-	buf.WriteString(`{"crv":"P-256","kty":"EC","x":"`)
-	buf.WriteString(jwtB64.EncodeToString(x))
-	buf.WriteString(`","y":"`)
-	buf.WriteString(jwtB64.EncodeToString(y))
-	buf.WriteString(`"}`)
-	sum := sha256.Sum256(buf.Bytes())
-	return jwtB64.EncodeToString(sum[:]), nil
-}
-
-// KeyID is the RFC 7638 JWK thumbprint (SHA-256, base64url) of pub.
-// pub must be a valid P-256 key (the HSM signing key always is); KeyID
-// panics otherwise, as that is a programming error.
-func KeyID(pub *ecdsa.PublicKey) string {
-	kid, err := jwtKeyID(pub)
-	if err != nil {
-		panic(err)
-	}
-	return kid
-}
-
-// MintJWT builds the header {"alg":"ES256","typ":"at+jwt","kid":KeyID(pub)}
-// and the payload c, and signs SHA-256(header.payload) with exactly one
-// s.Sign call. The claims RFC 9068 §2.2 requires (iss, exp, aud, sub,
+// MintJWT builds the header {"alg":ALG,"typ":"at+jwt","kid":KeyID(pub)},
+// ALG being ES256 or PS256 as the signing key is EC or RSA, and the
+// payload c, and signs SHA-256(header.payload) with exactly one s.Sign
+// call. The claims RFC 9068 §2.2 requires (iss, exp, aud, sub,
 // client_id, iat, jti) must be set, and exp must be after iat. (That the
 // signer's signatures verify with its public key is checked once, when the
 // daemon starts: CheckSigner.) Signer errors are wrapped (errors.Is works
@@ -131,11 +92,11 @@ func MintJWT(ctx context.Context, s JWTSigner, c AccessClaims) (string, error) {
 	if s == nil {
 		return "", errors.New("mint jwt: no signer")
 	}
-	pub := s.SigningPublicKey()
-	kid, err := jwtKeyID(pub)
+	key, err := jwsKeyOf(s.SigningPublicKey())
 	if err != nil {
 		return "", fmt.Errorf("mint jwt: %w", err)
 	}
+	kid := thumbprint(key)
 	if reason := jwtMissingClaim(&c); reason != "" {
 		return "", fmt.Errorf("mint jwt: %s", reason)
 	}
@@ -149,7 +110,7 @@ func MintJWT(ctx context.Context, s JWTSigner, c AccessClaims) (string, error) {
 		Alg string `json:"alg"`
 		Typ string `json:"typ"`
 		Kid string `json:"kid"`
-	}{jwtAlg, jwtTyp, kid})
+	}{key.alg(), jwtTyp, kid})
 	if err != nil {
 		return "", fmt.Errorf("mint jwt: %w", err)
 	}
@@ -158,7 +119,7 @@ func MintJWT(ctx context.Context, s JWTSigner, c AccessClaims) (string, error) {
 		return "", fmt.Errorf("mint jwt: %w", err)
 	}
 	hl, pl := jwtB64.EncodedLen(len(header)), jwtB64.EncodedLen(len(payload))
-	out := make([]byte, hl+1+pl, hl+1+pl+1+jwtB64.EncodedLen(jwtSigLen))
+	out := make([]byte, hl+1+pl, hl+1+pl+1+jwtB64.EncodedLen(key.sigLen()))
 	jwtB64.Encode(out, header)
 	out[hl] = '.'
 	jwtB64.Encode(out[hl+1:], payload)
@@ -168,8 +129,8 @@ func MintJWT(ctx context.Context, s JWTSigner, c AccessClaims) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("mint jwt: sign: %w", err)
 	}
-	if len(sig) != jwtSigLen {
-		return "", fmt.Errorf("mint jwt: signer returned %d bytes, want %d", len(sig), jwtSigLen)
+	if len(sig) != key.sigLen() {
+		return "", fmt.Errorf("mint jwt: signer returned %d bytes, want %d", len(sig), key.sigLen())
 	}
 	out = append(out, '.')
 	out = jwtB64.AppendEncode(out, sig)
@@ -184,11 +145,15 @@ func CheckSigner(ctx context.Context, s JWTSigner) error {
 	if _, err := rand.Read(digest); err != nil {
 		return err
 	}
+	key, err := jwsKeyOf(s.SigningPublicKey())
+	if err != nil {
+		return fmt.Errorf("check signing key: %w", err)
+	}
 	sig, err := s.Sign(ctx, digest)
 	if err != nil {
 		return fmt.Errorf("check signing key: %w", err)
 	}
-	if len(sig) != jwtSigLen || !jwtVerifySig(s.SigningPublicKey(), digest, sig) {
+	if !key.verify(digest, sig) {
 		return errors.New("check signing key: its signatures do not verify with its public key")
 	}
 	return nil
@@ -225,19 +190,21 @@ func LooksLikeJWT(s string) bool {
 // VerifyJWT verifies a coffer access token and returns its claims. It
 // checks, in this order:
 //   - shape: at most 8 KiB, exactly three strict base64url parts;
-//   - header: alg exactly "ES256" (anything else, "none" and HMACs
-//     included, is refused), typ "at+jwt" (or its full media type
+//   - header: alg exactly "ES256" or "PS256" (anything else, "none" and
+//     HMACs included, is refused), typ "at+jwt" (or its full media type
 //     "application/at+jwt", case-insensitively, per RFC 9068 §4), kid
-//     present in keys, no "crit", no duplicate members;
-//   - signature: exactly 64 bytes r||s, ecdsa.Verify over SHA-256 of
-//     header.payload with the P-256 key named by kid;
+//     present in keys and its key of that alg, no "crit", no duplicate
+//     members;
+//   - signature: exactly 64 bytes r||s verified with ECDSA (ES256), or
+//     the modulus size verified with RSA-PSS (PS256), over SHA-256 of
+//     header.payload with the key named by kid;
 //   - claims: iss, sub, aud, client_id, jti, iat and exp present (RFC 9068
 //     §2.2); exp not passed, nbf (if set) and iat not in the future, each
 //     with 30 s leeway against now.
 //
 // The issuer and audience values are not compared: that is the caller's
 // policy. Every failure is ErrInvalidJWT wrapped with a fixed reason.
-func VerifyJWT(token string, keys map[string]*ecdsa.PublicKey, now time.Time) (AccessClaims, error) {
+func VerifyJWT(token string, keys map[string]PublicKey, now time.Time) (AccessClaims, error) {
 	if len(token) == 0 || len(token) > jwtMaxLen {
 		return AccessClaims{}, jwtInvalid("bad size")
 	}
@@ -276,8 +243,8 @@ func VerifyJWT(token string, keys map[string]*ecdsa.PublicKey, now time.Time) (A
 	switch {
 	case err != nil:
 		return AccessClaims{}, jwtInvalid("malformed header")
-	case h.alg != jwtAlg:
-		return AccessClaims{}, jwtInvalid("alg is not ES256")
+	case h.alg != algES256 && h.alg != algPS256:
+		return AccessClaims{}, jwtInvalid("alg is not ES256 or PS256")
 	case !strings.EqualFold(h.typ, jwtTyp) && !strings.EqualFold(h.typ, "application/"+jwtTyp):
 		return AccessClaims{}, jwtInvalid("typ is not at+jwt")
 	case crit:
@@ -289,19 +256,25 @@ func VerifyJWT(token string, keys map[string]*ecdsa.PublicKey, now time.Time) (A
 	if pub == nil {
 		return AccessClaims{}, jwtInvalid("unknown kid")
 	}
-	if pub.Curve != elliptic.P256() {
-		return AccessClaims{}, jwtInvalid("key for kid is not P-256")
+	key, err := jwsKeyOf(pub)
+	if err != nil {
+		return AccessClaims{}, jwtInvalid("key for kid is not an ES256 or PS256 key")
+	}
+	if key.alg() != h.alg {
+		return AccessClaims{}, jwtInvalid("alg is not the one of the key for kid")
 	}
 
-	if jwtB64.DecodedLen(len(token)-j-1) != jwtSigLen {
-		return AccessClaims{}, jwtInvalid("signature is not 64 bytes")
+	n := key.sigLen()
+	if jwtB64.DecodedLen(len(token)-j-1) != n || n > jwtMaxSigLen {
+		return AccessClaims{}, jwtInvalid(fmt.Sprintf("signature is not %d bytes", n))
 	}
-	var sig [jwtSigLen]byte
-	if n, err := jwtB64.Decode(sig[:], []byte(token[j+1:])); err != nil || n != jwtSigLen {
+	var buf [jwtMaxSigLen]byte
+	sig := buf[:n]
+	if m, err := jwtB64.Decode(sig, []byte(token[j+1:])); err != nil || m != n {
 		return AccessClaims{}, jwtInvalid("signature is not base64url")
 	}
 	digest := sha256.Sum256([]byte(token[:j]))
-	if !jwtVerifySig(pub, digest[:], sig[:]) {
+	if !key.verify(digest[:], sig) {
 		return AccessClaims{}, jwtInvalid("bad signature")
 	}
 
@@ -330,16 +303,6 @@ func VerifyJWT(token string, keys map[string]*ecdsa.PublicKey, now time.Time) (A
 }
 
 func jwtInvalid(reason string) error { return fmt.Errorf("%w: %s", ErrInvalidJWT, reason) }
-
-// jwtVerifySig verifies a raw r||s P-256 signature.
-func jwtVerifySig(pub *ecdsa.PublicKey, digest, sig []byte) bool {
-	if len(sig) != jwtSigLen {
-		return false
-	}
-	r := new(big.Int).SetBytes(sig[:jwtSigLen/2])
-	s := new(big.Int).SetBytes(sig[jwtSigLen/2:])
-	return ecdsa.Verify(pub, digest, r, s) // rejects r, s ∉ [1, n-1]
-}
 
 // jwtMissingClaim names the first RFC 9068 §2.2 required claim that is
 // absent, or returns "".
@@ -506,39 +469,23 @@ func jwtSkipValue(dec *json.Decoder) error {
 	return dec.Decode(&raw)
 }
 
-// JWK is an RFC 7517 / RFC 7518 §6.2 EC public key.
+// JWK is an RFC 7517 public signing key: EC (RFC 7518 §6.2) or RSA
+// (§6.3).
 type JWK struct {
-	Kty string `json:"kty"` // "EC"
-	Crv string `json:"crv"` // "P-256"
-	X   string `json:"x"`   // 32-byte big-endian, base64url, no padding
-	Y   string `json:"y"`
-	Kid string `json:"kid"` // RFC 7638 thumbprint, see KeyID
-	Use string `json:"use"` // "sig"
-	Alg string `json:"alg"` // "ES256"
+	Kty string `json:"kty"`           // "EC" or "RSA"
+	Crv string `json:"crv,omitempty"` // EC: "P-256"
+	X   string `json:"x,omitempty"`   // EC: 32-byte big-endian, base64url, no padding
+	Y   string `json:"y,omitempty"`
+	N   string `json:"n,omitempty"` // RSA: modulus, big-endian, base64url, no padding
+	E   string `json:"e,omitempty"` // RSA: public exponent
+	Kid string `json:"kid"`         // RFC 7638 thumbprint, see KeyID
+	Use string `json:"use"`         // "sig"
+	Alg string `json:"alg"`         // "ES256" or "PS256"
 }
 
 // JWKSet is the RFC 7517 §5 document served at /.well-known/jwks.json.
 type JWKSet struct {
 	Keys []JWK `json:"keys"`
-}
-
-// PublicJWK returns pub as a JWK, x and y as fixed 32-byte big-endian
-// values (leading zeros kept, RFC 7518 §6.2.1.2). Like KeyID it panics if
-// pub is not a valid P-256 key.
-func PublicJWK(pub *ecdsa.PublicKey) JWK {
-	x, y, err := jwtPoint(pub)
-	if err != nil {
-		panic(err)
-	}
-	return JWK{
-		Kty: "EC",
-		Crv: "P-256",
-		X:   jwtB64.EncodeToString(x),
-		Y:   jwtB64.EncodeToString(y),
-		Kid: KeyID(pub),
-		Use: "sig",
-		Alg: jwtAlg,
-	}
 }
 
 // ServerMetadata is the RFC 8414 authorization server metadata document

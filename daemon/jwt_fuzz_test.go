@@ -11,10 +11,12 @@ import (
 // jwtReasons are every reason VerifyJWT gives: fixed texts, never a part
 // of the token.
 var jwtReasons = map[string]bool{
-	"alg is not ES256": true, "bad signature": true, "bad size": true, "expired": true,
-	"header is not base64url": true, "issued in the future (iat)": true, "key for kid is not P-256": true,
+	"alg is not ES256 or PS256": true, "alg is not the one of the key for kid": true,
+	"bad signature": true, "bad size": true, "expired": true,
+	"header is not base64url": true, "issued in the future (iat)": true, "key for kid is not an ES256 or PS256 key": true,
 	"malformed claims": true, "malformed header": true, "no kid": true, "not three parts": true,
 	"not yet valid (nbf)": true, "payload is not base64url": true, "signature is not 64 bytes": true,
+	"signature is not 256 bytes": true, "signature is not 384 bytes": true, // PS256 with RSA-2048 and RSA-3072
 	"signature is not base64url": true, "typ is not at+jwt": true, "unknown kid": true,
 	"unsupported crit header": true, "missing iss": true, "missing sub": true, "missing aud": true,
 	"missing client_id": true, "missing jti": true, "missing iat": true, "missing exp": true,

@@ -65,7 +65,7 @@ func (s *jwtSoftSigner) Sign(_ context.Context, digest []byte) ([]byte, error) {
 	return sig, nil
 }
 
-func (s *jwtSoftSigner) SigningPublicKey() *ecdsa.PublicKey { return s.pub }
+func (s *jwtSoftSigner) SigningPublicKey() PublicKey { return s.pub }
 
 func (s *jwtSoftSigner) calls() int {
 	s.mu.Lock()
@@ -73,8 +73,8 @@ func (s *jwtSoftSigner) calls() int {
 	return len(s.digests)
 }
 
-func (s *jwtSoftSigner) keys() map[string]*ecdsa.PublicKey {
-	return map[string]*ecdsa.PublicKey{KeyID(s.pub): s.pub}
+func (s *jwtSoftSigner) keys() map[string]PublicKey {
+	return map[string]PublicKey{KeyID(s.pub): s.pub}
 }
 
 func jwtRawSign(priv *ecdsa.PrivateKey, digest []byte) []byte {
@@ -448,22 +448,22 @@ func TestVerifyJWTRejects(t *testing.T) {
 	tests := []struct {
 		name   string
 		token  string
-		keys   map[string]*ecdsa.PublicKey // nil: s.keys()
-		reason string                      // logged reason, after "invalid jwt: "
+		keys   map[string]PublicKey // nil: s.keys()
+		reason string               // logged reason, after "invalid jwt: "
 	}{
 		{"empty", "", nil, "bad size"},
-		{"alg none, empty signature", b64(hdr("none", "at+jwt", kid)) + "." + p[1] + ".", nil, "alg is not ES256"},
-		{"alg none, no kid", b64(`{"alg":"none"}`) + "." + p[1] + ".", nil, "alg is not ES256"},
-		{"alg none with the real signature", b64(hdr("none", "at+jwt", kid)) + "." + p[1] + "." + p[2], nil, "alg is not ES256"},
-		{"HS256 keyed with uncompressed point", hs256(uncompressed), nil, "alg is not ES256"},
-		{"HS256 keyed with PKIX DER", hs256(der), nil, "alg is not ES256"},
-		{"HS256 keyed with PEM", hs256(pemKey), nil, "alg is not ES256"},
-		{"HS256 keyed with JWK JSON", hs256(jwkJSON), nil, "alg is not ES256"},
-		{"alg es256 lowercase", jwtForge(s.priv, hdr("es256", "at+jwt", kid), string(payloadJSON)), nil, "alg is not ES256"},
-		{"alg ES384", jwtForge(s.priv, hdr("ES384", "at+jwt", kid), string(payloadJSON)), nil, "alg is not ES256"},
-		{"alg missing", jwtForge(s.priv, `{"typ":"at+jwt","kid":"`+kid+`"}`, string(payloadJSON)), nil, "alg is not ES256"},
+		{"alg none, empty signature", b64(hdr("none", "at+jwt", kid)) + "." + p[1] + ".", nil, "alg is not ES256 or PS256"},
+		{"alg none, no kid", b64(`{"alg":"none"}`) + "." + p[1] + ".", nil, "alg is not ES256 or PS256"},
+		{"alg none with the real signature", b64(hdr("none", "at+jwt", kid)) + "." + p[1] + "." + p[2], nil, "alg is not ES256 or PS256"},
+		{"HS256 keyed with uncompressed point", hs256(uncompressed), nil, "alg is not ES256 or PS256"},
+		{"HS256 keyed with PKIX DER", hs256(der), nil, "alg is not ES256 or PS256"},
+		{"HS256 keyed with PEM", hs256(pemKey), nil, "alg is not ES256 or PS256"},
+		{"HS256 keyed with JWK JSON", hs256(jwkJSON), nil, "alg is not ES256 or PS256"},
+		{"alg es256 lowercase", jwtForge(s.priv, hdr("es256", "at+jwt", kid), string(payloadJSON)), nil, "alg is not ES256 or PS256"},
+		{"alg ES384", jwtForge(s.priv, hdr("ES384", "at+jwt", kid), string(payloadJSON)), nil, "alg is not ES256 or PS256"},
+		{"alg missing", jwtForge(s.priv, `{"typ":"at+jwt","kid":"`+kid+`"}`, string(payloadJSON)), nil, "alg is not ES256 or PS256"},
 		{"alg not a string", jwtForge(s.priv, `{"alg":["ES256"],"typ":"at+jwt","kid":"`+kid+`"}`, string(payloadJSON)), nil, "malformed header"},
-		{"alg only in other case", jwtForge(s.priv, `{"ALG":"ES256","typ":"at+jwt","kid":"`+kid+`"}`, string(payloadJSON)), nil, "alg is not ES256"},
+		{"alg only in other case", jwtForge(s.priv, `{"ALG":"ES256","typ":"at+jwt","kid":"`+kid+`"}`, string(payloadJSON)), nil, "alg is not ES256 or PS256"},
 		{"duplicate alg", jwtForge(s.priv, `{"alg":"none","alg":"ES256","typ":"at+jwt","kid":"`+kid+`"}`, string(payloadJSON)), nil, "malformed header"},
 		{"typ JWT", jwtForge(s.priv, hdr("ES256", "JWT", kid), string(payloadJSON)), nil, "typ is not at+jwt"},
 		{"typ missing", jwtForge(s.priv, `{"alg":"ES256","kid":"`+kid+`"}`, string(payloadJSON)), nil, "typ is not at+jwt"},
@@ -472,9 +472,9 @@ func TestVerifyJWTRejects(t *testing.T) {
 		{"unknown kid", jwtForge(s.priv, hdr("ES256", "at+jwt", "nope"), string(payloadJSON)), nil, "unknown kid"},
 		{"kid missing", jwtForge(s.priv, `{"alg":"ES256","typ":"at+jwt"}`, string(payloadJSON)), nil, "no kid"},
 		{"kid not a string", jwtForge(s.priv, `{"alg":"ES256","typ":"at+jwt","kid":1}`, string(payloadJSON)), nil, "malformed header"},
-		{"no keys", good, map[string]*ecdsa.PublicKey{}, "unknown kid"},
-		{"kid maps to another key", good, map[string]*ecdsa.PublicKey{kid: newJWTSigner(t).pub}, "bad signature"},
-		{"kid maps to a P-384 key", good, map[string]*ecdsa.PublicKey{kid: &p384.PublicKey}, "key for kid is not P-256"},
+		{"no keys", good, map[string]PublicKey{}, "unknown kid"},
+		{"kid maps to another key", good, map[string]PublicKey{kid: newJWTSigner(t).pub}, "bad signature"},
+		{"kid maps to a P-384 key", good, map[string]PublicKey{kid: &p384.PublicKey}, "key for kid is not an ES256 or PS256 key"},
 		{"header not JSON", jwtForge(s.priv, `alg=ES256`, string(payloadJSON)), nil, "malformed header"},
 		{"header JSON array", jwtForge(s.priv, `["ES256"]`, string(payloadJSON)), nil, "malformed header"},
 		{"header trailing data", jwtForge(s.priv, goodHdr+`{}`, string(payloadJSON)), nil, "malformed header"},
@@ -570,7 +570,7 @@ func TestVerifyJWTAccepts(t *testing.T) {
 	c := jwtMinClaims()
 	payload, _ := json.Marshal(c)
 	other := newJWTSigner(t)
-	keys := map[string]*ecdsa.PublicKey{kid: s.pub, KeyID(other.pub): other.pub}
+	keys := map[string]PublicKey{kid: s.pub, KeyID(other.pub): other.pub}
 	exp := time.Unix(c.ExpiresAt, 0)
 	tests := []struct {
 		name  string

@@ -82,6 +82,7 @@ type KEKVersion struct {
 	Label   string
 	Version int
 	Current bool
+	Scheme  string // aes-256-gcm or rsa-3072-oaep-sha256
 	Records int
 }
 
@@ -691,7 +692,7 @@ func (s *Service) HSMKeys(ctx context.Context, g Grant) (HSMKeys, error) {
 			if err != nil {
 				return err
 			}
-			out.KEKs = append(out.KEKs, KEKVersion{Label: k.Label, Version: k.Version, Current: k.Current, Records: n})
+			out.KEKs = append(out.KEKs, KEKVersion{Label: k.Label, Version: k.Version, Current: k.Current, Scheme: k.Scheme, Records: n})
 			if !k.Current {
 				remaining += n
 			}

@@ -157,7 +157,7 @@ func TestRotateKEK(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(keys.KEKs) != 2 || keys.KEKs[0] != (KEKVersion{"fake-kek-1", 1, false, 0}) || keys.KEKs[1] != (KEKVersion{"fake-kek-2", 2, true, 600}) {
+	if len(keys.KEKs) != 2 || keys.KEKs[0] != (KEKVersion{"fake-kek-1", 1, false, "aes-256-gcm", 0}) || keys.KEKs[1] != (KEKVersion{"fake-kek-2", 2, true, "aes-256-gcm", 600}) {
 		t.Fatalf("KEKs %+v", keys.KEKs)
 	}
 	r := keys.Rotation

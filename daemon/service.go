@@ -5,7 +5,6 @@ package daemon
 
 import (
 	"context"
-	"crypto/ecdsa"
 	"crypto/rsa"
 	"errors"
 	"fmt"
@@ -30,7 +29,7 @@ type Keys interface {
 	Seal(ctx context.Context, plaintext, aad []byte) (*hsm.Sealed, error)
 	Unseal(ctx context.Context, s *hsm.Sealed, aad []byte) ([]byte, error)
 	Sign(ctx context.Context, digest []byte) ([]byte, error)
-	SigningPublicKey() *ecdsa.PublicKey
+	SigningPublicKey() PublicKey
 	// ImportPublicKey and UnwrapImport are the import key (sealed import,
 	// import.go): RSA-OAEP SHA-256 unwrapping inside the HSM.
 	ImportPublicKey() *rsa.PublicKey

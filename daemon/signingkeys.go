@@ -13,7 +13,6 @@ package daemon
 
 import (
 	"context"
-	"crypto/ecdsa"
 	"errors"
 	"fmt"
 	"slices"
@@ -49,7 +48,7 @@ type ringKey struct {
 	label       string
 	version     int
 	kid         string
-	pub         *ecdsa.PublicKey
+	pub         PublicKey
 	current     bool
 	retiredAt   time.Time // zero for the current key
 	retireAfter time.Time
@@ -81,6 +80,7 @@ type SigningKey struct {
 	Label       string
 	Version     int
 	Kid         string
+	Alg         string // JWS alg: ES256 or PS256
 	Current     bool
 	Published   bool // in the JWKS and accepted for bearers
 	Tokens      int  // live OAuth2 access tokens it signed
@@ -95,10 +95,10 @@ type SigningKeyRotation struct {
 }
 
 // jwtKeys are the keys JWTs are verified with, by kid.
-func (s *Service) jwtKeys() map[string]*ecdsa.PublicKey {
+func (s *Service) jwtKeys() map[string]PublicKey {
 	now := s.now()
 	ring := s.sig.load()
-	out := make(map[string]*ecdsa.PublicKey, len(ring))
+	out := make(map[string]PublicKey, len(ring))
 	for _, k := range ring {
 		if k.published(now) {
 			out[k.kid] = k.pub
@@ -297,7 +297,7 @@ func (s *Service) signingKeys(ctx context.Context) ([]SigningKey, error) {
 	}
 	var out []SigningKey
 	for _, k := range s.sig.load() {
-		sk := SigningKey{Label: k.label, Version: k.version, Kid: k.kid, Current: k.current, Published: k.published(now), Tokens: tokens[k.kid]}
+		sk := SigningKey{Label: k.label, Version: k.version, Kid: k.kid, Alg: jwsAlgOf(k.pub), Current: k.current, Published: k.published(now), Tokens: tokens[k.kid]}
 		if !k.current {
 			sk.RetiredAt, sk.RetireAfter = timePtr(k.retiredAt), timePtr(k.retireAfter)
 		}
@@ -310,7 +310,7 @@ func (s *Service) signingKeyView(label string) SigningKey {
 	now := s.now()
 	for _, k := range s.sig.load() {
 		if k.label == label {
-			sk := SigningKey{Label: k.label, Version: k.version, Kid: k.kid, Current: k.current, Published: k.published(now)}
+			sk := SigningKey{Label: k.label, Version: k.version, Kid: k.kid, Alg: jwsAlgOf(k.pub), Current: k.current, Published: k.published(now)}
 			if !k.current {
 				sk.RetiredAt, sk.RetireAfter = timePtr(k.retiredAt), timePtr(k.retireAfter)
 			}

@@ -31,6 +31,11 @@ type HSMStatus struct {
 	KeyLabels  []string
 	Healthy    bool
 	Error      string
+	// Token is what the token says about itself (manufacturer, model,
+	// serial): for system admins only, nil for everyone else.
+	Token *hsm.TokenInfo
+	// Schemes are the key schemes chosen for the token, with reasons.
+	Schemes hsm.Schemes
 }
 
 // StoreStatus says whether the store answers.
@@ -93,6 +98,7 @@ func (s *Service) Status(ctx context.Context, g Grant) (Status, error) {
 		if st.Store.Error != "" {
 			st.Store.Error = "unavailable"
 		}
+		st.HSM.Token = nil
 	}
 	return st, nil
 }
@@ -101,7 +107,8 @@ func (s *Service) Status(ctx context.Context, g Grant) (Status, error) {
 func (s *Service) runProbe(ctx context.Context) {
 	info := s.keys.Info()
 	p := &s.probe
-	p.hsm = HSMStatus{Module: info.Module, TokenLabel: info.TokenLabel, KeyLabels: info.KeyLabels, Healthy: true}
+	p.hsm = HSMStatus{Module: info.Module, TokenLabel: info.TokenLabel, KeyLabels: info.KeyLabels, Healthy: true,
+		Token: &info.Token, Schemes: info.Schemes}
 	if err := s.keys.Check(ctx); err != nil {
 		p.hsm.Healthy, p.hsm.Error = false, err.Error()
 	}

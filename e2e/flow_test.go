@@ -272,6 +272,19 @@ type status struct {
 		KeyLabels  []string `json:"key_labels"`
 		Healthy    bool     `json:"healthy"`
 		Error      string   `json:"error,omitempty"`
+		Token      *struct {
+			Label        string `json:"label"`
+			Manufacturer string `json:"manufacturer"`
+			Model        string `json:"model"`
+			Serial       string `json:"serial"`
+			Library      string `json:"library"`
+		} `json:"token,omitempty"`
+		Schemes struct {
+			KEK           string `json:"kek"`
+			KEKReason     string `json:"kek_reason"`
+			Signing       string `json:"signing"`
+			SigningReason string `json:"signing_reason"`
+		} `json:"schemes"`
 	} `json:"hsm"`
 	Store struct {
 		Healthy bool   `json:"healthy"`

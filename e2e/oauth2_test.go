@@ -62,7 +62,7 @@ type accessClaims struct {
 func verifyJWT(t *testing.T, set jose.JSONWebKeySet, tok string) (accessClaims, jose.Header, error) {
 	t.Helper()
 	var c accessClaims
-	parsed, err := josejwt.ParseSigned(tok, []jose.SignatureAlgorithm{jose.ES256})
+	parsed, err := josejwt.ParseSigned(tok, []jose.SignatureAlgorithm{jose.ES256, jose.PS256})
 	if err != nil {
 		return c, jose.Header{}, err
 	}

@@ -6,7 +6,6 @@ package hsm
 
 import (
 	"context"
-	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rsa"
 	"crypto/sha256"
@@ -17,6 +16,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode"
 
@@ -61,9 +61,11 @@ type Config struct {
 
 // Info describes the token in use, for status output.
 type Info struct {
-	Module     string   `json:"module"`
-	TokenLabel string   `json:"token_label"`
-	KeyLabels  []string `json:"key_labels"` // current KEK label, current signing key label, import key label
+	Module     string    `json:"module"`
+	TokenLabel string    `json:"token_label"`
+	KeyLabels  []string  `json:"key_labels"` // current KEK label, current signing key label, import key label
+	Token      TokenInfo `json:"token"`
+	Schemes    Schemes   `json:"schemes"` // chosen for the token's mechanisms
 }
 
 // p11 is the part of *crypto11.Context this package uses.
@@ -112,6 +114,11 @@ type HSM struct {
 	imp       importKey      // the import key (importkey.go)
 	importPub *rsa.PublicKey // set by Open, never changed
 
+	// What the token said at Open, and the schemes chosen for it: the
+	// schemes of keys provision creates. Immutable.
+	token   TokenInfo
+	schemes Schemes
+
 	// mu is held shared by every operation and exclusively by Close, so
 	// Close waits for in-flight calls and no call starts after it.
 	mu     sync.RWMutex
@@ -120,14 +127,17 @@ type HSM struct {
 	// keysMu guards the current keys (rotation replaces them) and the
 	// KEK cache.
 	keysMu   sync.Mutex
-	kekLabel string                         // the current KEK: new seals use it
-	keks     map[string]*crypto11.SecretKey // by CKA_ID; includes the current KEK
-	sigLabel string                         // the current signing key
+	kekLabel string              // the current KEK: new seals use it
+	keks     map[string]*wrapKey // by CKA_ID; includes the current KEK
+	sigLabel string              // the current signing key
 	signer   crypto11.Signer
-	pub      *ecdsa.PublicKey
+	pub      PublicKey
 
 	// rotMu serialises key creation and destruction (rotate.go).
 	rotMu sync.Mutex
+	// rsaSwapped: the module took the swapped RSA public template last
+	// (rsakeys.go).
+	rsaSwapped atomic.Bool
 
 	closeOnce sync.Once
 	closeErr  error
@@ -178,11 +188,18 @@ func Open(ctx context.Context, cfg Config) (h *HSM, err error) {
 	if err != nil {
 		return nil, configureError(cfg, err)
 	}
+	tok, schemes, err := chooseFor(cfg)
+	if err != nil {
+		_ = c11.Close()
+		return nil, err
+	}
 
 	h = &HSM{
-		cfg:  cfg,
-		ctx:  c11,
-		keks: map[string]*crypto11.SecretKey{},
+		cfg:     cfg,
+		ctx:     c11,
+		token:   tok,
+		schemes: schemes,
+		keks:    map[string]*wrapKey{},
 	}
 	if err := h.provision(ctx); err != nil {
 		_ = c11.Close()
@@ -193,6 +210,8 @@ func Open(ctx context.Context, cfg Config) (h *HSM, err error) {
 	} else {
 		openTokens[key] = &tokenRef{pinHash: pinHash, refs: 1}
 	}
+	h.log().Info("HSM token open", "token", cfg.TokenLabel, "manufacturer", tok.Manufacturer, "model", tok.Model,
+		"kek_scheme", schemes.KEK, "kek_reason", schemes.KEKWhy, "signing_scheme", schemes.Signing, "signing_reason", schemes.SigningWhy)
 	return h, nil
 }
 
@@ -210,6 +229,9 @@ func validateConfig(cfg Config) error {
 		return fmt.Errorf("HSM KEK and signing key labels must differ (both %q)", cfg.KEKLabel)
 	case cfg.KEKLabel == ImportKeyLabel || cfg.SigningKeyLabel == ImportKeyLabel:
 		return fmt.Errorf("HSM key label %s is reserved for the import key", ImportKeyLabel)
+	case sameFamily(cfg.KEKLabel, cfg.SigningKeyLabel):
+		// Both may be RSA key pairs: only the label tells them apart.
+		return fmt.Errorf("HSM KEK and signing key labels %q and %q are versions of the same name", cfg.KEKLabel, cfg.SigningKeyLabel)
 	}
 	for _, l := range []string{cfg.KEKLabel, cfg.SigningKeyLabel} {
 		if err := validateKeyLabel(l); err != nil {
@@ -217,6 +239,13 @@ func validateConfig(cfg Config) error {
 		}
 	}
 	return nil
+}
+
+// sameFamily reports whether two labels are versions of one base name.
+func sameFamily(a, b string) bool {
+	ab, _, okA := ParseKeyLabel(a)
+	bb, _, okB := ParseKeyLabel(b)
+	return okA && okB && ab == bb
 }
 
 // validateKeyLabel accepts 1..64 bytes of printable, non-space characters.
@@ -273,7 +302,7 @@ func (h *HSM) provision(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	kekLabel, kek, err := h.findCurrentKEK()
+	kek, err := h.findCurrentKEK()
 	if err != nil {
 		return h.keyError("find KEK", h.cfg.KEKLabel, err)
 	}
@@ -281,12 +310,11 @@ func (h *HSM) provision(ctx context.Context) error {
 		return h.missingKey("KEK", h.cfg.KEKLabel)
 	}
 	if kek == nil {
-		kekLabel = h.cfg.KEKLabel
-		if kek, err = h.generateKEK(kekLabel); err != nil {
-			return h.keyError("create KEK", kekLabel, err)
+		if kek, err = h.generateKEK(h.cfg.KEKLabel); err != nil {
+			return h.keyError("create KEK", h.cfg.KEKLabel, err)
 		}
 	}
-	if err := h.checkKEK(kekLabel, kek); err != nil {
+	if err := h.checkKEK(kek); err != nil {
 		return err
 	}
 
@@ -311,19 +339,10 @@ func (h *HSM) provision(ctx context.Context) error {
 		return err
 	}
 	h.keysMu.Lock()
-	h.kekLabel, h.keks[kekLabel] = kekLabel, kek
+	h.kekLabel, h.keks[kek.label] = kek.label, kek
 	h.sigLabel, h.signer, h.pub = sigLabel, signer, pub
 	h.keysMu.Unlock()
 	return h.provisionImportKey(ctx)
-}
-
-// checkSigner returns the P-256 public key of signer, or an error.
-func (h *HSM) checkSigner(label string, signer crypto11.Signer) (*ecdsa.PublicKey, error) {
-	pub, ok := signer.Public().(*ecdsa.PublicKey)
-	if !ok || pub.Curve != elliptic.P256() {
-		return nil, fmt.Errorf("HSM signing key %s on token %s is not an EC P-256 key", label, h.cfg.TokenLabel)
-	}
-	return pub, nil
 }
 
 func (h *HSM) keyError(what, label string, err error) error {
@@ -336,56 +355,6 @@ func keyAttrs(label string) crypto11.AttributeSet {
 	return a
 }
 
-// findKEK returns the AES key whose CKA_ID is label, or nil if there is none.
-func (h *HSM) findKEK(label string) (*crypto11.SecretKey, error) {
-	a := keyAttrs(label)
-	_ = a.Set(crypto11.CkaKeyType, pkcs11.CKK_AES)
-	keys, err := h.ctx.FindKeysWithAttributes(a)
-	if err != nil || len(keys) == 0 {
-		return nil, err
-	}
-	return keys[0], nil
-}
-
-func (h *HSM) generateKEK(label string) (*crypto11.SecretKey, error) {
-	a := keyAttrs(label)
-	for _, s := range []struct {
-		t crypto11.AttributeType
-		v any
-	}{
-		{crypto11.CkaLabel, []byte(label)},
-		{crypto11.CkaToken, true},
-		{crypto11.CkaPrivate, true},
-		{crypto11.CkaSensitive, true},
-		{crypto11.CkaExtractable, false},
-		{crypto11.CkaEncrypt, true},
-		{crypto11.CkaDecrypt, true},
-		{crypto11.CkaWrap, false},
-		{crypto11.CkaUnwrap, false},
-	} {
-		_ = a.Set(s.t, s.v)
-	}
-	return h.ctx.GenerateSecretKeyWithAttributes(a, dekSize*8, crypto11.CipherAES)
-}
-
-// checkKEK refuses a KEK that is not a sensitive, non-extractable AES-256 key
-// (someone may have created an object with our CKA_ID by hand).
-func (h *HSM) checkKEK(label string, k *crypto11.SecretKey) error {
-	attrs, err := h.ctx.GetAttributes(k, []crypto11.AttributeType{crypto11.CkaValueLen, crypto11.CkaSensitive, crypto11.CkaExtractable})
-	if err != nil {
-		return h.keyError("read attributes of KEK", label, err)
-	}
-	isTrue := func(t crypto11.AttributeType) bool {
-		a := attrs[t]
-		return a != nil && len(a.Value) == 1 && a.Value[0] != 0
-	}
-	vl := attrs[crypto11.CkaValueLen]
-	if vl == nil || len(vl.Value) == 0 || bytesToUint(vl.Value) != dekSize || !isTrue(crypto11.CkaSensitive) || isTrue(crypto11.CkaExtractable) {
-		return fmt.Errorf("HSM KEK %s on token %s is not a sensitive, non-extractable AES-256 key", label, h.cfg.TokenLabel)
-	}
-	return nil
-}
-
 // bytesToUint decodes a CK_ULONG attribute (native byte order, little-endian
 // on every platform we ship).
 func bytesToUint(b []byte) uint {
@@ -394,24 +363,6 @@ func bytesToUint(b []byte) uint {
 		n = n<<8 | uint(b[i])
 	}
 	return n
-}
-
-func (h *HSM) findSigner(label string) (crypto11.Signer, error) {
-	keys, err := h.ctx.FindKeyPairsWithAttributes(keyAttrs(label))
-	if err != nil || len(keys) == 0 {
-		return nil, err
-	}
-	return keys[0], nil
-}
-
-func (h *HSM) generateSigner(label string) (crypto11.Signer, error) {
-	pub := keyAttrs(label)
-	_ = pub.Set(crypto11.CkaLabel, []byte(label))
-	priv := pub.Copy()
-	_ = priv.Set(crypto11.CkaPrivate, true)
-	_ = priv.Set(crypto11.CkaSensitive, true)
-	_ = priv.Set(crypto11.CkaExtractable, false)
-	return h.ctx.GenerateECDSAKeyPairWithAttributes(pub, priv, elliptic.P256())
 }
 
 // Close logs out and unloads the module (when no other HSM uses it).
@@ -465,8 +416,9 @@ func (h *HSM) begin(ctx context.Context) error {
 	return nil
 }
 
-// SigningPublicKey returns the public half of the current signing key.
-func (h *HSM) SigningPublicKey() *ecdsa.PublicKey {
+// SigningPublicKey returns the public half of the current signing key:
+// *ecdsa.PublicKey (ES256) or *rsa.PublicKey (PS256), see SigningSchemeOf.
+func (h *HSM) SigningPublicKey() PublicKey {
 	h.keysMu.Lock()
 	defer h.keysMu.Unlock()
 	return h.pub
@@ -480,6 +432,8 @@ func (h *HSM) Info() Info {
 		Module:     h.cfg.ModulePath,
 		TokenLabel: h.cfg.TokenLabel,
 		KeyLabels:  []string{h.kekLabel, h.sigLabel, ImportKeyLabel},
+		Token:      h.token,
+		Schemes:    h.schemes,
 	}
 }
 

@@ -207,9 +207,9 @@ func TestPrepareDevTokenTwice(t *testing.T) {
 func TestSign(t *testing.T) {
 	h := openTest(t, tokenCfg(t, testToken))
 	ctx := context.Background()
-	pub := h.SigningPublicKey()
-	if pub == nil || pub.Curve != elliptic.P256() {
-		t.Fatalf("SigningPublicKey = %v", pub)
+	pub, ok := h.SigningPublicKey().(*ecdsa.PublicKey)
+	if !ok || pub.Curve != elliptic.P256() {
+		t.Fatalf("SigningPublicKey = %v", h.SigningPublicKey())
 	}
 	for _, msg := range []string{"", "header.payload", strings.Repeat("x", 5000)} {
 		d := sha256.Sum256([]byte(msg))

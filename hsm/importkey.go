@@ -130,27 +130,9 @@ func probeImport(pub *rsa.PublicKey, decrypt func(ct []byte) ([]byte, error)) er
 }
 
 func (h *HSM) generateImportKey() (crypto11.Signer, error) {
-	pub := keyAttrs(ImportKeyLabel)
-	_ = pub.Set(crypto11.CkaLabel, []byte(ImportKeyLabel))
-	priv := pub.Copy()
-	for _, s := range []struct {
-		a   crypto11.AttributeSet
-		t   crypto11.AttributeType
-		val any
-	}{
-		{pub, crypto11.CkaEncrypt, true},
-		{pub, crypto11.CkaVerify, false},
-		{pub, crypto11.CkaWrap, false},
-		{priv, crypto11.CkaPrivate, true},
-		{priv, crypto11.CkaSensitive, true},
-		{priv, crypto11.CkaExtractable, false},
-		{priv, crypto11.CkaDecrypt, true},
-		{priv, crypto11.CkaSign, false},
-		{priv, crypto11.CkaUnwrap, false},
-	} {
-		_ = s.a.Set(s.t, s.val)
-	}
-	return h.ctx.GenerateRSAKeyPairWithAttributes(pub, priv, ImportKeyBits)
+	// Decrypt only; the same template as an RSA KEK's (rsakeys.go), which
+	// tpm2-pkcs11 also takes.
+	return h.generateRSAKeyPair(ImportKeyLabel, rsaDecryptOnly)
 }
 
 // checkImportKey refuses an import key that is not a sensitive,
@@ -214,15 +196,21 @@ func (h *HSM) UnwrapImport(ctx context.Context, wrapped []byte) (dek []byte, err
 		return dek, nil
 	}
 	clear(dek)
+	if !lost(err) && h.token.failedDecryptSticks() {
+		defer h.renewSessions("an RSA decryption with the import key failed and left its session busy")
+	}
 	if authFailure(err) {
 		return nil, fmt.Errorf("%w: unwrap with import key %s: %s", ErrOpen, ImportKeyLabel, ckrName(err))
 	}
 	// A token may report a failed OAEP decoding as a general error, like
 	// a real fault. A round trip through the same key tells them apart:
-	// if it works, the token is fine and the ciphertext is not.
-	if hasCKR(err, pkcs11.CKR_GENERAL_ERROR, pkcs11.CKR_FUNCTION_FAILED) &&
-		probeImport(h.importPub, func(ct []byte) ([]byte, error) { return h.imp.dec.Decrypt(rand.Reader, ct, importOAEP) }) == nil {
-		return nil, fmt.Errorf("%w: unwrap with import key %s: decryption failed", ErrOpen, ImportKeyLabel)
+	// if it works, the token is fine and the ciphertext is not; if it
+	// meets the session the failure left busy, the token answered too.
+	if hasCKR(err, pkcs11.CKR_GENERAL_ERROR, pkcs11.CKR_FUNCTION_FAILED) {
+		perr := probeImport(h.importPub, func(ct []byte) ([]byte, error) { return h.imp.dec.Decrypt(rand.Reader, ct, importOAEP) })
+		if perr == nil || hasCKR(perr, pkcs11.CKR_OPERATION_ACTIVE) {
+			return nil, fmt.Errorf("%w: unwrap with import key %s: decryption failed", ErrOpen, ImportKeyLabel)
+		}
 	}
 	return nil, fmt.Errorf("%w: unwrap with import key %s on token %s: %s", ErrUnavailable, ImportKeyLabel, h.cfg.TokenLabel, ckrName(err))
 }

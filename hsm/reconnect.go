@@ -66,6 +66,9 @@ var lostCodes = []uint{
 	pkcs11.CKR_OBJECT_HANDLE_INVALID,
 	pkcs11.CKR_KEY_HANDLE_INVALID,
 	pkcs11.CKR_USER_NOT_LOGGED_IN,
+	// A session the module left in the middle of an operation (see
+	// renewSessions) is of no use any more.
+	pkcs11.CKR_OPERATION_ACTIVE,
 }
 
 // lost reports whether err means the token (or our hold on it) is gone.
@@ -141,6 +144,23 @@ func (h *HSM) markLost(cause error) {
 	}
 	h.log().Warn("HSM token lost: operations that need it fail with hsm_unavailable while coffer reconnects",
 		"token", h.cfg.TokenLabel, "module", h.cfg.ModulePath, "err", cause)
+	h.rc.wg.Go(h.reconnectLoop)
+}
+
+// renewSessions replaces the context and its sessions through the
+// reconnect path, after a failure that the module leaves its session
+// unusable by: tpm2-pkcs11 (1.9) keeps a C_Decrypt that failed active, so
+// every later call on that session, which crypto11's pool hands to the
+// next caller, answers CKR_OPERATION_ACTIVE (TokenInfo.failedDecryptSticks;
+// on other modules CKR_OPERATION_ACTIVE is a lost code, which gets the
+// same cure one failed call later). It does not block. Called with h.mu
+// held shared.
+func (h *HSM) renewSessions(why string) {
+	if !h.rc.outage.CompareAndSwap(nil, &outage{since: time.Now(), cause: why}) {
+		return
+	}
+	h.log().Warn("HSM sessions renewed: operations fail with hsm_unavailable until coffer has reconnected",
+		"token", h.cfg.TokenLabel, "module", h.cfg.ModulePath, "why", why)
 	h.rc.wg.Go(h.reconnectLoop)
 }
 
@@ -230,7 +250,7 @@ func (h *HSM) reconnect() (done bool, err error) {
 	// Find the keys on a scratch HSM: provision sets fields that readers
 	// such as SigningPublicKey use without the lock.
 	// importPub set: the import key must be there, and be the same.
-	n := &HSM{cfg: h.cfg, ctx: c11, sigLabel: h.sigLabel, keks: map[string]*crypto11.SecretKey{}, importPub: h.importPub}
+	n := &HSM{cfg: h.cfg, ctx: c11, token: h.token, schemes: h.schemes, sigLabel: h.sigLabel, keks: map[string]*wrapKey{}, importPub: h.importPub}
 	n.cfg.NoCreate = true
 	if err := n.provision(context.Background()); err != nil {
 		_ = c11.Close()

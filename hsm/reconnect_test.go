@@ -58,9 +58,12 @@ type fakeCtx struct {
 // install makes configure open contexts on tok for the rest of the test.
 func (tok *fakeToken) install(t *testing.T) {
 	t.Helper()
-	orig := configure
+	orig, origInspect := configure, inspect
 	configure = tok.configure
-	t.Cleanup(func() { configure = orig })
+	inspect = func(Config) (TokenInfo, []Mechanism, error) {
+		return TokenInfo{Label: "fake", Manufacturer: "coffer", Model: "fake token"}, softHSMLike, nil
+	}
+	t.Cleanup(func() { configure, inspect = orig, origInspect })
 }
 
 func (tok *fakeToken) configure(*crypto11.Config) (p11, error) {
@@ -287,7 +290,7 @@ func sign(h *HSM) error {
 		return err
 	}
 	r, s := new(big.Int).SetBytes(sig[:32]), new(big.Int).SetBytes(sig[32:])
-	if !ecdsa.Verify(h.SigningPublicKey(), d[:], r, s) {
+	if !ecdsa.Verify(h.SigningPublicKey().(*ecdsa.PublicKey), d[:], r, s) {
 		return errors.New("signature does not verify")
 	}
 	return nil

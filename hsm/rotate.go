@@ -11,9 +11,6 @@ package hsm
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/rand"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"slices"
@@ -36,7 +33,8 @@ type KeyVersion struct {
 	Label   string
 	Version int
 	Current bool
-	Public  *ecdsa.PublicKey // signing keys only
+	Scheme  string    // KEK or signing scheme of the key
+	Public  PublicKey // signing keys only
 }
 
 // ParseKeyLabel splits a versioned label "<base>-<N>" (N a positive
@@ -98,7 +96,7 @@ func (h *HSM) kekFamily() keyFamily { return keyFamily{h.cfg.KEKLabel} }
 func (h *HSM) sigFamily() keyFamily { return keyFamily{h.cfg.SigningKeyLabel} }
 
 // currentKEK returns the KEK new seals use.
-func (h *HSM) currentKEK() (string, *crypto11.SecretKey) {
+func (h *HSM) currentKEK() (string, *wrapKey) {
 	h.keysMu.Lock()
 	defer h.keysMu.Unlock()
 	return h.kekLabel, h.keks[h.kekLabel]
@@ -111,7 +109,7 @@ func (h *HSM) CurrentKEK() string {
 }
 
 // currentSigner returns the key new signatures are made with.
-func (h *HSM) currentSigner() (string, crypto11.Signer, *ecdsa.PublicKey) {
+func (h *HSM) currentSigner() (string, crypto11.Signer, PublicKey) {
 	h.keysMu.Lock()
 	defer h.keysMu.Unlock()
 	return h.sigLabel, h.signer, h.pub
@@ -128,90 +126,6 @@ func (h *HSM) cka(key any) (string, error) {
 		return "", nil
 	}
 	return string(a.Value), nil
-}
-
-type tokenKEK struct {
-	label   string
-	version int
-	key     *crypto11.SecretKey
-}
-
-// listKEKs returns the KEK versions on the token, lowest first. A label
-// held by several objects is listed once (its first object).
-func (h *HSM) listKEKs() ([]tokenKEK, error) {
-	a := crypto11.NewAttributeSet()
-	_ = a.Set(crypto11.CkaKeyType, pkcs11.CKK_AES)
-	keys, err := h.ctx.FindKeysWithAttributes(a)
-	if err != nil {
-		return nil, err
-	}
-	f := h.kekFamily()
-	var out []tokenKEK
-	seen := map[string]bool{}
-	for _, k := range keys {
-		id, err := h.cka(k)
-		if err != nil {
-			return nil, err
-		}
-		if v := f.version(id); v > 0 && !seen[id] {
-			seen[id] = true
-			out = append(out, tokenKEK{id, v, k})
-		}
-	}
-	slices.SortFunc(out, func(a, b tokenKEK) int { return a.version - b.version })
-	return out, nil
-}
-
-// findCurrentKEK returns the highest KEK version on the token, or nil.
-func (h *HSM) findCurrentKEK() (string, *crypto11.SecretKey, error) {
-	keks, err := h.listKEKs()
-	if err != nil || len(keks) == 0 {
-		return "", nil, err
-	}
-	k := keks[len(keks)-1]
-	return k.label, k.key, nil
-}
-
-type tokenSigner struct {
-	label   string
-	version int
-	signer  crypto11.Signer
-}
-
-// listSigners returns the signing key versions on the token, lowest first.
-func (h *HSM) listSigners() ([]tokenSigner, error) {
-	a := crypto11.NewAttributeSet()
-	_ = a.Set(crypto11.CkaKeyType, pkcs11.CKK_EC)
-	signers, err := h.ctx.FindKeyPairsWithAttributes(a)
-	if err != nil {
-		return nil, err
-	}
-	f := h.sigFamily()
-	var out []tokenSigner
-	seen := map[string]bool{}
-	for _, s := range signers {
-		id, err := h.cka(s)
-		if err != nil {
-			return nil, err
-		}
-		if v := f.version(id); v > 0 && !seen[id] {
-			seen[id] = true
-			out = append(out, tokenSigner{id, v, s})
-		}
-	}
-	slices.SortFunc(out, func(a, b tokenSigner) int { return a.version - b.version })
-	return out, nil
-}
-
-// findCurrentSigner returns the highest signing key version on the token,
-// or nil.
-func (h *HSM) findCurrentSigner() (string, crypto11.Signer, error) {
-	ss, err := h.listSigners()
-	if err != nil || len(ss) == 0 {
-		return "", nil, err
-	}
-	s := ss[len(ss)-1]
-	return s.label, s.signer, nil
 }
 
 // recoverTo turns a panic in crypto11 into an ErrUnavailable error.
@@ -235,13 +149,14 @@ func (h *HSM) KEKs(ctx context.Context) (out []KeyVersion, err error) {
 	}
 	cur := h.CurrentKEK()
 	for _, k := range keks {
-		out = append(out, KeyVersion{Label: k.label, Version: k.version, Current: k.label == cur})
+		out = append(out, KeyVersion{Label: k.label, Version: k.version, Current: k.label == cur, Scheme: string(k.key.scheme)})
 	}
 	return out, nil
 }
 
-// RotateKEK creates the next KEK version (AES-256, sensitive, not
-// extractable), checks it with a wrap/unwrap round trip and makes it
+// RotateKEK creates the next KEK version in the scheme chosen for the token
+// (an AES-256 key or an RSA-3072 key pair; sensitive, not extractable),
+// checks it with a wrap/unwrap round trip and makes it
 // current: Seal uses it from then on. Envelopes sealed before stay
 // openable with their KEK until Rewrap moves them. It returns the new
 // label.
@@ -274,12 +189,12 @@ func (h *HSM) RotateKEK(ctx context.Context) (label string, err error) {
 	if err != nil {
 		return "", h.keyError("create KEK", next, err)
 	}
-	if err := h.checkKEK(next, kek); err != nil {
-		_ = kek.Delete()
+	if err := h.checkKEK(kek); err != nil {
+		_ = kek.deleteKey()
 		return "", err
 	}
 	if err := h.probeKEK(kek); err != nil {
-		_ = kek.Delete()
+		_ = kek.deleteKey()
 		return "", h.keyError("test KEK", next, err)
 	}
 	h.keysMu.Lock()
@@ -288,12 +203,15 @@ func (h *HSM) RotateKEK(ctx context.Context) (label string, err error) {
 	return next, nil
 }
 
-// Rewrap moves an envelope to the current KEK: the DEK is unwrapped with
-// the KEK named in s and wrapped with the current one (two HSM calls, the
-// DEK zeroed after). The payload is not decrypted; Nonce and Ciphertext
-// are returned unchanged. An envelope already under the current KEK comes
-// back as an equal copy. Errors are ErrOpen (s does not authenticate with
-// aad, or its KEK is gone) or ErrUnavailable.
+// Rewrap moves an envelope to the current KEK, in the current KEK's
+// scheme: the DEK is unwrapped with the KEK named in s and wrapped with
+// the current one (an HSM call each for AES-GCM; for RSA-OAEP the wrap is
+// in software), the DEK zeroed after. Nonce and Ciphertext are returned
+// unchanged; the payload is decrypted only to check aad when the old
+// scheme (RSA-OAEP) does not bind it to the wrapped DEK. An envelope
+// already under the current KEK comes back as an equal copy. Errors are
+// ErrOpen (s does not authenticate with aad, or its KEK is gone) or
+// ErrUnavailable.
 func (h *HSM) Rewrap(ctx context.Context, s *Sealed, aad []byte) (out *Sealed, err error) {
 	if err := checkEnvelope(s); err != nil {
 		return nil, err
@@ -310,7 +228,7 @@ func (h *HSM) Rewrap(ctx context.Context, s *Sealed, aad []byte) (out *Sealed, e
 		return nil, fmt.Errorf("%w: KEK %s not loaded", ErrUnavailable, label)
 	}
 	cp := &Sealed{
-		KEK: s.KEK, WrapNonce: slices.Clone(s.WrapNonce), WrappedDEK: slices.Clone(s.WrappedDEK),
+		KEK: s.KEK, Scheme: s.Scheme, WrapNonce: slices.Clone(s.WrapNonce), WrappedDEK: slices.Clone(s.WrappedDEK),
 		Nonce: slices.Clone(s.Nonce), Ciphertext: slices.Clone(s.Ciphertext),
 	}
 	if s.KEK == label {
@@ -321,15 +239,18 @@ func (h *HSM) Rewrap(ctx context.Context, s *Sealed, aad []byte) (out *Sealed, e
 	if err != nil {
 		return nil, err
 	}
-	wrapNonce := make([]byte, gcmNonceSize)
-	if _, err := rand.Read(wrapNonce); err != nil {
-		return nil, fmt.Errorf("rewrap: read random: %w", err)
+	if s.scheme() == KEKRSAOAEP {
+		pt, err := openPayload(dek, s, aad)
+		clear(pt)
+		if err != nil {
+			return nil, err
+		}
 	}
-	wrapped, err := h.wrapDEK(ctx, label, kek, wrapNonce, dek, aad)
+	wrapNonce, wrapped, err := h.wrapDEK(ctx, kek, dek, aad)
 	if err != nil {
 		return nil, err
 	}
-	cp.KEK, cp.WrapNonce, cp.WrappedDEK = label, wrapNonce, wrapped
+	cp.KEK, cp.Scheme, cp.WrapNonce, cp.WrappedDEK = label, string(kek.scheme), wrapNonce, wrapped
 	return cp, nil
 }
 
@@ -359,7 +280,13 @@ func (h *HSM) DestroyKEK(ctx context.Context, label string) (err error) {
 	if err != nil {
 		return h.keyError("find KEK", label, err)
 	}
-	if len(keys) == 0 {
+	r := keyAttrs(label)
+	_ = r.Set(crypto11.CkaKeyType, pkcs11.CKK_RSA)
+	pairs, err := h.ctx.FindKeyPairsWithAttributes(r)
+	if err != nil {
+		return h.keyError("find KEK", label, err)
+	}
+	if len(keys) == 0 && len(pairs) == 0 {
 		return fmt.Errorf("%w: KEK %s", ErrKeyNotFound, label)
 	}
 	h.keysMu.Lock()
@@ -367,6 +294,11 @@ func (h *HSM) DestroyKEK(ctx context.Context, label string) (err error) {
 	h.keysMu.Unlock()
 	for _, k := range keys {
 		if err := k.Delete(); err != nil {
+			return h.keyError("destroy KEK", label, err)
+		}
+	}
+	for _, p := range pairs {
+		if err := p.Delete(); err != nil {
 			return h.keyError("destroy KEK", label, err)
 		}
 	}
@@ -392,14 +324,15 @@ func (h *HSM) SigningKeys(ctx context.Context) (out []KeyVersion, err error) {
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, KeyVersion{Label: s.label, Version: s.version, Current: s.label == cur, Public: pub})
+		out = append(out, KeyVersion{Label: s.label, Version: s.version, Current: s.label == cur, Scheme: string(SigningSchemeOf(pub)), Public: pub})
 	}
 	return out, nil
 }
 
-// RotateSigningKey creates the next signing key version (EC P-256, private
-// half sensitive and not extractable), checks that its signatures verify
-// and makes it current: Sign and SigningPublicKey use it from then on.
+// RotateSigningKey creates the next signing key version in the scheme
+// chosen for the token (EC P-256 or RSA-3072; the private half sensitive
+// and not extractable), checks that its signatures verify and makes it
+// current: Sign and SigningPublicKey use it from then on.
 func (h *HSM) RotateSigningKey(ctx context.Context) (out KeyVersion, err error) {
 	if err := h.begin(ctx); err != nil {
 		return KeyVersion{}, err
@@ -441,24 +374,7 @@ func (h *HSM) RotateSigningKey(ctx context.Context) (out KeyVersion, err error) 
 	h.keysMu.Lock()
 	h.sigLabel, h.signer, h.pub = next, signer, pub
 	h.keysMu.Unlock()
-	return KeyVersion{Label: next, Version: top + 1, Current: true, Public: pub}, nil
-}
-
-// testSigner signs a random digest and verifies it with pub.
-func testSigner(signer crypto11.Signer, pub *ecdsa.PublicKey) error {
-	var msg [32]byte
-	if _, err := rand.Read(msg[:]); err != nil {
-		return err
-	}
-	d := sha256.Sum256(msg[:])
-	der, err := signer.Sign(rand.Reader, d[:], nil)
-	if err != nil {
-		return errors.New(ckrName(err))
-	}
-	if !ecdsa.VerifyASN1(pub, d[:], der) {
-		return errors.New("its signatures do not verify with its public key")
-	}
-	return nil
+	return KeyVersion{Label: next, Version: top + 1, Current: true, Scheme: string(SigningSchemeOf(pub)), Public: pub}, nil
 }
 
 // DestroySigningKey destroys an old signing key version (both halves) on

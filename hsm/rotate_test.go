@@ -3,11 +3,9 @@ package hsm
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"math/big"
 	"os"
 	"path/filepath"
 	"sync"
@@ -189,9 +187,7 @@ func TestRotateKEKUnversionedLabel(t *testing.T) {
 	}
 }
 
-func verifies(pub *ecdsa.PublicKey, d, sig []byte) bool {
-	return ecdsa.Verify(pub, d, new(big.Int).SetBytes(sig[:32]), new(big.Int).SetBytes(sig[32:]))
-}
+func verifies(pub PublicKey, d, sig []byte) bool { return Verify(pub, d, sig) }
 
 func TestRotateSigningKey(t *testing.T) {
 	cfg := tokenCfg(t, "coffer-rot-sig")

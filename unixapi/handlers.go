@@ -41,12 +41,20 @@ func (s *Server) getStatus(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	hs := HSMStatus{
+		Module: st.HSM.Module, TokenLabel: st.HSM.TokenLabel, KeyLabels: st.HSM.KeyLabels,
+		Healthy: st.HSM.Healthy, Error: st.HSM.Error,
+		Schemes: HSMSchemes{
+			KEK: string(st.HSM.Schemes.KEK), KEKReason: st.HSM.Schemes.KEKWhy,
+			Signing: string(st.HSM.Schemes.Signing), SigningReason: st.HSM.Schemes.SigningWhy,
+		},
+	}
+	if t := st.HSM.Token; t != nil {
+		hs.Token = &HSMToken{Label: t.Label, Manufacturer: t.Manufacturer, Model: t.Model, Serial: t.Serial, Library: t.Library}
+	}
 	writeJSON(w, http.StatusOK, Status{
 		Version: st.Version, StartedAt: st.StartedAt, UptimeSeconds: int64(st.Uptime / time.Second), Dev: st.Dev,
-		HSM: HSMStatus{
-			Module: st.HSM.Module, TokenLabel: st.HSM.TokenLabel, KeyLabels: st.HSM.KeyLabels,
-			Healthy: st.HSM.Healthy, Error: st.HSM.Error,
-		},
+		HSM:    hs,
 		Store:  StoreStatus{Healthy: st.Store.Healthy, Error: st.Store.Error},
 		Counts: Counts{Projects: st.Counts.Projects, Secrets: st.Counts.Secrets, Users: st.Counts.Users, Credentials: st.Counts.Credentials},
 	})

@@ -31,7 +31,7 @@ func kekRotationWire(r daemon.KEKRotation) KEKRotation {
 
 func signingKeyWire(k daemon.SigningKey) SigningKey {
 	return SigningKey{
-		Label: k.Label, Version: k.Version, Kid: k.Kid, Current: k.Current, Published: k.Published,
+		Label: k.Label, Version: k.Version, Kid: k.Kid, Alg: k.Alg, Current: k.Current, Published: k.Published,
 		Tokens: k.Tokens, RetiredAt: k.RetiredAt, RetireAfter: k.RetireAfter,
 	}
 }
@@ -47,7 +47,7 @@ func (s *Server) hsmKeys(w http.ResponseWriter, r *http.Request) error {
 	}
 	out := HSMKeys{KEKs: []KEKVersion{}, SigningKeys: []SigningKey{}}
 	for _, v := range k.KEKs {
-		out.KEKs = append(out.KEKs, KEKVersion{Label: v.Label, Version: v.Version, Current: v.Current, Records: v.Records})
+		out.KEKs = append(out.KEKs, KEKVersion{Label: v.Label, Version: v.Version, Current: v.Current, Scheme: v.Scheme, Records: v.Records})
 	}
 	for _, v := range k.SigningKeys {
 		out.SigningKeys = append(out.SigningKeys, signingKeyWire(v))

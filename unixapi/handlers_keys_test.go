@@ -20,7 +20,7 @@ type keysBackend struct {
 func (k *keysBackend) HSMKeys(context.Context, daemon.Grant) (daemon.HSMKeys, error) {
 	ra := time.Date(2030, 1, 1, 0, 5, 0, 0, time.UTC)
 	return daemon.HSMKeys{
-		KEKs: []daemon.KEKVersion{{Label: "coffer-kek-1", Version: 1, Records: 0}, {Label: "coffer-kek-2", Version: 2, Current: true, Records: 7}},
+		KEKs: []daemon.KEKVersion{{Label: "coffer-kek-1", Version: 1, Records: 0}, {Label: "coffer-kek-2", Version: 2, Current: true, Scheme: "rsa-3072-oaep-sha256", Records: 7}},
 		SigningKeys: []daemon.SigningKey{
 			{Label: "coffer-sig-2", Version: 2, Kid: "k2", Current: true, Published: true, Tokens: 1},
 			{Label: "coffer-sig-1", Version: 1, Kid: "k1", Published: true, Tokens: 3, RetireAfter: &ra},
@@ -50,7 +50,7 @@ func TestKeysEndpoints(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(keys.KEKs) != 2 || keys.KEKs[1] != (KEKVersion{"coffer-kek-2", 2, true, 7}) || keys.SigningKeys[1].RetireAfter == nil ||
+	if len(keys.KEKs) != 2 || keys.KEKs[1] != (KEKVersion{"coffer-kek-2", 2, true, "rsa-3072-oaep-sha256", 7}) || keys.SigningKeys[1].RetireAfter == nil ||
 		keys.SigningKeys[1].Tokens != 3 || keys.Rotation == nil || keys.Rotation.State != "done" {
 		t.Fatalf("HSMKeys = %+v", keys)
 	}

@@ -38,6 +38,27 @@ type HSMStatus struct {
 	KeyLabels  []string `json:"key_labels"`
 	Healthy    bool     `json:"healthy"`
 	Error      string   `json:"error,omitempty"`
+	// Token describes the token; shown to system admins only.
+	Token   *HSMToken  `json:"token,omitempty"`
+	Schemes HSMSchemes `json:"schemes"`
+}
+
+// HSMToken is what the token says about itself (CK_TOKEN_INFO).
+type HSMToken struct {
+	Label        string `json:"label"`
+	Manufacturer string `json:"manufacturer"`
+	Model        string `json:"model"`
+	Serial       string `json:"serial"`
+	Library      string `json:"library"` // the PKCS#11 module's manufacturer, description and version
+}
+
+// HSMSchemes are the key schemes coffer chose for the token's mechanisms:
+// kek "aes-256-gcm" or "rsa-3072-oaep-sha256", signing "ES256" or "PS256".
+type HSMSchemes struct {
+	KEK           string `json:"kek"`
+	KEKReason     string `json:"kek_reason"`
+	Signing       string `json:"signing"`
+	SigningReason string `json:"signing_reason"`
 }
 
 // StoreStatus is the store part of Status.

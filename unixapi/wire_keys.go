@@ -14,6 +14,7 @@ type KEKVersion struct {
 	Label   string `json:"label"`
 	Version int    `json:"version"`
 	Current bool   `json:"current"`
+	Scheme  string `json:"scheme"` // aes-256-gcm or rsa-3072-oaep-sha256
 	Records int    `json:"records"`
 }
 
@@ -24,6 +25,7 @@ type SigningKey struct {
 	Label       string     `json:"label"`
 	Version     int        `json:"version"`
 	Kid         string     `json:"kid"`
+	Alg         string     `json:"alg"` // ES256 or PS256
 	Current     bool       `json:"current"`
 	Published   bool       `json:"published"`
 	Tokens      int        `json:"tokens"`

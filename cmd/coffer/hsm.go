@@ -14,7 +14,8 @@ import (
 // rotationPoll is how often rotate-kek asks for the re-wrap's progress.
 const rotationPoll = 200 * time.Millisecond
 
-var hsmCommand = group("hsm", "list and rotate the keys in the HSM (system admins); print the import key",
+var hsmCommand = group("hsm", "show the HSM token and its schemes; list and rotate its keys (system admins); print the import key",
+	hsmInfoCommand,
 	&cli.Command{
 		Name:  "keys",
 		Usage: "list the KEK versions and signing keys with what uses them, and the last KEK rotation",
@@ -130,15 +131,15 @@ func mark(b bool) string {
 func writeKeys(w io.Writer, k unixapi.HSMKeys) {
 	rows := make([][]string, 0, len(k.KEKs))
 	for _, v := range k.KEKs {
-		rows = append(rows, []string{v.Label, strconv.Itoa(v.Version), mark(v.Current), strconv.Itoa(v.Records)})
+		rows = append(rows, []string{v.Label, strconv.Itoa(v.Version), v.Scheme, mark(v.Current), strconv.Itoa(v.Records)})
 	}
-	writeRows(w, []string{"KEK", "VERSION", "CURRENT", "SECRETS"}, rows)
+	writeRows(w, []string{"KEK", "VERSION", "SCHEME", "CURRENT", "SECRETS"}, rows)
 	fmt.Fprintln(w)
 	rows = rows[:0]
 	for _, v := range k.SigningKeys {
-		rows = append(rows, []string{v.Label, strconv.Itoa(v.Version), mark(v.Current), mark(v.Published), strconv.Itoa(v.Tokens), tsp(v.RetireAfter), v.Kid})
+		rows = append(rows, []string{v.Label, strconv.Itoa(v.Version), v.Alg, mark(v.Current), mark(v.Published), strconv.Itoa(v.Tokens), tsp(v.RetireAfter), v.Kid})
 	}
-	writeRows(w, []string{"SIGNING KEY", "VERSION", "CURRENT", "IN JWKS", "TOKENS", "RETIRE AFTER", "KID"}, rows)
+	writeRows(w, []string{"SIGNING KEY", "VERSION", "ALG", "CURRENT", "IN JWKS", "TOKENS", "RETIRE AFTER", "KID"}, rows)
 	if k.Rotation != nil {
 		fmt.Fprintln(w)
 		writeRotation(w, *k.Rotation)

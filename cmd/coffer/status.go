@@ -40,6 +40,8 @@ var statusCommand = &cli.Command{
 				{"hsm module", st.HSM.Module},
 				{"hsm token", st.HSM.TokenLabel},
 				{"hsm keys", strings.Join(st.HSM.KeyLabels, ", ")},
+				{"hsm kek scheme", st.HSM.Schemes.KEK},
+				{"hsm signing", st.HSM.Schemes.Signing},
 				{"store", health(st.Store.Healthy, st.Store.Error)},
 				{"projects", fmt.Sprint(st.Counts.Projects)},
 				{"secrets", fmt.Sprint(st.Counts.Secrets)},
