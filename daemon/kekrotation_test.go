@@ -494,8 +494,11 @@ func TestRotateKEKMovesStoreKey(t *testing.T) {
 	if err := svc.Close(); err != nil {
 		t.Fatal(err)
 	}
-	svc = open()
+	svc = open() // a start after the removal still finds store.key under the new KEK
 	if f, _ := readStoreKeyFile(path); f.Sealed.KEK != "fake-kek-2" {
 		t.Fatalf("store.key KEK %s", f.Sealed.KEK)
+	}
+	if err := svc.Close(); err != nil {
+		t.Fatal(err)
 	}
 }
