@@ -279,7 +279,7 @@ var (
 // names and its current envelope; why says why there is nothing to
 // deliver (revoked, expired, gone).
 func (s *Service) sealedFor(tx *kv.Txn, b bindingRecord) (rec secretRecord, blob sealedRecord, why string, err error) {
-	if err := tx.Get(tableSecrets, b.SecretID, &rec); err != nil {
+	if err := tx.Get(tableSecrets, b.SecretID, cachedRecord[secretRecord]{&s.decoded.secrets, &rec}); err != nil {
 		if errors.Is(err, kv.ErrNotFound) {
 			return rec, blob, "secret gone", nil
 		}
@@ -288,13 +288,13 @@ func (s *Service) sealedFor(tx *kv.Txn, b bindingRecord) (rec secretRecord, blob
 	if st := rec.status(s.now()); st != StatusActive {
 		return rec, blob, "secret " + st, nil
 	}
-	if err := tx.Get(tableSealed, b.SecretID, &blob); err != nil {
+	if err := tx.Get(tableSealed, b.SecretID, cachedRecord[sealedRecord]{&s.decoded.sealed, &blob}); err != nil {
 		if errors.Is(err, kv.ErrNotFound) {
 			return rec, blob, "secret gone", nil
 		}
 		return rec, blob, "", err
 	}
-	return rec, blob, "", nil
+	return rec, sealedCopy(blob), "", nil
 }
 
 // unsealDelivery opens a delivery's envelope (one HSM call, outside any
@@ -362,7 +362,7 @@ func (s *Service) Deliver(ctx context.Context, p Principal, name, key string) (D
 		if err != nil {
 			return err
 		}
-		if err := tx.Get(tableBindings, id, &b); err != nil {
+		if err := tx.Get(tableBindings, id, cachedRecord[bindingRecord]{&s.decoded.bindings, &b}); err != nil {
 			return err
 		}
 		if c.token != nil && c.token.ProjectID != b.ProjectID {
@@ -417,7 +417,7 @@ func (s *Service) DeliverCredential(ctx context.Context, unit, credential string
 		if err != nil {
 			return err
 		}
-		if err := tx.Get(tableBindings, id, &b); err != nil {
+		if err := tx.Get(tableBindings, id, cachedRecord[bindingRecord]{&s.decoded.bindings, &b}); err != nil {
 			return err
 		}
 		rec, blob, why, err = s.sealedFor(tx, b)

@@ -322,13 +322,13 @@ func (b *lockedBuffer) Write(p []byte) (int, error) {
 	return b.Buffer.Write(p)
 }
 
-func newEnv(t *testing.T) *testEnv {
+func newEnv(t testing.TB) *testEnv {
 	t.Helper()
 	return newEnvKeys(t, newFakeKeys())
 }
 
 // newEnvKeys is newEnv with these keys.
-func newEnvKeys(t *testing.T, keys *fakeKeys) *testEnv {
+func newEnvKeys(t testing.TB, keys *fakeKeys) *testEnv {
 	t.Helper()
 	dir := t.TempDir()
 	store, err := kv.Open(context.Background(), kv.Options{Dir: dir, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), GCInterval: -1})
@@ -351,7 +351,7 @@ var (
 	vsockGuest    = Principal{Channel: ChannelVsock, CID: 42}
 )
 
-func (e *testEnv) grant(t *testing.T, a Action, r Resource) Grant {
+func (e *testEnv) grant(t testing.TB, a Action, r Resource) Grant {
 	t.Helper()
 	g, err := e.svc.Authorize(context.Background(), rootPrincipal, a, r)
 	if err != nil {
@@ -360,7 +360,7 @@ func (e *testEnv) grant(t *testing.T, a Action, r Resource) Grant {
 	return g
 }
 
-func (e *testEnv) createSecret(t *testing.T, project string, in SecretInput) Secret {
+func (e *testEnv) createSecret(t testing.TB, project string, in SecretInput) Secret {
 	t.Helper()
 	s, err := e.svc.CreateSecret(context.Background(), e.grant(t, ActManageProject, Resource{Project: project}), in)
 	if err != nil {

@@ -27,13 +27,13 @@ func uidPrincipal(uid uint32) Principal {
 	return Principal{Channel: ChannelUnix, HasCred: true, UID: uid, GID: uid, PID: 10}
 }
 
-func newIdentityEnv(t *testing.T) *identityEnv {
+func newIdentityEnv(t testing.TB) *identityEnv {
 	t.Helper()
 	return newIdentityEnvKeys(t, newFakeKeys())
 }
 
 // newIdentityEnvKeys is newIdentityEnv with these keys.
-func newIdentityEnvKeys(t *testing.T, keys *fakeKeys) *identityEnv {
+func newIdentityEnvKeys(t testing.TB, keys *fakeKeys) *identityEnv {
 	t.Helper()
 	e := newEnvKeys(t, keys)
 	ctx := context.Background()
@@ -68,7 +68,7 @@ func newIdentityEnvKeys(t *testing.T, keys *fakeKeys) *identityEnv {
 }
 
 // credential issues a credential as root and returns it with its secret.
-func (e *identityEnv) credential(t *testing.T, project string, in CredentialInput) (Credential, Issued) {
+func (e *identityEnv) credential(t testing.TB, project string, in CredentialInput) (Credential, Issued) {
 	t.Helper()
 	c, iss, err := e.svc.CreateCredential(context.Background(), e.grant(t, ActCreateCredential, Resource{Project: project}), in)
 	if err != nil {
@@ -78,7 +78,7 @@ func (e *identityEnv) credential(t *testing.T, project string, in CredentialInpu
 }
 
 // bearer returns the principal a token stands for, or fails.
-func (e *identityEnv) bearer(t *testing.T, token string) Principal {
+func (e *identityEnv) bearer(t testing.TB, token string) Principal {
 	t.Helper()
 	p, err := e.svc.Authenticate(context.Background(), anonPrincipal, token)
 	if err != nil {

@@ -121,6 +121,8 @@ type Service struct {
 
 	kek kekRotator     // kekrotation.go
 	sig signingKeyRing // signingkeys.go
+
+	decoded deliveryRecords // recordcache.go
 }
 
 // Open opens the HSM and the store named by cfg and returns a ready

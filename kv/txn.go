@@ -128,7 +128,15 @@ func (t *Txn) getEnvelope(table, id string) (envelope, error) {
 	return e, nil
 }
 
-// Get JSON-decodes the record (table, id) into out.
+// RecordDecoder decodes a record's JSON itself (for instance from a cache
+// of decoded records). Get hands it the stored JSON, which is valid only
+// during the call: DecodeRecord must copy what it keeps.
+type RecordDecoder interface {
+	DecodeRecord(data []byte) error
+}
+
+// Get JSON-decodes the record (table, id) into out, or, when out is a
+// RecordDecoder, has it decode the JSON.
 func (t *Txn) Get(table, id string, out any) error {
 	if err := t.usable(false); err != nil {
 		return err
@@ -147,7 +155,11 @@ func (t *Txn) Get(table, id string, out any) error {
 		if err != nil {
 			return err
 		}
-		decodeErr = json.Unmarshal(data, out)
+		if d, ok := out.(RecordDecoder); ok {
+			decodeErr = d.DecodeRecord(data)
+		} else {
+			decodeErr = json.Unmarshal(data, out)
+		}
 		return nil
 	})
 	if err != nil {
