@@ -358,7 +358,7 @@ func (s *Service) Deliver(ctx context.Context, p Principal, name, key string) (D
 				return errRuleRefused
 			}
 		}
-		id, err := tx.Lookup(tableBindings, indexUserName, c.user.ID+"/"+name)
+		id, err := tx.LookupUnique(tableBindings, indexUserName, c.user.ID+"/"+name)
 		if err != nil {
 			return err
 		}
@@ -413,7 +413,7 @@ func (s *Service) DeliverCredential(ctx context.Context, unit, credential string
 	var blob sealedRecord
 	var why string
 	err := s.store.View(ctx, func(tx *kv.Txn) error {
-		id, err := tx.Lookup(tableBindings, indexUnitCred, unit+"/"+credential)
+		id, err := tx.LookupUnique(tableBindings, indexUnitCred, unit+"/"+credential)
 		if err != nil {
 			return err
 		}

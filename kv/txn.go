@@ -332,6 +332,23 @@ func (t *Txn) Lookup(table, index, value string) (string, error) {
 	return id, nil
 }
 
+// LookupUnique is Lookup for an index whose entries are Unique: one point
+// read of the entry's holder instead of an index scan. Without a holder
+// it falls back to the scan, so the answer is always Lookup's.
+func (t *Txn) LookupUnique(table, index, value string) (string, error) {
+	if err := t.usable(false); err != nil {
+		return "", err
+	}
+	holder, err := t.uniqueHolder(table, index, value)
+	if err != nil {
+		return "", err
+	}
+	if holder != "" {
+		return holder, nil
+	}
+	return t.Lookup(table, index, value)
+}
+
 // List calls fn for each record matching q, in id order. decode JSON-decodes
 // the record and is valid only during that call of fn. An error from fn stops
 // the iteration and is returned as is. Writes fn makes to t are not seen by
