@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"regexp"
 	"time"
 
@@ -393,7 +394,9 @@ func (s *Service) Deliver(ctx context.Context, p Principal, name, key string) (D
 	if why != "" {
 		return refuse(why)
 	}
-	s.log.Info("audit: delivered", "principal", p.String(), "user", c.user.Name, "name", name, "key", key, "secret", d.SecretID, "version", d.Version, "channel", string(p.Channel))
+	// Typed attributes: this line is written once per delivery.
+	s.log.LogAttrs(ctx, slog.LevelInfo, "audit: delivered", slog.String("principal", p.String()), slog.String("user", c.user.Name),
+		slog.String("name", name), slog.String("key", key), slog.String("secret", d.SecretID), slog.Int("version", d.Version), slog.String("channel", string(p.Channel)))
 	return d, nil
 }
 
