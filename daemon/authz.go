@@ -236,9 +236,12 @@ func (s *Service) roleOn(tx *kv.Txn, c caller, projectID string) (Role, error) {
 func (s *Service) Authorize(ctx context.Context, p Principal, a Action, r Resource) (Grant, error) {
 	var g Grant
 	var denied string
+	// Loaded before the transaction's snapshot: a record read in it is
+	// cached under a generation no newer than the snapshot.
+	secGen := s.secGen.Load()
 	err := s.store.View(ctx, func(tx *kv.Txn) error {
 		var err error
-		g, denied, err = s.decide(tx, p, a, r)
+		g, denied, err = s.decide(tx, p, a, r, secGen)
 		return err
 	})
 	if err != nil {
@@ -255,7 +258,7 @@ func (s *Service) Authorize(ctx context.Context, p Principal, a Action, r Resour
 // decide is Authorize inside a read transaction. It returns the grant, or
 // the reason for a denial, or an error (not_found for what the caller may
 // know exists).
-func (s *Service) decide(tx *kv.Txn, p Principal, a Action, r Resource) (Grant, string, error) {
+func (s *Service) decide(tx *kv.Txn, p Principal, a Action, r Resource, secGen uint64) (Grant, string, error) {
 	c, err := s.resolveCaller(tx, p)
 	if err != nil {
 		return Grant{}, "", err
@@ -268,7 +271,7 @@ func (s *Service) decide(tx *kv.Txn, p Principal, a Action, r Resource) (Grant, 
 	}
 	restricted := c.token != nil && !c.token.Unrestricted
 	onProject := func(ref string, need Role) (string, error) {
-		proj, err := s.findProjectIn(tx, ref)
+		proj, err := s.projectFor(tx, c, ref)
 		if errors.Is(err, ErrNotFound) {
 			return "no such project", nil
 		}
@@ -309,8 +312,8 @@ func (s *Service) decide(tx *kv.Txn, p Principal, a Action, r Resource) (Grant, 
 		if !validID(r.Secret) {
 			return s.missing(c, g, "secret", r.Secret)
 		}
-		var rec secretRecord
-		if err := tx.Get(tableSecrets, r.Secret, &rec); errors.Is(err, kv.ErrNotFound) {
+		rec, err := s.secretFor(tx, r.Secret, a, secGen)
+		if errors.Is(err, kv.ErrNotFound) {
 			return s.missing(c, g, "secret", r.Secret)
 		} else if err != nil {
 			return Grant{}, "", err
@@ -414,6 +417,39 @@ func (s *Service) decide(tx *kv.Txn, p Principal, a Action, r Resource) (Grant, 
 		return Grant{}, "not a member of any project", nil
 	}
 	return Grant{}, "unknown action", nil
+}
+
+// projectFor finds the project ref (name or id) for decide. A token
+// caller's own project comes from its cached bearer resolution while the
+// identity generation is current (a project deletion bumps it).
+func (s *Service) projectFor(tx *kv.Txn, c caller, ref string) (projectRecord, error) {
+	if c.token != nil && ref == c.token.ProjectID {
+		if b := c.token.cache; b != nil && b.gen == s.idGen.Load() && b.project.ID == ref {
+			return b.project, nil
+		}
+	}
+	return s.findProjectIn(tx, ref)
+}
+
+// secretFor reads the metadata record of secret id for decide. Reads are
+// served from the secret cache while the secrets generation is current;
+// a change (ActManageSecret) always reads the store. gen is the secrets
+// generation loaded before tx began.
+func (s *Service) secretFor(tx *kv.Txn, id string, a Action, gen uint64) (secretRecord, error) {
+	if a != ActReadSecret {
+		var rec secretRecord
+		err := tx.Get(tableSecrets, id, &rec)
+		return rec, err
+	}
+	if rec, ok := s.secrets.get(id, gen); ok {
+		return rec, nil
+	}
+	var rec secretRecord
+	if err := tx.Get(tableSecrets, id, &rec); err != nil {
+		return rec, err
+	}
+	s.secrets.put(rec, gen)
+	return rec, nil
 }
 
 // missing answers for an object that does not exist: not_found to a system

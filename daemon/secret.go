@@ -306,6 +306,7 @@ func (s *Service) RotateSecret(ctx context.Context, g Grant, in RotateInput) (Se
 	if err := g.require(ActManageSecret); err != nil {
 		return Secret{}, err
 	}
+	defer s.secretsChanged()
 	if err := checkPayload(in.Payload); err != nil {
 		return Secret{}, err
 	}
@@ -406,6 +407,7 @@ func (s *Service) RevokeSecret(ctx context.Context, g Grant) (Secret, error) {
 	if err := g.require(ActManageSecret); err != nil {
 		return Secret{}, err
 	}
+	defer s.secretsChanged()
 	var rec secretRecord
 	now := s.now()
 	err := s.store.Update(ctx, func(tx *kv.Txn) error {
@@ -436,6 +438,7 @@ func (s *Service) DeleteSecret(ctx context.Context, g Grant) error {
 	if err := g.require(ActManageSecret); err != nil {
 		return err
 	}
+	defer s.secretsChanged()
 	err := s.store.Update(ctx, func(tx *kv.Txn) error {
 		if err := tx.Delete(tableSecrets, g.secretID); err != nil {
 			return err

@@ -111,6 +111,8 @@ type Service struct {
 	probe    probe
 	idGen    atomic.Uint64
 	bearers  bearerCache
+	secGen   atomic.Uint64 // secretsChanged
+	secrets  secretCache
 	authGate *authGate // nil: failed authentications are not limited
 
 	// Background work (the KEK re-wrap) runs on bg and ends before Close
@@ -195,6 +197,7 @@ func New(ctx context.Context, cfg Config, keys Keys, store Store) (*Service, err
 		selfUID: uint32(os.Getuid()),
 		groups:  newGroupCache(),
 		bearers: bearerCache{max: bearerCacheSize},
+		secrets: secretCache{max: secretCacheSize},
 	}
 	s.authGate = newAuthGate(cfg.AuthLimit, time.Now, s.log)
 	s.bg, s.bgCancel = context.WithCancel(context.Background())
