@@ -45,6 +45,8 @@ type resolved struct {
 	// until is when the bearer stops being valid by time alone: the
 	// session's expiry, a rotated token's grace, a JWT's exp.
 	until time.Time
+	// verifier is an opaque token's stored verifier (nil for a JWT).
+	verifier []byte
 }
 
 // earliest returns the earlier of a (zero: none) and *b (nil: none).
@@ -59,6 +61,13 @@ func earliest(a time.Time, b *time.Time) time.Time {
 // the live session behind it. Any failure is an *errBadToken (or a store
 // error).
 func (s *Service) resolveBearer(tx *kv.Txn, bearer string, now time.Time) (resolved, string, error) {
+	return s.resolveBearerAt(tx, bearer, now, nil)
+}
+
+// resolveBearerAt is resolveBearer that, given the identity generation
+// loaded before tx began, reads the user through the shared identity
+// records (idcache.go).
+func (s *Service) resolveBearerAt(tx *kv.Txn, bearer string, now time.Time, gen *uint64) (resolved, string, error) {
 	var r resolved
 	var sessionID, tokenID string
 	if LooksLikeJWT(bearer) {
@@ -88,6 +97,7 @@ func (s *Service) resolveBearer(tx *kv.Txn, bearer string, now time.Time) (resol
 		}
 		sessionID = rec.Owner
 		r.until = earliest(r.until, rec.NotAfter)
+		r.verifier = rec.Verifier
 	}
 	if !validID(sessionID) {
 		return r, tokenID, badToken("no such session")
@@ -106,7 +116,7 @@ func (s *Service) resolveBearer(tx *kv.Txn, bearer string, now time.Time) (resol
 	} else if r.session.Kind != SessionOAuth2 {
 		return r, tokenID, badToken("jwt for a session that is not an oauth2 session")
 	}
-	if err := tx.Get(tableUsers, r.session.UserID, &r.user); err != nil {
+	if err := s.getUser(tx, r.session.UserID, &r.user, gen); err != nil {
 		if errors.Is(err, kv.ErrNotFound) {
 			return r, tokenID, badToken("user gone")
 		}

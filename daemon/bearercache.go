@@ -96,7 +96,7 @@ func (s *Service) lookupBearer(ctx context.Context, bearer, what string) (*beare
 	b := &bearerInfo{gen: gen}
 	var tokenID string
 	err := s.store.View(ctx, func(tx *kv.Txn) error {
-		r, tid, err := s.resolveBearer(tx, bearer, now)
+		r, tid, err := s.resolveBearerAt(tx, bearer, now, &gen)
 		tokenID = tid
 		if err != nil {
 			return err
@@ -104,18 +104,19 @@ func (s *Service) lookupBearer(ctx context.Context, bearer, what string) (*beare
 		if b.ident, err = r.identity(); err != nil {
 			return err
 		}
-		if err := tx.Get(tableProjects, r.session.ProjectID, &b.project); err != nil {
+		if err := s.getProject(tx, r.session.ProjectID, &b.project, gen); err != nil {
 			return err
 		}
-		if b.held, err = roleOf(tx, r.user.ID, r.session.ProjectID); err != nil {
+		if b.held, err = s.roleOfAt(tx, r.user.ID, r.session.ProjectID, gen); err != nil {
 			return err
 		}
 		if tok != nil {
-			var rec tokenRecord
-			if err := tx.Get(tableTokens, tok.ID, &rec); err != nil {
-				return err
+			// As checkToken read and matched it. Never cache an opaque
+			// token without one: a hit would then skip the secret check.
+			if len(r.verifier) == 0 {
+				return badToken("token without a verifier")
 			}
-			b.verifier = rec.Verifier
+			b.verifier = r.verifier
 		}
 		b.user, b.until = r.user, r.until
 		return nil

@@ -113,6 +113,7 @@ type Service struct {
 	bearers  bearerCache
 	secGen   atomic.Uint64 // secretsChanged
 	secrets  secretCache
+	ids      idRecords // shared records of bearer resolutions
 	authGate *authGate // nil: failed authentications are not limited
 
 	// Background work (the KEK re-wrap) runs on bg and ends before Close
