@@ -149,7 +149,7 @@ func (s *Server) handle(pattern string, f apiFunc) {
 // ServeHTTP routes r. Unknown paths and wrong methods get JSON errors like
 // every other failure.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("Cache-Control", "no-store")
+	w.Header()["Cache-Control"] = noStore
 	// A request refused before its body was read (403, 413) must still
 	// have the body consumed, or closing the connection resets it before
 	// the client has read the answer (Go lingers only on TCP, not on Unix
@@ -253,12 +253,54 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	writeJSON(w, status, body)
 }
 
+// writeJSON answers v as one JSON document with its Content-Length, from
+// a pooled buffer.
 func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
+	jb := jsonBufs.Get().(*jsonBuf)
+	defer jb.release()
+	if err := jb.enc.Encode(v); err != nil {
+		// Not expected of the wire types; answer what Encode would have
+		// streamed (nothing), as before.
+		jb.buf.Reset()
+	}
+	h := w.Header()
+	h["Content-Type"] = contentTypeJSON
+	h["Content-Length"] = []string{strconv.Itoa(jb.buf.Len())}
 	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	enc.SetEscapeHTML(false)
-	_ = enc.Encode(v)
+	_, _ = w.Write(jb.buf.Bytes())
+}
+
+// contentTypeJSON is the shared value of every JSON answer's
+// Content-Type (never changed in place).
+var contentTypeJSON = []string{"application/json"}
+
+// noStore is the shared value of every answer's Cache-Control.
+var noStore = []string{"no-store"}
+
+type jsonBuf struct {
+	buf bytes.Buffer
+	enc *json.Encoder
+}
+
+var jsonBufs = sync.Pool{New: func() any {
+	jb := &jsonBuf{}
+	jb.enc = json.NewEncoder(&jb.buf)
+	jb.enc.SetEscapeHTML(false)
+	return jb
+}}
+
+// maxPooledJSON bounds the buffers kept for reuse; a large list answer's
+// buffer is left to the collector.
+const maxPooledJSON = 64 << 10
+
+func (jb *jsonBuf) release() {
+	// An answer may carry a secret (a delivery, an issued token): wipe it.
+	clear(jb.buf.Bytes())
+	if jb.buf.Cap() > maxPooledJSON {
+		return
+	}
+	jb.buf.Reset()
+	jsonBufs.Put(jb)
 }
 
 // authorize decides the request's permission from the connection's
