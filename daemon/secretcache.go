@@ -20,7 +20,9 @@ type secretEntry struct {
 	gen uint64
 }
 
-const secretCacheSize = 100_000
+// secretCacheSize bounds the memory of the cache (a record is a few hundred
+// bytes).
+const secretCacheSize = 50_000
 
 // get returns the record of id cached at generation gen.
 func (c *secretCache) get(id string, gen uint64) (secretRecord, bool) {
