@@ -82,6 +82,14 @@ func (b *auditBackend) Introspect(context.Context, string) (daemon.Introspection
 	return daemon.Introspection{}, nil
 }
 
+// AuthorizeCall allows b.token to call service "svc".
+func (b *auditBackend) AuthorizeCall(_ context.Context, token, service, _, _ string) (daemon.Decision, error) {
+	if token != b.token {
+		return daemon.Decision{Reason: "invalid or expired token"}, nil
+	}
+	return daemon.Decision{Allowed: service == "svc", User: "alice", Project: "default", Roles: []string{"reader"}}, nil
+}
+
 func TestAuditHook(t *testing.T) {
 	tok, _, err := daemon.NewToken(daemon.PrefixAccessToken)
 	if err != nil {
@@ -147,6 +155,14 @@ func TestAuditHook(t *testing.T) {
 			want: &audit.Event{Action: "oauth2.token", Outcome: "ok", Status: 200}},
 		{name: "an inactive token introspected", method: "POST", target: "/oauth2/introspect", body: url.Values{"token": {badTok}}.Encode(), hdr: form,
 			want: &audit.Event{Action: "oauth2.introspect", Outcome: "denied", Status: 200, Target: map[string]string{"active": "false", "token_id": "cft_" + parsedBad.ID}}},
+		{name: "an allowed authorization", method: "POST", target: "/v1/authorize", body: `{"token":"` + tok + `","service":"svc","method":"GET","path":"/x"}`,
+			want: &audit.Event{Action: "authorize", Outcome: "ok", Status: 200, Target: map[string]string{"user": "alice", "project": "default", "allowed": "true"}}},
+		{name: "a refused authorization", method: "POST", target: "/v1/authorize", body: `{"token":"` + tok + `","service":"other","method":"GET","path":"/x"}`,
+			want: &audit.Event{Action: "authorize", Outcome: "denied", Status: 200, Target: map[string]string{"user": "alice", "project": "default", "allowed": "false"}}},
+		{name: "an authorization of a bad token", method: "POST", target: "/v1/authorize", body: `{"token":"` + badTok + `","service":"svc","method":"GET","path":"/x"}`,
+			want: &audit.Event{Action: "authorize", Outcome: "denied", Status: 200, Target: map[string]string{"allowed": "false"}}},
+		{name: "a malformed authorization", method: "POST", target: "/v1/authorize", body: `{"token":`,
+			want: &audit.Event{Action: "authorize", Outcome: "failed", Status: 400, Code: "invalid_json"}},
 		{name: "the audit log read", method: "GET", target: "/v1/audit?tail=3"},
 		{name: "the audit log verified", method: "POST", target: "/v1/audit/verify",
 			want: &audit.Event{Action: "audit.verify", Outcome: "ok", Status: 200}},

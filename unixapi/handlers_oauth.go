@@ -163,6 +163,8 @@ func (s *Server) authorizeCall(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	allowed := d.Allowed
+	noteAudit(w, auditBody{User: d.User, Project: d.Project, Allowed: &allowed})
 	writeJSON(w, http.StatusOK, Decision{Allowed: d.Allowed, Reason: d.Reason, User: d.User, Project: d.Project, Roles: d.Roles})
 	return nil
 }
