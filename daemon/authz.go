@@ -390,33 +390,41 @@ func (s *Service) decide(tx *kv.Txn, p Principal, a Action, r Resource, secGen u
 		why, err := onProject(rec.ProjectID, RoleAdmin)
 		return g, why, err
 	case ActReadImportKey:
-		return s.decideImportKey(tx, c, g)
+		// Those may see the import key who may import with it: system
+		// admins and admins of a project.
+		return s.decideAnyProject(tx, c, g, RoleAdmin)
 	case ActManageRules:
-		if c.admin {
-			return g, "", nil
-		}
-		if c.user == nil {
-			return Grant{}, "anonymous", nil
-		}
-		if c.token != nil {
-			role, err := s.roleOn(tx, c, c.token.ProjectID)
-			if err != nil || role >= RoleMember {
-				return g, "", err
-			}
-			return Grant{}, "the token's roles are below member", nil
-		}
-		roles, err := userRoles(tx, c.user.ID)
-		if err != nil {
-			return Grant{}, "", err
-		}
-		for _, pr := range roles {
-			if r, _ := ParseRole(pr.Role); r >= RoleMember {
-				return g, "", nil
-			}
-		}
-		return Grant{}, "not a member of any project", nil
+		return s.decideAnyProject(tx, c, g, RoleMember)
 	}
 	return Grant{}, "unknown action", nil
+}
+
+// decideAnyProject lets in system admins and callers holding at least need
+// in some project; a token, in its own project.
+func (s *Service) decideAnyProject(tx *kv.Txn, c caller, g Grant, need Role) (Grant, string, error) {
+	if c.admin {
+		return g, "", nil
+	}
+	if c.user == nil {
+		return Grant{}, "anonymous", nil
+	}
+	if c.token != nil {
+		role, err := s.roleOn(tx, c, c.token.ProjectID)
+		if err != nil || role >= need {
+			return g, "", err
+		}
+		return Grant{}, "the token's roles are below " + need.String(), nil
+	}
+	roles, err := userRoles(tx, c.user.ID)
+	if err != nil {
+		return Grant{}, "", err
+	}
+	for _, pr := range roles {
+		if r, _ := ParseRole(pr.Role); r >= need {
+			return g, "", nil
+		}
+	}
+	return Grant{}, "no " + need.String() + " role in any project", nil
 }
 
 // projectFor finds the project ref (name or id) for decide. A token

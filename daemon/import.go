@@ -42,34 +42,6 @@ type importRecord struct {
 	ImportedAt     time.Time `json:"imported_at"`
 }
 
-// decideImportKey lets those see the import key who may import with it:
-// system admins and admins of a project (a token: admin of its project).
-func (s *Service) decideImportKey(tx *kv.Txn, c caller, g Grant) (Grant, string, error) {
-	if c.admin {
-		return g, "", nil
-	}
-	if c.user == nil {
-		return Grant{}, "anonymous", nil
-	}
-	if c.token != nil {
-		role, err := s.roleOn(tx, c, c.token.ProjectID)
-		if err != nil || role >= RoleAdmin {
-			return g, "", err
-		}
-		return Grant{}, "the token's roles are below admin", nil
-	}
-	roles, err := userRoles(tx, c.user.ID)
-	if err != nil {
-		return Grant{}, "", err
-	}
-	for _, pr := range roles {
-		if r, _ := ParseRole(pr.Role); r >= RoleAdmin {
-			return g, "", nil
-		}
-	}
-	return Grant{}, "not an admin of any project", nil
-}
-
 // ImportKey returns the HSM import key's public half, for `coffer seal`.
 func (s *Service) ImportKey(ctx context.Context, g Grant) (ImportKey, error) {
 	if err := g.require(ActReadImportKey); err != nil {
