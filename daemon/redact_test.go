@@ -2,13 +2,13 @@ package daemon
 
 import (
 	"bytes"
-	"encoding/base64"
-	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/coffer-hsm/coffer/internal/redacttest"
 )
 
 // Secrets used below: each is long and distinctive, so that finding it (or
@@ -21,53 +21,6 @@ const (
 )
 
 var leakSecrets = []string{leakToken, leakSecret, leakPayload, leakValue}
-
-// fmtVerbs are the ways a value reaches text through fmt.
-var fmtVerbs = []string{"%v", "%+v", "%#v", "%s", "%q", "%x", "%X", "%d", "%20v"}
-
-// Printed renders v with every fmt verb, Sprint and Sprintln, and through
-// slog's text and JSON handlers (as an attribute, as a bare argument and
-// inside a group), and returns each output by how it was made.
-func Printed(v any) map[string]string {
-	out := map[string]string{}
-	for _, verb := range fmtVerbs {
-		out[verb] = fmt.Sprintf(verb, v)
-	}
-	out["Sprint"] = fmt.Sprint(v)
-	out["Sprintln"] = fmt.Sprintln(v)
-	for _, h := range []struct {
-		name string
-		new  func(*bytes.Buffer) slog.Handler
-	}{
-		{"text", func(b *bytes.Buffer) slog.Handler { return slog.NewTextHandler(b, nil) }},
-		{"json", func(b *bytes.Buffer) slog.Handler { return slog.NewJSONHandler(b, nil) }},
-	} {
-		var b bytes.Buffer
-		log := slog.New(h.new(&b))
-		log.Info("attr", "v", v)
-		log.Info("bare", v)
-		log.Info("group", slog.Group("g", "v", v))
-		log.With("w", v).Info("with")
-		out["slog "+h.name] = b.String()
-	}
-	return out
-}
-
-// leaks says where any of secrets appears in outs, raw, hex or base64.
-func leaks(outs map[string]string, secrets []string) []string {
-	var found []string
-	for how, s := range outs {
-		for _, secret := range secrets {
-			for _, form := range []string{secret, hex.EncodeToString([]byte(secret)), strings.ToUpper(hex.EncodeToString([]byte(secret))),
-				base64.StdEncoding.EncodeToString([]byte(secret)), fmt.Sprint([]byte(secret))[1:20]} {
-				if strings.Contains(s, form) {
-					found = append(found, fmt.Sprintf("%s shows %.12q...: %.200s", how, secret, s))
-				}
-			}
-		}
-	}
-	return found
-}
 
 func TestSecretsAreRedactedWhenPrinted(t *testing.T) {
 	exp := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
@@ -94,14 +47,14 @@ func TestSecretsAreRedactedWhenPrinted(t *testing.T) {
 		{"*ParsedToken", &tok, []string{tok.ID}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			outs := Printed(tt.v)
+			outs := redacttest.Printed(tt.v)
 			if tt.name == "[]Delivery" {
 				// slog's JSON handler encodes a slice with encoding/json,
 				// which does not consult LogValue: log elements, not
 				// slices of them.
 				delete(outs, "slog json")
 			}
-			for _, l := range leaks(outs, append(leakSecrets, tokSecret)) {
+			for _, l := range redacttest.Leaks(outs, append(leakSecrets, tokSecret)) {
 				t.Error(l)
 			}
 			for how, s := range outs {

@@ -1,38 +1,14 @@
 package unixapi
 
 import (
-	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"strings"
 	"testing"
-)
 
-// printedEverywhere renders v with fmt's verbs and through slog's text and
-// JSON handlers (as an attribute, a bare argument, in a group and With).
-func printedEverywhere(v any) map[string]string {
-	out := map[string]string{}
-	for _, verb := range []string{"%v", "%+v", "%#v", "%s", "%q", "%x", "%X", "%d", "%20v"} {
-		out[verb] = fmt.Sprintf(verb, v)
-	}
-	out["Sprint"] = fmt.Sprint(v)
-	out["Sprintln"] = fmt.Sprintln(v)
-	for name, h := range map[string]func(*bytes.Buffer) slog.Handler{
-		"text": func(b *bytes.Buffer) slog.Handler { return slog.NewTextHandler(b, nil) },
-		"json": func(b *bytes.Buffer) slog.Handler { return slog.NewJSONHandler(b, nil) },
-	} {
-		var b bytes.Buffer
-		log := slog.New(h(&b))
-		log.Info("attr", "v", v)
-		log.Info("bare", v)
-		log.Info("group", slog.Group("g", "v", v))
-		log.With("w", v).Info("with")
-		out["slog "+name] = b.String()
-	}
-	return out
-}
+	"github.com/coffer-hsm/coffer/internal/redacttest"
+)
 
 func TestWireSecretsAreRedactedWhenPrinted(t *testing.T) {
 	const (
@@ -62,7 +38,7 @@ func TestWireSecretsAreRedactedWhenPrinted(t *testing.T) {
 		{"Client", *NewClient("/run/coffer/coffer.sock").WithToken(token), []string{"/run/coffer/coffer.sock"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			for how, s := range printedEverywhere(tt.v) {
+			for how, s := range redacttest.Printed(tt.v) {
 				for _, sec := range secrets {
 					if strings.Contains(s, sec) {
 						t.Errorf("%s shows %.12q...: %.300s", how, sec, s)

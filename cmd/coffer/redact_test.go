@@ -1,11 +1,10 @@
 package main
 
 import (
-	"bytes"
-	"fmt"
-	"log/slog"
 	"strings"
 	"testing"
+
+	"github.com/coffer-hsm/coffer/internal/redacttest"
 )
 
 func TestConnectionSettingsDoNotPrintTokens(t *testing.T) {
@@ -16,24 +15,9 @@ func TestConnectionSettingsDoNotPrintTokens(t *testing.T) {
 		globals{socket: "/s.sock", token: tok, tokenEnv: envTok, profile: "dev"},
 		[]globals{{token: tok}},
 	} {
-		outs := map[string]string{}
-		for _, verb := range []string{"%v", "%+v", "%#v", "%s", "%q", "%x", "%d"} {
-			outs[verb] = fmt.Sprintf(verb, v)
-		}
-		for name, h := range map[string]func(*bytes.Buffer) slog.Handler{
-			"text": func(b *bytes.Buffer) slog.Handler { return slog.NewTextHandler(b, nil) },
-			"json": func(b *bytes.Buffer) slog.Handler { return slog.NewJSONHandler(b, nil) },
-		} {
-			var b bytes.Buffer
-			slog.New(h(&b)).Info("m", "v", v)
-			outs["slog "+name] = b.String()
-		}
-		for how, s := range outs {
-			for _, secret := range []string{tok, envTok, fmt.Sprintf("%x", tok)} {
-				if strings.Contains(s, secret) {
-					t.Errorf("%T %s shows a token: %s", v, how, s)
-				}
-			}
+		outs := redacttest.Printed(v)
+		for _, l := range redacttest.Leaks(outs, []string{tok, envTok}) {
+			t.Errorf("%T: %s", v, l)
 		}
 		if s := outs["%v"]; !strings.Contains(s, "[redacted]") {
 			t.Errorf("%T %%v = %s, want the token shown as set", v, s)
