@@ -29,6 +29,7 @@ func (s *Server) routes() {
 	s.deliveryRoutes()
 	s.auditRoutes()
 	s.backupRoutes()
+	s.debugRoutes()
 	s.keysRoutes()
 }
 

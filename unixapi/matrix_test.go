@@ -338,6 +338,9 @@ func matrixRows() []matrixRow {
 		// The audit log: system admins only, never a token.
 		{route: "GET /v1/audit", req: fixed(reqGET("/v1/audit?tail=5")), want: allow("200", grpSysAdmins)},
 		{route: "POST /v1/audit/verify", req: fixed(reqPOST("/v1/audit/verify", "")), want: allow("200", grpSysAdmins)},
+
+		// Runtime profiles: system admins only.
+		{route: "GET /v1/debug/pprof/{profile}", req: fixed(reqGET("/v1/debug/pprof/goroutine")), want: allow("200", grpSysAdmins)},
 	}
 }
 

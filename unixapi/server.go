@@ -95,6 +95,7 @@ type Server struct {
 
 	unavailable logSampler // 503s: one log line per interval
 	auditor     Auditor    // optional, see SetAuditor
+	profiling   sync.Mutex // held while a sampled profile is recorded
 }
 
 // NewServer returns a Server for b.

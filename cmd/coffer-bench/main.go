@@ -75,6 +75,7 @@ type options struct {
 	tmp     string
 	keep    bool
 	only    map[string]bool
+	profile string
 }
 
 func main() {
@@ -111,6 +112,7 @@ func parseFlags(args []string, benchEnv string) (options, error) {
 	fs.StringVar(&o.meta, "meta", "", "machine, ceilings and daemon figures as JSON (default: -out with -meta.json)")
 	fs.StringVar(&o.tmp, "tmp", "", "where to make the scratch directory (default $TMPDIR; not tmpfs: it hides fsync)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the scratch directory (daemon log, state)")
+	fs.StringVar(&o.profile, "profile", "", "write the daemon's CPU profile of every measurement and its heap after load into this directory")
 	fs.StringVar(&only, "only", "", "comma-separated scenarios to run (default all available)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -349,6 +351,11 @@ func benchMain(ctx context.Context, o options, stdout, stderr io.Writer) (code i
 		return 1, err
 	}
 
+	prof, err := newProfiler(o.profile, logf)
+	if err != nil {
+		return 2, err
+	}
+
 	stateDir := filepath.Join(scratch, "state")
 	d, err := startDaemon(ctx, bin, stateDir)
 	if err != nil {
@@ -531,7 +538,9 @@ func benchMain(ctx context.Context, o options, stdout, stderr io.Writer) (code i
 			logf("ceiling  %-14s c=%-3d %8.0f ops/s  p99 %.2f ms  other cpu %.2f", cd.name, c, r.opsPerSec(), r.percentileMs(99), r.OtherCPU)
 		}
 		for _, rs := range runnable {
+			profiled := prof.cpuDuring(ctx, d.socket, rs.s.name, c, o.warm, o.dur)
 			r, err := measure(rs.s.name, c, httpFactory(d.socket, rs.gen))
+			<-profiled
 			if err != nil {
 				return 1, err
 			}
@@ -542,6 +551,7 @@ func benchMain(ctx context.Context, o options, stdout, stderr io.Writer) (code i
 	}
 
 	m.Daemon.AfterLoad, _ = d.memory()
+	prof.heap(ctx, d.socket, "after-load")
 	if st, err := fetchStatus(ctx, d.socket); err == nil {
 		m.Daemon.SecretsAtEnd, m.Daemon.CredsAtEnd = st.Counts.Secrets, st.Counts.Credentials
 	} else {
