@@ -81,7 +81,7 @@ type Store struct {
 // the benchmark's kv-sync ceiling, which measures raw Badger commits on
 // the same settings.
 func BadgerOptions(dir string, logger *slog.Logger) badger.Options {
-	return badger.DefaultOptions(dir).
+	opts := badger.DefaultOptions(dir).
 		// An acknowledged write must survive kill -9: fsync every commit.
 		WithSyncWrites(true).
 		// Only the committer writes (batch.go), one transaction after
@@ -90,8 +90,16 @@ func BadgerOptions(dir string, logger *slog.Logger) badger.Options {
 		// Not WithLoggingLevel: it replaces the logger with Badger's stderr one.
 		WithLogger(badgerLogger{logger}).
 		// Sized for a small edge host holding a metadata set of megabytes,
-		// not the multi-GiB defaults.
-		WithMemTableSize(16 << 20).
+		// not the multi-GiB defaults. Table sizes bound memory as much as
+		// the caches do: every table build (a memtable flush, each of a
+		// compaction's parallel sub-compactions) holds the whole table,
+		// and with encryption its ciphertext too, in an allocator that
+		// Badger keeps pooled (up to 8) after the build, grown to the
+		// largest table it built. With 16 MiB memtables and 2 MiB tables
+		// doubling per level that pool held ~250 MiB after a write burst;
+		// 4 MiB and flat 1 MiB tables keep it to tens of MiB.
+		WithMemTableSize(4 << 20).
+		WithBaseTableSize(1 << 20).
 		WithNumMemtables(2).
 		WithBlockCacheSize(16 << 20).
 		WithIndexCacheSize(8 << 20).
@@ -107,6 +115,8 @@ func BadgerOptions(dir string, logger *slog.Logger) badger.Options {
 		// value log then serves only as the write-ahead log. Must stay below
 		// 15% of MemTableSize (Badger's max batch size).
 		WithValueThreshold(64 << 10)
+	opts.TableSizeMultiplier = 1 // no With method
+	return opts
 }
 
 // Open opens (creating if needed) the Badger store in opts.Dir and starts
