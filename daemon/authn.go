@@ -146,14 +146,16 @@ func (s *Service) resolveBearerAt(tx *kv.Txn, bearer string, now time.Time, gen 
 	return r, tokenID, nil
 }
 
-func (r resolved) identity() (*TokenIdentity, error) {
-	rules, err := CompileRules(r.session.Rules)
+// identityOf is the identity r stands for. Its rules, roles and policies
+// are shared with other identities that have equal ones (s.rules).
+func (s *Service) identityOf(r resolved) (*TokenIdentity, error) {
+	rules, err := s.rules.compile(r.session.Rules)
 	if err != nil {
 		return nil, err
 	}
 	return &TokenIdentity{
 		Kind: r.kind, SessionID: r.session.ID, CredentialID: r.session.CredentialID, UserID: r.user.ID,
-		ProjectID: r.session.ProjectID, Roles: r.session.Roles, Rules: rules, Policies: r.session.Policies,
+		ProjectID: r.session.ProjectID, Roles: s.rules.list(r.session.Roles), Rules: rules, Policies: s.rules.list(r.session.Policies),
 		Unrestricted: r.session.Unrestricted, ExpiresAt: r.session.ExpiresAt,
 	}, nil
 }

@@ -151,7 +151,7 @@ func (c caller) userID() string {
 func (s *Service) resolveCaller(tx *kv.Txn, p Principal) (caller, error) {
 	if p.Token != nil {
 		if b := p.Token.cache; b != nil && b.gen == s.idGen.Load() {
-			u := b.user // checked live (not disabled) at this generation
+			u := *b.user // checked live (not disabled) at this generation
 			return caller{user: &u, token: p.Token}, nil
 		}
 		var u userRecord
@@ -433,7 +433,7 @@ func (s *Service) decideAnyProject(tx *kv.Txn, c caller, g Grant, need Role) (Gr
 func (s *Service) projectFor(tx *kv.Txn, c caller, ref string) (projectRecord, error) {
 	if c.token != nil && ref == c.token.ProjectID {
 		if b := c.token.cache; b != nil && b.gen == s.idGen.Load() && b.project.ID == ref {
-			return b.project, nil
+			return *b.project, nil
 		}
 	}
 	return s.findProjectIn(tx, ref)

@@ -15,8 +15,8 @@ import (
 // its project and the user's role there.
 type bearerInfo struct {
 	ident    *TokenIdentity
-	user     userRecord
-	project  projectRecord
+	user     *userRecord    // shared with other entries: never modified
+	project  *projectRecord // shared with other entries: never modified
 	held     Role
 	until    time.Time // zero: no time limit
 	gen      uint64
@@ -101,12 +101,14 @@ func (s *Service) lookupBearer(ctx context.Context, bearer, what string) (*beare
 		if err != nil {
 			return err
 		}
-		if b.ident, err = r.identity(); err != nil {
+		if b.ident, err = s.identityOf(r); err != nil {
 			return err
 		}
-		if err := s.getProject(tx, r.session.ProjectID, &b.project, gen); err != nil {
+		var project projectRecord
+		if err := s.getProject(tx, r.session.ProjectID, &project, gen); err != nil {
 			return err
 		}
+		b.project = shared(&s.ids.projects, project.ID, gen, project)
 		if b.held, err = s.roleOfAt(tx, r.user.ID, r.session.ProjectID, gen); err != nil {
 			return err
 		}
@@ -118,7 +120,7 @@ func (s *Service) lookupBearer(ctx context.Context, bearer, what string) (*beare
 			}
 			b.verifier = r.verifier
 		}
-		b.user, b.until = r.user, r.until
+		b.user, b.until = shared(&s.ids.users, r.user.ID, gen, r.user), r.until
 		return nil
 	})
 	var bad *errBadToken

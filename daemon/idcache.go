@@ -22,10 +22,11 @@ type idRecords struct {
 
 const idRecordsSize = 10_000
 
-// genMap is a bounded map of values read at a generation.
+// genMap is a bounded map of values read at a generation. Entries are
+// replaced, never changed, so a pointer from ref stays valid and unchanged.
 type genMap[V any] struct {
 	mu sync.RWMutex
-	m  map[string]genEntry[V]
+	m  map[string]*genEntry[V]
 }
 
 type genEntry[V any] struct {
@@ -33,22 +34,31 @@ type genEntry[V any] struct {
 	gen uint64
 }
 
-func (c *genMap[V]) get(k string, gen uint64) (V, bool) {
+// ref returns the entry of k read at gen, shared: callers must not modify
+// it. Nil if there is none.
+func (c *genMap[V]) ref(k string, gen uint64) *V {
 	c.mu.RLock()
 	e, ok := c.m[k]
 	c.mu.RUnlock()
 	if !ok || e.gen != gen {
-		var zero V
-		return zero, false
+		return nil
 	}
-	return e.v, true
+	return &e.v
+}
+
+func (c *genMap[V]) get(k string, gen uint64) (V, bool) {
+	if p := c.ref(k, gen); p != nil {
+		return *p, true
+	}
+	var zero V
+	return zero, false
 }
 
 func (c *genMap[V]) put(k string, v V, gen uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.m == nil {
-		c.m = make(map[string]genEntry[V])
+		c.m = make(map[string]*genEntry[V])
 	}
 	if len(c.m) >= idRecordsSize {
 		// Entries of old generations first; else an eighth in map order.
@@ -60,7 +70,17 @@ func (c *genMap[V]) put(k string, v V, gen uint64) {
 			}
 		}
 	}
-	c.m[k] = genEntry[V]{v: v, gen: gen}
+	c.m[k] = &genEntry[V]{v: v, gen: gen}
+}
+
+// shared returns the shared copy of v (the entry of k at gen) when there
+// is one equal to it in identity, else a copy of its own: bearer-cache
+// entries of one user or project then hold one record between them.
+func shared[V any](c *genMap[V], k string, gen uint64, v V) *V {
+	if p := c.ref(k, gen); p != nil {
+		return p
+	}
+	return &v
 }
 
 // getUser reads user id into out, through the shared records when gen (the

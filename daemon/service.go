@@ -114,6 +114,7 @@ type Service struct {
 	secGen   atomic.Uint64 // secretsChanged
 	secrets  secretCache
 	ids      idRecords // shared records of bearer resolutions
+	rules    ruleSets  // compiled rule sets and role lists, shared by bearer resolutions
 	authGate *authGate // nil: failed authentications are not limited
 
 	// Background work (the KEK re-wrap) runs on bg and ends before Close
