@@ -330,8 +330,15 @@ func newEnv(t testing.TB) *testEnv {
 // newEnvKeys is newEnv with these keys.
 func newEnvKeys(t testing.TB, keys *fakeKeys) *testEnv {
 	t.Helper()
+	return newEnvStore(t, keys, 0)
+}
+
+// newEnvStore is newEnvKeys over a store with this memtable size (0: the
+// default), which sets how much one transaction may write.
+func newEnvStore(t testing.TB, keys *fakeKeys, memTable int64) *testEnv {
+	t.Helper()
 	dir := t.TempDir()
-	store, err := kv.Open(context.Background(), kv.Options{Dir: dir, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), GCInterval: -1})
+	store, err := kv.Open(context.Background(), kv.Options{Dir: dir, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), GCInterval: -1, MemTableSize: memTable})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -473,17 +473,14 @@ func (s *Service) rewrapBatch(ctx context.Context, st *kekRotationRecord) (int, 
 	if len(items) == 0 {
 		return 0, nil
 	}
-	failed := 0
 	for i := range items {
 		it := &items[i]
 		if it.aad == nil || it.was.Sealed == nil {
-			failed++
 			s.log.Warn("KEK re-wrap: sealed record without its secret; left as it is", "secret", it.id, "kek", st.Source)
 			continue
 		}
 		next, err := s.keys.Rewrap(ctx, it.was.Sealed, it.aad)
 		if errors.Is(err, hsm.ErrOpen) {
-			failed++
 			s.log.Warn("KEK re-wrap: sealed record does not open; left as it is", "secret", it.id, "kek", st.Source, "err", err)
 			continue
 		}
@@ -493,11 +490,12 @@ func (s *Service) rewrapBatch(ctx context.Context, st *kekRotationRecord) (int, 
 		it.next = next
 	}
 	var next kekRotationRecord
-	err = s.store.Update(ctx, func(tx *kv.Txn) error {
+	commit := func(tx *kv.Txn) error {
 		next = *st
-		written := 0
+		written, failed := 0, 0
 		for _, it := range items {
 			if it.next == nil {
+				failed++
 				continue
 			}
 			var cur sealedRecord
@@ -522,7 +520,19 @@ func (s *Service) rewrapBatch(ctx context.Context, st *kekRotationRecord) (int, 
 		next.PassFailed += failed
 		next.UpdatedAt = now
 		return tx.Put(tableKeyState, stateKEKRotation, next)
-	})
+	}
+	// rewrapBatchBytes counts ciphertexts only: records with large key
+	// values can still make a batch too big for one transaction. Then the
+	// first half goes now (the cursor stops at its end) and the rest with
+	// the next batch.
+	for {
+		err = s.store.Update(ctx, commit)
+		if errors.Is(err, kv.ErrTxnTooBig) && len(items) > 1 {
+			items = items[:len(items)/2]
+			continue
+		}
+		break
+	}
 	if err != nil {
 		return 0, storeErr(err)
 	}

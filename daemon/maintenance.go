@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/coffer-hsm/coffer/kv"
@@ -50,6 +51,7 @@ func (s *Service) RunMaintenance(ctx context.Context) {
 func (s *Service) Sweep(ctx context.Context) (int, error) {
 	now := s.now()
 	total := 0
+	batch := sweepBatch
 	for {
 		var sessions, tokens []string
 		err := s.store.View(ctx, func(tx *kv.Txn) error {
@@ -58,7 +60,7 @@ func (s *Service) Sweep(ctx context.Context) (int, error) {
 				if err := decode(&rec); err != nil {
 					return err
 				}
-				if rec.expired(now) && len(sessions) < sweepBatch {
+				if rec.expired(now) && len(sessions) < batch {
 					sessions = append(sessions, id)
 				}
 				return nil
@@ -70,7 +72,7 @@ func (s *Service) Sweep(ctx context.Context) (int, error) {
 				if err := decode(&rec); err != nil {
 					return err
 				}
-				if rec.NotAfter != nil && !now.Before(*rec.NotAfter) && len(tokens) < sweepBatch {
+				if rec.NotAfter != nil && !now.Before(*rec.NotAfter) && len(tokens) < batch {
 					tokens = append(tokens, id)
 				}
 				return nil
@@ -95,12 +97,17 @@ func (s *Service) Sweep(ctx context.Context) (int, error) {
 			}
 			return nil
 		})
+		if errors.Is(err, kv.ErrTxnTooBig) && batch > 1 {
+			// Sessions with many tokens: fewer per transaction.
+			batch /= 2
+			continue
+		}
 		if err != nil {
 			return total, err
 		}
 		total += len(sessions) + len(tokens)
 		s.identityChanged()
-		if len(sessions) < sweepBatch && len(tokens) < sweepBatch {
+		if len(sessions) < batch && len(tokens) < batch {
 			return total, nil
 		}
 	}

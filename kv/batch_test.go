@@ -365,7 +365,7 @@ func TestUpdateCanceledWhileQueued(t *testing.T) {
 // the batch commits in several transactions, each request reading the state
 // its predecessors left, and a request too big on its own fails alone.
 func TestBatchTooBigSplits(t *testing.T) {
-	s := openTest(t, "")
+	s := openSized(t, batchTestMemTable)
 	ctx := context.Background()
 	// Records just below the value threshold count in full against
 	// MaxBatchSize (bigger ones go to the value log and count as pointers).
@@ -451,7 +451,7 @@ func TestBatchTooBigSplits(t *testing.T) {
 // group's, get the error and leave nothing behind; the requests after run
 // on what is really stored.
 func TestBatchCommitFailure(t *testing.T) {
-	s := openTest(t, "")
+	s := openSized(t, batchTestMemTable)
 	ctx := context.Background()
 	if err := put(t, s, "users", "old", user{Name: "old"}); err != nil {
 		t.Fatal(err)
@@ -514,4 +514,20 @@ func TestBatchCommitFailure(t *testing.T) {
 	if err := put(t, s, "users", "after", user{}); err != nil {
 		t.Fatalf("Update after a failed commit: %v", err)
 	}
+}
+
+// batchTestMemTable is the memtable size the batch tests' record sizes are
+// chosen for: its transactions take up to 2.4 MiB.
+const batchTestMemTable = 16 << 20
+
+// openSized opens a store in a temporary directory with the given memtable
+// size, and so the given transaction limit.
+func openSized(t testing.TB, memTable int64) *Store {
+	t.Helper()
+	s, err := Open(context.Background(), Options{Dir: t.TempDir(), Logger: quietLogger(), GCInterval: -1, MemTableSize: memTable})
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s
 }

@@ -23,6 +23,9 @@ var (
 	// ErrKeyMismatch: the store was created with another encryption key
 	// (or none, or was opened without its key).
 	ErrKeyMismatch = errors.New("encryption key does not match the store")
+	// ErrTxnTooBig: one request wrote more than fits in one transaction
+	// (see Store.Update); callers that write in batches make them smaller.
+	ErrTxnTooBig = badger.ErrTxnTooBig
 )
 
 // Options configures Open.
@@ -41,6 +44,10 @@ type Options struct {
 	// EncryptionKeyRotation is how old Badger's current data key may get
 	// before it makes a new one; 0 = 7 days.
 	EncryptionKeyRotation time.Duration
+	// MemTableSize is Badger's memtable size; 0 = the default (see
+	// BadgerOptions). A transaction may write at most 15% of it, so tests
+	// set it small to reach that limit.
+	MemTableSize int64
 }
 
 const (
@@ -97,8 +104,10 @@ func BadgerOptions(dir string, logger *slog.Logger) badger.Options {
 		// Badger keeps pooled (up to 8) after the build, grown to the
 		// largest table it built. With 16 MiB memtables and 2 MiB tables
 		// doubling per level that pool held ~250 MiB after a write burst;
-		// 4 MiB and flat 1 MiB tables keep it to tens of MiB.
-		WithMemTableSize(4 << 20).
+		// 8 MiB and flat 1 MiB tables keep it to tens of MiB. (A
+		// transaction may write 15% of a memtable: 1.2 MiB, or about 13,000
+		// entries; batch writers halve their batch on ErrTxnTooBig.)
+		WithMemTableSize(8 << 20).
 		WithBaseTableSize(1 << 20).
 		WithNumMemtables(2).
 		WithBlockCacheSize(16 << 20).
@@ -141,6 +150,9 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	prevPID, unclean := lockHolder(opts.Dir)
 
 	bopts := BadgerOptions(opts.Dir, logger)
+	if opts.MemTableSize > 0 {
+		bopts = bopts.WithMemTableSize(opts.MemTableSize)
+	}
 
 	var encKey []byte
 	if len(opts.EncryptionKey) > 0 {
