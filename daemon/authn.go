@@ -40,7 +40,7 @@ func (s *Service) logBadToken(what, tokenID string, err error) {
 type resolved struct {
 	session sessionRecord
 	user    userRecord
-	cred    *credentialRecord
+	cred    *credentialRecord // resolveBearer only (see credentialState)
 	kind    string
 	// until is when the bearer stops being valid by time alone: the
 	// session's expiry, a rotated token's grace, a JWT's exp.
@@ -64,9 +64,19 @@ func (s *Service) resolveBearer(tx *kv.Txn, bearer string, now time.Time) (resol
 	return s.resolveBearerAt(tx, bearer, now, nil)
 }
 
+// credentialState is what checking a bearer needs of its credential. The
+// bearer cache's misses decode only this: a credential record also holds
+// its name, rules, roles and policies (the session has its own copy),
+// and decoding them was a third of a miss's JSON work.
+type credentialState struct {
+	Type      string     `json:"type"`
+	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+	RevokedAt *time.Time `json:"revoked_at,omitempty"`
+}
+
 // resolveBearerAt is resolveBearer that, given the identity generation
 // loaded before tx began, reads the user through the shared identity
-// records (idcache.go).
+// records (idcache.go) and leaves r.cred nil.
 func (s *Service) resolveBearerAt(tx *kv.Txn, bearer string, now time.Time, gen *uint64) (resolved, string, error) {
 	var r resolved
 	var sessionID, tokenID string
@@ -125,12 +135,21 @@ func (s *Service) resolveBearerAt(tx *kv.Txn, bearer string, now time.Time, gen 
 	if r.user.Disabled {
 		return r, tokenID, badToken("user disabled")
 	}
-	var cred credentialRecord
-	if err := tx.Get(tableCredentials, r.session.CredentialID, &cred); err != nil {
+	var cred credentialState
+	var full *credentialRecord
+	target := any(&cred)
+	if gen == nil {
+		full = new(credentialRecord)
+		target = full
+	}
+	if err := tx.Get(tableCredentials, r.session.CredentialID, target); err != nil {
 		if errors.Is(err, kv.ErrNotFound) {
 			return r, tokenID, badToken("credential gone")
 		}
 		return r, tokenID, err
+	}
+	if full != nil {
+		cred = credentialState{Type: full.Type, ExpiresAt: full.ExpiresAt, RevokedAt: full.RevokedAt}
 	}
 	if cred.RevokedAt != nil {
 		return r, tokenID, badToken("credential revoked")
@@ -142,7 +161,7 @@ func (s *Service) resolveBearerAt(tx *kv.Txn, bearer string, now time.Time, gen 
 		r.until = earliest(r.until, cred.ExpiresAt)
 	}
 	r.until = earliest(r.until, r.session.ExpiresAt)
-	r.cred = &cred
+	r.cred = full
 	return r, tokenID, nil
 }
 
