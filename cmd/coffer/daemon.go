@@ -55,6 +55,7 @@ comes from --hsm-pin-file, by default $CREDENTIALS_DIRECTORY/hsm-pin.`,
 		&cli.DurationFlag{Name: "read-timeout", Usage: "time a client has to send a whole request", Value: unixapi.DefaultReadTimeout, Hidden: true, EnvVars: []string{"COFFER_READ_TIMEOUT"}},
 		&cli.BoolFlag{Name: "audit-journal", Usage: "also write every audit log line to the daemon's log (the journal): a copy outside the state directory", Value: true, EnvVars: []string{"COFFER_AUDIT_JOURNAL"}},
 		&cli.StringFlag{Name: "log-level", Usage: "debug, info, warn or error", Value: "info", EnvVars: []string{"COFFER_LOG_LEVEL"}},
+		memoryLimitFlag,
 	},
 	Action: runDaemon,
 }
@@ -82,6 +83,9 @@ func runDaemon(c *cli.Context) error {
 	}
 	log := slog.New(handler)
 	slog.SetDefault(log)
+	if err := applyMemoryLimit(c, log); err != nil {
+		return err
+	}
 
 	dev := c.Bool("dev")
 	stateDir, socket := c.String("state-dir"), c.String("socket")
