@@ -19,6 +19,7 @@ import (
 
 	"github.com/coffer-hsm/coffer/daemon"
 	"github.com/coffer-hsm/coffer/hsm"
+	"github.com/coffer-hsm/coffer/internal/memtrim"
 	"github.com/coffer-hsm/coffer/systemd"
 	"github.com/coffer-hsm/coffer/unixapi"
 )
@@ -214,6 +215,7 @@ func runDaemon(c *cli.Context) error {
 	defer background.Wait()
 	defer stopBG()
 	background.Go(func() { svc.RunMaintenance(bg) })
+	background.Go(func() { memtrim.New(log).Run(bg) })
 	served := make(chan error, 2+len(vms.all))
 	go func() { served <- srv.Serve(api) }()
 	for _, l := range vms.all {

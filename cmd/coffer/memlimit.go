@@ -17,11 +17,11 @@ import (
 // memory back to the system instead of keeping twice the live heap. It is
 // soft: a daemon that needs more gets more (at the cost of more frequent
 // collections), it is never killed for it.
-const defaultMemoryLimit = "128MiB"
+const defaultMemoryLimit = "192MiB"
 
 var memoryLimitFlag = &cli.StringFlag{
 	Name: "memory-limit",
-	Usage: "soft limit on the daemon's Go memory, as `SIZE` (e.g. 128MiB, 1GiB; 0: none): past it the runtime collects harder and returns memory to the system. " +
+	Usage: "soft limit on the daemon's Go memory, as `SIZE` (e.g. 192MiB, 1GiB; 0: none): past it the runtime collects harder and returns memory to the system. " +
 		"$GOMEMLIMIT, when set, is used instead of the default",
 	Value: defaultMemoryLimit, EnvVars: []string{"COFFER_MEMORY_LIMIT"},
 }
