@@ -260,17 +260,20 @@ func (s *Store) View(ctx context.Context, fn func(tx *Txn) error) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("kv: view: %w", err)
 	}
-	btx := s.db.NewTransaction(false)
-	defer btx.Discard()
-	tx := &Txn{txn: btx}
-	defer func() { tx.done = true }() // also on panic
+	tx := &Txn{db: s.db}
+	defer func() {
+		tx.done = true // also on panic
+		if tx.txn != nil {
+			tx.txn.Discard()
+		}
+	}()
 	return fn(tx)
 }
 
 // Check is a health probe: it runs a cheap read transaction.
 func (s *Store) Check(ctx context.Context) error {
 	return s.View(ctx, func(tx *Txn) error {
-		_, err := tx.txn.Get([]byte("h/check"))
+		_, err := tx.badger().Get([]byte("h/check"))
 		if err != nil && !errors.Is(err, badger.ErrKeyNotFound) {
 			return fmt.Errorf("kv: check: %w", err)
 		}

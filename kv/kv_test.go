@@ -532,3 +532,44 @@ func TestEnvelopeRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+// A View's snapshot is taken at its first read, and every later read of
+// the View sees that snapshot, not writes committed after it.
+func TestViewSnapshotFromFirstRead(t *testing.T) {
+	s := openTest(t, "")
+	ctx := context.Background()
+	if err := put(t, s, "users", "a", user{Name: "a1"}); err != nil {
+		t.Fatal(err)
+	}
+	err := s.View(ctx, func(tx *Txn) error {
+		// Committed after the View began, before its first read: seen.
+		if err := put(t, s, "users", "a", user{Name: "a2"}); err != nil {
+			return err
+		}
+		var u user
+		if err := tx.Get("users", "a", &u); err != nil || u.Name != "a2" {
+			return fmt.Errorf("first read: %+v %v, want a2", u, err)
+		}
+		// Committed after the first read: not seen by this View.
+		if err := put(t, s, "users", "a", user{Name: "a3"}); err != nil {
+			return err
+		}
+		if err := put(t, s, "users", "b", user{Name: "b"}); err != nil {
+			return err
+		}
+		if err := tx.Get("users", "a", &u); err != nil || u.Name != "a2" {
+			return fmt.Errorf("second read: %+v %v, want a2 still", u, err)
+		}
+		if err := tx.Get("users", "b", &u); !errors.Is(err, ErrNotFound) {
+			return fmt.Errorf("a record created after the first read: %+v %v, want not found", u, err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A View that reads nothing is fine too.
+	if err := s.View(ctx, func(*Txn) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+}

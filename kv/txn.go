@@ -36,6 +36,11 @@ type Query struct {
 // into the batch when fn succeeds and drops when fn fails (see batch.go).
 type Txn struct {
 	txn *badger.Txn
+	// db, in a View, makes txn on the first read: a View whose reads all
+	// come from the daemon's caches never opens a Badger transaction
+	// (whose start and end each take the oracle's lock and signal its
+	// watermark goroutine). The snapshot is then as of that first read.
+	db *badger.DB
 
 	w        *writeSet // this fn's writes; nil in View
 	below    *writeSet // writes of the earlier requests of the batch; read-only
@@ -46,6 +51,15 @@ type Txn struct {
 }
 
 var errTxnDone = errors.New("kv: transaction used after it ended")
+
+// badger returns t's Badger transaction, starting it if it is a View's
+// first read.
+func (t *Txn) badger() *badger.Txn {
+	if t.txn == nil {
+		t.txn = t.db.NewTransaction(false)
+	}
+	return t.txn
+}
 
 func (t *Txn) usable(write bool) error {
 	if t.done {
@@ -69,7 +83,7 @@ func (t *Txn) read(key []byte, fn func(val []byte) error) (found bool, err error
 			return readOp(o, fn)
 		}
 	}
-	item, err := t.txn.Get(key)
+	item, err := t.badger().Get(key)
 	if errors.Is(err, badger.ErrKeyNotFound) {
 		return false, nil
 	}
@@ -485,7 +499,7 @@ func (t *Txn) scan(table string, q Query, fn func(id []byte, value valueFunc) er
 	opts := badger.DefaultIteratorOptions
 	opts.Prefix = prefix
 	opts.PrefetchValues = false // key-only; List reads values lazily in decode
-	it := t.txn.NewIterator(opts)
+	it := t.badger().NewIterator(opts)
 	defer it.Close()
 
 	after := []byte(q.After)
