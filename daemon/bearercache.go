@@ -36,7 +36,8 @@ type bearerCache struct {
 	max int
 }
 
-const bearerCacheSize = 100_000
+// DefaultBearerCacheSize is the default bound of the bearer cache.
+const DefaultBearerCacheSize = 100_000
 
 func (c *bearerCache) get(k [32]byte) *bearerInfo {
 	c.mu.RLock()
@@ -45,6 +46,9 @@ func (c *bearerCache) get(k [32]byte) *bearerInfo {
 }
 
 func (c *bearerCache) put(k [32]byte, b *bearerInfo) {
+	if c.max <= 0 {
+		return // off
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.m == nil {

@@ -4,6 +4,7 @@
 package daemon
 
 import (
+	"cmp"
 	"context"
 	"crypto/rsa"
 	"errors"
@@ -89,6 +90,10 @@ type Config struct {
 	// AuthLimit limits failed authentications per caller (zero value: the
 	// defaults).
 	AuthLimit AuthLimit
+	// BearerCacheSize bounds the tokens whose resolution is kept in
+	// memory (about 400 bytes each); 0 means DefaultBearerCacheSize,
+	// negative no cache (every request reads its token from the store).
+	BearerCacheSize int
 	// Version is reported by status.
 	Version string
 	Logger  *slog.Logger
@@ -198,7 +203,7 @@ func New(ctx context.Context, cfg Config, keys Keys, store Store) (*Service, err
 		started: time.Now(),
 		selfUID: uint32(os.Getuid()),
 		groups:  newGroupCache(),
-		bearers: bearerCache{max: bearerCacheSize},
+		bearers: bearerCache{max: cmp.Or(cfg.BearerCacheSize, DefaultBearerCacheSize)},
 		secrets: secretCache{max: secretCacheSize},
 	}
 	s.authGate = newAuthGate(cfg.AuthLimit, time.Now, s.log)

@@ -52,10 +52,10 @@ type daemon struct {
 	ready                          time.Duration // start to the export line
 }
 
-// startDaemon starts coffer daemon --dev on stateDir and waits until it
-// prints its export COFFER_SOCKET= line (it does so once the HSM and the
-// store are open and the socket listens).
-func startDaemon(ctx context.Context, bin, stateDir string) (*daemon, error) {
+// startDaemon starts coffer daemon --dev on stateDir (with extra flags)
+// and waits until it prints its export COFFER_SOCKET= line (it does so
+// once the HSM and the store are open and the socket listens).
+func startDaemon(ctx context.Context, bin, stateDir string, extra ...string) (*daemon, error) {
 	d := &daemon{
 		bin: bin, stateDir: stateDir,
 		socket:  filepath.Join(stateDir, "coffer.sock"),
@@ -67,7 +67,7 @@ func startDaemon(ctx context.Context, bin, stateDir string) (*daemon, error) {
 		return nil, err
 	}
 	defer logf.Close()
-	d.cmd = exec.Command(bin, "daemon", "--dev", "--state-dir", stateDir, "--socket", d.socket)
+	d.cmd = exec.Command(bin, append([]string{"daemon", "--dev", "--state-dir", stateDir, "--socket", d.socket}, extra...)...)
 	d.cmd.Env = daemonEnv(d.socket)
 	d.cmd.Stderr = logf
 	stdout, err := d.cmd.StdoutPipe()

@@ -492,11 +492,27 @@ func benchMain(ctx context.Context, o options, stdout, stderr io.Writer) (code i
 	logf("CLI: median %.2f ms over %d runs", m.CLI.MedianMs, len(cli))
 
 	if m.Scale.Skipped == "" {
+		// The large side: this state, with the bearer cache off like the
+		// small side (see scale.go); then back to the daemon as deployed.
+		if _, err := d.stop(); err != nil {
+			return 1, fmt.Errorf("stop daemon: %w", err)
+		}
+		if d, err = startDaemon(ctx, bin, stateDir, scaleFlags...); err != nil {
+			return 1, err
+		}
+		e.setSocket(d.socket)
 		rows, err := e.compareScale(ctx, bin, smallState, m.Scale, d, o.warm, o.dur, measureOn, logf)
 		if err != nil {
 			return 1, err
 		}
 		m.Scale.Rows = rows
+		if _, err := d.stop(); err != nil {
+			return 1, fmt.Errorf("stop daemon: %w", err)
+		}
+		if d, err = startDaemon(ctx, bin, stateDir); err != nil {
+			return 1, err
+		}
+		e.setSocket(d.socket)
 	}
 
 	// Prepare the scenarios once; they run at every concurrency.
@@ -505,6 +521,7 @@ func benchMain(ctx context.Context, o options, stdout, stderr io.Writer) (code i
 		gen generator
 	}
 	var runnable []ready
+	warm := false
 	for _, s := range scenarios {
 		if s.needs != "" {
 			m.Placeholders = append(m.Placeholders, s.name)
@@ -518,6 +535,14 @@ func benchMain(ctx context.Context, o options, stdout, stderr io.Writer) (code i
 			return 1, fmt.Errorf("prepare %s: %w", s.name, err)
 		}
 		runnable = append(runnable, ready{s, gen})
+		warm = warm || s.warmTokens
+	}
+	if warm {
+		t := time.Now()
+		if err := e.warmBearers(ctx, preloadConc); err != nil {
+			return 1, err
+		}
+		logf("used each of %d access tokens once in %.1fs (bearer cache warm)", len(e.accessTokens), time.Since(t).Seconds())
 	}
 
 	var ceilResults []result
@@ -670,7 +695,7 @@ func printReport(w io.Writer, m meta, ceils []result, rows []row) {
 		fmt.Fprintf(w, "scale: not measured (%s)\n", sc.Skipped)
 		return
 	}
-	fmt.Fprintf(w, "scale: rate with %d credentials over rate with %d, at %d clients, two daemons measured in %d alternating slices each (goal >= %.2f: no full scans)\n",
+	fmt.Fprintf(w, "scale: rate with %d credentials over rate with %d, at %d clients, bearer cache off on both, two daemons measured in %d alternating slices each (goal >= %.2f: no full scans)\n",
 		sc.Large, sc.Small, sc.Concurrency, sc.Rounds, scaleGoal)
 	printScale(w, sc.Rows)
 }

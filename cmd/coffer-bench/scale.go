@@ -20,16 +20,25 @@ import (
 // alternating slices (each with a warm-up of half the usual, at most
 // 250 ms), so that a noisy neighbour weighs on both sides alike; the ratio
 // is the median of the rounds' ratios, so one noisy slice does not decide.
+//
+// Both daemons run with the bearer cache off (scaleFlags): with it on, the
+// small side serves every request from memory and the large side mostly
+// from the store, and the comparison would weigh the cache's size against
+// the number of tokens in use instead of the request path against the
+// store's size.
 
 // scaleRounds is how many slices of each side make up one comparison.
 const scaleRounds = 5
+
+// scaleFlags are the daemon flags of both sides of the comparison.
+var scaleFlags = []string{"--bearer-cache-size", "0"}
 
 type measureOnFunc func(dd *daemon, name string, c int, warm, dur time.Duration, f workerFactory) (result, error)
 
 // compareScale starts a daemon on smallState and measures each scale
 // scenario on it and on large, alternating, for dur in all per side.
 func (e *env) compareScale(ctx context.Context, bin, smallState string, sc scaleFigures, large *daemon, warm, dur time.Duration, measureOn measureOnFunc, logf func(string, ...any)) ([]scaleRow, error) {
-	small, err := startDaemon(ctx, bin, smallState)
+	small, err := startDaemon(ctx, bin, smallState, scaleFlags...)
 	if err != nil {
 		return nil, fmt.Errorf("small-state daemon: %w", err)
 	}

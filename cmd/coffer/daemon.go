@@ -56,6 +56,7 @@ comes from --hsm-pin-file, by default $CREDENTIALS_DIRECTORY/hsm-pin.`,
 		&cli.DurationFlag{Name: "read-timeout", Usage: "time a client has to send a whole request", Value: unixapi.DefaultReadTimeout, Hidden: true, EnvVars: []string{"COFFER_READ_TIMEOUT"}},
 		&cli.BoolFlag{Name: "audit-journal", Usage: "also write every audit log line to the daemon's log (the journal): a copy outside the state directory", Value: true, EnvVars: []string{"COFFER_AUDIT_JOURNAL"}},
 		&cli.StringFlag{Name: "log-level", Usage: "debug, info, warn or error", Value: "info", EnvVars: []string{"COFFER_LOG_LEVEL"}},
+		&cli.IntFlag{Name: "bearer-cache-size", Usage: "keep the resolution of up to `N` recently used tokens in memory, about 400 bytes each (0: none; every request then reads its token from the store)", Value: daemon.DefaultBearerCacheSize, EnvVars: []string{"COFFER_BEARER_CACHE_SIZE"}},
 		memoryLimitFlag,
 	},
 	Action: runDaemon,
@@ -141,6 +142,14 @@ func runDaemon(c *cli.Context) error {
 		cfg.AuthLimit = daemon.AuthLimit{Burst: -1}
 	default:
 		cfg.AuthLimit = daemon.AuthLimit{Burst: burst, Refill: refill}
+	}
+	switch n := c.Int("bearer-cache-size"); {
+	case n < 0:
+		return usagef("--bearer-cache-size must be 0 (no cache) or more, not %d", n)
+	case n == 0:
+		cfg.BearerCacheSize = -1
+	default:
+		cfg.BearerCacheSize = n
 	}
 	if c.Duration("read-header-timeout") <= 0 || c.Duration("read-timeout") <= 0 {
 		return usagef("--read-header-timeout and --read-timeout must be positive durations")
