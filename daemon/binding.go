@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"regexp"
+	"sync"
 	"time"
 
 	"github.com/coffer-hsm/coffer/kv"
@@ -74,14 +75,16 @@ type BindingInput struct {
 }
 
 // unitRE is a systemd unit name with a suffix that can consume
-// credentials.
-var unitRE = regexp.MustCompile(`^[A-Za-z0-9:_.\\-]+(@[A-Za-z0-9:_.\\-]+)?\.(service|socket|mount|swap|timer|path)$`)
+// credentials; compiled on first use, not at every process start.
+var unitRE = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`^[A-Za-z0-9:_.\\-]+(@[A-Za-z0-9:_.\\-]+)?\.(service|socket|mount|swap|timer|path)$`)
+})
 
 // maxCredentialName bounds credential names, as systemd does.
 const maxCredentialName = 255
 
 // ValidUnit reports whether s is a systemd unit name coffer binds to.
-func ValidUnit(s string) bool { return len(s) <= 255 && unitRE.MatchString(s) }
+func ValidUnit(s string) bool { return len(s) <= 255 && unitRE().MatchString(s) }
 
 // ValidCredentialName reports whether s is a credential name coffer binds:
 // what systemd accepts, kept to a portable set.

@@ -44,6 +44,10 @@ func isLowerAlnum(c byte) bool { return 'a' <= c && c <= 'z' || '0' <= c && c <=
 
 func isAlnum(c byte) bool { return isLowerAlnum(c) || 'A' <= c && c <= 'Z' }
 
+// ValidName reports whether s is a valid resource name (DESIGN §4), for
+// callers outside the daemon that apply the same rule (VM names).
+func ValidName(s string) bool { return validName(s) }
+
 func checkName(kind, s string) error {
 	if !validName(s) {
 		return Invalid(CodeInvalidName, "invalid %s name %q: use 1-64 of a-z 0-9 . _ - starting and ending with a letter or digit", kind, s)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"sync"
 
 	"github.com/miekg/pkcs11"
 )
@@ -19,7 +20,9 @@ var ErrUnavailable = errors.New("hsm unavailable")
 // crypto11 reports a missing token with an unexported error; this is its text.
 const crypto11TokenNotFound = "could not find PKCS#11 token"
 
-var ckrPattern = regexp.MustCompile(`CKR_[A-Z0-9_]+`)
+// ckrPattern finds a CKR_ code name; compiled on first use, not at every
+// process start.
+var ckrPattern = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`CKR_[A-Z0-9_]+`) })
 
 // ckrName names a PKCS#11 failure for an operator: the CKR_ code name when
 // there is one (miekg formats pkcs11.Error as "pkcs11: 0xA0: CKR_PIN_INCORRECT"
@@ -29,7 +32,7 @@ func ckrName(err error) string {
 	if err == nil {
 		return ""
 	}
-	if m := ckrPattern.FindString(err.Error()); m != "" {
+	if m := ckrPattern().FindString(err.Error()); m != "" {
 		return m
 	}
 	var p pkcs11.Error
@@ -52,7 +55,7 @@ func hasCKR(err error, codes ...uint) bool {
 	}
 	name := ckrName(err)
 	for _, c := range codes {
-		if m := ckrPattern.FindString(pkcs11.Error(c).Error()); m != "" && m == name {
+		if m := ckrPattern().FindString(pkcs11.Error(c).Error()); m != "" && m == name {
 			return true
 		}
 	}

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -36,9 +35,6 @@ type HybridVM struct {
 // maxSunPath is the longest Unix socket path Linux takes (sun_path is 108
 // bytes including the terminating NUL).
 const maxSunPath = 107
-
-// nameRE is the API's name rule (DESIGN §4), the same as the daemon's.
-var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9._-]{0,62}[a-z0-9])?$`)
 
 // HybridSocketPath is the host-side socket the VMM connects to when vm's
 // guest connects to the host on port.
@@ -115,7 +111,7 @@ func checkHybridVMs(vms []HybridVM, port uint32) error {
 	names := map[string]bool{}
 	paths := map[string]string{}
 	for _, vm := range vms {
-		if !nameRE.MatchString(vm.Name) {
+		if !daemon.ValidName(vm.Name) { // the API's name rule (DESIGN §4)
 			return fmt.Errorf("hybrid vsock: invalid VM name %q: use 1-64 of a-z 0-9 . _ - starting and ending with a letter or digit", vm.Name)
 		}
 		if names[vm.Name] {
