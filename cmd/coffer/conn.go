@@ -149,7 +149,7 @@ func dial(c *cli.Context, g globals) (*unixapi.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	cl := unixapi.NewClient(cn.socket)
+	cl := unixapi.NewCommandClient(cn.socket)
 	if g.vsock != "" {
 		cid, port, err := parseVsockAddr(g.vsock)
 		if err != nil {
