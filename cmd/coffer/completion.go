@@ -87,7 +87,7 @@ var manCommand = &cli.Command{
 		if c.Args().Present() {
 			return usagef("man takes no arguments")
 		}
-		page, err := c.App.ToMan()
+		page, err := manPage(c.App)
 		if err != nil {
 			return fmt.Errorf("man page: %w", err)
 		}
