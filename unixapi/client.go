@@ -53,9 +53,10 @@ func NewCommandClient(path string) *Client {
 	d := net.Dialer{Timeout: 5 * time.Second}
 	tr := &serialTransport{
 		dial:        func(ctx context.Context) (net.Conn, error) { return d.DialContext(ctx, "unix", path) },
+		timeout:     60 * time.Second, // http.Client's Timeout, without its goroutine
 		idleTimeout: 30 * time.Second,
 	}
-	return &Client{addr: path, hc: &http.Client{Transport: tr, Timeout: 60 * time.Second}}
+	return &Client{addr: path, hc: &http.Client{Transport: tr}}
 }
 
 // do sends a JSON request and decodes a JSON response into out (when not

@@ -3,6 +3,7 @@ package unixapi
 import (
 	"bufio"
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -15,11 +16,16 @@ import (
 // the calling goroutine on one kept-alive connection. http.Transport starts
 // a dial goroutine and a read and a write loop per connection and hands
 // every request and response between them; a process that exits after two
-// requests pays for that at start (about 0.3 ms of a `coffer secret get`).
+// requests pays for that (a few tenths of a ms of a `coffer secret get`).
 // Concurrent requests are correct but each one past the first dials its
 // own connection; at most one idle connection is kept.
+//
+// The transport bounds each exchange, body included, by timeout, with the
+// errors http.Client.Timeout gives: http.Client starts a goroutine per
+// request to time a RoundTripper other than its own.
 type serialTransport struct {
 	dial        func(ctx context.Context) (net.Conn, error)
+	timeout     time.Duration // 0: none; a request's context may lift it (unbounded)
 	idleTimeout time.Duration // an idle connection older than this is not reused
 
 	mu        sync.Mutex
@@ -35,11 +41,39 @@ type serialConn struct {
 // aLongTimeAgo is a deadline that makes pending and future I/O fail.
 var aLongTimeAgo = time.Unix(1, 0)
 
+// unboundedKey marks a request context that the transport's timeout does
+// not apply to (a backup takes as long as the store is big).
+type unboundedKey struct{}
+
+// errTimeout is the cause of a context that the transport's timeout ended.
+var errTimeout = errors.New("client timeout")
+
+// timeoutError is http.Client's error for its Timeout.
+type timeoutError struct{ err string }
+
+func (e *timeoutError) Error() string        { return e.err }
+func (e *timeoutError) Timeout() bool        { return true }
+func (e *timeoutError) Temporary() bool      { return true }
+func (e *timeoutError) Is(target error) bool { return target == context.DeadlineExceeded }
+
 func (t *serialTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	cancel := context.CancelFunc(func() {})
+	if t.timeout > 0 && req.Context().Value(unboundedKey{}) == nil {
+		var ctx context.Context
+		ctx, cancel = context.WithTimeoutCause(req.Context(), t.timeout, errTimeout)
+		req = req.WithContext(ctx)
+	}
 	for {
-		resp, retry, err := t.exchange(req)
+		resp, retry, err := t.exchange(req, cancel)
+		if err != nil {
+			if context.Cause(req.Context()) == errTimeout {
+				err = &timeoutError{err.Error() + " (Client.Timeout exceeded while awaiting headers)"}
+			}
+			cancel()
+			return nil, err
+		}
 		if !retry {
-			return resp, err
+			return resp, nil // the body ends the timeout
 		}
 		// A reused connection that the daemon had closed: send again on a
 		// new one (http.Transport does the same, for the same requests).
@@ -47,6 +81,7 @@ func (t *serialTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		if req.GetBody != nil {
 			body, err := req.GetBody()
 			if err != nil {
+				cancel()
 				return nil, err
 			}
 			r2.Body = body
@@ -55,10 +90,11 @@ func (t *serialTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 }
 
-// exchange sends req and reads the answer's header. retry reports that the
-// connection was a reused one that turned out closed before the daemon saw
-// the request or answered it, and that req can be sent again.
-func (t *serialTransport) exchange(req *http.Request) (_ *http.Response, retry bool, _ error) {
+// exchange sends req and reads the answer's header; the answer's body calls
+// done once it is read or closed. retry reports that the connection was a
+// reused one that turned out closed before the daemon saw the request or
+// answered it, and that req can be sent again.
+func (t *serialTransport) exchange(req *http.Request, done func()) (_ *http.Response, retry bool, _ error) {
 	ctx := req.Context()
 	if err := ctx.Err(); err != nil {
 		closeBody(req)
@@ -80,7 +116,10 @@ func (t *serialTransport) exchange(req *http.Request) (_ *http.Response, retry b
 		if ctxErr := ctx.Err(); ctxErr != nil {
 			return nil, false, ctxErr
 		}
-		return nil, retry, err
+		if retry {
+			return nil, true, nil
+		}
+		return nil, false, err
 	}
 	cw := &countingWriter{w: c}
 	if err := req.Write(cw); err != nil { // closes req.Body
@@ -105,7 +144,7 @@ func (t *serialTransport) exchange(req *http.Request) (_ *http.Response, retry b
 		}
 		resp.Body.Close()
 	}
-	b := &serialBody{t: t, c: c, rc: resp.Body, ctx: ctx, stop: stop, keep: !resp.Close && !req.Close}
+	b := &serialBody{t: t, c: c, rc: resp.Body, ctx: ctx, stop: stop, done: done, keep: !resp.Close && !req.Close}
 	if resp.Body == http.NoBody {
 		b.release(true)
 		return resp, false, nil
@@ -198,7 +237,8 @@ type serialBody struct {
 	c    *serialConn
 	rc   io.ReadCloser
 	ctx  context.Context
-	stop func() bool
+	stop func() bool // stops the context's AfterFunc
+	done func()      // ends the exchange's timeout
 	keep bool
 
 	mu       sync.Mutex
@@ -214,12 +254,18 @@ func (b *serialBody) Read(p []byte) (int, error) {
 		return 0, http.ErrBodyReadAfterClose
 	}
 	n, err := b.rc.Read(p)
-	if err != nil {
-		b.release(err == io.EOF)
-		if ctxErr := b.ctx.Err(); err != io.EOF && ctxErr != nil {
+	if err == nil {
+		return n, nil
+	}
+	if err != io.EOF {
+		if ctxErr := b.ctx.Err(); ctxErr != nil {
 			err = ctxErr
 		}
+		if context.Cause(b.ctx) == errTimeout {
+			err = &timeoutError{err.Error() + " (Client.Timeout or context cancellation while reading body)"}
+		}
 	}
+	b.release(err == io.EOF)
 	return n, err
 }
 
@@ -242,6 +288,7 @@ func (b *serialBody) release(eof bool) {
 	}
 	b.released = true
 	b.mu.Unlock()
+	defer b.done()
 	if b.stop() && eof && b.keep {
 		b.t.put(b.c)
 		return

@@ -379,3 +379,91 @@ func TestCommandClientLikeNewClient(t *testing.T) {
 		t.Fatalf("no daemon: %v, want *UnreachableError", err)
 	}
 }
+
+// TestSerialTransportTimeout: the transport's timeout fails a request as
+// http.Client.Timeout does with http.Transport, and a request marked
+// unbounded (a backup) has none.
+func TestSerialTransportTimeout(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	path := filepath.Join(t.TempDir(), "s.sock")
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/slow-body":
+			w.Write([]byte("part"))
+			w.(http.Flusher).Flush()
+		case "/late":
+			time.Sleep(300 * time.Millisecond)
+			fmt.Fprint(w, "late")
+			return
+		}
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	})}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	dial := func(ctx context.Context) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", path)
+	}
+	const timeout = 100 * time.Millisecond
+	ours := &http.Client{Transport: &serialTransport{dial: dial, timeout: timeout}}
+	std := &http.Client{Timeout: timeout, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) { return dial(ctx) },
+	}}
+	fetch := func(c *http.Client, ctx context.Context, p string) error {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://coffer"+p, nil)
+		resp, err := c.Do(req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		_, err = io.ReadAll(resp.Body)
+		return err
+	}
+	for _, p := range []string{"/slow", "/slow-body"} {
+		t.Run(p, func(t *testing.T) {
+			got, want := fetch(ours, context.Background(), p), fetch(std, context.Background(), p)
+			if got == nil || want == nil || got.Error() != want.Error() {
+				t.Fatalf("error %v, http.Client.Timeout gives %v", got, want)
+			}
+			var ne net.Error
+			if !errors.Is(got, context.DeadlineExceeded) || !errors.As(got, &ne) || !ne.Timeout() {
+				t.Errorf("error %v is not a deadline timeout", got)
+			}
+		})
+	}
+	ctx := context.WithValue(context.Background(), unboundedKey{}, true)
+	if err := fetch(ours, ctx, "/late"); err != nil {
+		t.Errorf("an unbounded request timed out: %v", err)
+	}
+	if err := fetch(ours, context.Background(), "/late"); err == nil {
+		t.Errorf("a bounded request outlived the timeout")
+	}
+}
+
+// TestSerialTransportEndsItsTimer: an exchange read to its end or closed
+// releases its timeout (the context the request went with ends).
+func TestSerialTransportEndsItsTimer(t *testing.T) {
+	c, _ := serveHTTP(t, echo)
+	for _, readAll := range []bool{true, false} {
+		req, _ := http.NewRequest(http.MethodGet, "http://coffer/big/100000", nil)
+		resp, err := c.hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if readAll {
+			io.ReadAll(resp.Body)
+		}
+		resp.Body.Close()
+		if resp.Request.Context().Err() == nil {
+			t.Errorf("read to the end %v: the exchange's timeout still runs", readAll)
+		}
+	}
+}
