@@ -28,10 +28,11 @@ const (
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := run(ctx, os.Args, os.Stdin, os.Stdout, os.Stderr)
-	stop()
-	os.Exit(code)
+	// No stop(): os.Exit follows at once, and undoing the signal handling
+	// costs two hand-offs to the runtime's signal thread and the wake-up
+	// of a goroutine (~0.1 ms of every command).
+	ctx, _ := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	os.Exit(run(ctx, os.Args, os.Stdin, os.Stdout, os.Stderr))
 }
 
 // run runs the CLI and returns its exit code.
