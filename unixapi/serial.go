@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -136,7 +137,8 @@ func (t *serialTransport) exchange(req *http.Request, done func()) (_ *http.Resp
 		var err error
 		resp, err = http.ReadResponse(c.br, req)
 		if err != nil {
-			return fail(err, false)
+			// http.Transport's words for an answer cut or garbled.
+			return fail(fmt.Errorf("net/http: HTTP/1.x transport connection broken: %w", err), false)
 		}
 		// Skip informational answers (the daemon sends none unasked).
 		if resp.StatusCode >= 200 || resp.StatusCode == http.StatusSwitchingProtocols {

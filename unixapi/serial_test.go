@@ -467,3 +467,47 @@ func TestSerialTransportEndsItsTimer(t *testing.T) {
 		}
 	}
 }
+
+// TestCommandClientBrokenAnswersLikeNewClient: a daemon that dies mid-way
+// gives the command client the errors NewClient gives.
+func TestCommandClientBrokenAnswersLikeNewClient(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		answer string // written after reading the request, then the connection closes
+	}{
+		{"closed before answering", ""},
+		{"closed mid-header", "HTTP/1.1 200 OK\r\nContent-Len"},
+		{"closed after the status line", "HTTP/1.1 200 OK\r\n"},
+		{"closed after the header", "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n"},
+		{"closed mid-body", "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"ver"},
+		{"not HTTP", "hello\r\n\r\n"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "s.sock")
+			l, err := net.Listen("unix", path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.Close()
+			go func() {
+				for {
+					c, err := l.Accept()
+					if err != nil {
+						return
+					}
+					go func() {
+						defer c.Close()
+						if _, err := http.ReadRequest(bufio.NewReader(c)); err == nil {
+							io.WriteString(c, tt.answer)
+						}
+					}()
+				}
+			}()
+			_, want := NewClient(path).Status(context.Background())
+			_, got := NewCommandClient(path).Status(context.Background())
+			if want == nil || got == nil || got.Error() != want.Error() {
+				t.Errorf("command client: %v; NewClient: %v", got, want)
+			}
+		})
+	}
+}

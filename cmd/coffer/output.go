@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -67,8 +68,13 @@ func render(c *cli.Context, v any, table func(w io.Writer)) error {
 	return nil
 }
 
+// The tables go through a bufio.Writer: tabwriter holds everything until
+// Flush anyway, then writes each cell and padding separately (a write(2)
+// each on a terminal or pipe).
+
 func writeFields(w io.Writer, fields []field) {
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	bw := bufio.NewWriter(w)
+	tw := tabwriter.NewWriter(bw, 0, 4, 2, ' ', 0)
 	for _, f := range fields {
 		if f.value == "" {
 			continue
@@ -76,15 +82,18 @@ func writeFields(w io.Writer, fields []field) {
 		fmt.Fprintf(tw, "%s\t%s\n", strings.ToUpper(f.name), f.value)
 	}
 	tw.Flush()
+	bw.Flush()
 }
 
 func writeRows(w io.Writer, header []string, rows [][]string) {
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	bw := bufio.NewWriter(w)
+	tw := tabwriter.NewWriter(bw, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, strings.Join(header, "\t"))
 	for _, r := range rows {
 		fmt.Fprintln(tw, strings.Join(r, "\t"))
 	}
 	tw.Flush()
+	bw.Flush()
 }
 
 func ts(t time.Time) string {
