@@ -4,6 +4,9 @@ GO ?= go
 BIN := bin/coffer
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
+# Build tags of a shipped binary; internal/buildtags.Release says the same
+# for the bench and the e2e tests.
+TAGS := urfave_cli_no_docs
 SOFTHSM_MODULE ?= /usr/lib/softhsm/libsofthsm2.so
 # Quiet unless V=1.
 Q := $(if $(V),,@)
@@ -17,7 +20,7 @@ help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-11s %s\n", $$1, $$2}'
 
 build: ## build bin/coffer
-	$(Q)$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/coffer
+	$(Q)$(GO) build -trimpath -tags '$(TAGS)' -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/coffer
 
 run: deps build ## build and start the daemon on its embedded default (./.coffer/)
 	$(Q)./$(BIN) daemon --dev
@@ -62,6 +65,7 @@ VULNDB ?= https://vuln.go.dev
 lint: ## gofmt, go vet, staticcheck and (where vuln.go.dev is reachable) govulncheck
 	$(Q)out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(Q)$(GO) vet ./...
+	$(Q)$(GO) vet -tags '$(TAGS)' ./cmd/coffer
 	$(Q)$(GO) run $(STATICCHECK) ./...
 	$(Q)if curl -fsS -m 10 -o /dev/null $(VULNDB)/index/db.json 2>/dev/null; then \
 		$(MAKE) -s vulncheck; \

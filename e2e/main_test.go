@@ -12,6 +12,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+
+	"github.com/coffer-hsm/coffer/internal/buildtags"
 )
 
 // softHSMModule is where the SoftHSM2 PKCS#11 module is installed.
@@ -45,7 +47,7 @@ func runMain(m *testing.M) int {
 	}
 	defer os.RemoveAll(tmp)
 	cofferBin = filepath.Join(tmp, "coffer")
-	args := []string{"build", "-o", cofferBin}
+	args := []string{"build", "-tags", buildtags.Release, "-o", cofferBin}
 	if os.Getenv("COFFER_E2E_RACE") == "1" {
 		args = append(args, "-race")
 	}

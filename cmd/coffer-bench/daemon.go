@@ -15,6 +15,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/coffer-hsm/coffer/internal/buildtags"
 )
 
 // buildCoffer builds the coffer binary into dir the way `make build` does.
@@ -24,7 +26,7 @@ func buildCoffer(ctx context.Context, dir string) (string, error) {
 		goBin = "go"
 	}
 	out := filepath.Join(dir, "coffer")
-	cmd := exec.CommandContext(ctx, goBin, "build", "-trimpath", "-ldflags", "-s -w -X main.version=bench",
+	cmd := exec.CommandContext(ctx, goBin, "build", "-trimpath", "-tags", buildtags.Release, "-ldflags", "-s -w -X main.version=bench",
 		"-o", out, "github.com/coffer-hsm/coffer/cmd/coffer")
 	var stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = os.Stderr, &stderr
