@@ -32,7 +32,7 @@ func BenchmarkRecord(b *testing.B) {
 			s := newTestSigner(&testing.T{}, "k1")
 			opts := Options{Dir: b.TempDir(), Signer: s, Logger: discard(), CheckpointEvery: every}
 			if journal {
-				opts.Journal = slog.New(slog.NewTextHandler(io.Discard, nil))
+				opts.Journal = LogJournal(slog.New(slog.NewTextHandler(io.Discard, nil)))
 			}
 			l, err := Open(context.Background(), opts)
 			if err != nil {

@@ -38,9 +38,10 @@ type Options struct {
 	// Keys verifies checkpoints for Verify; nil: Verify cannot run.
 	Keys func() (KeySource, error)
 	// Logger gets the log's own errors. Journal, when set, also gets every
-	// line written, at info level (an external copy of the chain).
+	// line written, once per write of the log (an external copy of the
+	// chain; see LogJournal).
 	Logger  *slog.Logger
-	Journal *slog.Logger
+	Journal Journal
 	// CheckpointEvery events, or CheckpointInterval after the first event
 	// since the last checkpoint, a checkpoint is written (and at Close).
 	CheckpointEvery    int
@@ -87,6 +88,7 @@ type Log struct {
 	seq      uint64 // last seq assigned
 	head     string // hex hash of the last line
 	buf      []byte // encoded lines not yet written
+	jbuf     []byte // lines not yet copied to the journal
 	bufSeq   uint64 // the last seq in buf
 	enc      bytes.Buffer
 	sinceCP  int
@@ -316,11 +318,27 @@ func (l *Log) run() {
 	defer close(l.done)
 	tick := time.NewTicker(l.opts.SyncInterval)
 	defer tick.Stop()
+	// Lines are written (and copied to the journal) writeDelay after the
+	// first of a batch, not one write per event: a busy daemon records
+	// tens of thousands of events a second, and Record never waits for
+	// the write anyway (nor is a line durable before the next sync).
+	delay := time.NewTimer(time.Hour)
+	delay.Stop()
+	var written <-chan time.Time
 	for {
 		select {
 		case it := <-l.queue:
 			l.append(it)
 			l.drain(256)
+			switch {
+			case len(l.buf) >= writeBatch:
+				l.writeOut()
+			case written == nil:
+				delay.Reset(writeDelay)
+				written = delay.C
+			}
+		case <-written:
+			written = nil
 			l.writeOut()
 		case <-tick.C:
 			l.writeOut()
@@ -355,6 +373,13 @@ func (l *Log) run() {
 
 // drain appends queued events without waiting: at most n (n < 0: all
 // that are queued).
+// writeDelay is how long lines wait to be written with the next ones, and
+// writeBatch how many bytes of them are written at once without waiting.
+const (
+	writeDelay = 2 * time.Millisecond
+	writeBatch = 64 << 10
+)
+
 func (l *Log) drain(n int) {
 	for i := 0; n < 0 || i < n; i++ {
 		select {
@@ -408,8 +433,7 @@ func (l *Log) appendEntry(e Entry, at string) []byte {
 	l.bufSeq = l.seq
 	l.lastCP = e.Type == TypeCheckpoint
 	if l.opts.Journal != nil {
-		l.opts.Journal.LogAttrs(context.Background(), slog.LevelInfo, "audit",
-			slog.String("audit_entry", string(line[:len(line)-1])))
+		l.jbuf = append(l.jbuf, line...)
 	}
 	return line[:len(line)-1]
 }
@@ -417,6 +441,12 @@ func (l *Log) appendEntry(e Entry, at string) []byte {
 // writeOut writes buf to the file. A failed or short write keeps what is
 // left for the next try, so a line is never torn for good.
 func (l *Log) writeOut() error {
+	// The journal copy goes first and whatever happens to the file: it is
+	// the copy that outlives a failing disk.
+	if len(l.jbuf) > 0 {
+		l.opts.Journal.Copy(l.jbuf)
+		l.jbuf = l.jbuf[:0]
+	}
 	if len(l.buf) == 0 {
 		return nil
 	}

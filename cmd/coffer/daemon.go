@@ -17,6 +17,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/coffer-hsm/coffer/audit"
 	"github.com/coffer-hsm/coffer/daemon"
 	"github.com/coffer-hsm/coffer/hsm"
 	"github.com/coffer-hsm/coffer/internal/memtrim"
@@ -79,11 +80,10 @@ func runDaemon(c *cli.Context) error {
 	if err := logLevel.UnmarshalText([]byte(c.String("log-level"))); err != nil {
 		return usagef("unknown --log-level %q", c.String("log-level"))
 	}
-	var handler slog.Handler = slog.NewTextHandler(c.App.ErrWriter, &slog.HandlerOptions{Level: &logLevel})
-	if systemd.JournalStream() {
-		handler = systemd.NewJournalHandler(c.App.ErrWriter, &slog.HandlerOptions{Level: &logLevel})
-	}
-	log := slog.New(handler)
+	// One writer for the log and the audit log's copy (auditJournal): a
+	// record or a batch of them is one Write, never interleaved.
+	stderr := &lockedWriter{w: c.App.ErrWriter}
+	log := slog.New(newLogHandler(stderr))
 	slog.SetDefault(log)
 	if err := applyMemoryLimit(c, log); err != nil {
 		return err
@@ -188,7 +188,11 @@ func runDaemon(c *cli.Context) error {
 		return err
 	}
 	defer svc.Close()
-	auditLog, err := openAudit(ctx, svc, stateDir, log, c.Bool("audit-journal"))
+	var journal audit.Journal
+	if c.Bool("audit-journal") {
+		journal = newAuditJournal(stderr)
+	}
+	auditLog, err := openAudit(ctx, svc, stateDir, log, journal)
 	if err != nil {
 		return err
 	}

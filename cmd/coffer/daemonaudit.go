@@ -15,10 +15,9 @@ import (
 
 // openAudit opens the audit log in stateDir/audit: checkpoints signed with
 // the HSM signing key, verified with every signing key the daemon has used
-// (the JWK set and the public halves of retired keys),
-// every line also in the daemon's log (the journal under systemd) unless
-// journal is false.
-func openAudit(ctx context.Context, svc *daemon.Service, stateDir string, log *slog.Logger, journal bool) (*audit.Log, error) {
+// (the JWK set and the public halves of retired keys), every line also
+// copied to journal unless it is nil.
+func openAudit(ctx context.Context, svc *daemon.Service, stateDir string, log *slog.Logger, journal audit.Journal) (*audit.Log, error) {
 	opts := audit.Options{
 		Dir:    filepath.Join(stateDir, "audit"),
 		Signer: audit.SignerFunc(svc.SignAudit),
@@ -31,9 +30,7 @@ func openAudit(ctx context.Context, svc *daemon.Service, stateDir string, log *s
 		},
 		Logger: log,
 	}
-	if journal {
-		opts.Journal = log
-	}
+	opts.Journal = journal
 	return audit.Open(ctx, opts)
 }
 

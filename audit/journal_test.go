@@ -1,0 +1,69 @@
+package audit
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// recordingJournal keeps what it is given.
+type recordingJournal struct {
+	mu    sync.Mutex
+	calls int
+	buf   bytes.Buffer
+}
+
+func (j *recordingJournal) Copy(lines []byte) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.calls++
+	j.buf.Write(lines)
+}
+
+// The journal gets every line of the log, events and checkpoints, in the
+// order of the file, a batch per write.
+func TestJournalCopiesEveryLine(t *testing.T) {
+	dir := t.TempDir()
+	j := &recordingJournal{}
+	l, err := Open(context.Background(), Options{
+		Dir: dir, Signer: newTestSigner(t, "k1"), CheckpointEvery: 7, CheckpointInterval: time.Hour,
+		Logger: discard(), Journal: j,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 50 {
+		l.Record(event(i))
+	}
+	closeLog(t, l)
+	file, err := os.ReadFile(filepath.Join(dir, "audit.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if !bytes.Equal(j.buf.Bytes(), file) {
+		t.Fatalf("the journal got %d bytes, not the %d of the log:\n%.400s", j.buf.Len(), len(file), j.buf.String())
+	}
+	lines := bytes.Count(file, []byte("\n"))
+	if lines < 50+7 || j.calls > lines || j.calls == 0 {
+		t.Fatalf("%d lines in %d copies", lines, j.calls)
+	}
+}
+
+// LogJournal writes one record per line, the line whole in audit_entry.
+func TestLogJournal(t *testing.T) {
+	var out bytes.Buffer
+	j := LogJournal(slog.New(slog.NewJSONHandler(&out, nil)))
+	j.Copy([]byte("{\"seq\":1}\n{\"seq\":2}\n"))
+	got := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(got) != 2 || !strings.Contains(got[0], `"audit_entry":"{\"seq\":1}"`) || !strings.Contains(got[1], `"audit_entry":"{\"seq\":2}"`) {
+		t.Fatalf("records:\n%s", out.String())
+	}
+}
