@@ -102,16 +102,22 @@ func BadgerOptions(dir string, logger *slog.Logger) badger.Options {
 		// compaction's parallel sub-compactions) holds the whole table,
 		// and with encryption its ciphertext too, in an allocator that
 		// Badger keeps pooled (up to 8) after the build, grown to the
-		// largest table it built. With 16 MiB memtables and 2 MiB tables
-		// doubling per level that pool held ~250 MiB after a write burst;
-		// 8 MiB and flat 1 MiB tables keep it to tens of MiB. (A
-		// transaction may write 15% of a memtable: 1.2 MiB, or about 13,000
-		// entries; batch writers halve their batch on ErrTxnTooBig.)
-		WithMemTableSize(8 << 20).
+		// largest table it built. With 2 MiB tables doubling per level that
+		// pool held ~150 MiB after a write burst; flat 1 MiB tables keep
+		// the compactions' share to a few MiB each. The memtable stays at
+		// 16 MiB: a transaction may write 15% of it (2.4 MiB, about 26,000
+		// entries: revoking a credential deletes all its sessions at once),
+		// and at 8 MiB the extra flushes cost writes a quarter of their rate.
+		WithMemTableSize(16 << 20).
 		WithBaseTableSize(1 << 20).
 		WithNumMemtables(2).
 		WithBlockCacheSize(16 << 20).
-		WithIndexCacheSize(8 << 20).
+		// With encryption, a table's index (block offsets, bloom filter)
+		// is decrypted again whenever it is not in this cache, and every
+		// point read consults the index of each table it probes. It must
+		// hold all of them: about 1.5 MiB per 100,000 credentials. Only
+		// what exists takes memory.
+		WithIndexCacheSize(64 << 20).
 		WithValueLogFileSize(64 << 20).
 		WithNumVersionsToKeep(1).
 		WithNumCompactors(2).

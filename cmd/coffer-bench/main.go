@@ -501,7 +501,7 @@ func benchMain(ctx context.Context, o options, stdout, stderr io.Writer) (code i
 			return 1, err
 		}
 		e.setSocket(d.socket)
-		rows, err := e.compareScale(ctx, bin, smallState, m.Scale, d, o.warm, o.dur, measureOn, logf)
+		rows, err := e.compareScale(ctx, bin, smallState, m.Scale, d, o.warm, o.dur, measureOn, prof, logf)
 		if err != nil {
 			return 1, err
 		}

@@ -37,7 +37,7 @@ type measureOnFunc func(dd *daemon, name string, c int, warm, dur time.Duration,
 
 // compareScale starts a daemon on smallState and measures each scale
 // scenario on it and on large, alternating, for dur in all per side.
-func (e *env) compareScale(ctx context.Context, bin, smallState string, sc scaleFigures, large *daemon, warm, dur time.Duration, measureOn measureOnFunc, logf func(string, ...any)) ([]scaleRow, error) {
+func (e *env) compareScale(ctx context.Context, bin, smallState string, sc scaleFigures, large *daemon, warm, dur time.Duration, measureOn measureOnFunc, prof *profiler, logf func(string, ...any)) ([]scaleRow, error) {
 	small, err := startDaemon(ctx, bin, smallState, scaleFlags...)
 	if err != nil {
 		return nil, fmt.Errorf("small-state daemon: %w", err)
@@ -84,6 +84,19 @@ func (e *env) compareScale(ctx context.Context, bin, smallState string, sc scale
 		for _, sd := range sides {
 			if sd.sum.Errors > 0 {
 				return nil, fmt.Errorf("scale %s: %d errors, first: %s", s.name, sd.sum.Errors, sd.sum.FirstErr)
+			}
+		}
+		if prof != nil {
+			// Profiled apart from the rounds (the profile needs whole
+			// seconds): one more window per side, not counted.
+			for i, sd := range sides {
+				label := [...]string{"small", "large"}[i]
+				done := prof.cpuDuring(ctx, sd.d.socket, "scale-"+s.name+"-"+label, sc.Concurrency, warm, 2*time.Second)
+				_, err := measureOn(sd.d, s.name, sc.Concurrency, warm, 2*time.Second, httpFactory(sd.d.socket, sd.gen))
+				<-done
+				if err != nil {
+					return nil, err
+				}
 			}
 		}
 		row := makeScaleRow(s.name, sides[0].sum, sides[1].sum, ratios)
