@@ -73,9 +73,10 @@ func (c *genMap[V]) put(k string, v V, gen uint64) {
 	c.m[k] = &genEntry[V]{v: v, gen: gen}
 }
 
-// shared returns the shared copy of v (the entry of k at gen) when there
-// is one equal to it in identity, else a copy of its own: bearer-cache
-// entries of one user or project then hold one record between them.
+// shared returns the entry of k at gen when there is one (it equals v,
+// read at the same generation: any change to the record bumps it), else a
+// copy of v: bearer-cache entries of one user or project then hold one
+// record between them.
 func shared[V any](c *genMap[V], k string, gen uint64, v V) *V {
 	if p := c.ref(k, gen); p != nil {
 		return p
