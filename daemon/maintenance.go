@@ -14,6 +14,7 @@ const (
 	DefaultExpiryWarning = 7 * 24 * time.Hour
 	sweepEvery           = 10 * time.Minute
 	warnEvery            = 24 * time.Hour
+	firstWarnAfter       = time.Minute
 	// sweepBatch bounds one sweep transaction.
 	sweepBatch = 1000
 )
@@ -21,18 +22,23 @@ const (
 // RunMaintenance runs the daemon's housekeeping until ctx ends: it deletes
 // expired sessions and rotated tokens past their grace every 10 minutes
 // (and retired signing keys past their retire_after, see signingkeys.go),
-// and once a day logs a warning for each active credential or secret that
-// expires within the configured window.
+// and a minute after start and then once a day logs a warning for each
+// active credential or secret that expires within the configured window.
 func (s *Service) RunMaintenance(ctx context.Context) {
 	sweep := time.NewTicker(sweepEvery)
 	defer sweep.Stop()
 	warn := time.NewTicker(warnEvery)
 	defer warn.Stop()
-	s.WarnExpiring(ctx)
+	// The first warnings a minute after start, not during it: they read
+	// every credential and secret.
+	first := time.NewTimer(firstWarnAfter)
+	defer first.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-first.C:
+			s.WarnExpiring(ctx)
 		case <-sweep.C:
 			if n, err := s.Sweep(ctx); err != nil {
 				s.log.Warn("sweep failed", "err", err)
@@ -54,30 +60,32 @@ func (s *Service) Sweep(ctx context.Context) (int, error) {
 	batch := sweepBatch
 	for {
 		var sessions, tokens []string
-		err := s.store.View(ctx, func(tx *kv.Txn) error {
-			if err := tx.List(tableSessions, kv.Query{}, func(id string, decode func(any) error) error {
-				var rec sessionRecord
-				if err := decode(&rec); err != nil {
-					return err
-				}
-				if rec.expired(now) && len(sessions) < batch {
-					sessions = append(sessions, id)
-				}
-				return nil
-			}); err != nil {
+		err := s.scanPaged(ctx, tableSessions, func(id string, decode func(any) error) error {
+			var rec sessionRecord
+			if err := decode(&rec); err != nil {
 				return err
 			}
-			return tx.List(tableTokens, kv.Query{}, func(id string, decode func(any) error) error {
+			if rec.expired(now) {
+				if sessions = append(sessions, id); len(sessions) == batch {
+					return errStopScan
+				}
+			}
+			return nil
+		})
+		if err == nil {
+			err = s.scanPaged(ctx, tableTokens, func(id string, decode func(any) error) error {
 				var rec tokenRecord
 				if err := decode(&rec); err != nil {
 					return err
 				}
-				if rec.NotAfter != nil && !now.Before(*rec.NotAfter) && len(tokens) < batch {
-					tokens = append(tokens, id)
+				if rec.NotAfter != nil && !now.Before(*rec.NotAfter) {
+					if tokens = append(tokens, id); len(tokens) == batch {
+						return errStopScan
+					}
 				}
 				return nil
 			})
-		})
+		}
 		if err != nil {
 			return total, err
 		}
@@ -136,21 +144,19 @@ func (s *Service) WarnExpiring(ctx context.Context) int {
 	horizon := now.Add(window)
 	n := 0
 	soon := func(t *time.Time) bool { return t != nil && now.Before(*t) && !t.After(horizon) }
-	err := s.store.View(ctx, func(tx *kv.Txn) error {
-		if err := tx.List(tableCredentials, kv.Query{}, func(_ string, decode func(any) error) error {
-			var rec credentialRecord
-			if err := decode(&rec); err != nil {
-				return err
-			}
-			if rec.RevokedAt == nil && soon(rec.ExpiresAt) {
-				n++
-				s.log.Warn("credential expires soon", "credential", rec.ID, "name", rec.Name, "expires_at", rec.ExpiresAt.Format(time.RFC3339), "in", rec.ExpiresAt.Sub(now).Round(time.Minute).String())
-			}
-			return nil
-		}); err != nil {
+	err := s.scanPaged(ctx, tableCredentials, func(_ string, decode func(any) error) error {
+		var rec credentialRecord
+		if err := decode(&rec); err != nil {
 			return err
 		}
-		return tx.List(tableSecrets, kv.Query{}, func(_ string, decode func(any) error) error {
+		if rec.RevokedAt == nil && soon(rec.ExpiresAt) {
+			n++
+			s.log.Warn("credential expires soon", "credential", rec.ID, "name", rec.Name, "expires_at", rec.ExpiresAt.Format(time.RFC3339), "in", rec.ExpiresAt.Sub(now).Round(time.Minute).String())
+		}
+		return nil
+	})
+	if err == nil {
+		err = s.scanPaged(ctx, tableSecrets, func(_ string, decode func(any) error) error {
 			var rec secretRecord
 			if err := decode(&rec); err != nil {
 				return err
@@ -161,7 +167,7 @@ func (s *Service) WarnExpiring(ctx context.Context) int {
 			}
 			return nil
 		})
-	})
+	}
 	if err != nil {
 		s.log.Warn("expiry check failed", "err", err)
 	}
