@@ -542,7 +542,7 @@ func benchMain(ctx context.Context, o options, stdout, stderr io.Writer) (code i
 		if err := e.warmBearers(ctx, preloadConc); err != nil {
 			return 1, err
 		}
-		logf("used each of %d access tokens once in %.1fs (bearer cache warm)", len(e.accessTokens), time.Since(t).Seconds())
+		logf("used each of %d access tokens once in %.1fs (bearer cache warm)", len(e.tokensInUse()), time.Since(t).Seconds())
 	}
 
 	var ceilResults []result
