@@ -60,7 +60,7 @@ const (
 	scaleGoal    = 0.9 // large-size rate over small-size rate
 	// settleIdle is how long the daemon idles after the scenarios before
 	// its warm footprint is measured.
-	settleIdle      = 30 * time.Second
+	settleIdle      = 25 * time.Second
 	settleIdleShort = 3 * time.Second
 )
 

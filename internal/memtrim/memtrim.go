@@ -35,9 +35,9 @@ type Trimmer struct {
 	allocated func() uint64
 }
 
-// Defaults: a trim after 20 s with less than 16 MiB allocated in each 5 s.
+// Defaults: a trim after 15 s with less than 16 MiB allocated in each 5 s.
 func New(log *slog.Logger) *Trimmer {
-	return &Trimmer{Interval: 5 * time.Second, Busy: 16 << 20, Quiet: 4, Log: log}
+	return &Trimmer{Interval: 5 * time.Second, Busy: 16 << 20, Quiet: 3, Log: log}
 }
 
 // Run watches until ctx ends.
