@@ -371,8 +371,6 @@ func (l *Log) run() {
 	}
 }
 
-// drain appends queued events without waiting: at most n (n < 0: all
-// that are queued).
 // writeDelay is how long lines wait to be written with the next ones, and
 // writeBatch how many bytes of them are written at once without waiting.
 const (
@@ -380,6 +378,8 @@ const (
 	writeBatch = 64 << 10
 )
 
+// drain appends queued events without waiting: at most n (n < 0: all
+// that are queued).
 func (l *Log) drain(n int) {
 	for i := 0; n < 0 || i < n; i++ {
 		select {
