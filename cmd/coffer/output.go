@@ -68,10 +68,9 @@ func render(c *cli.Context, v any, table func(w io.Writer)) error {
 	return nil
 }
 
-// The tables go through a bufio.Writer: tabwriter holds everything until
-// Flush anyway, then writes each cell and padding separately (a write(2)
-// each on a terminal or pipe).
-
+// writeFields and writeRows write tables through a bufio.Writer:
+// tabwriter holds everything until Flush anyway, then writes each cell
+// and padding separately (a write(2) each on a terminal or pipe).
 func writeFields(w io.Writer, fields []field) {
 	bw := bufio.NewWriter(w)
 	tw := tabwriter.NewWriter(bw, 0, 4, 2, ' ', 0)
