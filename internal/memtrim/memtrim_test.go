@@ -54,8 +54,11 @@ func TestRunTrimsAfterBurst(t *testing.T) {
 	tr := &Trimmer{Interval: time.Millisecond, Busy: 100, Quiet: 3,
 		Trim: func() { trimmed <- struct{}{} },
 		allocated: func() uint64 {
+			// Read before telling the test Run has started: the burst
+			// below must come after Run's first reading.
+			v := counter.Load()
 			once.Do(func() { close(started) })
-			return counter.Load()
+			return v
 		}}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
