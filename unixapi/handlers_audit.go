@@ -35,10 +35,7 @@ func (s *Server) auditRoutes() {
 
 // authorizeAudit lets system admins only read and verify the log.
 func (s *Server) authorizeAudit(r *http.Request) error {
-	if _, err := s.authorize(r, daemon.ActManageProjects, daemon.Resource{}); err != nil {
-		if daemon.CodeOf(err) == daemon.CodeForbidden {
-			return daemon.Forbidden("only system admins may read the audit log")
-		}
+	if err := s.systemAdminOnly(r, "read the audit log"); err != nil {
 		return err
 	}
 	if s.auditor == nil {
@@ -108,5 +105,17 @@ func (s *Server) auditVerify(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	writeJSON(w, http.StatusOK, rep)
+	return nil
+}
+
+// systemAdminOnly lets system admins through; anyone else gets a 403 that
+// says who may (to do what).
+func (s *Server) systemAdminOnly(r *http.Request, what string) error {
+	if _, err := s.authorize(r, daemon.ActManageProjects, daemon.Resource{}); err != nil {
+		if daemon.CodeOf(err) == daemon.CodeForbidden {
+			return daemon.Forbidden("only system admins may %s", what)
+		}
+		return err
+	}
 	return nil
 }

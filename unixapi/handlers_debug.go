@@ -29,10 +29,7 @@ func (s *Server) debugRoutes() {
 //   - heap, allocs, goroutine, threadcreate: as of now (heap?gc=1 collects
 //     first; debug=1 gives text, heap's with the runtime's memory figures).
 func (s *Server) debugProfile(w http.ResponseWriter, r *http.Request) error {
-	if _, err := s.authorize(r, daemon.ActManageProjects, daemon.Resource{}); err != nil {
-		if daemon.CodeOf(err) == daemon.CodeForbidden {
-			return daemon.Forbidden("only system admins may profile the daemon")
-		}
+	if err := s.systemAdminOnly(r, "profile the daemon"); err != nil {
 		return err
 	}
 	name := r.PathValue("profile")
