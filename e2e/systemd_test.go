@@ -573,6 +573,8 @@ func TestDaemonConfigPrecedence(t *testing.T) {
 		{"typo", "socket_mod = \"0600\"\n", []string{"unknown key", "socket_mod"}},
 		{"bad TOML", "log_level = \n", []string{"coffer.toml"}},
 		{"bad value", "socket_mode = \"rwx\"\n", []string{"socket"}},
+		{"bad memory limit", "memory_limit = \"12XB\"\n", []string{"--memory-limit", "12XB"}},
+		{"negative bearer cache", "bearer_cache_size = -1\n", []string{"--bearer-cache-size"}},
 	} {
 		t.Run(bad.name, func(t *testing.T) {
 			t.Parallel()
