@@ -461,8 +461,23 @@ type Introspection struct {
 }
 
 // Introspect describes any coffer token. An unusable token is exactly
-// {active: false}, whatever the reason.
+// {active: false}, whatever the reason. Like every endpoint that checks a
+// token, it counts an unusable one as a failed authentication of the
+// caller (the principal of ctx), and answers 429 once the caller has
+// failed too often: it is no oracle for guessing tokens.
 func (s *Service) Introspect(ctx context.Context, token string) (Introspection, error) {
+	caller := PrincipalFrom(ctx)
+	if err := s.authGate.admit(caller, ""); err != nil {
+		return Introspection{}, err
+	}
+	out, err := s.introspect(ctx, token)
+	if err == nil && !out.Active {
+		s.authFailed(caller, "")
+	}
+	return out, err
+}
+
+func (s *Service) introspect(ctx context.Context, token string) (Introspection, error) {
 	now := s.now()
 	var out Introspection
 	var bad *errBadToken
@@ -537,9 +552,17 @@ type Decision struct {
 // method and path: the token must be live and one of its access rules must
 // match (a token without rules is unrestricted by rules). Services use it
 // as their authorization point.
+//
+// An unusable token counts as a failed authentication of the caller (the
+// principal of ctx), as on every endpoint that checks a token.
 func (s *Service) AuthorizeCall(ctx context.Context, token, service, method, path string) (Decision, error) {
+	caller := PrincipalFrom(ctx)
+	if err := s.authGate.admit(caller, ""); err != nil {
+		return Decision{}, err
+	}
 	b, err := s.lookupBearer(ctx, token, "authorize")
 	if errors.Is(err, ErrUnauthenticated) {
+		s.authFailed(caller, "")
 		return Decision{Allowed: false, Reason: "invalid or expired token"}, nil
 	}
 	if err != nil {

@@ -21,7 +21,7 @@ const (
 	ActReadStatus         Action = iota + 1 // anyone
 	ActManageProjects                       // create, list, delete projects: system admin
 	ActReadProject                          // read a project, list its secrets, roles, credentials: reader+
-	ActManageProject                        // create secrets, set roles: admin of the project
+	ActManageProject                        // create (or import) secrets in a project: admin of the project
 	ActReadSecret                           // read one secret's metadata: reader+ of its project
 	ActManageSecret                         // rotate, revoke, delete a secret: admin of its project
 	ActManageUsers                          // create and list users: system admin
@@ -33,37 +33,56 @@ const (
 	ActListOwnCredentials                   // any user: its own credentials
 	ActListSessions                         // any user (its own); system admin (all)
 	ActManageSession                        // revoke: system admin, admin of its project, or its owner
-	ActManageRules                          // create, list, delete saved access rules: member+ anywhere
+	ActManageRules                          // create, delete saved access rules: member+ anywhere
 	ActBackup                               // take a backup of the whole store: system admin
 	ActManageKeys                           // list, rotate and remove HSM keys: system admin
 	ActReadImportKey                        // read the HSM import key: system admin or admin of any project
+	ActManageRoles                          // give, change, take away roles on a project: admin of the project
+	ActManageBindings                       // bind a secret to a consumer, unbind it: admin of its project
+	ActReadRules                            // list saved access rules: member+ anywhere
 )
 
-var actionNames = map[Action]string{
-	ActReadStatus:         "read status",
-	ActManageProjects:     "manage projects",
-	ActReadProject:        "read project",
-	ActManageProject:      "manage project",
-	ActReadSecret:         "read secret",
-	ActManageSecret:       "manage secret",
-	ActManageUsers:        "manage users",
-	ActReadUser:           "read user",
-	ActManageUser:         "manage user",
-	ActCreateCredential:   "create credential",
-	ActReadCredential:     "read credential",
-	ActManageCredential:   "manage credential",
-	ActListOwnCredentials: "list own credentials",
-	ActListSessions:       "list sessions",
-	ActManageSession:      "manage session",
-	ActManageRules:        "manage access rules",
-	ActBackup:             "back up the store",
-	ActManageKeys:         "manage HSM keys",
-	ActReadImportKey:      "read the import key",
+// actionInfo is what Authorize needs to know of an action beyond its
+// relation: its name, and whether it is a management write — a change to
+// who may do what (projects, users, roles, credentials, bindings, access
+// rules, keys). A token that is not unrestricted makes none of them,
+// whatever its roles; this table is the one place that says which.
+type actionInfo struct {
+	name       string
+	management bool
 }
 
+var actions = map[Action]actionInfo{
+	ActReadStatus:         {"read status", false},
+	ActManageProjects:     {"manage projects", true},
+	ActReadProject:        {"read project", false},
+	ActManageProject:      {"create secrets", false},
+	ActReadSecret:         {"read secret", false},
+	ActManageSecret:       {"manage secret", false},
+	ActManageUsers:        {"manage users", true},
+	ActReadUser:           {"read user", false},
+	ActManageUser:         {"manage user", true},
+	ActCreateCredential:   {"create credential", true},
+	ActReadCredential:     {"read credential", false},
+	ActManageCredential:   {"manage credential", true},
+	ActListOwnCredentials: {"list own credentials", false},
+	ActListSessions:       {"list sessions", false},
+	ActManageSession:      {"manage session", false},
+	ActManageRules:        {"manage access rules", true},
+	ActBackup:             {"back up the store", true},
+	ActManageKeys:         {"manage HSM keys", true},
+	ActReadImportKey:      {"read the import key", false},
+	ActManageRoles:        {"manage roles", true},
+	ActManageBindings:     {"manage bindings", true},
+	ActReadRules:          {"read access rules", false},
+}
+
+// management reports whether a is a management write.
+func (a Action) management() bool { return actions[a].management }
+
 func (a Action) String() string {
-	if n, ok := actionNames[a]; ok {
-		return n
+	if i, ok := actions[a]; ok {
+		return i.name
 	}
 	return "action(" + strconv.Itoa(int(a)) + ")"
 }
@@ -269,7 +288,9 @@ func (s *Service) decide(tx *kv.Txn, p Principal, a Action, r Resource, secGen u
 			return Grant{}, "access rules: " + why, nil
 		}
 	}
-	restricted := c.token != nil && !c.token.Unrestricted
+	if c.token != nil && !c.token.Unrestricted && a.management() {
+		return Grant{}, "a token that is not unrestricted makes no management writes", nil
+	}
 	onProject := func(ref string, need Role) (string, error) {
 		proj, err := s.projectFor(tx, c, ref)
 		if errors.Is(err, ErrNotFound) {
@@ -295,20 +316,17 @@ func (s *Service) decide(tx *kv.Txn, p Principal, a Action, r Resource, secGen u
 			return Grant{}, "not a system admin", nil
 		}
 		return g, "", nil
-	case ActReadProject, ActManageProject:
+	case ActReadProject, ActManageProject, ActManageRoles:
 		need := RoleReader
-		if a == ActManageProject {
+		if a != ActReadProject {
 			need = RoleAdmin
 		}
 		why, err := onProject(r.Project, need)
 		return g, why, err
 	case ActCreateCredential:
-		if restricted {
-			return Grant{}, "a credential token may not create credentials unless it is unrestricted", nil
-		}
 		why, err := onProject(r.Project, RoleMember)
 		return g, why, err
-	case ActReadSecret, ActManageSecret:
+	case ActReadSecret, ActManageSecret, ActManageBindings:
 		if !validID(r.Secret) {
 			return s.missing(c, g, "secret", r.Secret)
 		}
@@ -319,7 +337,7 @@ func (s *Service) decide(tx *kv.Txn, p Principal, a Action, r Resource, secGen u
 			return Grant{}, "", err
 		}
 		need := RoleReader
-		if a == ActManageSecret {
+		if a != ActReadSecret {
 			need = RoleAdmin
 		}
 		g.secretID, g.secret = rec.ID, rec
@@ -339,9 +357,6 @@ func (s *Service) decide(tx *kv.Txn, p Principal, a Action, r Resource, secGen u
 		}
 		return Grant{}, "not a system admin nor the user itself", nil
 	case ActReadCredential, ActManageCredential:
-		if a == ActManageCredential && restricted {
-			return Grant{}, "a credential token may not change credentials unless it is unrestricted", nil
-		}
 		if !validID(r.Credential) {
 			return s.missing(c, g, "credential", r.Credential)
 		}
@@ -380,7 +395,7 @@ func (s *Service) decide(tx *kv.Txn, p Principal, a Action, r Resource, secGen u
 			return Grant{}, "", err
 		}
 		g.sessionID = rec.ID
-		if rec.Kind == SessionAccessToken && restricted {
+		if rec.Kind == SessionAccessToken && c.token != nil && !c.token.Unrestricted {
 			// Revoking an access token's session revokes the credential.
 			return Grant{}, "a credential token may not change credentials unless it is unrestricted", nil
 		}
@@ -393,7 +408,7 @@ func (s *Service) decide(tx *kv.Txn, p Principal, a Action, r Resource, secGen u
 		// Those may see the import key who may import with it: system
 		// admins and admins of a project.
 		return s.decideAnyProject(tx, c, g, RoleAdmin)
-	case ActManageRules:
+	case ActManageRules, ActReadRules:
 		return s.decideAnyProject(tx, c, g, RoleMember)
 	}
 	return Grant{}, "unknown action", nil

@@ -43,7 +43,7 @@ func newBackupFixture(t *testing.T) backupFixture {
 			KeyValues:   map[string]string{"k": fmt.Sprintf("KVCANARY-%d", i)},
 		})
 		name := fmt.Sprintf("cred%d", i)
-		if _, err := e.svc.CreateBinding(ctx, e.grant(t, ActManageSecret, Resource{Secret: s.ID}), BindingInput{Unit: "app.service", Credential: name}); err != nil {
+		if _, err := e.svc.CreateBinding(ctx, e.grant(t, ActManageBindings, Resource{Secret: s.ID}), BindingInput{Unit: "app.service", Credential: name}); err != nil {
 			t.Fatal(err)
 		}
 		f.secrets = append(f.secrets, s)

@@ -15,7 +15,13 @@ const (
 	tableBindings = "bindings"
 	indexSecret   = "secret"
 	indexUnitCred = "unit_credential"
-	indexUserName = "user_name"
+	// A user binding's name is unique per (user, project): two projects
+	// that both hold a user never compete for its names, and a delivery
+	// name of one project can never be taken, or learnt, by another.
+	// user_name (user, name) finds a name's bindings across the user's
+	// projects.
+	indexUserProjectName = "user_project_name"
+	indexUserName        = "user_name"
 
 	// Binding kinds.
 	BindUnit = "unit"
@@ -47,7 +53,8 @@ func (b bindingRecord) indexes() []kv.Index {
 	if b.Kind == BindUnit {
 		ix = append(ix, kv.Index{Name: indexUnitCred, Value: b.Unit + "/" + b.Credential, Unique: true})
 	} else {
-		ix = append(ix, kv.Index{Name: indexUserName, Value: b.UserID + "/" + b.Name, Unique: true},
+		ix = append(ix, kv.Index{Name: indexUserProjectName, Value: b.UserID + "/" + b.ProjectID + "/" + b.Name, Unique: true},
+			kv.Index{Name: indexUserName, Value: b.UserID + "/" + b.Name},
 			kv.Index{Name: indexUser, Value: b.UserID})
 	}
 	return ix
@@ -117,7 +124,7 @@ func secretBindings(tx *kv.Txn, secretID string) ([]bindingRecord, error) {
 
 // CreateBinding binds the grant's secret to a unit or a user.
 func (s *Service) CreateBinding(ctx context.Context, g Grant, in BindingInput) (Binding, error) {
-	if err := g.require(ActManageSecret); err != nil {
+	if err := g.require(ActManageBindings); err != nil {
 		return Binding{}, err
 	}
 	rec := bindingRecord{ID: newID(), SecretID: g.secretID, ProjectID: g.project.ID, CreatedAt: s.now()}
@@ -157,20 +164,22 @@ func (s *Service) CreateBinding(ctx context.Context, g Grant, in BindingInput) (
 			return err
 		}
 		if rec.Kind == BindUser {
+			// Bindings follow roles: only a user admitted to the project
+			// receives its secrets (and Deliver checks it again). To a
+			// project admin a user outside the project does not exist.
 			u, err := findUser(tx, in.User)
 			if err != nil {
 				return err
 			}
-			// As with units: a project admin may not push content into
-			// (or squat a delivery name of) a workload of another tenant.
-			if !g.admin {
-				held, err := roleOf(tx, u.ID, sec.ProjectID)
-				if err != nil {
-					return err
+			held, err := roleOf(tx, u.ID, sec.ProjectID)
+			if err != nil {
+				return err
+			}
+			if held == RoleNone {
+				if !g.admin {
+					return userNotFound(in.User)
 				}
-				if held == RoleNone {
-					return Forbidden("user %s has no role on project %s: only a system admin may bind a secret to a user outside the project", u.Name, g.project.Name)
-				}
+				return Conflict(CodeUserNotAdmitted, "user %s holds no role on the secret's project: give it one first", u.Name)
 			}
 			rec.UserID = u.ID
 		}
@@ -179,7 +188,7 @@ func (s *Service) CreateBinding(ctx context.Context, g Grant, in BindingInput) (
 				if rec.Kind == BindUnit {
 					return newErr(ErrAlreadyExists, CodeAlreadyExists, "%s already receives a secret as credential %s", rec.Unit, rec.Credential)
 				}
-				return newErr(ErrAlreadyExists, CodeAlreadyExists, "user %s already receives a secret named %s", in.User, rec.Name)
+				return newErr(ErrAlreadyExists, CodeAlreadyExists, "user %s already receives a secret of this project named %s", in.User, rec.Name)
 			}
 			return err
 		}
@@ -199,7 +208,7 @@ func (s *Service) CreateBinding(ctx context.Context, g Grant, in BindingInput) (
 
 // ListBindings lists the grant's secret's bindings.
 func (s *Service) ListBindings(ctx context.Context, g Grant) ([]Binding, error) {
-	if g.action != ActReadSecret && g.action != ActManageSecret {
+	if g.action != ActReadSecret && g.action != ActManageSecret && g.action != ActManageBindings {
 		return nil, Forbidden("not authorized to %s", ActReadSecret)
 	}
 	var out []Binding
@@ -222,7 +231,7 @@ func (s *Service) ListBindings(ctx context.Context, g Grant) ([]Binding, error) 
 
 // DeleteBinding removes one binding of the grant's secret.
 func (s *Service) DeleteBinding(ctx context.Context, g Grant, id string) error {
-	if err := g.require(ActManageSecret); err != nil {
+	if err := g.require(ActManageBindings); err != nil {
 		return err
 	}
 	if !validID(id) {
@@ -245,6 +254,30 @@ func (s *Service) DeleteBinding(ctx context.Context, g Grant, id string) error {
 		return storeErr(err)
 	}
 	s.log.Info("secret unbound", "secret", g.secretID, "binding", id, "by", g.principal.String())
+	return nil
+}
+
+// deleteUserBindingsIn removes a user's bindings to secrets of a project.
+func deleteUserBindingsIn(tx *kv.Txn, userID, projectID string) error {
+	var doomed []string
+	err := tx.List(tableBindings, kv.Query{Index: indexUser, Value: userID}, func(id string, decode func(any) error) error {
+		var b bindingRecord
+		if err := decode(&b); err != nil {
+			return err
+		}
+		if b.ProjectID == projectID {
+			doomed = append(doomed, id)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, id := range doomed {
+		if err := tx.Delete(tableBindings, id); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -329,11 +362,106 @@ func (s *Service) unsealDelivery(ctx context.Context, rec secretRecord, blob sea
 	return Delivery{Payload: out, SecretID: rec.ID, Version: rec.Version}, "", nil
 }
 
-// Deliver hands the payload bound to the caller's user under name (with
-// key set, that entry of the secret's key_values instead). Anyone else —
-// unbound, anonymous, another user — gets a not_found that does not say
-// whether the name exists. Every delivery and refusal is audited.
-func (s *Service) Deliver(ctx context.Context, p Principal, name, key string) (Delivery, error) {
+// DeliveryRequest names what a consumer asks for: the name it is bound
+// under, optionally one key_values entry instead of the payload, and,
+// when its user receives the name from more than one project, which
+// project's (a token's request is always its own project's).
+type DeliveryRequest struct {
+	Name    string
+	Key     string
+	Project string // name or id; "" for the only one
+}
+
+// errDeliveryAmbiguous: the name is bound to the caller in several
+// projects and the request does not say which.
+var errDeliveryAmbiguous = errors.New("bound in several projects")
+
+// userBinding finds the binding the caller's user receives under name,
+// in the same read as the roles it depends on: a binding delivers only
+// while its user holds a role on the secret's project (bindings follow
+// roles), so a role removed, or a user disabled or deleted, stops it at
+// once. A token's request looks in the token's project only; a request
+// naming a project, in that one; otherwise the name must be bound to the
+// user in exactly one project it holds a role on.
+func (s *Service) userBinding(tx *kv.Txn, c caller, req DeliveryRequest, b *bindingRecord) error {
+	get := func(id string) error {
+		if err := tx.Get(tableBindings, id, cachedRecord[bindingRecord]{&s.decoded.bindings, b}); err != nil {
+			return err
+		}
+		held, err := s.roleOn(tx, c, b.ProjectID)
+		if err != nil {
+			return err
+		}
+		if held == RoleNone {
+			return errNotAdmitted
+		}
+		return nil
+	}
+	project := ""
+	switch {
+	case c.token != nil:
+		project = c.token.ProjectID
+		if req.Project != "" && req.Project != project {
+			p, err := s.findProjectIn(tx, req.Project)
+			if err != nil || p.ID != project {
+				return errOtherProject
+			}
+		}
+	case req.Project != "":
+		p, err := s.findProjectIn(tx, req.Project)
+		if errors.Is(err, ErrNotFound) {
+			return kv.ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		project = p.ID
+	}
+	if project != "" {
+		id, err := tx.LookupUnique(tableBindings, indexUserProjectName, c.user.ID+"/"+project+"/"+req.Name)
+		if err != nil {
+			return err
+		}
+		return get(id)
+	}
+	var ids []string
+	if err := tx.List(tableBindings, kv.Query{Index: indexUserName, Value: c.user.ID + "/" + req.Name}, func(id string, _ func(any) error) error {
+		ids = append(ids, id)
+		return nil
+	}); err != nil {
+		return err
+	}
+	found := ""
+	for _, id := range ids {
+		switch err := get(id); {
+		case errors.Is(err, errNotAdmitted):
+			continue
+		case err != nil:
+			return err
+		case found != "":
+			return errDeliveryAmbiguous
+		}
+		found = id
+	}
+	if found == "" {
+		if len(ids) > 0 {
+			return errNotAdmitted
+		}
+		return kv.ErrNotFound
+	}
+	return get(found)
+}
+
+// errNotAdmitted: the binding's user holds no role on its project.
+var errNotAdmitted = errors.New("the bound user holds no role on the secret's project")
+
+// Deliver hands the payload bound to the caller's user under req.Name
+// (with req.Key set, that entry of the secret's key_values instead).
+// Anyone else — unbound, anonymous, another user, a user no longer
+// holding a role on the secret's project — gets a not_found that does not
+// say whether the name exists. Every delivery and refusal is audited.
+func (s *Service) Deliver(ctx context.Context, p Principal, req DeliveryRequest) (Delivery, error) {
+	name, key := req.Name, req.Key
 	refuse := func(reason string) (Delivery, error) {
 		s.log.Warn("audit: delivery refused", "principal", p.String(), "name", name, "key", key, "reason", reason)
 		return Delivery{}, NotFound("nothing to deliver under %q", name)
@@ -362,15 +490,8 @@ func (s *Service) Deliver(ctx context.Context, p Principal, name, key string) (D
 				return errRuleRefused
 			}
 		}
-		id, err := tx.LookupUnique(tableBindings, indexUserName, c.user.ID+"/"+name)
-		if err != nil {
+		if err := s.userBinding(tx, c, req, &b); err != nil {
 			return err
-		}
-		if err := tx.Get(tableBindings, id, cachedRecord[bindingRecord]{&s.decoded.bindings, &b}); err != nil {
-			return err
-		}
-		if c.token != nil && c.token.ProjectID != b.ProjectID {
-			return errOtherProject
 		}
 		rec, blob, why, err = s.sealedFor(tx, b)
 		return err
@@ -382,6 +503,12 @@ func (s *Service) Deliver(ctx context.Context, p Principal, name, key string) (D
 		return refuse("the token's access rules do not allow it")
 	case errors.Is(err, errOtherProject):
 		return refuse("the secret is in another project than the token's")
+	case errors.Is(err, errNotAdmitted):
+		return refuse("the bound user holds no role on the secret's project")
+	case errors.Is(err, errDeliveryAmbiguous):
+		// Only the bound user gets here, about its own bindings.
+		s.log.Warn("audit: delivery refused", "principal", p.String(), "name", name, "key", key, "reason", "bound in several projects")
+		return Delivery{}, Conflict(CodeDeliveryAmbiguous, "%q is bound to you in more than one project: name the project (?project=, --project)", name)
 	case errors.Is(err, kv.ErrNotFound):
 		return refuse("no binding for this user")
 	case err != nil:
@@ -400,8 +527,8 @@ func (s *Service) Deliver(ctx context.Context, p Principal, name, key string) (D
 	// Debug: the audit log records every delivery (and copies it to the
 	// journal unless told not to); at info this line doubled the cost of
 	// logging a delivery. Typed attributes: it is checked once per delivery.
-	s.log.LogAttrs(ctx, slog.LevelDebug, "audit: delivered", slog.String("principal", p.String()), slog.String("user", c.user.Name),
-		slog.String("name", name), slog.String("key", key), slog.String("secret", d.SecretID), slog.Int("version", d.Version), slog.String("channel", string(p.Channel)))
+	s.log.LogAttrs(ctx, slog.LevelDebug, "audit: delivered", slog.String("principal", p.String()), slog.String("user", c.user.ID),
+		slog.String("binding", b.ID), slog.String("key", key), slog.String("secret", d.SecretID), slog.Int("version", d.Version), slog.String("channel", string(p.Channel)))
 	return d, nil
 }
 

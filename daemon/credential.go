@@ -457,10 +457,17 @@ func (s *Service) ListCredentials(ctx context.Context, g Grant, f CredentialFilt
 		var only string
 		if f.User != "" {
 			u, err := findUser(tx, f.User)
-			if err != nil {
+			switch {
+			case err == nil:
+				only = u.ID
+			case !g.admin && errors.Is(err, ErrNotFound):
+				// Answered like a user outside the project (an empty
+				// list) or another user (forbidden): a list does not
+				// tell which user names exist.
+				only = "-"
+			default:
 				return err
 			}
-			only = u.ID
 		}
 		if g.action == ActListOwnCredentials {
 			if only != "" && only != g.userID {
@@ -468,30 +475,37 @@ func (s *Service) ListCredentials(ctx context.Context, g Grant, f CredentialFilt
 			}
 			only = g.userID
 		}
+		if only == "-" {
+			return nil
+		}
 		if only != "" {
 			q = kv.Query{Index: indexUser, Value: only}
 		}
 		var err error
-		next, err = s.listIn(tx, tableCredentials, q, page, func(decode func(any) error) error {
+		out, next, err = listPage(tx, tableCredentials, q, page, func(_ string, decode func(any) error) (Credential, bool, error) {
 			var rec credentialRecord
 			if err := decode(&rec); err != nil {
-				return err
+				return Credential{}, false, err
 			}
 			if (g.project.ID != "" && rec.ProjectID != g.project.ID) || (g.tokenProject != "" && rec.ProjectID != g.tokenProject) {
-				return nil
+				return Credential{}, false, nil
 			}
 			v, err := s.credentialView(tx, rec, now)
 			if err != nil {
-				return err
+				return Credential{}, false, err
 			}
 			if f.ExpiringWithin > 0 && (v.Status != StatusActive || v.ExpiresAt == nil || v.ExpiresAt.After(now.Add(f.ExpiringWithin))) {
-				return nil
+				return Credential{}, false, nil
 			}
-			out = append(out, v)
-			return nil
+			return v, true, nil
 		})
 		return err
 	})
+	if err == nil {
+		if _, perr := page.check(); perr != nil {
+			return nil, "", perr
+		}
+	}
 	return out, next, storeErr(err)
 }
 

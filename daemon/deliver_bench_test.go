@@ -20,7 +20,7 @@ func BenchmarkDeliver(b *testing.B) {
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			d, err := e.svc.Deliver(ctx, p, "dbpass", "")
+			d, err := e.svc.Deliver(ctx, p, DeliveryRequest{Name: "dbpass"})
 			if err != nil || len(d.Payload) != 256 {
 				b.Fatalf("deliver: %d bytes, %v", len(d.Payload), err)
 			}

@@ -38,6 +38,8 @@ const (
 	CodeVersionConflict    = "version_conflict"
 	CodeSecretRevoked      = "secret_revoked"
 	CodeProjectNotEmpty    = "project_not_empty"
+	CodeUserNotAdmitted    = "user_not_admitted"  // the user holds no role on the project
+	CodeDeliveryAmbiguous  = "delivery_ambiguous" // a name bound to the caller in several projects
 	CodeForbidden          = "forbidden"
 	CodeUnauthenticated    = "unauthenticated"
 	CodeRateLimited        = "rate_limited"

@@ -23,7 +23,7 @@ func TestSharedIdentityRecords(t *testing.T) {
 			}
 		}},
 		{"role removed", func(t *testing.T, e *identityEnv) {
-			g := e.grant(t, ActManageProject, Resource{Project: "p1"})
+			g := e.grant(t, ActManageRoles, Resource{Project: "p1"})
 			if err := e.svc.RemoveRole(context.Background(), g, "bob", "member"); err != nil {
 				t.Fatal(err)
 			}

@@ -58,7 +58,7 @@ func newIdentityEnvKeys(t testing.TB, keys *fakeKeys) *identityEnv {
 			t.Fatal(err)
 		}
 		if u.role != "" {
-			if _, err := e.svc.SetRole(ctx, e.grant(t, ActManageProject, Resource{Project: "p1"}), u.name, u.role); err != nil {
+			if _, err := e.svc.SetRole(ctx, e.grant(t, ActManageRoles, Resource{Project: "p1"}), u.name, u.role); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -284,7 +284,7 @@ func TestCascades(t *testing.T) {
 	readerCred, reader := e.credential(t, "p1", CredentialInput{Type: CredAccessToken, User: "alice", Roles: []string{"reader"}})
 	_, admin := e.credential(t, "p1", CredentialInput{Type: CredAccessToken, User: "alice"})
 	// admin -> reader drops credentials with member or admin.
-	if _, err := e.svc.SetRole(ctx, e.grant(t, ActManageProject, Resource{Project: "p1"}), "alice", "reader"); err != nil {
+	if _, err := e.svc.SetRole(ctx, e.grant(t, ActManageRoles, Resource{Project: "p1"}), "alice", "reader"); err != nil {
 		t.Fatal(err)
 	}
 	for name, tok := range map[string]string{"member": member.Token, "admin": admin.Token} {
@@ -316,7 +316,7 @@ func TestCascades(t *testing.T) {
 	e.bearer(t, reader.Token)
 
 	// Removing the role drops the rest.
-	if err := e.svc.RemoveRole(ctx, e.grant(t, ActManageProject, Resource{Project: "p1"}), "alice", "reader"); err != nil {
+	if err := e.svc.RemoveRole(ctx, e.grant(t, ActManageRoles, Resource{Project: "p1"}), "alice", "reader"); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := e.svc.Authenticate(ctx, anonPrincipal, reader.Token); err == nil {
@@ -558,7 +558,7 @@ func TestBearerCache(t *testing.T) {
 	if _, err := e.svc.Authorize(ctx, p, ActReadProject, Resource{Project: "p1"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.svc.RemoveRole(ctx, e.grant(t, ActManageProject, Resource{Project: "p1"}), "bob", "member"); err != nil {
+	if err := e.svc.RemoveRole(ctx, e.grant(t, ActManageRoles, Resource{Project: "p1"}), "bob", "member"); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := e.svc.Authorize(ctx, p, ActReadProject, Resource{Project: "p1"}); err == nil {
@@ -590,7 +590,7 @@ func TestTokensStayWithinThemselves(t *testing.T) {
 	if _, err := e.svc.CreateProject(ctx, admin, "p2"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.svc.SetRole(ctx, e.grant(t, ActManageProject, Resource{Project: "p2"}), "alice", "admin"); err != nil {
+	if _, err := e.svc.SetRole(ctx, e.grant(t, ActManageRoles, Resource{Project: "p2"}), "alice", "admin"); err != nil {
 		t.Fatal(err)
 	}
 	p2cred, _ := e.credential(t, "p2", CredentialInput{Type: CredAuthToken, User: "alice"})
@@ -647,13 +647,13 @@ func TestTokensStayWithinThemselves(t *testing.T) {
 	}
 	// Delivery too.
 	sec := e.createSecret(t, "p2", SecretInput{DisplayName: "p2 secret", Payload: []byte("p2-payload")})
-	if _, err := e.svc.CreateBinding(ctx, e.grant(t, ActManageSecret, Resource{Secret: sec.ID}), BindingInput{User: "alice", Name: "p2pass"}); err != nil {
+	if _, err := e.svc.CreateBinding(ctx, e.grant(t, ActManageBindings, Resource{Secret: sec.ID}), BindingInput{User: "alice", Name: "p2pass"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.svc.Deliver(ctx, e.bearer(t, tok.Token), "p2pass", ""); CodeOf(err) != CodeNotFound {
+	if _, err := e.svc.Deliver(ctx, e.bearer(t, tok.Token), DeliveryRequest{Name: "p2pass"}); CodeOf(err) != CodeNotFound {
 		t.Fatalf("a p1 token received a p2 secret: %v", err)
 	}
-	if d, err := e.svc.Deliver(ctx, uidPrincipal(1001), "p2pass", ""); err != nil || string(d.Payload) != "p2-payload" {
+	if d, err := e.svc.Deliver(ctx, uidPrincipal(1001), DeliveryRequest{Name: "p2pass"}); err != nil || string(d.Payload) != "p2-payload" {
 		t.Fatalf("alice by uid: %q %v", d.Payload, err)
 	}
 }
@@ -670,7 +670,7 @@ func (e *identityEnv) mustAuthorize(t *testing.T, p Principal, a Action, r Resou
 func TestUnitBindingsNeedASystemAdmin(t *testing.T) {
 	e := newIdentityEnv(t)
 	sec := e.createSecret(t, "p1", SecretInput{DisplayName: "x", Payload: []byte("p")})
-	g := e.mustAuthorize(t, uidPrincipal(1001), ActManageSecret, Resource{Secret: sec.ID}) // alice, project admin
+	g := e.mustAuthorize(t, uidPrincipal(1001), ActManageBindings, Resource{Secret: sec.ID}) // alice, project admin
 	_, err := e.svc.CreateBinding(context.Background(), g, BindingInput{Unit: "nginx.service", Credential: "tls-key"})
 	wantCode(t, err, CodeForbidden)
 	if _, err := e.svc.CreateBinding(context.Background(), g, BindingInput{User: "bob", Name: "x"}); err != nil {
@@ -729,7 +729,7 @@ func TestTokenListsStayInItsProject(t *testing.T) {
 	if _, err := e.svc.CreateProject(ctx, e.grant(t, ActManageProjects, Resource{}), "p2"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.svc.SetRole(ctx, e.grant(t, ActManageProject, Resource{Project: "p2"}), "alice", "admin"); err != nil {
+	if _, err := e.svc.SetRole(ctx, e.grant(t, ActManageRoles, Resource{Project: "p2"}), "alice", "admin"); err != nil {
 		t.Fatal(err)
 	}
 	other, _ := e.credential(t, "p2", CredentialInput{Type: CredAccessToken, User: "alice"})

@@ -246,7 +246,7 @@ func TestImportKey(t *testing.T) {
 	}
 	setRole := func(role string) {
 		t.Helper()
-		if _, err := e.svc.SetRole(ctx, e.grant(t, ActManageProject, Resource{Project: "team"}), "ann", role); err != nil {
+		if _, err := e.svc.SetRole(ctx, e.grant(t, ActManageRoles, Resource{Project: "team"}), "ann", role); err != nil {
 			t.Fatal(err)
 		}
 	}

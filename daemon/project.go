@@ -244,41 +244,73 @@ func (p Page) check() (Page, error) {
 	return p, nil
 }
 
-// list reads one page of a table and returns the id to continue after, or
-// "" when this was the last page.
+// list reads one page of a table whose records the caller may all see,
+// and returns the id to continue after, or "" when this was the last page.
 func (s *Service) list(ctx context.Context, table string, q kv.Query, page Page, each func(decode func(any) error) error) (string, error) {
-	var next string
-	err := s.store.View(ctx, func(tx *kv.Txn) error {
-		var err error
-		next, err = s.listIn(tx, table, q, page, each)
-		return err
-	})
-	return next, storeErr(err)
-}
-
-// listIn is list inside a transaction.
-func (s *Service) listIn(tx *kv.Txn, table string, q kv.Query, page Page, each func(decode func(any) error) error) (string, error) {
 	page, err := page.check()
 	if err != nil {
 		return "", err
 	}
 	q.After, q.Limit = page.After, page.Limit+1
-	var ids []string
-	err = tx.List(table, q, func(id string, decode func(any) error) error {
-		ids = append(ids, id)
-		if len(ids) > page.Limit {
-			return nil
-		}
-		return each(decode)
+	var last string
+	more := false
+	err = s.store.View(ctx, func(tx *kv.Txn) error {
+		n := 0
+		return tx.List(table, q, func(id string, decode func(any) error) error {
+			if n++; n > page.Limit {
+				more = true
+				return nil
+			}
+			last = id
+			return each(decode)
+		})
 	})
-	if err != nil {
-		return "", err
+	if err != nil || !more {
+		return "", storeErr(err)
 	}
-	if len(ids) > page.Limit {
-		return ids[page.Limit-1], nil
-	}
-	return "", nil
+	return last, nil
 }
+
+// listPage reads one page of the records q selects, for lists that show
+// the caller only some of them: each returns a record's projection and
+// whether the caller may see it. A page holds up to page.Limit shown
+// records, and the cursor is the id of the last of them — never the id of
+// a record the caller was not shown.
+func listPage[T any](tx *kv.Txn, table string, q kv.Query, page Page, each func(id string, decode func(any) error) (T, bool, error)) ([]T, string, error) {
+	page, err := page.check()
+	if err != nil {
+		return nil, "", err
+	}
+	q.After, q.Limit = page.After, 0
+	var out []T
+	last, more := "", false
+	err = tx.List(table, q, func(id string, decode func(any) error) error {
+		v, ok, err := each(id, decode)
+		if err != nil || !ok {
+			return err
+		}
+		if len(out) == page.Limit {
+			more = true
+			return errPageFull
+		}
+		out, last = append(out, v), id
+		return nil
+	})
+	if errors.Is(err, errPageFull) {
+		err = nil
+	}
+	if err != nil {
+		return nil, "", err
+	}
+	if !more {
+		last = ""
+	}
+	return out, last, nil
+}
+
+// errPageFull stops a list scan once a page and one more shown record
+// are read.
+var errPageFull = errors.New("page full")
 
 // deleteProjectDependents deletes a project's role assignments and its
 // credentials with their tokens and sessions.

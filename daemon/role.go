@@ -136,11 +136,38 @@ func projectRoles(tx *kv.Txn, projectID string) ([]roleRecord, error) {
 	return out, err
 }
 
+// admitted finds the user userRef for a role change on the grant's project
+// and returns the role it holds there. Admission is the system admin's:
+// for anyone else a user that holds no role on the project is invisible,
+// answered exactly as a user that does not exist, so that a project admin
+// can neither admit users nor learn which names exist outside its
+// project.
+func admitted(tx *kv.Txn, g Grant, userRef string) (userRecord, Role, error) {
+	user, err := findUser(tx, userRef)
+	if err != nil {
+		return user, RoleNone, err
+	}
+	held, err := roleOf(tx, user.ID, g.project.ID)
+	if err != nil {
+		return user, RoleNone, err
+	}
+	if held == RoleNone && !g.admin {
+		return user, RoleNone, userNotFound(userRef)
+	}
+	return user, held, nil
+}
+
+// userNotFound is the one answer for a user that does not exist and for
+// one the caller may not see.
+func userNotFound(ref string) error { return NotFound("user %q not found", ref) }
+
 // SetRole gives a user a role on the grant's project, replacing the role it
-// held there. Lowering a role deletes the user's credentials in the project
+// held there. Only a system admin admits a user (gives it its first role
+// on the project); a project admin changes roles of users already
+// admitted. Lowering a role deletes the user's credentials in the project
 // whose roles are no longer a subset of what it holds.
 func (s *Service) SetRole(ctx context.Context, g Grant, userRef, role string) (ProjectRole, error) {
-	if err := g.require(ActManageProject); err != nil {
+	if err := g.require(ActManageRoles); err != nil {
 		return ProjectRole{}, err
 	}
 	r, err := ParseRole(role)
@@ -151,14 +178,11 @@ func (s *Service) SetRole(ctx context.Context, g Grant, userRef, role string) (P
 	var dropped int
 	err = s.store.Update(ctx, func(tx *kv.Txn) error {
 		var err error
-		if user, err = findUser(tx, userRef); err != nil {
-			return err
-		}
 		if _, err := liveProject(tx, g.project.ID); err != nil {
 			return err
 		}
-		// Read the current record first: see fenceRole.
-		if _, err := roleOf(tx, user.ID, g.project.ID); err != nil {
+		// Reads the current record first: see fenceRole.
+		if user, _, err = admitted(tx, g, userRef); err != nil {
 			return err
 		}
 		rec := roleRecord{UserID: user.ID, ProjectID: g.project.ID, Role: r.String()}
@@ -178,10 +202,11 @@ func (s *Service) SetRole(ctx context.Context, g Grant, userRef, role string) (P
 }
 
 // RemoveRole takes a role away from a user on the grant's project and
-// deletes the user's credentials there. Removing a role the user does not
-// hold is not_found.
+// deletes the user's credentials and bindings there: the user is no
+// longer admitted, and nothing of the project reaches it any more.
+// Removing a role the user does not hold is not_found.
 func (s *Service) RemoveRole(ctx context.Context, g Grant, userRef, role string) error {
-	if err := g.require(ActManageProject); err != nil {
+	if err := g.require(ActManageRoles); err != nil {
 		return err
 	}
 	r, err := ParseRole(role)
@@ -192,21 +217,20 @@ func (s *Service) RemoveRole(ctx context.Context, g Grant, userRef, role string)
 	var dropped int
 	err = s.store.Update(ctx, func(tx *kv.Txn) error {
 		var err error
-		if user, err = findUser(tx, userRef); err != nil {
-			return err
-		}
-		held, err := roleOf(tx, user.ID, g.project.ID)
-		if err != nil {
+		var held Role
+		if user, held, err = admitted(tx, g, userRef); err != nil {
 			return err
 		}
 		if held != r {
-			return NotFound("user %s does not hold role %s on project %s", user.Name, r, g.project.Name)
+			return NotFound("user %q does not hold role %s on this project", userRef, r)
 		}
 		if err := tx.Delete(tableRoles, roleID(user.ID, g.project.ID)); err != nil {
 			return err
 		}
-		dropped, err = s.dropCredentialsBeyond(tx, user.ID, g.project.ID, RoleNone)
-		return err
+		if dropped, err = s.dropCredentialsBeyond(tx, user.ID, g.project.ID, RoleNone); err != nil {
+			return err
+		}
+		return deleteUserBindingsIn(tx, user.ID, g.project.ID)
 	})
 	if err != nil {
 		return storeErr(err)

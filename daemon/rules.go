@@ -44,7 +44,7 @@ func (s *Service) CreateAccessRule(ctx context.Context, g Grant, r AccessRule) (
 
 // ListAccessRules lists saved rules in creation order.
 func (s *Service) ListAccessRules(ctx context.Context, g Grant, page Page) ([]SavedRule, string, error) {
-	if err := g.require(ActManageRules); err != nil {
+	if err := g.require(ActReadRules); err != nil {
 		return nil, "", err
 	}
 	var out []SavedRule

@@ -218,6 +218,9 @@ func New(ctx context.Context, cfg Config, keys Keys, store Store) (*Service, err
 	if err := CheckSigner(ctx, keys); err != nil {
 		return nil, err
 	}
+	if err := s.migrate(ctx); err != nil {
+		return nil, err
+	}
 	if err := s.ensureDefaultProject(ctx); err != nil {
 		return nil, err
 	}

@@ -123,20 +123,16 @@ func (s *Service) ListSessions(ctx context.Context, g Grant, page Page) ([]Sessi
 	var next string
 	err := s.store.View(ctx, func(tx *kv.Txn) error {
 		var err error
-		next, err = s.listIn(tx, tableSessions, q, page, func(decode func(any) error) error {
+		out, next, err = listPage(tx, tableSessions, q, page, func(_ string, decode func(any) error) (Session, bool, error) {
 			var rec sessionRecord
 			if err := decode(&rec); err != nil {
-				return err
+				return Session{}, false, err
 			}
 			if rec.expired(now) || (g.tokenProject != "" && rec.ProjectID != g.tokenProject) {
-				return nil
+				return Session{}, false, nil
 			}
 			v, err := s.sessionView(tx, rec)
-			if err != nil {
-				return err
-			}
-			out = append(out, v)
-			return nil
+			return v, err == nil, err
 		})
 		return err
 	})

@@ -236,6 +236,12 @@ func (s *Service) GetUser(ctx context.Context, g Grant) (User, error) {
 		if err != nil {
 			return err
 		}
+		if g.token != nil {
+			// A token sees nothing of its user beyond its own project:
+			// not its roles elsewhere, nor its host bindings.
+			roles = slices.DeleteFunc(roles, func(r ProjectRole) bool { return r.ProjectID != g.token.ProjectID })
+			rec.UnixUIDs, rec.VsockCIDs, rec.VMNames = nil, nil, nil
+		}
 		out = rec.view(roles)
 		return nil
 	})

@@ -67,7 +67,8 @@ func (b *auditBackend) Authenticate(_ context.Context, p daemon.Principal, beare
 	return p, nil
 }
 
-func (b *auditBackend) Deliver(_ context.Context, p daemon.Principal, name, _ string) (daemon.Delivery, error) {
+func (b *auditBackend) Deliver(_ context.Context, p daemon.Principal, req daemon.DeliveryRequest) (daemon.Delivery, error) {
+	name := req.Name
 	if p.Token == nil || name != "db" {
 		return daemon.Delivery{}, daemon.NotFound("nothing to deliver under %q", name)
 	}

@@ -300,9 +300,22 @@ func (c *Client) Deliver(ctx context.Context, name string) ([]byte, error) {
 // DeliverKey fetches one key_values entry of the secret bound to the caller
 // under name (the payload when key is empty).
 func (c *Client) DeliverKey(ctx context.Context, name, key string) ([]byte, error) {
+	return c.DeliverFrom(ctx, name, key, "")
+}
+
+// DeliverFrom is DeliverKey for a name bound to the caller in several
+// projects: project (a name or id) says which one's.
+func (c *Client) DeliverFrom(ctx context.Context, name, key, project string) ([]byte, error) {
 	u := "http://coffer/v1/deliver/" + url.PathEscape(name)
+	q := url.Values{}
 	if key != "" {
-		u += "?key=" + url.QueryEscape(key)
+		q.Set("key", key)
+	}
+	if project != "" {
+		q.Set("project", project)
+	}
+	if len(q) > 0 {
+		u += "?" + q.Encode()
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {

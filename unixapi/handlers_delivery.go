@@ -42,7 +42,7 @@ func bindingWire(b daemon.Binding) Binding {
 }
 
 func (s *Server) createBinding(w http.ResponseWriter, r *http.Request) error {
-	g, err := s.authorize(r, daemon.ActManageSecret, daemon.Resource{Secret: r.PathValue("id")})
+	g, err := s.authorize(r, daemon.ActManageBindings, daemon.Resource{Secret: r.PathValue("id")})
 	if err != nil {
 		return err
 	}
@@ -77,7 +77,7 @@ func (s *Server) listBindings(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) deleteBinding(w http.ResponseWriter, r *http.Request) error {
-	g, err := s.authorize(r, daemon.ActManageSecret, daemon.Resource{Secret: r.PathValue("id")})
+	g, err := s.authorize(r, daemon.ActManageBindings, daemon.Resource{Secret: r.PathValue("id")})
 	if err != nil {
 		return err
 	}
@@ -89,10 +89,12 @@ func (s *Server) deleteBinding(w http.ResponseWriter, r *http.Request) error {
 }
 
 // deliver hands the raw payload (or, with ?key=K, one key_values entry) to
-// the consumer it is bound to; everyone else gets 404 whether or not the
-// name exists.
+// the consumer it is bound to (?project=P picks the project when the name
+// is bound to the consumer in several); everyone else gets 404 whether or
+// not the name exists.
 func (s *Server) deliver(w http.ResponseWriter, r *http.Request) error {
-	d, err := s.b.Deliver(r.Context(), daemon.PrincipalFrom(r.Context()), r.PathValue("name"), r.URL.Query().Get("key"))
+	q := r.URL.Query()
+	d, err := s.b.Deliver(r.Context(), daemon.PrincipalFrom(r.Context()), daemon.DeliveryRequest{Name: r.PathValue("name"), Key: q.Get("key"), Project: q.Get("project")})
 	if err != nil {
 		return err
 	}

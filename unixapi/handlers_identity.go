@@ -181,7 +181,7 @@ func (s *Server) listRoles(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) setRole(w http.ResponseWriter, r *http.Request) error {
-	g, err := s.authorize(r, daemon.ActManageProject, daemon.Resource{Project: r.PathValue("p")})
+	g, err := s.authorize(r, daemon.ActManageRoles, daemon.Resource{Project: r.PathValue("p")})
 	if err != nil {
 		return err
 	}
@@ -194,7 +194,7 @@ func (s *Server) setRole(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) removeRole(w http.ResponseWriter, r *http.Request) error {
-	g, err := s.authorize(r, daemon.ActManageProject, daemon.Resource{Project: r.PathValue("p")})
+	g, err := s.authorize(r, daemon.ActManageRoles, daemon.Resource{Project: r.PathValue("p")})
 	if err != nil {
 		return err
 	}
@@ -400,7 +400,7 @@ func (s *Server) createAccessRule(w http.ResponseWriter, r *http.Request) error 
 }
 
 func (s *Server) listAccessRules(w http.ResponseWriter, r *http.Request) error {
-	g, err := s.authorize(r, daemon.ActManageRules, daemon.Resource{})
+	g, err := s.authorize(r, daemon.ActReadRules, daemon.Resource{})
 	if err != nil {
 		return err
 	}

@@ -55,6 +55,8 @@ var matrixPrincipals = []string{
 	"anon",       // uid 5555, bound to no user
 	"disabled",   // dis, uid 1006: admin on p1, disabled
 	"vm",         // vsock CID 42, workload user vm: reader on p1
+	"twoproj",    // frank, uid 1007: reader on p1, admin on p2 (admitted to both by a system admin)
+	"exrole",     // gus, uid 1008: was member on p1 until the role was taken away
 	"cfs",        // alice's session token (cfs_) from a login, on anon's socket
 	"cft",        // alice's access token (cft_), all her roles on p1
 	"cft-reader", // alice's access token limited to roles [reader]
@@ -66,6 +68,9 @@ var matrixPrincipals = []string{
 	"revoked",    // alice's revoked access token
 	"exhausted",  // alice's one-time auth token, already used, as a bearer
 	"dis-bearer", // dis's access token, issued before dis was disabled
+	// alice's access token created unrestricted: it may make management
+	// writes within her roles on p1 (every other token may not).
+	"unrestricted",
 	// root's own connection with cft-reader's token: a bearer acts as its
 	// token, never as a system admin.
 	"root-bearer",
@@ -76,13 +81,16 @@ const (
 	grpSysAdmins  = "root admgrp"
 	grpBadBearers = "cfa cfo expired revoked exhausted dis-bearer" // never authenticate
 	// grpManagers hold admin on p1 and are not held back by access rules.
-	grpManagers = grpSysAdmins + " admin cfs cft jwt"
+	grpManagers = grpSysAdmins + " admin cfs cft jwt unrestricted"
+	// grpAdmins hold admin on p1 and may make management writes there
+	// (no restricted token).
+	grpAdmins = grpSysAdmins + " admin unrestricted"
 	// grpReaders hold at least reader on p1.
-	grpReaders = grpManagers + " member reader vm " + grpReaderToks
+	grpReaders = grpManagers + " member reader vm twoproj " + grpReaderToks
 	// grpReaderToks are alice's tokens limited to roles [reader].
 	grpReaderToks = "cft-reader root-bearer"
 	// grpUsers are callers that are somebody (a system admin or a live user).
-	grpUsers = grpReaders + " norole"
+	grpUsers = grpReaders + " norole exrole"
 )
 
 // outcomes maps each principal to "STATUS" (success) or "STATUS code".
@@ -174,7 +182,7 @@ func matrixRows() []matrixRow {
 		// A token never reaches beyond its project, even where its user
 		// is admin (alice is admin on p2, her tokens are for p1).
 		{route: "GET /v1/projects/{p}/secrets", variant: "other project", req: fixed(reqGET("/v1/projects/p2/secrets")),
-			want: allow("200", grpSysAdmins+" admin")},
+			want: allow("200", grpSysAdmins+" admin twoproj")},
 		// A project that does not exist is forbidden, not not_found, for
 		// everyone (existence is not revealed).
 		{route: "GET /v1/projects/{p}/secrets", variant: "no such project", req: fixed(reqGET("/v1/projects/nope/secrets")),
@@ -198,7 +206,7 @@ func matrixRows() []matrixRow {
 		// Sealed import: who may import may see the import key; the body
 		// is read only after authorization (a replayed file is 403 to
 		// everyone else).
-		{route: "GET /v1/hsm/import-key", req: fixed(reqGET("/v1/hsm/import-key")), want: allow("200", grpManagers)},
+		{route: "GET /v1/hsm/import-key", req: fixed(reqGET("/v1/hsm/import-key")), want: allow("200", grpManagers+" twoproj")},
 		{route: "POST /v1/projects/{p}/secrets:import", req: func(t *testing.T, f *matrixEnv) matrixReq {
 			return reqPOST("/v1/projects/p1/secrets:import", f.sealed(t, "p1"))
 		}, want: allow("201", grpManagers)},
@@ -208,14 +216,16 @@ func matrixRows() []matrixRow {
 		{route: "POST /v1/projects/{p}/secrets:import", variant: "replayed", req: importedOnce(),
 			want: allow("400 sealed_secret_replayed", grpManagers)},
 
+		// A binding is a management write: no restricted token makes one.
 		{route: "POST /v1/secrets/{id}/bindings", variant: "user", req: func(t *testing.T, f *matrixEnv) matrixReq {
 			return reqPOST("/v1/secrets/"+f.secret+"/bindings", `{"user":"carol","name":"`+f.name("b")+`"}`)
-		}, want: allow("201", grpManagers)},
-		// dave holds no role on p1: only a system admin binds a secret to
-		// a user outside the project.
+		}, want: allow("201", grpAdmins)},
+		// Bindings follow roles: dave holds no role on p1, so nobody binds
+		// a p1 secret to him. To a project admin he does not exist; a
+		// system admin is told to admit him first.
 		{route: "POST /v1/secrets/{id}/bindings", variant: "user outside the project", req: func(t *testing.T, f *matrixEnv) matrixReq {
 			return reqPOST("/v1/secrets/"+f.secret+"/bindings", `{"user":"dave","name":"`+f.name("b")+`"}`)
-		}, want: allow("201", grpSysAdmins)},
+		}, want: allow("409 user_not_admitted", grpSysAdmins).and("404 not_found", "admin unrestricted")},
 		// Unit names are the host's: only system admins bind units.
 		{route: "POST /v1/secrets/{id}/bindings", variant: "unit", req: func(t *testing.T, f *matrixEnv) matrixReq {
 			return reqPOST("/v1/secrets/"+f.secret+"/bindings", `{"unit":"`+f.name("u")+`.service","credential":"c"}`)
@@ -225,7 +235,7 @@ func matrixRows() []matrixRow {
 		}, want: allow("200", grpReaders+" ruled")},
 		{route: "DELETE /v1/secrets/{id}/bindings/{b}", req: func(t *testing.T, f *matrixEnv) matrixReq {
 			return reqDELETE("/v1/secrets/" + f.secret + "/bindings/" + f.newBinding(t))
-		}, want: allow("204", grpManagers)},
+		}, want: allow("204", grpAdmins)},
 		// Only the bound consumer (the VM) receives; for everyone else the
 		// name does not exist.
 		{route: "GET /v1/deliver/{name}", req: fixed(reqGET("/v1/deliver/vm-secret")),
@@ -236,7 +246,7 @@ func matrixRows() []matrixRow {
 		}, want: allow("201", grpSysAdmins)},
 		{route: "GET /v1/users", req: fixed(reqGET("/v1/users")), want: allow("200", grpSysAdmins)},
 		{route: "GET /v1/users/{u}", variant: "alice", req: fixed(reqGET("/v1/users/alice")),
-			want: allow("200", grpSysAdmins+" admin cfs cft jwt "+grpReaderToks)},
+			want: allow("200", grpSysAdmins+" admin cfs cft jwt unrestricted "+grpReaderToks)},
 		{route: "GET /v1/users/{u}", variant: "bob", req: fixed(reqGET("/v1/users/bob")),
 			want: allow("200", grpSysAdmins+" member")},
 		{route: "PATCH /v1/users/{u}", req: func(t *testing.T, f *matrixEnv) matrixReq {
@@ -247,19 +257,32 @@ func matrixRows() []matrixRow {
 		}, want: allow("204", grpSysAdmins)},
 
 		{route: "GET /v1/projects/{p}/roles", req: fixed(reqGET("/v1/projects/p1/roles")), want: allow("200", grpReaders)},
+		// Admission is the system admin's: a project admin changes roles
+		// of users already in its project, and one outside it does not
+		// exist for it. Roles are management writes: no restricted token.
 		{route: "PUT /v1/projects/{p}/roles/{u}/{role}", req: func(t *testing.T, f *matrixEnv) matrixReq {
 			return reqPUT("/v1/projects/p1/roles/" + f.newUser(t, "") + "/reader")
-		}, want: allow("200", grpManagers)},
+		}, want: allow("200", grpSysAdmins).and("404 not_found", "admin unrestricted")},
+		{route: "PUT /v1/projects/{p}/roles/{u}/{role}", variant: "admitted user", req: func(t *testing.T, f *matrixEnv) matrixReq {
+			return reqPUT("/v1/projects/p1/roles/" + f.newUser(t, "reader") + "/member")
+		}, want: allow("200", grpAdmins)},
+		// frank is admin on p2: p2 is not a way into p1.
+		{route: "PUT /v1/projects/{p}/roles/{u}/{role}", variant: "p2's admin", req: func(t *testing.T, f *matrixEnv) matrixReq {
+			return reqPUT("/v1/projects/p2/roles/" + f.newUser(t, "reader") + "/reader")
+		}, want: allow("200", grpSysAdmins).and("404 not_found", "admin twoproj")},
 		{route: "DELETE /v1/projects/{p}/roles/{u}/{role}", req: func(t *testing.T, f *matrixEnv) matrixReq {
 			return reqDELETE("/v1/projects/p1/roles/" + f.newUser(t, "reader") + "/reader")
-		}, want: allow("204", grpManagers)},
+		}, want: allow("204", grpAdmins)},
 
 		// A member may issue credentials to itself; tokens may not issue
 		// credentials at all unless unrestricted.
 		{route: "POST /v1/projects/{p}/credentials", variant: "for bob", req: fixed(reqPOST("/v1/projects/p1/credentials", `{"type":"access-token","user":"bob"}`)),
-			want: allow("201", grpSysAdmins+" admin member")},
+			want: allow("201", grpAdmins+" member")},
 		{route: "POST /v1/projects/{p}/credentials", variant: "for carol", req: fixed(reqPOST("/v1/projects/p1/credentials", `{"type":"access-token","user":"carol"}`)),
-			want: allow("201", grpSysAdmins+" admin")},
+			want: allow("201", grpAdmins)},
+		// gus was removed from p1: nobody issues him credentials there.
+		{route: "POST /v1/projects/{p}/credentials", variant: "for gus", req: fixed(reqPOST("/v1/projects/p1/credentials", `{"type":"access-token","user":"gus"}`)),
+			want: allow("403 forbidden", "")},
 		{route: "GET /v1/projects/{p}/credentials", req: fixed(reqGET("/v1/projects/p1/credentials")), want: allow("200", grpReaders)},
 		{route: "GET /v1/credentials", req: fixed(reqGET("/v1/credentials")), want: allow("200", grpUsers)},
 		{route: "GET /v1/credentials/{id}", req: func(t *testing.T, f *matrixEnv) matrixReq {
@@ -269,18 +292,19 @@ func matrixRows() []matrixRow {
 		// token may.
 		{route: "POST /v1/credentials/{id}/rotate", req: func(t *testing.T, f *matrixEnv) matrixReq {
 			return reqPOST("/v1/credentials/"+f.newBobCredential(t)+"/rotate", "")
-		}, want: allow("200", grpSysAdmins+" admin member")},
+		}, want: allow("200", grpAdmins+" member")},
 		{route: "POST /v1/credentials/{id}/revoke", req: func(t *testing.T, f *matrixEnv) matrixReq {
 			return reqPOST("/v1/credentials/"+f.newBobCredential(t)+"/revoke", "")
-		}, want: allow("200", grpSysAdmins+" admin member")},
+		}, want: allow("200", grpAdmins+" member")},
 		{route: "DELETE /v1/credentials/{id}", req: func(t *testing.T, f *matrixEnv) matrixReq {
 			return reqDELETE("/v1/credentials/" + f.newBobCredential(t))
-		}, want: allow("204", grpSysAdmins+" admin member")},
+		}, want: allow("204", grpAdmins+" member")},
 
+		// Saving a rule is a management write; listing is a read.
 		{route: "POST /v1/access-rules", req: fixed(reqPOST("/v1/access-rules", `{"service":"svc","method":"GET","path":"/x/*"}`)),
-			want: allow("201", grpSysAdmins+" admin member cfs cft jwt")},
+			want: allow("201", grpAdmins+" member twoproj")},
 		{route: "GET /v1/access-rules", req: fixed(reqGET("/v1/access-rules")),
-			want: allow("200", grpSysAdmins+" admin member cfs cft jwt")},
+			want: allow("200", grpManagers+" member twoproj")},
 		// A saved rule made by bob: only a system admin or its creator
 		// deletes it.
 		{route: "DELETE /v1/access-rules/{id}", req: func(t *testing.T, f *matrixEnv) matrixReq {
@@ -299,13 +323,13 @@ func matrixRows() []matrixRow {
 		// restricted tokens may not.
 		{route: "DELETE /v1/sessions/{id}", variant: "bob's access-token session", req: func(t *testing.T, f *matrixEnv) matrixReq {
 			return reqDELETE("/v1/sessions/" + f.newBobSession(t, daemon.CredAccessToken))
-		}, want: allow("204", grpSysAdmins+" admin member")},
+		}, want: allow("204", grpAdmins+" member")},
 
 		// The client authenticates in the form; an Authorization: Bearer
 		// header is a wrong client authentication (RFC 6749 §2.3).
 		{route: "POST /oauth2/token", req: func(t *testing.T, f *matrixEnv) matrixReq {
 			return reqForm("/oauth2/token", url.Values{"grant_type": {"client_credentials"}, "client_id": {f.clientID}, "client_secret": {f.bearer["cfo"]}})
-		}, want: everyone("401 invalid_client").and("200", grpSysAdmins+" admin member reader norole anon disabled vm")},
+		}, want: everyone("401 invalid_client").and("200", grpSysAdmins+" admin member reader norole anon disabled vm twoproj exrole")},
 		// A client whose credential is no longer usable gets nowhere,
 		// whoever asks.
 		{route: "POST /oauth2/token", variant: "expired client", req: matrixBadClient("expired"), want: everyone("401 invalid_client")},
@@ -489,6 +513,8 @@ func (f *matrixEnv) serve(t *testing.T, dir string, log *slog.Logger) {
 		"carol":  matrixUnixPrincipal(1003, 1003),
 		"dave":   matrixUnixPrincipal(1004, 1004),
 		"dis":    matrixUnixPrincipal(1006, 1006),
+		"frank":  matrixUnixPrincipal(1007, 1007),
+		"gus":    matrixUnixPrincipal(1008, 1008),
 		"anon":   matrixUnixPrincipal(5555, 5555),
 	}
 	var wg sync.WaitGroup
@@ -535,7 +561,7 @@ func (f *matrixEnv) serve(t *testing.T, dir string, log *slog.Logger) {
 
 	for p, conn := range map[string]string{
 		"root": "root", "admgrp": "admgrp", "admin": "alice", "member": "bob", "reader": "carol",
-		"norole": "dave", "anon": "anon", "disabled": "dis", "vm": "vm",
+		"norole": "dave", "anon": "anon", "disabled": "dis", "vm": "vm", "twoproj": "frank", "exrole": "gus",
 	} {
 		f.conn[p] = conn
 	}
@@ -653,7 +679,8 @@ func (f *matrixEnv) setup(t *testing.T) {
 		uid  uint32
 		cid  uint32
 		role string
-	}{{"alice", 1001, 0, "admin"}, {"bob", 1002, 0, "member"}, {"carol", 1003, 0, "reader"}, {"dave", 1004, 0, ""}, {"dis", 1006, 0, "admin"}, {"vm", 0, 42, "reader"}}
+	}{{"alice", 1001, 0, "admin"}, {"bob", 1002, 0, "member"}, {"carol", 1003, 0, "reader"}, {"dave", 1004, 0, ""}, {"dis", 1006, 0, "admin"}, {"vm", 0, 42, "reader"},
+		{"frank", 1007, 0, "reader"}, {"gus", 1008, 0, "member"}}
 	for _, u := range users {
 		in := daemon.UserInput{Name: u.name}
 		if u.uid != 0 {
@@ -670,10 +697,14 @@ func (f *matrixEnv) setup(t *testing.T) {
 		}
 	}
 	f.setRole(t, "p2", "alice", "admin")
+	f.setRole(t, "p2", "frank", "admin")
+	if err := f.svc.RemoveRole(ctx, f.root(t, daemon.ActManageRoles, daemon.Resource{Project: "p1"}), "gus", "member"); err != nil {
+		t.Fatal(err)
+	}
 
 	f.secret = f.newSecret(t)
 	f.rotSecret = f.newSecret(t)
-	if _, err := f.svc.CreateBinding(ctx, f.root(t, daemon.ActManageSecret, daemon.Resource{Secret: f.secret}),
+	if _, err := f.svc.CreateBinding(ctx, f.root(t, daemon.ActManageBindings, daemon.Resource{Secret: f.secret}),
 		daemon.BindingInput{User: "vm", Name: "vm-secret"}); err != nil {
 		t.Fatal(err)
 	}
@@ -690,6 +721,8 @@ func (f *matrixEnv) setup(t *testing.T) {
 	f.bearer["cfs"] = cfs
 	_, cft := f.credential(t, "p1", daemon.CredentialInput{Type: daemon.CredAccessToken, User: "alice"})
 	f.bearer["cft"] = cft.Token
+	_, unres := f.credential(t, "p1", daemon.CredentialInput{Type: daemon.CredAccessToken, User: "alice", Unrestricted: true})
+	f.bearer["unrestricted"] = unres.Token
 	_, cftReader := f.credential(t, "p1", daemon.CredentialInput{Type: daemon.CredAccessToken, User: "alice", Roles: []string{"reader"}})
 	f.bearer["cft-reader"] = cftReader.Token
 	_, cfo := f.credential(t, "p1", daemon.CredentialInput{Type: daemon.CredOAuth2, User: "alice"})
@@ -767,7 +800,7 @@ func (f *matrixEnv) setup(t *testing.T) {
 
 func (f *matrixEnv) setRole(t *testing.T, project, user, role string) {
 	t.Helper()
-	if _, err := f.svc.SetRole(f.ctx, f.root(t, daemon.ActManageProject, daemon.Resource{Project: project}), user, role); err != nil {
+	if _, err := f.svc.SetRole(f.ctx, f.root(t, daemon.ActManageRoles, daemon.Resource{Project: project}), user, role); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -797,7 +830,7 @@ func (f *matrixEnv) newSecret(t *testing.T) string {
 // binding's id.
 func (f *matrixEnv) newBinding(t *testing.T) string {
 	t.Helper()
-	b, err := f.svc.CreateBinding(f.ctx, f.root(t, daemon.ActManageSecret, daemon.Resource{Secret: f.secret}),
+	b, err := f.svc.CreateBinding(f.ctx, f.root(t, daemon.ActManageBindings, daemon.Resource{Secret: f.secret}),
 		daemon.BindingInput{User: "carol", Name: f.name("b")})
 	if err != nil {
 		t.Fatal(err)

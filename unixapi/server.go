@@ -44,7 +44,7 @@ type Backend interface {
 	CreateBinding(ctx context.Context, g daemon.Grant, in daemon.BindingInput) (daemon.Binding, error)
 	ListBindings(ctx context.Context, g daemon.Grant) ([]daemon.Binding, error)
 	DeleteBinding(ctx context.Context, g daemon.Grant, id string) error
-	Deliver(ctx context.Context, p daemon.Principal, name, key string) (daemon.Delivery, error)
+	Deliver(ctx context.Context, p daemon.Principal, req daemon.DeliveryRequest) (daemon.Delivery, error)
 
 	BackupBackend
 }

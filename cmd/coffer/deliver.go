@@ -19,9 +19,10 @@ not it exists.`,
 	Flags: []cli.Flag{
 		&cli.StringFlag{Name: "output-file", Aliases: []string{"o"}, Usage: "write the payload to `FILE` (mode 0600)"},
 		&cli.StringFlag{Name: "key", Usage: "fetch the secret's key_values entry `KEY` instead of its payload"},
+		&cli.StringFlag{Name: "project", Usage: "the `PROJECT` whose binding to use, when NAME is bound to you in several"},
 	},
 	Action: withArg("NAME", func(c *cli.Context, cl *unixapi.Client, name string) error {
-		payload, err := cl.DeliverKey(c.Context, name, c.String("key"))
+		payload, err := cl.DeliverFrom(c.Context, name, c.String("key"), c.String("project"))
 		if err != nil {
 			return err
 		}

@@ -1,0 +1,280 @@
+package e2e
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/coffer-hsm/coffer/unixapi"
+)
+
+// tenantHost is a daemon whose socket other uids reach, with two tenants:
+// project alpha (admin: uid 4601) and project beta (admin: uid 4602, its
+// workload web: uid 4603, admitted by the system admin as reader).
+type tenantHost struct {
+	*daemonProc
+	bin, sock string
+}
+
+const (
+	uidAlphaAdmin = 4601
+	uidBetaAdmin  = 4602
+	uidWeb        = 4603
+	uidStranger   = 4604 // bound to no user
+)
+
+func newTenantHost(t *testing.T) *tenantHost {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to run the CLI as other uids (setpriv)")
+	}
+	if _, err := exec.LookPath("setpriv"); err != nil {
+		t.Fatalf("setpriv (util-linux) is required: %v", err)
+	}
+	pub := publicDir(t)
+	h := &tenantHost{bin: filepath.Join(pub, "coffer"), sock: filepath.Join(pub, "c.sock")}
+	copyFile(t, cofferBin, h.bin, 0o755)
+	h.daemonProc = startDaemon(t, workDir(t), "--socket", h.sock, "--socket-mode", "0666")
+	for _, p := range []string{"alpha", "beta"} {
+		h.mustAPI(t, "POST", "/v1/projects", map[string]string{"name": p}, http.StatusCreated, nil)
+	}
+	for name, uid := range map[string]int{"alpha-admin": uidAlphaAdmin, "beta-admin": uidBetaAdmin, "web": uidWeb} {
+		h.mustAPI(t, "POST", "/v1/users", map[string]any{"name": name, "kind": "workload", "unix_uids": []int{uid}}, http.StatusCreated, nil)
+	}
+	h.setRole(t, "alpha", "alpha-admin", "admin")
+	h.setRole(t, "beta", "beta-admin", "admin")
+	h.setRole(t, "beta", "web", "reader")
+	return h
+}
+
+// as runs the coffer CLI as uid (setpriv: real uid, gid, no groups) and
+// returns its exit code, stdout and stderr.
+func (h *tenantHost) as(t *testing.T, uid int, stdin string, args ...string) (int, string, string) {
+	t.Helper()
+	id := strconv.Itoa(uid)
+	cmd := exec.Command("setpriv", append([]string{"--reuid=" + id, "--regid=" + id, "--clear-groups", "--", h.bin, "-o", "json"}, args...)...)
+	cmd.Env = cleanEnv("COFFER_SOCKET=" + h.sock)
+	cmd.Stdin = strings.NewReader(stdin)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return 0, out.String(), errb.String()
+	case errors.As(err, &ee):
+		return ee.ExitCode(), out.String(), errb.String()
+	}
+	t.Fatalf("run as uid %d: %v", uid, err)
+	return 0, "", ""
+}
+
+// must runs the CLI as uid and fails unless it exits 0.
+func (h *tenantHost) must(t *testing.T, uid int, stdin string, args ...string) string {
+	t.Helper()
+	code, out, errs := h.as(t, uid, stdin, args...)
+	if code != 0 {
+		t.Fatalf("uid %d: coffer %s: exit %d\n%s%s", uid, strings.Join(args, " "), code, out, errs)
+	}
+	return out
+}
+
+// wantExit runs the CLI as uid and checks its exit code and that stderr
+// names code.
+func (h *tenantHost) wantExit(t *testing.T, uid, exit int, code string, args ...string) string {
+	t.Helper()
+	got, out, errs := h.as(t, uid, "", args...)
+	if got != exit || !strings.Contains(errs, "("+code+")") {
+		t.Errorf("uid %d: coffer %s: exit %d, stderr %q; want exit %d (%s)", uid, strings.Join(args, " "), got, errs, exit, code)
+	}
+	return errs + out
+}
+
+// curl GETs path over the socket as uid with curl, a client of its own,
+// and returns the body.
+func (h *tenantHost) curl(t *testing.T, uid int, path string) string {
+	t.Helper()
+	id := strconv.Itoa(uid)
+	out, err := exec.Command("setpriv", "--reuid="+id, "--regid="+id, "--clear-groups", "--",
+		"curl", "-sS", "--fail-with-body", "--unix-socket", h.sock, "http://coffer"+path).Output()
+	if err != nil {
+		t.Fatalf("uid %d: GET %s: %v\n%s", uid, path, err, out)
+	}
+	return string(out)
+}
+
+// secret creates a secret in project as uid (its admin) and returns its id.
+func (h *tenantHost) secret(t *testing.T, uid int, project, payload string) string {
+	t.Helper()
+	var s unixapi.Secret
+	out := h.must(t, uid, payload, "secret", "create", "--project", project, "--display-name", "db", "--payload-file", "-")
+	if err := json.Unmarshal([]byte(out), &s); err != nil || s.ID == "" {
+		t.Fatalf("secret create: %v\n%s", err, out)
+	}
+	return s.ID
+}
+
+// Finding 1 (cross-tenant delivery squatting) and 2 (a project admin
+// acting as any user on the host), as the tenants themselves would try
+// it: a project admin cannot admit another tenant's workload, bind to it,
+// or issue it credentials; delivery names are per project, so one tenant
+// neither takes nor learns another's; a binding delivers only while its
+// user holds a role on the secret's project.
+func TestTenantsStayApart(t *testing.T) {
+	t.Parallel()
+	h := newTenantHost(t)
+	alphaSecret := h.secret(t, uidAlphaAdmin, "alpha", "ALPHA-PAYLOAD")
+	betaSecret := h.secret(t, uidBetaAdmin, "beta", "BETA-PAYLOAD")
+
+	// alpha's admin tries to take beta's workload: an unknown user to it,
+	// word for word like a name that does not exist.
+	foreign := h.wantExit(t, uidAlphaAdmin, 1, "not_found", "role", "set", "alpha", "web", "reader")
+	unknown := h.wantExit(t, uidAlphaAdmin, 1, "not_found", "role", "set", "alpha", "no-such-user", "reader")
+	if strings.ReplaceAll(unknown, "no-such-user", "web") != foreign {
+		t.Errorf("a foreign user and an unknown one answer differently:\n%s\n%s", foreign, unknown)
+	}
+	h.wantExit(t, uidAlphaAdmin, 1, "not_found", "secret", "bind", alphaSecret, "--user", "web", "--as", "dbpass")
+	h.wantExit(t, uidAlphaAdmin, 1, "forbidden", "cred", "create", "--project", "alpha", "--type", "oauth2", "--user", "web")
+
+	// beta binds its own workload; web receives beta's payload.
+	h.must(t, uidBetaAdmin, "", "secret", "bind", betaSecret, "--user", "web", "--as", "dbpass")
+	if out := h.must(t, uidWeb, "", "deliver", "dbpass"); out != "BETA-PAYLOAD" {
+		t.Fatalf("web's delivery: %q", out)
+	}
+
+	// The system admin admits web to alpha as well: alpha may now bind the
+	// same name without a 409 that would reveal beta's binding, and web
+	// says which project it means.
+	h.setRole(t, "alpha", "web", "reader")
+	h.must(t, uidAlphaAdmin, "", "secret", "bind", alphaSecret, "--user", "web", "--as", "dbpass")
+	h.wantExit(t, uidWeb, 1, "delivery_ambiguous", "deliver", "dbpass")
+	if out := h.must(t, uidWeb, "", "deliver", "dbpass", "--project", "beta"); out != "BETA-PAYLOAD" {
+		t.Errorf("web's delivery from beta: %q", out)
+	}
+	if out := h.must(t, uidWeb, "", "deliver", "dbpass", "--project", "alpha"); out != "ALPHA-PAYLOAD" {
+		t.Errorf("web's delivery from alpha: %q", out)
+	}
+	// alpha's admin removes web again: alpha's binding is gone with the
+	// role and web's name is beta's alone.
+	h.must(t, uidAlphaAdmin, "", "role", "remove", "alpha", "web", "reader")
+	h.wantExit(t, uidWeb, 1, "not_found", "deliver", "dbpass", "--project", "alpha")
+	if out := h.must(t, uidWeb, "", "deliver", "dbpass"); out != "BETA-PAYLOAD" {
+		t.Errorf("web's delivery after leaving alpha: %q", out)
+	}
+	// alpha's admin cannot bring web back either.
+	h.wantExit(t, uidAlphaAdmin, 1, "not_found", "role", "set", "alpha", "web", "admin")
+
+	// A stranger's uid learns nothing.
+	h.wantExit(t, uidStranger, 1, "not_found", "deliver", "dbpass")
+}
+
+// Finding 3: a token that is not unrestricted makes no management write,
+// even its user's role is admin: no role, binding, rule or credential.
+// Finding 2's other half: a token sees its user only inside its project.
+func TestRestrictedTokensStayRestricted(t *testing.T) {
+	t.Parallel()
+	h := newTenantHost(t)
+	h.setRole(t, "alpha", "web", "reader") // web is in two projects now
+	betaSecret := h.secret(t, uidBetaAdmin, "beta", "BETA-PAYLOAD")
+	restricted := h.newCred(t, "beta", map[string]any{"type": "access-token", "user": "beta-admin"}).Token
+	for _, w := range []struct {
+		method, path string
+		body         any
+	}{
+		{"PUT", "/v1/projects/beta/roles/web/admin", nil},
+		{"DELETE", "/v1/projects/beta/roles/web/reader", nil},
+		{"POST", "/v1/secrets/" + betaSecret + "/bindings", map[string]string{"user": "web", "name": "x"}},
+		{"POST", "/v1/access-rules", map[string]string{"service": "s", "method": "GET", "path": "/"}},
+		{"POST", "/v1/projects/beta/credentials", map[string]string{"type": "access-token"}},
+	} {
+		wantError(t, h.bearer(t, restricted, w.method, w.path, w.body), http.StatusForbidden, "forbidden")
+	}
+	// The secret operations its role allows still work.
+	h.mustBearer(t, restricted, "POST", "/v1/secrets/"+betaSecret+"/rotate", map[string]string{"payload": b64([]byte("NEW"))}, http.StatusOK, nil)
+
+	// web's token for beta reads web without its alpha role or its uid.
+	webTok := h.newCred(t, "beta", map[string]any{"type": "access-token", "user": "web"}).Token
+	var u unixapi.User
+	h.mustBearer(t, webTok, "GET", "/v1/users/web", nil, http.StatusOK, &u)
+	if len(u.Roles) != 1 || u.Roles[0].Project != "beta" || len(u.UnixUIDs) != 0 {
+		t.Errorf("web through its beta token: roles %+v, uids %v", u.Roles, u.UnixUIDs)
+	}
+}
+
+// Finding 7: a list's cursor carries only ids the caller may see, and a
+// user name that does not exist answers like one outside the project.
+func TestListCursorsDoNotLeak(t *testing.T) {
+	t.Parallel()
+	h := newTenantHost(t)
+	h.setRole(t, "alpha", "web", "reader")
+	var betaIDs []string
+	for range 3 {
+		betaIDs = append(betaIDs, h.newCred(t, "beta", map[string]any{"type": "access-token", "user": "web"}).ID)
+	}
+	alphaID := h.newCred(t, "alpha", map[string]any{"type": "access-token", "user": "web"}).ID
+	var seen []string
+	after := ""
+	for range 10 {
+		path := "/v1/projects/alpha/credentials?user=web&limit=1"
+		if after != "" {
+			path += "&after=" + after
+		}
+		var page struct {
+			Items []unixapi.Credential `json:"items"`
+			Next  string               `json:"next"`
+		}
+		out := h.curl(t, uidAlphaAdmin, path)
+		if err := json.Unmarshal([]byte(out), &page); err != nil {
+			t.Fatalf("GET %s: %v\n%s", path, err, out)
+		}
+		for _, c := range page.Items {
+			seen = append(seen, c.ID)
+		}
+		for _, id := range betaIDs {
+			if strings.Contains(out, id) {
+				t.Fatalf("alpha's admin sees beta's credential id %s in %s", id, out)
+			}
+		}
+		if page.Next == "" {
+			break
+		}
+		after = page.Next
+	}
+	if len(seen) != 1 || seen[0] != alphaID {
+		t.Errorf("listed %v, want only %s", seen, alphaID)
+	}
+	unknown := h.curl(t, uidAlphaAdmin, "/v1/projects/alpha/credentials?user=no-such-user")
+	outside := h.curl(t, uidAlphaAdmin, "/v1/projects/alpha/credentials?user=beta-admin")
+	if unknown != outside {
+		t.Errorf("an unknown user and one outside the project answer differently:\n%s\n%s", unknown, outside)
+	}
+}
+
+// Finding 6: introspection and /v1/authorize count failed token checks
+// into the same per-caller limit as every other token check.
+func TestEveryTokenCheckCountsFailures(t *testing.T) {
+	t.Parallel()
+	h := newTenantHost(t)
+	bad := "cft_" + strings.Repeat("A", 70) // well formed enough to be looked up
+	for _, cmd := range [][]string{{"introspect", bad}, {"authorize", "--service", "s", "--method", "GET", "--path", "/", "--token", bad}} {
+		uid := uidStranger
+		if cmd[0] == "authorize" {
+			uid++ // a caller of its own
+		}
+		var last string
+		for range 12 {
+			_, out, errs := h.as(t, uid, "", cmd...)
+			last = out + errs
+		}
+		if !strings.Contains(last, "rate_limited") {
+			t.Errorf("%s: after 12 bad tokens from one uid: %s; want rate_limited", cmd[0], last)
+		}
+	}
+}
