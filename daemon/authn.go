@@ -229,6 +229,9 @@ func (s *Service) authenticateCredential(tx *kv.Txn, tok ParsedToken, wantType s
 	if cred.Type != wantType {
 		return cred, user, badToken("credential is a " + cred.Type)
 	}
+	if err := withUse(tx, &cred); err != nil {
+		return cred, user, err
+	}
 	if err := tx.Get(tableUsers, cred.UserID, &user); err != nil {
 		if errors.Is(err, kv.ErrNotFound) {
 			return cred, user, badToken("user gone")
@@ -241,11 +244,11 @@ func (s *Service) authenticateCredential(tx *kv.Txn, tok ParsedToken, wantType s
 	return cred, user, nil
 }
 
-// countAuthn records one authentication of cred.
+// countAuthn records one authentication of cred (read with withUse).
 func countAuthn(tx *kv.Txn, cred *credentialRecord, now time.Time) error {
 	cred.AuthnCount++
 	cred.LastUsedAt = &now
-	return tx.Put(tableCredentials, cred.ID, *cred, cred.indexes()...)
+	return tx.Put(tableCredentialUse, cred.ID, credentialUse{AuthnCount: cred.AuthnCount, LastUsedAt: cred.LastUsedAt})
 }
 
 // newSession makes the session an authentication of cred creates.

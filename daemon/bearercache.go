@@ -26,10 +26,11 @@ type bearerInfo struct {
 // bearerCache keeps bearerInfo of recently used tokens, so the request
 // path does not read the store (six records and a rule compilation) for
 // every call. An entry is used only while the identity generation it was
-// read at is current: every write that could end or narrow a token — a
-// rotation, revocation or deletion of a credential, a session revoked or
-// swept, a user changed or deleted, a role changed, a project deleted —
-// bumps the generation, which empties the cache in effect.
+// read at is current: every commit that replaces or deletes a record a
+// token depends on — a credential rotated, revoked or deleted, a session
+// revoked or swept, a user changed or deleted, a role changed, a project
+// deleted — bumps the generation (caches.go), which empties the cache in
+// effect.
 type bearerCache struct {
 	mu  sync.RWMutex
 	m   map[[32]byte]*bearerInfo
@@ -67,9 +68,6 @@ func (c *bearerCache) put(k [32]byte, b *bearerInfo) {
 	}
 	c.m[k] = b
 }
-
-// identityChanged ends every cached bearer resolution.
-func (s *Service) identityChanged() { s.idGen.Add(1) }
 
 // cacheKey is the public token id for opaque tokens (the secret is
 // checked against the entry's verifier) and a hash of the whole token for

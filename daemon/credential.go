@@ -135,6 +135,9 @@ type Issued struct {
 }
 
 func (s *Service) credentialView(tx *kv.Txn, r credentialRecord, now time.Time) (Credential, error) {
+	if err := withUse(tx, &r); err != nil {
+		return Credential{}, err
+	}
 	var u userRecord
 	var p projectRecord
 	if err := tx.Get(tableUsers, r.UserID, &u); err != nil {
@@ -361,7 +364,6 @@ func (s *Service) CreateCredential(ctx context.Context, g Grant, in CredentialIn
 	if err != nil {
 		return Credential{}, Issued{}, storeErr(err)
 	}
-	s.countsChanged()
 	s.log.Info("credential created", "credential", out.ID, "name", out.Name, "type", out.Type, "user", out.User, "project", out.Project, "token_id", out.TokenID, "by", g.principal.String())
 	return out, issued, nil
 }
@@ -566,7 +568,6 @@ func (s *Service) RotateCredential(ctx context.Context, g Grant, in CredentialRo
 	if err != nil {
 		return Credential{}, Issued{}, storeErr(err)
 	}
-	s.identityChanged()
 	s.log.Info("credential rotated", "credential", out.ID, "name", out.Name, "token_id", out.TokenID, "grace", in.Grace.String(), "by", g.principal.String())
 	return out, issued, nil
 }
@@ -603,7 +604,6 @@ func (s *Service) RevokeCredential(ctx context.Context, g Grant) (Credential, er
 	if err != nil {
 		return Credential{}, storeErr(err)
 	}
-	s.identityChanged()
 	s.log.Info("credential revoked", "credential", out.ID, "name", out.Name, "by", g.principal.String())
 	return out, nil
 }
@@ -626,8 +626,6 @@ func (s *Service) DeleteCredential(ctx context.Context, g Grant) error {
 	if err != nil {
 		return storeErr(err)
 	}
-	s.countsChanged()
-	s.identityChanged()
 	s.log.Info("credential deleted", "credential", g.credentialID, "by", g.principal.String())
 	return nil
 }
@@ -644,7 +642,36 @@ func deleteCredential(tx *kv.Txn, rec credentialRecord, now time.Time) error {
 	if err := endCredential(tx, rec, now); err != nil {
 		return err
 	}
+	if err := tx.Delete(tableCredentialUse, rec.ID); err != nil && !errors.Is(err, kv.ErrNotFound) {
+		return err
+	}
 	return tx.Delete(tableCredentials, rec.ID)
+}
+
+// tableCredentialUse keeps each credential's usage counters apart from the
+// credential itself: an authentication counts in a record of its own, so
+// that it changes nothing the bearer cache depends on (a credential's
+// type, expiry and revocation) and does not end every cached token.
+const tableCredentialUse = "credential_use"
+
+type credentialUse struct {
+	AuthnCount int        `json:"authn_count"`
+	LastUsedAt *time.Time `json:"last_used_at,omitempty"`
+}
+
+// withUse reads rec's usage counters into it. A credential that has none
+// yet keeps what its own record says (counters from before they moved).
+func withUse(tx *kv.Txn, rec *credentialRecord) error {
+	var u credentialUse
+	err := tx.Get(tableCredentialUse, rec.ID, &u)
+	if errors.Is(err, kv.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	rec.AuthnCount, rec.LastUsedAt = u.AuthnCount, u.LastUsedAt
+	return nil
 }
 
 // dropCredentialsBeyond deletes the user's credentials in a project whose

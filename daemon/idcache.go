@@ -13,7 +13,7 @@ import (
 // identity generation loaded before the read, and used only while it is
 // current, under the same rule as the bearer cache: every write that
 // changes or removes one of these records bumps the generation once it has
-// committed (identityChanged). Only found records are kept.
+// committed (caches.go). Only found records are kept.
 type idRecords struct {
 	users    genMap[userRecord]
 	projects genMap[projectRecord]

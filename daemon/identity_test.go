@@ -574,7 +574,7 @@ func TestBearerCache(t *testing.T) {
 	if d, err := e.svc.AuthorizeCall(ctx, iss3.Token, "svc", "GET", "/x"); err != nil || !d.Allowed {
 		t.Fatalf("cached decision: %+v %v", d, err)
 	}
-	e.svc.identityChanged()
+	e.svc.committed(kv.Commit{Changed: []string{tableUsers}}) // as a commit that changed a user tells it
 	if _, err := e.svc.AuthorizeCall(ctx, iss3.Token, "svc", "GET", "/x"); CodeOf(err) != CodeStoreUnavailable {
 		t.Fatalf("after an identity change the cache answered: %v", err)
 	}

@@ -114,7 +114,6 @@ func (s *Service) Sweep(ctx context.Context) (int, error) {
 			return total, err
 		}
 		total += len(sessions) + len(tokens)
-		s.identityChanged()
 		if len(sessions) < batch && len(tokens) < batch {
 			return total, nil
 		}

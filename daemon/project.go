@@ -125,7 +125,6 @@ func (s *Service) CreateProject(ctx context.Context, g Grant, name string) (Proj
 	if err != nil {
 		return Project{}, storeErr(err)
 	}
-	s.countsChanged()
 	s.log.Info("project created", "project", rec.Name, "id", rec.ID, "by", g.principal.String())
 	return rec.view(), nil
 }
@@ -214,8 +213,6 @@ func (s *Service) DeleteProject(ctx context.Context, g Grant, ref string) error 
 	if err != nil {
 		return storeErr(err)
 	}
-	s.countsChanged()
-	s.identityChanged()
 	s.log.Info("project deleted", "project", rec.Name, "id", rec.ID, "by", g.principal.String())
 	return nil
 }

@@ -195,8 +195,6 @@ func (s *Service) SetRole(ctx context.Context, g Grant, userRef, role string) (P
 	if err != nil {
 		return ProjectRole{}, storeErr(err)
 	}
-	s.countsChanged()
-	s.identityChanged()
 	s.log.Info("role set", "user", user.Name, "project", g.project.Name, "role", r.String(), "credentials_deleted", dropped, "by", g.principal.String())
 	return ProjectRole{ProjectID: g.project.ID, Project: g.project.Name, UserID: user.ID, User: user.Name, Role: r.String()}, nil
 }
@@ -235,8 +233,6 @@ func (s *Service) RemoveRole(ctx context.Context, g Grant, userRef, role string)
 	if err != nil {
 		return storeErr(err)
 	}
-	s.countsChanged()
-	s.identityChanged()
 	s.log.Info("role removed", "user", user.Name, "project", g.project.Name, "role", r.String(), "credentials_deleted", dropped, "by", g.principal.String())
 	return nil
 }

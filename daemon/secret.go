@@ -263,7 +263,6 @@ func (s *Service) createSecret(ctx context.Context, g Grant, in SecretInput, als
 	if err != nil {
 		return Secret{}, storeErr(err)
 	}
-	s.countsChanged()
 	s.log.Info("secret created", append([]any{"secret", rec.ID, "project", g.project.Name, "version", rec.Version, "by", g.principal.String()}, logAttrs...)...)
 	return rec.view(g.project.Name, now), nil
 }
@@ -306,7 +305,6 @@ func (s *Service) RotateSecret(ctx context.Context, g Grant, in RotateInput) (Se
 	if err := g.require(ActManageSecret); err != nil {
 		return Secret{}, err
 	}
-	defer s.secretsChanged()
 	if err := checkPayload(in.Payload); err != nil {
 		return Secret{}, err
 	}
@@ -407,7 +405,6 @@ func (s *Service) RevokeSecret(ctx context.Context, g Grant) (Secret, error) {
 	if err := g.require(ActManageSecret); err != nil {
 		return Secret{}, err
 	}
-	defer s.secretsChanged()
 	var rec secretRecord
 	now := s.now()
 	err := s.store.Update(ctx, func(tx *kv.Txn) error {
@@ -438,7 +435,6 @@ func (s *Service) DeleteSecret(ctx context.Context, g Grant) error {
 	if err := g.require(ActManageSecret); err != nil {
 		return err
 	}
-	defer s.secretsChanged()
 	err := s.store.Update(ctx, func(tx *kv.Txn) error {
 		if err := tx.Delete(tableSecrets, g.secretID); err != nil {
 			return err
@@ -459,7 +455,6 @@ func (s *Service) DeleteSecret(ctx context.Context, g Grant) error {
 	if err := s.store.Update(ctx, func(tx *kv.Txn) error { return deleteBindingsOf(tx, g.secretID) }); err != nil {
 		return storeErr(err)
 	}
-	s.countsChanged()
 	s.log.Info("secret deleted", "secret", g.secretID, "project", g.project.Name, "by", g.principal.String())
 	return nil
 }

@@ -5,10 +5,10 @@ import "sync"
 // secretCache keeps the metadata records of recently read secrets, so that
 // authorizing a read of a secret does not read and decode it from the
 // store every time. An entry is used only while the secrets generation it
-// was read at is current: every write that changes or removes an existing
-// secret record (rotate, revoke, delete) bumps the generation once it has
-// committed, which empties the cache in effect. A creation needs no bump:
-// only records that were found are kept, and ids are never reused.
+// was read at is current: every commit that replaces or removes an
+// existing secret record bumps it (caches.go), which empties the cache in
+// effect. A creation needs no bump: only records that were found are
+// kept, and ids are never reused.
 type secretCache struct {
 	mu  sync.RWMutex
 	m   map[string]secretEntry
@@ -54,7 +54,3 @@ func (c *secretCache) put(rec secretRecord, gen uint64) {
 	}
 	c.m[rec.ID] = secretEntry{rec: rec, gen: gen}
 }
-
-// secretsChanged ends every cached secret record. Writers call it after
-// their transaction has ended (committed or not).
-func (s *Service) secretsChanged() { s.secGen.Add(1) }

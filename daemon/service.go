@@ -59,6 +59,9 @@ type Store interface {
 	Check(ctx context.Context) error
 	Backup(ctx context.Context, w io.Writer) error
 	Close() error
+	// OnCommit has fn told which tables each commit wrote, before the
+	// commit's Updates return.
+	OnCommit(fn func(kv.Commit))
 }
 
 // Config configures a Service.
@@ -116,7 +119,7 @@ type Service struct {
 	probe    probe
 	idGen    atomic.Uint64
 	bearers  bearerCache
-	secGen   atomic.Uint64 // secretsChanged
+	secGen   atomic.Uint64 // see caches.go
 	secrets  secretCache
 	ids      idRecords // shared records of bearer resolutions
 	rules    ruleSets  // compiled rule sets and role lists, shared by bearer resolutions
@@ -208,6 +211,9 @@ func New(ctx context.Context, cfg Config, keys Keys, store Store) (*Service, err
 	}
 	s.authGate = newAuthGate(cfg.AuthLimit, time.Now, s.log)
 	s.bg, s.bgCancel = context.WithCancel(context.Background())
+	// Every commit tells the caches what it wrote (caches.go), from the
+	// first one on.
+	store.OnCommit(s.committed)
 	if cfg.AdminGroup != "" {
 		gid, err := ResolveGroup(cfg.AdminGroup)
 		if err != nil {

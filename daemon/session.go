@@ -173,7 +173,6 @@ func (s *Service) RevokeSession(ctx context.Context, g Grant) error {
 	if err != nil {
 		return storeErr(err)
 	}
-	s.identityChanged()
 	s.log.Info("session revoked", "session", g.sessionID, "by", g.principal.String())
 	return nil
 }

@@ -116,8 +116,6 @@ func (s *Service) runProbe(ctx context.Context) {
 	p.at = time.Now()
 }
 
-// countsChanged marks the cached counts stale after a write.
-func (s *Service) countsChanged() { s.probe.dirty.Store(true) }
 
 // recount refreshes the counts and store health; the caller holds
 // s.probe.mu.

@@ -183,7 +183,6 @@ func (s *Service) CreateUser(ctx context.Context, g Grant, in UserInput) (User, 
 	if err != nil {
 		return User{}, bindingClash(err)
 	}
-	s.countsChanged()
 	s.log.Info("user created", "user", rec.Name, "id", rec.ID, "by", g.principal.String())
 	return rec.view(nil), nil
 }
@@ -362,7 +361,6 @@ func (s *Service) PatchUser(ctx context.Context, g Grant, p UserPatch) (User, er
 	if err != nil {
 		return User{}, bindingClash(err)
 	}
-	s.identityChanged()
 	s.log.Info("user changed", "user", rec.Name, "id", rec.ID, "disabled", rec.Disabled, "by", g.principal.String())
 	return rec.view(nil), nil
 }
@@ -391,8 +389,6 @@ func (s *Service) DeleteUser(ctx context.Context, g Grant) error {
 	if err := s.store.Update(ctx, func(tx *kv.Txn) error { return deleteUserDependents(tx, rec.ID, s.now()) }); err != nil {
 		return storeErr(err)
 	}
-	s.countsChanged()
-	s.identityChanged()
 	s.log.Info("user deleted", "user", rec.Name, "id", rec.ID, "by", g.principal.String())
 	return nil
 }

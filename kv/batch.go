@@ -134,6 +134,7 @@ type group struct {
 	btx     *badger.Txn
 	ws      *writeSet
 	members []member
+	touched Commit // the tables its members wrote records of
 }
 
 func (s *Store) newGroup(lim limits) *group {
@@ -185,6 +186,7 @@ func (s *Store) runBatch(reqs []*writeReq) {
 				}
 			}
 			g.ws.merge(tx.w)
+			g.touched.merge(tx.touched)
 			g.members = append(g.members, member{req: r})
 		}
 	}
@@ -219,6 +221,11 @@ func (s *Store) commitGroup(g *group) error {
 		if err != nil {
 			err = fmt.Errorf("kv: commit: %w", err)
 		}
+	}
+	if err == nil && s.onCommit != nil && (len(g.touched.Changed) > 0 || len(g.touched.Created) > 0) {
+		// Before any member's Update returns: whoever reads after an
+		// acknowledged write finds the caches told already.
+		s.onCommit(g.touched)
 	}
 	for _, m := range g.members {
 		res := result{err: m.err}

@@ -81,6 +81,8 @@ type Store struct {
 
 	stopGC chan struct{}
 	gcDone chan struct{}
+
+	onCommit func(Commit) // see OnCommit
 }
 
 // BadgerOptions are the options coffer opens Badger with (without

@@ -46,6 +46,7 @@ type Txn struct {
 	below    *writeSet // writes of the earlier requests of the batch; read-only
 	maxValue int64     // Badger's largest value (ValueLogFileSize)
 	sawBelow bool      // read something written by an earlier request of the batch
+	touched  Commit    // the tables this fn wrote records of (see Commit)
 
 	done bool
 }
@@ -229,6 +230,11 @@ func (t *Txn) Put(table, id string, v any, indexes ...Index) error {
 	if err != nil && !errors.Is(err, ErrNotFound) {
 		return err
 	}
+	if err == nil {
+		t.touched.Changed = addTable(t.touched.Changed, table)
+	} else {
+		t.touched.Created = addTable(t.touched.Created, table)
+	}
 	had := make(map[nv]bool, len(old.indexes)) // value: was unique
 	for _, ix := range old.indexes {
 		had[nv{ix.Name, ix.Value}] = ix.Unique
@@ -326,6 +332,7 @@ func (t *Txn) Delete(table, id string) error {
 	if err := t.del(recordKey(table, id)); err != nil {
 		return fmt.Errorf("kv: delete %s/%s: %w", table, id, err)
 	}
+	t.touched.Changed = addTable(t.touched.Changed, table)
 	return nil
 }
 
