@@ -116,7 +116,6 @@ func (s *Service) runProbe(ctx context.Context) {
 	p.at = time.Now()
 }
 
-
 // recount refreshes the counts and store health; the caller holds
 // s.probe.mu.
 func (s *Service) recount(ctx context.Context) {
