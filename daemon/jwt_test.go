@@ -176,7 +176,7 @@ func TestMintVerifyJWT(t *testing.T) {
 				t.Errorf("signed digest is not SHA-256(header.payload)")
 			}
 			header, _ := jwtEnc.DecodeString(p[0])
-			if want := `{"alg":"ES256","typ":"at+jwt","kid":"` + KeyID(s.pub) + `"}`; string(header) != want {
+			if want := `{"alg":"ES256","kid":"` + KeyID(s.pub) + `","typ":"at+jwt"}`; string(header) != want {
 				t.Errorf("header = %s, want %s", header, want)
 			}
 			payload, _ := jwtEnc.DecodeString(p[1])
@@ -426,6 +426,11 @@ func TestVerifyJWTRejects(t *testing.T) {
 		string("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"[last^1])
 
 	p384, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	// A token of a key that signed before and is no longer published.
+	retired, err := MintJWT(context.Background(), newJWTSigner(t), jwtFullClaims())
+	if err != nil {
+		t.Fatal(err)
+	}
 	claimsWith := func(mod func(m map[string]any)) string {
 		var m map[string]any
 		if err := json.Unmarshal(payloadJSON, &m); err != nil {
@@ -459,6 +464,8 @@ func TestVerifyJWTRejects(t *testing.T) {
 		{"HS256 keyed with PKIX DER", hs256(der), nil, "alg is not ES256 or PS256"},
 		{"HS256 keyed with PEM", hs256(pemKey), nil, "alg is not ES256 or PS256"},
 		{"HS256 keyed with JWK JSON", hs256(jwkJSON), nil, "alg is not ES256 or PS256"},
+		{"ES256 token, header alg PS256", b64(hdr("PS256", "at+jwt", kid)) + "." + p[1] + "." + p[2], nil, "alg is not the one of the key for kid"},
+		{"ES256 signature, header alg PS256", jwtForge(s.priv, hdr("PS256", "at+jwt", kid), string(payloadJSON)), nil, "alg is not the one of the key for kid"},
 		{"alg es256 lowercase", jwtForge(s.priv, hdr("es256", "at+jwt", kid), string(payloadJSON)), nil, "alg is not ES256 or PS256"},
 		{"alg ES384", jwtForge(s.priv, hdr("ES384", "at+jwt", kid), string(payloadJSON)), nil, "alg is not ES256 or PS256"},
 		{"alg missing", jwtForge(s.priv, `{"typ":"at+jwt","kid":"`+kid+`"}`, string(payloadJSON)), nil, "alg is not ES256 or PS256"},
@@ -470,6 +477,10 @@ func TestVerifyJWTRejects(t *testing.T) {
 		{"typ with space", jwtForge(s.priv, hdr("ES256", "at+jwt ", kid), string(payloadJSON)), nil, "typ is not at+jwt"},
 		{"crit header", jwtForge(s.priv, `{"alg":"ES256","typ":"at+jwt","kid":"`+kid+`","crit":["exp"],"exp":1}`, string(payloadJSON)), nil, "unsupported crit header"},
 		{"unknown kid", jwtForge(s.priv, hdr("ES256", "at+jwt", "nope"), string(payloadJSON)), nil, "unknown kid"},
+		{"kid of a retired key", retired, nil, "unknown kid"},
+		{"b64 false", jwtForge(s.priv, `{"alg":"ES256","typ":"at+jwt","kid":"`+kid+`","b64":false}`, string(payloadJSON)), nil, "unsupported b64 header"},
+		{"b64 false, crit b64", jwtForge(s.priv, `{"alg":"ES256","typ":"at+jwt","kid":"`+kid+`","b64":false,"crit":["b64"]}`, string(payloadJSON)), nil, "unsupported crit header"},
+		{"embedded jwk go-jose cannot read", jwtForge(s.priv, `{"alg":"ES256","typ":"at+jwt","kid":"`+kid+`","jwk":{"kty":"EC"}}`, string(payloadJSON)), nil, "malformed header"},
 		{"kid missing", jwtForge(s.priv, `{"alg":"ES256","typ":"at+jwt"}`, string(payloadJSON)), nil, "no kid"},
 		{"kid not a string", jwtForge(s.priv, `{"alg":"ES256","typ":"at+jwt","kid":1}`, string(payloadJSON)), nil, "malformed header"},
 		{"no keys", good, map[string]PublicKey{}, "unknown kid"},
