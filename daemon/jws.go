@@ -10,9 +10,10 @@ package daemon
 // thumbprints, JWKs, the compact JWS around the HSM's signature and its
 // verification. What stays here is coffer's policy, which go-jose does not
 // have: which keys may sign (go-jose also takes P-384, P-521 and RSA keys
-// of any size).
+// of any size), and low-S ES256 signatures only.
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
@@ -22,6 +23,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/big"
+	"slices"
 
 	jose "github.com/go-jose/go-jose/v4"
 )
@@ -135,8 +138,42 @@ func PublicJWK(pub PublicKey) JWK {
 	return j
 }
 
+// p256HalfOrder is ⌊n/2⌋, n the order of P-256, as 32 bytes big-endian.
+var p256HalfOrder = func() []byte {
+	return new(big.Int).Rsh(elliptic.P256().Params().N, 1).FillBytes(make([]byte, 32))
+}()
+
+// es256LowS reports whether the ES256 signature r||s has s ≤ n/2.
+//
+// ECDSA signatures are malleable: wherever (r, s) verifies, so does
+// (r, n−s), so each token would have a second valid string (a different
+// bearer, cache key and log line for the same token). crypto/ecdsa and
+// go-jose accept both, so this rule is written here: coffer accepts the
+// low-S form only (as Bitcoin's BIP 62 does) and its signer always
+// produces it (es256ToLowS).
+func es256LowS(sig []byte) bool {
+	return len(sig) == 64 && bytes.Compare(sig[32:], p256HalfOrder) <= 0
+}
+
+// es256ToLowS returns the low-S twin of the ES256 signature sig when its s
+// is above n/2 (the HSM returns either), else sig itself. A signature with
+// s ≥ n is returned as it is: it does not verify either way.
+func es256ToLowS(sig []byte) []byte {
+	if len(sig) != 64 || es256LowS(sig) {
+		return sig
+	}
+	n := elliptic.P256().Params().N
+	s := new(big.Int).SetBytes(sig[32:])
+	if s.Cmp(n) >= 0 {
+		return sig
+	}
+	out := slices.Clone(sig)
+	s.Sub(n, s).FillBytes(out[32:])
+	return out
+}
+
 // signDigest has s sign a SHA-256 digest with key, and returns the
-// signature in its JWS form, checked for length.
+// signature in its JWS form: checked for length and, for ES256, low-S.
 func signDigest(ctx context.Context, s JWTSigner, key jwsKey, digest []byte) ([]byte, error) {
 	sig, err := s.Sign(ctx, digest)
 	if err != nil {
@@ -144,6 +181,9 @@ func signDigest(ctx context.Context, s JWTSigner, key jwsKey, digest []byte) ([]
 	}
 	if len(sig) != key.sigLen {
 		return nil, fmt.Errorf("signer returned %d bytes, want %d", len(sig), key.sigLen)
+	}
+	if key.alg == jose.ES256 {
+		sig = es256ToLowS(sig)
 	}
 	return sig, nil
 }
@@ -196,6 +236,9 @@ func verifyJWS(token string, key jwsKey) (payload []byte, reason string) {
 	obj, err := jose.ParseSignedCompact(token, []jose.SignatureAlgorithm{key.alg})
 	if err != nil || len(obj.Signatures) != 1 {
 		return nil, "malformed header"
+	}
+	if key.alg == jose.ES256 && !es256LowS(obj.Signatures[0].Signature) {
+		return nil, "signature is not low-S"
 	}
 	payload, err = obj.Verify(key.pub)
 	if err != nil {

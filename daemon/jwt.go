@@ -84,11 +84,12 @@ var jwtB64 = base64.RawURLEncoding.Strict()
 // MintJWT builds the JWS of the payload c with the header
 // {"alg":ALG,"kid":KeyID(pub),"typ":"at+jwt"}, ALG being ES256 or PS256 as
 // the signing key is EC or RSA, signing SHA-256(header.payload) with
-// exactly one s.Sign call. The claims RFC 9068 §2.2 requires (iss, exp,
-// aud, sub, client_id, iat, jti) must be set, and exp must be after iat.
-// (That the signer's signatures verify with its public key is checked
-// once, when the daemon starts: CheckSigner.) Signer errors are wrapped
-// (errors.Is works on them).
+// exactly one s.Sign call (an ES256 signature is put in its low-S form).
+// The claims RFC 9068 §2.2 requires (iss, exp, aud, sub, client_id, iat,
+// jti) must be set, and exp must be after iat. (That the signer's
+// signatures verify with its public key is checked once, when the daemon
+// starts: CheckSigner.) Signer errors are wrapped (errors.Is works on
+// them).
 func MintJWT(ctx context.Context, s JWTSigner, c AccessClaims) (string, error) {
 	if s == nil {
 		return "", errors.New("mint jwt: no signer")
@@ -184,9 +185,10 @@ func LooksLikeJWT(s string) bool {
 //     "application/at+jwt", case-insensitively, per RFC 9068 §4), kid
 //     present in keys and its key of that alg, no "crit" or "b64", no
 //     duplicate members;
-//   - signature: exactly 64 bytes r||s (ES256), or the modulus size
-//     (PS256); then go-jose verifies it over header.payload with the key
-//     named by kid, that key's algorithm the only one it allows;
+//   - signature: exactly 64 bytes r||s with s ≤ n/2 (ES256), or the
+//     modulus size (PS256); then go-jose verifies it over header.payload
+//     with the key named by kid, that key's algorithm the only one it
+//     allows;
 //   - claims: iss, sub, aud, client_id, jti, iat and exp present (RFC 9068
 //     §2.2); exp not passed, nbf (if set) and iat not in the future, each
 //     with 30 s leeway against now.
