@@ -11,6 +11,8 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+
+	jose "github.com/go-jose/go-jose/v4"
 )
 
 // Signer signs checkpoints: the HSM signing key in the daemon.
@@ -82,24 +84,31 @@ func verifySig(pub PublicKey, digest, sig []byte) bool {
 // keys and RSA keys for PS256. Keys of other types and algorithms are
 // skipped; such a key without a kid or with bad coordinates, modulus or
 // exponent is an error.
+//
+// go-jose reads each key. Its JSONWebKeySet is not used as a whole: it
+// fails on the first key it cannot read, where RFC 7517 §5 says to skip
+// keys of unknown types (and an RSA key not meant for PS256 is not ours to
+// judge). Which keys to read, and the RSA size and exponent, are decided
+// here.
 func ParseJWKS(data []byte) (Keys, error) {
 	var set struct {
-		Keys []struct {
-			Kty string `json:"kty"`
-			Crv string `json:"crv"`
-			X   string `json:"x"`
-			Y   string `json:"y"`
-			N   string `json:"n"`
-			E   string `json:"e"`
-			Alg string `json:"alg"`
-			Kid string `json:"kid"`
-		} `json:"keys"`
+		Keys []json.RawMessage `json:"keys"`
 	}
 	if err := json.Unmarshal(data, &set); err != nil {
 		return nil, fmt.Errorf("jwks: %w", err)
 	}
 	out := Keys{}
-	for i, k := range set.Keys {
+	for i, raw := range set.Keys {
+		var k struct {
+			Kty string `json:"kty"`
+			Crv string `json:"crv"`
+			Alg string `json:"alg"`
+			Kid string `json:"kid"`
+			D   any    `json:"d"`
+		}
+		if err := json.Unmarshal(raw, &k); err != nil {
+			return nil, fmt.Errorf("jwks: key %d: %w", i, err)
+		}
 		isEC := k.Kty == "EC" && k.Crv == "P-256"
 		isRSA := k.Kty == "RSA" && k.Alg == "PS256"
 		if !isEC && !isRSA {
@@ -108,43 +117,35 @@ func ParseJWKS(data []byte) (Keys, error) {
 		if k.Kid == "" {
 			return nil, fmt.Errorf("jwks: key %d has no kid", i)
 		}
-		if isRSA {
-			pub, err := parseRSA(k.N, k.E)
-			if err != nil {
-				return nil, fmt.Errorf("jwks: key %s: %w", k.Kid, err)
-			}
-			out[k.Kid] = pub
-			continue
+		if k.D != nil {
+			// go-jose would read it as a private key, with the work (and
+			// trust) that takes: a JWK set holds public keys only.
+			return nil, fmt.Errorf("jwks: key %s holds a private key", k.Kid)
 		}
-		x, ex := b64.DecodeString(k.X)
-		y, ey := b64.DecodeString(k.Y)
-		if ex != nil || ey != nil || len(x) != 32 || len(y) != 32 {
-			return nil, fmt.Errorf("jwks: key %s: bad coordinates", k.Kid)
-		}
-		point := append(append([]byte{4}, x...), y...)
-		pub, err := ecdsa.ParseUncompressedPublicKey(elliptic.P256(), point)
-		if err != nil {
+		var jk jose.JSONWebKey
+		if err := jk.UnmarshalJSON(raw); err != nil {
 			return nil, fmt.Errorf("jwks: key %s: %w", k.Kid, err)
 		}
-		out[k.Kid] = pub
+		switch pub := jk.Key.(type) {
+		case *ecdsa.PublicKey:
+			if !isEC || pub.Curve != elliptic.P256() {
+				return nil, fmt.Errorf("jwks: key %s is not what its kty and crv say", k.Kid)
+			}
+			out[k.Kid] = pub
+		case *rsa.PublicKey:
+			if !isRSA {
+				return nil, fmt.Errorf("jwks: key %s is not what its kty says", k.Kid)
+			}
+			if pub.N.BitLen() < rsaMinBits || pub.E < 3 || pub.E%2 == 0 {
+				return nil, fmt.Errorf("jwks: key %s: RSA-%d with exponent %d is not a PS256 key", k.Kid, pub.N.BitLen(), pub.E)
+			}
+			out[k.Kid] = pub
+		default:
+			return nil, fmt.Errorf("jwks: key %s is a %T", k.Kid, jk.Key)
+		}
 	}
 	if len(out) == 0 {
 		return nil, errors.New("jwks: no EC P-256 or PS256 RSA key")
 	}
 	return out, nil
-}
-
-// parseRSA decodes an RSA JWK's n and e (RFC 7518 §6.3.1).
-func parseRSA(n64, e64 string) (*rsa.PublicKey, error) {
-	nb, en := b64.DecodeString(n64)
-	eb, ee := b64.DecodeString(e64)
-	if en != nil || ee != nil || len(nb) == 0 || nb[0] == 0 || len(eb) == 0 || len(eb) > 4 || eb[0] == 0 {
-		return nil, errors.New("bad modulus or exponent")
-	}
-	n := new(big.Int).SetBytes(nb)
-	e := int(new(big.Int).SetBytes(eb).Int64())
-	if n.BitLen() < rsaMinBits || e < 3 || e%2 == 0 {
-		return nil, fmt.Errorf("RSA-%d with exponent %d is not a PS256 key", n.BitLen(), e)
-	}
-	return &rsa.PublicKey{N: n, E: e}, nil
 }

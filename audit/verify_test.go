@@ -3,6 +3,9 @@ package audit
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"os"
@@ -224,19 +227,46 @@ func TestVerifyFileOfARotatedLog(t *testing.T) {
 func TestParseJWKS(t *testing.T) {
 	s := newTestSigner(t, "kid-1")
 	b, _ := s.key.PublicKey.Bytes()
-	jwks := `{"keys":[{"kty":"RSA","kid":"r"},{"kty":"EC","crv":"P-256","kid":"kid-1","x":"` +
-		b64.EncodeToString(b[1:33]) + `","y":"` + b64.EncodeToString(b[33:]) + `","use":"sig","alg":"ES256"}]}`
-	keys, err := ParseJWKS([]byte(jwks))
-	if err != nil {
-		t.Fatal(err)
+	x, y := b64.EncodeToString(b[1:33]), b64.EncodeToString(b[33:])
+	ec := `{"kty":"EC","crv":"P-256","kid":"kid-1","x":"` + x + `","y":"` + y + `","use":"sig","alg":"ES256"}`
+	p384, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	b384, _ := p384.PublicKey.Bytes()
+	ec384 := `{"kty":"EC","crv":"P-384","kid":"p384","x":"` + b64.EncodeToString(b384[1:49]) + `","y":"` + b64.EncodeToString(b384[49:]) + `"}`
+	tests := []struct {
+		name    string
+		jwks    string
+		wantErr string // "" for the set {kid-1: s's key}
+	}{
+		{"one EC key", `{"keys":[` + ec + `]}`, ""},
+		{"EC key without alg", `{"keys":[` + strings.Replace(ec, `,"alg":"ES256"`, "", 1) + `]}`, ""},
+		{"RSA key not for PS256 skipped", `{"keys":[{"kty":"RSA","kid":"r"},` + ec + `]}`, ""},
+		{"P-384 key skipped", `{"keys":[` + ec384 + `,` + ec + `]}`, ""},
+		{"unknown kty skipped", `{"keys":[{"kty":"OKP","crv":"Ed25519","kid":"ed","x":"AA"},{"kty":"oct","k":"AA"},` + ec + `]}`, ""},
+		{"not JSON", `[`, "jwks: "},
+		{"no keys", `{}`, "jwks: no EC P-256 or PS256 RSA key"},
+		{"only keys of other kinds", `{"keys":[` + ec384 + `]}`, "jwks: no EC P-256 or PS256 RSA key"},
+		{"EC key without kid", `{"keys":[` + strings.Replace(ec, `"kid":"kid-1",`, "", 1) + `]}`, "jwks: key 0 has no kid"},
+		{"EC key with short coordinates", `{"keys":[{"kty":"EC","crv":"P-256","x":"AA","y":"AA","kid":"k"}]}`, "jwks: key k: "},
+		{"EC key off the curve", `{"keys":[` + strings.Replace(ec, x, y, 1) + `]}`, "jwks: key kid-1: "},
+		{"EC private key", `{"keys":[` + strings.Replace(ec, `"use"`, `"d":"`+x+`","use"`, 1) + `]}`, "jwks: key kid-1 holds a private key"},
+		{"key not an object", `{"keys":[1]}`, "jwks: key 0: "},
 	}
-	pub, ok := keys.PublicKey("kid-1")
-	if !ok || !pub.Equal(&s.key.PublicKey) || len(keys) != 1 {
-		t.Fatalf("keys %v", keys)
-	}
-	for _, bad := range []string{`{}`, `{"keys":[{"kty":"EC","crv":"P-256","x":"AA","y":"AA","kid":"k"}]}`, `[`} {
-		if _, err := ParseJWKS([]byte(bad)); err == nil {
-			t.Errorf("ParseJWKS(%s): want an error", bad)
-		}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			keys, err := ParseJWKS([]byte(tt.jwks))
+			if tt.wantErr != "" {
+				if err == nil || !strings.HasPrefix(err.Error(), tt.wantErr) {
+					t.Fatalf("ParseJWKS = %v, %v; want error %q...", keys, err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			pub, ok := keys.PublicKey("kid-1")
+			if !ok || !pub.Equal(&s.key.PublicKey) || len(keys) != 1 {
+				t.Fatalf("keys %v", keys)
+			}
+		})
 	}
 }
