@@ -57,12 +57,22 @@ const maxSigLen = 1024
 // rsaMinBits is the smallest RSA key a checkpoint may be signed with.
 const rsaMinBits = 2048
 
-var b64 = base64.RawURLEncoding
+// b64 is base64url without padding, strict: a signature has one encoding.
+var b64 = base64.RawURLEncoding.Strict()
 
 // pss is PS256's RSA-PSS: SHA-256, MGF1-SHA-256, salt as long as the hash.
 var pss = &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthEqualsHash, Hash: crypto.SHA256}
 
+// p256HalfOrder is ⌊n/2⌋, n the order of P-256.
+var p256HalfOrder = new(big.Int).Rsh(elliptic.P256().Params().N, 1)
+
 // verifySig checks a signature of digest in the form Signer returns.
+//
+// An ECDSA signature must be low-S (s ≤ n/2). ECDSA is malleable: where
+// (r, s) verifies, so does (r, n−s), so anyone could give a checkpoint a
+// second valid signature; crypto/ecdsa accepts both, hence this check.
+// The daemon's signer (SignAudit) writes the low-S form only. (The
+// checkpoint is over a digest, not a JWS, so go-jose has no part here.)
 func verifySig(pub PublicKey, digest, sig []byte) bool {
 	switch k := pub.(type) {
 	case *ecdsa.PublicKey:
@@ -71,7 +81,7 @@ func verifySig(pub PublicKey, digest, sig []byte) bool {
 		}
 		r := new(big.Int).SetBytes(sig[:32])
 		s := new(big.Int).SetBytes(sig[32:])
-		return ecdsa.Verify(k, digest, r, s)
+		return s.Cmp(p256HalfOrder) <= 0 && ecdsa.Verify(k, digest, r, s)
 	case *rsa.PublicKey:
 		return k != nil && k.N.BitLen() >= rsaMinBits && len(sig) == k.Size() &&
 			rsa.VerifyPSS(k, crypto.SHA256, digest, sig, pss) == nil

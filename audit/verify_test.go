@@ -8,8 +8,10 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"math/big"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -145,6 +147,73 @@ func TestVerifyDetectsTampering(t *testing.T) {
 				t.Fatalf("report %+v\nwant first bad %d, reason containing %q", rep, tt.wantBad, tt.reason)
 			}
 		})
+	}
+}
+
+// TestVerifyRefusesMalleatedSignature: a checkpoint signature has one
+// valid form. Otherwise whoever can write the files could swap the last
+// checkpoint's signature (and head) for its twin and the log would still
+// verify, each time under a different hash.
+func TestVerifyRefusesMalleatedSignature(t *testing.T) {
+	n := elliptic.P256().Params().N
+	tests := []struct {
+		name string
+		sig  func(sig []byte) []byte
+	}{
+		{"high-S twin (r, n-s)", func(sig []byte) []byte {
+			out := slices.Clone(sig)
+			new(big.Int).Sub(n, new(big.Int).SetBytes(sig[32:])).FillBytes(out[32:])
+			return out
+		}},
+		{"s + n (does not fit 32 bytes: 33)", func(sig []byte) []byte {
+			s := new(big.Int).Add(n, new(big.Int).SetBytes(sig[32:]))
+			return append(slices.Clone(sig[:32]), s.Bytes()...)
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir, s := referenceLog(t)
+			lines := readLines(t, dir)
+			var e Entry
+			if err := json.Unmarshal(lines[14], &e); err != nil {
+				t.Fatal(err)
+			}
+			sig, err := b64.DecodeString(e.Sig)
+			if err != nil {
+				t.Fatal(err)
+			}
+			lines[14] = bytes.Replace(lines[14], []byte(e.Sig), []byte(b64.EncodeToString(tt.sig(sig))), 1)
+			writeLines(t, dir, lines)
+			if err := writeHead(dir, lines[14]); err != nil {
+				t.Fatal(err)
+			}
+			rep := verifyDir(t, dir, s.keys())
+			if rep.OK || rep.FirstBadSeq != 11 || !strings.Contains(rep.Reason, "signature of checkpoint 15 does not verify") {
+				t.Fatalf("report %+v, want checkpoint 15 refused", rep)
+			}
+		})
+	}
+}
+
+// TestVerifySigEncoding: the signature's base64url is strict, so its
+// unused trailing bits cannot give it a second spelling.
+func TestVerifySigEncoding(t *testing.T) {
+	dir, s := referenceLog(t)
+	lines := readLines(t, dir)
+	var e Entry
+	if err := json.Unmarshal(lines[14], &e); err != nil {
+		t.Fatal(err)
+	}
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+	last := strings.IndexByte(alphabet, e.Sig[len(e.Sig)-1])
+	other := e.Sig[:len(e.Sig)-1] + string(alphabet[last^1]) // 64 bytes: 4 unused bits at the end
+	lines[14] = bytes.Replace(lines[14], []byte(e.Sig), []byte(other), 1)
+	writeLines(t, dir, lines)
+	if err := writeHead(dir, lines[14]); err != nil {
+		t.Fatal(err)
+	}
+	if rep := verifyDir(t, dir, s.keys()); rep.OK || rep.FirstBadSeq != 11 {
+		t.Fatalf("report %+v, want checkpoint 15 refused", rep)
 	}
 }
 
