@@ -11,6 +11,8 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+
+	jose "github.com/go-jose/go-jose/v4"
 )
 
 // Signer signs checkpoints: the HSM signing key in the daemon.
@@ -55,12 +57,22 @@ const maxSigLen = 1024
 // rsaMinBits is the smallest RSA key a checkpoint may be signed with.
 const rsaMinBits = 2048
 
-var b64 = base64.RawURLEncoding
+// b64 is base64url without padding, strict: a signature has one encoding.
+var b64 = base64.RawURLEncoding.Strict()
 
 // pss is PS256's RSA-PSS: SHA-256, MGF1-SHA-256, salt as long as the hash.
 var pss = &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthEqualsHash, Hash: crypto.SHA256}
 
+// p256HalfOrder is ⌊n/2⌋, n the order of P-256.
+var p256HalfOrder = new(big.Int).Rsh(elliptic.P256().Params().N, 1)
+
 // verifySig checks a signature of digest in the form Signer returns.
+//
+// An ECDSA signature must be low-S (s ≤ n/2). ECDSA is malleable: where
+// (r, s) verifies, so does (r, n−s), so anyone could give a checkpoint a
+// second valid signature; crypto/ecdsa accepts both, hence this check.
+// The daemon's signer (SignAudit) writes the low-S form only. (The
+// checkpoint is over a digest, not a JWS, so go-jose has no part here.)
 func verifySig(pub PublicKey, digest, sig []byte) bool {
 	switch k := pub.(type) {
 	case *ecdsa.PublicKey:
@@ -69,7 +81,7 @@ func verifySig(pub PublicKey, digest, sig []byte) bool {
 		}
 		r := new(big.Int).SetBytes(sig[:32])
 		s := new(big.Int).SetBytes(sig[32:])
-		return ecdsa.Verify(k, digest, r, s)
+		return s.Cmp(p256HalfOrder) <= 0 && ecdsa.Verify(k, digest, r, s)
 	case *rsa.PublicKey:
 		return k != nil && k.N.BitLen() >= rsaMinBits && len(sig) == k.Size() &&
 			rsa.VerifyPSS(k, crypto.SHA256, digest, sig, pss) == nil
@@ -82,24 +94,31 @@ func verifySig(pub PublicKey, digest, sig []byte) bool {
 // keys and RSA keys for PS256. Keys of other types and algorithms are
 // skipped; such a key without a kid or with bad coordinates, modulus or
 // exponent is an error.
+//
+// go-jose reads each key. Its JSONWebKeySet is not used as a whole: it
+// fails on the first key it cannot read, where RFC 7517 §5 says to skip
+// keys of unknown types (and an RSA key not meant for PS256 is not ours to
+// judge). Which keys to read, and the RSA size and exponent, are decided
+// here.
 func ParseJWKS(data []byte) (Keys, error) {
 	var set struct {
-		Keys []struct {
-			Kty string `json:"kty"`
-			Crv string `json:"crv"`
-			X   string `json:"x"`
-			Y   string `json:"y"`
-			N   string `json:"n"`
-			E   string `json:"e"`
-			Alg string `json:"alg"`
-			Kid string `json:"kid"`
-		} `json:"keys"`
+		Keys []json.RawMessage `json:"keys"`
 	}
 	if err := json.Unmarshal(data, &set); err != nil {
 		return nil, fmt.Errorf("jwks: %w", err)
 	}
 	out := Keys{}
-	for i, k := range set.Keys {
+	for i, raw := range set.Keys {
+		var k struct {
+			Kty string `json:"kty"`
+			Crv string `json:"crv"`
+			Alg string `json:"alg"`
+			Kid string `json:"kid"`
+			D   any    `json:"d"`
+		}
+		if err := json.Unmarshal(raw, &k); err != nil {
+			return nil, fmt.Errorf("jwks: key %d: %w", i, err)
+		}
 		isEC := k.Kty == "EC" && k.Crv == "P-256"
 		isRSA := k.Kty == "RSA" && k.Alg == "PS256"
 		if !isEC && !isRSA {
@@ -108,43 +127,35 @@ func ParseJWKS(data []byte) (Keys, error) {
 		if k.Kid == "" {
 			return nil, fmt.Errorf("jwks: key %d has no kid", i)
 		}
-		if isRSA {
-			pub, err := parseRSA(k.N, k.E)
-			if err != nil {
-				return nil, fmt.Errorf("jwks: key %s: %w", k.Kid, err)
-			}
-			out[k.Kid] = pub
-			continue
+		if k.D != nil {
+			// go-jose would read it as a private key, with the work (and
+			// trust) that takes: a JWK set holds public keys only.
+			return nil, fmt.Errorf("jwks: key %s holds a private key", k.Kid)
 		}
-		x, ex := b64.DecodeString(k.X)
-		y, ey := b64.DecodeString(k.Y)
-		if ex != nil || ey != nil || len(x) != 32 || len(y) != 32 {
-			return nil, fmt.Errorf("jwks: key %s: bad coordinates", k.Kid)
-		}
-		point := append(append([]byte{4}, x...), y...)
-		pub, err := ecdsa.ParseUncompressedPublicKey(elliptic.P256(), point)
-		if err != nil {
+		var jk jose.JSONWebKey
+		if err := jk.UnmarshalJSON(raw); err != nil {
 			return nil, fmt.Errorf("jwks: key %s: %w", k.Kid, err)
 		}
-		out[k.Kid] = pub
+		switch pub := jk.Key.(type) {
+		case *ecdsa.PublicKey:
+			if !isEC || pub.Curve != elliptic.P256() {
+				return nil, fmt.Errorf("jwks: key %s is not what its kty and crv say", k.Kid)
+			}
+			out[k.Kid] = pub
+		case *rsa.PublicKey:
+			if !isRSA {
+				return nil, fmt.Errorf("jwks: key %s is not what its kty says", k.Kid)
+			}
+			if pub.N.BitLen() < rsaMinBits || pub.E < 3 || pub.E%2 == 0 {
+				return nil, fmt.Errorf("jwks: key %s: RSA-%d with exponent %d is not a PS256 key", k.Kid, pub.N.BitLen(), pub.E)
+			}
+			out[k.Kid] = pub
+		default:
+			return nil, fmt.Errorf("jwks: key %s is a %T", k.Kid, jk.Key)
+		}
 	}
 	if len(out) == 0 {
 		return nil, errors.New("jwks: no EC P-256 or PS256 RSA key")
 	}
 	return out, nil
-}
-
-// parseRSA decodes an RSA JWK's n and e (RFC 7518 §6.3.1).
-func parseRSA(n64, e64 string) (*rsa.PublicKey, error) {
-	nb, en := b64.DecodeString(n64)
-	eb, ee := b64.DecodeString(e64)
-	if en != nil || ee != nil || len(nb) == 0 || nb[0] == 0 || len(eb) == 0 || len(eb) > 4 || eb[0] == 0 {
-		return nil, errors.New("bad modulus or exponent")
-	}
-	n := new(big.Int).SetBytes(nb)
-	e := int(new(big.Int).SetBytes(eb).Int64())
-	if n.BitLen() < rsaMinBits || e < 3 || e%2 == 0 {
-		return nil, fmt.Errorf("RSA-%d with exponent %d is not a PS256 key", n.BitLen(), e)
-	}
-	return &rsa.PublicKey{N: n, E: e}, nil
 }

@@ -46,6 +46,9 @@ func (s *testSigner) Sign(_ context.Context, digest []byte) ([]byte, string, err
 	if err != nil {
 		return nil, "", err
 	}
+	if ss.Cmp(p256HalfOrder) > 0 { // low-S, as the daemon's SignAudit writes
+		ss.Sub(elliptic.P256().Params().N, ss)
+	}
 	sig := make([]byte, 64)
 	r.FillBytes(sig[:32])
 	ss.FillBytes(sig[32:])

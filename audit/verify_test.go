@@ -3,10 +3,15 @@ package audit
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"math/big"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -145,6 +150,73 @@ func TestVerifyDetectsTampering(t *testing.T) {
 	}
 }
 
+// TestVerifyRefusesMalleatedSignature: a checkpoint signature has one
+// valid form. Otherwise whoever can write the files could swap the last
+// checkpoint's signature (and head) for its twin and the log would still
+// verify, each time under a different hash.
+func TestVerifyRefusesMalleatedSignature(t *testing.T) {
+	n := elliptic.P256().Params().N
+	tests := []struct {
+		name string
+		sig  func(sig []byte) []byte
+	}{
+		{"high-S twin (r, n-s)", func(sig []byte) []byte {
+			out := slices.Clone(sig)
+			new(big.Int).Sub(n, new(big.Int).SetBytes(sig[32:])).FillBytes(out[32:])
+			return out
+		}},
+		{"s + n (does not fit 32 bytes: 33)", func(sig []byte) []byte {
+			s := new(big.Int).Add(n, new(big.Int).SetBytes(sig[32:]))
+			return append(slices.Clone(sig[:32]), s.Bytes()...)
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir, s := referenceLog(t)
+			lines := readLines(t, dir)
+			var e Entry
+			if err := json.Unmarshal(lines[14], &e); err != nil {
+				t.Fatal(err)
+			}
+			sig, err := b64.DecodeString(e.Sig)
+			if err != nil {
+				t.Fatal(err)
+			}
+			lines[14] = bytes.Replace(lines[14], []byte(e.Sig), []byte(b64.EncodeToString(tt.sig(sig))), 1)
+			writeLines(t, dir, lines)
+			if err := writeHead(dir, lines[14]); err != nil {
+				t.Fatal(err)
+			}
+			rep := verifyDir(t, dir, s.keys())
+			if rep.OK || rep.FirstBadSeq != 11 || !strings.Contains(rep.Reason, "signature of checkpoint 15 does not verify") {
+				t.Fatalf("report %+v, want checkpoint 15 refused", rep)
+			}
+		})
+	}
+}
+
+// TestVerifySigEncoding: the signature's base64url is strict, so its
+// unused trailing bits cannot give it a second spelling.
+func TestVerifySigEncoding(t *testing.T) {
+	dir, s := referenceLog(t)
+	lines := readLines(t, dir)
+	var e Entry
+	if err := json.Unmarshal(lines[14], &e); err != nil {
+		t.Fatal(err)
+	}
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+	last := strings.IndexByte(alphabet, e.Sig[len(e.Sig)-1])
+	other := e.Sig[:len(e.Sig)-1] + string(alphabet[last^1]) // 64 bytes: 4 unused bits at the end
+	lines[14] = bytes.Replace(lines[14], []byte(e.Sig), []byte(other), 1)
+	writeLines(t, dir, lines)
+	if err := writeHead(dir, lines[14]); err != nil {
+		t.Fatal(err)
+	}
+	if rep := verifyDir(t, dir, s.keys()); rep.OK || rep.FirstBadSeq != 11 {
+		t.Fatalf("report %+v, want checkpoint 15 refused", rep)
+	}
+}
+
 func TestVerifyWithWrongKeys(t *testing.T) {
 	dir, _ := referenceLog(t)
 	rep := verifyDir(t, dir, newTestSigner(t, "k1").keys())
@@ -224,19 +296,46 @@ func TestVerifyFileOfARotatedLog(t *testing.T) {
 func TestParseJWKS(t *testing.T) {
 	s := newTestSigner(t, "kid-1")
 	b, _ := s.key.PublicKey.Bytes()
-	jwks := `{"keys":[{"kty":"RSA","kid":"r"},{"kty":"EC","crv":"P-256","kid":"kid-1","x":"` +
-		b64.EncodeToString(b[1:33]) + `","y":"` + b64.EncodeToString(b[33:]) + `","use":"sig","alg":"ES256"}]}`
-	keys, err := ParseJWKS([]byte(jwks))
-	if err != nil {
-		t.Fatal(err)
+	x, y := b64.EncodeToString(b[1:33]), b64.EncodeToString(b[33:])
+	ec := `{"kty":"EC","crv":"P-256","kid":"kid-1","x":"` + x + `","y":"` + y + `","use":"sig","alg":"ES256"}`
+	p384, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	b384, _ := p384.PublicKey.Bytes()
+	ec384 := `{"kty":"EC","crv":"P-384","kid":"p384","x":"` + b64.EncodeToString(b384[1:49]) + `","y":"` + b64.EncodeToString(b384[49:]) + `"}`
+	tests := []struct {
+		name    string
+		jwks    string
+		wantErr string // "" for the set {kid-1: s's key}
+	}{
+		{"one EC key", `{"keys":[` + ec + `]}`, ""},
+		{"EC key without alg", `{"keys":[` + strings.Replace(ec, `,"alg":"ES256"`, "", 1) + `]}`, ""},
+		{"RSA key not for PS256 skipped", `{"keys":[{"kty":"RSA","kid":"r"},` + ec + `]}`, ""},
+		{"P-384 key skipped", `{"keys":[` + ec384 + `,` + ec + `]}`, ""},
+		{"unknown kty skipped", `{"keys":[{"kty":"OKP","crv":"Ed25519","kid":"ed","x":"AA"},{"kty":"oct","k":"AA"},` + ec + `]}`, ""},
+		{"not JSON", `[`, "jwks: "},
+		{"no keys", `{}`, "jwks: no EC P-256 or PS256 RSA key"},
+		{"only keys of other kinds", `{"keys":[` + ec384 + `]}`, "jwks: no EC P-256 or PS256 RSA key"},
+		{"EC key without kid", `{"keys":[` + strings.Replace(ec, `"kid":"kid-1",`, "", 1) + `]}`, "jwks: key 0 has no kid"},
+		{"EC key with short coordinates", `{"keys":[{"kty":"EC","crv":"P-256","x":"AA","y":"AA","kid":"k"}]}`, "jwks: key k: "},
+		{"EC key off the curve", `{"keys":[` + strings.Replace(ec, x, y, 1) + `]}`, "jwks: key kid-1: "},
+		{"EC private key", `{"keys":[` + strings.Replace(ec, `"use"`, `"d":"`+x+`","use"`, 1) + `]}`, "jwks: key kid-1 holds a private key"},
+		{"key not an object", `{"keys":[1]}`, "jwks: key 0: "},
 	}
-	pub, ok := keys.PublicKey("kid-1")
-	if !ok || !pub.Equal(&s.key.PublicKey) || len(keys) != 1 {
-		t.Fatalf("keys %v", keys)
-	}
-	for _, bad := range []string{`{}`, `{"keys":[{"kty":"EC","crv":"P-256","x":"AA","y":"AA","kid":"k"}]}`, `[`} {
-		if _, err := ParseJWKS([]byte(bad)); err == nil {
-			t.Errorf("ParseJWKS(%s): want an error", bad)
-		}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			keys, err := ParseJWKS([]byte(tt.jwks))
+			if tt.wantErr != "" {
+				if err == nil || !strings.HasPrefix(err.Error(), tt.wantErr) {
+					t.Fatalf("ParseJWKS = %v, %v; want error %q...", keys, err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			pub, ok := keys.PublicKey("kid-1")
+			if !ok || !pub.Equal(&s.key.PublicKey) || len(keys) != 1 {
+				t.Fatalf("keys %v", keys)
+			}
+		})
 	}
 }

@@ -5,18 +5,19 @@ package daemon
 // any service verify them offline: the JWK set (RFC 7517, with RFC 7638
 // thumbprints as key ids) and the authorization server metadata (RFC 8414).
 //
-// Only the standard library is used. Parsing is deliberately strict: the
-// header is read before the signature is checked, so it is decoded with
-// exact (case-sensitive) member names, duplicate members are rejected, and
-// the only accepted algorithm is the one of the key the kid names, ES256
-// or PS256 — never "none" or an HMAC that could be keyed with the public
-// key.
+// go-jose builds and verifies the JWS (jws.go); the header and the claims
+// are read here, deliberately strictly, because go-jose is lenient where a
+// bearer check must not be: the header is read before the signature is
+// checked, so it is decoded with exact (case-sensitive) member names,
+// duplicate members are rejected, every part must be canonical base64url
+// (one token, one string), and the only accepted algorithm is the one of
+// the key the kid names, ES256 or PS256 — never "none" or an HMAC that
+// could be keyed with the public key.
 
 import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -80,14 +81,15 @@ const (
 // rejected so that every token has exactly one encoding.
 var jwtB64 = base64.RawURLEncoding.Strict()
 
-// MintJWT builds the header {"alg":ALG,"typ":"at+jwt","kid":KeyID(pub)},
-// ALG being ES256 or PS256 as the signing key is EC or RSA, and the
-// payload c, and signs SHA-256(header.payload) with exactly one s.Sign
-// call. The claims RFC 9068 §2.2 requires (iss, exp, aud, sub,
-// client_id, iat, jti) must be set, and exp must be after iat. (That the
-// signer's signatures verify with its public key is checked once, when the
-// daemon starts: CheckSigner.) Signer errors are wrapped (errors.Is works
-// on them).
+// MintJWT builds the JWS of the payload c with the header
+// {"alg":ALG,"kid":KeyID(pub),"typ":"at+jwt"}, ALG being ES256 or PS256 as
+// the signing key is EC or RSA, signing SHA-256(header.payload) with
+// exactly one s.Sign call (an ES256 signature is put in its low-S form).
+// The claims RFC 9068 §2.2 requires (iss, exp, aud, sub, client_id, iat,
+// jti) must be set, and exp must be after iat. (That the signer's
+// signatures verify with its public key is checked once, when the daemon
+// starts: CheckSigner.) Signer errors are wrapped (errors.Is works on
+// them).
 func MintJWT(ctx context.Context, s JWTSigner, c AccessClaims) (string, error) {
 	if s == nil {
 		return "", errors.New("mint jwt: no signer")
@@ -96,7 +98,10 @@ func MintJWT(ctx context.Context, s JWTSigner, c AccessClaims) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("mint jwt: %w", err)
 	}
-	kid := thumbprint(key)
+	kid, err := key.kid()
+	if err != nil {
+		return "", fmt.Errorf("mint jwt: %w", err)
+	}
 	if reason := jwtMissingClaim(&c); reason != "" {
 		return "", fmt.Errorf("mint jwt: %s", reason)
 	}
@@ -106,54 +111,39 @@ func MintJWT(ctx context.Context, s JWTSigner, c AccessClaims) (string, error) {
 	if c.NotBefore < 0 || c.NotBefore >= c.ExpiresAt {
 		return "", errors.New("mint jwt: nbf is not before exp")
 	}
-	header, err := json.Marshal(struct {
-		Alg string `json:"alg"`
-		Typ string `json:"typ"`
-		Kid string `json:"kid"`
-	}{key.alg(), jwtTyp, kid})
-	if err != nil {
-		return "", fmt.Errorf("mint jwt: %w", err)
-	}
 	payload, err := json.Marshal(c)
 	if err != nil {
 		return "", fmt.Errorf("mint jwt: %w", err)
 	}
-	hl, pl := jwtB64.EncodedLen(len(header)), jwtB64.EncodedLen(len(payload))
-	out := make([]byte, hl+1+pl, hl+1+pl+1+jwtB64.EncodedLen(key.sigLen()))
-	jwtB64.Encode(out, header)
-	out[hl] = '.'
-	jwtB64.Encode(out[hl+1:], payload)
-	digest := sha256.Sum256(out)
-
-	sig, err := s.Sign(ctx, digest[:])
+	token, err := signJWS(ctx, s, key, kid, payload)
 	if err != nil {
-		return "", fmt.Errorf("mint jwt: sign: %w", err)
+		return "", fmt.Errorf("mint jwt: %w", err)
 	}
-	if len(sig) != key.sigLen() {
-		return "", fmt.Errorf("mint jwt: signer returned %d bytes, want %d", len(sig), key.sigLen())
-	}
-	out = append(out, '.')
-	out = jwtB64.AppendEncode(out, sig)
-	return string(out), nil
+	return token, nil
 }
 
-// CheckSigner signs a random digest and verifies it with the signer's
-// public key, so a token whose key does not match its public half (or a
-// module that returns garbage) is found at start, not by every client.
+// CheckSigner signs a JWS of a random payload, as MintJWT does, and
+// verifies it, as VerifyJWT does, with the signer's public key, so a token
+// whose key does not match its public half (or a module that returns
+// garbage) is found at start, not by every client.
 func CheckSigner(ctx context.Context, s JWTSigner) error {
-	digest := make([]byte, sha256.Size)
-	if _, err := rand.Read(digest); err != nil {
+	nonce := make([]byte, 32)
+	if _, err := rand.Read(nonce); err != nil {
 		return err
 	}
 	key, err := jwsKeyOf(s.SigningPublicKey())
 	if err != nil {
 		return fmt.Errorf("check signing key: %w", err)
 	}
-	sig, err := s.Sign(ctx, digest)
+	kid, err := key.kid()
 	if err != nil {
 		return fmt.Errorf("check signing key: %w", err)
 	}
-	if !key.verify(digest, sig) {
+	token, err := signJWS(ctx, s, key, kid, nonce)
+	if err != nil {
+		return fmt.Errorf("check signing key: %w", err)
+	}
+	if payload, reason := verifyJWS(token, key); reason != "" || !bytes.Equal(payload, nonce) {
 		return errors.New("check signing key: its signatures do not verify with its public key")
 	}
 	return nil
@@ -189,15 +179,16 @@ func LooksLikeJWT(s string) bool {
 
 // VerifyJWT verifies a coffer access token and returns its claims. It
 // checks, in this order:
-//   - shape: at most 8 KiB, exactly three strict base64url parts;
+//   - shape: at most 8 KiB, exactly three canonical base64url parts;
 //   - header: alg exactly "ES256" or "PS256" (anything else, "none" and
 //     HMACs included, is refused), typ "at+jwt" (or its full media type
 //     "application/at+jwt", case-insensitively, per RFC 9068 §4), kid
-//     present in keys and its key of that alg, no "crit", no duplicate
-//     members;
-//   - signature: exactly 64 bytes r||s verified with ECDSA (ES256), or
-//     the modulus size verified with RSA-PSS (PS256), over SHA-256 of
-//     header.payload with the key named by kid;
+//     present in keys and its key of that alg, no "crit" or "b64", no
+//     duplicate members;
+//   - signature: exactly 64 bytes r||s with s ≤ n/2 (ES256), or the
+//     modulus size (PS256); then go-jose verifies it over header.payload
+//     with the key named by kid, that key's algorithm the only one it
+//     allows;
 //   - claims: iss, sub, aud, client_id, jti, iat and exp present (RFC 9068
 //     §2.2); exp not passed, nbf (if set) and iat not in the future, each
 //     with 30 s leeway against now.
@@ -221,12 +212,15 @@ func VerifyJWT(token string, keys map[string]PublicKey, now time.Time) (AccessCl
 		return AccessClaims{}, jwtInvalid("not three parts")
 	}
 
+	// go-jose reads the header too, but leniently (duplicate members, the
+	// last one winning; "b64":false honoured without "crit"), and it must
+	// not choose the key: so it is read here first.
 	rawHeader, err := jwtB64.DecodeString(token[:i])
 	if err != nil {
 		return AccessClaims{}, jwtInvalid("header is not base64url")
 	}
 	var h struct{ alg, typ, kid string }
-	var crit bool
+	var crit, b64 bool
 	err = jwtDecodeObject(rawHeader, func(key string, dec *json.Decoder) error {
 		switch key {
 		case "alg":
@@ -237,6 +231,8 @@ func VerifyJWT(token string, keys map[string]PublicKey, now time.Time) (AccessCl
 			return jwtDecodeString(dec, &h.kid)
 		case "crit":
 			crit = true
+		case "b64":
+			b64 = true
 		}
 		return jwtSkipValue(dec)
 	})
@@ -249,6 +245,8 @@ func VerifyJWT(token string, keys map[string]PublicKey, now time.Time) (AccessCl
 		return AccessClaims{}, jwtInvalid("typ is not at+jwt")
 	case crit:
 		return AccessClaims{}, jwtInvalid("unsupported crit header")
+	case b64:
+		return AccessClaims{}, jwtInvalid("unsupported b64 header")
 	case h.kid == "":
 		return AccessClaims{}, jwtInvalid("no kid")
 	}
@@ -260,31 +258,31 @@ func VerifyJWT(token string, keys map[string]PublicKey, now time.Time) (AccessCl
 	if err != nil {
 		return AccessClaims{}, jwtInvalid("key for kid is not an ES256 or PS256 key")
 	}
-	if key.alg() != h.alg {
+	if string(key.alg) != h.alg {
 		return AccessClaims{}, jwtInvalid("alg is not the one of the key for kid")
 	}
 
-	n := key.sigLen()
+	// go-jose decodes base64url leniently (non-zero trailing bits), which
+	// would give each signature and payload more than one encoding.
+	n := key.sigLen
 	if jwtB64.DecodedLen(len(token)-j-1) != n || n > jwtMaxSigLen {
 		return AccessClaims{}, jwtInvalid(fmt.Sprintf("signature is not %d bytes", n))
 	}
 	var buf [jwtMaxSigLen]byte
-	sig := buf[:n]
-	if m, err := jwtB64.Decode(sig, []byte(token[j+1:])); err != nil || m != n {
+	if m, err := jwtB64.Decode(buf[:n], []byte(token[j+1:])); err != nil || m != n {
 		return AccessClaims{}, jwtInvalid("signature is not base64url")
 	}
-	digest := sha256.Sum256([]byte(token[:j]))
-	if !key.verify(digest[:], sig) {
-		return AccessClaims{}, jwtInvalid("bad signature")
+	if _, err := jwtB64.DecodeString(token[i+1 : j]); err != nil {
+		return AccessClaims{}, jwtInvalid("payload is not base64url")
+	}
+	payload, reason := verifyJWS(token, key)
+	if reason != "" {
+		return AccessClaims{}, jwtInvalid(reason)
 	}
 
 	// Only signed (hence coffer-minted) payloads are parsed from here on.
-	rawPayload, err := jwtB64.DecodeString(token[i+1 : j])
-	if err != nil {
-		return AccessClaims{}, jwtInvalid("payload is not base64url")
-	}
 	var c AccessClaims
-	if err := c.UnmarshalJSON(rawPayload); err != nil {
+	if err := c.UnmarshalJSON(payload); err != nil {
 		return AccessClaims{}, jwtInvalid("malformed claims")
 	}
 	if reason := jwtMissingClaim(&c); reason != "" {

@@ -20,7 +20,7 @@ var jwtReasons = map[string]bool{
 	"signature is not base64url": true, "typ is not at+jwt": true, "unknown kid": true,
 	"unsupported crit header": true, "missing iss": true, "missing sub": true, "missing aud": true,
 	"missing client_id": true, "missing jti": true, "missing iat": true, "missing exp": true,
-	"empty aud value": true,
+	"empty aud value": true, "signature is not low-S": true, "unsupported b64 header": true,
 }
 
 func checkJWTError(t *testing.T, err error) {

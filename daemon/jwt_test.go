@@ -36,6 +36,9 @@ type jwtSoftSigner struct {
 	digests [][]byte
 	err     error               // returned by Sign when set
 	mangle  func([]byte) []byte // applied to the signature when set
+	// highS makes Sign return the high-S form of each signature (an HSM
+	// returns either form; by default Sign does too, at random).
+	highS bool
 }
 
 func newJWTSigner(tb testing.TB) *jwtSoftSigner {
@@ -50,7 +53,7 @@ func newJWTSigner(tb testing.TB) *jwtSoftSigner {
 func (s *jwtSoftSigner) Sign(_ context.Context, digest []byte) ([]byte, error) {
 	s.mu.Lock()
 	s.digests = append(s.digests, slices.Clone(digest))
-	err, mangle := s.err, s.mangle
+	err, mangle, highS := s.err, s.mangle, s.highS
 	s.mu.Unlock()
 	if err != nil {
 		return nil, err
@@ -59,6 +62,9 @@ func (s *jwtSoftSigner) Sign(_ context.Context, digest []byte) ([]byte, error) {
 		return nil, fmt.Errorf("digest is %d bytes", len(digest))
 	}
 	sig := jwtRawSign(s.priv, digest)
+	if highS && jwtIsLowS(sig) {
+		sig = jwtTwin(sig)
+	}
 	if mangle != nil {
 		sig = mangle(sig)
 	}
@@ -77,6 +83,7 @@ func (s *jwtSoftSigner) keys() map[string]PublicKey {
 	return map[string]PublicKey{KeyID(s.pub): s.pub}
 }
 
+// jwtRawSign signs like an HSM: r||s with s low or high at random.
 func jwtRawSign(priv *ecdsa.PrivateKey, digest []byte) []byte {
 	r, s, err := ecdsa.Sign(rand.Reader, priv, digest)
 	if err != nil {
@@ -88,14 +95,33 @@ func jwtRawSign(priv *ecdsa.PrivateKey, digest []byte) []byte {
 	return sig
 }
 
+// jwtTwin is the other valid ES256 signature of the same message: (r, n−s)
+// for (r, s).
+func jwtTwin(sig []byte) []byte {
+	n := elliptic.P256().Params().N
+	out := slices.Clone(sig)
+	new(big.Int).Sub(n, new(big.Int).SetBytes(sig[32:])).FillBytes(out[32:])
+	return out
+}
+
+// jwtIsLowS reports whether s ≤ n/2 (computed apart from es256LowS).
+func jwtIsLowS(sig []byte) bool {
+	half := new(big.Int).Rsh(elliptic.P256().Params().N, 1)
+	return new(big.Int).SetBytes(sig[32:]).Cmp(half) <= 0
+}
+
 var jwtEnc = base64.RawURLEncoding
 
 // jwtForge builds a compact JWS from literal header and payload JSON,
-// signed ES256 by priv — for tokens MintJWT would never produce.
+// signed ES256 by priv (low-S) — for tokens MintJWT would never produce.
 func jwtForge(priv *ecdsa.PrivateKey, header, payload string) string {
 	in := jwtEnc.EncodeToString([]byte(header)) + "." + jwtEnc.EncodeToString([]byte(payload))
 	d := sha256.Sum256([]byte(in))
-	return in + "." + jwtEnc.EncodeToString(jwtRawSign(priv, d[:]))
+	sig := jwtRawSign(priv, d[:])
+	if !jwtIsLowS(sig) {
+		sig = jwtTwin(sig)
+	}
+	return in + "." + jwtEnc.EncodeToString(sig)
 }
 
 // jwtWithSig replaces the signature part of token.
@@ -176,7 +202,7 @@ func TestMintVerifyJWT(t *testing.T) {
 				t.Errorf("signed digest is not SHA-256(header.payload)")
 			}
 			header, _ := jwtEnc.DecodeString(p[0])
-			if want := `{"alg":"ES256","typ":"at+jwt","kid":"` + KeyID(s.pub) + `"}`; string(header) != want {
+			if want := `{"alg":"ES256","kid":"` + KeyID(s.pub) + `","typ":"at+jwt"}`; string(header) != want {
 				t.Errorf("header = %s, want %s", header, want)
 			}
 			payload, _ := jwtEnc.DecodeString(p[1])
@@ -276,6 +302,13 @@ func TestJWTInteropGoJose(t *testing.T) {
 	}).Claims(map[string]any{"client_id": "c9", "roles": []string{"admin"}}).Serialize()
 	if err != nil {
 		t.Fatal(err)
+	}
+	// go-jose signs with s high or low at random; coffer takes low-S only.
+	if sig, _ := jwtEnc.DecodeString(jwtParts(t, joseToken)[2]); !jwtIsLowS(sig) {
+		if _, err := VerifyJWT(joseToken, s.keys(), jwtNow); err == nil {
+			t.Fatal("VerifyJWT accepted a high-S go-jose token")
+		}
+		joseToken = jwtWithSig(joseToken, jwtTwin(sig))
 	}
 	got, err := VerifyJWT(joseToken, s.keys(), jwtNow)
 	if err != nil {
@@ -426,6 +459,11 @@ func TestVerifyJWTRejects(t *testing.T) {
 		string("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"[last^1])
 
 	p384, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	// A token of a key that signed before and is no longer published.
+	retired, err := MintJWT(context.Background(), newJWTSigner(t), jwtFullClaims())
+	if err != nil {
+		t.Fatal(err)
+	}
 	claimsWith := func(mod func(m map[string]any)) string {
 		var m map[string]any
 		if err := json.Unmarshal(payloadJSON, &m); err != nil {
@@ -459,6 +497,8 @@ func TestVerifyJWTRejects(t *testing.T) {
 		{"HS256 keyed with PKIX DER", hs256(der), nil, "alg is not ES256 or PS256"},
 		{"HS256 keyed with PEM", hs256(pemKey), nil, "alg is not ES256 or PS256"},
 		{"HS256 keyed with JWK JSON", hs256(jwkJSON), nil, "alg is not ES256 or PS256"},
+		{"ES256 token, header alg PS256", b64(hdr("PS256", "at+jwt", kid)) + "." + p[1] + "." + p[2], nil, "alg is not the one of the key for kid"},
+		{"ES256 signature, header alg PS256", jwtForge(s.priv, hdr("PS256", "at+jwt", kid), string(payloadJSON)), nil, "alg is not the one of the key for kid"},
 		{"alg es256 lowercase", jwtForge(s.priv, hdr("es256", "at+jwt", kid), string(payloadJSON)), nil, "alg is not ES256 or PS256"},
 		{"alg ES384", jwtForge(s.priv, hdr("ES384", "at+jwt", kid), string(payloadJSON)), nil, "alg is not ES256 or PS256"},
 		{"alg missing", jwtForge(s.priv, `{"typ":"at+jwt","kid":"`+kid+`"}`, string(payloadJSON)), nil, "alg is not ES256 or PS256"},
@@ -470,6 +510,10 @@ func TestVerifyJWTRejects(t *testing.T) {
 		{"typ with space", jwtForge(s.priv, hdr("ES256", "at+jwt ", kid), string(payloadJSON)), nil, "typ is not at+jwt"},
 		{"crit header", jwtForge(s.priv, `{"alg":"ES256","typ":"at+jwt","kid":"`+kid+`","crit":["exp"],"exp":1}`, string(payloadJSON)), nil, "unsupported crit header"},
 		{"unknown kid", jwtForge(s.priv, hdr("ES256", "at+jwt", "nope"), string(payloadJSON)), nil, "unknown kid"},
+		{"kid of a retired key", retired, nil, "unknown kid"},
+		{"b64 false", jwtForge(s.priv, `{"alg":"ES256","typ":"at+jwt","kid":"`+kid+`","b64":false}`, string(payloadJSON)), nil, "unsupported b64 header"},
+		{"b64 false, crit b64", jwtForge(s.priv, `{"alg":"ES256","typ":"at+jwt","kid":"`+kid+`","b64":false,"crit":["b64"]}`, string(payloadJSON)), nil, "unsupported crit header"},
+		{"embedded jwk go-jose cannot read", jwtForge(s.priv, `{"alg":"ES256","typ":"at+jwt","kid":"`+kid+`","jwk":{"kty":"EC"}}`, string(payloadJSON)), nil, "malformed header"},
 		{"kid missing", jwtForge(s.priv, `{"alg":"ES256","typ":"at+jwt"}`, string(payloadJSON)), nil, "no kid"},
 		{"kid not a string", jwtForge(s.priv, `{"alg":"ES256","typ":"at+jwt","kid":1}`, string(payloadJSON)), nil, "malformed header"},
 		{"no keys", good, map[string]PublicKey{}, "unknown kid"},
@@ -486,7 +530,9 @@ func TestVerifyJWTRejects(t *testing.T) {
 		{"signature of another token", p[0] + "." + strings.Split(mint(func(c *AccessClaims) { c.Subject = "other" }), ".")[1] + "." + p[2], nil, "bad signature"},
 		{"signature all zero", jwtWithSig(good, make([]byte, 64)), nil, "bad signature"},
 		{"signature r = n", jwtWithSig(good, sigWith(n, sv)), nil, "bad signature"},
-		{"signature s = n", jwtWithSig(good, sigWith(r, n)), nil, "bad signature"},
+		{"signature s = n", jwtWithSig(good, sigWith(r, n)), nil, "signature is not low-S"},
+		{"signature s = n/2 + 1", jwtWithSig(good, sigWith(r, new(big.Int).Add(new(big.Int).Rsh(n, 1), big.NewInt(1)))), nil, "signature is not low-S"},
+		{"high-S twin of a valid token", jwtWithSig(good, jwtTwin(goodSig)), nil, "signature is not low-S"},
 		{"signature r + n overflow", jwtWithSig(good, slices.Concat(slices.Repeat([]byte{0xff}, 32), goodSig[32:])), nil, "bad signature"},
 		{"signature 63 bytes", jwtWithSig(good, goodSig[:63]), nil, "signature is not 64 bytes"},
 		{"signature 65 bytes", jwtWithSig(good, append(slices.Clone(goodSig), 0)), nil, "signature is not 64 bytes"},
@@ -950,6 +996,7 @@ func TestCheckSigner(t *testing.T) {
 		{"bad signature", func(s *jwtSoftSigner) { s.mangle = func(b []byte) []byte { b[10] ^= 1; return b } }, false},
 		{"key differs from its public key", func(s *jwtSoftSigner) { s.pub = newJWTSigner(t).pub }, false},
 		{"short signature", func(s *jwtSoftSigner) { s.mangle = func(b []byte) []byte { return b[:63] } }, false},
+		{"high-S signatures", func(s *jwtSoftSigner) { s.highS = true }, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -961,5 +1008,113 @@ func TestCheckSigner(t *testing.T) {
 				t.Fatalf("CheckSigner = %v, want ok %v", err, tt.ok)
 			}
 		})
+	}
+}
+
+// TestES256LowS: whatever form of s the HSM returns, a minted token
+// carries the low-S one and verifies; its high-S twin, which crypto/ecdsa
+// and go-jose accept, is refused.
+func TestES256LowS(t *testing.T) {
+	tests := []struct {
+		name  string
+		highS bool
+	}{
+		{"HSM returns s at random", false},
+		{"HSM always returns high s", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newJWTSigner(t)
+			s.highS = tt.highS
+			for i := range 32 {
+				c := jwtMinClaims()
+				c.JTI = fmt.Sprint("s", i)
+				token, err := MintJWT(context.Background(), s, c)
+				if err != nil {
+					t.Fatal(err)
+				}
+				sig, _ := jwtEnc.DecodeString(jwtParts(t, token)[2])
+				if !jwtIsLowS(sig) {
+					t.Fatalf("token %d: minted signature is high-S", i)
+				}
+				if _, err := VerifyJWT(token, s.keys(), jwtNow); err != nil {
+					t.Fatalf("token %d: %v", i, err)
+				}
+				twin := jwtWithSig(token, jwtTwin(sig))
+				d := sha256.Sum256([]byte(token[:strings.LastIndexByte(token, '.')]))
+				if !ecdsa.VerifyASN1(s.pub, d[:], jwtASN1(jwtTwin(sig))) {
+					t.Fatal("the twin is not a valid ECDSA signature: the test proves nothing")
+				}
+				_, err = VerifyJWT(twin, s.keys(), jwtNow)
+				if want := ErrInvalidJWT.Error() + ": signature is not low-S"; err == nil || err.Error() != want {
+					t.Fatalf("token %d: high-S twin: %v, want %q", i, err, want)
+				}
+			}
+		})
+	}
+}
+
+func jwtASN1(sig []byte) []byte {
+	b, _ := asn1.Marshal(struct{ R, S *big.Int }{new(big.Int).SetBytes(sig[:32]), new(big.Int).SetBytes(sig[32:])})
+	return b
+}
+
+func TestES256ToLowS(t *testing.T) {
+	n := elliptic.P256().Params().N
+	half := new(big.Int).Rsh(n, 1)
+	sig := func(s *big.Int) []byte {
+		b := make([]byte, 64)
+		b[31] = 7 // r
+		s.FillBytes(b[32:])
+		return b
+	}
+	add := func(a *big.Int, d int64) *big.Int { return new(big.Int).Add(a, big.NewInt(d)) }
+	max := new(big.Int).Sub(new(big.Int).Lsh(big.NewInt(1), 256), big.NewInt(1))
+	tests := []struct {
+		name    string
+		s, want *big.Int
+		lowS    bool
+	}{
+		{"s = 1", big.NewInt(1), big.NewInt(1), true},
+		{"s = n/2", half, half, true},
+		{"s = n/2 + 1", add(half, 1), half, false}, // n is odd: n − (⌊n/2⌋+1) = ⌊n/2⌋
+		{"s = n − 1", add(n, -1), big.NewInt(1), false},
+		{"s = n, invalid, unchanged", n, n, false},
+		{"s = 2^256 − 1, invalid, unchanged", max, max, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			in := sig(tt.s)
+			if got := es256LowS(in); got != tt.lowS {
+				t.Errorf("es256LowS = %v, want %v", got, tt.lowS)
+			}
+			orig := slices.Clone(in)
+			if got := es256ToLowS(in); !slices.Equal(got, sig(tt.want)) {
+				t.Errorf("es256ToLowS: s = %x, want %x", got[32:], tt.want)
+			}
+			if !slices.Equal(in, orig) {
+				t.Error("es256ToLowS changed its argument")
+			}
+		})
+	}
+}
+
+// TestSignAuditLowS: audit checkpoints are signed in the low-S form too,
+// whatever the HSM returns (the fake keys return either, like an HSM).
+func TestSignAuditLowS(t *testing.T) {
+	e := newEnvKeys(t, newFakeKeys())
+	pub, ok := e.keys.SigningPublicKey().(*ecdsa.PublicKey)
+	if !ok {
+		t.Fatal("fake signing key is not ECDSA")
+	}
+	for i := range 32 {
+		digest := sha256.Sum256([]byte(fmt.Sprint("checkpoint ", i)))
+		sig, kid, err := e.svc.SignAudit(context.Background(), digest[:])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if kid != KeyID(pub) || len(sig) != 64 || !jwtIsLowS(sig) || !ecdsa.VerifyASN1(pub, digest[:], jwtASN1(sig)) {
+			t.Fatalf("checkpoint %d: kid %s, signature %x (low-S %v)", i, kid, sig, jwtIsLowS(sig))
+		}
 	}
 }

@@ -60,7 +60,7 @@ func TestPS256JWT(t *testing.T) {
 	}
 	kid := KeyID(s.SigningPublicKey())
 	p := jwtParts(t, token)
-	if header, _ := jwtEnc.DecodeString(p[0]); string(header) != `{"alg":"PS256","typ":"at+jwt","kid":"`+kid+`"}` {
+	if header, _ := jwtEnc.DecodeString(p[0]); string(header) != `{"alg":"PS256","kid":"`+kid+`","typ":"at+jwt"}` {
 		t.Fatalf("header = %s", header)
 	}
 	if sig, _ := jwtEnc.DecodeString(p[2]); len(sig) != 384 {
