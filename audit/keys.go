@@ -68,11 +68,12 @@ var p256HalfOrder = new(big.Int).Rsh(elliptic.P256().Params().N, 1)
 
 // verifySig checks a signature of digest in the form Signer returns.
 //
-// An ECDSA signature must be low-S (s ≤ n/2). ECDSA is malleable: where
-// (r, s) verifies, so does (r, n−s), so anyone could give a checkpoint a
-// second valid signature; crypto/ecdsa accepts both, hence this check.
-// The daemon's signer (SignAudit) writes the low-S form only. (The
-// checkpoint is over a digest, not a JWS, so go-jose has no part here.)
+// The daemon's signer (SignAudit) writes ECDSA signatures low-S (s ≤ n/2),
+// but verification accepts the high-S twin (r, n−s) too, unlike JWT
+// verification: a twin signs the same digest, so it proves exactly what
+// the signature does and lets nobody change a line's content, while
+// refusing it would fail every checkpoint of half the logs written before
+// signatures were normalised. (Only the exact 64-byte r||s form is read.)
 func verifySig(pub PublicKey, digest, sig []byte) bool {
 	switch k := pub.(type) {
 	case *ecdsa.PublicKey:
@@ -81,7 +82,7 @@ func verifySig(pub PublicKey, digest, sig []byte) bool {
 		}
 		r := new(big.Int).SetBytes(sig[:32])
 		s := new(big.Int).SetBytes(sig[32:])
-		return s.Cmp(p256HalfOrder) <= 0 && ecdsa.Verify(k, digest, r, s)
+		return ecdsa.Verify(k, digest, r, s)
 	case *rsa.PublicKey:
 		return k != nil && k.N.BitLen() >= rsaMinBits && len(sig) == k.Size() &&
 			rsa.VerifyPSS(k, crypto.SHA256, digest, sig, pss) == nil

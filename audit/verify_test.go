@@ -150,21 +150,38 @@ func TestVerifyDetectsTampering(t *testing.T) {
 	}
 }
 
-// TestVerifyRefusesMalleatedSignature: a checkpoint signature has one
-// valid form. Otherwise whoever can write the files could swap the last
-// checkpoint's signature (and head) for its twin and the log would still
-// verify, each time under a different hash.
+// TestVerifyRefusesMalleatedSignature: a checkpoint signature is read in
+// one encoding only (64 bytes r||s). Its high-S twin verifies (it signs
+// the same digest; logs written before signatures were normalised hold
+// them), a value past n does not.
 func TestVerifyRefusesMalleatedSignature(t *testing.T) {
 	n := elliptic.P256().Params().N
+	t.Run("high-S twin verifies", func(t *testing.T) {
+		dir, s := referenceLog(t)
+		lines := readLines(t, dir)
+		var e Entry
+		if err := json.Unmarshal(lines[14], &e); err != nil {
+			t.Fatal(err)
+		}
+		sig, err := b64.DecodeString(e.Sig)
+		if err != nil {
+			t.Fatal(err)
+		}
+		twin := slices.Clone(sig)
+		new(big.Int).Sub(n, new(big.Int).SetBytes(sig[32:])).FillBytes(twin[32:])
+		lines[14] = bytes.Replace(lines[14], []byte(e.Sig), []byte(b64.EncodeToString(twin)), 1)
+		writeLines(t, dir, lines)
+		if err := writeHead(dir, lines[14]); err != nil {
+			t.Fatal(err)
+		}
+		if rep := verifyDir(t, dir, s.keys()); !rep.OK {
+			t.Errorf("a high-S checkpoint (as older daemons wrote them): %+v", rep)
+		}
+	})
 	tests := []struct {
 		name string
 		sig  func(sig []byte) []byte
 	}{
-		{"high-S twin (r, n-s)", func(sig []byte) []byte {
-			out := slices.Clone(sig)
-			new(big.Int).Sub(n, new(big.Int).SetBytes(sig[32:])).FillBytes(out[32:])
-			return out
-		}},
 		{"s + n (does not fit 32 bytes: 33)", func(sig []byte) []byte {
 			s := new(big.Int).Add(n, new(big.Int).SetBytes(sig[32:]))
 			return append(slices.Clone(sig[:32]), s.Bytes()...)
