@@ -45,6 +45,10 @@ type Event struct {
 	Reason    string            `json:"reason,omitempty"` // a fixed phrase, never request data
 	Principal *Principal        `json:"principal,omitempty"`
 	Target    map[string]string `json:"target,omitempty"` // ids and names the event is about
+	// Change is the store's change sequence number of a state change
+	// written with Append (strictly increasing); 0 for events from
+	// Record. A checkpoint line carries the highest Change before it.
+	Change uint64 `json:"change,omitempty"`
 }
 
 // Principal is who caused an event, as the transport saw it.

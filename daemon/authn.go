@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/coffer-hsm/coffer/audit"
 	"github.com/coffer-hsm/coffer/kv"
 )
 
@@ -30,10 +31,30 @@ func (s *Service) issuer() string {
 // ServerMetadata returns the RFC 8414 document.
 func (s *Service) ServerMetadata() ServerMetadata { return Metadata(s.issuer()) }
 
-// logBadToken records why a token was refused, without the token.
-func (s *Service) logBadToken(what, tokenID string, err error) {
-	s.log.Info("authentication failed", "for", what, "token_id", tokenID, "reason", err.Error())
+// tokenRefused records why a token presented by p was refused, without
+// the token: a denial in the audit log (coalesced there when repeated)
+// naming the token's public id, and a debug line. The reasons are fixed
+// phrases; the caller only ever sees the one 401.
+func (s *Service) tokenRefused(p Principal, action, tokenID string, why error) {
+	s.log.Debug("authentication failed", "for", action, "token_id", tokenID, "reason", why.Error())
+	ap := auditPrincipal(p)
+	ap.TokenID = tokenID
+	s.record(audit.Event{Action: action, Outcome: audit.OutcomeDenied, Code: CodeUnauthenticated, Reason: why.Error(), Principal: ap})
 }
+
+// admitAuth asks the failed-authentication limiter whether p may try a
+// token now, and records the refusal when not.
+func (s *Service) admitAuth(p Principal, action, clientID string) error {
+	err := s.authGate.admit(p, clientID)
+	if err != nil {
+		s.recordDenial(p, action, CodeRateLimited, "too many failed authentications", nil)
+	}
+	return err
+}
+
+// displayTokenID is the public id of a parsed token as the audit log names
+// it: "cfa_<id>".
+func displayTokenID(tok ParsedToken) string { return tok.Prefix + "_" + tok.ID }
 
 // session resolution shared by bearer authentication, introspection and
 // /v1/authorize.
@@ -182,10 +203,10 @@ func (s *Service) identityOf(r resolved) (*TokenIdentity, error) {
 // Authenticate checks a bearer token and returns p acting as the token's
 // session. Every failure is the same 401.
 func (s *Service) Authenticate(ctx context.Context, p Principal, bearer string) (Principal, error) {
-	if err := s.authGate.admit(p, ""); err != nil {
+	if err := s.admitAuth(p, "authenticate", ""); err != nil {
 		return Principal{}, err
 	}
-	b, err := s.lookupBearer(ctx, bearer, "bearer")
+	b, err := s.lookupBearer(ctx, p, bearer, "authenticate")
 	if errors.Is(err, ErrUnauthenticated) {
 		s.authFailed(p, "")
 	}
@@ -265,30 +286,32 @@ func newSession(kind string, cred credentialRecord, user userRecord, roles []str
 // The caller (for the rate limit on failures) is the principal of ctx.
 func (s *Service) Login(ctx context.Context, authToken string) (Session, string, error) {
 	caller := PrincipalFrom(ctx)
-	if err := s.authGate.admit(caller, ""); err != nil {
+	if err := s.admitAuth(caller, "auth.login", ""); err != nil {
 		return Session{}, "", err
 	}
-	sess, plain, err := s.login(ctx, authToken)
+	sess, plain, err := s.login(ctx, caller, authToken)
 	if errors.Is(err, ErrUnauthenticated) {
 		s.authFailed(caller, "")
 	}
 	return sess, plain, err
 }
 
-func (s *Service) login(ctx context.Context, authToken string) (Session, string, error) {
+func (s *Service) login(ctx context.Context, caller Principal, authToken string) (Session, string, error) {
 	tok, err := ParseToken(authToken)
 	if err != nil {
-		s.logBadToken("login", "", err)
+		s.tokenRefused(caller, "auth.login", "", err)
 		return Session{}, "", errUnauthenticated()
 	}
 	if tok.Prefix != PrefixAuthToken {
-		s.logBadToken("login", tok.ID, errors.New("login needs an auth token (cfa_)"))
+		s.tokenRefused(caller, "auth.login", displayTokenID(tok), errors.New("login needs an auth token (cfa_)"))
 		return Session{}, "", errUnauthenticated()
 	}
 	now := s.now()
 	var out Session
 	var plain string
-	err = s.store.Update(ctx, func(tx *kv.Txn) error {
+	p := caller
+	err = s.update(ctx, p, "auth.login", func(tx *kv.Txn, c *change) error {
+		c.set("token_id", displayTokenID(tok))
 		cred, user, err := s.authenticateCredential(tx, tok, CredAuthToken, now)
 		if err != nil {
 			return err
@@ -297,6 +320,7 @@ func (s *Service) login(ctx context.Context, authToken string) (Session, string,
 			return err
 		}
 		sess := newSession(SessionLogin, cred, user, cred.Roles, now)
+		c.set("session", sess.ID, "credential", cred.ID, "user", user.ID, "project", cred.ProjectID)
 		if err := tx.Put(tableSessions, sess.ID, sess, sess.indexes()...); err != nil {
 			return err
 		}
@@ -308,13 +332,12 @@ func (s *Service) login(ctx context.Context, authToken string) (Session, string,
 	})
 	var bad *errBadToken
 	if errors.As(err, &bad) {
-		s.logBadToken("login", tok.ID, err)
+		s.tokenRefused(caller, "auth.login", displayTokenID(tok), err)
 		return Session{}, "", errUnauthenticated()
 	}
 	if err != nil {
 		return Session{}, "", storeErr(err)
 	}
-	s.log.Info("login", "session", out.ID, "user", out.User, "project", out.Project, "credential", out.CredentialID)
 	return out, plain, nil
 }
 
@@ -342,23 +365,32 @@ type AccessToken struct {
 // counted per client_id.
 func (s *Service) ClientCredentials(ctx context.Context, clientID, clientSecret, scope string) (AccessToken, error) {
 	caller := PrincipalFrom(ctx)
-	if err := s.authGate.admit(caller, clientID); err != nil {
+	if err := s.admitAuth(caller, "oauth2.token", clientID); err != nil {
 		return AccessToken{}, err
 	}
-	at, err := s.clientCredentials(ctx, clientID, clientSecret, scope)
+	at, err := s.clientCredentials(ctx, caller, clientID, clientSecret, scope)
 	if CodeOf(err) == CodeInvalidClient {
 		s.authFailed(caller, clientID)
 	}
 	return at, err
 }
 
-func (s *Service) clientCredentials(ctx context.Context, clientID, clientSecret, scope string) (AccessToken, error) {
+func (s *Service) clientCredentials(ctx context.Context, caller Principal, clientID, clientSecret, scope string) (AccessToken, error) {
+	// The client id names the client in the audit log when it has the
+	// form of one; anything else may be a secret pasted in the wrong field.
+	shownClient := ""
+	if validTokenID(clientID) {
+		shownClient = clientID
+	}
 	invalidClient := func(tokenID string, why error) error {
-		shown := clientID
-		if !validTokenID(shown) {
-			shown = "<malformed>" // never log what may be a secret pasted in the wrong field
+		s.log.Debug("authentication failed", "for", "oauth2 client", "client_id", shownClient, "token_id", tokenID, "reason", why.Error())
+		ap := auditPrincipal(caller)
+		ap.TokenID = tokenID
+		var t map[string]string
+		if shownClient != "" {
+			t = map[string]string{"client_id": shownClient}
 		}
-		s.logBadToken("oauth2 client "+shown, tokenID, why)
+		s.record(audit.Event{Action: "oauth2.token", Outcome: audit.OutcomeDenied, Code: CodeInvalidClient, Reason: why.Error(), Principal: ap, Target: t})
 		return newErr(ErrUnauthenticated, CodeInvalidClient, "client authentication failed")
 	}
 	tok, err := ParseToken(clientSecret)
@@ -366,7 +398,7 @@ func (s *Service) clientCredentials(ctx context.Context, clientID, clientSecret,
 		return AccessToken{}, invalidClient("", err)
 	}
 	if tok.Prefix != PrefixOAuth2 {
-		return AccessToken{}, invalidClient(tok.ID, errors.New("client secret is not a cfo_ token"))
+		return AccessToken{}, invalidClient(displayTokenID(tok), errors.New("client secret is not a cfo_ token"))
 	}
 	now := s.now()
 	// Check the client first, without writing, so an HSM signature is made
@@ -387,7 +419,7 @@ func (s *Service) clientCredentials(ctx context.Context, clientID, clientSecret,
 	})
 	var bad *errBadToken
 	if errors.As(err, &bad) {
-		return AccessToken{}, invalidClient(tok.ID, err)
+		return AccessToken{}, invalidClient(displayTokenID(tok), err)
 	}
 	if err != nil {
 		return AccessToken{}, storeErr(err)
@@ -415,7 +447,8 @@ func (s *Service) clientCredentials(ctx context.Context, clientID, clientSecret,
 	if err != nil {
 		return AccessToken{}, hsmErr(err)
 	}
-	err = s.store.Update(ctx, func(tx *kv.Txn) error {
+	err = s.update(ctx, caller, "oauth2.token", func(tx *kv.Txn, c *change) error {
+		c.set("token_id", displayTokenID(tok), "client_id", shownClient, "session", sess.ID, "credential", cred.ID, "user", user.ID, "project", cred.ProjectID)
 		cred, _, err := s.authenticateCredential(tx, tok, CredOAuth2, now)
 		if err != nil {
 			return err
@@ -426,12 +459,11 @@ func (s *Service) clientCredentials(ctx context.Context, clientID, clientSecret,
 		return tx.Put(tableSessions, sess.ID, sess, sess.indexes()...)
 	})
 	if errors.As(err, &bad) {
-		return AccessToken{}, invalidClient(tok.ID, err)
+		return AccessToken{}, invalidClient(displayTokenID(tok), err)
 	}
 	if err != nil {
 		return AccessToken{}, storeErr(err)
 	}
-	s.log.Info("oauth2 token issued", "session", sess.ID, "client_id", clientID, "credential", cred.ID)
 	return AccessToken{Token: jwt, ExpiresIn: int64(sess.ExpiresAt.Sub(now) / time.Second), Scope: strings.Join(roles, " "), SessionID: sess.ID}, nil
 }
 
@@ -470,17 +502,23 @@ type Introspection struct {
 // failed too often: it is no oracle for guessing tokens.
 func (s *Service) Introspect(ctx context.Context, token string) (Introspection, error) {
 	caller := PrincipalFrom(ctx)
-	if err := s.authGate.admit(caller, ""); err != nil {
+	if err := s.admitAuth(caller, "oauth2.introspect", ""); err != nil {
 		return Introspection{}, err
 	}
-	out, err := s.introspect(ctx, token)
+	out, err := s.introspect(ctx, caller, token)
 	if err == nil && !out.Active {
 		s.authFailed(caller, "")
+	}
+	if err == nil && out.Active {
+		ap := auditPrincipal(caller)
+		ap.TokenID = publicTokenID(token)
+		s.record(audit.Event{Action: "oauth2.introspect", Outcome: audit.OutcomeOK, Principal: ap,
+			Target: map[string]string{"active": "true", "session": out.SessionID, "credential": out.CredentialID, "user": out.Subject}})
 	}
 	return out, err
 }
 
-func (s *Service) introspect(ctx context.Context, token string) (Introspection, error) {
+func (s *Service) introspect(ctx context.Context, caller Principal, token string) (Introspection, error) {
 	now := s.now()
 	var out Introspection
 	var bad *errBadToken
@@ -510,7 +548,7 @@ func (s *Service) introspect(ctx context.Context, token string) (Introspection, 
 		return nil
 	})
 	if errors.As(err, &bad) {
-		s.logBadToken("introspection", "", err)
+		s.tokenRefused(caller, "oauth2.introspect", publicTokenID(token), err)
 		return Introspection{Active: false}, nil
 	}
 	if err != nil {
@@ -560,10 +598,10 @@ type Decision struct {
 // principal of ctx), as on every endpoint that checks a token.
 func (s *Service) AuthorizeCall(ctx context.Context, token, service, method, path string) (Decision, error) {
 	caller := PrincipalFrom(ctx)
-	if err := s.authGate.admit(caller, ""); err != nil {
+	if err := s.admitAuth(caller, "authorize", ""); err != nil {
 		return Decision{}, err
 	}
-	b, err := s.lookupBearer(ctx, token, "authorize")
+	b, err := s.lookupBearer(ctx, caller, token, "authorize")
 	if errors.Is(err, ErrUnauthenticated) {
 		s.authFailed(caller, "")
 		return Decision{Allowed: false, Reason: "invalid or expired token"}, nil
@@ -579,8 +617,21 @@ func (s *Service) AuthorizeCall(ctx context.Context, token, service, method, pat
 	}
 	d := Decision{User: b.user.Name, Project: b.project.Name, Roles: roles}
 	d.Allowed, d.Reason = b.ident.Rules.Allows(service, method, path)
+	why := "no access rule allows it"
 	if d.Allowed && len(roles) == 0 {
 		d.Allowed, d.Reason = false, "the user no longer holds the token's roles"
+		why = d.Reason
+	}
+	// The decision, fully: what was asked, for which credential, and why.
+	// Denials are coalesced by the log under a fixed reason.
+	t := map[string]string{"service": auditValue(service), "method": auditValue(method), "path": auditValue(path),
+		"credential": b.ident.CredentialID, "user": b.user.ID, "project": b.project.ID, "reason": auditValue(d.Reason)}
+	ap := auditPrincipal(caller)
+	ap.TokenID = publicTokenID(token)
+	if d.Allowed {
+		s.record(audit.Event{Action: "authorize", Outcome: audit.OutcomeOK, Principal: ap, Target: t})
+	} else {
+		s.record(audit.Event{Action: "authorize", Outcome: audit.OutcomeDenied, Code: CodeForbidden, Reason: why, Principal: ap, Target: t})
 	}
 	return d, nil
 }

@@ -49,32 +49,33 @@ const (
 // whatever its roles; this table is the one place that says which.
 type actionInfo struct {
 	name       string
+	event      string // the audit log's name for a denial of it
 	management bool
 }
 
 var actions = map[Action]actionInfo{
-	ActReadStatus:         {"read status", false},
-	ActManageProjects:     {"manage projects", true},
-	ActReadProject:        {"read project", false},
-	ActManageProject:      {"create secrets", false},
-	ActReadSecret:         {"read secret", false},
-	ActManageSecret:       {"manage secret", false},
-	ActManageUsers:        {"manage users", true},
-	ActReadUser:           {"read user", false},
-	ActManageUser:         {"manage user", true},
-	ActCreateCredential:   {"create credential", true},
-	ActReadCredential:     {"read credential", false},
-	ActManageCredential:   {"manage credential", true},
-	ActListOwnCredentials: {"list own credentials", false},
-	ActListSessions:       {"list sessions", false},
-	ActManageSession:      {"manage session", false},
-	ActManageRules:        {"manage access rules", true},
-	ActBackup:             {"back up the store", true},
-	ActManageKeys:         {"manage HSM keys", true},
-	ActReadImportKey:      {"read the import key", false},
-	ActManageRoles:        {"manage roles", true},
-	ActManageBindings:     {"manage bindings", true},
-	ActReadRules:          {"read access rules", false},
+	ActReadStatus:         {"read status", "status.read", false},
+	ActManageProjects:     {"manage projects", "project.manage", true},
+	ActReadProject:        {"read project", "project.read", false},
+	ActManageProject:      {"create secrets", "secret.create", false},
+	ActReadSecret:         {"read secret", "secret.read", false},
+	ActManageSecret:       {"manage secret", "secret.manage", false},
+	ActManageUsers:        {"manage users", "user.manage", true},
+	ActReadUser:           {"read user", "user.read", false},
+	ActManageUser:         {"manage user", "user.manage", true},
+	ActCreateCredential:   {"create credential", "credential.create", true},
+	ActReadCredential:     {"read credential", "credential.read", false},
+	ActManageCredential:   {"manage credential", "credential.manage", true},
+	ActListOwnCredentials: {"list own credentials", "credential.list", false},
+	ActListSessions:       {"list sessions", "session.list", false},
+	ActManageSession:      {"manage session", "session.revoke", false},
+	ActManageRules:        {"manage access rules", "access_rule.manage", true},
+	ActBackup:             {"back up the store", "store.backup", true},
+	ActManageKeys:         {"manage HSM keys", "hsm.manage", true},
+	ActReadImportKey:      {"read the import key", "hsm.import_key", false},
+	ActManageRoles:        {"manage roles", "role.manage", true},
+	ActManageBindings:     {"manage bindings", "binding.manage", true},
+	ActReadRules:          {"read access rules", "access_rule.list", false},
 }
 
 // management reports whether a is a management write.
@@ -109,6 +110,21 @@ type Resource struct {
 
 	Method string
 	Path   string
+	// Route is the API route that asks (its pattern), for the audit log.
+	Route string
+}
+
+// auditTarget is what the audit log says a denial was about: the route,
+// and the references as the request gave them (bounded, never a token).
+func (r Resource) auditTarget() map[string]string {
+	t := map[string]string{}
+	for k, v := range map[string]string{"route": r.Route, "project": r.Project, "secret": r.Secret, "user": r.User,
+		"credential": r.Credential, "session": r.Session} {
+		if v != "" {
+			t[k] = auditValue(v)
+		}
+	}
+	return t
 }
 
 // Grant is the outcome of a successful Authorize: the principal, the action
@@ -267,8 +283,10 @@ func (s *Service) Authorize(ctx context.Context, p Principal, a Action, r Resour
 		return Grant{}, storeErr(err)
 	}
 	if denied != "" {
-		s.log.Info("denied", "principal", p.String(), "action", a.String(), "project", r.Project, "secret", r.Secret,
-			"user", r.User, "credential", r.Credential, "session", r.Session, "reason", denied)
+		// The audit log records every denial (repeated ones coalesced); a
+		// line per denial in the daemon log would be a flood's echo.
+		s.log.Debug("denied", "principal", p.String(), "action", a.String(), "reason", denied)
+		s.recordDenial(p, actions[a].event, CodeForbidden, denied, r.auditTarget())
 		return Grant{}, Forbidden("not allowed to %s", a)
 	}
 	return g, nil
@@ -304,7 +322,7 @@ func (s *Service) decide(tx *kv.Txn, p Principal, a Action, r Resource, secGen u
 			return "", err
 		}
 		if g.role < need {
-			return fmt.Sprintf("holds %s on project %s, needs %s", g.role, proj.Name, need), nil
+			return fmt.Sprintf("holds %s on project %s, needs %s", g.role, proj.ID, need), nil
 		}
 		return "", nil
 	}

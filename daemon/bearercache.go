@@ -85,8 +85,8 @@ func cacheKey(bearer string) ([32]byte, *ParsedToken) {
 
 // lookupBearer resolves a bearer token to its live session, from the cache
 // when it can. Every bad token is the same 401; what gave it away is
-// logged under what.
-func (s *Service) lookupBearer(ctx context.Context, bearer, what string) (*bearerInfo, error) {
+// recorded as a denial of action by p.
+func (s *Service) lookupBearer(ctx context.Context, p Principal, bearer, action string) (*bearerInfo, error) {
 	now := s.now()
 	gen := s.idGen.Load()
 	key, tok := cacheKey(bearer)
@@ -127,7 +127,10 @@ func (s *Service) lookupBearer(ctx context.Context, bearer, what string) (*beare
 	})
 	var bad *errBadToken
 	if errors.As(err, &bad) {
-		s.logBadToken(what, tokenID, err)
+		if tok != nil {
+			tokenID = displayTokenID(*tok)
+		}
+		s.tokenRefused(p, action, tokenID, err)
 		return nil, errUnauthenticated()
 	}
 	if err != nil {

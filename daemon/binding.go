@@ -5,9 +5,11 @@ import (
 	"errors"
 	"log/slog"
 	"regexp"
+	"strconv"
 	"sync"
 	"time"
 
+	"github.com/coffer-hsm/coffer/audit"
 	"github.com/coffer-hsm/coffer/kv"
 )
 
@@ -134,7 +136,9 @@ func (s *Service) CreateBinding(ctx context.Context, g Grant, in BindingInput) (
 		// binding its secret to another tenant's unit would inject content
 		// into that service. Only system admins bind units.
 		if !g.admin {
-			return Binding{}, Forbidden("only a system admin may bind secrets to systemd units")
+			err := Forbidden("only a system admin may bind secrets to systemd units")
+			s.recordFailure(g.principal, "binding.create", map[string]string{"secret": g.secretID}, err)
+			return Binding{}, err
 		}
 		if !ValidUnit(in.Unit) {
 			return Binding{}, Invalid(CodeInvalidBinding, "unit %q is not a systemd unit name such as nginx.service", in.Unit)
@@ -152,10 +156,11 @@ func (s *Service) CreateBinding(ctx context.Context, g Grant, in BindingInput) (
 		return Binding{}, Invalid(CodeInvalidBinding, "bind to {unit, credential} or to {user, name}")
 	}
 	var out Binding
-	err := s.store.Update(ctx, func(tx *kv.Txn) error {
+	err := s.update(ctx, g.principal, "binding.create", func(tx *kv.Txn, c *change) error {
+		c.set("project", g.project.ID, "secret", g.secretID, "binding", rec.ID, "unit", rec.Unit, "credential", rec.Credential, "name", rec.Name)
 		var sec secretRecord
 		if err := tx.Get(tableSecrets, g.secretID, &sec); err != nil {
-			return err
+			return notFoundAs(err, "secret %s not found", g.secretID)
 		}
 		if sec.RevokedAt != nil {
 			return Conflict(CodeSecretRevoked, "secret %s is revoked", sec.ID)
@@ -182,6 +187,7 @@ func (s *Service) CreateBinding(ctx context.Context, g Grant, in BindingInput) (
 				return Conflict(CodeUserNotAdmitted, "user %s holds no role on the secret's project: give it one first", u.Name)
 			}
 			rec.UserID = u.ID
+			c.set("user", u.ID)
 		}
 		if err := tx.Put(tableBindings, rec.ID, rec, rec.indexes()...); err != nil {
 			if errors.Is(err, kv.ErrExists) {
@@ -196,13 +202,9 @@ func (s *Service) CreateBinding(ctx context.Context, g Grant, in BindingInput) (
 		out, err = s.bindingView(tx, rec)
 		return err
 	})
-	if errors.Is(err, kv.ErrNotFound) {
-		return Binding{}, NotFound("secret %s not found", g.secretID)
-	}
 	if err != nil {
 		return Binding{}, storeErr(err)
 	}
-	s.log.Info("secret bound", "secret", g.secretID, "binding", out.ID, "kind", out.Kind, "unit", out.Unit, "credential", out.Credential, "user", out.User, "name", out.Name, "by", g.principal.String())
 	return out, nil
 }
 
@@ -237,24 +239,15 @@ func (s *Service) DeleteBinding(ctx context.Context, g Grant, id string) error {
 	if !validID(id) {
 		return NotFound("binding %q not found", id)
 	}
-	err := s.store.Update(ctx, func(tx *kv.Txn) error {
+	err := s.update(ctx, g.principal, "binding.delete", func(tx *kv.Txn, c *change) error {
+		c.set("project", g.project.ID, "secret", g.secretID, "binding", id)
 		var b bindingRecord
-		if err := tx.Get(tableBindings, id, &b); err != nil {
-			return err
-		}
-		if b.SecretID != g.secretID {
-			return kv.ErrNotFound
+		if err := tx.Get(tableBindings, id, &b); err != nil || b.SecretID != g.secretID {
+			return notFoundAs(cmpErr(err, kv.ErrNotFound), "binding %q not found", id)
 		}
 		return tx.Delete(tableBindings, id)
 	})
-	if errors.Is(err, kv.ErrNotFound) {
-		return NotFound("binding %q not found", id)
-	}
-	if err != nil {
-		return storeErr(err)
-	}
-	s.log.Info("secret unbound", "secret", g.secretID, "binding", id, "by", g.principal.String())
-	return nil
+	return storeErr(err)
 }
 
 // deleteUserBindingsIn removes a user's bindings to secrets of a project.
@@ -301,6 +294,25 @@ type Delivery struct {
 	Payload  []byte `redact:"true"`
 	SecretID string
 	Version  int
+}
+
+// loadCredentialPrincipal is who asks on the LoadCredential= socket:
+// systemd (the server checked its uid before asking for a delivery).
+var loadCredentialPrincipal = Principal{Channel: ChannelLoadCredential}
+
+// AuditCredentialRefusal records a LoadCredential= request that the
+// socket's server refused before asking for a delivery (a peer that is
+// not systemd, an address that names no unit).
+func (s *Service) AuditCredentialRefusal(reason string, uid *uint32, unit, credential string) {
+	p := loadCredentialPrincipal
+	if uid != nil {
+		p.HasCred, p.UID = true, *uid
+	}
+	var t map[string]string
+	if unit != "" {
+		t = map[string]string{"unit": auditValue(unit), "credential": auditValue(credential)}
+	}
+	s.recordDenial(p, "loadcredential", "", reason, t)
 }
 
 // errNoDelivery is every reason a delivery does not happen; callers answer
@@ -462,8 +474,16 @@ var errNotAdmitted = errors.New("the bound user holds no role on the secret's pr
 // say whether the name exists. Every delivery and refusal is audited.
 func (s *Service) Deliver(ctx context.Context, p Principal, req DeliveryRequest) (Delivery, error) {
 	name, key := req.Name, req.Key
+	target := func() map[string]string {
+		t := map[string]string{"name": auditValue(name)}
+		if key != "" {
+			t["key"] = auditValue(key)
+		}
+		return t
+	}
 	refuse := func(reason string) (Delivery, error) {
-		s.log.Warn("audit: delivery refused", "principal", p.String(), "name", name, "key", key, "reason", reason)
+		s.log.LogAttrs(ctx, slog.LevelDebug, "delivery refused", slog.String("principal", p.String()), slog.String("reason", reason))
+		s.recordDenial(p, "deliver", CodeNotFound, reason, target())
 		return Delivery{}, NotFound("nothing to deliver under %q", name)
 	}
 	if !ValidCredentialName(name) {
@@ -507,7 +527,7 @@ func (s *Service) Deliver(ctx context.Context, p Principal, req DeliveryRequest)
 		return refuse("the bound user holds no role on the secret's project")
 	case errors.Is(err, errDeliveryAmbiguous):
 		// Only the bound user gets here, about its own bindings.
-		s.log.Warn("audit: delivery refused", "principal", p.String(), "name", name, "key", key, "reason", "bound in several projects")
+		s.recordDenial(p, "deliver", CodeDeliveryAmbiguous, "bound in several projects", target())
 		return Delivery{}, Conflict(CodeDeliveryAmbiguous, "%q is bound to you in more than one project: name the project (?project=, --project)", name)
 	case errors.Is(err, kv.ErrNotFound):
 		return refuse("no binding for this user")
@@ -524,11 +544,14 @@ func (s *Service) Deliver(ctx context.Context, p Principal, req DeliveryRequest)
 	if why != "" {
 		return refuse(why)
 	}
+	t := target()
+	t["binding"], t["secret"], t["version"] = b.ID, d.SecretID, strconv.Itoa(d.Version)
+	s.record(audit.Event{Action: "deliver", Outcome: audit.OutcomeOK, Principal: auditPrincipal(p), Target: t})
 	// Debug: the audit log records every delivery (and copies it to the
 	// journal unless told not to); at info this line doubled the cost of
 	// logging a delivery. Typed attributes: it is checked once per delivery.
-	s.log.LogAttrs(ctx, slog.LevelDebug, "audit: delivered", slog.String("principal", p.String()), slog.String("user", c.user.ID),
-		slog.String("binding", b.ID), slog.String("key", key), slog.String("secret", d.SecretID), slog.Int("version", d.Version), slog.String("channel", string(p.Channel)))
+	s.log.LogAttrs(ctx, slog.LevelDebug, "delivered", slog.String("principal", p.String()), slog.String("user", c.user.ID),
+		slog.String("binding", b.ID), slog.String("secret", d.SecretID), slog.Int("version", d.Version), slog.String("channel", string(p.Channel)))
 	return d, nil
 }
 
@@ -536,8 +559,12 @@ func (s *Service) Deliver(ctx context.Context, p Principal, req DeliveryRequest)
 // credential name (the LoadCredential= socket). Unbound pairs get
 // errNoDelivery; every attempt is audited.
 func (s *Service) DeliverCredential(ctx context.Context, unit, credential string) (Delivery, error) {
+	target := func() map[string]string {
+		return map[string]string{"unit": auditValue(unit), "credential": auditValue(credential)}
+	}
 	refuse := func(reason string) (Delivery, error) {
-		s.log.Warn("audit: credential refused", "unit", unit, "credential", credential, "reason", reason)
+		s.log.LogAttrs(ctx, slog.LevelDebug, "LoadCredential refused", slog.String("reason", reason))
+		s.recordDenial(loadCredentialPrincipal, "loadcredential", "", reason, target())
 		return Delivery{}, errNoDelivery
 	}
 	if !ValidUnit(unit) || !ValidCredentialName(credential) {
@@ -562,20 +589,24 @@ func (s *Service) DeliverCredential(ctx context.Context, unit, credential string
 		return refuse("not bound")
 	}
 	if err != nil {
-		s.log.Error("audit: credential refused", "unit", unit, "credential", credential, "reason", "store failed", "err", err)
-		return Delivery{}, storeErr(err)
+		err = storeErr(err)
+		s.recordFailure(loadCredentialPrincipal, "loadcredential", target(), err)
+		return Delivery{}, err
 	}
 	if why != "" {
 		return refuse(why)
 	}
 	d, why, err := s.unsealDelivery(ctx, rec, blob, "")
 	if err != nil {
-		s.log.Error("audit: credential refused", "unit", unit, "credential", credential, "reason", "delivery failed", "err", err)
+		s.recordFailure(loadCredentialPrincipal, "loadcredential", target(), err)
 		return Delivery{}, err
 	}
 	if why != "" {
 		return refuse(why)
 	}
-	s.log.Info("audit: credential delivered", "unit", unit, "credential", credential, "secret", d.SecretID, "version", d.Version, "channel", "loadcredential")
+	t := target()
+	t["binding"], t["secret"], t["version"] = b.ID, d.SecretID, strconv.Itoa(d.Version)
+	s.record(audit.Event{Action: "loadcredential", Outcome: audit.OutcomeOK, Principal: auditPrincipal(loadCredentialPrincipal), Target: t})
+	s.log.LogAttrs(ctx, slog.LevelInfo, "LoadCredential delivered", slog.String("binding", b.ID), slog.String("secret", d.SecretID), slog.Int("version", d.Version))
 	return d, nil
 }

@@ -284,12 +284,13 @@ func (s *Service) CreateCredential(ctx context.Context, g Grant, in CredentialIn
 		}
 		expires = utcPtr(&t)
 	}
-	if in.Unrestricted && g.role < RoleAdmin {
-		return Credential{}, Issued{}, Forbidden("only an admin of the project may create an unrestricted credential")
-	}
 	var out Credential
 	var issued Issued
-	err := s.store.Update(ctx, func(tx *kv.Txn) error {
+	err := s.update(ctx, g.principal, "credential.create", func(tx *kv.Txn, c *change) error {
+		c.set("project", g.project.ID)
+		if in.Unrestricted && g.role < RoleAdmin {
+			return Forbidden("only an admin of the project may create an unrestricted credential")
+		}
 		userRef := in.User
 		if userRef == "" {
 			if g.userID == "" {
@@ -301,6 +302,7 @@ func (s *Service) CreateCredential(ctx context.Context, g Grant, in CredentialIn
 		if err != nil {
 			return err
 		}
+		c.set("user", user.ID)
 		if user.ID != g.userID && g.role < RoleAdmin {
 			return Forbidden("only an admin of the project may issue credentials to another user")
 		}
@@ -352,6 +354,7 @@ func (s *Service) CreateCredential(ctx context.Context, g Grant, in CredentialIn
 		if issued, err = s.issueCredentialToken(tx, &rec, user, now); err != nil {
 			return err
 		}
+		c.set("credential", rec.ID, "type", rec.Type, "token_id", rec.TokenID)
 		if err := tx.Put(tableCredentials, rec.ID, rec, rec.indexes()...); err != nil {
 			if errors.Is(err, kv.ErrExists) {
 				return newErr(ErrAlreadyExists, CodeAlreadyExists, "a credential named %q already exists in project %s", rec.Name, g.project.Name)
@@ -364,7 +367,6 @@ func (s *Service) CreateCredential(ctx context.Context, g Grant, in CredentialIn
 	if err != nil {
 		return Credential{}, Issued{}, storeErr(err)
 	}
-	s.log.Info("credential created", "credential", out.ID, "name", out.Name, "type", out.Type, "user", out.User, "project", out.Project, "token_id", out.TokenID, "by", g.principal.String())
 	return out, issued, nil
 }
 
@@ -532,13 +534,15 @@ func (s *Service) RotateCredential(ctx context.Context, g Grant, in CredentialRo
 	now := s.now()
 	var out Credential
 	var issued Issued
-	err := s.store.Update(ctx, func(tx *kv.Txn) error {
+	err := s.update(ctx, g.principal, "credential.rotate", func(tx *kv.Txn, c *change) error {
+		c.set("credential", g.credentialID)
 		var rec credentialRecord
 		if err := tx.Get(tableCredentials, g.credentialID, &rec); err != nil {
-			return err
+			return notFoundAs(err, "credential %s not found", g.credentialID)
 		}
+		c.set("project", rec.ProjectID, "user", rec.UserID)
 		if rec.RevokedAt != nil {
-			return Conflict(CodeConflict, "credential %s is revoked", rec.Name)
+			return Conflict(CodeConflict, "credential %s is revoked", rec.ID)
 		}
 		var user userRecord
 		if err := tx.Get(tableUsers, rec.UserID, &user); err != nil {
@@ -556,19 +560,16 @@ func (s *Service) RotateCredential(ctx context.Context, g Grant, in CredentialRo
 			return err
 		}
 		rec.RotatedAt = &now
+		c.set("token_id", rec.TokenID, "grace", in.Grace.String())
 		if err := tx.Put(tableCredentials, rec.ID, rec, rec.indexes()...); err != nil {
 			return err
 		}
 		out, err = s.credentialView(tx, rec, now)
 		return err
 	})
-	if errors.Is(err, kv.ErrNotFound) {
-		return Credential{}, Issued{}, NotFound("credential %s not found", g.credentialID)
-	}
 	if err != nil {
 		return Credential{}, Issued{}, storeErr(err)
 	}
-	s.log.Info("credential rotated", "credential", out.ID, "name", out.Name, "token_id", out.TokenID, "grace", in.Grace.String(), "by", g.principal.String())
 	return out, issued, nil
 }
 
@@ -580,11 +581,13 @@ func (s *Service) RevokeCredential(ctx context.Context, g Grant) (Credential, er
 	}
 	now := s.now()
 	var out Credential
-	err := s.store.Update(ctx, func(tx *kv.Txn) error {
+	err := s.update(ctx, g.principal, "credential.revoke", func(tx *kv.Txn, c *change) error {
+		c.set("credential", g.credentialID)
 		var rec credentialRecord
 		if err := tx.Get(tableCredentials, g.credentialID, &rec); err != nil {
-			return err
+			return notFoundAs(err, "credential %s not found", g.credentialID)
 		}
+		c.set("project", rec.ProjectID, "user", rec.UserID)
 		if rec.RevokedAt == nil {
 			rec.RevokedAt = &now
 			if err := endCredential(tx, rec, now); err != nil {
@@ -598,13 +601,9 @@ func (s *Service) RevokeCredential(ctx context.Context, g Grant) (Credential, er
 		out, err = s.credentialView(tx, rec, now)
 		return err
 	})
-	if errors.Is(err, kv.ErrNotFound) {
-		return Credential{}, NotFound("credential %s not found", g.credentialID)
-	}
 	if err != nil {
 		return Credential{}, storeErr(err)
 	}
-	s.log.Info("credential revoked", "credential", out.ID, "name", out.Name, "by", g.principal.String())
 	return out, nil
 }
 
@@ -613,21 +612,16 @@ func (s *Service) DeleteCredential(ctx context.Context, g Grant) error {
 	if err := g.require(ActManageCredential); err != nil {
 		return err
 	}
-	err := s.store.Update(ctx, func(tx *kv.Txn) error {
+	err := s.update(ctx, g.principal, "credential.delete", func(tx *kv.Txn, c *change) error {
+		c.set("credential", g.credentialID)
 		var rec credentialRecord
 		if err := tx.Get(tableCredentials, g.credentialID, &rec); err != nil {
-			return err
+			return notFoundAs(err, "credential %s not found", g.credentialID)
 		}
+		c.set("project", rec.ProjectID, "user", rec.UserID)
 		return deleteCredential(tx, rec, s.now())
 	})
-	if errors.Is(err, kv.ErrNotFound) {
-		return NotFound("credential %s not found", g.credentialID)
-	}
-	if err != nil {
-		return storeErr(err)
-	}
-	s.log.Info("credential deleted", "credential", g.credentialID, "by", g.principal.String())
-	return nil
+	return storeErr(err)
 }
 
 // endCredential removes a credential's tokens and sessions.

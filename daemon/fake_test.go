@@ -20,6 +20,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/coffer-hsm/coffer/audit"
 	"github.com/coffer-hsm/coffer/hostseal"
 	"github.com/coffer-hsm/coffer/hsm"
 	"github.com/coffer-hsm/coffer/kv"
@@ -308,6 +309,88 @@ type testEnv struct {
 	store *kv.Store
 	logs  *bytes.Buffer
 	dir   string
+	audit *recordingAudit
+}
+
+// recordingAudit is an AuditLog that keeps what it is given: Appended
+// (state changes, in order) and recorded (best effort).
+type recordingAudit struct {
+	mu       sync.Mutex
+	appended []audit.Event
+	recorded []audit.Event
+	fail     error // Append fails with it while set
+}
+
+func (a *recordingAudit) Record(e audit.Event) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.recorded = append(a.recorded, e)
+}
+
+func (a *recordingAudit) Append(_ context.Context, es []audit.Event) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.fail != nil {
+		return a.fail
+	}
+	for _, e := range es {
+		if n := len(a.appended); n > 0 && e.Change <= a.appended[n-1].Change {
+			continue
+		}
+		a.appended = append(a.appended, e)
+	}
+	return nil
+}
+
+func (a *recordingAudit) LastChange() uint64 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if n := len(a.appended); n > 0 {
+		return a.appended[n-1].Change
+	}
+	return 0
+}
+
+func (a *recordingAudit) setFail(err error) {
+	a.mu.Lock()
+	a.fail = err
+	a.mu.Unlock()
+}
+
+// changes returns the appended events after draining the outbox.
+func (e *testEnv) changes(t testing.TB) []audit.Event {
+	t.Helper()
+	if err := e.svc.drainOutbox(context.Background()); err != nil {
+		t.Fatalf("drain the outbox: %v", err)
+	}
+	e.audit.mu.Lock()
+	defer e.audit.mu.Unlock()
+	return slices.Clone(e.audit.appended)
+}
+
+// events returns the best-effort events recorded so far.
+func (e *testEnv) events() []audit.Event {
+	e.audit.mu.Lock()
+	defer e.audit.mu.Unlock()
+	return slices.Clone(e.audit.recorded)
+}
+
+// findEvent returns the first event of action and outcome whose target has
+// every pair of want.
+func findEvent(es []audit.Event, action, outcome string, want map[string]string) (audit.Event, bool) {
+	for _, e := range es {
+		if e.Action != action || e.Outcome != outcome {
+			continue
+		}
+		ok := true
+		for k, v := range want {
+			ok = ok && e.Target[k] == v
+		}
+		if ok {
+			return e, true
+		}
+	}
+	return audit.Event{}, false
 }
 
 // lockedBuffer lets the service log from many goroutines.
@@ -347,8 +430,13 @@ func newEnvStore(t testing.TB, keys *fakeKeys, memTable int64) *testEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { svc.Close() })
-	return &testEnv{svc: svc, keys: keys, store: store, logs: &logs.Buffer, dir: dir}
+	rec := &recordingAudit{}
+	svc.SetAuditLog(rec)
+	t.Cleanup(func() {
+		svc.CloseAudit(context.Background())
+		svc.Close()
+	})
+	return &testEnv{svc: svc, keys: keys, store: store, logs: &logs.Buffer, dir: dir, audit: rec}
 }
 
 var (

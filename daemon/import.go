@@ -71,13 +71,19 @@ func (s *Service) ImportSecret(ctx context.Context, g Grant, f *hostseal.File) (
 	if err != nil {
 		return Secret{}, err
 	}
+	refused := func(err error) (Secret, error) {
+		// A refused import is worth a record: someone sent this host a
+		// file it will not take. The file's id is a public random value.
+		s.recordFailure(g.principal, "secret.create", map[string]string{"project": g.project.ID, "sealed": auditValue(f.ID)}, err)
+		return Secret{}, err
+	}
 	c, err := hostseal.Open(ctx, f, fp, s.keys.UnwrapImport)
 	if err != nil {
-		return Secret{}, openError(f, fp, err)
+		return refused(openError(f, fp, err))
 	}
 	defer c.Clear()
 	if f.Project != g.project.Name && f.Project != g.project.ID {
-		return Secret{}, Invalid(CodeSealedProjectMismatch, "the file is sealed for project %q, not %s", f.Project, g.project.Name)
+		return refused(Invalid(CodeSealedProjectMismatch, "the file is sealed for project %q, not %s", f.Project, g.project.Name))
 	}
 	now := s.now()
 	record := func(tx *kv.Txn, rec secretRecord) error {
@@ -96,7 +102,7 @@ func (s *Service) ImportSecret(ctx context.Context, g Grant, f *hostseal.File) (
 		})
 	}
 	return s.createSecret(ctx, g, SecretInput{DisplayName: f.DisplayName, Payload: c.Payload, KeyValues: c.KeyValues},
-		record, "imported", f.ID, "sealed_at", f.CreatedAt.UTC().Format(time.RFC3339))
+		record, "sealed", f.ID)
 }
 
 // openError maps a failed hostseal.Open to the caller's error. The

@@ -94,8 +94,8 @@ func TestImportSecret(t *testing.T) {
 		t.Errorf("%d seals, %d unwraps; want 1 and 1", e.keys.seals, e.keys.unwraps)
 	}
 	// Audited as a secret create, naming the sealed file.
-	if !strings.Contains(e.logs.String(), `msg="secret created" secret=`+sec.ID) || !strings.Contains(e.logs.String(), "imported="+f.ID) {
-		t.Errorf("no audit line for the import:\n%s", e.logs)
+	if _, ok := findEvent(e.changes(t), "secret.create", "ok", map[string]string{"secret": sec.ID, "sealed": f.ID}); !ok {
+		t.Errorf("no audit event for the import: %+v", e.changes(t))
 	}
 
 	// The same file again: refused, nothing new stored.

@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"io/fs"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"time"
 
@@ -211,7 +212,8 @@ func (s *Service) ensureKEKIndex(ctx context.Context) error {
 		if len(ids) == 0 {
 			break
 		}
-		err = s.store.Update(ctx, func(tx *kv.Txn) error {
+		err = s.update(ctx, systemPrincipal, "hsm.kek_index", func(tx *kv.Txn, c *change) error {
+			c.set("records", strconv.Itoa(len(ids)))
 			for _, id := range ids {
 				var r sealedRecord
 				if err := tx.Get(tableSealed, id, &r); err != nil {
@@ -233,7 +235,10 @@ func (s *Service) ensureKEKIndex(ctx context.Context) error {
 		after = ids[len(ids)-1]
 	}
 	marker.Done = true
-	if err := s.store.Update(ctx, func(tx *kv.Txn) error { return tx.Put(tableKeyState, stateKEKIndex, marker) }); err != nil {
+	if err := s.update(ctx, systemPrincipal, "hsm.kek_index", func(tx *kv.Txn, c *change) error {
+		c.set("done", "true")
+		return tx.Put(tableKeyState, stateKEKIndex, marker)
+	}); err != nil {
 		return storeErr(err)
 	}
 	if n > 0 {
@@ -422,7 +427,18 @@ func (s *Service) rewrap(ctx context.Context) error {
 }
 
 func (s *Service) saveKEKRotation(ctx context.Context, st kekRotationRecord) error {
-	return storeErr(s.store.Update(ctx, func(tx *kv.Txn) error { return tx.Put(tableKeyState, stateKEKRotation, st) }))
+	return s.saveKEKRotationAs(ctx, systemPrincipal, "hsm.kek_rewrap", st)
+}
+
+// saveKEKRotationAs records the rotation's state as a change of p's.
+func (s *Service) saveKEKRotationAs(ctx context.Context, p Principal, action string, st kekRotationRecord) error {
+	return storeErr(s.update(ctx, p, action, func(tx *kv.Txn, c *change) error {
+		c.set("kek", st.Target, "previous", st.Previous, "pass", strconv.Itoa(st.Pass))
+		if st.FinishedAt != nil {
+			c.set("rewrapped", strconv.Itoa(st.Rewrapped), "failed", strconv.Itoa(st.Failed), "finished", "true")
+		}
+		return tx.Put(tableKeyState, stateKEKRotation, st)
+	}))
 }
 
 type rewrapItem struct {
@@ -526,7 +542,10 @@ func (s *Service) rewrapBatch(ctx context.Context, st *kekRotationRecord) (int, 
 	// first half goes now (the cursor stops at its end) and the rest with
 	// the next batch.
 	for {
-		err = s.store.Update(ctx, commit)
+		err = s.update(ctx, systemPrincipal, "hsm.kek_rewrap", func(tx *kv.Txn, c *change) error {
+			c.set("kek", st.Target, "records", strconv.Itoa(len(items)))
+			return commit(tx)
+		})
 		if errors.Is(err, kv.ErrTxnTooBig) && len(items) > 1 {
 			items = items[:len(items)/2]
 			continue
@@ -584,7 +603,7 @@ func (s *Service) RotateKEK(ctx context.Context, g Grant) (KEKRotation, error) {
 	}
 	now := s.now()
 	st := kekRotationRecord{Target: label, Previous: prev, StartedAt: now, UpdatedAt: now}
-	if err := s.saveKEKRotation(ctx, st); err != nil {
+	if err := s.saveKEKRotationAs(ctx, g.principal, "hsm.kek_rotate", st); err != nil {
 		// The token is ahead of the store: the next start or sweep
 		// notices the old records and re-wraps them.
 		return KEKRotation{}, err
@@ -597,7 +616,7 @@ func (s *Service) RotateKEK(ctx context.Context, g Grant) (KEKRotation, error) {
 	}); err != nil {
 		s.log.Warn("count records to re-wrap", "err", err)
 	}
-	s.log.Info("KEK rotated; re-wrapping sealed records", "from", prev, "to", label, "records", remaining, "by", g.principal.String())
+	s.log.Info("KEK rotated; re-wrapping sealed records", "from", prev, "to", label, "records", remaining)
 	s.startRewrapLocked()
 	return KEKRotation{Target: label, Previous: prev, State: RotationRunning, Remaining: remaining, StartedAt: now}, nil
 }
@@ -670,8 +689,11 @@ func (s *Service) RemoveKEK(ctx context.Context, g Grant, label string) error {
 	case err != nil:
 		return hsmErr(fmt.Errorf("destroy KEK %s: %w", label, err))
 	}
-	s.log.Info("KEK destroyed", "kek", label, "by", g.principal.String())
-	return nil
+	// The change is on the token; its record goes to the store's trail.
+	return storeErr(s.update(ctx, g.principal, "hsm.kek_remove", func(_ *kv.Txn, c *change) error {
+		c.set("kek", label)
+		return nil
+	}))
 }
 
 // HSMKeys lists the KEK versions and signing keys on the token with what

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"errors"
+	"strconv"
 	"time"
 
 	"github.com/coffer-hsm/coffer/kv"
@@ -92,7 +93,8 @@ func (s *Service) Sweep(ctx context.Context) (int, error) {
 		if len(sessions) == 0 && len(tokens) == 0 {
 			return total, nil
 		}
-		err = s.store.Update(ctx, func(tx *kv.Txn) error {
+		err = s.update(ctx, systemPrincipal, "session.sweep", func(tx *kv.Txn, c *change) error {
+			c.set("sessions", strconv.Itoa(len(sessions)), "tokens", strconv.Itoa(len(tokens)))
 			for _, id := range sessions {
 				if err := deleteSession(tx, id, now); err != nil {
 					return err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 
 	"github.com/coffer-hsm/coffer/kv"
 )
@@ -63,7 +64,8 @@ func (s *Service) migrate(ctx context.Context) error {
 		return fmt.Errorf("the store has schema version %d; this coffer knows up to %d: run a newer coffer (or restore a backup taken by this version)", cur.Version, schemaCurrent)
 	}
 	for v := cur.Version; v < schemaCurrent; v++ {
-		err := s.store.Update(ctx, func(tx *kv.Txn) error {
+		err := s.update(ctx, systemPrincipal, "store.migrate", func(tx *kv.Txn, c *change) error {
+			c.set("from_version", strconv.Itoa(v), "to_version", strconv.Itoa(v+1))
 			if err := migrations[v](tx); err != nil {
 				return err
 			}
@@ -72,7 +74,6 @@ func (s *Service) migrate(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("migrate the store from schema version %d to %d: %w", v, v+1, err)
 		}
-		s.log.Info("store migrated", "from_version", v, "to_version", v+1)
 	}
 	return nil
 }

@@ -16,6 +16,11 @@ const (
 	// VMM forwards a guest's connection to a per-VM Unix socket on the host,
 	// and that socket names the VM.
 	ChannelHybridVsock Channel = "hybrid-vsock"
+	// ChannelLoadCredential is systemd asking for a unit's credential on
+	// the LoadCredential= socket.
+	ChannelLoadCredential Channel = "loadcredential"
+	// ChannelDaemon is the daemon itself (start-up work, maintenance).
+	ChannelDaemon Channel = "daemon"
 )
 
 // Principal is who is calling, as the transport saw it when the connection
@@ -65,6 +70,10 @@ func (p Principal) String() string {
 		return fmt.Sprintf("vsock cid=%d", p.CID)
 	case p.Channel == ChannelHybridVsock && p.VM != "":
 		return fmt.Sprintf("hybrid-vsock vm=%s", p.VM)
+	case p.Channel == ChannelDaemon:
+		return "the daemon"
+	case p.Channel == ChannelLoadCredential:
+		return "systemd (LoadCredential=)"
 	default:
 		return "anonymous (" + string(p.Channel) + ")"
 	}

@@ -54,19 +54,19 @@ func liveProject(tx *kv.Txn, id string) (projectRecord, error) {
 }
 
 func (s *Service) ensureDefaultProject(ctx context.Context) error {
-	err := s.store.Update(ctx, func(tx *kv.Txn) error {
-		if _, err := tx.Lookup(tableProjects, indexName, DefaultProject); err == nil {
-			return nil
-		} else if !errors.Is(err, kv.ErrNotFound) {
-			return err
-		}
-		rec := projectRecord{ID: newID(), Name: DefaultProject, CreatedAt: s.now()}
-		return tx.Put(tableProjects, rec.ID, rec, kv.Index{Name: indexName, Value: rec.Name, Unique: true})
+	err := s.store.View(ctx, func(tx *kv.Txn) error {
+		_, err := tx.Lookup(tableProjects, indexName, DefaultProject)
+		return err
 	})
-	if err != nil {
+	if !errors.Is(err, kv.ErrNotFound) {
 		return storeErr(err)
 	}
-	return nil
+	err = s.update(ctx, systemPrincipal, "project.create", func(tx *kv.Txn, c *change) error {
+		rec := projectRecord{ID: newID(), Name: DefaultProject, CreatedAt: s.now()}
+		c.set("project", rec.ID)
+		return tx.Put(tableProjects, rec.ID, rec, kv.Index{Name: indexName, Value: rec.Name, Unique: true})
+	})
+	return storeErr(err)
 }
 
 // findProject resolves a project by name or id.
@@ -116,16 +116,17 @@ func (s *Service) CreateProject(ctx context.Context, g Grant, name string) (Proj
 		return Project{}, err
 	}
 	rec := projectRecord{ID: newID(), Name: name, CreatedAt: s.now()}
-	err := s.store.Update(ctx, func(tx *kv.Txn) error {
-		return tx.Put(tableProjects, rec.ID, rec, kv.Index{Name: indexName, Value: rec.Name, Unique: true})
+	err := s.update(ctx, g.principal, "project.create", func(tx *kv.Txn, c *change) error {
+		err := tx.Put(tableProjects, rec.ID, rec, kv.Index{Name: indexName, Value: rec.Name, Unique: true})
+		if errors.Is(err, kv.ErrExists) {
+			return newErr(ErrAlreadyExists, CodeAlreadyExists, "project %q already exists", name)
+		}
+		c.set("project", rec.ID)
+		return err
 	})
-	if errors.Is(err, kv.ErrExists) {
-		return Project{}, newErr(ErrAlreadyExists, CodeAlreadyExists, "project %q already exists", name)
-	}
 	if err != nil {
 		return Project{}, storeErr(err)
 	}
-	s.log.Info("project created", "project", rec.Name, "id", rec.ID, "by", g.principal.String())
 	return rec.view(), nil
 }
 
@@ -159,36 +160,17 @@ func (s *Service) DeleteProject(ctx context.Context, g Grant, ref string) error 
 	if err := g.require(ActManageProjects); err != nil {
 		return err
 	}
-	rec, err := s.findProject(ctx, ref)
-	if err != nil {
-		return err
-	}
-	if rec.Name == DefaultProject {
-		return Conflict(CodeConflict, "the default project cannot be deleted")
-	}
-	// Two steps, because a count of the project's secrets is a range scan
-	// that a concurrent creation does not conflict with: first mark the
-	// project as being deleted (creations read the project record, so any
-	// still running conflict and then refuse), then count and delete.
-	mark := func(deleting bool) error {
-		return s.store.Update(ctx, func(tx *kv.Txn) error {
-			var p projectRecord
-			if err := tx.Get(tableProjects, rec.ID, &p); err != nil {
-				return err
-			}
-			p.Deleting = deleting
-			return tx.Put(tableProjects, p.ID, p, kv.Index{Name: indexName, Value: p.Name, Unique: true})
-		})
-	}
-	if err := mark(true); err != nil {
-		if errors.Is(err, kv.ErrNotFound) {
-			return NotFound("project %q not found", ref)
-		}
-		return storeErr(err)
-	}
-	err = s.store.Update(ctx, func(tx *kv.Txn) error {
-		if err := tx.Get(tableProjects, rec.ID, &projectRecord{}); err != nil {
+	// One transaction: updates run one after another (kv's committer), so
+	// no secret can be created in the project between the count and the
+	// deletion.
+	err := s.update(ctx, g.principal, "project.delete", func(tx *kv.Txn, c *change) error {
+		rec, err := s.findProjectIn(tx, ref)
+		if err != nil {
 			return err
+		}
+		c.set("project", rec.ID)
+		if rec.Name == DefaultProject {
+			return Conflict(CodeConflict, "the default project cannot be deleted")
 		}
 		n, err := tx.Count(tableSecrets, kv.Query{Index: indexProject, Value: rec.ID})
 		if err != nil {
@@ -202,19 +184,7 @@ func (s *Service) DeleteProject(ctx context.Context, g Grant, ref string) error 
 		}
 		return tx.Delete(tableProjects, rec.ID)
 	})
-	if errors.Is(err, ErrConflict) {
-		if uerr := mark(false); uerr != nil {
-			s.log.Error("project left marked as being deleted", "project", rec.Name, "err", uerr)
-		}
-	}
-	if errors.Is(err, kv.ErrNotFound) {
-		return NotFound("project %q not found", ref)
-	}
-	if err != nil {
-		return storeErr(err)
-	}
-	s.log.Info("project deleted", "project", rec.Name, "id", rec.ID, "by", g.principal.String())
-	return nil
+	return storeErr(err)
 }
 
 // Page selects one page of a list: at most Limit items after the id After.

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"errors"
+	"strconv"
 
 	"github.com/coffer-hsm/coffer/kv"
 )
@@ -175,9 +176,9 @@ func (s *Service) SetRole(ctx context.Context, g Grant, userRef, role string) (P
 		return ProjectRole{}, err
 	}
 	var user userRecord
-	var dropped int
-	err = s.store.Update(ctx, func(tx *kv.Txn) error {
+	err = s.update(ctx, g.principal, "role.grant", func(tx *kv.Txn, c *change) error {
 		var err error
+		c.set("project", g.project.ID, "role", r.String())
 		if _, err := liveProject(tx, g.project.ID); err != nil {
 			return err
 		}
@@ -185,17 +186,18 @@ func (s *Service) SetRole(ctx context.Context, g Grant, userRef, role string) (P
 		if user, _, err = admitted(tx, g, userRef); err != nil {
 			return err
 		}
+		c.set("user", user.ID)
 		rec := roleRecord{UserID: user.ID, ProjectID: g.project.ID, Role: r.String()}
 		if err := tx.Put(tableRoles, roleID(user.ID, g.project.ID), rec, rec.indexes()...); err != nil {
 			return err
 		}
-		dropped, err = s.dropCredentialsBeyond(tx, user.ID, g.project.ID, r)
+		dropped, err := s.dropCredentialsBeyond(tx, user.ID, g.project.ID, r)
+		c.set("credentials_deleted", strconv.Itoa(dropped))
 		return err
 	})
 	if err != nil {
 		return ProjectRole{}, storeErr(err)
 	}
-	s.log.Info("role set", "user", user.Name, "project", g.project.Name, "role", r.String(), "credentials_deleted", dropped, "by", g.principal.String())
 	return ProjectRole{ProjectID: g.project.ID, Project: g.project.Name, UserID: user.ID, User: user.Name, Role: r.String()}, nil
 }
 
@@ -211,30 +213,27 @@ func (s *Service) RemoveRole(ctx context.Context, g Grant, userRef, role string)
 	if err != nil {
 		return err
 	}
-	var user userRecord
-	var dropped int
-	err = s.store.Update(ctx, func(tx *kv.Txn) error {
-		var err error
-		var held Role
-		if user, held, err = admitted(tx, g, userRef); err != nil {
+	err = s.update(ctx, g.principal, "role.revoke", func(tx *kv.Txn, c *change) error {
+		c.set("project", g.project.ID, "role", r.String())
+		user, held, err := admitted(tx, g, userRef)
+		if err != nil {
 			return err
 		}
+		c.set("user", user.ID)
 		if held != r {
 			return NotFound("user %q does not hold role %s on this project", userRef, r)
 		}
 		if err := tx.Delete(tableRoles, roleID(user.ID, g.project.ID)); err != nil {
 			return err
 		}
-		if dropped, err = s.dropCredentialsBeyond(tx, user.ID, g.project.ID, RoleNone); err != nil {
+		dropped, err := s.dropCredentialsBeyond(tx, user.ID, g.project.ID, RoleNone)
+		if err != nil {
 			return err
 		}
+		c.set("credentials_deleted", strconv.Itoa(dropped))
 		return deleteUserBindingsIn(tx, user.ID, g.project.ID)
 	})
-	if err != nil {
-		return storeErr(err)
-	}
-	s.log.Info("role removed", "user", user.Name, "project", g.project.Name, "role", r.String(), "credentials_deleted", dropped, "by", g.principal.String())
-	return nil
+	return storeErr(err)
 }
 
 // ListRoles lists the role assignments on the grant's project.

@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"context"
-	"errors"
 	"time"
 
 	"github.com/coffer-hsm/coffer/kv"
@@ -34,11 +33,13 @@ func (s *Service) CreateAccessRule(ctx context.Context, g Grant, r AccessRule) (
 	}
 	rec := ruleRecord{AccessRule: r, CreatedBy: g.userID, CreatedAt: s.now()}
 	rec.ID = newID()
-	err := s.store.Update(ctx, func(tx *kv.Txn) error { return tx.Put(tableRules, rec.ID, rec) })
+	err := s.update(ctx, g.principal, "access_rule.create", func(tx *kv.Txn, c *change) error {
+		c.set("access_rule", rec.ID)
+		return tx.Put(tableRules, rec.ID, rec)
+	})
 	if err != nil {
 		return SavedRule{}, storeErr(err)
 	}
-	s.log.Info("access rule created", "rule", rec.ID, "service", r.Service, "method", r.Method, "path", r.Path, "by", g.principal.String())
 	return SavedRule{AccessRule: rec.AccessRule, CreatedAt: rec.CreatedAt}, nil
 }
 
@@ -67,10 +68,11 @@ func (s *Service) DeleteAccessRule(ctx context.Context, g Grant, id string) erro
 	if !validID(id) {
 		return NotFound("access rule %q not found", id)
 	}
-	err := s.store.Update(ctx, func(tx *kv.Txn) error {
+	err := s.update(ctx, g.principal, "access_rule.delete", func(tx *kv.Txn, c *change) error {
+		c.set("access_rule", id)
 		var rec ruleRecord
 		if err := tx.Get(tableRules, id, &rec); err != nil {
-			return err
+			return notFoundAs(err, "access rule %q not found", id)
 		}
 		if !g.admin && rec.CreatedBy != g.userID {
 			return Forbidden("only a system admin or its creator may delete access rule %s", id)
@@ -84,8 +86,5 @@ func (s *Service) DeleteAccessRule(ctx context.Context, g Grant, id string) erro
 		}
 		return tx.Delete(tableRules, id)
 	})
-	if errors.Is(err, kv.ErrNotFound) {
-		return NotFound("access rule %q not found", id)
-	}
 	return storeErr(err)
 }

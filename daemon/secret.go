@@ -223,8 +223,8 @@ func (s *Service) CreateSecret(ctx context.Context, g Grant, in SecretInput) (Se
 
 // createSecret checks, seals and stores a new secret in the grant's
 // project. also, when set, runs in the same transaction (an import records
-// its sealed file there); logAttrs go to the audit line.
-func (s *Service) createSecret(ctx context.Context, g Grant, in SecretInput, also func(tx *kv.Txn, rec secretRecord) error, logAttrs ...any) (Secret, error) {
+// its sealed file there); target goes to the audit event.
+func (s *Service) createSecret(ctx context.Context, g Grant, in SecretInput, also func(tx *kv.Txn, rec secretRecord) error, target ...string) (Secret, error) {
 	if err := checkDisplayName(in.DisplayName); err != nil {
 		return Secret{}, err
 	}
@@ -246,7 +246,9 @@ func (s *Service) createSecret(ctx context.Context, g Grant, in SecretInput, als
 	if err != nil {
 		return Secret{}, err
 	}
-	err = s.store.Update(ctx, func(tx *kv.Txn) error {
+	err = s.update(ctx, g.principal, "secret.create", func(tx *kv.Txn, c *change) error {
+		c.set("project", rec.ProjectID, "secret", rec.ID, "version", "1")
+		c.set(target...)
 		if _, err := liveProject(tx, rec.ProjectID); err != nil {
 			return err
 		}
@@ -263,7 +265,6 @@ func (s *Service) createSecret(ctx context.Context, g Grant, in SecretInput, als
 	if err != nil {
 		return Secret{}, storeErr(err)
 	}
-	s.log.Info("secret created", append([]any{"secret", rec.ID, "project", g.project.Name, "version", rec.Version, "by", g.principal.String()}, logAttrs...)...)
 	return rec.view(g.project.Name, now), nil
 }
 
@@ -370,10 +371,11 @@ func (s *Service) rotateOnce(ctx context.Context, g Grant, in RotateInput) (Secr
 	if err != nil {
 		return Secret{}, err
 	}
-	err = s.store.Update(ctx, func(tx *kv.Txn) error {
+	err = s.update(ctx, g.principal, "secret.rotate", func(tx *kv.Txn, c *change) error {
+		c.set("project", rec.ProjectID, "secret", rec.ID, "version", strconv.Itoa(rec.Version))
 		var cur secretRecord
 		if err := tx.Get(tableSecrets, rec.ID, &cur); err != nil {
-			return err
+			return notFoundAs(err, "secret %s not found", rec.ID)
 		}
 		if cur.Version != prev || cur.RevokedAt != nil {
 			return errRetryRotate
@@ -390,12 +392,9 @@ func (s *Service) rotateOnce(ctx context.Context, g Grant, in RotateInput) (Secr
 		return Secret{}, Conflict(CodeVersionConflict, "secret %s changed while rotating; version %d is no longer current", rec.ID, prev)
 	case errors.Is(err, errRetryRotate):
 		return Secret{}, err
-	case errors.Is(err, kv.ErrNotFound):
-		return Secret{}, NotFound("secret %s not found", rec.ID)
 	case err != nil:
 		return Secret{}, storeErr(err)
 	}
-	s.log.Info("secret rotated", "secret", rec.ID, "project", g.project.Name, "version", rec.Version, "by", g.principal.String())
 	return rec.view(g.project.Name, now), nil
 }
 
@@ -407,9 +406,10 @@ func (s *Service) RevokeSecret(ctx context.Context, g Grant) (Secret, error) {
 	}
 	var rec secretRecord
 	now := s.now()
-	err := s.store.Update(ctx, func(tx *kv.Txn) error {
+	err := s.update(ctx, g.principal, "secret.revoke", func(tx *kv.Txn, c *change) error {
+		c.set("project", g.project.ID, "secret", g.secretID)
 		if err := tx.Get(tableSecrets, g.secretID, &rec); err != nil {
-			return err
+			return notFoundAs(err, "secret %s not found", g.secretID)
 		}
 		if rec.RevokedAt != nil {
 			return nil
@@ -420,13 +420,9 @@ func (s *Service) RevokeSecret(ctx context.Context, g Grant) (Secret, error) {
 		}
 		return ignoreNotFound(tx.Delete(tableSealed, rec.ID))
 	})
-	if errors.Is(err, kv.ErrNotFound) {
-		return Secret{}, NotFound("secret %s not found", g.secretID)
-	}
 	if err != nil {
 		return Secret{}, storeErr(err)
 	}
-	s.log.Info("secret revoked", "secret", rec.ID, "project", g.project.Name, "version", rec.Version, "by", g.principal.String())
 	return rec.view(g.project.Name, now), nil
 }
 
@@ -435,28 +431,28 @@ func (s *Service) DeleteSecret(ctx context.Context, g Grant) error {
 	if err := g.require(ActManageSecret); err != nil {
 		return err
 	}
-	err := s.store.Update(ctx, func(tx *kv.Txn) error {
+	// One transaction holds it all: updates run one after another (kv's
+	// committer), so no binding can be made between.
+	err := s.update(ctx, g.principal, "secret.delete", func(tx *kv.Txn, c *change) error {
+		c.set("project", g.project.ID, "secret", g.secretID)
 		if err := tx.Delete(tableSecrets, g.secretID); err != nil {
-			return err
+			return notFoundAs(err, "secret %s not found", g.secretID)
 		}
 		if err := deleteBindingsOf(tx, g.secretID); err != nil {
 			return err
 		}
 		return ignoreNotFound(tx.Delete(tableSealed, g.secretID))
 	})
+	return storeErr(err)
+}
+
+// notFoundAs turns a store's not-found into the caller's not_found error,
+// and leaves any other error as it is.
+func notFoundAs(err error, format string, args ...any) error {
 	if errors.Is(err, kv.ErrNotFound) {
-		return NotFound("secret %s not found", g.secretID)
+		return NotFound(format, args...)
 	}
-	if err != nil {
-		return storeErr(err)
-	}
-	// A binding created concurrently (it read the secret before it was
-	// gone) is visible now; none can be made any more.
-	if err := s.store.Update(ctx, func(tx *kv.Txn) error { return deleteBindingsOf(tx, g.secretID) }); err != nil {
-		return storeErr(err)
-	}
-	s.log.Info("secret deleted", "secret", g.secretID, "project", g.project.Name, "by", g.principal.String())
-	return nil
+	return err
 }
 
 func ignoreNotFound(err error) error {

@@ -135,6 +135,8 @@ type Service struct {
 	sig signingKeyRing // signingkeys.go
 
 	decoded deliveryRecords // recordcache.go
+
+	audit auditTrail // audit.go
 }
 
 // Open opens the HSM and the store named by cfg and returns a ready
@@ -208,6 +210,7 @@ func New(ctx context.Context, cfg Config, keys Keys, store Store) (*Service, err
 		groups:  newGroupCache(),
 		bearers: bearerCache{max: cmp.Or(cfg.BearerCacheSize, DefaultBearerCacheSize)},
 		secrets: secretCache{max: secretCacheSize},
+		audit:   newAuditTrail(),
 	}
 	s.authGate = newAuthGate(cfg.AuthLimit, time.Now, s.log)
 	s.bg, s.bgCancel = context.WithCancel(context.Background())
@@ -223,6 +226,9 @@ func New(ctx context.Context, cfg Config, keys Keys, store Store) (*Service, err
 	}
 	if err := CheckSigner(ctx, keys); err != nil {
 		return nil, err
+	}
+	if err := s.countOutbox(ctx); err != nil {
+		return nil, fmt.Errorf("read the audit outbox: %w", err)
 	}
 	if err := s.migrate(ctx); err != nil {
 		return nil, err
@@ -240,8 +246,13 @@ func New(ctx context.Context, cfg Config, keys Keys, store Store) (*Service, err
 	return s, nil
 }
 
-// Close stops background work and releases the store and the HSM.
+// Close stops background work and releases the store and the HSM. Changes
+// not yet in the audit log (see CloseAudit) wait in the store.
 func (s *Service) Close() error {
+	if s.audit.stop != nil {
+		s.audit.stop()
+		<-s.audit.stopped
+	}
 	s.stopBackground()
 	return errors.Join(s.store.Close(), s.keys.Close())
 }

@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"context"
-	"errors"
 	"time"
 
 	"github.com/coffer-hsm/coffer/kv"
@@ -147,11 +146,13 @@ func (s *Service) RevokeSession(ctx context.Context, g Grant) error {
 		return err
 	}
 	now := s.now()
-	err := s.store.Update(ctx, func(tx *kv.Txn) error {
+	err := s.update(ctx, g.principal, "session.revoke", func(tx *kv.Txn, c *change) error {
+		c.set("session", g.sessionID)
 		var sess sessionRecord
 		if err := tx.Get(tableSessions, g.sessionID, &sess); err != nil {
-			return err
+			return notFoundAs(err, "session %s not found", g.sessionID)
 		}
+		c.set("project", sess.ProjectID, "user", sess.UserID, "credential", sess.CredentialID)
 		if sess.Kind == SessionAccessToken {
 			var cred credentialRecord
 			if err := tx.Get(tableCredentials, sess.CredentialID, &cred); err != nil {
@@ -167,12 +168,5 @@ func (s *Service) RevokeSession(ctx context.Context, g Grant) error {
 		}
 		return deleteSession(tx, g.sessionID, now)
 	})
-	if errors.Is(err, kv.ErrNotFound) {
-		return NotFound("session %s not found", g.sessionID)
-	}
-	if err != nil {
-		return storeErr(err)
-	}
-	s.log.Info("session revoked", "session", g.sessionID, "by", g.principal.String())
-	return nil
+	return storeErr(err)
 }

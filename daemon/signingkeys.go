@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -230,7 +231,8 @@ func (s *Service) reloadSigningKeysLocked(ctx context.Context) error {
 	if len(missing) == 0 {
 		return nil
 	}
-	return storeErr(s.store.Update(ctx, func(tx *kv.Txn) error {
+	return storeErr(s.update(ctx, systemPrincipal, "hsm.signing_key_record", func(tx *kv.Txn, c *change) error {
+		c.set("keys", strconv.Itoa(len(missing)))
 		for _, r := range missing {
 			if err := tx.Put(tableSigningKeys, r.Kid, r); err != nil {
 				return err
@@ -342,14 +344,17 @@ func (s *Service) RotateSigningKey(ctx context.Context, g Grant) (SigningKeyRota
 	until, err := s.lastJWTExpiry(ctx, prev.kid, now)
 	if err == nil {
 		rec := signingKeyRecord{Label: prev.label, Kid: prev.kid, Public: PublicJWK(prev.pub), RetiredAt: now, RetireAfter: retireAfter(until)}
-		err = storeErr(s.store.Update(ctx, func(tx *kv.Txn) error { return tx.Put(tableSigningKeys, rec.Kid, rec) }))
+		err = storeErr(s.update(ctx, g.principal, "hsm.signing_key_rotate", func(tx *kv.Txn, c *change) error {
+			c.set("from", prev.label, "to", v.Label, "retired_kid", rec.Kid)
+			return tx.Put(tableSigningKeys, rec.Kid, rec)
+		}))
 	}
 	// The ring must follow the token even when the store failed (a
 	// missing record is made again by the reload).
 	if rerr := s.reloadSigningKeysLocked(ctx); rerr != nil || err != nil {
 		return SigningKeyRotation{}, errors.Join(err, rerr)
 	}
-	s.log.Info("signing key rotated", "from", prev.label, "to", v.Label, "kid", s.currentKid(), "by", g.principal.String())
+	s.log.Info("signing key rotated", "from", prev.label, "to", v.Label, "kid", s.currentKid())
 	return SigningKeyRotation{Current: s.signingKeyView(v.Label), Previous: s.signingKeyView(prev.label)}, nil
 }
 
@@ -377,7 +382,8 @@ func (s *Service) sweepSigningKeys(ctx context.Context) (int, error) {
 		case err != nil && !errors.Is(err, hsm.ErrKeyNotFound):
 			return n, hsmErr(fmt.Errorf("destroy signing key %s: %w", k.label, err))
 		}
-		err := s.store.Update(ctx, func(tx *kv.Txn) error {
+		err := s.update(ctx, systemPrincipal, "hsm.signing_key_destroy", func(tx *kv.Txn, c *change) error {
+			c.set("key", k.label, "kid", k.kid)
 			var r signingKeyRecord
 			if err := tx.Get(tableSigningKeys, k.kid, &r); err != nil {
 				return err

@@ -144,7 +144,7 @@ func bindingClash(err error) error {
 	if errors.Is(err, kv.ErrExists) {
 		return newErr(ErrAlreadyExists, CodeAlreadyExists, "the user name, a uid, a vsock cid or a VM name is already taken by another user")
 	}
-	return storeErr(err)
+	return err
 }
 
 // CreateUser creates a user.
@@ -177,13 +177,13 @@ func (s *Service) CreateUser(ctx context.Context, g Grant, in UserInput) (User, 
 		UnixUIDs: in.UnixUIDs, VsockCIDs: in.VsockCIDs, VMNames: in.VMNames, AccessTokenTTL: in.AccessTokenTTL,
 		CreatedAt: now, UpdatedAt: now,
 	}
-	err := s.store.Update(ctx, func(tx *kv.Txn) error {
-		return tx.Put(tableUsers, rec.ID, rec, rec.indexes()...)
+	err := s.update(ctx, g.principal, "user.create", func(tx *kv.Txn, c *change) error {
+		c.set("user", rec.ID)
+		return bindingClash(tx.Put(tableUsers, rec.ID, rec, rec.indexes()...))
 	})
 	if err != nil {
-		return User{}, bindingClash(err)
+		return User{}, storeErr(err)
 	}
-	s.log.Info("user created", "user", rec.Name, "id", rec.ID, "by", g.principal.String())
 	return rec.view(nil), nil
 }
 
@@ -328,12 +328,14 @@ func (s *Service) PatchUser(ctx context.Context, g Grant, p UserPatch) (User, er
 		}
 	}
 	var rec userRecord
-	err := s.store.Update(ctx, func(tx *kv.Txn) error {
+	err := s.update(ctx, g.principal, "user.update", func(tx *kv.Txn, c *change) error {
 		var err error
 		if rec, err = findUser(tx, g.userID); err != nil {
 			return err
 		}
+		c.set("user", rec.ID)
 		if p.Disabled != nil {
+			c.set("disabled", strconv.FormatBool(*p.Disabled))
 			rec.Disabled = *p.Disabled
 		}
 		if p.UnixUIDs != nil {
@@ -352,16 +354,11 @@ func (s *Service) PatchUser(ctx context.Context, g Grant, p UserPatch) (User, er
 			return err
 		}
 		rec.UpdatedAt = s.now()
-		return tx.Put(tableUsers, rec.ID, rec, rec.indexes()...)
+		return bindingClash(tx.Put(tableUsers, rec.ID, rec, rec.indexes()...))
 	})
-	var de *Error
-	if errors.As(err, &de) {
-		return User{}, err
-	}
 	if err != nil {
-		return User{}, bindingClash(err)
+		return User{}, storeErr(err)
 	}
-	s.log.Info("user changed", "user", rec.Name, "id", rec.ID, "disabled", rec.Disabled, "by", g.principal.String())
 	return rec.view(nil), nil
 }
 
@@ -370,25 +367,18 @@ func (s *Service) DeleteUser(ctx context.Context, g Grant) error {
 	if err := g.require(ActManageUser); err != nil {
 		return err
 	}
-	var rec userRecord
-	err := s.store.Update(ctx, func(tx *kv.Txn) error {
-		var err error
-		if rec, err = findUser(tx, g.userID); err != nil {
+	// One transaction: updates run one after another (kv's committer), so
+	// nothing can be made for the user between.
+	err := s.update(ctx, g.principal, "user.delete", func(tx *kv.Txn, c *change) error {
+		rec, err := findUser(tx, g.userID)
+		if err != nil {
 			return err
 		}
+		c.set("user", rec.ID)
 		if err := deleteUserDependents(tx, rec.ID, s.now()); err != nil {
 			return err
 		}
 		return tx.Delete(tableUsers, rec.ID)
 	})
-	if err != nil {
-		return storeErr(err)
-	}
-	// Whatever was created for the user concurrently (it read the user
-	// before it was gone) is visible now, and nothing more can be.
-	if err := s.store.Update(ctx, func(tx *kv.Txn) error { return deleteUserDependents(tx, rec.ID, s.now()) }); err != nil {
-		return storeErr(err)
-	}
-	s.log.Info("user deleted", "user", rec.Name, "id", rec.ID, "by", g.principal.String())
-	return nil
+	return storeErr(err)
 }

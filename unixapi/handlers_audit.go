@@ -10,9 +10,14 @@ import (
 	"github.com/coffer-hsm/coffer/daemon"
 )
 
-// Auditor keeps the audit log; *audit.Log is one.
+// SetAuditor makes the server serve the audit log's entries and its
+// verification (GET /v1/audit, POST /v1/audit/verify); call it before
+// Serve. With none set they answer 503. (What is recorded is the domain's:
+// daemon.Service.SetAuditLog.)
+func (s *Server) SetAuditor(a Auditor) { s.auditor = a }
+
+// Auditor reads the audit log; *audit.Log is one.
 type Auditor interface {
-	Record(e audit.Event)
 	Entries(ctx context.Context, after uint64, limit int) ([]json.RawMessage, uint64, error)
 	Tail(ctx context.Context, n int) ([]json.RawMessage, uint64, error)
 	Verify(ctx context.Context) (audit.Report, error)

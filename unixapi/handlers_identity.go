@@ -30,7 +30,7 @@ func (s *Server) identityRoutes() {
 	s.handle("GET /v1/access-rules", s.listAccessRules)
 	s.handle("DELETE /v1/access-rules/{id}", s.deleteAccessRule)
 
-	s.handle("POST /v1/auth/login", s.login)
+	s.handle("POST /v1/auth/login", s.login, selfAuthenticating)
 	s.handle("GET /v1/sessions", s.listSessions)
 	s.handle("DELETE /v1/sessions/{id}", s.revokeSession)
 }

@@ -13,25 +13,6 @@ import (
 // that fits a create request is larger than BodyLimit.
 const ImportBodyLimit = 16 << 10
 
-// headerSealedID answers an import with the id of the sealed file, which
-// the audit hook records.
-const headerSealedID = "X-Coffer-Sealed-Id"
-
-// isSealedID reports whether s looks like a sealed file's id: 32 lowercase
-// hex digits, ^[0-9a-f]{32}$ (written out: no regexp to compile at every
-// process start, client commands included).
-func isSealedID(s string) bool {
-	if len(s) != 32 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
-			return false
-		}
-	}
-	return true
-}
-
 func (s *Server) importRoutes() {
 	s.handle("GET /v1/hsm/import-key", s.getImportKey)
 	s.handle("POST /v1/projects/{p}/secrets:import", s.importSecret)
@@ -60,9 +41,6 @@ func (s *Server) importSecret(w http.ResponseWriter, r *http.Request) error {
 	var f hostseal.File
 	if err := decodeJSONLimit(w, r, &f, false, ImportBodyLimit); err != nil {
 		return err
-	}
-	if isSealedID(f.ID) {
-		w.Header().Set(headerSealedID, f.ID) // for the audit event, refused or not
 	}
 	sec, err := s.b.ImportSecret(r.Context(), g, &f)
 	if err != nil {

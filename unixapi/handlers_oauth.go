@@ -11,11 +11,11 @@ import (
 )
 
 func (s *Server) oauthRoutes() {
-	s.mux.HandleFunc("POST /oauth2/token", s.oauthToken)
-	s.handle("POST /oauth2/introspect", s.introspect)
-	s.handle("GET /.well-known/jwks.json", s.jwks)
-	s.handle("GET /.well-known/oauth-authorization-server", s.metadata)
-	s.handle("POST /v1/authorize", s.authorizeCall)
+	s.handleHTTP("POST /oauth2/token", http.HandlerFunc(s.oauthToken), selfAuthenticating)
+	s.handle("POST /oauth2/introspect", s.introspect, selfAuthenticating)
+	s.handle("GET /.well-known/jwks.json", s.jwks, selfAuthenticating)
+	s.handle("GET /.well-known/oauth-authorization-server", s.metadata, selfAuthenticating)
+	s.handle("POST /v1/authorize", s.authorizeCall, selfAuthenticating)
 }
 
 // readForm parses an application/x-www-form-urlencoded body of at most
@@ -163,8 +163,6 @@ func (s *Server) authorizeCall(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	allowed := d.Allowed
-	noteAudit(w, auditBody{User: d.User, Project: d.Project, Allowed: &allowed})
 	writeJSON(w, http.StatusOK, Decision{Allowed: d.Allowed, Reason: d.Reason, User: d.User, Project: d.Project, Roles: d.Roles})
 	return nil
 }

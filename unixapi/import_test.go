@@ -3,14 +3,10 @@ package unixapi
 import (
 	"context"
 	"encoding/json"
-	"io"
-	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 
-	"github.com/coffer-hsm/coffer/audit"
 	"github.com/coffer-hsm/coffer/daemon"
 	"github.com/coffer-hsm/coffer/hostseal"
 )
@@ -96,39 +92,5 @@ func TestImportBodyNotReadBeforeAuthorization(t *testing.T) {
 	}
 	if len(f.files) != 0 {
 		t.Fatal("the backend acted on a forbidden request")
-	}
-}
-
-// TestImportAudited: an import is audited as a secret create that names
-// the sealed file, also when it is refused.
-func TestImportAudited(t *testing.T) {
-	f := &importFake{}
-	a := &fakeAuditor{}
-	srv := NewServer(f, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	srv.SetAuditor(a)
-	send := func(body string) {
-		r := httptest.NewRequest("POST", "/v1/projects/default/secrets:import", strings.NewReader(body))
-		r = r.WithContext(daemon.WithPrincipal(r.Context(), daemon.Principal{Channel: daemon.ChannelUnix, HasCred: true, PID: 42}))
-		srv.ServeHTTP(httptest.NewRecorder(), r)
-	}
-	id := strings.Repeat("ab", 16)
-	send(sealedBody(10))
-	f.err = daemon.Invalid(daemon.CodeSealedSecretReplayed, "imported already")
-	send(sealedBody(10))
-	send(`{"id":"../x"}`) // an id that is none is not recorded
-	want := []audit.Event{
-		{Action: "secret.create", Outcome: "ok", Status: 201, Target: map[string]string{"project": "default", "secret": "01a20000-0000-7000-8000-000000000002", "sealed": id}},
-		{Action: "secret.create", Outcome: "failed", Status: 400, Code: daemon.CodeSealedSecretReplayed, Target: map[string]string{"project": "default", "sealed": id}},
-		{Action: "secret.create", Outcome: "failed", Status: 400, Code: daemon.CodeSealedSecretReplayed, Target: map[string]string{"project": "default"}},
-	}
-	got := a.take()
-	if len(got) != len(want) {
-		t.Fatalf("recorded %d events, want %d: %+v", len(got), len(want), got)
-	}
-	for i, e := range got {
-		w := want[i]
-		if e.Action != w.Action || e.Outcome != w.Outcome || e.Status != w.Status || e.Code != w.Code || !sameMap(e.Target, w.Target) {
-			t.Errorf("event %d: %+v\nwant %+v", i, e, w)
-		}
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -94,7 +95,7 @@ type Server struct {
 	httpSrv *http.Server
 
 	unavailable logSampler // 503s: one log line per interval
-	auditor     Auditor    // optional, see SetAuditor
+	auditor     Auditor    // optional, see SetAuditor: serves GET /v1/audit and verify
 	profiling   sync.Mutex // held while a sampled profile is recorded
 }
 
@@ -139,11 +140,43 @@ const drainLimit = 1 << 20
 // apiFunc is a handler that returns its error; ServeHTTP writes it.
 type apiFunc func(w http.ResponseWriter, r *http.Request) error
 
-func (s *Server) handle(pattern string, f apiFunc) {
-	s.mux.Handle(pattern, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+// routeOpt is something a route declares about itself.
+type routeOpt int
+
+const (
+	// selfAuthenticating: the route takes a token or client secret as
+	// its input (login, OAuth2, introspection, /v1/authorize) or needs
+	// none (the public metadata), rather than as the caller's identity;
+	// an Authorization header is not a bearer token there.
+	selfAuthenticating routeOpt = iota + 1
+)
+
+// handle declares a route: its pattern, its handler and what it says of
+// itself, in one place. Everything about a route follows from this call:
+// authorization, audit records and cache invalidation are the domain's
+// (daemon.Service), decided by the method the handler calls.
+func (s *Server) handle(pattern string, f apiFunc, opts ...routeOpt) {
+	s.handleHTTP(pattern, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := f(w, r); err != nil {
 			s.writeError(w, r, err)
 		}
+	}), opts...)
+}
+
+// handleHTTP is handle for a handler that writes its own errors (the
+// OAuth2 token endpoint, whose errors have RFC 6749's shape).
+func (s *Server) handleHTTP(pattern string, h http.Handler, opts ...routeOpt) {
+	self := slices.Contains(opts, selfAuthenticating)
+	s.mux.Handle(pattern, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !self {
+			// A bearer token makes the request act as the token's session.
+			var err error
+			if r, err = s.authenticate(r); err != nil {
+				s.writeError(w, r, err)
+				return
+			}
+		}
+		h.ServeHTTP(w, r)
 	}))
 }
 
@@ -157,19 +190,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// sockets). Bounded: a client sending more is cut off.
 	defer io.Copy(io.Discard, io.LimitReader(r.Body, drainLimit))
 	h, pattern := s.mux.Handler(r)
-	if pattern != "" && s.auditor != nil {
-		aw := newAuditWriter(w, pattern)
-		w = aw
-		defer func() { s.auditAfter(aw, r, pattern, recover()) }()
-	}
 	if pattern != "" {
-		if !selfAuthenticating[pattern] {
-			var err error
-			if r, err = s.authenticate(r); err != nil {
-				s.writeError(w, r, err)
-				return
-			}
-		}
 		s.mux.ServeHTTP(w, r) // sets the path values
 		return
 	}
@@ -185,17 +206,6 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusNotFound, ErrorBody{Error: daemon.CodeNotFound, Message: "no such endpoint: " + r.Method + " " + r.URL.Path})
-}
-
-// selfAuthenticating are the endpoints that take a token or client secret
-// as their input rather than as the caller's identity.
-var selfAuthenticating = map[string]bool{
-	"POST /v1/auth/login":                         true,
-	"POST /oauth2/token":                          true,
-	"POST /oauth2/introspect":                     true,
-	"POST /v1/authorize":                          true,
-	"GET /.well-known/jwks.json":                  true,
-	"GET /.well-known/oauth-authorization-server": true,
 }
 
 // authenticate makes a request with an Authorization: Bearer header act as
@@ -307,7 +317,7 @@ func (jb *jsonBuf) release() {
 // authorize decides the request's permission from the connection's
 // principal, before anything reads the body.
 func (s *Server) authorize(r *http.Request, a daemon.Action, res daemon.Resource) (daemon.Grant, error) {
-	res.Method, res.Path = r.Method, r.URL.EscapedPath()
+	res.Method, res.Path, res.Route = r.Method, r.URL.EscapedPath(), r.Pattern
 	return s.b.Authorize(r.Context(), daemon.PrincipalFrom(r.Context()), a, res)
 }
 
