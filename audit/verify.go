@@ -50,15 +50,17 @@ func VerifyDir(ctx context.Context, dir string, keys KeySource) (Report, error) 
 	return verify(ctx, lr, head, keys, false), nil
 }
 
-// VerifyFile verifies one file on its own (such as a rotated file): its
+// VerifyFile verifies one file on its own (such as a rotated file, archived
+// or not): its
 // chain from its first line on, whatever that line's seq, and its
 // checkpoints. What came before the file, and truncation after its last
 // checkpoint, are not checked.
 func VerifyFile(ctx context.Context, path string, keys KeySource) (Report, error) {
-	if _, err := os.Stat(path); err != nil {
+	gz, err := isGzip(path)
+	if err != nil {
 		return Report{}, fmt.Errorf("audit: %w", err)
 	}
-	lr, err := openFiles([]logFile{{path: path}}, false)
+	lr, err := openFiles([]logFile{{path: path, gz: gz}}, false)
 	if err != nil {
 		return Report{}, err
 	}
@@ -171,4 +173,20 @@ func verify(ctx context.Context, lr *lineReader, head []byte, keys KeySource, fr
 		rep.Unsigned = rep.LastSeq - max(lastCP, rep.FirstSeq-1)
 	}
 	return rep
+}
+
+// isGzip reports whether the file at path is gzip-compressed (an archived
+// file, whatever its name): a line of the log starts with '{'.
+func isGzip(path string) (bool, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	magic := make([]byte, 2)
+	n, err := io.ReadFull(f, magic)
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
+		return false, err
+	}
+	return n == 2 && magic[0] == 0x1f && magic[1] == 0x8b, nil
 }
