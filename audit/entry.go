@@ -25,8 +25,21 @@ const (
 	// ActionRecovered: at start the last line was incomplete (a crash in
 	// the middle of a write) and was removed.
 	ActionRecovered = "audit.recovered"
-	// ActionDropped: writing failed for a while and events were lost.
+	// ActionLost: events recorded with Record were lost because the queue
+	// was full or the file could not be written; written as soon as
+	// writing works again. Target: events (how many), first and last
+	// (when the first and the last of them were recorded).
+	ActionLost = "audit.lost"
+	// ActionDropped is what logs written before ActionLost said of lost
+	// events; Verify still notes it.
 	ActionDropped = "audit.dropped"
+)
+
+// Target keys of the log's own events.
+const (
+	TargetEvents = "events" // ActionLost: how many events
+	TargetFirst  = "first"  // ActionLost, coalesced denials: the time of the first event counted
+	TargetLast   = "last"   // ActionLost, coalesced denials: the time of the last one
 )
 
 // Entry types.
@@ -45,6 +58,14 @@ type Event struct {
 	Reason    string            `json:"reason,omitempty"` // a fixed phrase, never request data
 	Principal *Principal        `json:"principal,omitempty"`
 	Target    map[string]string `json:"target,omitempty"` // ids and names the event is about
+	// Change is the store's change sequence number of a state change
+	// written with Append (strictly increasing); 0 for events from
+	// Record. A checkpoint line carries the highest Change before it.
+	Change uint64 `json:"change,omitempty"`
+	// Count, on a line that stands for coalesced denials, is how many
+	// identical denials it stands for beyond the first (which has a line
+	// of its own); Target first and last say when they happened.
+	Count uint64 `json:"count,omitempty"`
 }
 
 // Principal is who caused an event, as the transport saw it.

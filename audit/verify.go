@@ -27,6 +27,9 @@ type Report struct {
 	FirstBadSeq    uint64   `json:"first_bad_seq,omitempty"`
 	Reason         string   `json:"reason,omitempty"`
 	Notes          []string `json:"notes,omitempty"` // recovered crashes, lost events
+	// LastChange is the highest change seq (Event.Change) of the entries
+	// checked: the store's changes up to it are in the log.
+	LastChange uint64 `json:"last_change,omitempty"`
 }
 
 // VerifyDir verifies the log in dir as a whole: every file in order from
@@ -132,6 +135,9 @@ func verify(ctx context.Context, lr *lineReader, head []byte, keys KeySource, fr
 				return fail(e.Seq, "entry %d records that the log was cut or replaced while the daemon was stopped: %s", e.Seq, e.Reason)
 			case ActionRecovered, ActionDropped:
 				rep.Notes = append(rep.Notes, fmt.Sprintf("entry %d: %s", e.Seq, e.Reason))
+			case ActionLost:
+				rep.Notes = append(rep.Notes, fmt.Sprintf("entry %d: %s events lost from %s to %s: %s",
+					e.Seq, e.Target[TargetEvents], e.Target[TargetFirst], e.Target[TargetLast], e.Reason))
 			}
 		case TypeCheckpoint:
 			pub, ok := keys.PublicKey(e.KID)
@@ -157,6 +163,7 @@ func verify(ctx context.Context, lr *lineReader, head []byte, keys KeySource, fr
 		prev = hex.EncodeToString(h[:])
 		rep.Entries++
 		rep.LastSeq = e.Seq
+		rep.LastChange = max(rep.LastChange, e.Change)
 		expect++
 	}
 	if headOK && !fromAnywhere {
