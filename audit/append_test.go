@@ -189,14 +189,15 @@ func TestLastChangeAfterRestart(t *testing.T) {
 		maxSize int64
 		run     func(t *testing.T, l *Log) // then the directory is copied (a crash)
 		want    uint64
+		gz      bool // the last checkpoint is in an archived file
 	}{
-		{"empty", 100, 0, func(t *testing.T, l *Log) {}, 0},
+		{"empty", 100, 0, func(t *testing.T, l *Log) {}, 0, false},
 		{"events only, no change", 100, 0, func(t *testing.T, l *Log) {
 			l.Record(event(1))
 			if err := l.Checkpoint(ctx); err != nil {
 				t.Fatal(err)
 			}
-		}, 0},
+		}, 0, false},
 		{"changes after the last checkpoint", 100, 0, func(t *testing.T, l *Log) {
 			mustAppend(t, l, 1, 2, 3)
 			if err := l.Checkpoint(ctx); err != nil {
@@ -207,7 +208,7 @@ func TestLastChangeAfterRestart(t *testing.T) {
 			if err := l.Flush(ctx); err != nil {
 				t.Fatal(err)
 			}
-		}, 5},
+		}, 5, false},
 		{"the last checkpoint carries it", 100, 0, func(t *testing.T, l *Log) {
 			mustAppend(t, l, 1, 2, 3)
 			if err := l.Checkpoint(ctx); err != nil {
@@ -219,29 +220,41 @@ func TestLastChangeAfterRestart(t *testing.T) {
 			if err := l.Checkpoint(ctx); err != nil {
 				t.Fatal(err)
 			}
-		}, 3},
+		}, 3, false},
 		{"no checkpoint at all", 1000, 0, func(t *testing.T, l *Log) {
 			mustAppend(t, l, 1, 2)
 			for i := range 50 {
 				l.Record(event(i))
 			}
 			mustAppend(t, l, 3)
-		}, 3},
+		}, 3, false},
+		{"the last checkpoint is in an archived file", 3, 1, func(t *testing.T, l *Log) {
+			mustAppend(t, l, 10, 11, 12) // a checkpoint after 12, then rotation
+			if err := l.archiveOnce(); err != nil {
+				t.Fatal(err)
+			}
+		}, 12, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := t.TempDir()
 			s := newTestSigner(t, "k1")
 			l, err := Open(ctx, Options{Dir: dir, Signer: s, CheckpointEvery: tt.every, CheckpointInterval: time.Hour,
-				MaxFileSize: tt.maxSize, Logger: discard()})
+				MaxFileSize: tt.maxSize, MaxTotalSize: -1, Logger: discard()})
 			if err != nil {
 				t.Fatal(err)
 			}
 			tt.run(t, l)
 			crashed := copyDir(t, dir)
 			closeLog(t, l)
+			if tt.gz {
+				files, err := listFiles(crashed)
+				if err != nil || len(files) != 2 || !files[0].gz || files[1].firstSeq != 0 {
+					t.Fatalf("want an archived file and an empty audit.log, got %+v (%v)", files, err)
+				}
+			}
 			l, err = Open(ctx, Options{Dir: crashed, Signer: s, CheckpointEvery: tt.every, CheckpointInterval: time.Hour,
-				MaxFileSize: tt.maxSize, Logger: discard()})
+				MaxFileSize: tt.maxSize, MaxTotalSize: -1, Logger: discard()})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -33,13 +33,23 @@ const (
 	// ActionDropped is what logs written before ActionLost said of lost
 	// events; Verify still notes it.
 	ActionDropped = "audit.dropped"
+	// ActionPruned: a rotated file was deleted to keep the directory
+	// within Options.MaxTotalSize. Target: first_seq and last_seq (the
+	// entries deleted), prev (the chain hash the next entry continues
+	// from) and file. A checkpoint follows it before the file is deleted,
+	// so the record is signed.
+	ActionPruned = "audit.pruned"
 )
 
 // Target keys of the log's own events.
 const (
-	TargetEvents = "events" // ActionLost: how many events
-	TargetFirst  = "first"  // ActionLost, coalesced denials: the time of the first event counted
-	TargetLast   = "last"   // ActionLost, coalesced denials: the time of the last one
+	TargetEvents   = "events"    // ActionLost: how many events
+	TargetFirst    = "first"     // ActionLost, coalesced denials: the time of the first event counted
+	TargetLast     = "last"      // ActionLost, coalesced denials: the time of the last one
+	TargetFirstSeq = "first_seq" // ActionPruned
+	TargetLastSeq  = "last_seq"  // ActionPruned
+	TargetPrev     = "prev"      // ActionPruned
+	TargetFile     = "file"      // ActionPruned
 )
 
 // Entry types.

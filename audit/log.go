@@ -21,6 +21,7 @@ const (
 	DefaultCheckpointInterval = 10 * time.Second
 	DefaultSyncInterval       = time.Second
 	DefaultMaxFileSize        = 64 << 20
+	DefaultMaxTotalSize       = 1 << 30
 	DefaultQueue              = 8192
 	// maxPending bounds the bytes kept in memory while writes fail;
 	// events recorded beyond it are lost (and counted: ActionLost), and
@@ -63,6 +64,12 @@ type Options struct {
 	// MaxFileSize: audit.log is rotated after the first checkpoint past it
 	// (any size > 0; tests use small ones).
 	MaxFileSize int64
+	// MaxTotalSize bounds the log files of Dir together: once they are
+	// over it, the oldest rotated files are deleted (each recorded first
+	// by a signed ActionPruned entry). 0: DefaultMaxTotalSize; < 0: keep
+	// everything. audit.log itself is never deleted, so the directory
+	// may exceed the budget by up to one file.
+	MaxTotalSize int64
 	// CoalesceInterval: denials (Outcome denied) by the same caller of the
 	// same action for the same code and reason are written once per
 	// interval: the first at once, the others counted into one line at
@@ -89,7 +96,7 @@ type writeFile interface {
 }
 
 // Log is an open audit log. Record, Append and the readers are safe for
-// concurrent use; one goroutine writes.
+// concurrent use; one goroutine writes, another archives rotated files.
 type Log struct {
 	opts     Options
 	log      *slog.Logger
@@ -114,6 +121,11 @@ type Log struct {
 	// marks index audit.log for readers: where the line with seq starts.
 	marksMu sync.Mutex
 	marks   []mark
+
+	// The archiver (archive.go).
+	kick     chan struct{}
+	archDone chan struct{}
+	archMu   sync.Mutex // held by a pass
 
 	// The writer goroutine's own state.
 	f        writeFile
@@ -160,11 +172,12 @@ const (
 	ctlCheckpoint
 	ctlClose
 	ctlAppend
+	ctlPrune
 )
 
 type ctlReq struct {
 	kind   ctlKind
-	events []Event // ctlAppend
+	events []Event // ctlAppend, ctlPrune
 	reply  chan error
 }
 
@@ -190,6 +203,9 @@ func Open(ctx context.Context, opts Options) (*Log, error) {
 	if opts.MaxFileSize <= 0 {
 		opts.MaxFileSize = DefaultMaxFileSize
 	}
+	if opts.MaxTotalSize == 0 {
+		opts.MaxTotalSize = DefaultMaxTotalSize
+	}
 	if opts.CoalesceInterval == 0 {
 		opts.CoalesceInterval = DefaultCoalesceInterval
 	}
@@ -209,18 +225,20 @@ func Open(ctx context.Context, opts Options) (*Log, error) {
 		return nil, fmt.Errorf("audit: create %s: %w", opts.Dir, err)
 	}
 	l := &Log{
-		opts:    opts,
-		log:     opts.Logger,
-		queue:   make(chan item, opts.Queue),
-		ctl:     make(chan ctlReq),
-		closing: make(chan struct{}),
-		done:    make(chan struct{}),
-		head:    genesis,
-		signF:   fault{what: "sign a checkpoint", min: signRetryMin, max: signRetryMax},
-		writeF:  fault{what: "write the log", min: writeRetryMin, max: writeRetryMax},
-		syncF:   fault{what: "sync the log", min: writeRetryMin, max: writeRetryMax},
-		headF:   fault{what: "record the checkpoint in head"},
-		rotateF: fault{what: "rotate the log"},
+		opts:     opts,
+		log:      opts.Logger,
+		queue:    make(chan item, opts.Queue),
+		ctl:      make(chan ctlReq),
+		closing:  make(chan struct{}),
+		done:     make(chan struct{}),
+		kick:     make(chan struct{}, 1),
+		archDone: make(chan struct{}),
+		head:     genesis,
+		signF:    fault{what: "sign a checkpoint", min: signRetryMin, max: signRetryMax},
+		writeF:   fault{what: "write the log", min: writeRetryMin, max: writeRetryMax},
+		syncF:    fault{what: "sync the log", min: writeRetryMin, max: writeRetryMax},
+		headF:    fault{what: "record the checkpoint in head"},
+		rotateF:  fault{what: "rotate the log"},
 	}
 	if opts.CoalesceInterval > 0 {
 		l.coal = newCoalescer(opts.CoalesceInterval)
@@ -255,6 +273,8 @@ func Open(ctx context.Context, opts Options) (*Log, error) {
 	}
 	l.writeOut()
 	go l.run()
+	go l.archive()
+	l.kickArchiver()
 	return l, nil
 }
 
@@ -405,7 +425,7 @@ func (l *Log) Flush(ctx context.Context) error { return l.control(ctx, ctlFlush)
 func (l *Log) Checkpoint(ctx context.Context) error { return l.control(ctx, ctlCheckpoint) }
 
 // Close writes the queued events, the counted denials and a last
-// checkpoint, syncs and closes the file. Later
+// checkpoint, syncs and closes the file, and stops the archiver. Later
 // calls return the first result.
 func (l *Log) Close(ctx context.Context) error {
 	l.once.Do(func() {
@@ -425,6 +445,11 @@ func (l *Log) Close(ctx context.Context) error {
 			default:
 				drained = true
 			}
+		}
+		select {
+		case <-l.archDone:
+		case <-ctx.Done():
+			l.closeErr = errors.Join(l.closeErr, ctx.Err())
 		}
 	})
 	return l.closeErr
@@ -523,6 +548,11 @@ func (l *Log) run() {
 				err = l.checkpoint()
 			case ctlAppend:
 				err = l.appendDurable(r.events)
+			case ctlPrune:
+				for _, ev := range r.events {
+					l.appendEvent(ev, l.opts.Now())
+				}
+				err = l.checkpoint()
 			case ctlClose:
 				l.summarize(true)
 				l.writeOut() // so that the lost events can be told, if it works again
@@ -825,5 +855,6 @@ func (l *Log) rotate() error {
 	if err := syncDir(dir); err != nil {
 		l.log.Warn("audit: syncing the audit directory failed", "err", err)
 	}
+	l.kickArchiver()
 	return nil
 }
