@@ -306,7 +306,7 @@ func (l *Log) resume() ([]Event, error) {
 	if t.lastLine != nil {
 		h := lineHash(t.lastLine)
 		l.seq, l.head = t.seq, hex.EncodeToString(h[:])
-		l.lastCP = bytes.Contains(t.lastLine, []byte(`"type":"`+TypeCheckpoint+`"`))
+		_, l.lastCP = lineChange(t.lastLine)
 	}
 	if n := len(files); n > 0 && filepath.Base(files[n-1].path) == currentName {
 		l.firstSeq = files[n-1].firstSeq
