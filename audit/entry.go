@@ -25,8 +25,31 @@ const (
 	// ActionRecovered: at start the last line was incomplete (a crash in
 	// the middle of a write) and was removed.
 	ActionRecovered = "audit.recovered"
-	// ActionDropped: writing failed for a while and events were lost.
+	// ActionLost: events recorded with Record were lost because the queue
+	// was full or the file could not be written; written as soon as
+	// writing works again. Target: events (how many), first and last
+	// (when the first and the last of them were recorded).
+	ActionLost = "audit.lost"
+	// ActionDropped is what logs written before ActionLost said of lost
+	// events; Verify still notes it.
 	ActionDropped = "audit.dropped"
+	// ActionPruned: a rotated file was deleted to keep the directory
+	// within Options.MaxTotalSize. Target: first_seq and last_seq (the
+	// entries deleted), prev (the chain hash the next entry continues
+	// from) and file. A checkpoint follows it before the file is deleted,
+	// so the record is signed.
+	ActionPruned = "audit.pruned"
+)
+
+// Target keys of the log's own events.
+const (
+	TargetEvents   = "events"    // ActionLost: how many events
+	TargetFirst    = "first"     // ActionLost, coalesced denials: the time of the first event counted
+	TargetLast     = "last"      // ActionLost, coalesced denials: the time of the last one
+	TargetFirstSeq = "first_seq" // ActionPruned
+	TargetLastSeq  = "last_seq"  // ActionPruned
+	TargetPrev     = "prev"      // ActionPruned
+	TargetFile     = "file"      // ActionPruned
 )
 
 // Entry types.
@@ -49,6 +72,10 @@ type Event struct {
 	// written with Append (strictly increasing); 0 for events from
 	// Record. A checkpoint line carries the highest Change before it.
 	Change uint64 `json:"change,omitempty"`
+	// Count, on a line that stands for coalesced denials, is how many
+	// identical denials it stands for beyond the first (which has a line
+	// of its own); Target first and last say when they happened.
+	Count uint64 `json:"count,omitempty"`
 }
 
 // Principal is who caused an event, as the transport saw it.

@@ -3,6 +3,7 @@ package audit
 import (
 	"bufio"
 	"bytes"
+	"compress/gzip"
 	"errors"
 	"fmt"
 	"io"
@@ -26,32 +27,54 @@ func rotatedName(firstSeq uint64) string {
 	return fmt.Sprintf("audit-%020d.log", firstSeq)
 }
 
+// gzSuffix ends the name of an archived (compressed) rotated file.
+const gzSuffix = ".gz"
+
 // logFile is one file of the log.
 type logFile struct {
 	path     string
 	firstSeq uint64 // from the name (rotated) or the first line (current); 0: unknown or empty
+	gz       bool   // archived: gzip-compressed
 }
 
-// listFiles returns the log's files in order: rotated ones by first seq,
-// then audit.log if it exists.
+// parseRotated reads a rotated file's name: its first seq and whether it
+// is archived.
+func parseRotated(name string) (seq uint64, gz, ok bool) {
+	num, ok := strings.CutPrefix(name, "audit-")
+	if !ok {
+		return 0, false, false
+	}
+	num, gz = strings.CutSuffix(num, gzSuffix)
+	num, ok = strings.CutSuffix(num, ".log")
+	n, err := strconv.ParseUint(num, 10, 64)
+	if !ok || err != nil || len(num) != 20 {
+		return 0, false, false
+	}
+	return n, gz, true
+}
+
+// listFiles returns the log's files in order: rotated ones by first seq
+// (archived or not: while a file is being archived both may exist, and the
+// uncompressed one is listed), then audit.log if it exists.
 func listFiles(dir string) ([]logFile, error) {
 	ents, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, fmt.Errorf("read audit directory: %w", err)
 	}
-	var out []logFile
+	bySeq := map[uint64]logFile{}
 	for _, e := range ents {
-		name := e.Name()
-		num, ok := strings.CutPrefix(name, "audit-")
+		n, gz, ok := parseRotated(e.Name())
 		if !ok || !e.Type().IsRegular() {
 			continue
 		}
-		num, ok = strings.CutSuffix(num, ".log")
-		n, err := strconv.ParseUint(num, 10, 64)
-		if !ok || err != nil || len(num) != 20 {
+		if prev, dup := bySeq[n]; dup && !prev.gz {
 			continue
 		}
-		out = append(out, logFile{path: filepath.Join(dir, name), firstSeq: n})
+		bySeq[n] = logFile{path: filepath.Join(dir, e.Name()), firstSeq: n, gz: gz}
+	}
+	out := make([]logFile, 0, len(bySeq)+1)
+	for _, f := range bySeq {
+		out = append(out, f)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].firstSeq < out[j].firstSeq })
 	cur := filepath.Join(dir, currentName)
@@ -84,10 +107,12 @@ func firstSeqOf(path string) (uint64, error) {
 	return seq, nil
 }
 
-// lineReader reads the lines of a sequence of open files, in order.
+// lineReader reads the lines of a sequence of open files, in order,
+// archived ones decompressed.
 type lineReader struct {
 	files []*os.File
 	names []string
+	gz    []bool
 	i     int
 	br    *bufio.Reader
 	// live: an incomplete last line of the last file is being written,
@@ -107,6 +132,7 @@ func openFiles(files []logFile, live bool) (*lineReader, error) {
 		}
 		lr.files = append(lr.files, fh)
 		lr.names = append(lr.names, filepath.Base(f.path))
+		lr.gz = append(lr.gz, f.gz)
 	}
 	return lr, nil
 }
@@ -131,7 +157,15 @@ var errLong = errors.New("line too long")
 func (lr *lineReader) next() ([]byte, error) {
 	for lr.i < len(lr.files) {
 		if lr.br == nil {
-			lr.br = bufio.NewReaderSize(lr.files[lr.i], 64<<10)
+			var r io.Reader = lr.files[lr.i]
+			if lr.gz[lr.i] {
+				zr, err := gzip.NewReader(r)
+				if err != nil {
+					return nil, fmt.Errorf("audit log %s: %w", lr.names[lr.i], err)
+				}
+				r = zr
+			}
+			lr.br = bufio.NewReaderSize(r, 64<<10)
 		}
 		line, err := lr.br.ReadSlice('\n')
 		if err == nil {
@@ -191,7 +225,16 @@ type tail struct {
 func readTail(files []logFile) (tail, error) {
 	var t tail
 	for i := len(files) - 1; i >= 0; i-- {
-		data, torn, err := lastLines(files[i].path, 64)
+		var (
+			data [][]byte
+			torn int64
+			err  error
+		)
+		if files[i].gz {
+			data, err = lastLinesGz(files[i].path, 64)
+		} else {
+			data, torn, err = lastLines(files[i].path, 64)
+		}
 		if err != nil {
 			return t, err
 		}
@@ -247,6 +290,52 @@ func lastLines(path string, n int) ([][]byte, int64, error) {
 				lines = lines[len(lines)-n:]
 			}
 			return lines, int64(len(buf) - end), nil
+		}
+	}
+}
+
+// lastLinesGz returns up to n lines from the end of an archived file,
+// which is read whole (it cannot be read backwards). It ends in a
+// newline, as the archiver only compresses whole files.
+func lastLinesGz(path string, n int) ([][]byte, error) {
+	ring := make([][]byte, 0, n)
+	next := 0
+	err := eachLine(logFile{path: path, gz: true}, func(line []byte) bool {
+		if len(ring) < n {
+			ring = append(ring, bytes.Clone(line))
+		} else {
+			ring[next] = append(ring[next][:0], line...)
+		}
+		next = (next + 1) % n
+		return true
+	})
+	if err != nil {
+		return nil, err
+	}
+	if len(ring) == n {
+		ring = append(ring[next:], ring[:next]...)
+	}
+	return ring, nil
+}
+
+// eachLine calls fn with every line of a file, in order, until fn
+// returns false. A file that ends in the middle of a line is an error.
+func eachLine(f logFile, fn func(line []byte) bool) error {
+	lr, err := openFiles([]logFile{f}, false)
+	if err != nil {
+		return err
+	}
+	defer lr.Close()
+	for {
+		line, err := lr.next()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if !fn(line) {
+			return nil
 		}
 	}
 }

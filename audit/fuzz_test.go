@@ -82,3 +82,48 @@ func FuzzParseJWKS(f *testing.F) {
 		}
 	})
 }
+
+// FuzzLastChange: reading a file back from its end to its last checkpoint
+// (in chunks of any size) finds the change seq that splitting it whole
+// does, and so does reading it from the start (as archived files are).
+func FuzzLastChange(f *testing.F) {
+	dir := f.TempDir()
+	s := newTestSigner(f, "k1")
+	l := openLog(f, dir, s, 3, 0)
+	mustAppend(f, l, 1, 2)
+	l.Record(event(1))
+	mustAppend(f, l, 3, 4, 5)
+	closeLog(f, l)
+	ref, err := os.ReadFile(filepath.Join(dir, currentName))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(ref, uint16(0))
+	f.Add(ref, uint16(7))
+	f.Add(ref[:len(ref)-9], uint16(100))
+	f.Add([]byte("\n\n{\"type\":\"checkpoint\",\"change\":3}\n{\"change\":2}"), uint16(1))
+	f.Add([]byte(`{"change":2,"target":{"change":"9"}}`+"\n"), uint16(5))
+	f.Fuzz(func(t *testing.T, data []byte, chunk uint16) {
+		var want uint64
+		var wantFound bool
+		end := bytes.LastIndexByte(data, '\n')
+		if end >= 0 {
+			for _, line := range bytes.Split(data[:end], []byte("\n")) {
+				if c, cp := lineChange(line); cp {
+					want, wantFound = c, true
+				} else {
+					want = max(want, c)
+				}
+			}
+		}
+		n := int(chunk%512) + 1
+		got, found, err := changeBack(bytes.NewReader(data), int64(len(data)), n)
+		if err != nil || got != want || found != wantFound {
+			t.Fatalf("read back in chunks of %d: %d, %v, %v; want %d, %v", n, got, found, err, want, wantFound)
+		}
+		got, found, err = changeForward(bytes.NewReader(data[:end+1]))
+		if err != nil || got != want || found != wantFound {
+			t.Fatalf("read from the start: %d, %v, %v; want %d, %v", got, found, err, want, wantFound)
+		}
+	})
+}
