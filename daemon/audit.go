@@ -176,7 +176,15 @@ func (s *Service) update(ctx context.Context, p Principal, action string, fn fun
 		return s.recordChange(tx, p, action, c)
 	})
 	if err != nil {
-		s.recordFailure(p, action, c.target, err)
+		t := c.target
+		if rt := routeTarget(ctx); rt != nil {
+			t = maps.Clone(t)
+			if t == nil {
+				t = map[string]string{}
+			}
+			maps.Copy(t, rt)
+		}
+		s.recordFailure(p, action, t, err)
 		return err
 	}
 	s.audit.pending.Add(1)
@@ -279,6 +287,12 @@ func (s *Service) drainOutbox(ctx context.Context) error {
 				if err := decode(&rec); err != nil {
 					return err
 				}
+				// The line's time is when the log writes it; when the
+				// change was committed goes with it.
+				if rec.Event.Target == nil {
+					rec.Event.Target = map[string]string{}
+				}
+				rec.Event.Target["committed_at"] = rec.At.UTC().Format(time.RFC3339Nano)
 				keys, events = append(keys, id), append(events, rec.Event)
 				return nil
 			})

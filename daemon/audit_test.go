@@ -251,7 +251,7 @@ func TestOutboxSurvivesRestart(t *testing.T) {
 func TestDenialsAreRecorded(t *testing.T) {
 	e := newIdentityEnv(t)
 	ctx := context.Background()
-	_, err := e.svc.Authorize(ctx, uidPrincipal(1003), ActManageProjects, Resource{Route: "POST /v1/projects"})
+	_, err := e.svc.Authorize(WithRoute(ctx, "POST /v1/projects"), uidPrincipal(1003), ActManageProjects, Resource{})
 	wantCode(t, err, CodeForbidden)
 	ev, ok := findEvent(e.events(), "project.manage", audit.OutcomeDenied, map[string]string{"route": "POST /v1/projects"})
 	if !ok || ev.Principal == nil || ev.Principal.UID == nil || *ev.Principal.UID != 1003 {

@@ -35,19 +35,19 @@ func (s *Service) ServerMetadata() ServerMetadata { return Metadata(s.issuer()) 
 // the token: a denial in the audit log (coalesced there when repeated)
 // naming the token's public id, and a debug line. The reasons are fixed
 // phrases; the caller only ever sees the one 401.
-func (s *Service) tokenRefused(p Principal, action, tokenID string, why error) {
+func (s *Service) tokenRefused(ctx context.Context, p Principal, action, tokenID string, why error) {
 	s.log.Debug("authentication failed", "for", action, "token_id", tokenID, "reason", why.Error())
 	ap := auditPrincipal(p)
 	ap.TokenID = tokenID
-	s.record(audit.Event{Action: action, Outcome: audit.OutcomeDenied, Code: CodeUnauthenticated, Reason: why.Error(), Principal: ap})
+	s.record(audit.Event{Action: action, Outcome: audit.OutcomeDenied, Code: CodeUnauthenticated, Reason: why.Error(), Principal: ap, Target: routeTarget(ctx)})
 }
 
 // admitAuth asks the failed-authentication limiter whether p may try a
 // token now, and records the refusal when not.
-func (s *Service) admitAuth(p Principal, action, clientID string) error {
+func (s *Service) admitAuth(ctx context.Context, p Principal, action, clientID string) error {
 	err := s.authGate.admit(p, clientID)
 	if err != nil {
-		s.recordDenial(p, action, CodeRateLimited, "too many failed authentications", nil)
+		s.recordDenial(p, action, CodeRateLimited, "too many failed authentications", routeTarget(ctx))
 	}
 	return err
 }
@@ -203,7 +203,7 @@ func (s *Service) identityOf(r resolved) (*TokenIdentity, error) {
 // Authenticate checks a bearer token and returns p acting as the token's
 // session. Every failure is the same 401.
 func (s *Service) Authenticate(ctx context.Context, p Principal, bearer string) (Principal, error) {
-	if err := s.admitAuth(p, "authenticate", ""); err != nil {
+	if err := s.admitAuth(ctx, p, "authenticate", ""); err != nil {
 		return Principal{}, err
 	}
 	b, err := s.lookupBearer(ctx, p, bearer, "authenticate")
@@ -286,7 +286,7 @@ func newSession(kind string, cred credentialRecord, user userRecord, roles []str
 // The caller (for the rate limit on failures) is the principal of ctx.
 func (s *Service) Login(ctx context.Context, authToken string) (Session, string, error) {
 	caller := PrincipalFrom(ctx)
-	if err := s.admitAuth(caller, "auth.login", ""); err != nil {
+	if err := s.admitAuth(ctx, caller, "auth.login", ""); err != nil {
 		return Session{}, "", err
 	}
 	sess, plain, err := s.login(ctx, caller, authToken)
@@ -299,11 +299,11 @@ func (s *Service) Login(ctx context.Context, authToken string) (Session, string,
 func (s *Service) login(ctx context.Context, caller Principal, authToken string) (Session, string, error) {
 	tok, err := ParseToken(authToken)
 	if err != nil {
-		s.tokenRefused(caller, "auth.login", "", err)
+		s.tokenRefused(ctx, caller, "auth.login", "", err)
 		return Session{}, "", errUnauthenticated()
 	}
 	if tok.Prefix != PrefixAuthToken {
-		s.tokenRefused(caller, "auth.login", displayTokenID(tok), errors.New("login needs an auth token (cfa_)"))
+		s.tokenRefused(ctx, caller, "auth.login", displayTokenID(tok), errors.New("login needs an auth token (cfa_)"))
 		return Session{}, "", errUnauthenticated()
 	}
 	now := s.now()
@@ -332,7 +332,7 @@ func (s *Service) login(ctx context.Context, caller Principal, authToken string)
 	})
 	var bad *errBadToken
 	if errors.As(err, &bad) {
-		s.tokenRefused(caller, "auth.login", displayTokenID(tok), err)
+		s.tokenRefused(ctx, caller, "auth.login", displayTokenID(tok), err)
 		return Session{}, "", errUnauthenticated()
 	}
 	if err != nil {
@@ -365,7 +365,7 @@ type AccessToken struct {
 // counted per client_id.
 func (s *Service) ClientCredentials(ctx context.Context, clientID, clientSecret, scope string) (AccessToken, error) {
 	caller := PrincipalFrom(ctx)
-	if err := s.admitAuth(caller, "oauth2.token", clientID); err != nil {
+	if err := s.admitAuth(ctx, caller, "oauth2.token", clientID); err != nil {
 		return AccessToken{}, err
 	}
 	at, err := s.clientCredentials(ctx, caller, clientID, clientSecret, scope)
@@ -502,7 +502,7 @@ type Introspection struct {
 // failed too often: it is no oracle for guessing tokens.
 func (s *Service) Introspect(ctx context.Context, token string) (Introspection, error) {
 	caller := PrincipalFrom(ctx)
-	if err := s.admitAuth(caller, "oauth2.introspect", ""); err != nil {
+	if err := s.admitAuth(ctx, caller, "oauth2.introspect", ""); err != nil {
 		return Introspection{}, err
 	}
 	out, err := s.introspect(ctx, caller, token)
@@ -548,7 +548,7 @@ func (s *Service) introspect(ctx context.Context, caller Principal, token string
 		return nil
 	})
 	if errors.As(err, &bad) {
-		s.tokenRefused(caller, "oauth2.introspect", publicTokenID(token), err)
+		s.tokenRefused(ctx, caller, "oauth2.introspect", publicTokenID(token), err)
 		return Introspection{Active: false}, nil
 	}
 	if err != nil {
@@ -598,7 +598,7 @@ type Decision struct {
 // principal of ctx), as on every endpoint that checks a token.
 func (s *Service) AuthorizeCall(ctx context.Context, token, service, method, path string) (Decision, error) {
 	caller := PrincipalFrom(ctx)
-	if err := s.admitAuth(caller, "authorize", ""); err != nil {
+	if err := s.admitAuth(ctx, caller, "authorize", ""); err != nil {
 		return Decision{}, err
 	}
 	b, err := s.lookupBearer(ctx, caller, token, "authorize")

@@ -110,15 +110,17 @@ type Resource struct {
 
 	Method string
 	Path   string
-	// Route is the API route that asks (its pattern), for the audit log.
-	Route string
 }
 
-// auditTarget is what the audit log says a denial was about: the route,
-// and the references as the request gave them (bounded, never a token).
-func (r Resource) auditTarget() map[string]string {
-	t := map[string]string{}
-	for k, v := range map[string]string{"route": r.Route, "project": r.Project, "secret": r.Secret, "user": r.User,
+// auditTarget is what the audit log says a denial was about: the route
+// (from ctx), and the references as the request gave them (bounded, never
+// a token).
+func (r Resource) auditTarget(ctx context.Context) map[string]string {
+	t := routeTarget(ctx)
+	if t == nil {
+		t = map[string]string{}
+	}
+	for k, v := range map[string]string{"project": r.Project, "secret": r.Secret, "user": r.User,
 		"credential": r.Credential, "session": r.Session} {
 		if v != "" {
 			t[k] = auditValue(v)
@@ -286,7 +288,7 @@ func (s *Service) Authorize(ctx context.Context, p Principal, a Action, r Resour
 		// The audit log records every denial (repeated ones coalesced); a
 		// line per denial in the daemon log would be a flood's echo.
 		s.log.Debug("denied", "principal", p.String(), "action", a.String(), "reason", denied)
-		s.recordDenial(p, actions[a].event, CodeForbidden, denied, r.auditTarget())
+		s.recordDenial(p, actions[a].event, CodeForbidden, denied, r.auditTarget(ctx))
 		return Grant{}, Forbidden("not allowed to %s", a)
 	}
 	return g, nil

@@ -130,7 +130,7 @@ func (s *Service) lookupBearer(ctx context.Context, p Principal, bearer, action 
 		if tok != nil {
 			tokenID = displayTokenID(*tok)
 		}
-		s.tokenRefused(p, action, tokenID, err)
+		s.tokenRefused(ctx, p, action, tokenID, err)
 		return nil, errUnauthenticated()
 	}
 	if err != nil {

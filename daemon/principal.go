@@ -81,6 +81,22 @@ func (p Principal) String() string {
 
 type principalKey struct{}
 
+type routeKey struct{}
+
+// WithRoute returns ctx carrying the API route (its pattern) a request
+// came by, for the audit log's records of what was refused.
+func WithRoute(ctx context.Context, route string) context.Context {
+	return context.WithValue(ctx, routeKey{}, route)
+}
+
+// routeTarget is the audit target naming ctx's route, or nil.
+func routeTarget(ctx context.Context) map[string]string {
+	if r, _ := ctx.Value(routeKey{}).(string); r != "" {
+		return map[string]string{"route": r}
+	}
+	return nil
+}
+
 // WithPrincipal returns ctx carrying p.
 func WithPrincipal(ctx context.Context, p Principal) context.Context {
 	return context.WithValue(ctx, principalKey{}, p)

@@ -90,7 +90,9 @@ func TestAuditLog(t *testing.T) {
 	needles = append(needles, secretNeedles("key value", kvValue)...)
 
 	sec := d.createSecret(t, "default", "audit-db", []byte(payload), map[string]string{"password": kvValue})
-	d.newUser(t, "audit-svc")
+	var proj unixapi.Project
+	d.mustAPI(t, "GET", "/v1/projects/default", nil, http.StatusOK, &proj)
+	user := d.newUser(t, "audit-svc")
 	d.setRole(t, "default", "audit-svc", "member")
 	access := d.newCred(t, "default", map[string]any{"type": "access-token", "user": "audit-svc"})
 	authTok := d.newCred(t, "default", map[string]any{"type": "auth-token", "user": "audit-svc"})
@@ -145,9 +147,9 @@ func TestAuditLog(t *testing.T) {
 		target          map[string]string
 	}{
 		{"daemon.start", "ok", nil},
-		{"secret.create", "ok", map[string]string{"project": "default", "secret": sec.ID}},
-		{"user.create", "ok", map[string]string{"user": "audit-svc"}},
-		{"role.grant", "ok", map[string]string{"project": "default", "user": "audit-svc", "role": "member"}},
+		{"secret.create", "ok", map[string]string{"project": proj.ID, "secret": sec.ID}},
+		{"user.create", "ok", map[string]string{"user": user.ID}},
+		{"role.grant", "ok", map[string]string{"project": proj.ID, "user": user.ID, "role": "member"}},
 		{"credential.create", "ok", map[string]string{"credential": access.ID}},
 		{"binding.create", "ok", map[string]string{"secret": sec.ID}},
 		{"deliver", "ok", map[string]string{"name": "dbpass", "secret": sec.ID, "version": "1"}},
@@ -159,9 +161,9 @@ func TestAuditLog(t *testing.T) {
 		{"auth.login", "denied", nil},
 		{"oauth2.token", "ok", map[string]string{"client_id": oauth.ClientID}},
 		{"oauth2.introspect", "ok", map[string]string{"active": "true"}},
-		{"oauth2.introspect", "denied", map[string]string{"active": "false"}},
-		{"secret.delete", "denied", map[string]string{"secret": sec.ID}},
-		{"project.create", "denied", nil},
+		{"oauth2.introspect", "denied", nil},
+		{"authenticate", "denied", map[string]string{"route": "DELETE /v1/secrets/{id}"}},
+		{"project.manage", "denied", map[string]string{"route": "POST /v1/projects"}},
 		{"credential.rotate", "ok", map[string]string{"credential": access.ID}},
 		{"secret.rotate", "ok", map[string]string{"secret": sec.ID}},
 		{"credential.revoke", "ok", map[string]string{"credential": authTok.ID}},
@@ -219,8 +221,9 @@ func TestAuditLog(t *testing.T) {
 	}
 	defer follow.Process.Kill()
 	waitOutput(t, "audit tail -f to start", followOut, "daemon.start")
-	d.mustAPI(t, "POST", "/v1/projects", map[string]string{"name": "followed"}, http.StatusCreated, nil)
-	waitOutput(t, "audit tail -f to show the new project", followOut, "project=followed")
+	var followed unixapi.Project
+	d.mustAPI(t, "POST", "/v1/projects", map[string]string{"name": "followed"}, http.StatusCreated, &followed)
+	waitOutput(t, "audit tail -f to show the new project", followOut, "project="+followed.ID)
 	if err := follow.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}

@@ -489,7 +489,6 @@ func newMatrixEnv(t *testing.T) *matrixEnv {
 func (f *matrixEnv) serve(t *testing.T, dir string, log *slog.Logger) {
 	t.Helper()
 	f.srv = NewServer(f.svc, log)
-	// The real audit log, so every cell also goes through the audit hook.
 	al, err := audit.Open(f.ctx, audit.Options{
 		Dir: filepath.Join(dir, "audit"), Signer: audit.SignerFunc(f.svc.SignAudit), Logger: log,
 		Keys: func() (audit.KeySource, error) {
@@ -505,6 +504,10 @@ func (f *matrixEnv) serve(t *testing.T, dir string, log *slog.Logger) {
 	}
 	t.Cleanup(func() { al.Close(context.Background()) }) // before svc.Close: it signs
 	f.srv.SetAuditor(al)
+	// The real audit log, so that every cell's changes also go through the
+	// outbox into it.
+	f.svc.SetAuditLog(al)
+	t.Cleanup(func() { f.svc.CloseAudit(context.Background()) }) // before al.Close
 	idents := map[string]daemon.Principal{
 		"root":   matrixRoot,
 		"admgrp": matrixUnixPrincipal(1500, matrixAdminGID),

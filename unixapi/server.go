@@ -168,6 +168,7 @@ func (s *Server) handle(pattern string, f apiFunc, opts ...routeOpt) {
 func (s *Server) handleHTTP(pattern string, h http.Handler, opts ...routeOpt) {
 	self := slices.Contains(opts, selfAuthenticating)
 	s.mux.Handle(pattern, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r = r.WithContext(daemon.WithRoute(r.Context(), pattern))
 		if !self {
 			// A bearer token makes the request act as the token's session.
 			var err error
@@ -317,7 +318,7 @@ func (jb *jsonBuf) release() {
 // authorize decides the request's permission from the connection's
 // principal, before anything reads the body.
 func (s *Server) authorize(r *http.Request, a daemon.Action, res daemon.Resource) (daemon.Grant, error) {
-	res.Method, res.Path, res.Route = r.Method, r.URL.EscapedPath(), r.Pattern
+	res.Method, res.Path = r.Method, r.URL.EscapedPath()
 	return s.b.Authorize(r.Context(), daemon.PrincipalFrom(r.Context()), a, res)
 }
 

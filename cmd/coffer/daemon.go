@@ -197,6 +197,10 @@ func runDaemon(c *cli.Context) error {
 		return err
 	}
 	defer auditLog.Close(context.Background()) // before svc.Close: it signs
+	// The domain records into it from now on; what changed while it was
+	// not attached (start-up, or before a crash) is drained first.
+	svc.SetAuditLog(auditLog)
+	defer svc.CloseAudit(context.Background()) // before auditLog.Close
 	auditLog.Record(daemonEvent("daemon.start", nil))
 
 	api, err := apiListener(activated, socket, unixapi.SocketOptions{Mode: os.FileMode(mode), GID: gid, Logger: log, MaxConns: maxConns})
@@ -235,7 +239,7 @@ func runDaemon(c *cli.Context) error {
 		go func() { served <- srv.Serve(l) }()
 	}
 	background.Go(func() {
-		err := systemd.ServeCredentialsAudited(bg, creds, auditedDeliverCredential(svc, auditLog), auditCredentialRefusal(auditLog), log, credsPeers(dev)...)
+		err := systemd.ServeCredentialsAudited(bg, creds, deliverCredential(svc), credentialRefused(svc), log, credsPeers(dev)...)
 		if err != nil {
 			served <- fmt.Errorf("credentials socket: %w", err)
 		}
@@ -273,6 +277,13 @@ func runDaemon(c *cli.Context) error {
 	err = srv.Shutdown(shutCtx)
 	stopBG()
 	background.Wait()
+	// The last changes into the log, then the log closed with its last
+	// checkpoint (both also deferred, for the early returns).
+	drainCtx, cancelDrain := context.WithTimeout(context.Background(), 10*time.Second)
+	if err := svc.CloseAudit(drainCtx); err != nil {
+		log.Error("changes wait in the store for the audit log (the next start writes them)", "err", err)
+	}
+	cancelDrain()
 	auditLog.Record(daemonEvent("daemon.stop", nil))
 	if err := auditLog.Close(context.Background()); err != nil {
 		log.Error("closing the audit log", "err", err)
