@@ -2,6 +2,7 @@ package unixapi
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -449,5 +450,36 @@ func TestFairShareFloodIsBounded(t *testing.T) {
 	}
 	if n := s.open(); n > total {
 		t.Errorf("%d connections counted, limit %d", n, total)
+	}
+}
+
+// TestHybridVsockPerVMShare: a VM is held to its share on its own socket
+// (429 beyond it); another VM is served; admins do not exist there.
+func TestHybridVsockPerVMShare(t *testing.T) {
+	dir := hybridDir(t)
+	a := HybridVM{Name: "vm-a", UDSPath: filepath.Join(dir, "a"), VMMUID: uint32(os.Getuid())}
+	b := HybridVM{Name: "vm-b", UDSPath: filepath.Join(dir, "b"), VMMUID: uint32(os.Getuid())}
+	l, err := ListenHybridVsock([]HybridVM{a, b}, hybridPort, SocketOptions{GID: -1, MaxConns: 64, MaxConnsPerPeer: 2, IsAdmin: func(uint32, uint32) bool { return true },
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	serveOn(t, &fakeBackend{}, l)
+	dialVM := func(vm HybridVM) net.Conn {
+		c, err := net.Dial("unix", HybridSocketPath(vm, hybridPort))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	for range 2 {
+		if resp, _ := getStatus(t, dialVM(a)); resp.StatusCode != http.StatusOK {
+			t.Fatalf("vm-a: status %d", resp.StatusCode)
+		}
+	}
+	wantRefused(t, dialVM(a), http.StatusTooManyRequests, CodeTooManyConnections)
+	if _, err := vmmClient(b).Status(context.Background()); err != nil {
+		t.Fatalf("vm-b: %v", err)
 	}
 }
