@@ -137,18 +137,63 @@ func checkHybridVMs(vms []HybridVM, port uint32) error {
 }
 
 // addLocked listens for vm and starts handing its connections to Accept.
+//
+// Each VM has a socket of its own, so VMs never compete for each other's
+// slots. On that socket the VM is the one caller: it holds at most
+// MaxConnsPerPeer connections (and MaxConns), like a CID on AF_VSOCK, so a
+// VM's connections also cost the daemon a bounded share of what the other
+// VMs and the Unix socket need (descriptors, goroutines). There are no
+// admins (and no admin reserve) on a VM's socket.
 func (h *HybridListener) addLocked(vm HybridVM) error {
 	path := HybridSocketPath(vm, h.port)
-	l, err := ListenUnix(path, h.opts)
+	ul, err := ListenUnixPlain(path, h.opts)
 	if err != nil {
 		return fmt.Errorf("hybrid vsock for VM %q: %w", vm.Name, err)
 	}
+	opts := h.opts
+	opts.IsAdmin = nil
+	opts.Logger = h.log
+	l := FairListener(&vmmListener{Listener: NewPeerListener(ul, h.log), vm: vm, log: h.log}, opts)
 	s := &hybridSocket{vm: vm, path: path, l: l}
 	h.vms[vm.Name] = s
 	h.wg.Add(1)
 	go h.acceptLoop(s)
 	h.log.Info("listening for hybrid vsock", "vm", vm.Name, "path", path)
 	return nil
+}
+
+// vmmListener accepts the connections of one VM's socket: those from its
+// VMM, with the VM as their principal. Any other peer would pose as the VM
+// (the socket names it): it is logged and closed, and Accept goes on.
+type vmmListener struct {
+	net.Listener // a peer listener
+	vm           HybridVM
+	log          *slog.Logger
+}
+
+func (l *vmmListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		ic, ok := innerConn(c).(*identConn)
+		if !ok || !ic.principal.HasCred || ic.principal.UID != l.vm.VMMUID {
+			var uid any = "unknown"
+			if ok && ic.principal.HasCred {
+				uid = ic.principal.UID
+			}
+			l.log.Warn("hybrid vsock: refused a connection that is not from the VM's VMM", "vm", l.vm.Name, "peer_uid", uid, "vmm_uid", l.vm.VMMUID)
+			c.Close()
+			continue
+		}
+		// The Unix peer is the VMM process, not the guest: its credentials
+		// serve only the check above and the log. (c is not shared yet:
+		// its identity may still change.)
+		l.log.Debug("hybrid vsock connection", "vm", l.vm.Name, "vmm_pid", ic.principal.PID)
+		ic.principal = daemon.Principal{Channel: daemon.ChannelHybridVsock, VM: l.vm.Name}
+		return c, nil
+	}
 }
 
 // acceptLoop accepts connections on one VM's socket until it is closed.
@@ -173,27 +218,10 @@ func (h *HybridListener) acceptLoop(s *hybridSocket) {
 			}
 		}
 		delay = 0
-		ic, ok := innerConn(c).(*identConn)
-		if !ok || !ic.principal.HasCred || ic.principal.UID != s.vm.VMMUID {
-			// Only the VMM may speak for the VM (the socket names it).
-			var uid any = "unknown"
-			if ok && ic.principal.HasCred {
-				uid = ic.principal.UID
-			}
-			h.log.Warn("hybrid vsock: refused a connection that is not from the VM's VMM", "vm", s.vm.Name, "peer_uid", uid, "vmm_uid", s.vm.VMMUID)
-			c.Close()
-			continue
-		}
-		// The Unix peer is the VMM process, not the guest: its credentials
-		// serve only the check above and the log. (c is not shared yet:
-		// its identity may still change.)
-		h.log.Debug("hybrid vsock connection", "vm", s.vm.Name, "vmm_pid", ic.principal.PID)
-		ic.principal = daemon.Principal{Channel: daemon.ChannelHybridVsock, VM: s.vm.Name}
-		conn := c
 		select {
-		case h.conns <- conn:
+		case h.conns <- c:
 		case <-h.done:
-			conn.Close()
+			c.Close()
 			return
 		}
 	}

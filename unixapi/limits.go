@@ -118,14 +118,18 @@ func closeWrite(c net.Conn) error {
 	return &net.OpError{Op: "close", Net: c.LocalAddr().Network(), Err: net.ErrClosed}
 }
 
-// innerConn returns the connection under any limitConn wrappers.
+// innerConn returns the connection under any limitConn and fairConn
+// wrappers.
 func innerConn(c net.Conn) net.Conn {
 	for {
-		lc, ok := c.(*limitConn)
-		if !ok {
+		switch w := c.(type) {
+		case *limitConn:
+			c = w.Conn
+		case *fairConn:
+			c = w.Conn
+		default:
 			return c
 		}
-		c = lc.Conn
 	}
 }
 

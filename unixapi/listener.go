@@ -25,21 +25,29 @@ type SocketOptions struct {
 	// read (that connection is closed).
 	Logger *slog.Logger
 	// MaxConns, when positive, is how many connections ListenUnix's
-	// listener has open at once (see LimitListener); ListenHybridVsock
-	// applies it to each VM's socket.
+	// listener has open at once; ListenHybridVsock applies it to each VM's
+	// socket. See FairListener.
 	MaxConns int
+	// MaxConnsPerPeer, when positive, is how many of them one caller (a
+	// uid; a VM) may have open; see FairListener.
+	MaxConnsPerPeer int
+	// IsAdmin tells whether a Unix peer is a system admin: admins are not
+	// held to MaxConnsPerPeer, and a few slots are kept for them. nil:
+	// nobody is. Hybrid vsock sockets never have admins.
+	IsAdmin func(uid, gid uint32) bool
 }
 
 // ListenUnix listens on a Unix socket at path. It refuses when a live
 // daemon already answers there, removes a stale socket file left by a dead
 // one, and sets the file's mode (and group) deliberately. Every accepted
-// connection carries the peer's SO_PEERCRED identity.
+// connection carries the peer's SO_PEERCRED identity, and the callers
+// share the connection slots as FairListener describes.
 func ListenUnix(path string, opts SocketOptions) (net.Listener, error) {
 	l, err := ListenUnixPlain(path, opts)
 	if err != nil {
 		return nil, err
 	}
-	return LimitListener(NewPeerListener(l, opts.Logger), opts.MaxConns), nil
+	return FairListener(NewPeerListener(l, opts.Logger), opts), nil
 }
 
 // ListenUnixPlain is ListenUnix without the peer identity: for protocols

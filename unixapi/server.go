@@ -109,6 +109,7 @@ func NewServer(b Backend, log *slog.Logger) *Server {
 	s.httpSrv = &http.Server{
 		Handler:           s,
 		ConnContext:       connContext,
+		ConnState:         trackConnState, // fair share: which connections are idle
 		ReadHeaderTimeout: DefaultReadHeaderTimeout,
 		ReadTimeout:       DefaultReadTimeout,
 		WriteTimeout:      DefaultWriteTimeout,

@@ -50,7 +50,8 @@ comes from --hsm-pin-file, by default $CREDENTIALS_DIRECTORY/hsm-pin.`,
 		&cli.UintFlag{Name: "vsock-port", Usage: "serve VM guests on AF_VSOCK `PORT` and, for the [[vm]]s of the config file, on hybrid-vsock sockets <uds_path>_PORT (0: off)", EnvVars: []string{"COFFER_VSOCK_PORT"}},
 		&cli.BoolFlag{Name: "allow-reserved-cids", Usage: "let users bind vsock CIDs 0-2 (tests over the loopback transport only)", Hidden: true, EnvVars: []string{"COFFER_ALLOW_RESERVED_CIDS"}},
 		&cli.StringFlag{Name: "creds-socket", Usage: "`PATH` of the LoadCredential= socket (dev: ./.coffer/creds.sock)", Value: "/run/coffer/creds.sock", EnvVars: []string{"COFFER_CREDS_SOCKET"}},
-		&cli.IntFlag{Name: "max-connections", Usage: "serve at most `N` connections at once on each socket (API, vsock, each VM's, LoadCredential=); more wait to be accepted (0: no limit)", Value: unixapi.DefaultMaxConns, EnvVars: []string{"COFFER_MAX_CONNECTIONS"}},
+		&cli.IntFlag{Name: "max-connections", Usage: "serve at most `N` connections at once on each socket (API, vsock, each VM's, LoadCredential=); on the API socket up to 16 of them are kept for system admins (0: no limit)", Value: unixapi.DefaultMaxConns, EnvVars: []string{"COFFER_MAX_CONNECTIONS"}},
+		&cli.IntFlag{Name: "max-connections-per-peer", Usage: "let one caller (a uid on the API socket, a CID on vsock, a VM) hold at most `N` of a socket's connections; more are refused with 429 (system admins are exempt; 0: the default)", Value: unixapi.DefaultMaxConnsPerPeer, EnvVars: []string{"COFFER_MAX_CONNECTIONS_PER_PEER"}},
 		&cli.IntFlag{Name: "auth-fail-burst", Usage: "failed authentications (bad tokens) a caller may make in a row before getting 429 rate_limited (0: no limit)", Value: daemon.DefaultAuthFailBurst, EnvVars: []string{"COFFER_AUTH_FAIL_BURST"}},
 		&cli.DurationFlag{Name: "auth-fail-refill", Usage: "forgive one failed authentication of a caller every `DURATION`", Value: daemon.DefaultAuthFailRefill, EnvVars: []string{"COFFER_AUTH_FAIL_REFILL"}},
 		&cli.DurationFlag{Name: "read-header-timeout", Usage: "time a client has to send a request's line and headers", Value: unixapi.DefaultReadHeaderTimeout, Hidden: true, EnvVars: []string{"COFFER_READ_HEADER_TIMEOUT"}},
@@ -133,6 +134,13 @@ func runDaemon(c *cli.Context) error {
 	if maxConns < 0 {
 		return usagef("--max-connections must be 0 (no limit) or more, not %d", maxConns)
 	}
+	perPeer := c.Int("max-connections-per-peer")
+	switch {
+	case perPeer < 0:
+		return usagef("--max-connections-per-peer must be 0 (the default, %d) or more, not %d", unixapi.DefaultMaxConnsPerPeer, perPeer)
+	case perPeer == 0:
+		perPeer = unixapi.DefaultMaxConnsPerPeer
+	}
 	switch burst, refill := c.Int("auth-fail-burst"), c.Duration("auth-fail-refill"); {
 	case burst < 0:
 		return usagef("--auth-fail-burst must be 0 (no limit) or more, not %d", burst)
@@ -203,7 +211,10 @@ func runDaemon(c *cli.Context) error {
 	defer svc.CloseAudit(context.Background()) // before auditLog.Close
 	auditLog.Record(daemonEvent("daemon.start", nil))
 
-	api, err := apiListener(activated, socket, unixapi.SocketOptions{Mode: os.FileMode(mode), GID: gid, Logger: log, MaxConns: maxConns})
+	// The callers of each socket share its slots fairly (unixapi.FairListener):
+	// a uid, a CID or a VM holds at most perPeer; on the API socket a few
+	// are kept for system admins.
+	api, err := apiListener(activated, socket, unixapi.SocketOptions{Mode: os.FileMode(mode), GID: gid, Logger: log, MaxConns: maxConns, MaxConnsPerPeer: perPeer, IsAdmin: svc.IsSystemAdminPeer})
 	if err != nil {
 		return err
 	}
@@ -213,7 +224,7 @@ func runDaemon(c *cli.Context) error {
 		return err
 	}
 	creds = unixapi.LimitListener(creds, maxConns)
-	vms, err := vsockListeners(activated, uint32(c.Uint("vsock-port")), c.Bool("allow-reserved-cids"), file.VMs, unixapi.SocketOptions{Mode: 0o660, GID: gid, Logger: log, MaxConns: maxConns})
+	vms, err := vsockListeners(activated, uint32(c.Uint("vsock-port")), c.Bool("allow-reserved-cids"), file.VMs, unixapi.SocketOptions{Mode: 0o660, GID: gid, Logger: log, MaxConns: maxConns, MaxConnsPerPeer: perPeer})
 	if err != nil {
 		api.Close()
 		creds.Close()
@@ -245,7 +256,7 @@ func runDaemon(c *cli.Context) error {
 		}
 	})
 
-	log.Info("coffer is serving", "version", version, "socket", socket, "creds_socket", credsSocket, "vsock_port", c.Uint("vsock-port"), "vms", len(file.VMs), "max_connections", maxConns, "state_dir", stateDir, "dev", dev, "socket_activated", !activated.Empty())
+	log.Info("coffer is serving", "version", version, "socket", socket, "creds_socket", credsSocket, "vsock_port", c.Uint("vsock-port"), "vms", len(file.VMs), "max_connections", maxConns, "max_connections_per_peer", perPeer, "state_dir", stateDir, "dev", dev, "socket_activated", !activated.Empty())
 	if dev {
 		fmt.Fprintf(c.App.Writer, "export COFFER_SOCKET=%s\n", socket)
 	}
@@ -309,7 +320,7 @@ func apiListener(a systemd.Listeners, path string, opts unixapi.SocketOptions) (
 		if !ok {
 			return nil, fmt.Errorf("the activated api socket is not a Unix socket")
 		}
-		return unixapi.LimitListener(unixapi.NewPeerListener(ul, opts.Logger), opts.MaxConns), nil
+		return unixapi.FairListener(unixapi.NewPeerListener(ul, opts.Logger), opts), nil
 	}
 	return unixapi.ListenUnix(path, opts)
 }
@@ -383,17 +394,18 @@ type vmListeners struct {
 
 // vsockListeners opens the AF_VSOCK listener (passed by systemd as
 // "vsock", or on port) and the hybrid-vsock sockets of the configured VMs,
-// each limited to opts.MaxConns connections.
+// each limited to opts.MaxConns connections, opts.MaxConnsPerPeer per CID
+// or VM.
 func vsockListeners(a systemd.Listeners, port uint32, allowLocal bool, vms []vmConfig, opts unixapi.SocketOptions) (vmListeners, error) {
 	var out vmListeners
 	switch {
 	case a.Vsock != nil:
-		out.all = append(out.all, unixapi.LimitListener(unixapi.NewVsockListener(a.Vsock, opts.Logger, allowLocal), opts.MaxConns))
+		out.all = append(out.all, unixapi.FairListener(unixapi.NewVsockListener(a.Vsock, opts.Logger, allowLocal), opts))
 	case port != 0:
 		l, err := unixapi.ListenVsock(port, opts.Logger, allowLocal)
 		switch {
 		case err == nil:
-			out.all = append(out.all, unixapi.LimitListener(l, opts.MaxConns))
+			out.all = append(out.all, unixapi.FairListener(l, opts))
 		case len(vms) > 0:
 			// Firecracker-style hosts need no AF_VSOCK for hybrid vsock.
 			opts.Logger.Warn("no AF_VSOCK listener; serving the hybrid-vsock VMs only", "err", err)
