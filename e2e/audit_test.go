@@ -26,6 +26,30 @@ type auditEntry struct {
 	Code      string            `json:"code"`
 	Target    map[string]string `json:"target"`
 	Principal map[string]any    `json:"principal"`
+	Count     uint64            `json:"count"`
+}
+
+// auditEntriesRaw reads the whole audit log through GET /v1/audit, a page
+// at a time.
+func (d *daemonProc) auditEntriesRaw(t *testing.T) []auditEntry {
+	t.Helper()
+	var out []auditEntry
+	after := uint64(0)
+	for {
+		var page unixapi.AuditEntries
+		d.mustAPI(t, "GET", fmt.Sprintf("/v1/audit?after=%d&limit=1000", after), nil, http.StatusOK, &page)
+		for _, raw := range page.Entries {
+			var e auditEntry
+			if err := json.Unmarshal(raw, &e); err != nil {
+				t.Fatalf("audit entry %s: %v", raw, err)
+			}
+			out = append(out, e)
+			after = e.Seq
+		}
+		if len(page.Entries) == 0 || after >= page.LastSeq {
+			return out
+		}
+	}
 }
 
 // waitOutput waits until out contains want.
