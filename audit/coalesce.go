@@ -32,7 +32,8 @@ type denyKey struct {
 	tokenKind, user      string
 	credential, session  string
 	project              string
-	catchAll             bool // one per action (action "" for all): the table was full
+	catchAll             bool   // one per action (action "" for all): the table was full
+	distinct             string // Event.Distinct
 }
 
 const (
@@ -42,7 +43,7 @@ const (
 )
 
 func keyOf(e *Event) denyKey {
-	k := denyKey{action: e.Action, code: e.Code, reason: e.Reason, status: e.Status}
+	k := denyKey{action: e.Action, code: e.Code, reason: e.Reason, status: e.Status, distinct: e.Distinct}
 	if p := e.Principal; p != nil {
 		k.channel, k.vm = p.Channel, p.VM
 		k.tokenKind, k.user, k.credential, k.session, k.project = p.TokenKind, p.User, p.Credential, p.Session, p.Project

@@ -76,6 +76,11 @@ type Event struct {
 	// identical denials it stands for beyond the first (which has a line
 	// of its own); Target first and last say when they happened.
 	Count uint64 `json:"count,omitempty"`
+	// Distinct, when set, keeps a denial apart from otherwise identical
+	// ones when they are coalesced (it is not written): for callers that
+	// cannot flood, such as systemd on the LoadCredential= socket, whose
+	// refusals of different units and credentials each deserve a line.
+	Distinct string `json:"-"`
 }
 
 // Principal is who caused an event, as the transport saw it.

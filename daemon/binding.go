@@ -564,7 +564,10 @@ func (s *Service) DeliverCredential(ctx context.Context, unit, credential string
 	}
 	refuse := func(reason string) (Delivery, error) {
 		s.log.LogAttrs(ctx, slog.LevelDebug, "LoadCredential refused", slog.String("reason", reason))
-		s.recordDenial(loadCredentialPrincipal, "loadcredential", "", reason, target())
+		// Only systemd reaches this socket: each unit and credential
+		// refused keeps a line of its own.
+		s.record(audit.Event{Action: "loadcredential", Outcome: audit.OutcomeDenied, Reason: reason, Principal: auditPrincipal(loadCredentialPrincipal),
+			Target: target(), Distinct: unit + "/" + credential})
 		return Delivery{}, errNoDelivery
 	}
 	if !ValidUnit(unit) || !ValidCredentialName(credential) {

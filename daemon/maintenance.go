@@ -152,7 +152,7 @@ func (s *Service) WarnExpiring(ctx context.Context) int {
 		}
 		if rec.RevokedAt == nil && soon(rec.ExpiresAt) {
 			n++
-			s.log.Warn("credential expires soon", "credential", rec.ID, "name", rec.Name, "expires_at", rec.ExpiresAt.Format(time.RFC3339), "in", rec.ExpiresAt.Sub(now).Round(time.Minute).String())
+			s.log.Warn("credential expires soon", "credential", rec.ID, "project", rec.ProjectID, "expires_at", rec.ExpiresAt.Format(time.RFC3339), "in", rec.ExpiresAt.Sub(now).Round(time.Minute).String())
 		}
 		return nil
 	})
@@ -164,7 +164,7 @@ func (s *Service) WarnExpiring(ctx context.Context) int {
 			}
 			if rec.RevokedAt == nil && soon(rec.ExpiresAt) {
 				n++
-				s.log.Warn("secret expires soon", "secret", rec.ID, "display_name", rec.DisplayName, "expires_at", rec.ExpiresAt.Format(time.RFC3339), "in", rec.ExpiresAt.Sub(now).Round(time.Minute).String())
+				s.log.Warn("secret expires soon", "secret", rec.ID, "project", rec.ProjectID, "expires_at", rec.ExpiresAt.Format(time.RFC3339), "in", rec.ExpiresAt.Sub(now).Round(time.Minute).String())
 			}
 			return nil
 		})

@@ -5,10 +5,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io/fs"
+	"maps"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -24,9 +26,60 @@ type auditEntry struct {
 	Action    string            `json:"action"`
 	Outcome   string            `json:"outcome"`
 	Code      string            `json:"code"`
+	Reason    string            `json:"reason"`
 	Target    map[string]string `json:"target"`
 	Principal map[string]any    `json:"principal"`
 	Count     uint64            `json:"count"`
+}
+
+// waitAudit waits until the audit log has an event of action ("": any) and outcome
+// whose target has every pair of want and whose reason contains reason,
+// and returns it (the log writes a little after the event).
+func (d *daemonProc) waitAudit(t *testing.T, what, action, outcome string, want map[string]string, reason string) auditEntry {
+	t.Helper()
+	return d.waitAuditBy(t, what, action, outcome, want, reason, nil)
+}
+
+// waitAuditBy is waitAudit for an event whose principal has every pair of
+// by (numbers as JSON decodes them: float64).
+func (d *daemonProc) waitAuditBy(t *testing.T, what, action, outcome string, want map[string]string, reason string, by map[string]any) auditEntry {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		es := d.auditEntriesRaw(t)
+		for _, e := range es {
+			a := action
+			if a == "" { // any action
+				a = e.Action
+			}
+			if _, ok := findEvent([]auditEntry{e}, a, outcome, want); !ok || !strings.Contains(e.Reason, reason) {
+				continue
+			}
+			match := true
+			for k, v := range by {
+				match = match && e.Principal[k] == v
+			}
+			if match {
+				return e
+			}
+		}
+		if time.Now().After(deadline) {
+			var tail []string
+			for _, e := range es[max(0, len(es)-10):] {
+				tail = append(tail, fmt.Sprintf("%+v", e))
+			}
+			reasons := map[string]bool{}
+			for _, e := range es {
+				if e.Reason != "" {
+					reasons[e.Action+": "+e.Reason] = true
+				}
+			}
+			tail = append(tail, fmt.Sprintf("reasons in the log: %v", slices.Sorted(maps.Keys(reasons))))
+			t.Errorf("no audit event for %s (%s %s %v %q); the log ends:\n%s", what, action, outcome, want, reason, strings.Join(tail, "\n"))
+			return auditEntry{}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // auditEntriesRaw reads the whole audit log through GET /v1/audit, a page

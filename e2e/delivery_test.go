@@ -270,16 +270,16 @@ func TestLoadCredentialDelivery(t *testing.T) {
 	}
 
 	// audit: delivered with secret id, version and channel; refusals say why
-	d.waitLog(t, "the delivery to nginx.service", "audit:", "delivered", "unit=nginx.service", "credential=tls-key", "secret="+tls.ID, "version=1")
-	d.waitLog(t, "the delivery to web@blue.service", "audit:", "delivered", "unit=web@blue.service", "credential=db.pass", "secret="+db.ID)
-	d.waitLog(t, "the unbound credential", "audit:", "refused", "unit=nginx.service", "credential=other")
-	d.waitLog(t, "the unknown unit", "audit:", "refused", "unit=apache.service", "credential=tls-key")
+	d.waitAudit(t, "the delivery to nginx.service", "loadcredential", "ok", map[string]string{"unit": "nginx.service", "credential": "tls-key", "secret": tls.ID, "version": "1"}, "")
+	d.waitAudit(t, "the delivery to web@blue.service", "loadcredential", "ok", map[string]string{"unit": "web@blue.service", "credential": "db.pass", "secret": db.ID}, "")
+	d.waitAudit(t, "the unbound credential", "loadcredential", "denied", map[string]string{"unit": "nginx.service", "credential": "other"}, "not bound")
+	d.waitAudit(t, "the unknown unit", "loadcredential", "denied", map[string]string{"unit": "apache.service", "credential": "tls-key"}, "not bound")
 	// rotation: the next read is the new payload, audited as version 2
 	d.rotateSecret(t, tls.ID, p2, 1)
 	if got := loadCred(t, sock, systemdAddr("nginx.service", "tls-key")); !bytes.Equal(got, p2) {
 		t.Errorf("after rotation: got %q, want %q", got, p2)
 	}
-	d.waitLog(t, "the delivery of version 2", "audit:", "delivered", "unit=nginx.service", "secret="+tls.ID, "version=2")
+	d.waitAudit(t, "the delivery of version 2", "loadcredential", "ok", map[string]string{"unit": "nginx.service", "secret": tls.ID, "version": "2"}, "")
 
 	// unbinding: zero bytes at once
 	d.mustAPI(t, "DELETE", "/v1/secrets/"+db.ID+"/bindings/"+dbBinding.ID, nil, http.StatusNoContent, nil)
@@ -292,7 +292,7 @@ func TestLoadCredentialDelivery(t *testing.T) {
 	if got := loadCred(t, sock, systemdAddr("nginx.service", "tls-key")); len(got) != 0 {
 		t.Errorf("after revoke: got %q, want zero bytes", got)
 	}
-	d.waitLog(t, "the refusal of a revoked secret", "audit:", "refused", "unit=nginx.service", "credential=tls-key", "revoked")
+	d.waitAudit(t, "the refusal of a revoked secret", "loadcredential", "denied", map[string]string{"unit": "nginx.service", "credential": "tls-key"}, "revoked")
 
 	// Issue 4: "Every delivery and every refused attempt is an audit event".
 	// A client that is not systemd (a malformed or non-abstract address) is
@@ -561,21 +561,20 @@ func TestDeliverToBoundUser(t *testing.T) {
 		if err1 != err2 || strings.ReplaceAll(err3, "nothing-here", "web-only") != err1 {
 			t.Errorf("refusals differ:\n%q\n%q\n%q", err1, err2, err3)
 		}
-		d.waitLog(t, "the delivery by uid", "audit:", "delivered", "secret="+sOnly.ID)
-		d.waitLog(t, "the refused unbound uid", "audit:", "refused", "uid=4444", "name=web-only")
+		d.waitAudit(t, "the delivery by uid", "deliver", "ok", map[string]string{"name": "web-only", "secret": sOnly.ID}, "")
+		d.waitAuditBy(t, "the refused unbound uid", "deliver", "denied", map[string]string{"name": "web-only"}, "not a user", map[string]any{"uid": float64(4444)})
 	}
 
 	// audit lines: who, what secret and version, which channel
-	line := d.waitLog(t, "the delivery by token", "audit:", "delivered", "secret="+sWeb.ID, "version=1")
-	if !strings.Contains(line, "channel=") || strings.Contains(line, "channel= ") || strings.Contains(line, `channel=""`) {
-		t.Errorf("audit line without a channel: %s", line)
+	if e := d.waitAudit(t, "the delivery by token", "deliver", "ok", map[string]string{"name": "dbpass", "secret": sWeb.ID, "version": "1"}, ""); e.Principal["channel"] != "unix" || e.Principal["session"] == nil {
+		t.Errorf("the delivery's principal %v: want the channel and the token's session", e.Principal)
 	}
-	d.waitLog(t, "the refusal of vm-db", "audit:", "refused", "name=web-only")
+	d.waitAudit(t, "the refusal of vm-db", "deliver", "denied", map[string]string{"name": "web-only"}, "no binding")
 
 	// rotation: the new payload at once
 	d.rotateSecret(t, sWeb.ID, pWeb2, 1)
 	deliverHTTP(tokWeb, "dbpass", pWeb2)
-	d.waitLog(t, "the delivery of version 2", "audit:", "delivered", "secret="+sWeb.ID, "version=2")
+	d.waitAudit(t, "the delivery of version 2", "deliver", "ok", map[string]string{"secret": sWeb.ID, "version": "2"}, "")
 
 	// unbinding and revocation: the same 404 as a name that never existed
 	d.mustAPI(t, "DELETE", "/v1/secrets/"+sOnly.ID+"/bindings/"+onlyB.ID, nil, http.StatusNoContent, nil)

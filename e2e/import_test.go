@@ -106,9 +106,7 @@ func TestSealedImport(t *testing.T) {
 	if code, out, errs := cliAs(t, cofferBin, -1, env, "deliver", "db", "--key", "token"); code != 0 || string(out) != kv {
 		t.Fatalf("deliver --key token: exit %d, equal %v (%s)", code, string(out) == kv, errs)
 	}
-	if !strings.Contains(d.stderr.String(), "imported=") {
-		t.Errorf("no audit line names the imported file:\n%s", logTail(d.stderr.String(), 10))
-	}
+	d.waitAudit(t, "the import", "secret.create", "ok", map[string]string{"secret": sec.ID, "sealed": sealedFileID(t, sealed)}, "")
 
 	// The same file again: refused by the CLI and the API.
 	r = d.cli(t, "", "secret", "import", sealed)
@@ -191,7 +189,7 @@ func TestSealedImport(t *testing.T) {
 		t.Fatal(err)
 	}
 	events := d.auditEntries(t)
-	if _, ok := findEvent(events, "secret.create", "ok", map[string]string{"sealed": sealedFile.ID, "secret": sec.ID, "project": "default"}); !ok {
+	if _, ok := findEvent(events, "secret.create", "ok", map[string]string{"sealed": sealedFile.ID, "secret": sec.ID, "project": sec.ProjectID}); !ok {
 		t.Errorf("no audit event for the import of %s as secret %s", sealedFile.ID, sec.ID)
 	}
 	if e, ok := findEvent(events, "secret.create", "failed", map[string]string{"sealed": sealedFile.ID}); !ok || e.Code != "sealed_secret_replayed" {
@@ -238,4 +236,18 @@ func flipB64(t *testing.T, s string, i int) string {
 	}
 	b[i] ^= 1
 	return base64.StdEncoding.EncodeToString(b)
+}
+
+// sealedFileID reads the id of a sealed file.
+func sealedFileID(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var f struct{ ID string }
+	if err := json.Unmarshal(b, &f); err != nil || f.ID == "" {
+		t.Fatalf("sealed file %s: id %q, %v", path, f.ID, err)
+	}
+	return f.ID
 }

@@ -85,7 +85,10 @@ func TestNoSecretLeaks(t *testing.T) {
 			kv2 := canary("KVCANARY2-")
 			kv3 := canary("KVCANARY3-")
 			fieldVal := canary("FIELDCANARY-")
-			displayName := canary("DISPLAYNAME-") // not secret: used to prove the scan sees stored data
+			// Not secret, but a tenant's data: in no log, and (encrypted at
+			// rest) in no state file; also proves the scan sees stored data.
+			displayName := canary("DISPLAYNAME-")
+			credName := strings.ToLower(canary("credname-"))
 			var needles []needle
 			for _, s := range []struct{ what, v string }{
 				{"payload 1", payload1}, {"payload 2", payload2}, {"payload 3", payload3}, {"payload 4", payload4},
@@ -132,6 +135,9 @@ func TestNoSecretLeaks(t *testing.T) {
 			api("GET", "/v1/projects/default/secrets", nil, http.StatusOK, nil)
 			api("POST", "/v1/secrets/"+s1.ID+"/revoke", nil, http.StatusOK, nil)
 			api("GET", "/v1/status", nil, http.StatusOK, nil)
+			api("POST", "/v1/users", map[string]any{"name": "leaky"}, http.StatusCreated, nil)
+			api("PUT", "/v1/projects/default/roles/leaky/reader", nil, http.StatusOK, nil)
+			api("POST", "/v1/projects/default/credentials", map[string]any{"type": "access-token", "user": "leaky", "name": credName}, http.StatusCreated, nil)
 
 			// bad requests carrying secrets: the errors must not echo them
 			for _, bad := range []struct {
@@ -172,7 +178,7 @@ func TestNoSecretLeaks(t *testing.T) {
 			for i, b := range responses {
 				scanText(t, "HTTP response #"+itoa(i)+" ("+string(b)+")", b, needles)
 			}
-			scanText(t, "daemon log ("+level+")", []byte(d.stderr.String()), needles)
+			scanText(t, "daemon log ("+level+")", []byte(d.stderr.String()), append(needles, needle{"display name", displayName}, needle{"credential name", credName}))
 			scanText(t, "daemon stdout", []byte(d.stdout.String()), needles)
 			if level == "debug" && !strings.Contains(d.stderr.String(), "level=DEBUG") {
 				t.Logf("no DEBUG line was logged at --log-level debug")

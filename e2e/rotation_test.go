@@ -183,7 +183,7 @@ func TestKeyRotation(t *testing.T) {
 		t.Fatalf("KEKs after removal: %s", got)
 	}
 	audited := d2.mustCLI(t, "", "-o", "json", "audit", "tail", "-n", "5").stdout
-	for _, s := range []string{`"action":"hsm.kek_remove"`, `"key":"coffer-kek-1"`, `"key":"coffer-kek-2"`} {
+	for _, s := range []string{`"action":"hsm.kek_remove"`, `"kek":"coffer-kek-1"`, `"kek":"coffer-kek-2"`} {
 		if !strings.Contains(audited, s) {
 			t.Errorf("audit log lacks %s:\n%s", s, audited)
 		}
