@@ -145,6 +145,12 @@ func entryLine(e audit.Entry) string {
 	if e.Code != "" {
 		parts = append(parts, e.Code)
 	}
+	if e.Count > 0 {
+		parts = append(parts, fmt.Sprintf("×%d more", e.Count))
+	}
+	if e.Change > 0 {
+		parts = append(parts, fmt.Sprintf("change %d", e.Change))
+	}
 	if p := principalString(e.Principal); p != "" {
 		parts = append(parts, "by "+p)
 	}
@@ -251,6 +257,12 @@ func writeReport(w io.Writer, rep unixapi.AuditReport) {
 	fmt.Fprintln(w)
 	if rep.Unsigned > 0 {
 		fmt.Fprintf(w, "%d entries after the last checkpoint are covered by the hash chain only\n", rep.Unsigned)
+	}
+	if rep.Pruned > 0 {
+		fmt.Fprintf(w, "entries 1 to %d were removed by retention, as signed records in the log say\n", rep.Pruned)
+	}
+	if rep.LastChange > 0 {
+		fmt.Fprintf(w, "the last state change recorded is change %d\n", rep.LastChange)
 	}
 	for _, n := range rep.Notes {
 		fmt.Fprintln(w, "note: "+n)

@@ -56,6 +56,7 @@ comes from --hsm-pin-file, by default $CREDENTIALS_DIRECTORY/hsm-pin.`,
 		&cli.DurationFlag{Name: "auth-fail-refill", Usage: "forgive one failed authentication of a caller every `DURATION`", Value: daemon.DefaultAuthFailRefill, EnvVars: []string{"COFFER_AUTH_FAIL_REFILL"}},
 		&cli.DurationFlag{Name: "read-header-timeout", Usage: "time a client has to send a request's line and headers", Value: unixapi.DefaultReadHeaderTimeout, Hidden: true, EnvVars: []string{"COFFER_READ_HEADER_TIMEOUT"}},
 		&cli.DurationFlag{Name: "read-timeout", Usage: "time a client has to send a whole request", Value: unixapi.DefaultReadTimeout, Hidden: true, EnvVars: []string{"COFFER_READ_TIMEOUT"}},
+		&cli.StringFlag{Name: "audit-max-size", Usage: "keep the audit log's files within `SIZE` (e.g. 1GiB): rotated files are compressed, the oldest deleted with a signed record of what went; 0 keeps everything", Value: "1GiB", EnvVars: []string{"COFFER_AUDIT_MAX_SIZE"}},
 		&cli.BoolFlag{Name: "audit-journal", Usage: "also write every audit log line to the daemon's log (the journal): a copy outside the state directory", Value: true, EnvVars: []string{"COFFER_AUDIT_JOURNAL"}},
 		&cli.StringFlag{Name: "log-level", Usage: "debug, info, warn or error", Value: "info", EnvVars: []string{"COFFER_LOG_LEVEL"}},
 		&cli.IntFlag{Name: "bearer-cache-size", Usage: "keep the resolution of up to `N` recently used tokens in memory, about 400 bytes each (0: none; every request then reads its token from the store)", Value: daemon.DefaultBearerCacheSize, EnvVars: []string{"COFFER_BEARER_CACHE_SIZE"}},
@@ -80,6 +81,10 @@ func runDaemon(c *cli.Context) error {
 	}
 	if err := logLevel.UnmarshalText([]byte(c.String("log-level"))); err != nil {
 		return usagef("unknown --log-level %q", c.String("log-level"))
+	}
+	auditBudget, perr := parseByteSize(c.String("audit-max-size"))
+	if perr != nil {
+		return usagef("--audit-max-size: %v", perr)
 	}
 	// One writer for the log and the audit log's copy (auditJournal): a
 	// record or a batch of them is one Write, never interleaved.
@@ -200,7 +205,7 @@ func runDaemon(c *cli.Context) error {
 	if c.Bool("audit-journal") {
 		journal = newAuditJournal(stderr)
 	}
-	auditLog, err := openAudit(ctx, svc, stateDir, log, journal)
+	auditLog, err := openAudit(ctx, svc, stateDir, log, journal, auditBudget)
 	if err != nil {
 		return err
 	}

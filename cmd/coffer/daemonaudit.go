@@ -15,7 +15,12 @@ import (
 // the HSM signing key, verified with every signing key the daemon has used
 // (the JWK set and the public halves of retired keys), every line also
 // copied to journal unless it is nil.
-func openAudit(ctx context.Context, svc *daemon.Service, stateDir string, log *slog.Logger, journal audit.Journal) (*audit.Log, error) {
+//
+// budget bounds the log's files (0: keep everything).
+func openAudit(ctx context.Context, svc *daemon.Service, stateDir string, log *slog.Logger, journal audit.Journal, budget int64) (*audit.Log, error) {
+	if budget == 0 {
+		budget = -1 // the audit package's "keep everything"
+	}
 	opts := audit.Options{
 		Dir:    filepath.Join(stateDir, "audit"),
 		Signer: audit.SignerFunc(svc.SignAudit),
@@ -26,7 +31,8 @@ func openAudit(ctx context.Context, svc *daemon.Service, stateDir string, log *s
 			}
 			return audit.ParseJWKS(b)
 		},
-		Logger: log,
+		Logger:       log,
+		MaxTotalSize: budget,
 	}
 	opts.Journal = journal
 	return audit.Open(ctx, opts)
