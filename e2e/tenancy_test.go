@@ -2,12 +2,16 @@ package e2e
 
 import (
 	"bytes"
+	"crypto/elliptic"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"math/big"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -277,4 +281,35 @@ func TestEveryTokenCheckCountsFailures(t *testing.T) {
 			t.Errorf("%s: after 12 bad tokens from one uid: %s; want rate_limited", cmd[0], last)
 		}
 	}
+}
+
+// Finding 8: an ES256 JWT has one valid form. Its high-S twin (s → n−s),
+// which verifies under plain ECDSA, is refused by the real daemon on every
+// path that checks a token, while the token itself works.
+func TestJWTHasNoSecondForm(t *testing.T) {
+	t.Parallel()
+	d := startDaemon(t, workDir(t))
+	d.newUser(t, "svc")
+	d.setRole(t, "default", "svc", "reader")
+	oc := d.newCred(t, "default", map[string]any{"type": "oauth2", "user": "svc"})
+	jwt := d.oauthToken(t, oc.ClientID, oc.ClientSecret).AccessToken
+	parts := strings.Split(jwt, ".")
+	sig, err := base64.RawURLEncoding.DecodeString(parts[2])
+	if err != nil || len(sig) != 64 {
+		t.Fatalf("signature of %d bytes (%v), want ES256's 64", len(sig), err)
+	}
+	n := elliptic.P256().Params().N
+	twin := slices.Clone(sig)
+	new(big.Int).Sub(n, new(big.Int).SetBytes(sig[32:])).FillBytes(twin[32:])
+	twinJWT := parts[0] + "." + parts[1] + "." + base64.RawURLEncoding.EncodeToString(twin)
+
+	d.mustBearer(t, jwt, "GET", "/v1/projects/default/secrets", nil, http.StatusOK, nil)
+	wantUnauthenticated(t, "the high-S twin as a bearer", d.bearer(t, twinJWT, "GET", "/v1/projects/default/secrets", nil))
+	d.wantInactive(t, "the high-S twin", twinJWT)
+	var dec unixapi.Decision
+	d.mustAPI(t, "POST", "/v1/authorize", map[string]string{"token": twinJWT, "service": "s", "method": "GET", "path": "/"}, http.StatusOK, &dec)
+	if dec.Allowed {
+		t.Error("/v1/authorize allowed the high-S twin")
+	}
+	d.waitAudit(t, "the refused twin", "authenticate", "denied", nil, "low-S")
 }
