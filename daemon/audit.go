@@ -52,8 +52,18 @@ const (
 	// them, changes are refused.
 	maxOutbox          = 4096
 	outboxWhileFailing = 64
-	// outboxBatch is how many events the drainer hands the log at once.
-	outboxBatch = 512
+	// outboxBatch is how many events the drainer hands the log at once;
+	// drained records are deleted outboxDeleteBatch at a time, or every
+	// outboxDeleteEvery (one commit for many: the deletions take the
+	// committer's time from every writer).
+	outboxBatch       = 512
+	outboxDeleteBatch = 2048
+	outboxDeleteEvery = 5 * time.Second
+	// drainGather is how long the drainer waits after a change for more to
+	// come, so that one Append (one fsync of the log) takes many: the
+	// change is durable in the store already, and every fsync of the log is
+	// one the store's commits wait behind on the same disk.
+	drainGather = 100 * time.Millisecond
 
 	CodeAuditUnavailable = "audit_unavailable"
 )
@@ -86,7 +96,11 @@ type auditTrail struct {
 	failing atomic.Bool  // the last drain failed
 	kick    chan struct{}
 
-	mu      sync.Mutex // held by a drain
+	mu         sync.Mutex // held by a drain; guards the fields below
+	appended   string     // the outbox key of the last event the log took
+	drained    []string   // outbox keys the log has, not yet deleted
+	lastDelete time.Time
+
 	stop    context.CancelFunc
 	stopped chan struct{}
 	errLog  logEvery // drain failures: one line per interval
@@ -117,6 +131,9 @@ func (s *Service) CloseAudit(ctx context.Context) error {
 	s.audit.stop()
 	<-s.audit.stopped
 	err := s.drainOutbox(ctx)
+	s.audit.mu.Lock()
+	err = errors.Join(err, s.deleteDrained(ctx))
+	s.audit.mu.Unlock()
 	s.audit.log.Store(nil)
 	return err
 }
@@ -217,11 +234,13 @@ func (s *Service) recordChange(tx *kv.Txn, p Principal, action string, c change)
 		return err
 	}
 	ctr.Seq++
-	if err := tx.Put(tableChanges, changesLast, ctr); err != nil {
+	// Unindexed writes: neither table has index entries, so there is no
+	// previous version to read (the committer's time is every writer's).
+	if err := tx.PutUnindexed(tableChanges, changesLast, ctr); err != nil {
 		return err
 	}
 	ev := audit.Event{Action: action, Outcome: audit.OutcomeOK, Principal: auditPrincipal(p), Target: c.target, Change: ctr.Seq}
-	return tx.Put(tableOutbox, outboxKey(ctr.Seq), outboxRecord{Event: ev, At: s.now()})
+	return tx.PutUnindexed(tableOutbox, outboxKey(ctr.Seq), outboxRecord{Event: ev, At: s.now()})
 }
 
 func outboxKey(seq uint64) string { return fmt.Sprintf("%020d", seq) }
@@ -263,14 +282,20 @@ func (s *Service) runDrain(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-s.audit.kick:
+			// Let a burst gather: one Append for many changes.
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(drainGather):
+			}
 		case <-t.C:
 		}
 		_ = s.drainOutbox(ctx)
 	}
 }
 
-// drainOutbox copies the outbox to the audit log, oldest first, and
-// deletes what the log holds durably.
+// drainOutbox copies the outbox to the audit log, oldest first. What the
+// log holds durably is deleted later, many at a time (deleteDrained).
 func (s *Service) drainOutbox(ctx context.Context) error {
 	s.audit.mu.Lock()
 	defer s.audit.mu.Unlock()
@@ -282,7 +307,7 @@ func (s *Service) drainOutbox(ctx context.Context) error {
 		var keys []string
 		var events []audit.Event
 		err := s.store.View(ctx, func(tx *kv.Txn) error {
-			return tx.List(tableOutbox, kv.Query{Limit: outboxBatch}, func(id string, decode func(any) error) error {
+			return tx.List(tableOutbox, kv.Query{After: s.audit.appended, Limit: outboxBatch}, func(id string, decode func(any) error) error {
 				var rec outboxRecord
 				if err := decode(&rec); err != nil {
 					return err
@@ -298,18 +323,9 @@ func (s *Service) drainOutbox(ctx context.Context) error {
 			})
 		})
 		if err == nil && len(keys) > 0 {
+			// Events the log has already (a crash after its fsync, before
+			// their deletion) are skipped by it.
 			err = l.Append(ctx, events)
-		}
-		if err == nil && len(keys) > 0 {
-			// Not a state change: the events are in the audit log now.
-			err = s.store.Update(ctx, func(tx *kv.Txn) error {
-				for _, k := range keys {
-					if err := tx.Delete(tableOutbox, k); err != nil && !errors.Is(err, kv.ErrNotFound) {
-						return err
-					}
-				}
-				return nil
-			})
 		}
 		if err != nil {
 			s.audit.failing.Store(true)
@@ -321,11 +337,42 @@ func (s *Service) drainOutbox(ctx context.Context) error {
 		if s.audit.failing.Swap(false) {
 			s.log.Info("audit: the audit log takes changes again")
 		}
-		s.audit.pending.Add(-int64(len(keys)))
+		if len(keys) > 0 {
+			s.audit.appended = keys[len(keys)-1]
+			s.audit.drained = append(s.audit.drained, keys...)
+			s.audit.pending.Add(-int64(len(keys)))
+		}
 		if len(keys) < outboxBatch {
-			return nil
+			break
 		}
 	}
+	if len(s.audit.drained) >= outboxDeleteBatch || (len(s.audit.drained) > 0 && time.Since(s.audit.lastDelete) >= outboxDeleteEvery) {
+		return s.deleteDrained(ctx)
+	}
+	return nil
+}
+
+// deleteDrained deletes the outbox records the audit log holds. The
+// caller holds s.audit.mu. Not a state change: the events are in the log.
+func (s *Service) deleteDrained(ctx context.Context) error {
+	s.audit.lastDelete = time.Now()
+	for len(s.audit.drained) > 0 {
+		n := min(len(s.audit.drained), outboxDeleteBatch)
+		err := s.store.Update(ctx, func(tx *kv.Txn) error {
+			for _, k := range s.audit.drained[:n] {
+				if err := tx.DeleteUnindexed(tableOutbox, k); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return err // kept for the next time
+		}
+		s.audit.drained = s.audit.drained[n:]
+	}
+	s.audit.drained = nil
+	return nil
 }
 
 // record hands a best-effort event to the audit log, if one is attached.

@@ -553,3 +553,50 @@ func (t *Txn) scan(table string, q Query, fn func(id []byte, value valueFunc) er
 		}
 	}
 }
+
+// PutUnindexed stores v, JSON-encoded, as the record (table, id) without
+// reading what it replaces: one write, where Put reads the previous
+// version to keep its index entries right. It is only for tables whose
+// records never have index entries (a record written by Put with indexes
+// would keep them, stale). OnCommit reports the table as Changed, since
+// whether a record was replaced is not known.
+func (t *Txn) PutUnindexed(table, id string, v any) error {
+	if err := t.usable(true); err != nil {
+		return err
+	}
+	if err := checkName("table", table); err != nil {
+		return err
+	}
+	if err := checkName("id", id); err != nil {
+		return err
+	}
+	data, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("kv: encode %s/%s: %w", table, id, err)
+	}
+	if err := t.set(recordKey(table, id), encodeEnvelope(nil, data)); err != nil {
+		return fmt.Errorf("kv: put %s/%s: %w", table, id, err)
+	}
+	t.touched.Changed = addTable(t.touched.Changed, table)
+	return nil
+}
+
+// DeleteUnindexed removes the record (table, id) without reading it, for
+// the tables PutUnindexed writes: deleting a record that is not there is
+// no error.
+func (t *Txn) DeleteUnindexed(table, id string) error {
+	if err := t.usable(true); err != nil {
+		return err
+	}
+	if err := checkName("table", table); err != nil {
+		return err
+	}
+	if err := checkName("id", id); err != nil {
+		return err
+	}
+	if err := t.del(recordKey(table, id)); err != nil {
+		return fmt.Errorf("kv: delete %s/%s: %w", table, id, err)
+	}
+	t.touched.Changed = addTable(t.touched.Changed, table)
+	return nil
+}
