@@ -77,3 +77,49 @@ func TestOnCommit(t *testing.T) {
 		t.Errorf("a read-only update told %+v", c)
 	}
 }
+
+// PutUnindexed and DeleteUnindexed write a record without reading it; Get
+// and List read it like any other, and OnCommit reports the table changed.
+func TestUnindexedWrites(t *testing.T) {
+	s := openTest(t, t.TempDir())
+	ctx := context.Background()
+	var last Commit
+	s.OnCommit(func(c Commit) { last = c })
+	if err := s.Update(ctx, func(tx *Txn) error {
+		for _, id := range []string{"1", "2", "3"} {
+			if err := tx.PutUnindexed("box", id, "v"+id); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if !last.Touched("box", false) {
+		t.Errorf("commit %+v does not name the table as changed", last)
+	}
+	if err := s.Update(ctx, func(tx *Txn) error {
+		if err := tx.DeleteUnindexed("box", "2"); err != nil {
+			return err
+		}
+		return tx.DeleteUnindexed("box", "9") // not there: no error
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	if err := s.View(ctx, func(tx *Txn) error {
+		return tx.List("box", Query{}, func(id string, decode func(any) error) error {
+			var v string
+			if err := decode(&v); err != nil {
+				return err
+			}
+			got = append(got, id+"="+v)
+			return nil
+		})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(got, []string{"1=v1", "3=v3"}) {
+		t.Errorf("records %v", got)
+	}
+}
