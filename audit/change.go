@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 )
 
@@ -156,4 +157,18 @@ func scanBack(r io.ReaderAt, size int64, chunk int, fn func(line []byte) bool) e
 		fn(rest[:len(rest)-1])
 	}
 	return nil
+}
+
+// LastChangeIn is the highest change seq of the log in dir, read from its
+// files without opening the log (for tools that work on a stopped
+// daemon's state); 0 when dir holds no log.
+func LastChangeIn(dir string) (uint64, error) {
+	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+		return 0, nil
+	}
+	files, err := listFiles(dir)
+	if err != nil {
+		return 0, fmt.Errorf("audit: %w", err)
+	}
+	return lastChange(files)
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"sync"
@@ -113,12 +114,27 @@ func newAuditTrail() auditTrail { return auditTrail{kick: make(chan struct{}, 1)
 // SetAuditLog attaches the audit log: the outbox is drained into it from
 // now on (what waits from before is drained first), and best-effort events
 // go to it. Call CloseAudit before closing l.
-func (s *Service) SetAuditLog(l AuditLog) {
+//
+// The log is a witness of the store: every state change it records was
+// committed to the store first, so a store whose last change is older
+// than the log's has lost acknowledged changes (a damaged or missing
+// MANIFEST or write-ahead log, a store copied back from elsewhere).
+// SetAuditLog refuses it, attaching nothing.
+func (s *Service) SetAuditLog(ctx context.Context, l AuditLog) error {
+	var ctr changeCounter
+	err := s.store.View(ctx, func(tx *kv.Txn) error { return tx.Get(tableChanges, changesLast, &ctr) })
+	if err != nil && !errors.Is(err, kv.ErrNotFound) {
+		return fmt.Errorf("read the store's last change: %w", err)
+	}
+	if logged := l.LastChange(); logged > ctr.Seq {
+		return fmt.Errorf("the audit log records state change %d, but the store's last change is %d: the store has lost %d acknowledged changes (a damaged or missing MANIFEST or write-ahead log, or an older copy of the store); restore it from a backup with coffer restore (see \"When storage fails\" in the README)", logged, ctr.Seq, logged-ctr.Seq)
+	}
 	s.audit.log.Store(&auditLogRef{l})
-	ctx, cancel := context.WithCancel(context.Background())
+	drainCtx, cancel := context.WithCancel(context.Background())
 	s.audit.stop, s.audit.stopped = cancel, make(chan struct{})
-	go s.runDrain(ctx)
+	go s.runDrain(drainCtx)
 	s.kickDrain()
+	return nil
 }
 
 // CloseAudit drains the outbox into the audit log one last time (within
@@ -493,3 +509,33 @@ func cmpErr(err, alt error) error {
 	}
 	return alt
 }
+
+// recordRestore records a restore in the restored store, offline: the
+// store's change sequence goes on past the last change the state
+// directory's audit log holds (the log witnesses the store: a store behind
+// it is refused), and a store.restore change waits in its outbox for the
+// daemon to write to the log at its next start.
+func recordRestore(ctx context.Context, store *kv.Store, stateDir, src string, h BackupHeader) error {
+	logged, err := audit.LastChangeIn(filepath.Join(stateDir, auditDirName))
+	if err != nil {
+		return fmt.Errorf("read the audit log's last change: %w", err)
+	}
+	return store.Update(ctx, func(tx *kv.Txn) error {
+		var ctr changeCounter
+		if err := tx.Get(tableChanges, changesLast, &ctr); err != nil && !errors.Is(err, kv.ErrNotFound) {
+			return err
+		}
+		from := ctr.Seq
+		ctr.Seq = max(ctr.Seq, logged) + 1
+		if err := tx.PutUnindexed(tableChanges, changesLast, ctr); err != nil {
+			return err
+		}
+		ev := audit.Event{Action: "store.restore", Outcome: audit.OutcomeOK, Principal: &audit.Principal{Channel: "restore"}, Change: ctr.Seq,
+			Target: map[string]string{"backup": filepath.Base(src), "backup_created_at": h.CreatedAt.UTC().Format(time.RFC3339),
+				"backup_last_change": strconv.FormatUint(from, 10)}}
+		return tx.PutUnindexed(tableOutbox, outboxKey(ctr.Seq), outboxRecord{Event: ev, At: time.Now().UTC()})
+	})
+}
+
+// auditDirName is the audit log's directory in the state directory.
+const auditDirName = "audit"

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"errors"
+	"fmt"
 	"go/ast"
 	"go/parser"
 	"go/token"
@@ -196,7 +197,9 @@ func TestOutboxSurvivesRestart(t *testing.T) {
 	svc, _ := open()
 	log := &recordingAudit{}
 	log.setFail(errors.New("disk full"))
-	svc.SetAuditLog(log)
+	if err := svc.SetAuditLog(ctx, log); err != nil {
+		t.Fatal(err)
+	}
 	grant := func(svc *Service) Grant {
 		g, err := svc.Authorize(ctx, rootPrincipal, ActManageProjects, Resource{})
 		if err != nil {
@@ -215,7 +218,9 @@ func TestOutboxSurvivesRestart(t *testing.T) {
 	svc, _ = open()
 	defer svc.Close()
 	log.setFail(nil)
-	svc.SetAuditLog(log)
+	if err := svc.SetAuditLog(ctx, log); err != nil {
+		t.Fatal(err)
+	}
 	if err := svc.CloseAudit(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -237,7 +242,9 @@ func TestOutboxSurvivesRestart(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	svc.SetAuditLog(log)
+	if err := svc.SetAuditLog(ctx, log); err != nil {
+		t.Fatal(err)
+	}
 	if err := svc.CloseAudit(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -272,5 +279,28 @@ func TestDenialsAreRecorded(t *testing.T) {
 		if strings.Contains(ev.Reason, tok.Token) || strings.Contains(ev.Principal.TokenID, tok.Token[8:]) {
 			t.Errorf("a token in %+v", ev)
 		}
+	}
+}
+
+// The audit log witnesses the store: a store whose last change is older
+// than the log's last one has lost acknowledged changes, and attaching the
+// log to it is refused, naming both numbers.
+func TestAuditLogWitnessesTheStore(t *testing.T) {
+	e := newIdentityEnv(t)
+	ctx := context.Background()
+	last := e.changes(t)[len(e.changes(t))-1].Change
+	svc := e.svc
+	svc.CloseAudit(ctx)
+	ahead := &recordingAudit{appended: []audit.Event{{Change: last + 7}}}
+	err := svc.SetAuditLog(ctx, ahead)
+	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("records state change %d, but the store's last change is %d", last+7, last)) {
+		t.Fatalf("a log ahead of the store: %v", err)
+	}
+	if svc.auditLog() != nil {
+		t.Error("the refused log was attached")
+	}
+	even := &recordingAudit{appended: []audit.Event{{Change: last}}}
+	if err := svc.SetAuditLog(ctx, even); err != nil {
+		t.Fatalf("a log at the store's last change: %v", err)
 	}
 }

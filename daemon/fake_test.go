@@ -431,7 +431,9 @@ func newEnvStore(t testing.TB, keys *fakeKeys, memTable int64) *testEnv {
 		t.Fatal(err)
 	}
 	rec := &recordingAudit{}
-	svc.SetAuditLog(rec)
+	if err := svc.SetAuditLog(context.Background(), rec); err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() {
 		svc.CloseAudit(context.Background())
 		svc.Close()

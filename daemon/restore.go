@@ -93,7 +93,9 @@ func Restore(ctx context.Context, cfg Config, r io.Reader, opts RestoreOptions) 
 			os.RemoveAll(staged)
 		}
 	}()
-	if err := loadStaged(ctx, staged, chunks, keys, log); err != nil {
+	if err := loadStaged(ctx, staged, chunks, keys, log, func(store *kv.Store) error {
+		return recordRestore(ctx, store, cfg.StateDir, src, h)
+	}); err != nil {
 		return h, fmt.Errorf("restore %s: %w; %s is unchanged", src, err, cfg.StateDir)
 	}
 	if err := matchOwner(cfg.StateDir, staged); err != nil {
@@ -152,7 +154,7 @@ func claimStateDir(stateDir string, force bool) (release func(), err error) {
 // loadStaged makes staged/store.key (a fresh store key sealed by keys) and
 // loads the backup stream into the store staged/data, checking that the
 // backup ended with its final chunk.
-func loadStaged(ctx context.Context, staged string, chunks *chunkReader, keys Keys, log *slog.Logger) error {
+func loadStaged(ctx context.Context, staged string, chunks *chunkReader, keys Keys, log *slog.Logger, after func(*kv.Store) error) error {
 	storeKey := make([]byte, storeKeySize)
 	defer clear(storeKey)
 	if _, err := rand.Read(storeKey); err != nil {
@@ -168,6 +170,9 @@ func loadStaged(ctx context.Context, staged string, chunks *chunkReader, keys Ke
 	err = store.Load(ctx, chunks)
 	if err == nil && !chunks.complete() {
 		err = badBackup("it ends before its last chunk")
+	}
+	if err == nil && after != nil {
+		err = after(store)
 	}
 	if cerr := store.Close(); err == nil {
 		err = cerr

@@ -30,6 +30,7 @@ type auditEntry struct {
 	Target    map[string]string `json:"target"`
 	Principal map[string]any    `json:"principal"`
 	Count     uint64            `json:"count"`
+	Change    uint64            `json:"change"`
 }
 
 // waitAudit waits until the audit log has an event of action ("": any) and outcome

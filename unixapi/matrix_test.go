@@ -506,7 +506,9 @@ func (f *matrixEnv) serve(t *testing.T, dir string, log *slog.Logger) {
 	f.srv.SetAuditor(al)
 	// The real audit log, so that every cell's changes also go through the
 	// outbox into it.
-	f.svc.SetAuditLog(al)
+	if err := f.svc.SetAuditLog(f.ctx, al); err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() { f.svc.CloseAudit(context.Background()) }) // before al.Close
 	idents := map[string]daemon.Principal{
 		"root":   matrixRoot,

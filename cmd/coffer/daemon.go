@@ -212,7 +212,9 @@ func runDaemon(c *cli.Context) error {
 	defer auditLog.Close(context.Background()) // before svc.Close: it signs
 	// The domain records into it from now on; what changed while it was
 	// not attached (start-up, or before a crash) is drained first.
-	svc.SetAuditLog(auditLog)
+	if err := svc.SetAuditLog(ctx, auditLog); err != nil {
+		return err
+	}
 	defer svc.CloseAudit(context.Background()) // before auditLog.Close
 	auditLog.Record(daemonEvent("daemon.start", nil))
 
