@@ -226,6 +226,11 @@ func (s *Service) update(ctx context.Context, p Principal, action string, fn fun
 	return nil
 }
 
+// nameTargets are the target keys of change events that hold names, not
+// ids: the host's unit and credential names, which the audit log keeps
+// and the daemon's own lines leave out.
+var nameTargets = map[string]bool{"unit": true, "unit_credential": true}
+
 // logChange writes one line per change to the daemon log: the action and
 // the ids it is about (never a name: names are tenants' data), and who.
 func (s *Service) logChange(ctx context.Context, p Principal, action string, target map[string]string) {
@@ -234,7 +239,9 @@ func (s *Service) logChange(ctx context.Context, p Principal, action string, tar
 	}
 	attrs := make([]slog.Attr, 0, len(target)+1)
 	for _, k := range slices.Sorted(maps.Keys(target)) {
-		attrs = append(attrs, slog.String(k, target[k]))
+		if !nameTargets[k] {
+			attrs = append(attrs, slog.String(k, target[k]))
+		}
 	}
 	attrs = append(attrs, slog.String("by", p.String()))
 	s.log.LogAttrs(ctx, slog.LevelInfo, action, attrs...)

@@ -87,7 +87,7 @@ func TestEveryChangeIsRecorded(t *testing.T) {
 	}{
 		{"secret.create", map[string]string{"project": p1, "secret": sec.ID, "version": "1"}},
 		{"secret.rotate", map[string]string{"secret": sec.ID, "version": "2"}},
-		{"binding.create", map[string]string{"secret": sec.ID, "binding": b.ID, "name": "dbpass"}},
+		{"binding.create", map[string]string{"secret": sec.ID, "binding": b.ID}},
 		{"credential.create", map[string]string{"credential": c.ID, "project": p1}},
 		{"auth.login", map[string]string{"session": sess.ID, "credential": c.ID}},
 		{"role.grant", map[string]string{"project": p1, "role": "member"}},
@@ -113,16 +113,17 @@ func TestEveryChangeIsRecorded(t *testing.T) {
 	if last := got[len(got)-1].Change; ctr.Seq != last {
 		t.Errorf("the store's last change is %d, the log's %d", ctr.Seq, last)
 	}
-	// Ids, never names: neither the secret's display name nor the
-	// credential's name is in any event or in the daemon's log.
-	for _, ev := range e.changes(t) {
+	// Ids, never names: neither the secret's display name, the
+	// credential's name nor the delivery name is in any event or in the
+	// daemon's log.
+	for _, ev := range append(e.changes(t), e.events()...) {
 		for _, v := range ev.Target {
-			if v == "Payroll DB" || v == "bobs-laptop" {
+			if v == "Payroll DB" || v == "bobs-laptop" || v == "dbpass" {
 				t.Errorf("a name in %+v", ev)
 			}
 		}
 	}
-	for _, name := range []string{"Payroll DB", "bobs-laptop"} {
+	for _, name := range []string{"Payroll DB", "bobs-laptop", "dbpass"} {
 		if strings.Contains(e.logs.String(), name) {
 			t.Errorf("the daemon log holds the name %q", name)
 		}

@@ -157,7 +157,10 @@ func (s *Service) CreateBinding(ctx context.Context, g Grant, in BindingInput) (
 	}
 	var out Binding
 	err := s.update(ctx, g.principal, "binding.create", func(tx *kv.Txn, c *change) error {
-		c.set("project", g.project.ID, "secret", g.secretID, "binding", rec.ID, "unit", rec.Unit, "credential", rec.Credential, "name", rec.Name)
+		// A user binding's name is the project's (tenant data): the audit
+		// log names the binding by id. A unit and its credential name are
+		// the host's configuration (in its unit files): they are named.
+		c.set("project", g.project.ID, "secret", g.secretID, "binding", rec.ID, "unit", rec.Unit, "unit_credential", rec.Credential)
 		var sec secretRecord
 		if err := tx.Get(tableSecrets, g.secretID, &sec); err != nil {
 			return notFoundAs(err, "secret %s not found", g.secretID)
@@ -474,10 +477,12 @@ var errNotAdmitted = errors.New("the bound user holds no role on the secret's pr
 // say whether the name exists. Every delivery and refusal is audited.
 func (s *Service) Deliver(ctx context.Context, p Principal, req DeliveryRequest) (Delivery, error) {
 	name, key := req.Name, req.Key
+	// The audit log names what was delivered by ids (binding, secret), not
+	// by the delivery name or the key_values key, which are the project's.
 	target := func() map[string]string {
-		t := map[string]string{"name": auditValue(name)}
+		t := map[string]string{}
 		if key != "" {
-			t["key"] = auditValue(key)
+			t["one_key"] = "true"
 		}
 		return t
 	}

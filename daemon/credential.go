@@ -298,20 +298,18 @@ func (s *Service) CreateCredential(ctx context.Context, g Grant, in CredentialIn
 			}
 			userRef = g.userID
 		}
-		user, err := findUser(tx, userRef)
+		// Admission first: to anyone but a system admin a user outside the
+		// project answers like one that does not exist.
+		user, held, err := admitted(tx, g, userRef)
 		if err != nil {
 			return err
 		}
 		c.set("user", user.ID)
+		if held == RoleNone {
+			return Conflict(CodeUserNotAdmitted, "user %s holds no role on this project: give it one first", user.Name)
+		}
 		if user.ID != g.userID && g.role < RoleAdmin {
 			return Forbidden("only an admin of the project may issue credentials to another user")
-		}
-		held, err := roleOf(tx, user.ID, g.project.ID)
-		if err != nil {
-			return err
-		}
-		if held == RoleNone {
-			return Forbidden("user %s has no role on project %s", user.Name, g.project.Name)
 		}
 		if g.token != nil {
 			// A token mints nothing stronger than itself: not more roles,
@@ -320,9 +318,6 @@ func (s *Service) CreateCredential(ctx context.Context, g Grant, in CredentialIn
 			if err := withinToken(g.token, &in, &expires); err != nil {
 				return err
 			}
-		}
-		if err := fenceRole(tx, user.ID, g.project.ID); err != nil {
-			return err
 		}
 		roles := in.Roles
 		if roles == nil {
@@ -715,11 +710,6 @@ func deleteUserDependents(tx *kv.Txn, userID string, now time.Time) error {
 		return err
 	}
 	for _, id := range roleIDs {
-		// Read before deleting, so a credential created concurrently (which
-		// fences this record) conflicts with this transaction.
-		if err := tx.Get(tableRoles, id, &roleRecord{}); err != nil {
-			return err
-		}
 		if err := tx.Delete(tableRoles, id); err != nil {
 			return err
 		}

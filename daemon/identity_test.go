@@ -158,7 +158,9 @@ func TestCredentialRolesAndIssuers(t *testing.T) {
 		{"member unrestricted", 1002, CredentialInput{Type: CredAuthToken, Unrestricted: true}, CodeForbidden},
 		{"admin for another within its role", 1001, CredentialInput{Type: CredOAuth2, User: "carol", Roles: []string{"reader"}}, ""},
 		{"admin for another beyond its role", 1001, CredentialInput{Type: CredOAuth2, User: "carol", Roles: []string{"member"}}, CodeForbidden},
-		{"user without a role", 1001, CredentialInput{Type: CredAuthToken, User: "dave"}, CodeForbidden},
+		// Outside the project: to a project admin, like a user that does not exist.
+		{"user without a role", 1001, CredentialInput{Type: CredAuthToken, User: "dave"}, CodeNotFound},
+		{"member, user without a role", 1002, CredentialInput{Type: CredAuthToken, User: "dave"}, CodeNotFound},
 		{"unknown user", 1001, CredentialInput{Type: CredAuthToken, User: "zed"}, CodeNotFound},
 		{"bad type", 1001, CredentialInput{Type: "password"}, CodeInvalidCredential},
 		{"bad role name", 1001, CredentialInput{Type: CredAuthToken, Roles: []string{"owner"}}, CodeInvalidRole},

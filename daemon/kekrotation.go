@@ -596,6 +596,11 @@ func (s *Service) RotateKEK(ctx context.Context, g Grant) (KEKRotation, error) {
 	if err := s.refuseDuringRotationLocked(ctx, "start another"); err != nil {
 		return KEKRotation{}, err
 	}
+	// The token changes first and the store records it after: ask the
+	// audit trail before the change it could not record.
+	if err := s.auditAdmits(); err != nil {
+		return KEKRotation{}, err
+	}
 	prev := s.keys.CurrentKEK()
 	label, err := s.keys.RotateKEK(ctx)
 	if err != nil {
@@ -680,6 +685,9 @@ func (s *Service) RemoveKEK(ctx context.Context, g Grant, label string) error {
 		return fmt.Errorf("remove KEK %s: %w", label, err)
 	case sk == label:
 		return Conflict(CodeConflict, "KEK %s still seals the store key (%s); rotate the KEK first", label, storeKeyName)
+	}
+	if err := s.auditAdmits(); err != nil { // before the change, as RotateKEK
+		return err
 	}
 	switch err := s.keys.DestroyKEK(ctx, label); {
 	case errors.Is(err, hsm.ErrKeyNotFound):

@@ -288,9 +288,6 @@ func deleteProjectDependents(tx *kv.Txn, projectID string, now time.Time) error 
 	}
 	for _, r := range roles {
 		id := roleID(r.UserID, r.ProjectID)
-		if err := tx.Get(tableRoles, id, &roleRecord{}); err != nil { // see fenceRole
-			return err
-		}
 		if err := tx.Delete(tableRoles, id); err != nil {
 			return err
 		}

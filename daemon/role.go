@@ -70,19 +70,6 @@ func (r roleRecord) indexes() []kv.Index {
 	return []kv.Index{{Name: indexUser, Value: r.UserID}, {Name: indexProject, Value: r.ProjectID}}
 }
 
-// fenceRole rewrites a (user, project) role record unchanged. Creating a
-// credential does it so that a concurrent role change or user deletion —
-// which reads that record — conflicts with the creation and is retried
-// after it, when its cascade sees the new credential. (Range scans are not
-// tracked for conflicts; point reads and writes are.)
-func fenceRole(tx *kv.Txn, userID, projectID string) error {
-	var rec roleRecord
-	if err := tx.Get(tableRoles, roleID(userID, projectID), &rec); err != nil {
-		return err
-	}
-	return tx.Put(tableRoles, roleID(userID, projectID), rec, rec.indexes()...)
-}
-
 // ProjectRole is a user's role on a project.
 type ProjectRole struct {
 	ProjectID string
@@ -182,7 +169,6 @@ func (s *Service) SetRole(ctx context.Context, g Grant, userRef, role string) (P
 		if _, err := liveProject(tx, g.project.ID); err != nil {
 			return err
 		}
-		// Reads the current record first: see fenceRole.
 		if user, _, err = admitted(tx, g, userRef); err != nil {
 			return err
 		}

@@ -336,6 +336,9 @@ func (s *Service) RotateSigningKey(ctx context.Context, g Grant) (SigningKeyRota
 			prev = k
 		}
 	}
+	if err := s.auditAdmits(); err != nil { // before the token changes, as RotateKEK
+		return SigningKeyRotation{}, err
+	}
 	v, err := s.keys.RotateSigningKey(ctx)
 	if err != nil {
 		return SigningKeyRotation{}, hsmErr(fmt.Errorf("rotate signing key: %w", err))
@@ -376,6 +379,9 @@ func (s *Service) sweepSigningKeys(ctx context.Context) (int, error) {
 	defer s.sig.mint.Unlock()
 	n := 0
 	for _, k := range due {
+		if err := s.auditAdmits(); err != nil { // before the token changes: try again at the next sweep
+			return n, err
+		}
 		switch err := s.keys.DestroySigningKey(ctx, k.label); {
 		case errors.Is(err, hsm.ErrKeyCurrent):
 			continue

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/coffer-hsm/coffer/kv"
@@ -72,10 +73,20 @@ func TestAdmissionIsTheSystemAdmins(t *testing.T) {
 	if MessageOf(err) != `user "erin" not found` {
 		t.Errorf("removing a foreign user's role: %v", err)
 	}
-	// Nor can a project admin issue credentials to a foreign user.
-	cg := e.mustAuthorize(t, uidPrincipal(1001), ActCreateCredential, Resource{Project: "p1"})
-	_, _, err = e.svc.CreateCredential(ctx, cg, CredentialInput{Type: CredOAuth2, User: "web"})
-	wantCode(t, err, CodeForbidden)
+	// Nor can a project admin (or member) issue credentials to a foreign
+	// user, or learn from trying whether it exists.
+	for _, uid := range []uint32{1001, 1002} {
+		cg := e.mustAuthorize(t, uidPrincipal(uid), ActCreateCredential, Resource{Project: "p1"})
+		_, _, foreign := e.svc.CreateCredential(ctx, cg, CredentialInput{Type: CredOAuth2, User: "web"})
+		_, _, unknown := e.svc.CreateCredential(ctx, cg, CredentialInput{Type: CredOAuth2, User: "nobody"})
+		wantCode(t, foreign, CodeNotFound)
+		if strings.ReplaceAll(MessageOf(unknown), "nobody", "web") != MessageOf(foreign) {
+			t.Errorf("uid %d: a foreign user and an unknown one answer differently: %q / %q", uid, MessageOf(foreign), MessageOf(unknown))
+		}
+	}
+	// A system admin is told what is wrong.
+	_, _, err = e.svc.CreateCredential(ctx, e.grant(t, ActCreateCredential, Resource{Project: "p1"}), CredentialInput{Type: CredOAuth2, User: "web"})
+	wantCode(t, err, CodeUserNotAdmitted)
 }
 
 // Bindings follow roles: a name is scoped by project, so one project can

@@ -175,7 +175,7 @@ func TestAuditLog(t *testing.T) {
 	access := d.newCred(t, "default", map[string]any{"type": "access-token", "user": "audit-svc"})
 	authTok := d.newCred(t, "default", map[string]any{"type": "auth-token", "user": "audit-svc"})
 	oauth := d.newCred(t, "default", map[string]any{"type": "oauth2", "user": "audit-svc"})
-	d.bind(t, sec.ID, map[string]string{"user": "audit-svc", "name": "dbpass"})
+	userBinding := d.bind(t, sec.ID, map[string]string{"user": "audit-svc", "name": "dbpass"})
 	d.bind(t, sec.ID, map[string]string{"unit": "audit.service", "credential": "db"})
 
 	// Deliveries: API (delivered, refused) and LoadCredential= (both).
@@ -230,9 +230,9 @@ func TestAuditLog(t *testing.T) {
 		{"role.grant", "ok", map[string]string{"project": proj.ID, "user": user.ID, "role": "member"}},
 		{"credential.create", "ok", map[string]string{"credential": access.ID}},
 		{"binding.create", "ok", map[string]string{"secret": sec.ID}},
-		{"deliver", "ok", map[string]string{"name": "dbpass", "secret": sec.ID, "version": "1"}},
-		{"deliver", "ok", map[string]string{"name": "dbpass", "key": "password"}},
-		{"deliver", "denied", map[string]string{"name": "nothing-here"}},
+		{"deliver", "ok", map[string]string{"binding": userBinding.ID, "secret": sec.ID, "version": "1"}},
+		{"deliver", "ok", map[string]string{"binding": userBinding.ID, "one_key": "true"}},
+		{"deliver", "denied", nil},
 		{"loadcredential", "ok", map[string]string{"unit": "audit.service", "credential": "db", "secret": sec.ID}},
 		{"loadcredential", "denied", map[string]string{"unit": "audit.service", "credential": "other"}},
 		{"auth.login", "ok", map[string]string{"session": sess.ID, "credential": authTok.ID}},
@@ -260,7 +260,7 @@ func TestAuditLog(t *testing.T) {
 	}
 	// The table form says the same.
 	table := d.mustCLI(t, "", "audit", "tail", "-n", "1000").stdout
-	for _, s := range []string{"secret.create", "deliver", "loadcredential", "auth.login", "denied", "name=dbpass"} {
+	for _, s := range []string{"secret.create", "deliver", "loadcredential", "auth.login", "denied", "binding=" + userBinding.ID} {
 		if !strings.Contains(table, s) {
 			t.Errorf("audit tail does not show %q:\n%s", s, table)
 		}

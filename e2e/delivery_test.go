@@ -561,15 +561,15 @@ func TestDeliverToBoundUser(t *testing.T) {
 		if err1 != err2 || strings.ReplaceAll(err3, "nothing-here", "web-only") != err1 {
 			t.Errorf("refusals differ:\n%q\n%q\n%q", err1, err2, err3)
 		}
-		d.waitAudit(t, "the delivery by uid", "deliver", "ok", map[string]string{"name": "web-only", "secret": sOnly.ID}, "")
-		d.waitAuditBy(t, "the refused unbound uid", "deliver", "denied", map[string]string{"name": "web-only"}, "not a user", map[string]any{"uid": float64(4444)})
+		d.waitAudit(t, "the delivery by uid", "deliver", "ok", map[string]string{"binding": onlyB.ID, "secret": sOnly.ID}, "")
+		d.waitAuditBy(t, "the refused unbound uid", "deliver", "denied", nil, "not a user", map[string]any{"uid": float64(4444)})
 	}
 
 	// audit lines: who, what secret and version, which channel
-	if e := d.waitAudit(t, "the delivery by token", "deliver", "ok", map[string]string{"name": "dbpass", "secret": sWeb.ID, "version": "1"}, ""); e.Principal["channel"] != "unix" || e.Principal["session"] == nil {
+	if e := d.waitAudit(t, "the delivery by token", "deliver", "ok", map[string]string{"secret": sWeb.ID, "version": "1"}, ""); e.Principal["channel"] != "unix" || e.Principal["session"] == nil {
 		t.Errorf("the delivery's principal %v: want the channel and the token's session", e.Principal)
 	}
-	d.waitAudit(t, "the refusal of vm-db", "deliver", "denied", map[string]string{"name": "web-only"}, "no binding")
+	d.waitAudit(t, "the refusal of vm-db", "deliver", "denied", nil, "no binding")
 
 	// rotation: the new payload at once
 	d.rotateSecret(t, sWeb.ID, pWeb2, 1)

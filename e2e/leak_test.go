@@ -138,6 +138,15 @@ func TestNoSecretLeaks(t *testing.T) {
 			api("POST", "/v1/users", map[string]any{"name": "leaky"}, http.StatusCreated, nil)
 			api("PUT", "/v1/projects/default/roles/leaky/reader", nil, http.StatusOK, nil)
 			api("POST", "/v1/projects/default/credentials", map[string]any{"type": "access-token", "user": "leaky", "name": credName}, http.StatusCreated, nil)
+			// A delivery name is the project's: in no log (the audit log
+			// and its journal copy name the binding by id). Unit and
+			// credential names are the host's configuration, in its unit
+			// files, and the audit log names them.
+			bindName := strings.ToLower(canary("bindname-"))
+			api("POST", "/v1/secrets/"+s2.ID+"/bindings", map[string]any{"user": "leaky", "name": bindName}, http.StatusCreated, nil)
+			leakyTok := secretOf(d.newCred(t, "default", map[string]any{"type": "access-token", "user": "leaky"}))
+			d.mustBearer(t, leakyTok, "GET", "/v1/deliver/"+bindName, nil, http.StatusOK, nil)
+			d.bearer(t, leakyTok, "GET", "/v1/deliver/"+bindName+"x", nil)
 
 			// bad requests carrying secrets: the errors must not echo them
 			for _, bad := range []struct {
@@ -178,7 +187,8 @@ func TestNoSecretLeaks(t *testing.T) {
 			for i, b := range responses {
 				scanText(t, "HTTP response #"+itoa(i)+" ("+string(b)+")", b, needles)
 			}
-			scanText(t, "daemon log ("+level+")", []byte(d.stderr.String()), append(needles, needle{"display name", displayName}, needle{"credential name", credName}))
+			scanText(t, "daemon log ("+level+")", []byte(d.stderr.String()), append(needles, needle{"display name", displayName}, needle{"credential name", credName},
+				needle{"delivery name", bindName}))
 			scanText(t, "daemon stdout", []byte(d.stdout.String()), needles)
 			if level == "debug" && !strings.Contains(d.stderr.String(), "level=DEBUG") {
 				t.Logf("no DEBUG line was logged at --log-level debug")

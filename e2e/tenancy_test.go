@@ -145,7 +145,7 @@ func TestTenantsStayApart(t *testing.T) {
 		t.Errorf("a foreign user and an unknown one answer differently:\n%s\n%s", foreign, unknown)
 	}
 	h.wantExit(t, uidAlphaAdmin, 1, "not_found", "secret", "bind", alphaSecret, "--user", "web", "--as", "dbpass")
-	h.wantExit(t, uidAlphaAdmin, 1, "forbidden", "cred", "create", "--project", "alpha", "--type", "oauth2", "--user", "web")
+	h.wantExit(t, uidAlphaAdmin, 1, "not_found", "cred", "create", "--project", "alpha", "--type", "oauth2", "--user", "web")
 
 	// beta binds its own workload; web receives beta's payload.
 	h.must(t, uidBetaAdmin, "", "secret", "bind", betaSecret, "--user", "web", "--as", "dbpass")

@@ -281,8 +281,10 @@ func matrixRows() []matrixRow {
 		{route: "POST /v1/projects/{p}/credentials", variant: "for carol", req: fixed(reqPOST("/v1/projects/p1/credentials", `{"type":"access-token","user":"carol"}`)),
 			want: allow("201", grpAdmins)},
 		// gus was removed from p1: nobody issues him credentials there.
+		// To a project admin or member he is unknown; a system admin is
+		// told to admit him.
 		{route: "POST /v1/projects/{p}/credentials", variant: "for gus", req: fixed(reqPOST("/v1/projects/p1/credentials", `{"type":"access-token","user":"gus"}`)),
-			want: allow("403 forbidden", "")},
+			want: allow("409 user_not_admitted", grpSysAdmins).and("404 not_found", "admin unrestricted member")},
 		{route: "GET /v1/projects/{p}/credentials", req: fixed(reqGET("/v1/projects/p1/credentials")), want: allow("200", grpReaders)},
 		{route: "GET /v1/credentials", req: fixed(reqGET("/v1/credentials")), want: allow("200", grpUsers)},
 		{route: "GET /v1/credentials/{id}", req: func(t *testing.T, f *matrixEnv) matrixReq {

@@ -256,14 +256,23 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		// that needs the part; the part itself logs the loss and the
 		// recovery. One line per interval says how many were refused.
 		if n, ok := s.unavailable.tick(time.Now()); ok {
-			s.log.Warn("requests failed: a part is unavailable", "method", r.Method, "path", r.URL.Path, "status", status, "err", err, "failed_since_last_line", n)
+			s.log.Warn("requests failed: a part is unavailable", "route", routeOf(r), "status", status, "err", err, "failed_since_last_line", n)
 		}
 	case status >= 500:
-		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "status", status, "err", err)
+		s.log.Error("request failed", "route", routeOf(r), "status", status, "err", err)
 	default:
-		s.log.Debug("request refused", "method", r.Method, "path", r.URL.Path, "status", status, "code", body.Error)
+		s.log.Debug("request refused", "route", routeOf(r), "status", status, "code", body.Error)
 	}
 	writeJSON(w, status, body)
+}
+
+// routeOf names a request's route for the daemon log: its pattern, never
+// its path, which holds names (projects, users, delivery names).
+func routeOf(r *http.Request) string {
+	if r.Pattern != "" {
+		return r.Pattern
+	}
+	return r.Method + " (no route)"
 }
 
 // writeJSON answers v as one JSON document with its Content-Length, from
