@@ -169,6 +169,7 @@ type vmmListener struct {
 	net.Listener // a peer listener
 	vm           HybridVM
 	log          *slog.Logger
+	refusals     logSampler // a peer retrying in a loop: one line per interval
 }
 
 func (l *vmmListener) Accept() (net.Conn, error) {
@@ -183,7 +184,9 @@ func (l *vmmListener) Accept() (net.Conn, error) {
 			if ok && ic.principal.HasCred {
 				uid = ic.principal.UID
 			}
-			l.log.Warn("hybrid vsock: refused a connection that is not from the VM's VMM", "vm", l.vm.Name, "peer_uid", uid, "vmm_uid", l.vm.VMMUID)
+			if n, ok := l.refusals.tick(time.Now()); ok {
+				l.log.Warn("hybrid vsock: refused a connection that is not from the VM's VMM", "vm", l.vm.Name, "peer_uid", uid, "vmm_uid", l.vm.VMMUID, "refused_since_last_line", n)
+			}
 			c.Close()
 			continue
 		}
