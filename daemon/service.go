@@ -278,7 +278,7 @@ func storeErr(err error) error {
 	if errors.As(err, &de) {
 		return err
 	}
-	return unavailable(CodeStoreUnavailable, "the store is unavailable", err)
+	return storeFault(err)
 }
 
 // hsmErr turns an HSM failure into a 503 hsm_unavailable.

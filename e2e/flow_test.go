@@ -287,8 +287,10 @@ type status struct {
 		} `json:"schemes"`
 	} `json:"hsm"`
 	Store struct {
-		Healthy bool   `json:"healthy"`
-		Error   string `json:"error,omitempty"`
+		Healthy bool       `json:"healthy"`
+		Error   string     `json:"error,omitempty"`
+		State   string     `json:"state"`
+		Since   *time.Time `json:"since,omitempty"`
 	} `json:"store"`
 	Counts struct {
 		Projects    int `json:"projects"`

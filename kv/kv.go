@@ -119,6 +119,7 @@ type Store struct {
 	witness      string
 	witnessed    atomic.Uint64 // the count the witness file holds
 	kick         chan struct{}
+	lostCh       chan struct{} // closed by lost
 	stopWatch    chan struct{}
 	watchDone    chan struct{}
 	stopOnce     sync.Once
@@ -218,6 +219,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		stopGC:       make(chan struct{}),
 		gcDone:       make(chan struct{}),
 		kick:         make(chan struct{}, 1),
+		lostCh:       make(chan struct{}),
 		stopWatch:    make(chan struct{}),
 		watchDone:    make(chan struct{}),
 

@@ -305,4 +305,10 @@ func (s *Store) lost(err error) {
 	s.isLost = true
 	s.db = nil
 	s.setHealth(StateLost, &FailedError{Dir: s.dir, Err: err})
+	close(s.lostCh)
 }
+
+// Lost is closed when the store stops serving for good: it could not be
+// reopened after a failed write. Its owner should exit, to be started
+// again once the filesystem is repaired.
+func (s *Store) Lost() <-chan struct{} { return s.lostCh }
