@@ -59,6 +59,7 @@ func Restore(ctx context.Context, cfg Config, r io.Reader, opts RestoreOptions) 
 		return h, err
 	}
 	defer release()
+	cleanStateDir(cfg.StateDir, log)
 
 	keys, err := restoreKeys(ctx, cfg)
 	if errors.Is(err, hsm.ErrKeyMissing) {
