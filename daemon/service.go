@@ -172,6 +172,7 @@ func Open(ctx context.Context, cfg Config) (*Service, error) {
 		}
 		return nil, err
 	}
+	cleanStateDir(cfg.StateDir, cfg.Logger) // leftovers.go
 	s, err := New(ctx, cfg, keys, store)
 	if err != nil {
 		store.Close()
