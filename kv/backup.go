@@ -55,7 +55,7 @@ func (s *Store) Load(ctx context.Context, r io.Reader) error {
 		return fmt.Errorf("kv: load: %w", err)
 	}
 	if err := s.refuseWrites(); err != nil {
-		return err
+		return err // Load writes
 	}
 	empty, err := s.empty()
 	if err != nil {

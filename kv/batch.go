@@ -56,8 +56,9 @@ type result struct {
 // writes of every Update acknowledged before it was called and of those
 // committed with it; when Update returns nil the writes are synced to disk.
 // An error (or a panic) from fn leaves no write behind and is returned (or
-// re-raised) as is. While the store refuses writes (see Health), Update
-// returns why (an error matching ErrFull or ErrFailed) without running fn.
+// re-raised) as is. While the store refuses writes (see Health), an
+// Update whose fn writes returns why (an error matching ErrFull or
+// ErrFailed) and leaves nothing behind; one whose fn only reads succeeds.
 //
 // fn runs on the committer goroutine, one fn at a time, between others in
 // the same batch: it must be quick and do no I/O of its own (no HSM calls,
@@ -74,9 +75,6 @@ func (s *Store) Update(ctx context.Context, fn func(tx *Txn) error) error {
 	defer s.mu.RUnlock()
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("kv: update: %w", err)
-	}
-	if err := s.refuseWrites(); err != nil {
-		return err
 	}
 	r := &writeReq{ctx: ctx, fn: fn, done: make(chan result, 1)}
 	select {
@@ -153,14 +151,6 @@ var counterCost = (&writeSet{lim: limits{valueThreshold: 1 << 30}}).cost(commits
 // runBatch runs reqs in order, in as few Badger transactions as fit, and
 // answers each.
 func (s *Store) runBatch(reqs []*writeReq) {
-	if err := s.refuseWrites(); err != nil {
-		for _, r := range reqs {
-			if r.state.CompareAndSwap(reqQueued, reqTaken) {
-				r.done <- result{err: err}
-			}
-		}
-		return
-	}
 	opts := s.db.Opts() // VLogPercentile is 0: the value threshold is fixed
 	lim := limits{maxCount: s.db.MaxBatchCount() - 1, maxSize: s.db.MaxBatchSize() - counterCost, valueThreshold: opts.ValueThreshold}
 	var g *group

@@ -287,3 +287,27 @@ func TestLogEvery(t *testing.T) {
 		}
 	}
 }
+
+// TestReadOnlyUpdateWhileFull: an Update that only reads succeeds while
+// writes are refused (the daemon's start-up checks are such Updates).
+func TestReadOnlyUpdateWhileFull(t *testing.T) {
+	fastProbes(t)
+	space := useFakeSpace(t, 900<<20)
+	s, err := Open(context.Background(), Options{Dir: t.TempDir(), Logger: quietLogger(), GCInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := put(t, s, "users", "a", user{Name: "a"}); err != nil {
+		t.Fatal(err)
+	}
+	space.avail.Store(1 << 20)
+	waitHealth(t, s, StateFull)
+	var got user
+	if err := s.Update(context.Background(), func(tx *Txn) error { return tx.Get("users", "a", &got) }); err != nil || got.Name != "a" {
+		t.Errorf("read-only Update while full: %v %+v", err, got)
+	}
+	if err := put(t, s, "users", "b", user{}); !errors.Is(err, ErrFull) {
+		t.Errorf("writing Update while full: %v, want ErrFull", err)
+	}
+}
