@@ -53,7 +53,7 @@ func (s *Server) getStatus(w http.ResponseWriter, r *http.Request) error {
 	if t := st.HSM.Token; t != nil {
 		hs.Token = &HSMToken{Label: t.Label, Manufacturer: t.Manufacturer, Model: t.Model, Serial: t.Serial, Library: t.Library}
 	}
-	ss := StoreStatus{Healthy: st.Store.Healthy, Error: st.Store.Error, State: st.Store.State}
+	ss := StoreStatus{Healthy: st.Store.Healthy, Error: st.Store.Error, State: st.Store.State, ReserveBytes: st.Store.ReserveBytes}
 	if !st.Store.Since.IsZero() {
 		ss.Since = &st.Store.Since
 	}
