@@ -24,6 +24,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/coffer-hsm/coffer/internal/atomicfile"
 	"github.com/coffer-hsm/coffer/internal/diskspace"
 )
 
@@ -86,6 +87,9 @@ type inspection struct {
 	// ends (within the slack a torn write may leave), saying where: the
 	// suspect when the witness finds commits missing.
 	torn, tornAt string
+	// files are the store's files before Badger opened it, with their
+	// sizes (rollback).
+	files map[string]int64
 }
 
 // inspect checks dir's files before Badger opens them. existed says that a
@@ -155,7 +159,12 @@ func inspect(dir string, existed, encrypted bool, walSlack int64) (*inspection, 
 	if err != nil {
 		return nil, err
 	}
-	in := &inspection{tables: make(map[uint64]struct{}, len(mf.Tables))}
+	in := &inspection{tables: make(map[uint64]struct{}, len(mf.Tables)), files: map[string]int64{}}
+	for _, e := range entries {
+		if fi, err := os.Stat(filepath.Join(dir, e.Name())); err == nil && fi.Mode().IsRegular() {
+			in.files[e.Name()] = fi.Size()
+		}
+	}
 	var missing []uint64
 	for id := range mf.Tables {
 		in.tables[id] = struct{}{}
@@ -238,6 +247,61 @@ func inspect(dir string, existed, encrypted bool, walSlack int64) (*inspection, 
 		}
 	}
 	return in, nil
+}
+
+// rollback undoes what Badger's open of a refused store did, from what
+// inspect kept: the MANIFEST and write-ahead logs as they were (Badger
+// truncates the logs it replays and deletes them once flushed), the
+// tables it deleted as unreferenced, without the tables and logs this
+// open made. The store is then as it was before the start, so that every
+// start (and coffer store check) finds the same damage, and the copies
+// kept for it go.
+func (in *inspection) rollback(dir string) error {
+	keep := filepath.Join(dir, KeptDir)
+	var errs []error
+	for _, name := range in.keptLogs {
+		tmp := filepath.Join(dir, "."+name+".rollback")
+		if _, err := copyPrefix(filepath.Join(keep, name), tmp, -1); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		// A log was copied up to its data: its zeroed rest comes back as
+		// a hole.
+		if err := os.Truncate(tmp, in.files[name]); err != nil {
+			errs = append(errs, err)
+		}
+		if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, name := range in.keptTables {
+		if err := os.Link(filepath.Join(keep, name), filepath.Join(dir, name)); err != nil && !errors.Is(err, fs.ErrExist) {
+			errs = append(errs, err)
+		}
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return errors.Join(append(errs, err)...)
+	}
+	for _, e := range entries {
+		name := e.Name()
+		made := strings.HasSuffix(name, tableExt) || strings.HasSuffix(name, memFileExt) || strings.HasSuffix(name, ".vlog")
+		if _, was := in.files[name]; made && !was {
+			if err := os.Remove(filepath.Join(dir, name)); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	if len(errs) == 0 {
+		for _, name := range append(in.keptTables, in.keptLogs...) {
+			os.Remove(filepath.Join(keep, name))
+		}
+		os.Remove(keep) // only if empty
+	}
+	if err := atomicfile.SyncDir(dir); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
 }
 
 // copyPrefix copies the first n bytes of from (all when n < 0) to a new

@@ -333,6 +333,11 @@ func (s *Store) openDB(ctx context.Context) (*badger.DB, error) {
 		if cerr := db.Close(); cerr != nil {
 			s.log.Warn("kv: closing a refused store", "dir", dir, "err", cerr)
 		}
+		if in.files != nil {
+			if rerr := in.rollback(dir); rerr != nil {
+				s.log.Warn("kv: could not put the refused store's files back as they were; the originals are in "+filepath.Join(dir, KeptDir), "dir", dir, "err", rerr)
+			}
+		}
 		return nil, err
 	}
 	if ignored := s.blog.takeIgnored(); len(ignored) > 0 {
@@ -357,10 +362,7 @@ func (s *Store) openDB(ctx context.Context) (*badger.DB, error) {
 	if wit != nil && commits < wit.Commits {
 		problem := fmt.Sprintf("holds %d commits, but its witness %s recorded %d on %s: %d committed changes are missing (a lost or truncated MANIFEST, lost tables, or a damaged write-ahead log)",
 			commits, s.witness, wit.Commits, wit.WrittenAt.Format(time.RFC3339), wit.Commits-commits)
-		if len(in.keptTables)+len(in.keptLogs) > 0 {
-			problem += fmt.Sprintf("; the files as they were before this start are kept in %s (%d table files the MANIFEST does not list; copies of %s)",
-				filepath.Join(dir, KeptDir), len(in.keptTables), strings.Join(in.keptLogs, ", "))
-		}
+
 		damaged := &DamagedError{Dir: dir, Problem: problem}
 		if in.torn != "" {
 			damaged.File, damaged.Problem = in.torn, in.tornAt+"; the store "+problem
