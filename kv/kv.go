@@ -129,6 +129,10 @@ type Store struct {
 	witnessLog   logEvery
 }
 
+// checksumMode is when Badger verifies table checksums (see
+// BadgerOptions); the benchmarks compare the others.
+var checksumMode = options.OnTableRead
+
 // BadgerOptions are the options coffer opens Badger with (without
 // encryption, which Open adds from Options.EncryptionKey). Exported for
 // the benchmark's kv-sync ceiling, which measures raw Badger commits on
@@ -183,7 +187,7 @@ func BadgerOptions(dir string, logger *slog.Logger) badger.Options {
 		// open anyway. Checking blocks on each read too costs reads more
 		// (README, Performance) and turns a damaged block into a key that
 		// seems absent rather than an error, so it is off.
-		WithChecksumVerificationMode(options.OnTableRead)
+		WithChecksumVerificationMode(checksumMode)
 	opts.TableSizeMultiplier = 1 // no With method
 	return opts
 }
