@@ -237,7 +237,14 @@ func (s *Store) watch() {
 			if time.Now().Before(nextProbe) {
 				continue
 			}
-			if err := probeWritable(s.dir); err != nil {
+			err := probeWritable(s.dir)
+			if err == nil {
+				// Reopening replays the write-ahead log into tables:
+				// only with the room for it (else the reopen fails and
+				// the store is lost).
+				err = s.roomToOpen()
+			}
+			if err != nil {
 				logRepeated(s.log, &s.probeLog, slog.LevelWarn, "kv: the store's directory is still not writable", "dir", s.dir, "err", err, "next_try_in", backoff.String())
 				nextProbe = time.Now().Add(backoff)
 				backoff = min(2*backoff, probeMax)
