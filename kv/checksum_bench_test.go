@@ -130,3 +130,12 @@ func BenchmarkGetChecksum(b *testing.B) {
 		})
 	}
 }
+
+// TestMain removes the bench store once every test and benchmark ran.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if benchStoreDir != "" {
+		os.RemoveAll(benchStoreDir)
+	}
+	os.Exit(code)
+}
