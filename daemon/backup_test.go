@@ -112,8 +112,8 @@ func TestBackupAndRestore(t *testing.T) {
 	if err := restoreInto(state, f.backup, false); err != nil {
 		t.Fatalf("Restore: %v", err)
 	}
-	if got := strings.Join(entries(t, state), " "); got != "data store.key" {
-		t.Errorf("state dir holds %q, want data and store.key only", got)
+	if got := strings.Join(entries(t, state), " "); got != "data store.key store.witness" {
+		t.Errorf("state dir holds %q, want data, store.key and store.witness only", got)
 	}
 	svc := openRestored(t, state, f.e.keys)
 	ctx := context.Background()
@@ -265,7 +265,7 @@ func TestRestoreRefusals(t *testing.T) {
 			var want []string
 			if c.existing {
 				state = existing(t)
-				want = []string{"data", "store.key"}
+				want = []string{"data", "store.key", "store.witness"}
 			}
 			err := restoreInto(state, c.backup, c.force)
 			if err == nil || !strings.Contains(err.Error(), c.want) {
@@ -283,7 +283,7 @@ func TestRestoreRefusals(t *testing.T) {
 			t.Fatalf("err = %v, want in use", err)
 		}
 		svc.store.Close()
-		stillThere(t, state, []string{"data", "store.key"})
+		stillThere(t, state, []string{"data", "store.key", "store.witness"})
 	})
 
 	t.Run("force replaces", func(t *testing.T) {
@@ -311,7 +311,7 @@ func TestRestoreRefusals(t *testing.T) {
 			t.Error("a secret of the replaced store survived the restore")
 		}
 		svc.store.Close()
-		stillThere(t, state, []string{"data", "store.key"})
+		stillThere(t, state, []string{"data", "store.key", "store.witness"})
 	})
 
 	t.Run("unfinished restore", func(t *testing.T) {
@@ -328,7 +328,7 @@ func TestRestoreRefusals(t *testing.T) {
 		if err := restoreInto(state, f.backup, false); err != nil {
 			t.Fatal(err)
 		}
-		stillThere(t, state, []string{"data", "store.key"})
+		stillThere(t, state, []string{"data", "store.key", "store.witness"})
 	})
 }
 

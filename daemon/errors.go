@@ -46,6 +46,7 @@ const (
 	CodeUnavailable        = "unavailable"
 	CodeHSMUnavailable     = "hsm_unavailable"
 	CodeStoreUnavailable   = "store_unavailable"
+	CodeStoreFull          = "store_full" // its filesystem is short of room (HTTP 507)
 	CodeInternal           = "internal"
 )
 

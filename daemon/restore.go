@@ -59,6 +59,7 @@ func Restore(ctx context.Context, cfg Config, r io.Reader, opts RestoreOptions) 
 		return h, err
 	}
 	defer release()
+	cleanStateDir(cfg.StateDir, log)
 
 	keys, err := restoreKeys(ctx, cfg)
 	if errors.Is(err, hsm.ErrKeyMissing) {
@@ -163,7 +164,9 @@ func loadStaged(ctx context.Context, staged string, chunks *chunkReader, keys Ke
 	if err := writeStoreKey(ctx, filepath.Join(staged, storeKeyName), storeKey, keys, true); err != nil {
 		return err
 	}
-	store, err := kv.Open(ctx, kv.Options{Dir: filepath.Join(staged, storeDataName), Logger: log, GCInterval: -1, EncryptionKey: storeKey})
+	opts := storeOptions(staged, log, storeKey, false)
+	opts.GCInterval = -1
+	store, err := kv.Open(ctx, opts) // its witness records the loaded store's commits at Close
 	if err != nil {
 		return err
 	}
@@ -185,9 +188,10 @@ func loadStaged(ctx context.Context, staged string, chunks *chunkReader, keys Ke
 	return err
 }
 
-// swapInStaged puts staged/data and staged/store.key in place of
-// stateDir's. A marker file keeps the daemon from starting on a half-swapped
-// directory; a crash in between leaves the marker and both stores on disk.
+// swapInStaged puts staged/data, staged/store.key and staged/store.witness
+// in place of stateDir's. A marker file keeps the daemon from starting on
+// a half-swapped directory; a crash in between leaves the marker and both
+// stores on disk.
 func swapInStaged(stateDir, staged string, log *slog.Logger) error {
 	marker := filepath.Join(stateDir, restoreMarkerName)
 	note := fmt.Sprintf("coffer restore started %s; new store in %s\n", time.Now().UTC().Format(time.RFC3339), staged)
@@ -201,12 +205,12 @@ func swapInStaged(stateDir, staged string, log *slog.Logger) error {
 	half := func(err error) error {
 		return fmt.Errorf("restore into %s stopped half-way (%w): the previous store is in %s, the restored one in %s; the daemon will not start until a restore finishes", stateDir, err, old, staged)
 	}
-	for _, name := range []string{storeKeyName, storeDataName} {
+	for _, name := range []string{storeKeyName, storeWitnessName, storeDataName} {
 		if err := os.Rename(filepath.Join(stateDir, name), filepath.Join(old, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return half(err)
 		}
 	}
-	for _, name := range []string{storeDataName, storeKeyName} {
+	for _, name := range []string{storeDataName, storeWitnessName, storeKeyName} {
 		if err := os.Rename(filepath.Join(staged, name), filepath.Join(stateDir, name)); err != nil {
 			return half(err)
 		}

@@ -174,6 +174,7 @@ func Open(ctx context.Context, cfg Config) (*Service, error) {
 		}
 		return nil, err
 	}
+	cleanStateDir(cfg.StateDir, cfg.Logger) // leftovers.go
 	s, err := New(ctx, cfg, keys, store)
 	if err != nil {
 		store.Close()
@@ -289,7 +290,7 @@ func storeErr(err error) error {
 	if errors.As(err, &de) {
 		return err
 	}
-	return unavailable(CodeStoreUnavailable, "the store is unavailable", err)
+	return storeFault(err)
 }
 
 // hsmErr turns an HSM failure into a 503 hsm_unavailable.

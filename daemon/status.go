@@ -38,10 +38,19 @@ type HSMStatus struct {
 	Schemes hsm.Schemes
 }
 
-// StoreStatus says whether the store answers.
+// StoreStatus says whether the store answers and takes writes
+// (storehealth.go).
 type StoreStatus struct {
 	Healthy bool
 	Error   string
+	// State is "ok", "full" (its filesystem is short of room), "failed"
+	// (a write failed) or "lost"; Since is when it stopped being ok.
+	State string
+	Since time.Time
+	// FreeBytes is the room on the store's filesystem at the last check;
+	// ReserveBytes what the store keeps free there (below it, state
+	// changes are refused).
+	FreeBytes, ReserveBytes int64
 }
 
 // Counts are the numbers of records by kind.
@@ -90,6 +99,7 @@ func (s *Service) Status(ctx context.Context, g Grant) (Status, error) {
 		Counts:    s.probe.counts,
 	}
 	s.probe.mu.Unlock()
+	st.Store = storeStatus(st.Store, s.storeHealth())
 	if !g.admin {
 		// Causes (paths, PKCS#11 detail) are for admins and the log.
 		if st.HSM.Error != "" {
@@ -157,8 +167,9 @@ func (e *DegradedError) Degraded() bool { return true }
 
 // Healthy probes the HSM and the store for the systemd watchdog: nil when
 // both answer. A lost HSM token is a *DegradedError: hsm reconnects with
-// backoff on its own. A check that hangs never returns, and the watchdog
-// then restarts the daemon.
+// backoff on its own; so is a store refusing writes (full, or its writes
+// failed), which recovers by itself while it serves reads. A check that
+// hangs never returns, and the watchdog then restarts the daemon.
 func (s *Service) Healthy(ctx context.Context) error {
 	if err := s.keys.Check(ctx); err != nil {
 		err = fmt.Errorf("HSM: %w", err)
@@ -170,7 +181,7 @@ func (s *Service) Healthy(ctx context.Context) error {
 	if err := s.store.Check(ctx); err != nil {
 		return fmt.Errorf("store: %w", err)
 	}
-	return nil
+	return storeHealthy(s.storeHealth())
 }
 
 // TokenLabel names the HSM token in use.

@@ -21,6 +21,7 @@ import (
 // StateDir/store.key.
 const (
 	storeKeyName      = "store.key"
+	storeWitnessName  = "store.witness" // kv's witness of the store (storewitness.go)
 	storeDataName     = "data"
 	storeKeySize      = 32
 	storeKeyAAD       = "coffer/store-key/v1"
@@ -52,16 +53,24 @@ func openStore(ctx context.Context, cfg Config, keys Keys) (*kv.Store, error) {
 		log = slog.Default()
 	}
 	dataDir := filepath.Join(cfg.StateDir, storeDataName)
+	// A store key made before this start means a store was made with it.
+	hadKey, err := exists(filepath.Join(cfg.StateDir, storeKeyName))
+	if err != nil {
+		return nil, err
+	}
 	key, err := loadStoreKey(ctx, cfg.StateDir, keys, log)
 	if err != nil {
 		return nil, err
 	}
-	store, err := kv.Open(ctx, kv.Options{Dir: dataDir, Logger: cfg.Logger, EncryptionKey: key})
+	store, err := kv.Open(ctx, storeOptions(cfg.StateDir, log, key, hadKey))
 	clear(key) // kv keeps its own copy for Badger, cleared on Close
 	if errors.Is(err, kv.ErrKeyMismatch) {
 		return nil, fmt.Errorf("store %s does not open with the key in %s: %w", dataDir, filepath.Join(cfg.StateDir, storeKeyName), kv.ErrKeyMismatch)
 	}
-	return store, err
+	if err != nil {
+		return nil, storeOpenError(err)
+	}
+	return store, nil
 }
 
 // loadStoreKey returns the store key of stateDir, making it when neither

@@ -67,7 +67,12 @@ func checkToken(tx *kv.Txn, tok ParsedToken, now time.Time) (tokenRecord, error)
 	return rec, nil
 }
 
-// retireTokens ends the tokens of owner: at once, or after grace.
+// retireTokens ends the tokens of owner: at once, or, for its current
+// token, after grace. A token already in a grace (the one before the
+// current) ends at once: at most two tokens of an owner are ever valid,
+// the current one and, within its grace, the one before it. So a rotation
+// rewrites at most one token and deletes at most one (plus any expired
+// one the sweep has not reached), however many came before.
 func retireTokens(tx *kv.Txn, owner string, now time.Time, grace time.Duration) error {
 	var ids []string
 	var recs []tokenRecord
@@ -84,16 +89,13 @@ func retireTokens(tx *kv.Txn, owner string, now time.Time, grace time.Duration) 
 	}
 	for i, id := range ids {
 		rec := recs[i]
-		if grace <= 0 || (rec.NotAfter != nil && !now.Before(*rec.NotAfter)) {
+		if grace <= 0 || rec.NotAfter != nil {
 			if err := tx.Delete(tableTokens, id); err != nil {
 				return err
 			}
 			continue
 		}
 		until := now.Add(grace)
-		if rec.NotAfter != nil && rec.NotAfter.Before(until) {
-			until = *rec.NotAfter
-		}
 		rec.NotAfter = &until
 		if err := tx.Put(tableTokens, id, rec, kv.Index{Name: indexOwner, Value: owner}); err != nil {
 			return err

@@ -271,7 +271,7 @@ func TestRestoreRefusals(t *testing.T) {
 	otherKEK := func(t *testing.T) string {
 		dir := workDir(t)
 		startDaemon(t, dir).Stop(t)
-		for _, name := range []string{"data", "store.key", "audit"} {
+		for _, name := range []string{"data", "store.key", "store.witness", "audit"} {
 			if err := os.RemoveAll(filepath.Join(dir, ".coffer", name)); err != nil {
 				t.Fatal(err)
 			}

@@ -287,8 +287,11 @@ type status struct {
 		} `json:"schemes"`
 	} `json:"hsm"`
 	Store struct {
-		Healthy bool   `json:"healthy"`
-		Error   string `json:"error,omitempty"`
+		Healthy      bool       `json:"healthy"`
+		Error        string     `json:"error,omitempty"`
+		State        string     `json:"state"`
+		Since        *time.Time `json:"since,omitempty"`
+		ReserveBytes int64      `json:"reserve_bytes"`
 	} `json:"store"`
 	Counts struct {
 		Projects    int `json:"projects"`

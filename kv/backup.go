@@ -54,6 +54,9 @@ func (s *Store) Load(ctx context.Context, r io.Reader) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("kv: load: %w", err)
 	}
+	if err := s.refuseWrites(); err != nil {
+		return err // Load writes
+	}
 	empty, err := s.empty()
 	if err != nil {
 		return err
@@ -67,6 +70,12 @@ func (s *Store) Load(ctx context.Context, r io.Reader) error {
 		}
 		return fmt.Errorf("kv: load into %s: %w", s.dir, err)
 	}
+	// The backup's commit counter is the store's now.
+	n, err := readCommits(s.db)
+	if err != nil {
+		return err
+	}
+	s.commits.Store(n)
 	return nil
 }
 

@@ -2,6 +2,7 @@ package kv
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"runtime/debug"
 	"sync/atomic"
@@ -55,7 +56,9 @@ type result struct {
 // writes of every Update acknowledged before it was called and of those
 // committed with it; when Update returns nil the writes are synced to disk.
 // An error (or a panic) from fn leaves no write behind and is returned (or
-// re-raised) as is.
+// re-raised) as is. While the store refuses writes (see Health), an
+// Update whose fn writes returns why (an error matching ErrFull or
+// ErrFailed) and leaves nothing behind; one whose fn only reads succeeds.
 //
 // fn runs on the committer goroutine, one fn at a time, between others in
 // the same batch: it must be quick and do no I/O of its own (no HSM calls,
@@ -141,11 +144,15 @@ func (s *Store) newGroup(lim limits) *group {
 	return &group{btx: s.db.NewTransaction(true), ws: newWriteSet(lim)}
 }
 
+// counterCost is what the commit counter (witness.go) costs in each
+// transaction, kept free of the requests' writes.
+var counterCost = (&writeSet{lim: limits{valueThreshold: 1 << 30}}).cost(commitsKey, op{val: make([]byte, 8)})
+
 // runBatch runs reqs in order, in as few Badger transactions as fit, and
 // answers each.
 func (s *Store) runBatch(reqs []*writeReq) {
 	opts := s.db.Opts() // VLogPercentile is 0: the value threshold is fixed
-	lim := limits{maxCount: s.db.MaxBatchCount(), maxSize: s.db.MaxBatchSize(), valueThreshold: opts.ValueThreshold}
+	lim := limits{maxCount: s.db.MaxBatchCount() - 1, maxSize: s.db.MaxBatchSize() - counterCost, valueThreshold: opts.ValueThreshold}
 	var g *group
 	for _, r := range reqs {
 		if !r.state.CompareAndSwap(reqQueued, reqTaken) {
@@ -207,19 +214,25 @@ func (s *Store) call(fn func(tx *Txn) error, tx *Txn) (res result) {
 	return result{err: fn(tx)}
 }
 
-// commitGroup writes g's merged writes in its transaction, commits (one
-// fsync) and answers its members: with their own result once the commit
-// is synced, or all with the commit's error.
+// commitGroup writes g's merged writes in its transaction, with the
+// commit counter, commits (one fsync) and answers its members: with their
+// own result once the commit is synced, or all with the commit's error.
+// A failed commit stops all writes (health.go).
 func (s *Store) commitGroup(g *group) error {
-	defer g.btx.Discard()
+	defer discard(g.btx)
 	var err error
 	if g.ws.count > 0 {
-		err = applyWrites(g.btx, g.ws)
-		if err == nil {
-			err = commit(g.btx)
-		}
-		if err != nil {
-			err = fmt.Errorf("kv: commit: %w", err)
+		if err = s.refuseWrites(); err == nil {
+			n := s.commits.Load() + 1
+			if err = s.write(g.btx, g.ws, n); err == nil {
+				s.commits.Store(n)
+				s.wrote(g.ws.size + walEntryMaxHead*g.ws.count)
+			} else {
+				if !errors.Is(err, badger.ErrTxnTooBig) {
+					s.fail(err)
+				}
+				err = fmt.Errorf("kv: commit: %w", err)
+			}
 		}
 	}
 	if err == nil && s.onCommit != nil && (len(g.touched.Changed) > 0 || len(g.touched.Created) > 0) {
@@ -239,6 +252,23 @@ func (s *Store) commitGroup(g *group) error {
 
 // commit is Badger's Commit; tests replace it to make commits fail.
 var commit = (*badger.Txn).Commit
+
+// write applies ws and the commit counter n to btx and commits it. A
+// panic in Badger becomes an error.
+func (s *Store) write(btx *badger.Txn, ws *writeSet, n uint64) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = fmt.Errorf("badger panicked committing: %v", v)
+		}
+	}()
+	if err := applyWrites(btx, ws); err != nil {
+		return err
+	}
+	if err := btx.Set([]byte(commitsKey), encodeCommits(n)); err != nil {
+		return err
+	}
+	return commit(btx)
+}
 
 func applyWrites(btx *badger.Txn, ws *writeSet) error {
 	for _, k := range ws.keys {

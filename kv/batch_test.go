@@ -448,9 +448,12 @@ func TestBatchTooBigSplits(t *testing.T) {
 
 // TestBatchCommitFailure makes the commit of a group fail: its requests,
 // and the one whose writes started the next group after reading the failed
-// group's, get the error and leave nothing behind; the requests after run
-// on what is really stored.
+// group's, get the error and leave nothing behind. The failure stops all
+// writes (health.go): the next group's requests are refused with
+// ErrFailed, reads go on, and once the watcher has probed the directory
+// and reopened the store, writes resume on what is really stored.
 func TestBatchCommitFailure(t *testing.T) {
+	fastProbes(t)
 	s := openSized(t, batchTestMemTable)
 	ctx := context.Background()
 	if err := put(t, s, "users", "old", user{Name: "old"}); err != nil {
@@ -497,8 +500,8 @@ func TestBatchCommitFailure(t *testing.T) {
 			t.Errorf("%s: %v, want the injected failure", name, o)
 		}
 	}
-	if o := <-c; o.err != nil || o.panicked != nil {
-		t.Errorf("c: %v, want success", o)
+	if o := <-c; !errors.Is(o.err, ErrFailed) || !errors.Is(o.err, errDisk) {
+		t.Errorf("c: %v, want ErrFailed caused by the injected failure", o)
 	}
 	if o := <-d; !errors.Is(o.err, ErrNotFound) {
 		t.Errorf("d: %v, want ErrNotFound (a's records were never stored)", o)
@@ -508,11 +511,21 @@ func TestBatchCommitFailure(t *testing.T) {
 			t.Errorf("%d records in %s after a failed commit, want 0", n, table)
 		}
 	}
-	if _, err := get(t, s, "users", "c"); err != nil {
-		t.Errorf("record of c: %v", err)
+	if _, err := get(t, s, "users", "old"); err != nil {
+		t.Errorf("read after a failed commit: %v", err)
 	}
+	if h := s.Health(); h.State != StateFailed && h.State != StateOK {
+		t.Errorf("health after a failed commit: %v", h.State)
+	}
+	waitHealth(t, s, StateOK)
 	if err := put(t, s, "users", "after", user{}); err != nil {
-		t.Fatalf("Update after a failed commit: %v", err)
+		t.Fatalf("Update after the reopen: %v", err)
+	}
+	if _, err := get(t, s, "users", "old"); err != nil {
+		t.Errorf("record stored before the failure, after the reopen: %v", err)
+	}
+	if _, err := get(t, s, "users", "c"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("record of the refused c after the reopen: %v, want ErrNotFound", err)
 	}
 }
 

@@ -65,6 +65,21 @@
 // never retries fn. A batch that would exceed Badger's transaction limits
 // is committed in several transactions, in order.
 //
+// # Storage faults
+//
+// The store keeps a reserve of free space on its filesystem (Health): below
+// it, writes are refused with ErrFull and resume by themselves once there is
+// room; a failed commit (a read-only or failing filesystem) stops all writes
+// with ErrFailed until the directory is writable again and the store has
+// been reopened. Reads go on in both cases. Badger writes its write-ahead
+// log and tables through memory mappings, where a full filesystem is a
+// SIGBUS rather than an error: the reserve keeps room for its flushes and
+// compactions, and the write-ahead log files are preallocated (watch.go).
+//
+// Open checks the store's files before Badger sees them (inspect.go) and
+// refuses damage with a *DamagedError naming the file, and refuses a store
+// holding fewer commits than its witness file records (witness.go).
+//
 // fn runs on the committer goroutine, so it holds up every other Update
 // while it runs: it must do no slow work (HSM calls, network, disk) and
 // take no lock an Update caller may hold, and it must not call Update or

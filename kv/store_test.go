@@ -113,7 +113,7 @@ func TestBadgerLogging(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, ok := s.db.Opts().Logger.(badgerLogger); !ok {
+			if _, ok := s.db.Opts().Logger.(*badgerLogger); !ok {
 				t.Fatalf("badger logger is %T, want badgerLogger", s.db.Opts().Logger)
 			}
 			if err := put(t, s, "users", "01", user{Name: "alice"}); err != nil {
@@ -133,19 +133,19 @@ func TestBadgerLogging(t *testing.T) {
 
 	tests := []struct {
 		name      string
-		log       func(badgerLogger)
+		log       func(*badgerLogger)
 		wantLevel slog.Level
 		wantMsg   string
 	}{
-		{"error", func(l badgerLogger) { l.Errorf("disk %s\n", "full") }, slog.LevelError, "disk full"},
-		{"warning", func(l badgerLogger) { l.Warningf("slow %d", 3) }, slog.LevelWarn, "slow 3"},
-		{"info dropped", func(l badgerLogger) { l.Infof("opened") }, 0, ""},
-		{"debug dropped", func(l badgerLogger) { l.Debugf("detail") }, 0, ""},
+		{"error", func(l *badgerLogger) { l.Errorf("disk %s\n", "full") }, slog.LevelError, "disk full"},
+		{"warning", func(l *badgerLogger) { l.Warningf("slow %d", 3) }, slog.LevelWarn, "slow 3"},
+		{"info dropped", func(l *badgerLogger) { l.Infof("opened") }, 0, ""},
+		{"debug dropped", func(l *badgerLogger) { l.Debugf("detail") }, 0, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			h := &recordingHandler{}
-			tt.log(badgerLogger{slog.New(h)})
+			tt.log(newBadgerLogger(slog.New(h)))
 			recs := h.records()
 			if tt.wantMsg == "" {
 				if len(recs) != 0 {

@@ -72,16 +72,38 @@ func (t *Txn) usable(write bool) error {
 	return nil
 }
 
+// errReadPanic wraps a panic of Badger during a read (see guard).
+var errReadPanic = errors.New("the store failed a read")
+
+// guard, deferred by a read, turns a panic of Badger into an error, so
+// that a store in trouble fails its readers instead of crashing them. A
+// panic of the caller's own function (inFn) goes on as it was.
+func guard(err *error, inFn *bool) {
+	if *inFn {
+		return
+	}
+	if v := recover(); v != nil {
+		*err = fmt.Errorf("kv: %w: %v", errReadPanic, v)
+	}
+}
+
 // read finds the newest version of key visible to t and, when there is one,
 // calls fn with its value, which fn must neither keep nor modify.
 func (t *Txn) read(key []byte, fn func(val []byte) error) (found bool, err error) {
+	inFn := false
+	defer guard(&err, &inFn)
+	call := func(val []byte) error {
+		inFn = true
+		defer func() { inFn = false }()
+		return fn(val)
+	}
 	if t.w != nil {
 		if o, ok := t.w.get(key); ok {
-			return readOp(o, fn)
+			return readOp(o, call)
 		}
 		if o, ok := t.below.get(key); ok {
 			t.sawBelow = true
-			return readOp(o, fn)
+			return readOp(o, call)
 		}
 	}
 	item, err := t.badger().Get(key)
@@ -91,7 +113,7 @@ func (t *Txn) read(key []byte, fn func(val []byte) error) (found bool, err error
 	if err != nil {
 		return false, err
 	}
-	return true, item.Value(fn)
+	return true, item.Value(call)
 }
 
 func readOp(o op, fn func(val []byte) error) (bool, error) {
@@ -473,7 +495,9 @@ func (t *Txn) pending(seek, prefix string) []pendingKey {
 // table scan, the record's value (nil for an index scan). It merges the
 // pending writes t sees with the Badger snapshot. fn's id slice and value are
 // only valid during the call.
-func (t *Txn) scan(table string, q Query, fn func(id []byte, value valueFunc) error) error {
+func (t *Txn) scan(table string, q Query, fn func(id []byte, value valueFunc) error) (err error) {
+	inFn := false
+	defer guard(&err, &inFn)
 	if err := t.usable(false); err != nil {
 		return err
 	}
@@ -540,7 +564,10 @@ func (t *Txn) scan(table string, q Query, fn func(id []byte, value valueFunc) er
 			if !isRecord {
 				value = nil
 			}
-			if err := fn(id, value); err != nil {
+			inFn = true
+			err := fn(id, value)
+			inFn = false
+			if err != nil {
 				return err
 			}
 			n++

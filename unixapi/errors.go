@@ -36,10 +36,14 @@ var classStatus = []struct {
 }
 
 // statusOf maps an error to its HTTP status: the one mapper from error class
-// to status.
+// to status. Two codes refine their class's status: a body too large is
+// 413, a store whose filesystem is full 507 (both stay in their class).
 func statusOf(err error) int {
-	if daemon.CodeOf(err) == daemon.CodeBodyTooLarge {
+	switch daemon.CodeOf(err) {
+	case daemon.CodeBodyTooLarge:
 		return http.StatusRequestEntityTooLarge
+	case daemon.CodeStoreFull:
+		return http.StatusInsufficientStorage
 	}
 	for _, c := range classStatus {
 		if errors.Is(err, c.class) {
@@ -74,6 +78,9 @@ func (e *APIError) Is(target error) bool {
 	}
 	if e.Status == http.StatusRequestEntityTooLarge {
 		return target == ErrInvalidArgument
+	}
+	if e.Status == http.StatusInsufficientStorage {
+		return target == ErrUnavailable
 	}
 	for _, c := range classStatus {
 		if c.status == e.Status && c.class != ErrAlreadyExists {

@@ -53,10 +53,14 @@ func (s *Server) getStatus(w http.ResponseWriter, r *http.Request) error {
 	if t := st.HSM.Token; t != nil {
 		hs.Token = &HSMToken{Label: t.Label, Manufacturer: t.Manufacturer, Model: t.Model, Serial: t.Serial, Library: t.Library}
 	}
+	ss := StoreStatus{Healthy: st.Store.Healthy, Error: st.Store.Error, State: st.Store.State, ReserveBytes: st.Store.ReserveBytes}
+	if !st.Store.Since.IsZero() {
+		ss.Since = &st.Store.Since
+	}
 	writeJSON(w, http.StatusOK, Status{
 		Version: st.Version, StartedAt: st.StartedAt, UptimeSeconds: int64(st.Uptime / time.Second), Dev: st.Dev,
 		HSM:    hs,
-		Store:  StoreStatus{Healthy: st.Store.Healthy, Error: st.Store.Error},
+		Store:  ss,
 		Counts: Counts{Projects: st.Counts.Projects, Secrets: st.Counts.Secrets, Users: st.Counts.Users, Credentials: st.Counts.Credentials},
 	})
 	return nil

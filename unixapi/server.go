@@ -251,7 +251,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	}
 	setRetryAfter(w, err)
 	switch {
-	case status == http.StatusServiceUnavailable:
+	case status == http.StatusServiceUnavailable || status == http.StatusInsufficientStorage:
 		// An outage (HSM token lost, store failing) fails every request
 		// that needs the part; the part itself logs the loss and the
 		// recovery. One line per interval says how many were refused.

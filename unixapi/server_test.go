@@ -199,6 +199,7 @@ func TestErrorMapping(t *testing.T) {
 		{daemon.Conflict(daemon.CodeVersionConflict, "v"), 409, "version_conflict", ErrConflict},
 		{&daemon.Error{Class: daemon.ErrAlreadyExists, Code: daemon.CodeAlreadyExists, Message: "dup"}, 409, "already_exists", ErrAlreadyExists},
 		{&daemon.Error{Class: daemon.ErrUnavailable, Code: daemon.CodeHSMUnavailable, Message: "the HSM is unavailable", Err: errors.New("CKR_DEVICE_ERROR")}, 503, "hsm_unavailable", ErrUnavailable},
+		{&daemon.Error{Class: daemon.ErrUnavailable, Code: daemon.CodeStoreFull, Message: "the store's filesystem is full", Err: errors.New("statfs details")}, 507, "store_full", ErrUnavailable},
 		{errors.New("boom with details"), 500, "internal", nil},
 	}
 	for _, tt := range tests {

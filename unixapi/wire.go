@@ -61,10 +61,17 @@ type HSMSchemes struct {
 	SigningReason string `json:"signing_reason"`
 }
 
-// StoreStatus is the store part of Status.
+// StoreStatus is the store part of Status. State is "ok", "full" (its
+// filesystem is short of room: state changes are refused), "failed" (a
+// write failed: state changes are refused) or "lost"; Since is when it
+// left "ok". ReserveBytes is the room the store keeps free on its
+// filesystem: below it, state changes are refused.
 type StoreStatus struct {
-	Healthy bool   `json:"healthy"`
-	Error   string `json:"error,omitempty"`
+	Healthy      bool       `json:"healthy"`
+	Error        string     `json:"error,omitempty"`
+	State        string     `json:"state"`
+	Since        *time.Time `json:"since,omitempty"`
+	ReserveBytes int64      `json:"reserve_bytes"`
 }
 
 // Counts is the counts part of Status.

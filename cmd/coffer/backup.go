@@ -7,12 +7,15 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/urfave/cli/v2"
+	"golang.org/x/sys/unix"
 
 	"github.com/coffer-hsm/coffer/daemon"
 	"github.com/coffer-hsm/coffer/internal/atomicfile"
@@ -80,7 +83,11 @@ func runBackup(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	sum, err := writeBackup(c.Context, cl, path)
+	// A closed terminal ends the backup like Ctrl-C does: with the
+	// partial file removed (SIGINT and SIGTERM already cancel c.Context).
+	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGHUP)
+	defer stop()
+	sum, err := writeBackup(ctx, cl, path)
 	if err != nil {
 		return err
 	}
@@ -98,10 +105,14 @@ func runBackup(c *cli.Context) error {
 
 // writeBackup streams the daemon's backup into a temporary file next to
 // path, checks that it is complete, and renames it to path; on any
-// failure (or Ctrl-C) the temporary file goes and path is untouched.
+// failure (or Ctrl-C, or a closed terminal) the temporary file goes and
+// path is untouched. The temporary file is locked while it is written,
+// and the partial files of earlier backups to path that no process holds
+// (a kill -9 or power loss leaves them) are removed first.
 func writeBackup(ctx context.Context, cl *unixapi.Client, path string) (sum daemon.BackupSummary, err error) {
 	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".partial-*")
+	removeStalePartials(path)
+	f, err := os.CreateTemp(dir, partialPrefix(path)+"*")
 	if err != nil {
 		return sum, fmt.Errorf("create backup file: %w", err)
 	}
@@ -112,6 +123,9 @@ func writeBackup(ctx context.Context, cl *unixapi.Client, path string) (sum daem
 			os.Remove(tmp)
 		}
 	}()
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		return sum, fmt.Errorf("lock backup file: %w", err)
+	}
 	if err := f.Chmod(0o600); err != nil {
 		return sum, fmt.Errorf("create backup file: %w", err)
 	}
@@ -142,6 +156,34 @@ func writeBackup(ctx context.Context, cl *unixapi.Client, path string) (sum daem
 		return sum, fmt.Errorf("backup written to %s, but %w", path, err)
 	}
 	return sum, nil
+}
+
+// partialPrefix starts the name of a partial backup file of path.
+func partialPrefix(path string) string { return "." + filepath.Base(path) + ".partial-" }
+
+// removeStalePartials removes the partial files of backups to path that
+// no backup is writing (each holds a lock on its own). Failures are
+// ignored: a stale file costs space, not correctness.
+func removeStalePartials(path string) {
+	dir, prefix := filepath.Dir(path), partialPrefix(path)
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		if !strings.HasPrefix(e.Name(), prefix) || !e.Type().IsRegular() {
+			continue
+		}
+		m := filepath.Join(dir, e.Name())
+		f, err := os.Open(m)
+		if err != nil {
+			continue
+		}
+		if unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) == nil {
+			os.Remove(m) // unlocked: its backup is gone
+		}
+		f.Close()
+	}
 }
 
 func runRestore(c *cli.Context) error {

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/coffer-hsm/coffer/daemon"
 	"github.com/coffer-hsm/coffer/hsm"
 	"github.com/coffer-hsm/coffer/unixapi"
@@ -134,5 +136,36 @@ func TestBackupRestoreUsage(t *testing.T) {
 		if code != 2 || !strings.Contains(stderr.String(), c.want) {
 			t.Errorf("coffer %v: exit %d, stderr %q; want 2 and %q", c.args, code, &stderr, c.want)
 		}
+	}
+}
+
+// TestRemoveStalePartials: a backup removes the partial files earlier
+// backups to the same path left (unlocked), never one a running backup
+// holds, nor another path's.
+func TestRemoveStalePartials(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "coffer.backup")
+	for _, name := range []string{".coffer.backup.partial-1", ".coffer.backup.partial-2", ".other.backup.partial-1", "coffer.backup"} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	live, err := os.Open(filepath.Join(dir, ".coffer.backup.partial-2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer live.Close()
+	if err := unix.Flock(int(live.Fd()), unix.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	removeStalePartials(path)
+	var left []string
+	es, _ := os.ReadDir(dir)
+	for _, e := range es {
+		left = append(left, e.Name())
+	}
+	want := []string{".coffer.backup.partial-2", ".other.backup.partial-1", "coffer.backup"}
+	if strings.Join(left, " ") != strings.Join(want, " ") {
+		t.Errorf("left %v, want %v", left, want)
 	}
 }

@@ -281,6 +281,11 @@ func runDaemon(c *cli.Context) error {
 			// drain as a SIGTERM.
 			failed = fmt.Errorf("serve: %w", err)
 			log.Error("a listener failed; shutting down", "err", err)
+		case <-svc.StoreLost():
+			// Storage failed and the store could not be reopened: exit
+			// once, for the service manager to start coffer again.
+			failed = errors.New("the store could not be reopened after its storage failed: repair the filesystem, then start coffer again")
+			log.Error("shutting down: the store is lost", "state_dir", stateDir)
 		case <-hup:
 			notify.Reloading()
 			auditLog.Record(daemonEvent("config.reload", reloadDaemon(c, log, vms.hybrid)))

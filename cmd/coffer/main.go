@@ -170,6 +170,7 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 			profileCommand,
 			backupCommand,
 			restoreCommand,
+			storeCommand,
 			completionCommand,
 			manCommand,
 		}),

@@ -31,6 +31,10 @@ var statusCommand = &cli.Command{
 				}
 				return "UNHEALTHY: " + msg
 			}
+			store := health(st.Store.Healthy, st.Store.Error)
+			if st.Store.Since != nil {
+				store += " (since " + ts(*st.Store.Since) + ")"
+			}
 			writeFields(w, []field{
 				{"version", st.Version},
 				{"started", ts(st.StartedAt)},
@@ -42,7 +46,7 @@ var statusCommand = &cli.Command{
 				{"hsm keys", strings.Join(st.HSM.KeyLabels, ", ")},
 				{"hsm kek scheme", st.HSM.Schemes.KEK},
 				{"hsm signing", st.HSM.Schemes.Signing},
-				{"store", health(st.Store.Healthy, st.Store.Error)},
+				{"store", store},
 				{"projects", fmt.Sprint(st.Counts.Projects)},
 				{"secrets", fmt.Sprint(st.Counts.Secrets)},
 				{"users", fmt.Sprint(st.Counts.Users)},

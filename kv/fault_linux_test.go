@@ -1,0 +1,212 @@
+package kv
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Faults on real filesystems: a tmpfs filled to the brim, an ext4 that
+// turns read-only. Root only (they mount); skipped otherwise.
+
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a filesystem needs root")
+	}
+}
+
+// mountTmpfs mounts a tmpfs of size bytes on a new directory, unmounted
+// (lazily: a store left open by a test still holds files) at the end.
+func mountTmpfs(t *testing.T, size int64) string {
+	t.Helper()
+	requireRoot(t)
+	dir := t.TempDir()
+	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, fmt.Sprintf("size=%d,mode=0700", size)); err != nil {
+		t.Fatalf("mount tmpfs: %v", err)
+	}
+	t.Cleanup(func() { unix.Unmount(dir, unix.MNT_DETACH) })
+	return dir
+}
+
+// mountExt4 makes an ext4 filesystem of size bytes in a file and mounts
+// it (errors=remount-ro) on a new directory. trigger makes ext4 record an
+// error, which turns it read-only at once, as a failing disk does.
+func mountExt4(t *testing.T, size int64) (dir string, trigger func()) {
+	t.Helper()
+	requireRoot(t)
+	for _, tool := range []string{"mkfs.ext4", "mount"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s is not installed", tool)
+		}
+	}
+	img := filepath.Join(t.TempDir(), "fs.img")
+	if err := os.WriteFile(img, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(img, size); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mkfs.ext4", "-q", "-F", img).CombinedOutput(); err != nil {
+		t.Fatalf("mkfs.ext4: %v: %s", err, out)
+	}
+	dir = t.TempDir()
+	if out, err := exec.Command("mount", "-o", "loop,errors=remount-ro", img, dir).CombinedOutput(); err != nil {
+		t.Skipf("cannot loop-mount an ext4 image here: %v: %s", err, out)
+	}
+	t.Cleanup(func() { unix.Unmount(dir, unix.MNT_DETACH) })
+	dev := mountSource(t, dir)
+	return dir, func() {
+		p := filepath.Join("/sys/fs/ext4", filepath.Base(dev), "trigger_fs_error")
+		if err := os.WriteFile(p, []byte("1"), 0); err != nil {
+			t.Fatalf("make ext4 fail: %v", err)
+		}
+	}
+}
+
+// mountSource returns the device mounted on dir.
+func mountSource(t *testing.T, dir string) string {
+	t.Helper()
+	f, err := os.Open("/proc/self/mounts")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) > 1 && fields[1] == dir {
+			return fields[0]
+		}
+	}
+	t.Fatalf("%s is not a mount point", dir)
+	return ""
+}
+
+// TestFilesystemFills fills a small tmpfs with 8 concurrent writers:
+// no crash (Badger writes through mappings: on a full tmpfs that is a
+// SIGBUS), writes refused with ErrFull before the filesystem is full,
+// reads served, and once a ballast file goes, writes resume by themselves
+// with every acknowledged write there.
+func TestFilesystemFills(t *testing.T) {
+	fastProbes(t)
+	mnt := mountTmpfs(t, 128<<20)
+	ballast := filepath.Join(mnt, "ballast")
+	if err := os.WriteFile(ballast, make([]byte, 16<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(context.Background(), Options{Dir: filepath.Join(mnt, "data"), Logger: quietLogger(), GCInterval: -1, EncryptionKey: newKey(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var acked sync.Map
+	var full atomic.Int32
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Go(func() {
+			for i := 0; full.Load() == 0; i++ {
+				id := fmt.Sprintf("%d-%06d", w, i)
+				err := s.Update(context.Background(), func(tx *Txn) error {
+					return tx.Put("d", id, user{Name: damagePayload, N: i})
+				})
+				switch {
+				case err == nil:
+					acked.Store(id, i)
+				case errors.Is(err, ErrFull):
+					full.Add(1)
+				default:
+					t.Errorf("writer %d: %v", w, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	h := s.Health()
+	if h.State != StateFull || h.Avail >= h.Reserve {
+		t.Fatalf("health after the writers stopped: %+v, want full below the reserve", h)
+	}
+	n := 0
+	acked.Range(func(any, any) bool { n++; return true })
+	if got := count(t, s, "d", Query{}); got != n {
+		t.Errorf("%d records readable while full, want the %d acknowledged", got, n)
+	}
+	if err := os.Remove(ballast); err != nil {
+		t.Fatal(err)
+	}
+	waitHealth(t, s, StateOK)
+	if err := put(t, s, "users", "after", user{}); err != nil {
+		t.Fatalf("write after room came back: %v", err)
+	}
+	acked.Range(func(k, v any) bool {
+		var u user
+		if err := s.View(context.Background(), func(tx *Txn) error { return tx.Get("d", k.(string), &u) }); err != nil || u.N != v.(int) {
+			t.Errorf("acknowledged record %s: %v %+v", k, err, u)
+		}
+		return true
+	})
+	t.Logf("%d writes acknowledged before the reserve (%d MiB) was reached", n, h.Reserve>>20)
+}
+
+// TestFilesystemTurnsReadOnly makes ext4 fail under a writer: the first
+// failed commit stops the writes (no panic, however many writes come
+// after: Badger is never left without a memtable), reads go on, and Close
+// returns at once without flushing into the read-only filesystem.
+func TestFilesystemTurnsReadOnly(t *testing.T) {
+	fastProbes(t)
+	mnt, trigger := mountExt4(t, 256<<20)
+	s, err := Open(context.Background(), Options{Dir: filepath.Join(mnt, "data"), Logger: quietLogger(), GCInterval: -1, EncryptionKey: newKey(t), MemTableSize: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeRecords(t, s, 0, 100)
+	trigger()
+	var failedAt int
+	for i := 100; i < 20000; i++ { // 20× a 1 MiB memtable's worth
+		err := s.Update(context.Background(), func(tx *Txn) error {
+			return tx.Put("d", fmt.Sprintf("%06d", i), user{Name: damagePayload, N: i})
+		})
+		if err == nil {
+			continue
+		}
+		if failedAt == 0 {
+			failedAt = i
+			continue // the failing commit's own error
+		}
+		if !errors.Is(err, ErrFailed) {
+			t.Fatalf("write %d after the failure: %v, want ErrFailed", i, err)
+		}
+	}
+	if failedAt == 0 {
+		t.Fatal("no write failed on a read-only filesystem")
+	}
+	h := s.Health()
+	if h.State != StateFailed || !errors.Is(h.Err, unix.EROFS) {
+		t.Errorf("health %+v, want failed with EROFS", h)
+	}
+	if got := count(t, s, "d", Query{}); got < 100 || got > failedAt+1 {
+		t.Errorf("%d records readable, want the 100 written before the failure and at most the failed batch", got)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Close() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close hangs on a read-only filesystem")
+	}
+}
