@@ -317,6 +317,11 @@ func (s *Service) runDrain(ctx context.Context) {
 	}
 }
 
+// FlushAudit writes the changes that wait for the audit log to it now
+// (they are in the store already; the drainer would write them within a
+// moment), for a reader of the log who must see every acknowledged change.
+func (s *Service) FlushAudit(ctx context.Context) error { return s.drainOutbox(ctx) }
+
 // drainOutbox copies the outbox to the audit log, oldest first. What the
 // log holds durably is deleted later, many at a time (deleteDrained).
 func (s *Service) drainOutbox(ctx context.Context) error {

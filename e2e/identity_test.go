@@ -444,9 +444,9 @@ func TestRoleSubsetAndCascades(t *testing.T) {
 		}
 		wantError(t, d.api(t, "POST", "/v1/projects/default/credentials",
 			map[string]any{"type": "access-token", "user": "bob", "roles": []string{"owner"}}), 400, "invalid_role")
-		// no role at all on the project
+		// no role at all on the project: a system admin is told to admit bob
 		wantError(t, d.api(t, "POST", "/v1/projects/team/credentials",
-			map[string]any{"type": "access-token", "user": "bob"}), http.StatusForbidden, "forbidden")
+			map[string]any{"type": "access-token", "user": "bob"}), http.StatusConflict, "user_not_admitted")
 		// default roles: everything the user holds, implied roles included
 		c := d.newCred(t, "default", map[string]any{"type": "access-token", "user": "bob"})
 		if !slices.Equal(c.Roles, []string{"member", "reader"}) {

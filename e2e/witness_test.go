@@ -9,27 +9,32 @@ import (
 )
 
 // The audit log witnesses the store: a store that lost acknowledged
-// changes — here, its files all gone while its key and the audit log stay,
-// as after a lost MANIFEST whose tables Badger then dropped — is refused
-// at start with one line that names the gap and the way back, instead of
-// serving an empty store.
+// changes in a way its own files cannot tell — here, an older copy of the
+// store put back with its key and witness file, as a careless restore from
+// a file-level copy would — is refused at start with one line that names
+// the gap and the way back, instead of serving the older state.
 func TestStoreThatLostChangesIsRefused(t *testing.T) {
 	t.Parallel()
 	dir := workDir(t)
 	d := startDaemon(t, dir)
-	for range 5 {
-		d.createSecret(t, "default", "kept", []byte("payload"), nil)
-	}
-	d.mustAPI(t, "POST", "/v1/projects", map[string]string{"name": "gone"}, http.StatusCreated, nil)
+	d.createSecret(t, "default", "kept", []byte("payload"), nil)
 	d.Stop(t)
+	aside := workDir(t)
+	for _, name := range []string{"data", "store.key", "store.witness"} {
+		copyTree(t, filepath.Join(d.stateDir, name), filepath.Join(aside, name))
+	}
+	d = startDaemon(t, dir)
+	for range 5 {
+		d.createSecret(t, "default", "lost", []byte("payload"), nil)
+	}
+	d.Stop(t)
+	for _, name := range []string{"data", "store.key", "store.witness"} {
+		if err := os.RemoveAll(filepath.Join(d.stateDir, name)); err != nil {
+			t.Fatal(err)
+		}
+		copyTree(t, filepath.Join(aside, name), filepath.Join(d.stateDir, name))
+	}
 
-	data := filepath.Join(d.stateDir, "data")
-	if err := os.RemoveAll(data); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Mkdir(data, 0o700); err != nil {
-		t.Fatal(err)
-	}
 	d2 := launchDaemon(t, dir, "daemon", "--dev")
 	if code := d2.waitExit(t); code == 0 {
 		t.Fatalf("the daemon served a store that lost its changes\nstderr:\n%s", d2.stderr)

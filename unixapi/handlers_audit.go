@@ -18,6 +18,8 @@ func (s *Server) SetAuditor(a Auditor) { s.auditor = a }
 
 // Auditor reads the audit log; *audit.Log is one.
 type Auditor interface {
+	// Flush writes what was recorded before it to the file.
+	Flush(ctx context.Context) error
 	Entries(ctx context.Context, after uint64, limit int) ([]json.RawMessage, uint64, error)
 	Tail(ctx context.Context, n int) ([]json.RawMessage, uint64, error)
 	Verify(ctx context.Context) (audit.Report, error)
@@ -45,6 +47,15 @@ func (s *Server) authorizeAudit(r *http.Request) error {
 	}
 	if s.auditor == nil {
 		return &daemon.Error{Class: daemon.ErrUnavailable, Code: daemon.CodeUnavailable, Message: "the audit log is off"}
+	}
+	// A reader sees every change acknowledged before it asked (they wait
+	// in the store for a moment) and every event recorded. Best effort: a
+	// log that cannot be written is still read.
+	if err := s.b.FlushAudit(r.Context()); err != nil {
+		s.log.Debug("audit: changes wait in the store", "err", err)
+	}
+	if err := s.auditor.Flush(r.Context()); err != nil {
+		s.log.Debug("audit: cannot flush the log", "err", err)
 	}
 	return nil
 }

@@ -24,6 +24,8 @@ import (
 type Backend interface {
 	Authorize(ctx context.Context, p daemon.Principal, a daemon.Action, r daemon.Resource) (daemon.Grant, error)
 	Status(ctx context.Context, g daemon.Grant) (daemon.Status, error)
+	// FlushAudit writes the changes waiting for the audit log to it.
+	FlushAudit(ctx context.Context) error
 
 	CreateProject(ctx context.Context, g daemon.Grant, name string) (daemon.Project, error)
 	GetProject(ctx context.Context, g daemon.Grant) (daemon.Project, error)
