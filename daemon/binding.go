@@ -568,7 +568,11 @@ func (s *Service) DeliverCredential(ctx context.Context, unit, credential string
 		return map[string]string{"unit": auditValue(unit), "credential": auditValue(credential)}
 	}
 	refuse := func(reason string) (Delivery, error) {
-		s.log.LogAttrs(ctx, slog.LevelDebug, "LoadCredential refused", slog.String("reason", reason))
+		// Only systemd asks here, rarely: a line per refusal tells the
+		// operator why a unit got no credential. Unit and credential
+		// names are the host's configuration.
+		s.log.LogAttrs(ctx, slog.LevelWarn, "LoadCredential refused", slog.String("unit", auditValue(unit)),
+			slog.String("credential", auditValue(credential)), slog.String("reason", reason))
 		// Only systemd reaches this socket: each unit and credential
 		// refused keeps a line of its own.
 		s.record(audit.Event{Action: "loadcredential", Outcome: audit.OutcomeDenied, Reason: reason, Principal: auditPrincipal(loadCredentialPrincipal),

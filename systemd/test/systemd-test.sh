@@ -293,8 +293,8 @@ else
 	st=$(prop consumer-unbound.service ExecMainStatus)
 	check "consumer-unbound.service: failed with $st/CREDENTIALS" test "$st" = 243
 fi
-check "daemon logged the refusal (audit: credential refused)" \
-	coffer_entry "MESSAGE=audit: credential refused" COFFER_UNIT=consumer-unbound.service
+check "daemon logged the refusal (LoadCredential refused)" \
+	coffer_entry "MESSAGE=LoadCredential refused" COFFER_UNIT=consumer-unbound.service
 
 # Reload.
 pid0=$(prop coffer.service MainPID)
