@@ -83,10 +83,10 @@ bench: deps ## measure the running daemon against ceilings taken in the same run
 	$(Q)$(GO) run ./cmd/coffer-bench $(BENCH_FLAGS)
 
 microbench: deps ## Go micro-benchmarks of the hot functions (HSM, store, tokens, rules, JWT)
-	$(Q)$(GO) test -run '^$$' -bench . -benchtime 1s ./hsm ./kv ./daemon ./audit
+	$(Q)$(GO) test -run '^$$' -bench . -benchtime 1s ./hsm ./kv ./daemon ./audit ./policy
 
 fuzz: ## fuzz the parsers (FUZZTIME per target, default 30s)
-	$(Q)for pkg in ./unixapi ./daemon ./systemd ./hostseal ./cmd/coffer ./audit; do \
+	$(Q)for pkg in ./unixapi ./daemon ./systemd ./hostseal ./cmd/coffer ./audit ./policy; do \
 		for t in $$($(GO) test -list '^Fuzz' $$pkg | grep ^Fuzz); do \
 			echo "fuzz $$pkg $$t"; \
 			$(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $${FUZZTIME:-30s} $$pkg || exit 1; \

@@ -3,6 +3,8 @@ package daemon
 import (
 	"context"
 	"testing"
+
+	"github.com/coffer-hsm/coffer/policy"
 )
 
 // The request path of the read scenarios of coffer-bench: /v1/authorize
@@ -59,6 +61,30 @@ func BenchmarkBearerSecretRead(b *testing.B) {
 		}
 		if _, err := e.svc.GetSecret(ctx, g); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkAuthorizeCallPolicies is BenchmarkAuthorizeCall with the three
+// policies of coffer-bench's authorize-policies attached to the token.
+func BenchmarkAuthorizeCallPolicies(b *testing.B) {
+	e := newIdentityEnv(b)
+	ctx := context.Background()
+	for name, rules := range map[string][]policy.Rule{
+		"services": {{Effect: policy.Deny, Condition: `request.service == "payroll" && request.method != "GET"`},
+			{Effect: policy.Allow, Condition: `request.service in ["svc", "billing"]`}},
+		"paths": {{Effect: policy.Deny, Condition: `request.path.matchesPath("/x/*/secret")`},
+			{Effect: policy.Allow, Condition: `request.path.matchesPath("/x/*")`}},
+		"subject": {{Effect: policy.Deny, Condition: `subject.user_kind == "human" && subject.token_kind == ""`},
+			{Effect: policy.Allow, Condition: `"reader" in subject.roles && subject.project == "p1"`}},
+	} {
+		e.policy(b, "p1", name, rules...)
+	}
+	_, iss := e.credential(b, "p1", CredentialInput{Type: CredAccessToken, User: "carol", Policies: []string{"services", "paths", "subject"},
+		AccessRules: []AccessRule{{Service: "billing", Method: "GET", Path: "/a/*"}, {Service: "svc", Method: "GET", Path: "/x/*"}}})
+	for b.Loop() {
+		if d, err := e.svc.AuthorizeCall(ctx, iss.Token, "svc", "GET", "/x/1"); err != nil || !d.Allowed {
+			b.Fatalf("%+v %v", d, err)
 		}
 	}
 }

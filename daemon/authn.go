@@ -193,11 +193,17 @@ func (s *Service) identityOf(r resolved) (*TokenIdentity, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &TokenIdentity{
+	id := &TokenIdentity{
 		Kind: r.kind, SessionID: r.session.ID, CredentialID: r.session.CredentialID, UserID: r.user.ID,
 		ProjectID: r.session.ProjectID, Roles: s.rules.list(r.session.Roles), Rules: rules, Policies: s.rules.list(r.session.Policies),
 		Unrestricted: r.session.Unrestricted, ExpiresAt: r.session.ExpiresAt,
-	}, nil
+		PolicyIDs: s.rules.list(r.session.PolicyIDs), InlinePolicies: r.session.InlinePolicies,
+		CredentialName: r.session.CredentialName, SessionType: r.session.SessionType,
+	}
+	for _, d := range id.InlinePolicies {
+		id.inline = append(id.inline, s.compiledInline(d))
+	}
+	return id, nil
 }
 
 // Authenticate checks a bearer token and returns p acting as the token's
@@ -279,6 +285,7 @@ func newSession(kind string, cred credentialRecord, user userRecord, roles []str
 		ID: newID(), Kind: kind, UserID: user.ID, ProjectID: cred.ProjectID, CredentialID: cred.ID,
 		Roles: roles, Rules: cred.Rules, Policies: cred.Policies, SessionType: cred.SessionType,
 		Unrestricted: cred.Unrestricted, CreatedAt: now, ExpiresAt: &exp,
+		PolicyIDs: cred.PolicyIDs, InlinePolicies: cred.InlinePolicies, CredentialName: cred.Name,
 	}
 }
 
@@ -587,6 +594,10 @@ type Decision struct {
 	User    string
 	Project string
 	Roles   []string
+	// Policies names the policies that applied; Matched, when explained,
+	// the rules whose condition held ("policy#rule").
+	Policies []string
+	Matched  []string
 }
 
 // AuthorizeCall decides whether a bearer token may call service with
@@ -597,13 +608,23 @@ type Decision struct {
 // An unusable token counts as a failed authentication of the caller (the
 // principal of ctx), as on every endpoint that checks a token.
 func (s *Service) AuthorizeCall(ctx context.Context, token, service, method, path string) (Decision, error) {
-	caller := PrincipalFrom(ctx)
-	if err := s.admitAuth(ctx, caller, "authorize", ""); err != nil {
+	return s.authorizeCall(ctx, token, service, method, path, false)
+}
+
+// ExplainCall is AuthorizeCall that also evaluates every policy rule and
+// says which held (coffer authorize --explain).
+func (s *Service) ExplainCall(ctx context.Context, token, service, method, path string) (Decision, error) {
+	return s.authorizeCall(ctx, token, service, method, path, true)
+}
+
+func (s *Service) authorizeCall(ctx context.Context, token, service, method, path string, explain bool) (Decision, error) {
+	asker := PrincipalFrom(ctx)
+	if err := s.admitAuth(ctx, asker, "authorize", ""); err != nil {
 		return Decision{}, err
 	}
-	b, err := s.lookupBearer(ctx, caller, token, "authorize")
+	b, err := s.lookupBearer(ctx, asker, token, "authorize")
 	if errors.Is(err, ErrUnauthenticated) {
-		s.authFailed(caller, "")
+		s.authFailed(asker, "")
 		return Decision{Allowed: false, Reason: "invalid or expired token"}, nil
 	}
 	if err != nil {
@@ -622,11 +643,39 @@ func (s *Service) AuthorizeCall(ctx context.Context, token, service, method, pat
 		d.Allowed, d.Reason = false, "the user no longer holds the token's roles"
 		why = d.Reason
 	}
+	if d.Allowed || explain {
+		// Policies narrow what the rules allow. The peer they see is the
+		// service asking.
+		q := policyRequest{caller: caller{user: b.user, token: b.ident}, principal: asker, projectID: b.project.ID,
+			project: b.project, service: service, method: method, path: path}
+		if ids, inline := s.attachedPolicies(q); len(ids) > 0 || len(inline) > 0 {
+			gen := s.polGen.Load()
+			// From the compiled policies cached at gen; a transaction only
+			// to read one that is not.
+			pd, err := s.decidePolicies(nil, q, gen, explain)
+			if errors.Is(err, errPolicyMiss) {
+				err = s.store.View(ctx, func(tx *kv.Txn) error {
+					var err error
+					pd, err = s.decidePolicies(tx, q, gen, explain)
+					return err
+				})
+			}
+			if err != nil {
+				return Decision{}, storeErr(err)
+			}
+			d.Policies, d.Matched = pd.Policies, pd.Matched
+			if d.Allowed && !pd.Allowed {
+				d.Allowed, d.Reason, why = false, policyDenied(pd), "a policy denies it"
+			} else if d.Allowed && pd.Policy != "" {
+				d.Reason = d.Reason + "; " + pd.Reason
+			}
+		}
+	}
 	// The decision, fully: what was asked, for which credential, and why.
 	// Denials are coalesced by the log under a fixed reason.
 	t := map[string]string{"service": auditValue(service), "method": auditValue(method), "path": auditValue(path),
 		"credential": b.ident.CredentialID, "user": b.user.ID, "project": b.project.ID, "reason": auditValue(d.Reason)}
-	ap := auditPrincipal(caller)
+	ap := auditPrincipal(asker)
 	ap.TokenID = publicTokenID(token)
 	if d.Allowed {
 		s.record(audit.Event{Action: "authorize", Outcome: audit.OutcomeOK, Principal: ap, Target: t})

@@ -40,6 +40,8 @@ const (
 	ActManageRoles                          // give, change, take away roles on a project: admin of the project
 	ActManageBindings                       // bind a secret to a consumer, unbind it: admin of its project
 	ActReadRules                            // list saved access rules: member+ anywhere
+	ActReadPolicies                         // read a project's policies: reader+; global ones: any user
+	ActManagePolicies                       // create, change, delete, attach policies: admin of the project; global: system admin
 )
 
 // actionInfo is what Authorize needs to know of an action beyond its
@@ -76,6 +78,8 @@ var actions = map[Action]actionInfo{
 	ActManageRoles:        {"manage roles", "role.manage", true},
 	ActManageBindings:     {"manage bindings", "binding.manage", true},
 	ActReadRules:          {"read access rules", "access_rule.list", false},
+	ActReadPolicies:       {"read policies", "policy.read", false},
+	ActManagePolicies:     {"manage policies", "policy.manage", true},
 }
 
 // management reports whether a is a management write.
@@ -144,6 +148,7 @@ type Grant struct {
 	secret       secretRecord // as read when authorizing
 	tokenProject string       // a token caller's project: lists stay inside it
 	token        *TokenIdentity
+	user         *userRecord // the caller's user, if any (for its policies)
 	credentialID string
 	sessionID    string
 }
@@ -273,12 +278,18 @@ func (s *Service) roleOn(tx *kv.Txn, c caller, projectID string) (Role, error) {
 func (s *Service) Authorize(ctx context.Context, p Principal, a Action, r Resource) (Grant, error) {
 	var g Grant
 	var denied string
+	byPolicy := false
 	// Loaded before the transaction's snapshot: a record read in it is
 	// cached under a generation no newer than the snapshot.
-	secGen := s.secGen.Load()
+	secGen, polGen := s.secGen.Load(), s.polGen.Load()
 	err := s.store.View(ctx, func(tx *kv.Txn) error {
 		var err error
 		g, denied, err = s.decide(tx, p, a, r, secGen)
+		if err != nil || denied != "" {
+			return err
+		}
+		denied, err = s.policiesAllow(tx, g, r, polGen)
+		byPolicy = denied != ""
 		return err
 	})
 	if err != nil {
@@ -289,6 +300,11 @@ func (s *Service) Authorize(ctx context.Context, p Principal, a Action, r Resour
 		// line per denial in the daemon log would be a flood's echo.
 		s.log.Debug("denied", "principal", p.String(), "action", a.String(), "reason", denied)
 		s.recordDenial(p, actions[a].event, CodeForbidden, denied, r.auditTarget(ctx))
+		if byPolicy {
+			// The caller is subject to the policy: which one refused is
+			// its to know (and to take up with who attached it).
+			return Grant{}, Forbidden("not allowed to %s: %s", a, denied)
+		}
 		return Grant{}, Forbidden("not allowed to %s", a)
 	}
 	return g, nil
@@ -302,7 +318,7 @@ func (s *Service) decide(tx *kv.Txn, p Principal, a Action, r Resource, secGen u
 	if err != nil {
 		return Grant{}, "", err
 	}
-	g := Grant{principal: p, action: a, admin: c.admin, userID: c.userID(), token: c.token}
+	g := Grant{principal: p, action: a, admin: c.admin, userID: c.userID(), token: c.token, user: c.user}
 	if c.token != nil && c.token.Rules != nil {
 		if ok, why := c.token.Rules.Allows("coffer", r.Method, r.Path); !ok {
 			return Grant{}, "access rules: " + why, nil
@@ -430,6 +446,22 @@ func (s *Service) decide(tx *kv.Txn, p Principal, a Action, r Resource, secGen u
 		return s.decideAnyProject(tx, c, g, RoleAdmin)
 	case ActManageRules, ActReadRules:
 		return s.decideAnyProject(tx, c, g, RoleMember)
+	case ActReadPolicies, ActManagePolicies:
+		if r.Project == "" { // the global policies
+			switch {
+			case c.admin:
+				return g, "", nil
+			case a == ActReadPolicies && c.user != nil:
+				return g, "", nil
+			}
+			return Grant{}, "global policies are the system admins'", nil
+		}
+		need := RoleReader
+		if a == ActManagePolicies {
+			need = RoleAdmin
+		}
+		why, err := onProject(r.Project, need)
+		return g, why, err
 	}
 	return Grant{}, "unknown action", nil
 }

@@ -502,6 +502,7 @@ func (s *Service) Deliver(ctx context.Context, p Principal, req DeliveryRequest)
 	var rec secretRecord
 	var blob sealedRecord
 	var why string
+	idGen, polGen := s.idGen.Load(), s.polGen.Load()
 	err := s.store.View(ctx, func(tx *kv.Txn) error {
 		var err error
 		if c, err = s.resolveCaller(tx, p); err != nil {
@@ -516,6 +517,9 @@ func (s *Service) Deliver(ctx context.Context, p Principal, req DeliveryRequest)
 			}
 		}
 		if err := s.userBinding(tx, c, req, &b); err != nil {
+			return err
+		}
+		if why, err = s.deliveryPolicies(tx, c, p, b.ProjectID, "", "/v1/deliver/"+name, idGen, polGen); err != nil || why != "" {
 			return err
 		}
 		rec, blob, why, err = s.sealedFor(tx, b)
@@ -586,12 +590,16 @@ func (s *Service) DeliverCredential(ctx context.Context, unit, credential string
 	var rec secretRecord
 	var blob sealedRecord
 	var why string
+	idGen, polGen := s.idGen.Load(), s.polGen.Load()
 	err := s.store.View(ctx, func(tx *kv.Txn) error {
 		id, err := tx.LookupUnique(tableBindings, indexUnitCred, unit+"/"+credential)
 		if err != nil {
 			return err
 		}
 		if err := tx.Get(tableBindings, id, cachedRecord[bindingRecord]{&s.decoded.bindings, &b}); err != nil {
+			return err
+		}
+		if why, err = s.deliveryPolicies(tx, caller{}, loadCredentialPrincipal, b.ProjectID, unit, "/v1/deliver/"+credential, idGen, polGen); err != nil || why != "" {
 			return err
 		}
 		rec, blob, why, err = s.sealedFor(tx, b)

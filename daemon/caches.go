@@ -15,6 +15,7 @@ import "github.com/coffer-hsm/coffer/kv"
 //     end nothing. Usage counters live in their own table
 //     (tableCredentialUse) for that reason.
 //   - secret cache: secrets replaced or deleted.
+//   - compiled policies: policies replaced or deleted.
 //   - status counts: any record of a counted table added or removed.
 //   - delivery record caches (recordcache.go) are keyed by the stored
 //     bytes and need nothing.
@@ -33,6 +34,9 @@ func (s *Service) committed(c kv.Commit) {
 	}
 	if c.Touched(tableSecrets, false) {
 		s.secGen.Add(1)
+	}
+	if c.Touched(tablePolicies, false) {
+		s.polGen.Add(1)
 	}
 	for _, t := range countedTables {
 		if c.Touched(t, true) {

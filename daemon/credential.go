@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/coffer-hsm/coffer/kv"
+	"github.com/coffer-hsm/coffer/policy"
 )
 
 const (
@@ -57,16 +58,21 @@ type credentialRecord struct {
 	Policies     []string     `json:"policies"`
 	SessionType  string       `json:"session_type"`
 	Unrestricted bool         `json:"unrestricted,omitempty"`
-	TokenID      string       `json:"token_id"`
-	ClientID     string       `json:"client_id,omitempty"`
-	SessionID    string       `json:"session_id,omitempty"` // access-token: its session
-	ExpiresAt    *time.Time   `json:"expires_at,omitempty"`
-	MaxAuthn     int          `json:"max_authn,omitempty"`
-	AuthnCount   int          `json:"authn_count"`
-	LastUsedAt   *time.Time   `json:"last_used_at,omitempty"`
-	CreatedAt    time.Time    `json:"created_at"`
-	RotatedAt    *time.Time   `json:"rotated_at,omitempty"`
-	RevokedAt    *time.Time   `json:"revoked_at,omitempty"`
+	// PolicyIDs are the named policies resolved when attached (policy.go);
+	// InlinePolicies are written on the credential itself (one given, plus
+	// those of the token that made it). Both are copied to its sessions.
+	PolicyIDs      []string          `json:"policy_ids,omitempty"`
+	InlinePolicies []policy.Document `json:"inline_policies,omitempty"`
+	TokenID        string            `json:"token_id"`
+	ClientID       string            `json:"client_id,omitempty"`
+	SessionID      string            `json:"session_id,omitempty"` // access-token: its session
+	ExpiresAt      *time.Time        `json:"expires_at,omitempty"`
+	MaxAuthn       int               `json:"max_authn,omitempty"`
+	AuthnCount     int               `json:"authn_count"`
+	LastUsedAt     *time.Time        `json:"last_used_at,omitempty"`
+	CreatedAt      time.Time         `json:"created_at"`
+	RotatedAt      *time.Time        `json:"rotated_at,omitempty"`
+	RevokedAt      *time.Time        `json:"revoked_at,omitempty"`
 }
 
 func (r credentialRecord) indexes() []kv.Index {
@@ -83,7 +89,7 @@ func (r credentialRecord) indexes() []kv.Index {
 			ix = append(ix, kv.Index{Name: indexRule, Value: rule.ID})
 		}
 	}
-	return ix
+	return append(ix, policyIndexes(r.PolicyIDs)...)
 }
 
 func (r credentialRecord) status(now time.Time, user userRecord) string {
@@ -102,29 +108,32 @@ func (r credentialRecord) status(now time.Time, user userRecord) string {
 
 // Credential is the projection of a credential: never its secret.
 type Credential struct {
-	ID           string
-	Name         string
-	Description  string
-	Type         string
-	UserID       string
-	User         string
-	ProjectID    string
-	Project      string
-	Roles        []string
-	AccessRules  []AccessRule
-	Policies     []string
-	SessionType  string
-	Unrestricted bool
-	TokenID      string
-	ClientID     string
-	ExpiresAt    *time.Time
-	MaxAuthn     int
-	AuthnCount   int
-	LastUsedAt   *time.Time
-	CreatedAt    time.Time
-	RotatedAt    *time.Time
-	RevokedAt    *time.Time
-	Status       string
+	ID          string
+	Name        string
+	Description string
+	Type        string
+	UserID      string
+	User        string
+	ProjectID   string
+	Project     string
+	Roles       []string
+	AccessRules []AccessRule
+	Policies    []string
+	// InlinePolicies are the rules written on the credential (and on the
+	// token that made it).
+	InlinePolicies []policy.Document
+	SessionType    string
+	Unrestricted   bool
+	TokenID        string
+	ClientID       string
+	ExpiresAt      *time.Time
+	MaxAuthn       int
+	AuthnCount     int
+	LastUsedAt     *time.Time
+	CreatedAt      time.Time
+	RotatedAt      *time.Time
+	RevokedAt      *time.Time
+	Status         string
 }
 
 // Issued is a credential's secret, returned once at creation or rotation.
@@ -149,7 +158,7 @@ func (s *Service) credentialView(tx *kv.Txn, r credentialRecord, now time.Time) 
 	return Credential{
 		ID: r.ID, Name: r.Name, Description: r.Description, Type: r.Type, UserID: u.ID, User: u.Name,
 		ProjectID: p.ID, Project: p.Name, Roles: r.Roles, AccessRules: r.Rules, Policies: r.Policies,
-		SessionType: r.SessionType, Unrestricted: r.Unrestricted, TokenID: r.TokenID, ClientID: r.ClientID,
+		InlinePolicies: r.InlinePolicies, SessionType: r.SessionType, Unrestricted: r.Unrestricted, TokenID: r.TokenID, ClientID: r.ClientID,
 		ExpiresAt: r.ExpiresAt, MaxAuthn: r.MaxAuthn, AuthnCount: r.AuthnCount, LastUsedAt: r.LastUsedAt,
 		CreatedAt: r.CreatedAt, RotatedAt: r.RotatedAt, RevokedAt: r.RevokedAt, Status: r.status(now, u),
 	}, nil
@@ -162,8 +171,9 @@ type CredentialInput struct {
 	Name         string
 	Description  string
 	Roles        []string
-	AccessRules  []AccessRule // inline rules, or {ID} of a saved rule; nil = unrestricted
-	Policies     []string
+	AccessRules  []AccessRule     // inline rules, or {ID} of a saved rule; nil = unrestricted
+	Policies     []string         // names: the project's policies, or global ones
+	InlinePolicy *policy.Document // rules written on the credential itself
 	ExpireIn     string
 	MaxAuthn     int
 	OneTime      bool
@@ -189,6 +199,11 @@ func (s *Service) checkCredentialInput(in *CredentialInput) error {
 	for _, p := range in.Policies {
 		if !validName(p) {
 			return Invalid(CodeInvalidCredential, "policy %q: use a name of a-z 0-9 . _ -", p)
+		}
+	}
+	if in.InlinePolicy != nil {
+		if _, err := s.compilePolicy("inline", *in.InlinePolicy); err != nil {
+			return err
 		}
 	}
 	if in.Roles != nil && len(in.Roles) == 0 {
@@ -337,9 +352,26 @@ func (s *Service) CreateCredential(ctx context.Context, g Grant, in CredentialIn
 		if err != nil {
 			return err
 		}
+		policyIDs, err := resolvePolicies(tx, g.project.ID, in.Policies)
+		if err != nil {
+			return err
+		}
+		names := in.Policies
+		var inline []policy.Document
+		if in.InlinePolicy != nil {
+			inline = append(inline, *in.InlinePolicy)
+		}
+		if g.token != nil {
+			// A token's policies go with whatever it mints: a credential
+			// made by a token is held by everything that holds the token.
+			policyIDs = sortedUnique(append(policyIDs, g.token.PolicyIDs...))
+			names = append(slices.Clone(names), g.token.Policies...)
+			inline = append(inline, g.token.InlinePolicies...)
+		}
 		rec := credentialRecord{
 			ID: newID(), Name: in.Name, Description: in.Description, Type: in.Type, UserID: user.ID,
-			ProjectID: g.project.ID, Roles: roles, Rules: rules, Policies: sortedUnique(in.Policies),
+			ProjectID: g.project.ID, Roles: roles, Rules: rules, Policies: sortedUnique(names),
+			PolicyIDs: policyIDs, InlinePolicies: inline,
 			SessionType: in.SessionType, Unrestricted: in.Unrestricted, ExpiresAt: expires,
 			MaxAuthn: in.MaxAuthn, CreatedAt: now,
 		}
@@ -384,6 +416,7 @@ func (s *Service) issueCredentialToken(tx *kv.Txn, rec *credentialRecord, user u
 				ID: newID(), Kind: SessionAccessToken, UserID: rec.UserID, ProjectID: rec.ProjectID,
 				CredentialID: rec.ID, Roles: rec.Roles, Rules: rec.Rules, Policies: rec.Policies,
 				SessionType: rec.SessionType, Unrestricted: rec.Unrestricted, CreatedAt: now, ExpiresAt: rec.ExpiresAt,
+				PolicyIDs: rec.PolicyIDs, InlinePolicies: rec.InlinePolicies, CredentialName: rec.Name,
 			}
 			if err := tx.Put(tableSessions, sess.ID, sess, sess.indexes()...); err != nil {
 				return Issued{}, err

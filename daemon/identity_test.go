@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/coffer-hsm/coffer/kv"
+	"github.com/coffer-hsm/coffer/policy"
 )
 
 // identityEnv has project p1 and users alice (admin), bob (member), carol
@@ -65,6 +66,16 @@ func newIdentityEnvKeys(t testing.TB, keys *fakeKeys) *identityEnv {
 	}
 	sec := e.createSecret(t, "p1", SecretInput{DisplayName: "s", Payload: []byte("p")})
 	return &identityEnv{testEnv: e, secret: sec}
+}
+
+// policy saves a policy in project ("" global) as root.
+func (e *identityEnv) policy(t testing.TB, project, name string, rules ...policy.Rule) Policy {
+	t.Helper()
+	p, err := e.svc.CreatePolicy(context.Background(), e.grant(t, ActManagePolicies, Resource{Project: project}), PolicyInput{Name: name, Document: policy.Document{Rules: rules}})
+	if err != nil {
+		t.Fatalf("create policy %s: %v", name, err)
+	}
+	return p
 }
 
 // credential issues a credential as root and returns it with its secret.
@@ -222,6 +233,8 @@ func TestLoginCountsAtomically(t *testing.T) {
 func TestTokensAndSessions(t *testing.T) {
 	e := newIdentityEnv(t)
 	ctx := context.Background()
+	e.policy(t, "p1", "p1", policy.Rule{Effect: policy.Deny, Condition: `request.method == "DELETE"`})
+	e.policy(t, "p1", "p2", policy.Rule{Effect: policy.Deny, Condition: `request.method == "PATCH"`})
 	cred, iss := e.credential(t, "p1", CredentialInput{Type: CredAuthToken, User: "bob", Policies: []string{"p2", "p1"}})
 	sess, tok, err := e.svc.Login(ctx, iss.Token)
 	wantCode(t, err, "")
@@ -397,6 +410,7 @@ func TestRestrictedBearers(t *testing.T) {
 func TestOAuth2AndIntrospection(t *testing.T) {
 	e := newIdentityEnv(t)
 	ctx := context.Background()
+	e.policy(t, "p1", "billing", policy.Rule{Effect: policy.Deny, Condition: `request.service == "payroll"`})
 	cred, iss := e.credential(t, "p1", CredentialInput{Type: CredOAuth2, User: "bob", Policies: []string{"billing"}})
 	at, err := e.svc.ClientCredentials(ctx, iss.ClientID, iss.ClientSecret, "")
 	wantCode(t, err, "")

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"time"
+
+	"github.com/coffer-hsm/coffer/policy"
 )
 
 // Channel names the transport a request arrived on.
@@ -55,8 +57,18 @@ type TokenIdentity struct {
 	Policies     []string
 	Unrestricted bool
 	ExpiresAt    *time.Time
+	// What the policies look at (policy.go): the ids of the policies
+	// attached to the credential, its inline policy, its name and the
+	// session type.
+	PolicyIDs      []string
+	InlinePolicies []policy.Document
+	CredentialName string
+	SessionType    string
 
 	cache *bearerInfo // what the daemon read when it checked the token
+	// inline are InlinePolicies compiled when the identity was made (it
+	// is cached with its token): an evaluation compiles nothing.
+	inline []*policy.Policy
 }
 
 // String names the principal for logs.

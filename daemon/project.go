@@ -20,6 +20,9 @@ type projectRecord struct {
 	ID        string    `json:"id"`
 	Name      string    `json:"name"`
 	CreatedAt time.Time `json:"created_at"`
+	// PolicyIDs are the policies that apply to every request in the
+	// project (policy.go).
+	PolicyIDs []string `json:"policy_ids,omitempty"`
 	// Deleting is set while a deletion checks that the project is empty;
 	// creations in the project refuse then (see DeleteProject).
 	Deleting bool `json:"deleting,omitempty"`
@@ -30,10 +33,15 @@ type Project struct {
 	ID        string
 	Name      string
 	CreatedAt time.Time
+	Policies  []string // names of the policies attached
 }
 
 func (r projectRecord) view() Project {
 	return Project{ID: r.ID, Name: r.Name, CreatedAt: r.CreatedAt}
+}
+
+func (r projectRecord) indexes() []kv.Index {
+	return append([]kv.Index{{Name: indexName, Value: r.Name, Unique: true}}, policyIndexes(r.PolicyIDs)...)
 }
 
 // liveProject reads a project inside a write transaction, for a creation
@@ -64,7 +72,7 @@ func (s *Service) ensureDefaultProject(ctx context.Context) error {
 	err = s.update(ctx, systemPrincipal, "project.create", func(tx *kv.Txn, c *change) error {
 		rec := projectRecord{ID: newID(), Name: DefaultProject, CreatedAt: s.now()}
 		c.set("project", rec.ID)
-		return tx.Put(tableProjects, rec.ID, rec, kv.Index{Name: indexName, Value: rec.Name, Unique: true})
+		return tx.Put(tableProjects, rec.ID, rec, rec.indexes()...)
 	})
 	return storeErr(err)
 }
@@ -117,7 +125,7 @@ func (s *Service) CreateProject(ctx context.Context, g Grant, name string) (Proj
 	}
 	rec := projectRecord{ID: newID(), Name: name, CreatedAt: s.now()}
 	err := s.update(ctx, g.principal, "project.create", func(tx *kv.Txn, c *change) error {
-		err := tx.Put(tableProjects, rec.ID, rec, kv.Index{Name: indexName, Value: rec.Name, Unique: true})
+		err := tx.Put(tableProjects, rec.ID, rec, rec.indexes()...)
 		if errors.Is(err, kv.ErrExists) {
 			return newErr(ErrAlreadyExists, CodeAlreadyExists, "project %q already exists", name)
 		}
@@ -135,7 +143,14 @@ func (s *Service) GetProject(ctx context.Context, g Grant) (Project, error) {
 	if g.action != ActReadProject && g.action != ActManageProject {
 		return Project{}, Forbidden("not authorized to %s", ActReadProject)
 	}
-	return g.project.view(), nil
+	var out Project
+	err := s.store.View(ctx, func(tx *kv.Txn) error {
+		var err error
+		out = g.project.view()
+		out.Policies, err = policyRefs(tx, s, g.project.PolicyIDs, g.project.ID)
+		return err
+	})
+	return out, storeErr(err)
 }
 
 // ListProjects lists projects in creation order.

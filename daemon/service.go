@@ -23,6 +23,7 @@ import (
 	"github.com/coffer-hsm/coffer/hsm"
 	"github.com/coffer-hsm/coffer/internal/atomicfile"
 	"github.com/coffer-hsm/coffer/kv"
+	"github.com/coffer-hsm/coffer/policy"
 )
 
 // Keys seals and unseals with keys held in the HSM.
@@ -137,6 +138,10 @@ type Service struct {
 	decoded deliveryRecords // recordcache.go
 
 	audit auditTrail // audit.go
+
+	policyCompiler *policy.Compiler // policy.go
+	policies       compiledPolicies
+	polGen         atomic.Uint64 // see caches.go
 }
 
 // Open opens the HSM and the store named by cfg and returns a ready
@@ -214,6 +219,11 @@ func New(ctx context.Context, cfg Config, keys Keys, store Store) (*Service, err
 		audit:   newAuditTrail(),
 	}
 	s.authGate = newAuthGate(cfg.AuthLimit, time.Now, s.log)
+	pc, err := newPolicyCompiler()
+	if err != nil {
+		return nil, err
+	}
+	s.policyCompiler = pc
 	s.bg, s.bgCancel = context.WithCancel(context.Background())
 	// Every commit tells the caches what it wrote (caches.go), from the
 	// first one on.

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/coffer-hsm/coffer/kv"
+	"github.com/coffer-hsm/coffer/policy"
 )
 
 const (
@@ -34,6 +35,11 @@ type sessionRecord struct {
 	ExpiresAt    *time.Time   `json:"expires_at,omitempty"`
 	// Kid is the key id of the signing key of an OAuth2 session's JWT.
 	Kid string `json:"kid,omitempty"`
+	// Policies attached to the credential (ids, resolved when attached),
+	// its inline policy, and its name, as the policies see them.
+	PolicyIDs      []string          `json:"policy_ids,omitempty"`
+	InlinePolicies []policy.Document `json:"inline_policies,omitempty"`
+	CredentialName string            `json:"credential_name,omitempty"`
 }
 
 func (r sessionRecord) indexes() []kv.Index {

@@ -41,6 +41,9 @@ type userRecord struct {
 	AccessTokenTTL time.Duration `json:"access_token_ttl"`
 	CreatedAt      time.Time     `json:"created_at"`
 	UpdatedAt      time.Time     `json:"updated_at"`
+	// PolicyIDs are the policies that apply to every request of the user
+	// (a project's policy, in that project only): policy.go.
+	PolicyIDs []string `json:"policy_ids,omitempty"`
 }
 
 func (u userRecord) indexes() []kv.Index {
@@ -54,7 +57,7 @@ func (u userRecord) indexes() []kv.Index {
 	for _, vm := range u.VMNames {
 		ix = append(ix, kv.Index{Name: indexVM, Value: vm, Unique: true})
 	}
-	return ix
+	return append(ix, policyIndexes(u.PolicyIDs)...)
 }
 
 // User is the projection of a user.
@@ -68,6 +71,7 @@ type User struct {
 	VMNames        []string
 	AccessTokenTTL time.Duration
 	Roles          []ProjectRole
+	Policies       []string // attached: global by name, a project's as PROJECT/NAME
 	CreatedAt      time.Time
 	UpdatedAt      time.Time
 }
@@ -81,6 +85,7 @@ type UserInput struct {
 	VsockCIDs      []uint32
 	VMNames        []string
 	AccessTokenTTL time.Duration
+	Policies       []string // a global policy by name, a project's as PROJECT/NAME
 }
 
 // UserPatch changes a user; nil fields stay as they are.
@@ -90,6 +95,7 @@ type UserPatch struct {
 	VsockCIDs      *[]uint32
 	VMNames        *[]string
 	AccessTokenTTL *time.Duration
+	Policies       *[]string
 }
 
 const CodeInvalidUser = "invalid_user"
@@ -177,14 +183,23 @@ func (s *Service) CreateUser(ctx context.Context, g Grant, in UserInput) (User, 
 		UnixUIDs: in.UnixUIDs, VsockCIDs: in.VsockCIDs, VMNames: in.VMNames, AccessTokenTTL: in.AccessTokenTTL,
 		CreatedAt: now, UpdatedAt: now,
 	}
+	var view User
 	err := s.update(ctx, g.principal, "user.create", func(tx *kv.Txn, c *change) error {
 		c.set("user", rec.ID)
-		return bindingClash(tx.Put(tableUsers, rec.ID, rec, rec.indexes()...))
+		var err error
+		if rec.PolicyIDs, err = resolveUserPolicies(s, tx, in.Policies); err != nil {
+			return err
+		}
+		if err := bindingClash(tx.Put(tableUsers, rec.ID, rec, rec.indexes()...)); err != nil {
+			return err
+		}
+		view, err = s.userView(tx, rec, nil)
+		return err
 	})
 	if err != nil {
 		return User{}, storeErr(err)
 	}
-	return rec.view(nil), nil
+	return view, nil
 }
 
 func (r userRecord) view(roles []ProjectRole) User {
@@ -240,11 +255,26 @@ func (s *Service) GetUser(ctx context.Context, g Grant) (User, error) {
 			// not its roles elsewhere, nor its host bindings.
 			roles = slices.DeleteFunc(roles, func(r ProjectRole) bool { return r.ProjectID != g.token.ProjectID })
 			rec.UnixUIDs, rec.VsockCIDs, rec.VMNames = nil, nil, nil
+			// Nor its policies of other projects.
+			rec.PolicyIDs = slices.DeleteFunc(slices.Clone(rec.PolicyIDs), func(id string) bool {
+				var p policyRecord
+				err := tx.Get(tablePolicies, id, &p)
+				return err != nil || (p.ProjectID != "" && p.ProjectID != g.token.ProjectID)
+			})
 		}
-		out = rec.view(roles)
-		return nil
+		out, err = s.userView(tx, rec, roles)
+		return err
 	})
 	return out, storeErr(err)
+}
+
+// userView is the projection of a user with its roles and the names of
+// its policies.
+func (s *Service) userView(tx *kv.Txn, rec userRecord, roles []ProjectRole) (User, error) {
+	v := rec.view(roles)
+	names, err := policyRefs(tx, s, rec.PolicyIDs, "")
+	v.Policies = names
+	return v, err
 }
 
 // ListUsers lists users in creation order; with project set, only those
@@ -328,6 +358,7 @@ func (s *Service) PatchUser(ctx context.Context, g Grant, p UserPatch) (User, er
 		}
 	}
 	var rec userRecord
+	var view User
 	err := s.update(ctx, g.principal, "user.update", func(tx *kv.Txn, c *change) error {
 		var err error
 		if rec, err = findUser(tx, g.userID); err != nil {
@@ -350,16 +381,26 @@ func (s *Service) PatchUser(ctx context.Context, g Grant, p UserPatch) (User, er
 		if p.AccessTokenTTL != nil {
 			rec.AccessTokenTTL = *p.AccessTokenTTL
 		}
+		if p.Policies != nil {
+			if rec.PolicyIDs, err = resolveUserPolicies(s, tx, *p.Policies); err != nil {
+				return err
+			}
+			c.set("policies", strconv.Itoa(len(rec.PolicyIDs)))
+		}
 		if err := s.checkBindings(rec.UnixUIDs, rec.VsockCIDs, rec.VMNames); err != nil {
 			return err
 		}
 		rec.UpdatedAt = s.now()
-		return bindingClash(tx.Put(tableUsers, rec.ID, rec, rec.indexes()...))
+		if err := bindingClash(tx.Put(tableUsers, rec.ID, rec, rec.indexes()...)); err != nil {
+			return err
+		}
+		view, err = s.userView(tx, rec, nil)
+		return err
 	})
 	if err != nil {
 		return User{}, storeErr(err)
 	}
-	return rec.view(nil), nil
+	return view, nil
 }
 
 // DeleteUser deletes a user with its roles, credentials and sessions.

@@ -246,3 +246,56 @@ func (c *Client) sendOAuth(req *http.Request, out any) (http.Header, error) {
 	}
 	return resp.Header, json.Unmarshal(data, out)
 }
+
+// policiesPath is the collection of project's policies ("" global).
+func policiesPath(project string) string {
+	if project == "" {
+		return "/v1/policies"
+	}
+	return "/v1/projects/" + url.PathEscape(project) + "/policies"
+}
+
+// CreatePolicy saves a new policy in project ("" global).
+func (c *Client) CreatePolicy(ctx context.Context, project string, in PolicyRequest) (Policy, error) {
+	var p Policy
+	_, err := c.do(ctx, http.MethodPost, policiesPath(project), in, &p)
+	return p, err
+}
+
+// UpdatePolicy replaces the description and rules of a policy.
+func (c *Client) UpdatePolicy(ctx context.Context, project, name string, in PolicyRequest) (Policy, error) {
+	var p Policy
+	_, err := c.do(ctx, http.MethodPut, policiesPath(project)+"/"+url.PathEscape(name), in, &p)
+	return p, err
+}
+
+// GetPolicy reads a policy with what it is attached to.
+func (c *Client) GetPolicy(ctx context.Context, project, name string) (Policy, error) {
+	var p Policy
+	_, err := c.do(ctx, http.MethodGet, policiesPath(project)+"/"+url.PathEscape(name), nil, &p)
+	return p, err
+}
+
+// ListPolicies lists a project's policies ("" the global ones).
+func (c *Client) ListPolicies(ctx context.Context, project string) (List[Policy], error) {
+	var l List[Policy]
+	_, err := c.do(ctx, http.MethodGet, policiesPath(project), nil, &l)
+	return l, err
+}
+
+// DeletePolicy deletes a policy attached to nothing.
+func (c *Client) DeletePolicy(ctx context.Context, project, name string) error {
+	_, err := c.do(ctx, http.MethodDelete, policiesPath(project)+"/"+url.PathEscape(name), nil, nil)
+	return err
+}
+
+// SetProjectPolicies attaches policies to every request in project,
+// replacing those it had.
+func (c *Client) SetProjectPolicies(ctx context.Context, project string, names []string) (Project, error) {
+	var p Project
+	if names == nil {
+		names = []string{} // null is refused: it is not "none"
+	}
+	_, err := c.do(ctx, http.MethodPatch, "/v1/projects/"+url.PathEscape(project), ProjectPatchRequest{Policies: &names}, &p)
+	return p, err
+}

@@ -38,6 +38,8 @@ var requestBodies = []struct {
 	{"AccessRule", false, func() any { return new(AccessRule) }},
 	{"BindingCreateRequest", false, func() any { return new(BindingCreateRequest) }},
 	{"AuthorizeRequest", false, func() any { return new(AuthorizeRequest) }},
+	{"PolicyRequest", false, func() any { return new(PolicyRequest) }},
+	{"ProjectPatchRequest", false, func() any { return new(ProjectPatchRequest) }},
 	{"struct{}", true, func() any { return new(struct{}) }},
 }
 

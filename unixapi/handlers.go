@@ -25,6 +25,7 @@ func (s *Server) routes() {
 	s.importRoutes()
 
 	s.identityRoutes()
+	s.policyRoutes()
 	s.oauthRoutes()
 	s.deliveryRoutes()
 	s.auditRoutes()
@@ -67,7 +68,7 @@ func (s *Server) getStatus(w http.ResponseWriter, r *http.Request) error {
 }
 
 func projectWire(p daemon.Project) Project {
-	return Project{ID: p.ID, Name: p.Name, CreatedAt: p.CreatedAt}
+	return Project{ID: p.ID, Name: p.Name, Policies: nonNil(p.Policies), CreatedAt: p.CreatedAt}
 }
 
 func (s *Server) createProject(w http.ResponseWriter, r *http.Request) error {

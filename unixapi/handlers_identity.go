@@ -50,6 +50,7 @@ func userWire(u daemon.User) User {
 	if out.VMNames == nil {
 		out.VMNames = []string{}
 	}
+	out.Policies = nonNil(u.Policies)
 	for _, r := range u.Roles {
 		out.Roles = append(out.Roles, roleWire(r))
 	}
@@ -82,7 +83,7 @@ func (s *Server) createUser(w http.ResponseWriter, r *http.Request) error {
 	}
 	u, err := s.b.CreateUser(r.Context(), g, daemon.UserInput{
 		Name: req.Name, Kind: req.Kind, Disabled: req.Disabled, UnixUIDs: req.UnixUIDs, VsockCIDs: req.VsockCIDs,
-		VMNames: req.VMNames, AccessTokenTTL: ttl,
+		VMNames: req.VMNames, AccessTokenTTL: ttl, Policies: req.Policies,
 	})
 	if err != nil {
 		return err
@@ -135,7 +136,7 @@ func (s *Server) patchUser(w http.ResponseWriter, r *http.Request) error {
 	if err := decodeJSON(w, r, &req, false); err != nil {
 		return err
 	}
-	p := daemon.UserPatch{Disabled: req.Disabled, UnixUIDs: req.UnixUIDs, VsockCIDs: req.VsockCIDs, VMNames: req.VMNames}
+	p := daemon.UserPatch{Disabled: req.Disabled, UnixUIDs: req.UnixUIDs, VsockCIDs: req.VsockCIDs, VMNames: req.VMNames, Policies: req.Policies}
 	if req.AccessTokenTTL != nil {
 		ttl, err := parseTTL(*req.AccessTokenTTL)
 		if err != nil {
@@ -231,7 +232,7 @@ func credentialWire(c daemon.Credential, issued daemon.Issued) Credential {
 	return Credential{
 		ID: c.ID, Name: c.Name, Description: c.Description, Type: c.Type, User: c.User, UserID: c.UserID,
 		Project: c.Project, ProjectID: c.ProjectID, Roles: c.Roles, AccessRules: rulesWire(c.AccessRules),
-		Policies: c.Policies, SessionType: c.SessionType, Unrestricted: c.Unrestricted, TokenID: c.TokenID,
+		Policies: c.Policies, InlinePolicies: c.InlinePolicies, SessionType: c.SessionType, Unrestricted: c.Unrestricted, TokenID: c.TokenID,
 		ClientID: c.ClientID, ExpiresAt: c.ExpiresAt, MaxAuthn: c.MaxAuthn, AuthnCount: c.AuthnCount,
 		LastUsedAt: c.LastUsedAt, CreatedAt: c.CreatedAt, RotatedAt: c.RotatedAt, RevokedAt: c.RevokedAt,
 		Status: c.Status, Token: issued.Token, ClientSecret: issued.ClientSecret,
@@ -249,7 +250,7 @@ func (s *Server) createCredential(w http.ResponseWriter, r *http.Request) error 
 	}
 	c, issued, err := s.b.CreateCredential(r.Context(), g, daemon.CredentialInput{
 		Type: req.Type, User: req.User, Name: req.Name, Description: req.Description, Roles: req.Roles,
-		AccessRules: rulesDomain(req.AccessRules), Policies: req.Policies, ExpireIn: req.ExpireIn,
+		AccessRules: rulesDomain(req.AccessRules), Policies: req.Policies, InlinePolicy: req.InlinePolicy, ExpireIn: req.ExpireIn,
 		MaxAuthn: req.MaxAuthn, OneTime: req.OneTime, SessionType: req.SessionType, Unrestricted: req.Unrestricted,
 	})
 	if err != nil {

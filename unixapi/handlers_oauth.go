@@ -159,10 +159,15 @@ func (s *Server) authorizeCall(w http.ResponseWriter, r *http.Request) error {
 	if req.Token == "" || req.Service == "" || req.Method == "" || req.Path == "" {
 		return daemon.Invalid(daemon.CodeInvalidArgument, "token, service, method and path are required")
 	}
-	d, err := s.b.AuthorizeCall(r.Context(), req.Token, req.Service, req.Method, req.Path)
+	call := s.b.AuthorizeCall
+	if req.Explain {
+		call = s.b.ExplainCall
+	}
+	d, err := call(r.Context(), req.Token, req.Service, req.Method, req.Path)
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, Decision{Allowed: d.Allowed, Reason: d.Reason, User: d.User, Project: d.Project, Roles: d.Roles})
+	writeJSON(w, http.StatusOK, Decision{Allowed: d.Allowed, Reason: d.Reason, User: d.User, Project: d.Project, Roles: d.Roles,
+		Policies: d.Policies, Matched: d.Matched})
 	return nil
 }

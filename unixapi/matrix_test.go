@@ -23,6 +23,7 @@ import (
 	"github.com/coffer-hsm/coffer/audit"
 	"github.com/coffer-hsm/coffer/daemon"
 	"github.com/coffer-hsm/coffer/hsm"
+	"github.com/coffer-hsm/coffer/policy"
 )
 
 // The authorization matrix: every registered endpoint × every kind of
@@ -137,10 +138,13 @@ type matrixReq struct {
 	form               bool // body is application/x-www-form-urlencoded
 }
 
-func reqGET(path string) matrixReq         { return matrixReq{method: "GET", path: path} }
-func reqDELETE(path string) matrixReq      { return matrixReq{method: "DELETE", path: path} }
-func reqPOST(path, body string) matrixReq  { return matrixReq{method: "POST", path: path, body: body} }
-func reqPUT(path string) matrixReq         { return matrixReq{method: "PUT", path: path} }
+func reqGET(path string) matrixReq        { return matrixReq{method: "GET", path: path} }
+func reqDELETE(path string) matrixReq     { return matrixReq{method: "DELETE", path: path} }
+func reqPOST(path, body string) matrixReq { return matrixReq{method: "POST", path: path, body: body} }
+func reqPUT(path string) matrixReq        { return matrixReq{method: "PUT", path: path} }
+func reqPUTBody(path, body string) matrixReq {
+	return matrixReq{method: "PUT", path: path, body: body}
+}
 func reqPATCH(path, body string) matrixReq { return matrixReq{method: "PATCH", path: path, body: body} }
 func reqForm(path string, v url.Values) matrixReq {
 	return matrixReq{method: "POST", path: path, body: v.Encode(), form: true}
@@ -301,6 +305,33 @@ func matrixRows() []matrixRow {
 		{route: "DELETE /v1/credentials/{id}", req: func(t *testing.T, f *matrixEnv) matrixReq {
 			return reqDELETE("/v1/credentials/" + f.newBobCredential(t))
 		}, want: allow("204", grpAdmins+" member")},
+
+		// A project's policies: its admins write them (a management
+		// write), its readers read them. Global ones: system admins write,
+		// every user reads.
+		{route: "POST /v1/projects/{p}/policies", req: func(t *testing.T, f *matrixEnv) matrixReq {
+			return reqPOST("/v1/projects/p1/policies", `{"name":"`+f.name("pol")+`","rules":[{"effect":"deny","condition":"request.method == 'DELETE'"}]}`)
+		}, want: allow("201", grpAdmins)},
+		{route: "GET /v1/projects/{p}/policies", req: fixed(reqGET("/v1/projects/p1/policies")), want: allow("200", grpReaders)},
+		{route: "GET /v1/projects/{p}/policies/{name}", req: fixed(reqGET("/v1/projects/p1/policies/matrix-pol")), want: allow("200", grpReaders)},
+		{route: "GET /v1/projects/{p}/policies/{name}", variant: "p2's", req: fixed(reqGET("/v1/projects/p2/policies/matrix-pol")),
+			want: allow("200", grpSysAdmins+" admin twoproj")},
+		{route: "PUT /v1/projects/{p}/policies/{name}", req: fixed(reqPUTBody("/v1/projects/p1/policies/matrix-pol", `{"rules":[{"effect":"deny","condition":"false"}]}`)),
+			want: allow("200", grpAdmins)},
+		{route: "DELETE /v1/projects/{p}/policies/{name}", req: func(t *testing.T, f *matrixEnv) matrixReq {
+			return reqDELETE("/v1/projects/p1/policies/" + f.newPolicy(t, "p1"))
+		}, want: allow("204", grpAdmins)},
+		{route: "PATCH /v1/projects/{p}", req: fixed(reqPATCH("/v1/projects/p1", `{"policies":[]}`)), want: allow("200", grpAdmins)},
+		{route: "POST /v1/policies", req: func(t *testing.T, f *matrixEnv) matrixReq {
+			return reqPOST("/v1/policies", `{"name":"`+f.name("pol")+`","rules":[{"effect":"deny","condition":"false"}]}`)
+		}, want: allow("201", grpSysAdmins)},
+		{route: "GET /v1/policies", req: fixed(reqGET("/v1/policies")), want: allow("200", grpUsers)},
+		{route: "GET /v1/policies/{name}", req: fixed(reqGET("/v1/policies/matrix-global")), want: allow("200", grpUsers)},
+		{route: "PUT /v1/policies/{name}", req: fixed(reqPUTBody("/v1/policies/matrix-global", `{"rules":[{"effect":"deny","condition":"false"}]}`)),
+			want: allow("200", grpSysAdmins)},
+		{route: "DELETE /v1/policies/{name}", req: func(t *testing.T, f *matrixEnv) matrixReq {
+			return reqDELETE("/v1/policies/" + f.newPolicy(t, ""))
+		}, want: allow("204", grpSysAdmins)},
 
 		// Saving a rule is a management write; listing is a read.
 		{route: "POST /v1/access-rules", req: fixed(reqPOST("/v1/access-rules", `{"service":"svc","method":"GET","path":"/x/*"}`)),
@@ -745,6 +776,13 @@ func (f *matrixEnv) setup(t *testing.T) {
 		{Service: "coffer", Method: "POST", Path: "/v1/secrets/{id}/rotate"},
 	}})
 	f.bearer["ruled"] = ruled.Token
+	// Policies the rows read and change (their rules never hold).
+	for _, pol := range []struct{ project, name string }{{"p1", "matrix-pol"}, {"p2", "matrix-pol"}, {"", "matrix-global"}} {
+		in := daemon.PolicyInput{Name: pol.name, Document: policy.Document{Rules: []policy.Rule{{Effect: policy.Deny, Condition: "false"}}}}
+		if _, err := f.svc.CreatePolicy(ctx, f.root(t, daemon.ActManagePolicies, daemon.Resource{Project: pol.project}), in); err != nil {
+			t.Fatal(err)
+		}
+	}
 
 	expCred, expired := f.credential(t, "p1", daemon.CredentialInput{Type: daemon.CredAccessToken, User: "alice", ExpireIn: "50ms"})
 	f.bearer["expired"] = expired.Token
@@ -894,6 +932,17 @@ func (f *matrixEnv) newBobRule(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return r.ID
+}
+
+// newPolicy makes a policy in project ("" global) and returns its name.
+func (f *matrixEnv) newPolicy(t *testing.T, project string) string {
+	t.Helper()
+	a := daemon.ActManagePolicies
+	in := daemon.PolicyInput{Name: f.name("pol"), Document: policy.Document{Rules: []policy.Rule{{Effect: policy.Deny, Condition: "false"}}}}
+	if _, err := f.svc.CreatePolicy(f.ctx, f.root(t, a, daemon.Resource{Project: project}), in); err != nil {
+		t.Fatal(err)
+	}
+	return in.Name
 }
 
 // do sends r as principal who and returns "STATUS" for a success, or

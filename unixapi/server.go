@@ -42,6 +42,7 @@ type Backend interface {
 	ImportSecret(ctx context.Context, g daemon.Grant, f *hostseal.File) (daemon.Secret, error)
 
 	IdentityBackend
+	PolicyBackend
 	KeysBackend
 
 	CreateBinding(ctx context.Context, g daemon.Grant, in daemon.BindingInput) (daemon.Binding, error)
@@ -85,6 +86,7 @@ type IdentityBackend interface {
 	ClientCredentials(ctx context.Context, clientID, clientSecret, scope string) (daemon.AccessToken, error)
 	Introspect(ctx context.Context, token string) (daemon.Introspection, error)
 	AuthorizeCall(ctx context.Context, token, service, method, path string) (daemon.Decision, error)
+	ExplainCall(ctx context.Context, token, service, method, path string) (daemon.Decision, error)
 	JWKS() daemon.JWKSet
 	ServerMetadata() daemon.ServerMetadata
 }

@@ -86,6 +86,7 @@ type Counts struct {
 type Project struct {
 	ID        string    `json:"id"`
 	Name      string    `json:"name"`
+	Policies  []string  `json:"policies"` // attached to every request in it
 	CreatedAt time.Time `json:"created_at"`
 }
 

@@ -3,6 +3,8 @@ package unixapi
 import (
 	"encoding/json"
 	"time"
+
+	"github.com/coffer-hsm/coffer/policy"
 )
 
 // User is a user.
@@ -16,6 +18,7 @@ type User struct {
 	VMNames        []string      `json:"vm_names"`
 	AccessTokenTTL string        `json:"access_token_ttl"`
 	Roles          []ProjectRole `json:"roles,omitempty"`
+	Policies       []string      `json:"policies"`
 	CreatedAt      time.Time     `json:"created_at"`
 	UpdatedAt      time.Time     `json:"updated_at"`
 }
@@ -29,6 +32,7 @@ type UserCreateRequest struct {
 	VsockCIDs      []uint32 `json:"vsock_cids,omitempty"`
 	VMNames        []string `json:"vm_names,omitempty"`
 	AccessTokenTTL string   `json:"access_token_ttl,omitempty"`
+	Policies       []string `json:"policies,omitempty"`
 }
 
 // UserPatchRequest is PATCH /v1/users/{u}; absent fields stay.
@@ -38,6 +42,7 @@ type UserPatchRequest struct {
 	VsockCIDs      *[]uint32 `json:"vsock_cids,omitempty"`
 	VMNames        *[]string `json:"vm_names,omitempty"`
 	AccessTokenTTL *string   `json:"access_token_ttl,omitempty"`
+	Policies       *[]string `json:"policies,omitempty"`
 }
 
 // ProjectRole is a user's role on a project.
@@ -69,29 +74,32 @@ type SavedRule struct {
 // Credential is a credential. Token and ClientSecret are set only in the
 // answer to create and rotate: the secret is shown once.
 type Credential struct {
-	ID           string       `json:"id"`
-	Name         string       `json:"name"`
-	Description  string       `json:"description,omitempty"`
-	Type         string       `json:"type"`
-	User         string       `json:"user"`
-	UserID       string       `json:"user_id"`
-	Project      string       `json:"project"`
-	ProjectID    string       `json:"project_id"`
-	Roles        []string     `json:"roles"`
-	AccessRules  []AccessRule `json:"access_rules"`
-	Policies     []string     `json:"policies"`
-	SessionType  string       `json:"session_type"`
-	Unrestricted bool         `json:"unrestricted"`
-	TokenID      string       `json:"token_id"`
-	ClientID     string       `json:"client_id,omitempty"`
-	ExpiresAt    *time.Time   `json:"expires_at,omitempty"`
-	MaxAuthn     int          `json:"max_authn"`
-	AuthnCount   int          `json:"authn_count"`
-	LastUsedAt   *time.Time   `json:"last_used_at,omitempty"`
-	CreatedAt    time.Time    `json:"created_at"`
-	RotatedAt    *time.Time   `json:"rotated_at,omitempty"`
-	RevokedAt    *time.Time   `json:"revoked_at,omitempty"`
-	Status       string       `json:"status"`
+	ID          string       `json:"id"`
+	Name        string       `json:"name"`
+	Description string       `json:"description,omitempty"`
+	Type        string       `json:"type"`
+	User        string       `json:"user"`
+	UserID      string       `json:"user_id"`
+	Project     string       `json:"project"`
+	ProjectID   string       `json:"project_id"`
+	Roles       []string     `json:"roles"`
+	AccessRules []AccessRule `json:"access_rules"`
+	Policies    []string     `json:"policies"`
+	// InlinePolicies are the rules written on the credential (and on the
+	// token that made it).
+	InlinePolicies []policy.Document `json:"inline_policies,omitempty"`
+	SessionType    string            `json:"session_type"`
+	Unrestricted   bool              `json:"unrestricted"`
+	TokenID        string            `json:"token_id"`
+	ClientID       string            `json:"client_id,omitempty"`
+	ExpiresAt      *time.Time        `json:"expires_at,omitempty"`
+	MaxAuthn       int               `json:"max_authn"`
+	AuthnCount     int               `json:"authn_count"`
+	LastUsedAt     *time.Time        `json:"last_used_at,omitempty"`
+	CreatedAt      time.Time         `json:"created_at"`
+	RotatedAt      *time.Time        `json:"rotated_at,omitempty"`
+	RevokedAt      *time.Time        `json:"revoked_at,omitempty"`
+	Status         string            `json:"status"`
 
 	Token        string `json:"token,omitempty" redact:"true"`
 	ClientSecret string `json:"client_secret,omitempty" redact:"true"`
@@ -100,18 +108,19 @@ type Credential struct {
 // CredentialCreateRequest is POST /v1/projects/{p}/credentials.
 // AccessRules absent or null: unrestricted by rules; []: nothing allowed.
 type CredentialCreateRequest struct {
-	Type         string       `json:"type"`
-	User         string       `json:"user,omitempty"`
-	Name         string       `json:"name,omitempty"`
-	Description  string       `json:"description,omitempty"`
-	Roles        []string     `json:"roles,omitempty"`
-	AccessRules  []AccessRule `json:"access_rules"`
-	Policies     []string     `json:"policies,omitempty"`
-	ExpireIn     string       `json:"expire_in,omitempty"`
-	MaxAuthn     int          `json:"max_authn,omitempty"`
-	OneTime      bool         `json:"one_time,omitempty"`
-	SessionType  string       `json:"session_type,omitempty"`
-	Unrestricted bool         `json:"unrestricted,omitempty"`
+	Type         string           `json:"type"`
+	User         string           `json:"user,omitempty"`
+	Name         string           `json:"name,omitempty"`
+	Description  string           `json:"description,omitempty"`
+	Roles        []string         `json:"roles,omitempty"`
+	AccessRules  []AccessRule     `json:"access_rules"`
+	Policies     []string         `json:"policies,omitempty"`
+	InlinePolicy *policy.Document `json:"inline_policy,omitempty"`
+	ExpireIn     string           `json:"expire_in,omitempty"`
+	MaxAuthn     int              `json:"max_authn,omitempty"`
+	OneTime      bool             `json:"one_time,omitempty"`
+	SessionType  string           `json:"session_type,omitempty"`
+	Unrestricted bool             `json:"unrestricted,omitempty"`
 }
 
 // CredentialRotateRequest is POST /v1/credentials/{id}/rotate.
@@ -187,6 +196,8 @@ type AuthorizeRequest struct {
 	Service string `json:"service"`
 	Method  string `json:"method"`
 	Path    string `json:"path"`
+	// Explain asks which policy rules held (Decision.Matched).
+	Explain bool `json:"explain,omitempty"`
 }
 
 // Decision is the answer of POST /v1/authorize.
@@ -196,4 +207,8 @@ type Decision struct {
 	User    string   `json:"user,omitempty"`
 	Project string   `json:"project,omitempty"`
 	Roles   []string `json:"roles,omitempty"`
+	// Policies are the policies that applied; Matched, when explained,
+	// the rules whose condition held ("policy#rule").
+	Policies []string `json:"policies,omitempty"`
+	Matched  []string `json:"matched,omitempty"`
 }

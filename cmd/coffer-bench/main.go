@@ -185,6 +185,16 @@ func parseFlags(args []string, benchEnv string) (options, error) {
 			}
 			o.only[n] = true
 		}
+		// A scenario measured against another runs that one too.
+		for _, s := range scenarios {
+			if o.only[s.name] {
+				for _, c := range s.ceilings {
+					if known[c] {
+						o.only[c] = true
+					}
+				}
+			}
+		}
 	}
 	if o.meta == "" {
 		o.meta = strings.TrimSuffix(o.out, ".json") + "-meta.json"
@@ -577,6 +587,8 @@ func benchMain(ctx context.Context, o options, stdout, stderr io.Writer) (code i
 			}
 			rw := makeRow(rs.s, r, rates)
 			rows = append(rows, rw)
+			// A later scenario may be measured against this one.
+			rates[rs.s.name] = r.opsPerSec()
 			logf("scenario %-14s c=%-3d %8.0f ops/s  p99 %.2f ms  ratio %.3f (%s)  %s  other cpu %.2f", rw.Scenario, c, rw.OpsPerS, rw.P99Ms, rw.Ratio, rw.Ceiling, rw.Verdict, rw.OtherCPUs)
 		}
 	}

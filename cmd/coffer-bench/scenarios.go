@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 
 	cofferd "github.com/coffer-hsm/coffer/daemon"
+	"github.com/coffer-hsm/coffer/policy"
 	"github.com/coffer-hsm/coffer/unixapi"
 )
 
@@ -44,6 +45,14 @@ var scenarios = []scenario{
 		name: "authorize", what: "POST /v1/authorize, random cft_ of the first 100,000 preloaded (each used once before: bearer cache warm) with 3 access rules, 2nd rule matches",
 		ceilings: []string{ceilHTTP}, goal: 0.70, read: true, warmTokens: true,
 		prepare: prepareAuthorize,
+	},
+	{
+		// Issue 14: what policies cost where it shows most. Its ceiling
+		// is the plain authorize of the same run (measured just before it
+		// at each concurrency): the ratio is the policies' overhead.
+		name: "authorize-policies", what: "POST /v1/authorize as authorize, tokens carrying 3 policies of 2 CEL rules (deny checked first, then allow), 512 tokens (cache warm)",
+		ceilings: []string{"authorize"}, goal: 0.90, read: true,
+		prepare: prepareAuthorizePolicies,
 	},
 	{
 		name: "bearer-read", what: "GET /v1/secrets/{id}, random preloaded id, random preloaded cft_ bearer (reader, 3 rules, 3rd matches; cache warm)",
@@ -183,6 +192,75 @@ func prepareAuthorize(ctx context.Context, e *env) (generator, error) {
 	}
 	if !d.Allowed || d.Reason != "matched rule #1" {
 		return nil, fmt.Errorf("authorize: want allowed by rule #1, got %+v", d)
+	}
+	return func(_ int, rng *rand.Rand) request {
+		return request{method: http.MethodPost, path: "/v1/authorize", body: authorizeBody(toks[rng.IntN(len(toks))], rng.IntN(1_000_000))}
+	}, nil
+}
+
+// benchPolicies are the policies of the authorize-policies tokens: two
+// rules each, of the kinds users write (a service and method, a path
+// pattern, the subject's roles); every one lets the bench's requests
+// through, the deny rules after evaluating.
+var benchPolicies = []unixapi.PolicyRequest{
+	{Name: "bench-services", Rules: []policy.Rule{
+		{Effect: policy.Deny, Condition: `request.service == "payroll" && request.method != "GET"`},
+		{Effect: policy.Allow, Condition: `request.service in ["inventory", "billing"]`},
+	}},
+	{Name: "bench-paths", Rules: []policy.Rule{
+		{Effect: policy.Deny, Condition: `request.path.matchesPath("/v1/items/*/secret")`},
+		{Effect: policy.Allow, Condition: `request.path.matchesPath("/v1/items/*")`},
+	}},
+	{Name: "bench-subject", Rules: []policy.Rule{
+		{Effect: policy.Deny, Condition: `subject.user_kind == "human" && subject.token_kind == ""`},
+		{Effect: policy.Allow, Condition: `"reader" in subject.roles && subject.project == "default"`},
+	}},
+}
+
+// policyTokens is how many tokens authorize-policies draws from.
+const policyTokens = 512
+
+func prepareAuthorizePolicies(ctx context.Context, e *env) (generator, error) {
+	var names []string
+	for _, p := range benchPolicies {
+		if _, err := e.admin.CreatePolicy(ctx, "default", p); err != nil {
+			return nil, fmt.Errorf("create policy %s: %w", p.Name, err)
+		}
+		names = append(names, p.Name)
+	}
+	toks := make([]string, policyTokens)
+	mk := func(i int) request {
+		body, _ := json.Marshal(unixapi.CredentialCreateRequest{Type: "access-token", User: benchUser,
+			Name: "bench-pol-" + strconv.Itoa(i), AccessRules: benchRules, Policies: names})
+		return request{method: http.MethodPost, path: "/v1/projects/default/credentials", body: body}
+	}
+	err := preloadAPI(ctx, e.socket, policyTokens, 8, mk, func(i int, body []byte) error {
+		var c struct {
+			Token string `json:"token"`
+		}
+		if err := json.Unmarshal(body, &c); err != nil || c.Token == "" {
+			return fmt.Errorf("create credential: bad response %q", body)
+		}
+		toks[i] = c.Token
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("authorize-policies: %w", err)
+	}
+	// Warm, and check the decision is the one measured: allowed by the
+	// rule, with the three policies evaluated.
+	err = preloadAPI(ctx, e.socket, policyTokens, 8, func(i int) request {
+		return request{method: http.MethodPost, path: "/v1/authorize", body: authorizeBody(toks[i], i)}
+	}, func(int, []byte) error { return nil })
+	if err != nil {
+		return nil, fmt.Errorf("authorize-policies: warm: %w", err)
+	}
+	d, err := e.admin.Authorize(ctx, unixapi.AuthorizeRequest{Token: toks[0], Service: "inventory", Method: "GET", Path: "/v1/items/1"})
+	if err != nil {
+		return nil, err
+	}
+	if !d.Allowed || len(d.Policies) != len(benchPolicies) {
+		return nil, fmt.Errorf("authorize-policies: want allowed under %d policies, got %+v", len(benchPolicies), d)
 	}
 	return func(_ int, rng *rand.Rand) request {
 		return request{method: http.MethodPost, path: "/v1/authorize", body: authorizeBody(toks[rng.IntN(len(toks))], rng.IntN(1_000_000))}

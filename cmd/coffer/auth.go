@@ -267,6 +267,7 @@ denial exits 1 (and an error talking to the daemon still exits 1 or 3).`,
 		&cli.StringFlag{Name: "method", Usage: "the HTTP `METHOD` of the call"},
 		&cli.StringFlag{Name: "path", Usage: "the `PATH` of the call"},
 		&cli.BoolFlag{Name: "exit-code", Usage: "exit 1 when the call is denied"},
+		&cli.BoolFlag{Name: "explain", Usage: "also say which policy rules held"},
 	),
 	Action: func(c *cli.Context) error {
 		if c.Args().Present() {
@@ -293,6 +294,7 @@ denial exits 1 (and an error talking to the daemon still exits 1 or 3).`,
 		}
 		d, err := cl.Authorize(c.Context, unixapi.AuthorizeRequest{
 			Token: tok, Service: c.String("service"), Method: strings.ToUpper(c.String("method")), Path: c.String("path"),
+			Explain: c.Bool("explain"),
 		})
 		if err != nil {
 			return err
@@ -304,6 +306,8 @@ denial exits 1 (and an error talking to the daemon still exits 1 or 3).`,
 				{"user", d.User},
 				{"project", d.Project},
 				{"roles", strings.Join(d.Roles, ", ")},
+				{"policies", strings.Join(d.Policies, ", ")},
+				{"matched rules", strings.Join(d.Matched, ", ")},
 			})
 		})
 		if err == nil && !d.Allowed && c.Bool("exit-code") {

@@ -44,7 +44,8 @@ Go duration (90m), at most two years.`,
 			&cli.StringFlag{Name: "name", Usage: "its `NAME` (default: <user>-<type>-<random>)"},
 			&cli.StringFlag{Name: "description", Usage: "free `TEXT`"},
 			&cli.StringSliceFlag{Name: "role", Usage: "a `ROLE` it carries, of those the user has on the project (repeatable)"},
-			&cli.StringSliceFlag{Name: "policy", Usage: "a `POLICY` name it carries (repeatable)"},
+			&cli.StringSliceFlag{Name: "policy", Usage: "attach `POLICY`, the project's or a global one, to its requests (repeatable)"},
+			&cli.StringFlag{Name: "inline-policy", Usage: "attach the policy document (JSON or YAML) at `PATH` to its requests; - reads standard input"},
 			&cli.StringSliceFlag{Name: "access-rule", Usage: "allow only `SERVICE:METHOD:PATH` (repeatable)"},
 			&cli.StringSliceFlag{Name: "access-rule-id", Usage: "allow a saved rule by `ID` (repeatable; see 'coffer access-rule')"},
 			&cli.BoolFlag{Name: "no-access", Usage: "an empty rule list: nothing allowed"},
@@ -208,6 +209,13 @@ func credCreateRequest(c *cli.Context) (unixapi.CredentialCreateRequest, error) 
 		SessionType:  c.String("session-type"),
 		Unrestricted: c.Bool("unrestricted"),
 	}
+	if c.IsSet("inline-policy") {
+		doc, err := readPolicyDocument(c, c.String("inline-policy"))
+		if err != nil {
+			return in, err
+		}
+		in.InlinePolicy = &doc
+	}
 	switch in.Type {
 	case "auth-token", "oauth2", "access-token":
 	case "":
@@ -346,6 +354,11 @@ func renderCredential(c *cli.Context, cr unixapi.Credential) error {
 			{"status", cr.Status},
 			{"roles", strings.Join(cr.Roles, ", ")},
 			{"policies", strings.Join(cr.Policies, ", ")},
+		}
+		for i, d := range cr.InlinePolicies {
+			for j, r := range d.Rules {
+				fields = append(fields, field{fmt.Sprintf("inline policy %d rule %d", i+1, j+1), r.Effect + " if " + oneLine(r.Condition)})
+			}
 		}
 		fields = append(fields, ruleFields(cr.AccessRules)...)
 		fields = append(fields, []field{

@@ -160,6 +160,7 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 			roleCommand,
 			credCommand,
 			accessRuleCommand,
+			policyCommand,
 			loginCommand,
 			sessionCommand,
 			tokenCommand,

@@ -2,6 +2,7 @@ package main
 
 import (
 	"io"
+	"strings"
 
 	"github.com/urfave/cli/v2"
 
@@ -67,6 +68,27 @@ var projectCommand = group("project", "manage projects (system admins)",
 		},
 	},
 	&cli.Command{
+		Name:      "set-policies",
+		Usage:     "attach policies to every request in a project, replacing those it had",
+		ArgsUsage: "PROJECT [POLICY...]",
+		Description: `Names the project's own policies, or global ones; with no POLICY, detaches
+them all. The project's admins may.`,
+		Action: func(c *cli.Context) error {
+			if !c.Args().Present() {
+				return usagef("'%s' needs the PROJECT", c.Command.HelpName)
+			}
+			cl, err := newClient(c)
+			if err != nil {
+				return err
+			}
+			p, err := cl.SetProjectPolicies(c.Context, c.Args().First(), c.Args().Tail())
+			if err != nil {
+				return err
+			}
+			return renderProject(c, p)
+		},
+	},
+	&cli.Command{
 		Name:      "delete",
 		Usage:     "delete an empty project",
 		ArgsUsage: "NAME|ID",
@@ -78,7 +100,7 @@ var projectCommand = group("project", "manage projects (system admins)",
 
 func renderProject(c *cli.Context, p unixapi.Project) error {
 	return render(c, p, func(w io.Writer) {
-		writeFields(w, []field{{"name", p.Name}, {"id", p.ID}, {"created", ts(p.CreatedAt)}})
+		writeFields(w, []field{{"name", p.Name}, {"id", p.ID}, {"policies", strings.Join(p.Policies, ", ")}, {"created", ts(p.CreatedAt)}})
 	})
 }
 

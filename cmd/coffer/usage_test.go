@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -17,13 +18,26 @@ func TestUsageErrors(t *testing.T) {
 		t.Setenv(k, "")
 	}
 	sock := filepath.Join(dir, "none.sock") // a request would exit 3, not 2
+	badPolicy := filepath.Join(dir, "bad.yaml")
+	for name, doc := range map[string]string{
+		badPolicy: "rules:\n- effect: permit\n  condition: \"true\"\n",
+	} {
+		if err := os.WriteFile(name, []byte(doc), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
 	tests := []struct{ args, want string }{
 		{"user create", "'coffer user create' needs NAME"},
 		{"user create a --kind robot", `--kind must be human or workload, not "robot"`},
 		{"user create a --unix-uid -1", `--unix-uid takes a number from 0 to 4294967295, not "-1"`},
 		{"user create a --vsock-cid 4294967296", `--vsock-cid takes a number from 0 to 4294967295, not "4294967296"`},
-		{"user update a", "'coffer user update' needs something to change: --disable, --enable, --unix-uid, --clear-unix-uids, --vsock-cid, --clear-vsock-cids, --vm-name, --clear-vm-names or --access-token-ttl"},
+		{"user update a", "'coffer user update' needs something to change: --disable, --enable, --unix-uid, --clear-unix-uids, --vsock-cid, --clear-vsock-cids, --vm-name, --clear-vm-names, --access-token-ttl, --policy or --clear-policies"},
 		{"user update a --disable --enable", "--disable and --enable do not go together"},
+		{"user update a --policy x --clear-policies", "--policy and --clear-policies do not go together"},
+		{"policy create a", "'coffer policy create' needs the policy document: --file PATH (- for standard input)"},
+		{"policy create a --file " + badPolicy, badPolicy + `: rule 1: effect must be "allow" or "deny"`},
+		{"cred create --type access-token --inline-policy " + badPolicy, badPolicy + `: rule 1: effect must be "allow" or "deny"`},
+		{"project set-policies", "'coffer project set-policies' needs the PROJECT"},
 		{"user update a --unix-uid 1 --clear-unix-uids", "--unix-uid and --clear-unix-uids do not go together"},
 		{"role set default a", "'coffer role set' needs PROJECT USER ROLE, got 2 arguments"},
 		{"role add default a owner", `unknown role "owner": use reader, member or admin`},

@@ -14,10 +14,11 @@ import (
 )
 
 var (
-	unixUIDFlag  = &cli.StringSliceFlag{Name: "unix-uid", Usage: "bind local uid `N`: its processes act as this user on the socket (repeatable)"}
-	vsockCIDFlag = &cli.StringSliceFlag{Name: "vsock-cid", Usage: "bind VM context id `N`: its connections act as this user (repeatable)"}
-	vmNameFlag   = &cli.StringSliceFlag{Name: "vm-name", Usage: "bind hybrid-vsock VM `NAME` (a [[vm]] of the daemon's config): its connections act as this user (repeatable)"}
-	ttlFlag      = &cli.StringFlag{Name: "access-token-ttl", Usage: "`DURATION` of the user's sessions and access tokens, e.g. 1h, 30m, 2days"}
+	unixUIDFlag    = &cli.StringSliceFlag{Name: "unix-uid", Usage: "bind local uid `N`: its processes act as this user on the socket (repeatable)"}
+	vsockCIDFlag   = &cli.StringSliceFlag{Name: "vsock-cid", Usage: "bind VM context id `N`: its connections act as this user (repeatable)"}
+	vmNameFlag     = &cli.StringSliceFlag{Name: "vm-name", Usage: "bind hybrid-vsock VM `NAME` (a [[vm]] of the daemon's config): its connections act as this user (repeatable)"}
+	userPolicyFlag = &cli.StringSliceFlag{Name: "policy", Usage: "attach `POLICY` to every request of the user: a global one by name, a project's as PROJECT/NAME (repeatable)"}
+	ttlFlag        = &cli.StringFlag{Name: "access-token-ttl", Usage: "`DURATION` of the user's sessions and access tokens, e.g. 1h, 30m, 2days"}
 )
 
 var userCommand = group("user", "manage users and their unix uid, vsock CID and VM bindings (system admins)",
@@ -27,7 +28,7 @@ var userCommand = group("user", "manage users and their unix uid, vsock CID and 
 		ArgsUsage: "NAME",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "kind", Usage: "human or workload", Value: "human"},
-			unixUIDFlag, vsockCIDFlag, vmNameFlag, ttlFlag,
+			unixUIDFlag, vsockCIDFlag, vmNameFlag, ttlFlag, userPolicyFlag,
 			&cli.BoolFlag{Name: "disabled", Usage: "create the user disabled"},
 		},
 		Action: func(c *cli.Context) error {
@@ -46,6 +47,7 @@ var userCommand = group("user", "manage users and their unix uid, vsock CID and 
 				return err
 			}
 			in.VMNames = c.StringSlice("vm-name")
+			in.Policies = c.StringSlice("policy")
 			if c.IsSet("access-token-ttl") {
 				if in.AccessTokenTTL, err = window(c, "access-token-ttl"); err != nil {
 					return err
@@ -121,6 +123,8 @@ and sessions unusable until it is enabled again.`,
 			vmNameFlag,
 			&cli.BoolFlag{Name: "clear-vm-names", Usage: "remove every VM name binding"},
 			ttlFlag,
+			userPolicyFlag,
+			&cli.BoolFlag{Name: "clear-policies", Usage: "detach every policy from the user"},
 		},
 		Action: func(c *cli.Context) error {
 			ref, err := oneArg(c, "NAME|ID")
@@ -156,8 +160,16 @@ and sessions unusable until it is enabled again.`,
 				}
 				p.AccessTokenTTL = &ttl
 			}
-			if p.Disabled == nil && p.UnixUIDs == nil && p.VsockCIDs == nil && p.VMNames == nil && p.AccessTokenTTL == nil {
-				return usagef("'%s' needs something to change: --disable, --enable, --unix-uid, --clear-unix-uids, --vsock-cid, --clear-vsock-cids, --vm-name, --clear-vm-names or --access-token-ttl", c.Command.HelpName)
+			switch pols := c.StringSlice("policy"); {
+			case pols != nil && c.Bool("clear-policies"):
+				return usagef("--policy and --clear-policies do not go together")
+			case pols != nil:
+				p.Policies = &pols
+			case c.Bool("clear-policies"):
+				p.Policies = &[]string{}
+			}
+			if p.Disabled == nil && p.UnixUIDs == nil && p.VsockCIDs == nil && p.VMNames == nil && p.AccessTokenTTL == nil && p.Policies == nil {
+				return usagef("'%s' needs something to change: --disable, --enable, --unix-uid, --clear-unix-uids, --vsock-cid, --clear-vsock-cids, --vm-name, --clear-vm-names, --access-token-ttl, --policy or --clear-policies", c.Command.HelpName)
 			}
 			cl, err := newClient(c)
 			if err != nil {
@@ -196,6 +208,7 @@ func renderUser(c *cli.Context, u unixapi.User) error {
 			{"vm names", strings.Join(u.VMNames, ", ")},
 			{"token ttl", u.AccessTokenTTL},
 			{"roles", strings.Join(roles, ", ")},
+			{"policies", strings.Join(u.Policies, ", ")},
 			{"created", ts(u.CreatedAt)},
 			{"updated", ts(u.UpdatedAt)},
 		})
