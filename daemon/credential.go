@@ -442,10 +442,14 @@ type CredentialFilter struct {
 	ExpiringWithin time.Duration // > 0: only active credentials expiring within this span
 }
 
-// ListCredentials lists credentials of the grant's project, or of one
-// user (the caller's own when the grant is not on a project).
+// ListCredentials lists credentials of the grant's project, or, when the
+// grant is not on a project, those the caller owns or administers
+// (credlist.go).
 func (s *Service) ListCredentials(ctx context.Context, g Grant, f CredentialFilter, page Page) ([]Credential, string, error) {
-	if g.action != ActReadProject && g.action != ActManageProject && g.action != ActListOwnCredentials {
+	if g.action == ActListOwnCredentials {
+		return s.listCredentialsAnywhere(ctx, g, f, page)
+	}
+	if g.action != ActReadProject && g.action != ActManageProject {
 		return nil, "", Forbidden("not authorized to list credentials")
 	}
 	now := s.now()
@@ -467,12 +471,6 @@ func (s *Service) ListCredentials(ctx context.Context, g Grant, f CredentialFilt
 			default:
 				return err
 			}
-		}
-		if g.action == ActListOwnCredentials {
-			if only != "" && only != g.userID {
-				return Forbidden("you may list only your own credentials")
-			}
-			only = g.userID
 		}
 		if only == "-" {
 			return nil

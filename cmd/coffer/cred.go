@@ -100,9 +100,13 @@ credentials when given) is the argument.`,
 	},
 	&cli.Command{
 		Name:  "list",
-		Usage: "list your own credentials, or a project's with --project",
+		Usage: "list the credentials you own or administer, or a project's with --project",
+		Description: `Without --project: your own credentials and those of every project you
+are an admin of, in every project (a system admin: all of them; a token:
+those of its project it may see). With --project: that project's, for any
+role on it.`,
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "project", Aliases: []string{"p"}, Usage: "list `PROJECT`'s credentials (default: your own, in every project)"},
+			&cli.StringFlag{Name: "project", Aliases: []string{"p"}, Usage: "list `PROJECT`'s credentials (default: those you own or administer, in every project)"},
 			&cli.StringFlag{Name: "user", Aliases: []string{"u"}, Usage: "only those of `USER`"},
 			&cli.StringFlag{Name: "expiring-within", Usage: "only active ones expiring within `DURATION` (7d, 2weeks, 12h)"},
 		},

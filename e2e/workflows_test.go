@@ -1,0 +1,127 @@
+package e2e
+
+// End-to-end tests of the workflows of the seed systems, as their users
+// type them (issue 14, part 2): each runs the real CLI against the real
+// daemon.
+
+import (
+	"encoding/json"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/coffer-hsm/coffer/unixapi"
+)
+
+// credList decodes the -o json output of cred list into credential names.
+func credListNames(t *testing.T, out string) []string {
+	t.Helper()
+	var l unixapi.List[unixapi.Credential]
+	if err := json.Unmarshal([]byte(out), &l); err != nil {
+		t.Fatalf("cred list output is not a list: %v\n%s", err, out)
+	}
+	names := make([]string, 0, len(l.Items))
+	for _, c := range l.Items {
+		names = append(names, c.Name)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// TestWorkflowCredCreateAsTyped: cred create without --type issues an
+// auth token, takes its name as the argument, and --rotate NAME rotates it.
+func TestWorkflowCredCreateAsTyped(t *testing.T) {
+	t.Parallel()
+	d := startDaemon(t, workDir(t))
+	d.newUser(t, "my-user")
+	d.setRole(t, "default", "my-user", "reader")
+	d.newUser(t, "someone-else")
+	d.setRole(t, "default", "someone-else", "reader")
+
+	var generated unixapi.Credential
+	decodeOutput(t, "json", d.mustCLI(t, "", "-o", "json", "cred", "create", "--user", "my-user").stdout, &generated)
+	if generated.Type != "auth-token" || !strings.HasPrefix(generated.Token, "cfa_") || !strings.HasPrefix(generated.Name, "my-user-auth-token-") {
+		t.Errorf("cred create --user my-user made %s %q with a %s token, want an auth token", generated.Type, generated.Name, tokenKind(generated.Token))
+	}
+
+	var named unixapi.Credential
+	decodeOutput(t, "json", d.mustCLI(t, "", "-o", "json", "cred", "create", "--user", "my-user", "my-auth-token").stdout, &named)
+	if named.Name != "my-auth-token" || named.Type != "auth-token" {
+		t.Fatalf("cred create --user my-user my-auth-token made %s %q", named.Type, named.Name)
+	}
+	d.login(t, named.Token)
+
+	r := d.mustCLI(t, "", "cred", "create", "--rotate", "my-auth-token")
+	if !strings.Contains(r.stdout, "cfa_") || !strings.Contains(r.stderr, "save this token now") {
+		t.Errorf("cred create --rotate printed no new token:\n%s", r)
+	}
+	rotated := d.getCred(t, named.ID)
+	if rotated.TokenID == named.TokenID || rotated.RotatedAt == nil {
+		t.Errorf("after cred create --rotate: token id %s (was %s), rotated_at %v", rotated.TokenID, named.TokenID, rotated.RotatedAt)
+	}
+	wantUnauthenticated(t, "the token before the rotation", d.bearer(t, named.Token, "POST", "/v1/auth/login", nil))
+
+	// The other spelling, with the flag after the name and the user
+	// narrowing the lookup.
+	var again unixapi.Credential
+	decodeOutput(t, "json", d.mustCLI(t, "", "-o", "json", "cred", "create", "my-auth-token", "--rotate", "--user", "my-user").stdout, &again)
+	if again.ID != named.ID || again.TokenID == rotated.TokenID {
+		t.Errorf("second rotation: %s token id %s", again.ID, again.TokenID)
+	}
+	d.login(t, again.Token)
+	if r := d.cli(t, "", "cred", "create", "--rotate", "my-auth-token", "--user", "someone-else"); r.code != 1 || !strings.Contains(r.stderr, `no credential named "my-auth-token"`) {
+		t.Errorf("--rotate with another user's name lookup:\n%s", r)
+	}
+}
+
+// TestWorkflowCredListAsAdmin: cred list without flags shows a system
+// admin every credential and a project admin those of its projects;
+// --user works without --project.
+func TestWorkflowCredListAsAdmin(t *testing.T) {
+	t.Parallel()
+	h := newTenantHost(t)
+	h.newCred(t, "alpha", map[string]any{"type": "auth-token", "user": "alpha-admin", "name": "alpha-own"})
+	h.newCred(t, "beta", map[string]any{"type": "auth-token", "user": "beta-admin", "name": "beta-own"})
+	h.newCred(t, "beta", map[string]any{"type": "access-token", "user": "web", "name": "web-bearer"})
+
+	all := credListNames(t, h.mustCLI(t, "", "-o", "json", "cred", "list").stdout)
+	if want := []string{"alpha-own", "beta-own", "web-bearer"}; !slices.Equal(all, want) {
+		t.Errorf("root: cred list shows %v, want %v", all, want)
+	}
+	if r := h.mustCLI(t, "", "cred", "list"); !strings.Contains(r.stdout, "web-bearer") || !strings.Contains(r.stdout, "alpha-own") {
+		t.Errorf("root: the cred list table misses credentials:\n%s", r.stdout)
+	}
+	if got := credListNames(t, h.mustCLI(t, "", "-o", "json", "cred", "list", "--user", "web").stdout); !slices.Equal(got, []string{"web-bearer"}) {
+		t.Errorf("root: cred list --user web shows %v", got)
+	}
+	if r := h.cli(t, "", "cred", "list", "--user", "nobody"); r.code != 1 || !strings.Contains(r.stderr, "not_found") {
+		t.Errorf("root: cred list --user nobody:\n%s", r)
+	}
+
+	for _, c := range []struct {
+		uid  int
+		args []string
+		want []string
+	}{
+		{uidBetaAdmin, nil, []string{"beta-own", "web-bearer"}},
+		{uidBetaAdmin, []string{"--user", "web"}, []string{"web-bearer"}},
+		{uidBetaAdmin, []string{"--user", "alpha-admin"}, []string{}},
+		{uidAlphaAdmin, nil, []string{"alpha-own"}},
+		{uidWeb, nil, []string{"web-bearer"}},
+		{uidWeb, []string{"--user", "beta-admin"}, []string{}},
+		{uidWeb, []string{"--user", "nobody"}, []string{}},
+	} {
+		code, out, errOut := h.as(t, c.uid, "", append([]string{"cred", "list"}, c.args...)...)
+		if code != 0 {
+			t.Errorf("uid %d: cred list %v: exit %d: %s", c.uid, c.args, code, errOut)
+			continue
+		}
+		if got := credListNames(t, out); !slices.Equal(got, c.want) {
+			t.Errorf("uid %d: cred list %v shows %v, want %v", c.uid, c.args, got, c.want)
+		}
+	}
+	// The project form is unchanged: beta's admin may not list alpha's.
+	if code, _, errOut := h.as(t, uidBetaAdmin, "", "cred", "list", "--project", "alpha"); code != 1 || !strings.Contains(errOut, "forbidden") {
+		t.Errorf("beta's admin lists alpha's credentials: exit %d %s", code, errOut)
+	}
+}
