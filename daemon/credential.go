@@ -537,23 +537,29 @@ func (s *Service) RotateCredential(ctx context.Context, g Grant, in CredentialRo
 		if rec.RevokedAt != nil {
 			return Conflict(CodeConflict, "credential %s is revoked", rec.ID)
 		}
+		if rec.ExpiresAt != nil && !now.Before(*rec.ExpiresAt) {
+			return Conflict(CodeConflict, "credential %s expired at %s: a new token would not work either; create a new credential", rec.ID, rec.ExpiresAt.Format(time.RFC3339))
+		}
 		var user userRecord
 		if err := tx.Get(tableUsers, rec.UserID, &user); err != nil {
+			return err
+		}
+		grace, err := restartCount(tx, &rec, in.Grace, c)
+		if err != nil {
 			return err
 		}
 		owner := rec.ID
 		if rec.Type == CredAccessToken {
 			owner = rec.SessionID
 		}
-		if err := retireTokens(tx, owner, now, in.Grace); err != nil {
+		if err := retireTokens(tx, owner, now, grace); err != nil {
 			return err
 		}
-		var err error
 		if issued, err = s.issueCredentialToken(tx, &rec, user, now); err != nil {
 			return err
 		}
 		rec.RotatedAt = &now
-		c.set("token_id", rec.TokenID, "grace", in.Grace.String())
+		c.set("token_id", rec.TokenID, "grace", grace.String())
 		if err := tx.Put(tableCredentials, rec.ID, rec, rec.indexes()...); err != nil {
 			return err
 		}

@@ -125,3 +125,37 @@ func TestWorkflowCredListAsAdmin(t *testing.T) {
 		t.Errorf("beta's admin lists alpha's credentials: exit %d %s", code, errOut)
 	}
 }
+
+// TestWorkflowRotateUsedUpOneTime: rotating a used-up one-time credential
+// says that the count starts again, and its new token works once.
+func TestWorkflowRotateUsedUpOneTime(t *testing.T) {
+	t.Parallel()
+	d := startDaemon(t, workDir(t))
+	d.newUser(t, "boot")
+	d.setRole(t, "default", "boot", "reader")
+	var cr unixapi.Credential
+	decodeOutput(t, "json", d.mustCLI(t, "", "-o", "json", "cred", "create", "--user", "boot", "--one-time", "bootstrap").stdout, &cr)
+	d.login(t, cr.Token)
+	if got := d.getCred(t, cr.ID); got.Status != "exhausted" {
+		t.Fatalf("after its one login: %s", got.Status)
+	}
+
+	r := d.mustCLI(t, "", "cred", "rotate", "bootstrap")
+	if !strings.Contains(r.stderr, "the authentication count starts again: the new token may authenticate 1 time") {
+		t.Errorf("rotation does not say that the count starts again:\n%s", r)
+	}
+	if !strings.Contains(r.stdout, "0 of 1") || !strings.Contains(r.stdout, "active") {
+		t.Errorf("rotated credential not shown active with 0 of 1 authentications:\n%s", r.stdout)
+	}
+	var rotated unixapi.Credential
+	decodeOutput(t, "json", d.mustCLI(t, "", "-o", "json", "cred", "create", "--rotate", "bootstrap").stdout, &rotated)
+	if rotated.Status != "active" || rotated.AuthnCount != 0 {
+		t.Fatalf("rotated: %s, authn_count %d", rotated.Status, rotated.AuthnCount)
+	}
+	wantUnauthenticated(t, "the used-up token", d.bearer(t, cr.Token, "POST", "/v1/auth/login", nil))
+	d.login(t, rotated.Token)
+	wantUnauthenticated(t, "the new one-time token, twice", d.bearer(t, rotated.Token, "POST", "/v1/auth/login", nil))
+	if got := d.getCred(t, cr.ID); got.Status != "exhausted" || got.AuthnCount != 1 {
+		t.Errorf("after the new token's login: %s, authn_count %d", got.Status, got.AuthnCount)
+	}
+}

@@ -148,7 +148,13 @@ role on it.`,
 		Description: credRefHelp + `
 
 With --grace (e.g. 5m) the previous token or client secret keeps working
-for that long, so consumers can switch without downtime.`,
+for that long, so consumers can switch without downtime.
+
+Rotation starts the authentication count again: a used-up one-time (or
+--max-authn) credential, rotated, may authenticate its number of times
+more, with the new token. During a grace the old token's authentications
+count against the same number; an exhausted credential's old token gets no
+grace. An expired credential is not rotated: create a new one.`,
 		Flags: []cli.Flag{
 			credProjectFlag,
 			&cli.StringFlag{Name: "grace", Usage: "the old secret still works for `DURATION` (e.g. 5m)"},
@@ -447,7 +453,15 @@ func renderCredential(c *cli.Context, cr unixapi.Credential) error {
 	return nil
 }
 
-// renderRotated shows a rotated credential.
+// renderRotated shows a rotated credential. Rotation starts the
+// authentication count again; for a credential with a limit, the table
+// output says so.
 func renderRotated(c *cli.Context, cr unixapi.Credential) error {
-	return renderCredential(c, cr)
+	if err := renderCredential(c, cr); err != nil {
+		return err
+	}
+	if c.String("output") == "table" && cr.MaxAuthn > 0 {
+		fmt.Fprintf(c.App.ErrWriter, "the authentication count starts again: the new token may authenticate %s\n", plural(cr.MaxAuthn-cr.AuthnCount, "time"))
+	}
+	return nil
 }
