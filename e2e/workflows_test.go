@@ -6,9 +6,11 @@ package e2e
 
 import (
 	"encoding/json"
+	"net/http"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/coffer-hsm/coffer/unixapi"
 )
@@ -157,5 +159,60 @@ func TestWorkflowRotateUsedUpOneTime(t *testing.T) {
 	wantUnauthenticated(t, "the new one-time token, twice", d.bearer(t, rotated.Token, "POST", "/v1/auth/login", nil))
 	if got := d.getCred(t, cr.ID); got.Status != "exhausted" || got.AuthnCount != 1 {
 		t.Errorf("after the new token's login: %s, authn_count %d", got.Status, got.AuthnCount)
+	}
+}
+
+// TestWorkflowAccessTokenLifetime: the user's access-token TTL bounds the
+// sessions of its logins and its OAuth2 JWTs, and not its access tokens,
+// which last until their --expire-in or, without one, until revoked — as
+// the help and the README say. The README's access-token example works.
+func TestWorkflowAccessTokenLifetime(t *testing.T) {
+	t.Parallel()
+	d := startDaemon(t, workDir(t))
+	d.mustCLI(t, "", "user", "create", "billing-svc", "--kind", "workload", "--access-token-ttl", "1m")
+	d.setRole(t, "default", "billing-svc", "reader")
+	if r := d.mustCLI(t, "", "user", "create", "--help"); !strings.Contains(r.stdout, "access-token credentials last until their --expire-in instead") {
+		t.Errorf("user create --help does not say what the TTL leaves out:\n%s", r.stdout)
+	}
+	ttl := time.Minute
+	near := func(what string, exp int64, want time.Time) {
+		t.Helper()
+		if d := time.Unix(exp, 0).Sub(want); d < -5*time.Second || d > 5*time.Second {
+			t.Errorf("%s expires at %s, want about %s", what, time.Unix(exp, 0).UTC(), want.UTC())
+		}
+	}
+
+	// The README's example, with a real saved rule.
+	var rule unixapi.SavedRule
+	decodeOutput(t, "json", d.mustCLI(t, "", "-o", "json", "access-rule", "create", "--service", "billing", "--method", "POST", "--path", "/invoices/{id}/pay").stdout, &rule)
+	var bounded unixapi.Credential
+	decodeOutput(t, "json", d.mustCLI(t, "", "-o", "json", "cred", "create", "--type", "access-token", "--user", "billing-svc",
+		"--access-rule-id", rule.ID, "--expire-in", "90days").stdout, &bounded)
+	_, in := d.introspect(t, bounded.Token)
+	if !in.Active {
+		t.Fatal("the README's access token is not active")
+	}
+	near("an access token with --expire-in 90days", in.ExpiresAt, time.Now().Add(90*24*time.Hour))
+	var dec unixapi.Decision
+	d.mustAPI(t, "POST", "/v1/authorize", map[string]string{"token": bounded.Token, "service": "billing", "method": "POST", "path": "/invoices/7/pay"}, http.StatusOK, &dec)
+	if !dec.Allowed {
+		t.Errorf("the README's access token is not allowed its rule: %+v", dec)
+	}
+
+	var static unixapi.Credential
+	decodeOutput(t, "json", d.mustCLI(t, "", "-o", "json", "cred", "create", "--type", "access-token", "--user", "billing-svc").stdout, &static)
+	if _, in := d.introspect(t, static.Token); !in.Active || in.ExpiresAt != 0 {
+		t.Errorf("an access token without --expire-in: active %v, exp %d; want active without an expiry", in.Active, in.ExpiresAt)
+	}
+
+	var login unixapi.Credential
+	decodeOutput(t, "json", d.mustCLI(t, "", "-o", "json", "cred", "create", "--user", "billing-svc").stdout, &login)
+	s := d.login(t, login.Token)
+	near("a login's session", s.ExpiresAt.Unix(), time.Now().Add(ttl))
+
+	var client unixapi.Credential
+	decodeOutput(t, "json", d.mustCLI(t, "", "-o", "json", "cred", "create", "--type", "oauth2", "--user", "billing-svc").stdout, &client)
+	if tr := d.oauthToken(t, client.ClientID, client.ClientSecret); tr.ExpiresIn > 60 || tr.ExpiresIn < 55 {
+		t.Errorf("an OAuth2 JWT expires in %ds, want the user's 60s", tr.ExpiresIn)
 	}
 }

@@ -38,7 +38,11 @@ which allows nothing. --access-rule takes SERVICE:METHOD:PATH, e.g.
 coffer:GET:/v1/status or billing:POST:/invoices/*.
 
 --expire-in takes 600seconds, 45minutes, 7hour, 3days, 2weeks, 6months or a
-Go duration (90m), at most two years.
+Go duration (90m), at most two years. The sessions of an auth token's
+logins and an OAuth2 client's JWTs last the user's access-token TTL, never
+past the credential's expiry. An access token is a static bearer, its own
+session: it lasts until --expire-in (without it, until revoked), whatever
+the user's TTL, and --one-time and --max-authn do not apply to it.
 
 --rotate CRED rotates an existing credential instead, as 'coffer cred rotate
 CRED' does: CRED (an ID, or a NAME looked up in --project, among --user's

@@ -17,7 +17,7 @@ var (
 	unixUIDFlag  = &cli.StringSliceFlag{Name: "unix-uid", Usage: "bind local uid `N`: its processes act as this user on the socket (repeatable)"}
 	vsockCIDFlag = &cli.StringSliceFlag{Name: "vsock-cid", Usage: "bind VM context id `N`: its connections act as this user (repeatable)"}
 	vmNameFlag   = &cli.StringSliceFlag{Name: "vm-name", Usage: "bind hybrid-vsock VM `NAME` (a [[vm]] of the daemon's config): its connections act as this user (repeatable)"}
-	ttlFlag      = &cli.StringFlag{Name: "access-token-ttl", Usage: "`DURATION` of the user's sessions and access tokens, e.g. 1h, 30m, 2days"}
+	ttlFlag      = &cli.StringFlag{Name: "access-token-ttl", Usage: "`DURATION` of the sessions its logins make and of its OAuth2 JWTs, e.g. 1h, 30m, 2days (default 1h; access-token credentials last until their --expire-in instead)"}
 )
 
 var userCommand = group("user", "manage users and their unix uid, vsock CID and VM bindings (system admins)",
