@@ -165,6 +165,7 @@ type CredentialInput struct {
 	AccessRules  []AccessRule // inline rules, or {ID} of a saved rule; nil = unrestricted
 	Policies     []string
 	ExpireIn     string
+	ExpiresAt    *time.Time // ExpireIn as a time; at most one of them
 	MaxAuthn     int
 	OneTime      bool
 	SessionType  string
@@ -276,17 +277,13 @@ func (s *Service) CreateCredential(ctx context.Context, g Grant, in CredentialIn
 		return Credential{}, Issued{}, err
 	}
 	now := s.now()
-	var expires *time.Time
-	if in.ExpireIn != "" {
-		t, err := ParseExpireIn(in.ExpireIn, now)
-		if err != nil {
-			return Credential{}, Issued{}, err
-		}
-		expires = utcPtr(&t)
+	expires, err := credentialExpiry(in.ExpireIn, in.ExpiresAt, now)
+	if err != nil {
+		return Credential{}, Issued{}, err
 	}
 	var out Credential
 	var issued Issued
-	err := s.update(ctx, g.principal, "credential.create", func(tx *kv.Txn, c *change) error {
+	err = s.update(ctx, g.principal, "credential.create", func(tx *kv.Txn, c *change) error {
 		c.set("project", g.project.ID)
 		if in.Unrestricted && g.role < RoleAdmin {
 			return Forbidden("only an admin of the project may create an unrestricted credential")

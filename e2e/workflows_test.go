@@ -216,3 +216,61 @@ func TestWorkflowAccessTokenLifetime(t *testing.T) {
 		t.Errorf("an OAuth2 JWT expires in %ds, want the user's 60s", tr.ExpiresIn)
 	}
 }
+
+// TestWorkflowApplicationCredentialJSON: a client of application
+// credentials names roles as objects and sends expires_at as an RFC 3339
+// time; both are accepted, and mistakes are told precisely.
+func TestWorkflowApplicationCredentialJSON(t *testing.T) {
+	t.Parallel()
+	d := startDaemon(t, workDir(t))
+	d.newUser(t, "app")
+	d.setRole(t, "default", "app", "member")
+	exp := time.Now().Add(30 * 24 * time.Hour).UTC().Truncate(time.Second)
+	cr := d.newCred(t, "default", map[string]any{
+		"type": "access-token", "user": "app", "name": "app-cred", "description": "from an application-credential client",
+		"roles": []map[string]string{{"name": "reader"}}, "expires_at": exp.Format(time.RFC3339), "unrestricted": false,
+		"access_rules": []map[string]string{{"service": "coffer", "method": "GET", "path": "/v1/projects/default/secrets"}},
+	})
+	if !slices.Equal(cr.Roles, []string{"reader"}) || cr.ExpiresAt == nil || !cr.ExpiresAt.Equal(exp) {
+		t.Fatalf("created with roles %v expiring %v; want [reader] expiring %s", cr.Roles, cr.ExpiresAt, exp)
+	}
+	d.wantWorks(t, "the application credential's token", cr.Token)
+	if _, in := d.introspect(t, cr.Token); in.ExpiresAt != exp.Unix() {
+		t.Errorf("its token expires at %d, want %d", in.ExpiresAt, exp.Unix())
+	}
+	// Names and objects mixed; an expires_at with an offset.
+	mixed := d.newCred(t, "default", map[string]any{"type": "auth-token", "user": "app",
+		"roles": []any{"reader", map[string]string{"name": "member"}}, "expires_at": exp.In(time.FixedZone("", -5*3600)).Format(time.RFC3339)})
+	if !slices.Equal(mixed.Roles, []string{"member", "reader"}) || !mixed.ExpiresAt.Equal(exp) {
+		t.Errorf("mixed: roles %v expiring %v", mixed.Roles, mixed.ExpiresAt)
+	}
+
+	for _, c := range []struct {
+		name string
+		body map[string]any
+		code string
+		msg  string
+	}{
+		{"a role by id", map[string]any{"type": "auth-token", "user": "app", "roles": []map[string]string{{"id": "4b1f"}}}, "invalid_json",
+			`invalid JSON body: roles[0] must be a role name or {"name": ROLE} (coffer's roles reader, member and admin have no ids)`},
+		{"a role beyond the user's", map[string]any{"type": "auth-token", "user": "app", "roles": []map[string]string{{"name": "admin"}}}, "forbidden", ""},
+		{"expires_at not RFC 3339", map[string]any{"type": "auth-token", "user": "app", "expires_at": "tomorrow"}, "invalid_expiry",
+			"expires_at must be an RFC 3339 time such as 2030-01-02T15:04:05Z"},
+		{"expires_at in the past", map[string]any{"type": "auth-token", "user": "app", "expires_at": "2001-01-01T00:00:00Z"}, "invalid_expiry",
+			"expires_at 2001-01-01T00:00:00Z is not in the future"},
+		{"both expiries", map[string]any{"type": "auth-token", "user": "app", "expire_in": "1h", "expires_at": exp.Format(time.RFC3339)}, "invalid_expiry",
+			"give expire_in or expires_at, not both"},
+	} {
+		res := d.api(t, "POST", "/v1/projects/default/credentials", c.body)
+		status := http.StatusBadRequest
+		if c.code == "forbidden" {
+			status = http.StatusForbidden
+		}
+		wantError(t, res, status, c.code)
+		var e errorBody
+		_ = json.Unmarshal(res.body, &e)
+		if c.msg != "" && e.Message != c.msg {
+			t.Errorf("%s: message %q, want %q", c.name, e.Message, c.msg)
+		}
+	}
+}
