@@ -138,6 +138,7 @@ func (s *Service) credentialView(tx *kv.Txn, r credentialRecord, now time.Time) 
 	if err := withUse(tx, &r); err != nil {
 		return Credential{}, err
 	}
+	s.withLastUse(&r)
 	var u userRecord
 	var p projectRecord
 	if err := tx.Get(tableUsers, r.UserID, &u); err != nil {

@@ -274,3 +274,64 @@ func TestWorkflowApplicationCredentialJSON(t *testing.T) {
 		}
 	}
 }
+
+// TestWorkflowLastUsedOfBearers: LAST USED is filled for every kind of
+// credential used as a bearer — an access token, a login's session, an
+// OAuth2 JWT, and a token checked at /v1/authorize — shown at once, and
+// kept across a restart (written when the daemon stops, as a change the
+// daemon records).
+func TestWorkflowLastUsedOfBearers(t *testing.T) {
+	t.Parallel()
+	dir := workDir(t)
+	d := startDaemon(t, dir)
+	d.newUser(t, "svc")
+	d.setRole(t, "default", "svc", "reader")
+	access := d.newCred(t, "default", map[string]any{"type": "access-token", "user": "svc", "name": "static"})
+	checked := d.newCred(t, "default", map[string]any{"type": "access-token", "user": "svc", "name": "checked"})
+	auth := d.newCred(t, "default", map[string]any{"type": "auth-token", "user": "svc", "name": "login"})
+	client := d.newCred(t, "default", map[string]any{"type": "oauth2", "user": "svc", "name": "client"})
+	if got := d.getCred(t, access.ID); got.LastUsedAt != nil {
+		t.Fatalf("an unused access token was last used at %v", got.LastUsedAt)
+	}
+
+	session := d.login(t, auth.Token)
+	loggedIn := d.getCred(t, auth.ID).LastUsedAt
+	jwt := d.oauthToken(t, client.ClientID, client.ClientSecret).AccessToken
+	time.Sleep(1100 * time.Millisecond) // uses are recorded to the second
+	start := time.Now().Add(-time.Second)
+	d.wantWorks(t, "the access token", access.Token)
+	d.wantWorks(t, "the login's session", session.Token)
+	d.wantWorks(t, "the OAuth2 JWT", jwt)
+	d.mustAPI(t, "POST", "/v1/authorize", map[string]string{"token": checked.Token, "service": "billing", "method": "GET", "path": "/"}, http.StatusOK, nil)
+
+	want := map[string]time.Time{}
+	for _, c := range []unixapi.Credential{access, checked, auth, client} {
+		got := d.getCred(t, c.ID)
+		if got.LastUsedAt == nil || got.LastUsedAt.Before(start) || got.LastUsedAt.After(time.Now()) {
+			t.Errorf("%s: last used %v, want just now", c.Name, got.LastUsedAt)
+			continue
+		}
+		want[c.ID] = *got.LastUsedAt
+	}
+	if loggedIn == nil || !want[auth.ID].After(*loggedIn) {
+		t.Errorf("the login's session used after the login: last used %v, login at %v", want[auth.ID], loggedIn)
+	}
+	table := d.mustCLI(t, "", "cred", "list").stdout
+	for _, line := range strings.Split(table, "\n") {
+		if strings.Contains(line, "static") && !strings.Contains(line, want[access.ID].UTC().Format(time.RFC3339)) {
+			t.Errorf("cred list does not show LAST USED for the access token:\n%s", table)
+		}
+	}
+
+	d.Stop(t)
+	d = startDaemon(t, dir)
+	for _, c := range []unixapi.Credential{access, checked, auth, client} {
+		if got := d.getCred(t, c.ID); got.LastUsedAt == nil || got.LastUsedAt.Truncate(time.Second).Compare(want[c.ID].Truncate(time.Second)) != 0 {
+			t.Errorf("%s after a restart: last used %v, want %v", c.Name, got.LastUsedAt, want[c.ID])
+		}
+	}
+	e, ok := findEvent(d.auditEntries(t), "credential.last_used", "ok", nil)
+	if !ok || e.Principal["channel"] != "daemon" || e.Target["credentials"] == "" {
+		t.Errorf("no credential.last_used change by the daemon in the audit log: %+v", e)
+	}
+}

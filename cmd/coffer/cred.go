@@ -108,7 +108,11 @@ credentials when given) is the argument.`,
 		Description: `Without --project: your own credentials and those of every project you
 are an admin of, in every project (a system admin: all of them; a token:
 those of its project it may see). With --project: that project's, for any
-role on it.`,
+role on it.
+
+LAST USED is the last authentication, or the last request made with a
+token the credential stands behind (its access token, a login's session,
+an OAuth2 JWT), to the second.`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "project", Aliases: []string{"p"}, Usage: "list `PROJECT`'s credentials (default: those you own or administer, in every project)"},
 			&cli.StringFlag{Name: "user", Aliases: []string{"u"}, Usage: "only those of `USER`"},
