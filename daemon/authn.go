@@ -550,6 +550,7 @@ func (s *Service) introspect(ctx context.Context, caller Principal, token string
 		if err != nil {
 			return err
 		}
+		s.lastUse.clock(r.session.CredentialID).touch(now) // a resource server checking it: a use
 		out = s.introspection(tx, *r.cred, r.user, &r.session, now)
 		out.TokenType = map[string]string{SessionLogin: "session", SessionAccessToken: "access-token", SessionOAuth2: "oauth2-access-token"}[r.kind]
 		return nil

@@ -20,7 +20,8 @@ type bearerInfo struct {
 	held     Role
 	until    time.Time // zero: no time limit
 	gen      uint64
-	verifier []byte // opaque tokens: the stored verifier
+	verifier []byte    // opaque tokens: the stored verifier
+	used     *useClock // its credential's last use (credusage.go)
 }
 
 // bearerCache keeps bearerInfo of recently used tokens, so the request
@@ -92,6 +93,7 @@ func (s *Service) lookupBearer(ctx context.Context, p Principal, bearer, action 
 	key, tok := cacheKey(bearer)
 	if b := s.bearers.get(key); b != nil && b.gen == gen && (b.until.IsZero() || now.Before(b.until)) {
 		if b.verifier == nil || (tok != nil && tok.Matches(b.verifier)) {
+			b.used.touch(now)
 			return b, nil
 		}
 	}
@@ -137,6 +139,8 @@ func (s *Service) lookupBearer(ctx context.Context, p Principal, bearer, action 
 		return nil, storeErr(err)
 	}
 	b.ident.cache = b
+	b.used = s.lastUse.clock(b.ident.CredentialID)
+	b.used.touch(now)
 	s.bearers.put(key, b)
 	return b, nil
 }

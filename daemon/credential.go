@@ -147,6 +147,7 @@ func (s *Service) credentialView(tx *kv.Txn, r credentialRecord, now time.Time) 
 	if err := withUse(tx, &r); err != nil {
 		return Credential{}, err
 	}
+	s.withLastUse(&r)
 	var u userRecord
 	var p projectRecord
 	if err := tx.Get(tableUsers, r.UserID, &u); err != nil {
@@ -175,6 +176,7 @@ type CredentialInput struct {
 	Policies     []string         // names: the project's policies, or global ones
 	InlinePolicy *policy.Document // rules written on the credential itself
 	ExpireIn     string
+	ExpiresAt    *time.Time // ExpireIn as a time; at most one of them
 	MaxAuthn     int
 	OneTime      bool
 	SessionType  string
@@ -291,17 +293,13 @@ func (s *Service) CreateCredential(ctx context.Context, g Grant, in CredentialIn
 		return Credential{}, Issued{}, err
 	}
 	now := s.now()
-	var expires *time.Time
-	if in.ExpireIn != "" {
-		t, err := ParseExpireIn(in.ExpireIn, now)
-		if err != nil {
-			return Credential{}, Issued{}, err
-		}
-		expires = utcPtr(&t)
+	expires, err := credentialExpiry(in.ExpireIn, in.ExpiresAt, now)
+	if err != nil {
+		return Credential{}, Issued{}, err
 	}
 	var out Credential
 	var issued Issued
-	err := s.update(ctx, g.principal, "credential.create", func(tx *kv.Txn, c *change) error {
+	err = s.update(ctx, g.principal, "credential.create", func(tx *kv.Txn, c *change) error {
 		c.set("project", g.project.ID)
 		if in.Unrestricted && g.role < RoleAdmin {
 			return Forbidden("only an admin of the project may create an unrestricted credential")
@@ -475,10 +473,14 @@ type CredentialFilter struct {
 	ExpiringWithin time.Duration // > 0: only active credentials expiring within this span
 }
 
-// ListCredentials lists credentials of the grant's project, or of one
-// user (the caller's own when the grant is not on a project).
+// ListCredentials lists credentials of the grant's project, or, when the
+// grant is not on a project, those the caller owns or administers
+// (credlist.go).
 func (s *Service) ListCredentials(ctx context.Context, g Grant, f CredentialFilter, page Page) ([]Credential, string, error) {
-	if g.action != ActReadProject && g.action != ActManageProject && g.action != ActListOwnCredentials {
+	if g.action == ActListOwnCredentials {
+		return s.listCredentialsAnywhere(ctx, g, f, page)
+	}
+	if g.action != ActReadProject && g.action != ActManageProject {
 		return nil, "", Forbidden("not authorized to list credentials")
 	}
 	now := s.now()
@@ -500,12 +502,6 @@ func (s *Service) ListCredentials(ctx context.Context, g Grant, f CredentialFilt
 			default:
 				return err
 			}
-		}
-		if g.action == ActListOwnCredentials {
-			if only != "" && only != g.userID {
-				return Forbidden("you may list only your own credentials")
-			}
-			only = g.userID
 		}
 		if only == "-" {
 			return nil
@@ -572,23 +568,29 @@ func (s *Service) RotateCredential(ctx context.Context, g Grant, in CredentialRo
 		if rec.RevokedAt != nil {
 			return Conflict(CodeConflict, "credential %s is revoked", rec.ID)
 		}
+		if rec.ExpiresAt != nil && !now.Before(*rec.ExpiresAt) {
+			return Conflict(CodeConflict, "credential %s expired at %s: a new token would not work either; create a new credential", rec.ID, rec.ExpiresAt.Format(time.RFC3339))
+		}
 		var user userRecord
 		if err := tx.Get(tableUsers, rec.UserID, &user); err != nil {
+			return err
+		}
+		grace, err := restartCount(tx, &rec, in.Grace, c)
+		if err != nil {
 			return err
 		}
 		owner := rec.ID
 		if rec.Type == CredAccessToken {
 			owner = rec.SessionID
 		}
-		if err := retireTokens(tx, owner, now, in.Grace); err != nil {
+		if err := retireTokens(tx, owner, now, grace); err != nil {
 			return err
 		}
-		var err error
 		if issued, err = s.issueCredentialToken(tx, &rec, user, now); err != nil {
 			return err
 		}
 		rec.RotatedAt = &now
-		c.set("token_id", rec.TokenID, "grace", in.Grace.String())
+		c.set("token_id", rec.TokenID, "grace", grace.String())
 		if err := tx.Put(tableCredentials, rec.ID, rec, rec.indexes()...); err != nil {
 			return err
 		}

@@ -172,3 +172,26 @@ func ParseWindow(what, s string, now time.Time) (time.Duration, error) {
 	}
 	return t.Sub(now), nil
 }
+
+// credentialExpiry is a new credential's expiry: expireIn from now, or the
+// time expiresAt, or none. Each must be in the future and within
+// MaxExpiry(now); giving both is an error.
+func credentialExpiry(expireIn string, expiresAt *time.Time, now time.Time) (*time.Time, error) {
+	switch {
+	case expireIn != "" && expiresAt != nil:
+		return nil, Invalid(CodeInvalidExpiry, "give expire_in or expires_at, not both")
+	case expireIn != "":
+		t, err := ParseExpireIn(expireIn, now)
+		if err != nil {
+			return nil, err
+		}
+		return utcPtr(&t), nil
+	case expiresAt == nil:
+		return nil, nil
+	case !expiresAt.After(now):
+		return nil, Invalid(CodeInvalidExpiry, "expires_at %s is not in the future", expiresAt.UTC().Format(time.RFC3339))
+	case expiresAt.After(MaxExpiry(now)):
+		return nil, Invalid(CodeInvalidExpiry, "expires_at %s is more than %d years away", expiresAt.UTC().Format(time.RFC3339), MaxExpiryYears)
+	}
+	return utcPtr(expiresAt), nil
+}

@@ -263,3 +263,42 @@ func FuzzParseExpireIn(f *testing.F) {
 		}
 	})
 }
+
+// TestCredentialExpiry: a credential expires expire_in from now, or at
+// expires_at (the application-credential form, issue 14), not both.
+func TestCredentialExpiry(t *testing.T) {
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	at := func(d time.Duration) *time.Time { x := now.Add(d); return &x }
+	zone := time.FixedZone("CET", 3600)
+	inZone := time.Date(2026, 3, 2, 13, 0, 0, 500, zone)
+	tests := []struct {
+		name     string
+		expireIn string
+		at       *time.Time
+		want     *time.Time
+		wantErr  string
+	}{
+		{name: "none"},
+		{name: "expire_in", expireIn: "3days", want: at(72 * time.Hour)},
+		{name: "expires_at", at: at(time.Hour), want: at(time.Hour)},
+		{name: "expires_at in a zone, to UTC seconds", at: &inZone, want: at(24 * time.Hour)},
+		{name: "both", expireIn: "1h", at: at(time.Hour), wantErr: "give expire_in or expires_at, not both"},
+		{name: "past", at: at(-time.Second), wantErr: "expires_at 2026-03-01T11:59:59Z is not in the future"},
+		{name: "now", at: at(0), wantErr: "expires_at 2026-03-01T12:00:00Z is not in the future"},
+		{name: "too far", at: at(3 * 365 * 24 * time.Hour), wantErr: "expires_at 2029-02-28T12:00:00Z is more than 2 years away"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := credentialExpiry(tt.expireIn, tt.at, now)
+			if tt.wantErr != "" {
+				if CodeOf(err) != CodeInvalidExpiry || MessageOf(err) != tt.wantErr {
+					t.Fatalf("err = %v, want invalid_expiry %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil || (got == nil) != (tt.want == nil) || (got != nil && (!got.Equal(*tt.want) || got.Location() != time.UTC)) {
+				t.Fatalf("got %v, %v; want %v", got, err, tt.want)
+			}
+		})
+	}
+}

@@ -25,6 +25,8 @@ const (
 // (and retired signing keys past their retire_after, see signingkeys.go),
 // and a minute after start and then once a day logs a warning for each
 // active credential or secret that expires within the configured window.
+// Every lastUseFlushEvery, and once more when ctx ends, it writes the last
+// uses of bearers kept in memory to the store (credusage.go).
 func (s *Service) RunMaintenance(ctx context.Context) {
 	sweep := time.NewTicker(sweepEvery)
 	defer sweep.Stop()
@@ -34,10 +36,19 @@ func (s *Service) RunMaintenance(ctx context.Context) {
 	// every credential and secret.
 	first := time.NewTimer(firstWarnAfter)
 	defer first.Stop()
+	flush := time.NewTicker(lastUseFlushEvery)
+	defer flush.Stop()
 	for {
 		select {
 		case <-ctx.Done():
+			// The last uses of bearers into the store before the daemon
+			// stops (and its audit log closes).
+			fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			s.logFlushLastUse(s.flushLastUse(fctx))
+			cancel()
 			return
+		case <-flush.C:
+			s.logFlushLastUse(s.flushLastUse(ctx))
 		case <-first.C:
 			s.WarnExpiring(ctx)
 		case <-sweep.C:
@@ -47,6 +58,9 @@ func (s *Service) RunMaintenance(ctx context.Context) {
 				s.log.Info("swept expired sessions and tokens", "deleted", n)
 			}
 			s.sweepKeys(ctx)
+			if err := s.forgetGoneClocks(ctx); err != nil {
+				s.log.Warn("dropping the last-use clocks of deleted credentials failed", "err", err)
+			}
 		case <-warn.C:
 			s.WarnExpiring(ctx)
 		}
@@ -173,4 +187,11 @@ func (s *Service) WarnExpiring(ctx context.Context) int {
 		s.log.Warn("expiry check failed", "err", err)
 	}
 	return n
+}
+
+// logFlushLastUse logs a failed flush of last uses (retried at the next).
+func (s *Service) logFlushLastUse(err error) {
+	if err != nil && !errors.Is(err, context.Canceled) {
+		s.log.Warn("writing the credentials' last use failed; retried later", "err", err)
+	}
 }

@@ -124,6 +124,7 @@ type Service struct {
 	secrets  secretCache
 	ids      idRecords // shared records of bearer resolutions
 	rules    ruleSets  // compiled rule sets and role lists, shared by bearer resolutions
+	lastUse  lastUse   // credentials' last use as bearers, kept in memory (credusage.go)
 	authGate *authGate // nil: failed authentications are not limited
 
 	// Background work (the KEK re-wrap) runs on bg and ends before Close
@@ -258,13 +259,18 @@ func New(ctx context.Context, cfg Config, keys Keys, store Store) (*Service, err
 }
 
 // Close stops background work and releases the store and the HSM. Changes
-// not yet in the audit log (see CloseAudit) wait in the store.
+// not yet in the audit log (see CloseAudit) wait in the store, among them
+// the last uses of bearers not yet written (RunMaintenance writes them
+// when it ends; this is for a Service run without it).
 func (s *Service) Close() error {
 	if s.audit.stop != nil {
 		s.audit.stop()
 		<-s.audit.stopped
 	}
 	s.stopBackground()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	s.logFlushLastUse(s.flushLastUse(ctx))
+	cancel()
 	return errors.Join(s.store.Close(), s.keys.Close())
 }
 

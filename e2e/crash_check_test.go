@@ -179,7 +179,7 @@ func (r *crashRun) resolve(d *daemonProc, w *crashWorker, secrets, secretByName 
 			// Rotated; the new token was in the lost answer, the old one
 			// must be dead (checkCred).
 			happened = true
-			o.cred.previous, o.cred.token, o.cred.tokenID = o.cred.token, "", c.TokenID
+			o.cred.previous, o.cred.token, o.cred.tokenID, o.cred.logins = o.cred.token, "", c.TokenID, 0
 		}
 	case opDeleteCred:
 		if _, ok := creds[o.cred.id]; !ok {

@@ -67,7 +67,7 @@ type credModel struct {
 	token    string // the current auth token; "" when its answer was lost
 	tokenID  string // the current token's public id; "" when unknown
 	previous string // the token the last acknowledged rotation retired
-	logins   int    // acknowledged authentications
+	logins   int    // acknowledged authentications since the last rotation
 }
 
 type opKind int
@@ -324,7 +324,8 @@ func (w *crashWorker) apply(o *crashOp, res apiResp) error {
 			w.creds = append(w.creds, &credModel{id: c.ID, name: o.name, token: c.Token, tokenID: c.TokenID})
 			break
 		}
-		o.cred.previous, o.cred.token, o.cred.tokenID = o.cred.token, c.Token, c.TokenID
+		// A rotation starts the authentication count again.
+		o.cred.previous, o.cred.token, o.cred.tokenID, o.cred.logins = o.cred.token, c.Token, c.TokenID, 0
 	case opDeleteCred:
 		w.dropCred(o.cred)
 	case opLogin:

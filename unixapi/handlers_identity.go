@@ -248,9 +248,13 @@ func (s *Server) createCredential(w http.ResponseWriter, r *http.Request) error 
 	if err := decodeJSON(w, r, &req, false); err != nil {
 		return err
 	}
+	expiresAt, err := parseExpiry(req.ExpiresAt)
+	if err != nil {
+		return err
+	}
 	c, issued, err := s.b.CreateCredential(r.Context(), g, daemon.CredentialInput{
 		Type: req.Type, User: req.User, Name: req.Name, Description: req.Description, Roles: req.Roles,
-		AccessRules: rulesDomain(req.AccessRules), Policies: req.Policies, InlinePolicy: req.InlinePolicy, ExpireIn: req.ExpireIn,
+		AccessRules: rulesDomain(req.AccessRules), Policies: req.Policies, InlinePolicy: req.InlinePolicy, ExpireIn: req.ExpireIn, ExpiresAt: expiresAt,
 		MaxAuthn: req.MaxAuthn, OneTime: req.OneTime, SessionType: req.SessionType, Unrestricted: req.Unrestricted,
 	})
 	if err != nil {

@@ -1,7 +1,10 @@
 package unixapi
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"time"
 
 	"github.com/coffer-hsm/coffer/policy"
@@ -107,16 +110,19 @@ type Credential struct {
 
 // CredentialCreateRequest is POST /v1/projects/{p}/credentials.
 // AccessRules absent or null: unrestricted by rules; []: nothing allowed.
+// ExpireIn (relative) and ExpiresAt (RFC 3339) are two ways to say one
+// thing: give at most one.
 type CredentialCreateRequest struct {
 	Type         string           `json:"type"`
 	User         string           `json:"user,omitempty"`
 	Name         string           `json:"name,omitempty"`
 	Description  string           `json:"description,omitempty"`
-	Roles        []string         `json:"roles,omitempty"`
+	Roles        RoleNames        `json:"roles,omitempty"`
 	AccessRules  []AccessRule     `json:"access_rules"`
 	Policies     []string         `json:"policies,omitempty"`
 	InlinePolicy *policy.Document `json:"inline_policy,omitempty"`
 	ExpireIn     string           `json:"expire_in,omitempty"`
+	ExpiresAt    string           `json:"expires_at,omitempty"`
 	MaxAuthn     int              `json:"max_authn,omitempty"`
 	OneTime      bool             `json:"one_time,omitempty"`
 	SessionType  string           `json:"session_type,omitempty"`
@@ -211,4 +217,40 @@ type Decision struct {
 	// the rules whose condition held ("policy#rule").
 	Policies []string `json:"policies,omitempty"`
 	Matched  []string `json:"matched,omitempty"`
+}
+
+// RoleNames is a list of role names. It is written as strings; it is read
+// from strings or from objects naming the role, {"name": "reader"}, the
+// form application-credential clients send (a list may mix them).
+type RoleNames []string
+
+// UnmarshalJSON reads ["reader", {"name": "member"}]; null is no list.
+func (r *RoleNames) UnmarshalJSON(b []byte) error {
+	var raw []json.RawMessage
+	if err := json.Unmarshal(b, &raw); err != nil {
+		return errors.New("roles must be a list of role names")
+	}
+	if raw == nil {
+		*r = nil
+		return nil
+	}
+	out := make(RoleNames, 0, len(raw))
+	for i, e := range raw {
+		var name string
+		if err := json.Unmarshal(e, &name); err == nil {
+			out = append(out, name)
+			continue
+		}
+		var obj struct {
+			Name *string `json:"name"`
+		}
+		dec := json.NewDecoder(bytes.NewReader(e))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&obj); err != nil || obj.Name == nil {
+			return fmt.Errorf(`roles[%d] must be a role name or {"name": ROLE} (coffer's roles reader, member and admin have no ids)`, i)
+		}
+		out = append(out, *obj.Name)
+	}
+	*r = out
+	return nil
 }

@@ -23,12 +23,14 @@ list them.`
 
 var credCommand = group("cred", "issue workload credentials: auth tokens, OAuth2 clients, access tokens",
 	&cli.Command{
-		Name:  "create",
-		Usage: "issue a credential; its token or client secret is printed once",
-		Description: `Issues a credential for --user (default: the caller) in --project. The answer
-carries the secret once: the token (auth-token, access-token) or the client
-secret (oauth2). With -o json or yaml it is in the "token" or
-"client_secret" field.
+		Name:      "create",
+		Usage:     "issue a credential; its token or client secret is printed once",
+		ArgsUsage: "[NAME]",
+		Description: `Issues a credential for --user (default: the caller) in --project. NAME
+may be given as the argument or with --name (default: <user>-<type>-<random>);
+--type defaults to auth-token. The answer carries the secret once: the token
+(auth-token, access-token) or the client secret (oauth2). With -o json or
+yaml it is in the "token" or "client_secret" field.
 
 Access rules: without --access-rule, --access-rule-id or --no-access the
 credential is not restricted by rules; --no-access gives it an empty list,
@@ -36,12 +38,20 @@ which allows nothing. --access-rule takes SERVICE:METHOD:PATH, e.g.
 coffer:GET:/v1/status or billing:POST:/invoices/*.
 
 --expire-in takes 600seconds, 45minutes, 7hour, 3days, 2weeks, 6months or a
-Go duration (90m), at most two years.`,
+Go duration (90m), at most two years. The sessions of an auth token's
+logins and an OAuth2 client's JWTs last the user's access-token TTL, never
+past the credential's expiry. An access token is a static bearer, its own
+session: it lasts until --expire-in (without it, until revoked), whatever
+the user's TTL, and --one-time and --max-authn do not apply to it.
+
+--rotate CRED rotates an existing credential instead, as 'coffer cred rotate
+CRED' does: CRED (an ID, or a NAME looked up in --project, among --user's
+credentials when given) is the argument.`,
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "type", Usage: "auth-token, oauth2 or access-token"},
+			&cli.StringFlag{Name: "type", Usage: "auth-token, oauth2 or access-token", Value: "auth-token"},
 			&cli.StringFlag{Name: "user", Aliases: []string{"u"}, Usage: "the `USER` it belongs to (default: the caller)"},
 			&cli.StringFlag{Name: "project", Aliases: []string{"p"}, Usage: "`PROJECT` it acts in", Value: "default"},
-			&cli.StringFlag{Name: "name", Usage: "its `NAME` (default: <user>-<type>-<random>)"},
+			&cli.StringFlag{Name: "name", Usage: "its `NAME`, if not given as the argument (default: <user>-<type>-<random>)"},
 			&cli.StringFlag{Name: "description", Usage: "free `TEXT`"},
 			&cli.StringSliceFlag{Name: "role", Usage: "a `ROLE` it carries, of those the user has on the project (repeatable)"},
 			&cli.StringSliceFlag{Name: "policy", Usage: "attach `POLICY`, the project's or a global one, to its requests (repeatable)"},
@@ -50,14 +60,15 @@ Go duration (90m), at most two years.`,
 			&cli.StringSliceFlag{Name: "access-rule-id", Usage: "allow a saved rule by `ID` (repeatable; see 'coffer access-rule')"},
 			&cli.BoolFlag{Name: "no-access", Usage: "an empty rule list: nothing allowed"},
 			&cli.StringFlag{Name: "expire-in", Usage: "expire after `DURATION` (3days, 2weeks, 6months, 90m)"},
-			&cli.BoolFlag{Name: "one-time", Usage: "usable for one authentication (= --max-authn 1)"},
-			&cli.IntFlag{Name: "max-authn", Usage: "usable for `N` authentications (0: no limit)"},
+			&cli.BoolFlag{Name: "one-time", Usage: "usable for one authentication (= --max-authn 1; not for access tokens)"},
+			&cli.IntFlag{Name: "max-authn", Usage: "usable for `N` authentications (0: no limit; not for access tokens)"},
 			&cli.StringFlag{Name: "session-type", Usage: "client or clientless"},
 			&cli.BoolFlag{Name: "unrestricted", Usage: "may itself create, rotate and delete credentials (project admins only)"},
+			&cli.BoolFlag{Name: "rotate", Usage: "rotate the credential named by the argument instead (= 'coffer cred rotate')"},
 		},
 		Action: func(c *cli.Context) error {
-			if c.Args().Present() {
-				return usagef("cred create takes no arguments; name it with --name")
+			if c.Bool("rotate") {
+				return credCreateRotate(c)
 			}
 			in, err := credCreateRequest(c)
 			if err != nil {
@@ -94,9 +105,17 @@ Go duration (90m), at most two years.`,
 	},
 	&cli.Command{
 		Name:  "list",
-		Usage: "list your own credentials, or a project's with --project",
+		Usage: "list the credentials you own or administer, or a project's with --project",
+		Description: `Without --project: your own credentials and those of every project you
+are an admin of, in every project (a system admin: all of them; a token:
+those of its project it may see). With --project: that project's, for any
+role on it.
+
+LAST USED is the last authentication, or the last request made with a
+token the credential stands behind (its access token, a login's session,
+an OAuth2 JWT), to the second.`,
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "project", Aliases: []string{"p"}, Usage: "list `PROJECT`'s credentials (default: your own, in every project)"},
+			&cli.StringFlag{Name: "project", Aliases: []string{"p"}, Usage: "list `PROJECT`'s credentials (default: those you own or administer, in every project)"},
 			&cli.StringFlag{Name: "user", Aliases: []string{"u"}, Usage: "only those of `USER`"},
 			&cli.StringFlag{Name: "expiring-within", Usage: "only active ones expiring within `DURATION` (7d, 2weeks, 12h)"},
 		},
@@ -138,7 +157,13 @@ Go duration (90m), at most two years.`,
 		Description: credRefHelp + `
 
 With --grace (e.g. 5m) the previous token or client secret keeps working
-for that long, so consumers can switch without downtime.`,
+for that long, so consumers can switch without downtime.
+
+Rotation starts the authentication count again: a used-up one-time (or
+--max-authn) credential, rotated, may authenticate its number of times
+more, with the new token. During a grace the old token's authentications
+count against the same number; an exhausted credential's old token gets no
+grace. An expired credential is not rotated: create a new one.`,
 		Flags: []cli.Flag{
 			credProjectFlag,
 			&cli.StringFlag{Name: "grace", Usage: "the old secret still works for `DURATION` (e.g. 5m)"},
@@ -159,7 +184,7 @@ for that long, so consumers can switch without downtime.`,
 			if err != nil {
 				return err
 			}
-			return renderCredential(c, cr)
+			return renderRotated(c, cr)
 		},
 	},
 	&cli.Command{
@@ -216,10 +241,19 @@ func credCreateRequest(c *cli.Context) (unixapi.CredentialCreateRequest, error) 
 		}
 		in.InlinePolicy = &doc
 	}
+	switch c.NArg() {
+	case 0:
+	case 1:
+		arg := c.Args().First()
+		if in.Name != "" && in.Name != arg {
+			return in, usagef("the name is given twice, %q as the argument and %q with --name: give it once", arg, in.Name)
+		}
+		in.Name = arg
+	default:
+		return in, usagef("'%s' takes at most one NAME, got %d arguments", c.Command.HelpName, c.NArg())
+	}
 	switch in.Type {
 	case "auth-token", "oauth2", "access-token":
-	case "":
-		return in, usagef("'%s' needs --type auth-token, oauth2 or access-token", c.Command.HelpName)
 	default:
 		return in, usagef("--type must be auth-token, oauth2 or access-token, not %q", in.Type)
 	}
@@ -258,6 +292,43 @@ func credCreateRequest(c *cli.Context) (unixapi.CredentialCreateRequest, error) 
 		in.MaxAuthn = n
 	}
 	return in, nil
+}
+
+// credCreateRotate is cred create --rotate CRED: cred rotate by another
+// spelling. Only --project and --user (which narrows the lookup of a name)
+// go with it.
+func credCreateRotate(c *cli.Context) error {
+	for _, f := range c.Command.Flags {
+		name := f.Names()[0]
+		switch name {
+		case "rotate", "project", "user":
+			continue
+		}
+		if c.IsSet(name) {
+			return usagef("--rotate rotates an existing credential: --%s does not apply (see 'coffer cred rotate --help')", name)
+		}
+	}
+	switch c.NArg() {
+	case 0:
+		return usagef("--rotate needs the credential to rotate, by ID or NAME: 'coffer cred create --rotate CRED'")
+	case 1:
+	default:
+		return usagef("--rotate takes one credential ID or NAME, got %d arguments", c.NArg())
+	}
+	ref := c.Args().First()
+	cl, err := newClient(c)
+	if err != nil {
+		return err
+	}
+	id, err := credLookup(c, cl, ref, c.String("user"))
+	if err != nil {
+		return err
+	}
+	cr, err := cl.RotateCredential(c.Context, id, "")
+	if err != nil {
+		return err
+	}
+	return renderRotated(c, cr)
 }
 
 // accessRules is the access_rules of a new credential: nil (not restricted
@@ -300,11 +371,17 @@ func credTarget(c *cli.Context) (*unixapi.Client, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
-	project := c.String("project")
-	id, err := credentialID(ref, project, func(p unixapi.PageQuery) (unixapi.List[unixapi.Credential], error) {
-		return cl.ListCredentials(c.Context, unixapi.CredentialQuery{Project: project, Page: p})
-	})
+	id, err := credLookup(c, cl, ref, "")
 	return cl, id, err
+}
+
+// credLookup is the id of credential ref (an id, or a name in --project,
+// among user's credentials when user is not empty).
+func credLookup(c *cli.Context, cl *unixapi.Client, ref, user string) (string, error) {
+	project := c.String("project")
+	return credentialID(ref, project, func(p unixapi.PageQuery) (unixapi.List[unixapi.Credential], error) {
+		return cl.ListCredentials(c.Context, unixapi.CredentialQuery{Project: project, User: user, Page: p})
+	})
 }
 
 // credentialID returns ref when it is an ID (a UUID in its canonical form);
@@ -393,6 +470,19 @@ func renderCredential(c *cli.Context, cr unixapi.Credential) error {
 		case cr.ClientSecret != "":
 			fmt.Fprintln(c.App.ErrWriter, "save this client secret now: it is not shown again")
 		}
+	}
+	return nil
+}
+
+// renderRotated shows a rotated credential. Rotation starts the
+// authentication count again; for a credential with a limit, the table
+// output says so.
+func renderRotated(c *cli.Context, cr unixapi.Credential) error {
+	if err := renderCredential(c, cr); err != nil {
+		return err
+	}
+	if c.String("output") == "table" && cr.MaxAuthn > 0 {
+		fmt.Fprintf(c.App.ErrWriter, "the authentication count starts again: the new token may authenticate %s\n", plural(cr.MaxAuthn-cr.AuthnCount, "time"))
 	}
 	return nil
 }

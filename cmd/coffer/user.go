@@ -18,7 +18,7 @@ var (
 	vsockCIDFlag   = &cli.StringSliceFlag{Name: "vsock-cid", Usage: "bind VM context id `N`: its connections act as this user (repeatable)"}
 	vmNameFlag     = &cli.StringSliceFlag{Name: "vm-name", Usage: "bind hybrid-vsock VM `NAME` (a [[vm]] of the daemon's config): its connections act as this user (repeatable)"}
 	userPolicyFlag = &cli.StringSliceFlag{Name: "policy", Usage: "attach `POLICY` to every request of the user: a global one by name, a project's as PROJECT/NAME (repeatable)"}
-	ttlFlag        = &cli.StringFlag{Name: "access-token-ttl", Usage: "`DURATION` of the user's sessions and access tokens, e.g. 1h, 30m, 2days"}
+	ttlFlag        = &cli.StringFlag{Name: "access-token-ttl", Usage: "`DURATION` of the sessions its logins make and of its OAuth2 JWTs, e.g. 1h, 30m, 2days (default 1h; access-token credentials last until their --expire-in instead)"}
 )
 
 var userCommand = group("user", "manage users and their unix uid, vsock CID and VM bindings (system admins)",

@@ -1,0 +1,78 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// readmeCommands returns the `coffer <group> ...` lines of the README's sh
+// code blocks, continuation lines joined and comments cut.
+func readmeCommands(t *testing.T, group string) [][]string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out [][]string
+	inSh := false
+	var cur string
+	for _, line := range strings.Split(string(b), "\n") {
+		switch {
+		case strings.HasPrefix(line, "```sh"):
+			inSh = true
+			continue
+		case strings.HasPrefix(line, "```"):
+			inSh = false
+			continue
+		case !inSh:
+			continue
+		}
+		if i := strings.Index(line, " #"); i >= 0 {
+			line = line[:i]
+		}
+		line = strings.TrimSpace(line)
+		if cont, ok := strings.CutSuffix(line, `\`); ok {
+			cur += cont + " "
+			continue
+		}
+		cur += line
+		if strings.HasPrefix(cur, "coffer "+group+" ") {
+			var args []string
+			for _, f := range strings.Fields(cur) {
+				args = append(args, strings.Trim(f, `'"`))
+			}
+			out = append(out, args)
+		}
+		cur = ""
+	}
+	return out
+}
+
+// TestReadmeCredExamples: every `coffer cred` example of the README is a
+// command the CLI accepts (issue 14: the access-token example used
+// --one-time, which access tokens refuse). Without a daemon each must get
+// as far as trying to reach it (exit 3), never a usage error (exit 2).
+func TestReadmeCredExamples(t *testing.T) {
+	t.Setenv("XDG_CONFIG_HOME", t.TempDir())
+	for _, k := range []string{"COFFER_SOCKET", "COFFER_TOKEN", "COFFER_TOKEN_FILE", "COFFER_PROFILE"} {
+		t.Setenv(k, "")
+	}
+	sock := filepath.Join(t.TempDir(), "none.sock")
+	cmds := readmeCommands(t, "cred")
+	if len(cmds) < 8 {
+		t.Fatalf("found %d cred examples in the README, want the CLI by example's", len(cmds))
+	}
+	for _, args := range cmds {
+		t.Run(strings.Join(args[1:], " "), func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			code := run(context.Background(), append([]string{"coffer", "--socket", sock}, args[1:]...), strings.NewReader(""), &stdout, &stderr)
+			if code != exitUnreachable {
+				t.Fatalf("exit %d, want %d (the daemon is unreachable): %s", code, exitUnreachable, stderr.String())
+			}
+		})
+	}
+}
