@@ -2,7 +2,10 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
+	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -86,6 +89,18 @@ rules:
 		t.Errorf("a typo: exit %d, %s", code, errs)
 	}
 	h.wantExit(t, uidBetaAdmin, 1, "policy_in_use", "policy", "delete", "no-payroll", "--project", "beta")
+
+	// A document as large as policies allow fits its request; past it,
+	// 413 (the rest of the API keeps its 8 KiB bodies).
+	rules := make([]map[string]string, 0, 20)
+	for i := range 20 {
+		rules = append(rules, map[string]string{"effect": "deny", "condition": fmt.Sprintf("request.path == %q", "/"+strings.Repeat("x", 1500)+strconv.Itoa(i))})
+	}
+	h.mustAPI(t, "POST", "/v1/projects/beta/policies", map[string]any{"name": "large", "rules": rules}, http.StatusCreated, nil)
+	huge := map[string]any{"name": "huge", "description": strings.Repeat("x", 70<<10), "rules": rules[:1]}
+	if res := h.api(t, "POST", "/v1/projects/beta/policies", huge); res.status != http.StatusRequestEntityTooLarge {
+		t.Errorf("a 70 KiB policy: %d %s", res.status, res.body)
+	}
 
 	// Policies are kept: after a restart they decide the same.
 	dir := h.daemonProc.dir

@@ -18,6 +18,7 @@ import (
 	"testing"
 
 	"github.com/coffer-hsm/coffer/daemon"
+	"github.com/coffer-hsm/coffer/hostseal"
 )
 
 // requestBodies is every request body type the server decodes, with
@@ -40,6 +41,7 @@ var requestBodies = []struct {
 	{"AuthorizeRequest", false, func() any { return new(AuthorizeRequest) }},
 	{"PolicyRequest", false, func() any { return new(PolicyRequest) }},
 	{"ProjectPatchRequest", false, func() any { return new(ProjectPatchRequest) }},
+	{"hostseal.File", false, func() any { return new(hostseal.File) }},
 	{"struct{}", true, func() any { return new(struct{}) }},
 }
 
@@ -77,12 +79,19 @@ func TestRequestBodiesAreAllFuzzed(t *testing.T) {
 						}
 					}
 				case *ast.CallExpr:
-					if id, ok := n.Fun.(*ast.Ident); !ok || id.Name != "decodeJSON" || len(n.Args) != 4 {
+					id, ok := n.Fun.(*ast.Ident)
+					if !ok || !(id.Name == "decodeJSON" && len(n.Args) == 4 || id.Name == "decodeJSONLimit" && len(n.Args) == 5) {
 						return true
 					}
+					if fn.Name.Name == "decodeJSON" {
+						return true // the wrapper passes its argument on
+					}
 					u, ok := n.Args[2].(*ast.UnaryExpr)
-					v, ok2 := u.X.(*ast.Ident)
-					if !ok || !ok2 || vars[v.Name] == "" {
+					var v *ast.Ident
+					if ok {
+						v, ok = u.X.(*ast.Ident)
+					}
+					if !ok || vars[v.Name] == "" {
 						t.Errorf("%s: decodeJSON into something other than &localVar", fset.Position(n.Pos()))
 						return true
 					}

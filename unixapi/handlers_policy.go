@@ -8,6 +8,10 @@ import (
 	"github.com/coffer-hsm/coffer/policy"
 )
 
+// PolicyBodyLimit bounds the body of a policy's create or update: a
+// document of the largest size policy allows, and its JSON framing.
+const PolicyBodyLimit = policy.MaxDocumentBytes + 1<<10
+
 // PolicyBackend is the policies part of the domain.
 type PolicyBackend interface {
 	CreatePolicy(ctx context.Context, g daemon.Grant, in daemon.PolicyInput) (daemon.Policy, error)
@@ -64,7 +68,7 @@ func (s *Server) createPolicy(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	var req PolicyRequest
-	if err := decodeJSON(w, r, &req, false); err != nil {
+	if err := decodeJSONLimit(w, r, &req, false, PolicyBodyLimit); err != nil {
 		return err
 	}
 	p, err := s.b.CreatePolicy(r.Context(), g, daemon.PolicyInput{Name: req.Name,
@@ -83,7 +87,7 @@ func (s *Server) updatePolicy(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	var req PolicyRequest
-	if err := decodeJSON(w, r, &req, false); err != nil {
+	if err := decodeJSONLimit(w, r, &req, false, PolicyBodyLimit); err != nil {
 		return err
 	}
 	if req.Name != "" && req.Name != r.PathValue("name") {

@@ -63,6 +63,17 @@ func TestReadmeCredExamples(t *testing.T) {
 	}
 	sock := filepath.Join(t.TempDir(), "none.sock")
 	cmds := readmeCommands(t, "cred")
+	// The policy documents the examples name, in a directory of their own.
+	t.Chdir(t.TempDir())
+	for _, args := range cmds {
+		for i, a := range args[:len(args)-1] {
+			if a == "--inline-policy" {
+				if err := os.WriteFile(args[i+1], []byte("rules:\n- effect: deny\n  condition: request.method == \"DELETE\"\n"), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
 	if len(cmds) < 8 {
 		t.Fatalf("found %d cred examples in the README, want the CLI by example's", len(cmds))
 	}
