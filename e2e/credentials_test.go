@@ -26,6 +26,7 @@ func TestCredTypesEndToEnd(t *testing.T) {
 	d.newUser(t, "svc")
 	d.setRole(t, "default", "svc", "reader")
 	d.createSecret(t, "default", "visible", []byte("p"), nil)
+	d.newPolicies(t, "default", "p1", "p2")
 
 	for _, c := range []struct {
 		typ, prefix string
@@ -567,6 +568,7 @@ func TestSessionListAndRevoke(t *testing.T) {
 		d.newUser(t, u)
 		d.setRole(t, "default", u, "reader")
 	}
+	d.newPolicies(t, "default", "pol")
 	a1 := d.newCred(t, "default", map[string]any{"type": "auth-token", "user": "s1", "policies": []string{"pol"}})
 	x1 := d.login(t, a1.Token)
 	y1 := d.login(t, a1.Token)
@@ -660,6 +662,7 @@ func TestRuleSavedAndAuthorize(t *testing.T) {
 	}
 
 	// reuse by id, in two credentials, mixed with an inline rule
+	d.newPolicies(t, "default", "p")
 	c1 := d.newCred(t, "default", map[string]any{"type": "access-token", "user": "api", "policies": []string{"p"},
 		"access_rules": []map[string]any{{"id": r1.ID}, {"id": r2.ID}}})
 	c2 := d.newCred(t, "default", map[string]any{"type": "auth-token", "user": "api",

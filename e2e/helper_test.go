@@ -302,6 +302,7 @@ type secret = unixapi.Secret
 type project struct {
 	ID        string    `json:"id"`
 	Name      string    `json:"name"`
+	Policies  []string  `json:"policies"`
 	CreatedAt time.Time `json:"created_at"`
 }
 

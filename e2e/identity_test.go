@@ -82,6 +82,20 @@ func (d *daemonProc) setRole(t *testing.T, proj, user, role string) {
 	d.mustAPI(t, "PUT", "/v1/projects/"+proj+"/roles/"+user+"/"+role, nil, http.StatusOK, nil)
 }
 
+// newPolicies creates policies names in proj ("" global) as the system
+// admin: one deny rule that never holds each, so attaching them changes
+// no decision.
+func (d *daemonProc) newPolicies(t *testing.T, proj string, names ...string) {
+	t.Helper()
+	path := "/v1/policies"
+	if proj != "" {
+		path = "/v1/projects/" + proj + "/policies"
+	}
+	for _, n := range names {
+		d.mustAPI(t, "POST", path, map[string]any{"name": n, "rules": []map[string]string{{"effect": "deny", "condition": "false"}}}, http.StatusCreated, nil)
+	}
+}
+
 // newCred creates a credential in proj as the system admin.
 func (d *daemonProc) newCred(t *testing.T, proj string, body map[string]any) unixapi.Credential {
 	t.Helper()

@@ -109,6 +109,7 @@ func TestOAuthClientCredentials(t *testing.T) {
 	u := d.newUser(t, "oa")
 	d.setRole(t, "default", "oa", "member")
 	d.createSecret(t, "default", "s", []byte("x"), nil)
+	d.newPolicies(t, "", "p1", "p2") // global ones
 	oc := d.newCred(t, "default", map[string]any{"type": "oauth2", "user": "oa", "policies": []string{"p1", "p2"}})
 	set := d.fetchJWKS(t)
 
@@ -432,6 +433,7 @@ func TestIntrospect(t *testing.T) {
 	exp := d.newCred(t, "default", map[string]any{"type": "access-token", "user": "in", "expire_in": "2s"})
 	expAt := time.Now().Add(3 * time.Second)
 
+	d.newPolicies(t, "default", "pa", "pt", "po")
 	auth := d.newCred(t, "default", map[string]any{"type": "auth-token", "user": "in", "roles": []string{"reader"}, "policies": []string{"pa"}, "access_rules": rules})
 	sess := d.login(t, auth.Token)
 	at := d.newCred(t, "default", map[string]any{"type": "access-token", "user": "in", "policies": []string{"pt"}, "expire_in": "1days"})
