@@ -277,6 +277,12 @@ func (s *Service) auditAdmits() error {
 	}
 	n := s.audit.pending.Load()
 	if n >= maxOutbox || (s.audit.failing.Load() && n >= outboxWhileFailing) {
+		if h := s.storeHealth(); h.Err != nil {
+			// The store refuses writes too (its filesystem is usually
+			// the log's): that is the cause to report, with its state
+			// in status, and what the operator must mend first.
+			return storeFault(h.Err)
+		}
 		return unavailable(CodeAuditUnavailable, "the audit log cannot record changes now; try again later", errors.New("audit outbox full"))
 	}
 	return nil
