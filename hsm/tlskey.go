@@ -219,6 +219,9 @@ func (h *HSM) TLSKeyAttributes(ctx context.Context, key crypto.Signer) (sensitiv
 	if err != nil {
 		return false, false, h.keyError("read attributes of TLS key", t.label, err)
 	}
-	get := func(t crypto11.AttributeType) bool { v := a[t]; return v != nil && len(v.Value) == 1 && v.Value[0] != 0 }
+	get := func(t crypto11.AttributeType) bool {
+		v := a[t]
+		return v != nil && len(v.Value) == 1 && v.Value[0] != 0
+	}
 	return get(crypto11.CkaSensitive), get(crypto11.CkaExtractable), nil
 }
