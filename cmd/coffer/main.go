@@ -168,6 +168,7 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 			authorizeCommand,
 			auditCommand,
 			hsmCommand,
+			k8sWebhookParentTemp, // TEMPORARY until the k8s group lands
 			profileCommand,
 			backupCommand,
 			restoreCommand,
