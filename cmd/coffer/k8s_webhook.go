@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/base64"
 	"fmt"
 	"net/url"
@@ -156,10 +157,13 @@ func webhookKubeconfig(w unixapi.K8sWebhook, o kubeconfigOptions) ([]byte, error
 	var ctx namedContext
 	ctx.Name, ctx.Context.Cluster, ctx.Context.User = "coffer", "coffer", "kube-apiserver"
 	cfg.Contexts = []namedContext{ctx}
-	out, err := yaml.Marshal(cfg)
-	if err != nil {
+	var buf bytes.Buffer
+	enc := yaml.NewEncoder(&buf)
+	enc.SetIndent(2)
+	if err := enc.Encode(cfg); err != nil {
 		return nil, err
 	}
+	out := buf.Bytes()
 	head := "# kube-apiserver " + map[string]string{
 		"authn": "--authentication-token-webhook-config-file (with --authentication-token-webhook-version=v1)",
 		"authz": "--authorization-webhook-config-file (with --authorization-webhook-version=v1, --authorization-mode=Node,Webhook,RBAC)",
