@@ -226,9 +226,18 @@ func readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 // tokenReviewResponse is the answer: the request's apiVersion and kind,
 // and a status (never the token back).
 type tokenReviewResponse struct {
-	APIVersion string                    `json:"apiVersion"`
-	Kind       string                    `json:"kind"`
-	Status     authnv1.TokenReviewStatus `json:"status"`
+	APIVersion string            `json:"apiVersion"`
+	Kind       string            `json:"kind"`
+	Status     tokenReviewStatus `json:"status"`
+}
+
+// tokenReviewStatus is authnv1.TokenReviewStatus without an empty user
+// when not authenticated.
+type tokenReviewStatus struct {
+	Authenticated bool              `json:"authenticated,omitempty"`
+	User          *authnv1.UserInfo `json:"user,omitempty"`
+	Audiences     []string          `json:"audiences,omitempty"`
+	Error         string            `json:"error,omitempty"`
 }
 
 type subjectAccessReviewResponse struct {
@@ -263,7 +272,7 @@ func (h *Handler) tokenReview(w http.ResponseWriter, r *http.Request) {
 	default:
 		out.Status.Authenticated = true
 		out.Status.Audiences = res.Audiences
-		out.Status.User = authnv1.UserInfo{Username: res.Username, UID: res.UID, Groups: res.Groups}
+		out.Status.User = &authnv1.UserInfo{Username: res.Username, UID: res.UID, Groups: res.Groups}
 		if len(res.Extra) > 0 {
 			out.Status.User.Extra = make(map[string]authnv1.ExtraValue, len(res.Extra))
 			for k, v := range res.Extra {
