@@ -292,8 +292,12 @@ denial exits 1 (and an error talking to the daemon still exits 1 or 3).`,
 		if err != nil {
 			return err
 		}
+		method := strings.ToUpper(c.String("method"))
+		if c.String("service") == "kubernetes" {
+			method = strings.ToLower(c.String("method")) // a Kubernetes verb
+		}
 		d, err := cl.Authorize(c.Context, unixapi.AuthorizeRequest{
-			Token: tok, Service: c.String("service"), Method: strings.ToUpper(c.String("method")), Path: c.String("path"),
+			Token: tok, Service: c.String("service"), Method: method, Path: c.String("path"),
 			Explain: c.Bool("explain"),
 		})
 		if err != nil {
