@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/coffer-hsm/coffer/audit"
 	"github.com/coffer-hsm/coffer/policy"
@@ -254,4 +255,34 @@ func TestK8sWebhookInfo(t *testing.T) {
 	}
 	_, err = e.svc.K8sWebhookInfo(ctx, e.grant(t, ActReadStatus, Resource{}))
 	wantCode(t, err, CodeForbidden)
+}
+
+func TestReviewAccessOfUnusableCredentials(t *testing.T) {
+	e := newIdentityEnv(t)
+	ctx := context.Background()
+	short, _ := e.credential(t, "p1", CredentialInput{Type: CredAccessToken, User: "bob", Name: "short", ExpireIn: "1hour"})
+	dis, _ := e.credential(t, "p1", CredentialInput{Type: CredAccessToken, User: "carol", Name: "carols"})
+	review := func(c Credential) AccessReviewResult {
+		t.Helper()
+		r, err := e.svc.ReviewAccess(ctx, kubeAPIServer, AccessReview{User: "service-account-" + c.TokenID, Verb: "get", Path: "/api/v1/pods"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	if r := review(short); r.Denied {
+		t.Fatalf("a live credential: %+v", r)
+	}
+	yes := true
+	if _, err := e.svc.PatchUser(ctx, e.grant(t, ActManageUser, Resource{User: "carol"}), UserPatch{Disabled: &yes}); err != nil {
+		t.Fatal(err)
+	}
+	if r := review(dis); !r.Denied || r.Reason != "coffer: the user of credential carols is disabled" {
+		t.Fatalf("disabled user: %+v", r)
+	}
+	e.svc.now = func() time.Time { return time.Now().UTC().Add(2 * time.Hour) }
+	defer func() { e.svc.now = func() time.Time { return time.Now().UTC() } }()
+	if r := review(short); !r.Denied || r.Reason != "coffer: credential short has expired" {
+		t.Fatalf("expired: %+v", r)
+	}
 }
