@@ -3,8 +3,9 @@ package hsm
 // TLS serving keys: a key pair in the token that a TLS server signs its
 // handshakes with (crypto/tls takes any crypto.Signer), for the Kubernetes
 // webhooks' HTTPS listener. Its private half is generated in the token,
-// sensitive, never extractable and may only sign; the handshake signature
-// is made by the token, so the key never exists in coffer's memory.
+// sensitive and never extractable (an RSA one may only sign); the
+// handshake signature is made by the token, so the key never exists in
+// coffer's memory.
 //
 // The key is an EC P-256 key pair, or an RSA-3072 key pair (RSA-PSS) on a
 // token that lacks ECDSA (the scheme ChooseSchemes picked for signing
@@ -73,8 +74,8 @@ func (h *HSM) reservedLabel(label string) bool {
 }
 
 // generateTLSKey creates serving key label: EC P-256 where the token signs
-// ES256, else RSA-3072; the private half sensitive, not extractable, sign
-// only.
+// ES256, else RSA-3072 (sign only); the private half sensitive and not
+// extractable.
 func (h *HSM) generateTLSKey(label string) (crypto11.Signer, error) {
 	if h.schemes.Signing == SignPS256 {
 		return h.generateRSAKeyPair(label, rsaSignOnly)
@@ -82,15 +83,12 @@ func (h *HSM) generateTLSKey(label string) (crypto11.Signer, error) {
 	pub := keyAttrs(label)
 	_ = pub.Set(crypto11.CkaLabel, []byte(label))
 	priv := pub.Copy()
-	setAll(pub, attrs{{crypto11.CkaVerify, true}, {crypto11.CkaEncrypt, false}, {crypto11.CkaWrap, false}})
+	// The signing key's template (signer.go), which tpm2-pkcs11 also
+	// takes: it refuses usage flags that disagree with the TPM object's.
 	setAll(priv, attrs{
 		{crypto11.CkaPrivate, true},
 		{crypto11.CkaSensitive, true},
 		{crypto11.CkaExtractable, false},
-		{crypto11.CkaSign, true},
-		{crypto11.CkaDecrypt, false},
-		{crypto11.CkaUnwrap, false},
-		{crypto11.CkaDerive, false},
 	})
 	return h.ctx.GenerateECDSAKeyPairWithAttributes(pub, priv, elliptic.P256())
 }

@@ -2,6 +2,7 @@ package hsm
 
 import (
 	"context"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/rand"
 	"crypto/sha256"
@@ -12,6 +13,8 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"github.com/coffer-hsm/coffer/internal/tpmtest"
 )
 
 func TestTLSKey(t *testing.T) {
@@ -100,5 +103,33 @@ func TestTLSKeyRefusesReservedLabels(t *testing.T) {
 		if _, err := h.TLSKey(context.Background(), l); err == nil {
 			t.Errorf("TLSKey(%q) succeeded", l)
 		}
+	}
+}
+
+// TestTPMTLSKey makes and uses the TLS key on a real tpm2-pkcs11 token
+// (over a software TPM).
+func TestTPMTLSKey(t *testing.T) {
+	tok := tpmtest.Start(t, "coffer-tls")
+	tok.Setenv(t)
+	ctx := context.Background()
+	h, err := Open(ctx, Config{ModulePath: tok.Module, TokenLabel: tok.Label, PIN: tok.PIN})
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	defer func() { _ = h.Close() }()
+	key, err := h.TLSKey(ctx, DefaultTLSKeyLabel)
+	if err != nil {
+		t.Fatalf("TLSKey: %v", err)
+	}
+	d := sha256.Sum256([]byte("tpm"))
+	sig, err := key.Sign(rand.Reader, d[:], crypto.SHA256)
+	if err != nil {
+		t.Fatalf("Sign: %v", err)
+	}
+	if pub, ok := key.Public().(*ecdsa.PublicKey); !ok || !ecdsa.VerifyASN1(pub, d[:], sig) {
+		t.Fatalf("the TPM's signature does not verify (%T)", key.Public())
+	}
+	if s, x, err := h.TLSKeyAttributes(ctx, key); err != nil || !s || x {
+		t.Fatalf("CKA_SENSITIVE=%v CKA_EXTRACTABLE=%v (%v)", s, x, err)
 	}
 }
