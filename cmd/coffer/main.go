@@ -168,6 +168,7 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 			authorizeCommand,
 			auditCommand,
 			hsmCommand,
+			k8sCommand, // k8s.go
 			profileCommand,
 			backupCommand,
 			restoreCommand,
