@@ -349,9 +349,11 @@ func (s *Service) kmsKEKInUse(ctx context.Context, label string) error {
 	}
 	now := s.now()
 	if r.RetiredAt == nil {
-		// Its retirement is recorded from now on (by the next flush).
-		s.kmsStartLoop()
-		s.kmsMarkSeen(label)
+		// Not seen retired yet (the flush records it): from now on.
+		if err := s.kmsRetire(ctx, label, now); err != nil {
+			return err
+		}
+		r.RetiredAt = &now
 	}
 	at := s.kmsRemovableAt(r, now)
 	if now.Before(at) {
@@ -395,11 +397,21 @@ func (s *Service) kmsCount(id string, encrypt bool) {
 	}
 }
 
-// kmsMarkSeen makes key id pending so the next flush looks at it.
-func (s *Service) kmsMarkSeen(id string) {
-	s.kms.mu.Lock()
-	s.kms.pendingUse(id)
-	s.kms.mu.Unlock()
+// kmsRetire records that key id (a KEK that is not current) was retired
+// at, unless a retirement is recorded already.
+func (s *Service) kmsRetire(ctx context.Context, id string, at time.Time) error {
+	return storeErr(s.update(ctx, systemPrincipal, "k8s.kms_usage", func(tx *kv.Txn, c *change) error {
+		var r kmsKeyRecord
+		if err := tx.Get(tableKMSKeys, id, &r); err != nil && !errors.Is(err, kv.ErrNotFound) {
+			return err
+		}
+		if r.RetiredAt != nil {
+			return nil
+		}
+		r.RetiredAt = &at
+		c.set("key_id", id, "retired", "true")
+		return tx.Put(tableKMSKeys, id, r)
+	}))
 }
 
 // pendingUse returns the pending uses of id; the caller holds k.mu.
