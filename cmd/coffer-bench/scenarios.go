@@ -37,6 +37,9 @@ type scenario struct {
 	// the tokens in use (the cold path is the scale comparison's).
 	warmTokens bool
 	prepare    func(ctx context.Context, e *env) (generator, error)
+	// workers replaces prepare for a scenario that is not HTTP on the API
+	// socket (the KMS over gRPC): it returns the scenario's workers.
+	workers func(ctx context.Context, e *env) (workerFactory, error)
 }
 
 var scenarios = []scenario{
@@ -140,6 +143,13 @@ var scenarios = []scenario{
 				return request{method: http.MethodPost, path: "/v1/secrets/" + id + "/rotate", body: body}
 			})
 		},
+	},
+	{
+		// Issue 13: kube-apiserver's DEK cache miss (at its start, for
+		// each DEK in etcd) is one Decrypt; per call one HSM unwrap.
+		name: "kms-decrypt", what: "Kubernetes KMS v2 Decrypt over the gRPC socket (one HSM unwrap), a 32-byte seed, one connection per client",
+		ceilings: []string{ceilHSMOpen}, goal: 0.60,
+		workers: prepareKMSDecrypt,
 	},
 	{
 		// Health and counts, cached by the daemon for 2 s (recounted after
