@@ -87,7 +87,7 @@ func kmsKeys(t *testing.T, d *daemonProc) map[string]unixapi.KMSKey {
 // keeps everything, and nothing secret in the log.
 func TestKMS(t *testing.T) {
 	dir := workDir(t)
-	const grace = 3 * time.Second
+	const grace = 5 * time.Second
 	d := startDaemon(t, dir, "--kms-remove-grace", grace.String())
 	sock := filepath.Join(d.stateDir, "kms.sock")
 	fi, err := os.Lstat(sock)
@@ -174,7 +174,11 @@ func TestKMS(t *testing.T) {
 		t.Fatal("the first daemon lost its socket")
 	}
 
-	// Once unused for the grace, the old KEK goes without --force.
+	// A Decrypt under the old key id starts its grace again; once unused
+	// for the grace, the old KEK goes without --force.
+	if _, err := kmsDecrypt(t, c, enc1); err != nil {
+		t.Fatal(err)
+	}
 	wantError(t, d.api(t, "DELETE", "/v1/hsm/keks/coffer-kek-1", nil), http.StatusConflict, "kek_in_use")
 	time.Sleep(grace + 500*time.Millisecond)
 	d.mustCLI(t, "", "hsm", "remove-kek", "coffer-kek-1")
