@@ -5,10 +5,9 @@ import (
 	"net/http"
 )
 
-// K8sWebhook returns how the daemon serves the Kubernetes webhooks (404
-// not_found when it does not).
-func (c *Client) K8sWebhook(ctx context.Context) (K8sWebhook, error) {
-	var k K8sWebhook
-	_, err := c.do(ctx, http.MethodGet, "/v1/k8s/webhook-ca", nil, &k)
+// KMSKeys lists the key ids the Kubernetes KMS used, with counts and times.
+func (c *Client) KMSKeys(ctx context.Context) (KMSKeys, error) {
+	var k KMSKeys
+	_, err := c.do(ctx, http.MethodGet, "/v1/k8s/kms-keys", nil, &k)
 	return k, err
 }

@@ -7,30 +7,37 @@ import (
 	"github.com/coffer-hsm/coffer/daemon"
 )
 
-// K8sBackend is the Kubernetes webhooks part of the domain.
-type K8sBackend interface {
-	K8sWebhookInfo(ctx context.Context, g daemon.Grant) (daemon.K8sWebhook, error)
+// KMSBackend is the Kubernetes KMS part of the domain that the HTTP API
+// shows (the KMS itself is served over gRPC by k8s/kms).
+type KMSBackend interface {
+	KMSKeys(ctx context.Context, g daemon.Grant) ([]daemon.KMSKey, error)
 }
 
+// k8sRoutes are the Kubernetes integrations' routes.
 func (s *Server) k8sRoutes() {
-	s.handle("GET /v1/k8s/webhook-ca", s.k8sWebhookCA)
+	s.handle("GET /v1/k8s/kms-keys", s.kmsKeys)
+	s.handle("GET /v1/k8s/webhook-ca", s.k8sWebhookCA) // handlers_k8s_webhook.go
 }
 
-// k8sWebhookCA is for system admins: the serving key is an HSM key
-// (ActManageKeys), and the answer names files on the host.
-func (s *Server) k8sWebhookCA(w http.ResponseWriter, r *http.Request) error {
+// kmsKeys lists the key ids the KMS used: an admin read of key usage, like
+// GET /v1/hsm/keys.
+func (s *Server) kmsKeys(w http.ResponseWriter, r *http.Request) error {
 	g, err := s.authorize(r, daemon.ActManageKeys, daemon.Resource{})
 	if err != nil {
 		return err
 	}
-	k, err := s.b.K8sWebhookInfo(r.Context(), g)
+	keys, err := s.b.KMSKeys(r.Context(), g)
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, K8sWebhook{
-		Server: k.Server, TokenReviewPath: k.TokenReviewPath, SubjectAccessReviewPath: k.SubjectAccessReviewPath,
-		CertificateAuthority: string(k.CertificatePEM), BearerFile: k.BearerFile, ClientCAFile: k.ClientCAFile,
-		Audiences: nonNil(k.Audiences),
-	})
+	out := KMSKeys{Keys: make([]KMSKey, 0, len(keys))}
+	for _, k := range keys {
+		out.Keys = append(out.Keys, KMSKey{
+			KeyID: k.KeyID, Current: k.Current, Present: k.Present, Encrypts: k.Encrypts, Decrypts: k.Decrypts,
+			FirstEncryptAt: k.FirstEncryptAt, LastEncryptAt: k.LastEncryptAt, LastDecryptAt: k.LastDecryptAt,
+			RetiredAt: k.RetiredAt, RemovableAt: k.RemovableAt,
+		})
+	}
+	writeJSON(w, http.StatusOK, out)
 	return nil
 }

@@ -1,19 +1,28 @@
 package unixapi
 
-// K8sWebhook is GET /v1/k8s/webhook-ca: how the Kubernetes webhooks are
-// served, for the kubeconfigs kube-apiserver reads (coffer k8s
-// webhook-config). Nothing in it is secret: the bearer stays in its file.
-type K8sWebhook struct {
-	// Server is the listener's base URL, e.g. https://127.0.0.1:8443.
-	Server                  string `json:"server"`
-	TokenReviewPath         string `json:"token_review_path"`
-	SubjectAccessReviewPath string `json:"subject_access_review_path"`
-	// CertificateAuthority is the serving certificate in PEM: self-issued,
-	// it is its own CA (certificate-authority-data).
-	CertificateAuthority string `json:"certificate_authority"`
-	// BearerFile and ClientCAFile are how kube-apiserver authenticates to
-	// the listener (paths on the daemon's host; either may be empty).
-	BearerFile   string   `json:"bearer_file,omitempty"`
-	ClientCAFile string   `json:"client_ca_file,omitempty"`
-	Audiences    []string `json:"audiences"`
+import "time"
+
+// KMSKeys is GET /v1/k8s/kms-keys: the key ids the Kubernetes KMS used,
+// oldest first.
+type KMSKeys struct {
+	Keys []KMSKey `json:"keys"`
+}
+
+// KMSKey is what the Kubernetes KMS did with one key id (the label of the
+// KEK that wrapped its DEKs): counts and times, nothing secret.
+type KMSKey struct {
+	KeyID    string `json:"key_id"`
+	Current  bool   `json:"current"`
+	Present  bool   `json:"present"` // the KEK is still on the token
+	Encrypts int64  `json:"encrypts"`
+	Decrypts int64  `json:"decrypts"`
+
+	FirstEncryptAt *time.Time `json:"first_encrypt_at,omitempty"`
+	LastEncryptAt  *time.Time `json:"last_encrypt_at,omitempty"`
+	LastDecryptAt  *time.Time `json:"last_decrypt_at,omitempty"`
+	// RetiredAt: when the daemon first saw the KEK no longer current.
+	RetiredAt *time.Time `json:"retired_at,omitempty"`
+	// RemovableAt: from when coffer hsm remove-kek takes it without
+	// --force (absent for the current key id).
+	RemovableAt *time.Time `json:"removable_at,omitempty"`
 }

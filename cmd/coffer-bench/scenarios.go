@@ -37,14 +37,14 @@ type scenario struct {
 	read     bool     // p99 at 16 clients must stay under readP99Goal
 	diag     bool     // not an issue-6 scenario: measured for comparison, no goal
 	needs    string   // non-empty: the capability it waits for; not run
-	// https: the scenario's requests go to the Kubernetes webhooks'
-	// HTTPS listener (env.k8s), not to the socket.
-	https bool
 	// warmTokens: every preloaded access token is used once before the
 	// measurements, so they measure a daemon whose bearer cache holds
 	// the tokens in use (the cold path is the scale comparison's).
 	warmTokens bool
 	prepare    func(ctx context.Context, e *env) (generator, error)
+	// workers replaces prepare for a scenario that is not HTTP on the API
+	// socket (the KMS over gRPC): it returns the scenario's workers.
+	workers func(ctx context.Context, e *env) (workerFactory, error)
 }
 
 var scenarios = []scenario{
@@ -131,8 +131,14 @@ var scenarios = []scenario{
 		// webhooks' HTTPS listener (TLS key in the HSM; keep-alive
 		// connections, as the apiserver's client keeps them).
 		name: "k8s-tokenreview", what: "POST /v1/k8s/tokenreview over HTTPS (bearer-authenticated apiserver), random preloaded cft_ (cache warm)",
-		ceilings: []string{ceilHTTPS}, goal: 0.60, warmTokens: true, https: true,
-		prepare: prepareTokenReview,
+		ceilings: []string{ceilHTTPS}, goal: 0.60, warmTokens: true,
+		workers: func(ctx context.Context, e *env) (workerFactory, error) {
+			gen, err := prepareTokenReview(ctx, e)
+			if err != nil {
+				return nil, err
+			}
+			return httpsFactory(e.k8s.base, e.k8s.tls, gen), nil
+		},
 	},
 
 	// For comparison, without goals of their own.
@@ -157,6 +163,13 @@ var scenarios = []scenario{
 				return request{method: http.MethodPost, path: "/v1/secrets/" + id + "/rotate", body: body}
 			})
 		},
+	},
+	{
+		// Issue 13: kube-apiserver's DEK cache miss (at its start, for
+		// each DEK in etcd) is one Decrypt; per call one HSM unwrap.
+		name: "kms-decrypt", what: "Kubernetes KMS v2 Decrypt over the gRPC socket (one HSM unwrap), a 32-byte seed, one connection per client",
+		ceilings: []string{ceilHSMOpen}, goal: 0.60,
+		workers: prepareKMSDecrypt,
 	},
 	{
 		// Health and counts, cached by the daemon for 2 s (recounted after

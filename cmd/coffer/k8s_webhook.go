@@ -170,12 +170,3 @@ func webhookKubeconfig(w unixapi.K8sWebhook, o kubeconfigOptions) ([]byte, error
 	}[o.kind] + "\n"
 	return append([]byte(head), out...), nil
 }
-
-// k8sWebhookParentTemp is a TEMPORARY `coffer k8s` parent for
-// webhook-config until the k8s command group (k8s.go) is merged: then
-// that group takes k8sWebhookConfigCommand() and this goes.
-var k8sWebhookParentTemp = &cli.Command{
-	Name:        "k8s",
-	Usage:       "Kubernetes integrations",
-	Subcommands: []*cli.Command{k8sWebhookConfigCommand()},
-}

@@ -168,7 +168,7 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 			authorizeCommand,
 			auditCommand,
 			hsmCommand,
-			k8sWebhookParentTemp, // TEMPORARY until the k8s group lands
+			k8sCommand, // k8s.go
 			profileCommand,
 			backupCommand,
 			restoreCommand,
