@@ -48,6 +48,8 @@ import (
 	"errors"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coffer-hsm/coffer/audit"
@@ -93,10 +95,46 @@ type K8sWebhook struct {
 	Audiences []string
 }
 
+// k8sState is the webhooks' part of the Service.
+type k8sState struct {
+	hook atomic.Pointer[K8sWebhook]
+
+	// creds keeps what a TokenReview needs of a credential beyond the
+	// bearer cache's entry (its token id and name), by credential id,
+	// each valid at the identity generation it was read at (any write to
+	// a credential bumps it: caches.go).
+	mu    sync.Mutex
+	creds map[string]k8sCred
+}
+
+type k8sCred struct {
+	gen           uint64
+	tokenID, name string
+}
+
+// k8sCredsSize bounds k8sState.creds; a full map is emptied.
+const k8sCredsSize = 4096
+
+func (k *k8sState) cred(id string, gen uint64) (k8sCred, bool) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	c, ok := k.creds[id]
+	return c, ok && c.gen == gen
+}
+
+func (k *k8sState) putCred(id string, c k8sCred) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.creds == nil || len(k.creds) >= k8sCredsSize {
+		k.creds = make(map[string]k8sCred)
+	}
+	k.creds[id] = c
+}
+
 // SetK8sWebhook records how the webhooks are served.
 func (s *Service) SetK8sWebhook(w K8sWebhook) {
 	w.Audiences = slices.Clone(w.Audiences)
-	s.k8s.Store(&w)
+	s.k8s.hook.Store(&w)
 }
 
 // tlsKeys is the part of the HSM that keeps TLS serving keys (*hsm.HSM).
@@ -126,7 +164,7 @@ func (s *Service) K8sWebhookInfo(_ context.Context, g Grant) (K8sWebhook, error)
 	if err := g.require(ActManageKeys); err != nil {
 		return K8sWebhook{}, err
 	}
-	w := s.k8s.Load()
+	w := s.k8s.hook.Load()
 	if w == nil {
 		return K8sWebhook{}, NotFound("the Kubernetes webhooks are off: start the daemon with --k8s-listen")
 	}
@@ -188,22 +226,30 @@ func (s *Service) ReviewToken(ctx context.Context, caller Principal, token strin
 	if !ok {
 		return refuse("the token is not valid for the requested audiences")
 	}
-	var cred credentialRecord
-	err = s.store.View(ctx, func(tx *kv.Txn) error { return tx.Get(tableCredentials, b.ident.CredentialID, &cred) })
-	if errors.Is(err, kv.ErrNotFound) {
-		return refuse("the token's credential is gone") // deleted since the token was checked
-	}
-	if err != nil {
-		return TokenReviewResult{}, storeErr(err)
+	credID := b.ident.CredentialID
+	cred, ok := s.k8s.cred(credID, b.gen)
+	if !ok {
+		var rec credentialRecord
+		err = s.store.View(ctx, func(tx *kv.Txn) error { return tx.Get(tableCredentials, credID, &rec) })
+		if errors.Is(err, kv.ErrNotFound) {
+			return refuse("the token's credential is gone") // deleted since the token was checked
+		}
+		if err != nil {
+			return TokenReviewResult{}, storeErr(err)
+		}
+		// Read after b.gen was: a change since has bumped the generation,
+		// and no later lookup asks for b.gen.
+		cred = k8sCred{gen: b.gen, tokenID: rec.TokenID, name: rec.Name}
+		s.k8s.putCred(credID, cred)
 	}
 	out := TokenReviewResult{
 		Authenticated: true,
-		Username:      K8sUserPrefix + cred.TokenID,
-		UID:           cred.ID,
+		Username:      K8sUserPrefix + cred.tokenID,
+		UID:           credID,
 		Audiences:     auds,
 		Extra: map[string][]string{
 			K8sExtraPrefix + "project":    {b.project.Name},
-			K8sExtraPrefix + "credential": {cred.Name},
+			K8sExtraPrefix + "credential": {cred.name},
 		},
 	}
 	for _, r := range top.implied() {
@@ -228,7 +274,7 @@ func (s *Service) k8sAudiences(kind string, requested []string) ([]string, bool)
 		return nil, true // the apiserver's own audiences
 	}
 	var conf []string
-	if w := s.k8s.Load(); w != nil {
+	if w := s.k8s.hook.Load(); w != nil {
 		conf = w.Audiences
 	}
 	var out []string

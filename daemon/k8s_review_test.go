@@ -286,3 +286,37 @@ func TestReviewAccessOfUnusableCredentials(t *testing.T) {
 		t.Fatalf("expired: %+v", r)
 	}
 }
+
+// A rotation makes a new user name at once, for the new token and the old
+// one in its grace: the credential's cached token id goes with the change.
+func TestReviewTokenAfterRotation(t *testing.T) {
+	e := newIdentityEnv(t)
+	ctx := context.Background()
+	c, iss := e.credential(t, "p1", CredentialInput{Type: CredAccessToken, User: "bob"})
+	name := func(tok string) string {
+		t.Helper()
+		r, err := e.svc.ReviewToken(ctx, kubeAPIServer, tok, nil)
+		if err != nil || !r.Authenticated {
+			t.Fatalf("%+v %v", r, err)
+		}
+		return r.Username
+	}
+	if got := name(iss.Token); got != "service-account-"+c.TokenID {
+		t.Fatalf("before: %s", got)
+	}
+	rot, iss2, err := e.svc.RotateCredential(ctx, e.grant(t, ActManageCredential, Resource{Credential: c.ID}), CredentialRotate{Grace: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tok := range []string{iss2.Token, iss.Token} {
+		if got := name(tok); got != "service-account-"+rot.TokenID {
+			t.Fatalf("after the rotation: %s, want the new token id %s", got, rot.TokenID)
+		}
+	}
+	// And the old id, in its grace, still names the credential for the
+	// authorizer.
+	r, err := e.svc.ReviewAccess(ctx, kubeAPIServer, AccessReview{User: "service-account-" + c.TokenID, Groups: []string{"coffer:p1:member"}, Verb: "get", Path: "/api"})
+	if err != nil || r.Denied {
+		t.Fatalf("old id in its grace: %+v %v", r, err)
+	}
+}

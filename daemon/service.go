@@ -145,7 +145,7 @@ type Service struct {
 	policies       compiledPolicies
 	polGen         atomic.Uint64 // see caches.go
 
-	k8s atomic.Pointer[K8sWebhook] // the Kubernetes webhooks, when served (k8s_review.go)
+	k8s k8sState // the Kubernetes webhooks, when served (k8s_review.go)
 }
 
 // Open opens the HSM and the store named by cfg and returns a ready
