@@ -43,9 +43,9 @@ const minK8sRSABits = 2048
 type K8sKey struct {
 	Label   string
 	Version int
-	Current bool             // the newest version: the one that signs
-	Alg     string           // AlgES256 or AlgRS256
-	Public  crypto.PublicKey // *ecdsa.PublicKey or *rsa.PublicKey
+	Current bool      // the newest version: the one that signs
+	Alg     string    // AlgES256 or AlgRS256
+	Public  PublicKey // *ecdsa.PublicKey or *rsa.PublicKey
 }
 
 // k8sKeys caches the token objects of the K8s keys, by label. The cache
@@ -108,7 +108,7 @@ func (h *HSM) listK8sKeys() ([]K8sKey, map[string]crypto11.Signer, error) {
 			return nil, nil, fmt.Errorf("HSM key %s on token %s is neither an EC P-256 key nor an RSA key of at least %d bits", id, h.cfg.TokenLabel, minK8sRSABits)
 		}
 		byID[id] = p
-		out = append(out, K8sKey{Label: id, Version: v, Alg: alg, Public: pub})
+		out = append(out, K8sKey{Label: id, Version: v, Alg: alg, Public: pub.(PublicKey)})
 	}
 	slices.SortFunc(out, func(a, b K8sKey) int { return a.Version - b.Version })
 	if len(out) > 0 {
@@ -224,7 +224,7 @@ func (h *HSM) generateK8sKey(label string, version int, alg string) (K8sKey, err
 		h.k8s.byID[label] = signer
 	}
 	h.k8s.mu.Unlock()
-	return K8sKey{Label: label, Version: version, Current: true, Alg: alg, Public: pub}, nil
+	return K8sKey{Label: label, Version: version, Current: true, Alg: alg, Public: pub.(PublicKey)}, nil
 }
 
 // K8sSign signs a SHA-256 digest with Kubernetes signing key label and
