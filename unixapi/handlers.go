@@ -32,6 +32,7 @@ func (s *Server) routes() {
 	s.backupRoutes()
 	s.debugRoutes()
 	s.keysRoutes()
+	s.k8sSignerRoutes()
 }
 
 func (s *Server) getStatus(w http.ResponseWriter, r *http.Request) error {

@@ -386,6 +386,9 @@ func matrixRows() []matrixRow {
 			want: allow("404 not_found", grpSysAdmins)},
 		{route: "POST /v1/hsm/signing-key:rotate", req: fixed(reqPOST("/v1/hsm/signing-key:rotate", "")),
 			want: allow("200", grpSysAdmins)},
+		// Kubernetes service-account signing keys: system admins only.
+		{route: "GET /v1/k8s/sa-keys", req: fixed(reqGET("/v1/k8s/sa-keys")), want: allow("200", grpSysAdmins)},
+		{route: "POST /v1/k8s/sa-key:rotate", req: fixed(reqPOST("/v1/k8s/sa-key:rotate", "")), want: allow("200", grpSysAdmins)},
 
 		{route: "POST /v1/authorize", req: func(t *testing.T, f *matrixEnv) matrixReq {
 			b, _ := json.Marshal(AuthorizeRequest{Token: f.bearer["cft"], Service: "svc", Method: "GET", Path: "/x/1"})

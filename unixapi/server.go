@@ -44,6 +44,7 @@ type Backend interface {
 	IdentityBackend
 	PolicyBackend
 	KeysBackend
+	K8sSignerBackend
 
 	CreateBinding(ctx context.Context, g daemon.Grant, in daemon.BindingInput) (daemon.Binding, error)
 	ListBindings(ctx context.Context, g daemon.Grant) ([]daemon.Binding, error)
