@@ -37,6 +37,9 @@ type scenario struct {
 	// the tokens in use (the cold path is the scale comparison's).
 	warmTokens bool
 	prepare    func(ctx context.Context, e *env) (generator, error)
+	// factory, when set, drives the scenario instead of HTTP requests
+	// from prepare's generator (the Kubernetes signer speaks gRPC).
+	factory func(d *daemon) workerFactory
 }
 
 var scenarios = []scenario{
@@ -116,6 +119,15 @@ var scenarios = []scenario{
 				return request{method: http.MethodPost, path: "/v1/auth/login", auth: auths[w%len(auths)]}
 			}, nil
 		},
+	},
+
+	{
+		// Issue 13: kube-apiserver has every ServiceAccount token signed
+		// over the signer's gRPC socket; the HSM signature is the floor.
+		name: "k8s-sign", what: "ExternalJWTSigner.Sign over the Kubernetes signer's gRPC Unix socket, claims of a projected SA token (1 h), ES256 in the HSM, one connection per client",
+		ceilings: []string{ceilHSMSign}, goal: 0.60,
+		prepare: func(context.Context, *env) (generator, error) { return nil, nil },
+		factory: k8sSignFactory,
 	},
 
 	// For comparison, without goals of their own.
