@@ -476,3 +476,52 @@ func FuzzCheckK8sClaims(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkK8sSign: the claims check, the domain's Sign (check, hash,
+// HSM) and, for comparison, coffer's own hsm.Sign on the same token.
+func BenchmarkK8sSign(b *testing.B) {
+	cfg, err := hsm.PrepareDevToken(context.Background(), b.TempDir(), hsm.DefaultModulePath, "k8s-bench")
+	if err != nil {
+		b.Skip(err)
+	}
+	h, err := hsm.Open(context.Background(), cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	store, err := kv.Open(context.Background(), kv.Options{Dir: b.TempDir(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), GCInterval: -1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	svc, err := New(context.Background(), Config{Version: "test", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, h, store)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer svc.Close()
+	ctx := context.Background()
+	if err := svc.StartK8sSigner(ctx, K8sSignerConfig{}); err != nil {
+		b.Fatal(err)
+	}
+	claims := saClaims(b, time.Now(), time.Hour)
+	b.Run("check", func(b *testing.B) {
+		for b.Loop() {
+			if err := CheckK8sClaims(claims, time.Now(), time.Hour); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("sign", func(b *testing.B) {
+		for b.Loop() {
+			if _, _, err := svc.K8sSign(ctx, claims); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("hsm-sign", func(b *testing.B) {
+		d := make([]byte, 32)
+		for b.Loop() {
+			if _, err := h.Sign(ctx, d); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
