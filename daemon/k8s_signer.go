@@ -327,15 +327,15 @@ func (s *Service) reloadK8sKeysLocked(ctx context.Context) error {
 	for _, v := range vs {
 		kid, err := k8sKeyID(v.Public)
 		if err != nil {
-			return fmt.Errorf("Kubernetes signing key %s: %w", v.Label, err)
+			return fmt.Errorf("the Kubernetes signing key %s: %w", v.Label, err)
 		}
 		der, err := x509.MarshalPKIXPublicKey(v.Public)
 		if err != nil {
-			return fmt.Errorf("Kubernetes signing key %s: %w", v.Label, err)
+			return fmt.Errorf("the Kubernetes signing key %s: %w", v.Label, err)
 		}
 		hdr, err := k8sHeader(v.Alg, kid)
 		if err != nil {
-			return fmt.Errorf("Kubernetes signing key %s: %w", v.Label, err)
+			return fmt.Errorf("the Kubernetes signing key %s: %w", v.Label, err)
 		}
 		k := k8sRingKey{label: v.Label, version: v.Version, kid: kid, alg: v.Alg, pkix: der, header: hdr, current: v.Current,
 			signed: s.k8s.counter(kid)}

@@ -179,7 +179,7 @@ func verifyK8sToken(t *testing.T, set K8sKeySet, header, claims, sig []byte) str
 		t.Fatalf("header %s: %v", rawHdr, err)
 	}
 	tok := string(header) + "." + string(claims) + "." + string(sig)
-	jws, err := jose.ParseSigned(tok, []jose.SignatureAlgorithm{jose.ES256, jose.RS256})
+	jws, err := jose.ParseSignedCompact(tok, []jose.SignatureAlgorithm{jose.ES256, jose.RS256})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -72,7 +72,7 @@ func k8sKeys(t *testing.T, c externaljwtv1.ExternalJWTSignerClient) *externaljwt
 // as kube-apiserver's authenticator does, and returns the kid.
 func k8sVerify(t *testing.T, keys *externaljwtv1.FetchKeysResponse, tok string) string {
 	t.Helper()
-	jws, err := jose.ParseSigned(tok, []jose.SignatureAlgorithm{jose.ES256, jose.RS256})
+	jws, err := jose.ParseSignedCompact(tok, []jose.SignatureAlgorithm{jose.ES256, jose.RS256})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -205,7 +205,7 @@ func (h *HSM) generateK8sKey(label string, version int, alg string) (K8sKey, err
 	case AlgRS256:
 		signer, err = h.generateRSAKeyPair(label, rsaSignOnly)
 	default:
-		return K8sKey{}, fmt.Errorf("Kubernetes signing key algorithm %q is not ES256 or RS256", alg)
+		return K8sKey{}, fmt.Errorf("the Kubernetes signing key algorithm %q is not ES256 or RS256", alg)
 	}
 	if err != nil {
 		return K8sKey{}, h.keyError("create Kubernetes signing key", label, err)

@@ -43,7 +43,7 @@ func startK8sSigner(c *cli.Context, svc *daemon.Service, stateDir string, log *s
 		return func() {}, nil
 	}
 	if path, err = filepath.Abs(path); err != nil {
-		return nil, fmt.Errorf("Kubernetes signer socket path: %w", err)
+		return nil, fmt.Errorf("the Kubernetes signer socket path: %w", err)
 	}
 	maxExp := c.Duration(k8sSignerMaxExpFlag.Name)
 	if err := svc.StartK8sSigner(c.Context, daemon.K8sSignerConfig{MaxTokenExpiration: maxExp}); err != nil {
@@ -57,7 +57,7 @@ func startK8sSigner(c *cli.Context, svc *daemon.Service, stateDir string, log *s
 	go func() {
 		if err := srv.Serve(l); err != nil {
 			select {
-			case served <- fmt.Errorf("Kubernetes signer socket: %w", err):
+			case served <- fmt.Errorf("the Kubernetes signer socket: %w", err):
 			default:
 				log.Error("the Kubernetes signer stopped serving", "err", err)
 			}

@@ -110,7 +110,7 @@ func assembleAndVerify(t *testing.T, keys *externaljwtv1.FetchKeysResponse, payl
 		t.Fatalf("header %s (%v): want exactly alg ES256, kid, typ JWT", rawHdr, err)
 	}
 	tok := resp.Header + "." + payload + "." + resp.Signature
-	jws, err := jose.ParseSigned(tok, []jose.SignatureAlgorithm{jose.ES256, jose.RS256})
+	jws, err := jose.ParseSignedCompact(tok, []jose.SignatureAlgorithm{jose.ES256, jose.RS256})
 	if err != nil {
 		t.Fatal(err)
 	}
