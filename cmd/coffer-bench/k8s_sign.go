@@ -32,9 +32,9 @@ func k8sSignFactory(d *daemon) workerFactory {
 			"sub": "system:serviceaccount:bench:app", "iat": now.Unix(), "nbf": now.Unix(), "exp": now.Add(time.Hour).Unix(),
 			"jti": "6f1e2d3c-4b5a-4978-8a6b-5c4d3e2f1a0b",
 			"kubernetes.io": map[string]any{
-				"namespace": "bench",
-				"node":      map[string]string{"name": "node-1", "uid": "0f9e8d7c-6b5a-4938-8271-6a5b4c3d2e1f"},
-				"pod":       map[string]string{"name": "app-7d9f8c6b5-x2k4q", "uid": "1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d"},
+				"namespace":      "bench",
+				"node":           map[string]string{"name": "node-1", "uid": "0f9e8d7c-6b5a-4938-8271-6a5b4c3d2e1f"},
+				"pod":            map[string]string{"name": "app-7d9f8c6b5-x2k4q", "uid": "1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d"},
 				"serviceaccount": map[string]string{"name": "app", "uid": "2b3c4d5e-6f7a-4b8c-9d0e-1f2a3b4c5d6e"},
 			},
 		})
