@@ -752,9 +752,11 @@ func decodeK8sClaims(raw []byte) (map[string]json.RawMessage, error) {
 }
 
 // foldClaim maps every rune of a claim name to the least rune of its
-// case folding orbit: Go's encoding/json (and so kube-apiserver's token
-// validation) matches claim names without regard to case, so "exp",
-// "EXP" and "Exp" are one claim to it, and must be to this check.
+// case folding orbit. JSON readers differ: Go's encoding/json matches
+// claim names without regard to case ("exp", "EXP" and "Exp" are one
+// claim to it), go-jose's fork of it, which kube-apiserver's verifier
+// uses, matches them exactly. Refusing names that fold together leaves
+// no room for two readers to see different claims.
 func foldClaim(name string) string {
 	return strings.Map(func(r rune) rune {
 		m := r
