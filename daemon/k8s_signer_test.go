@@ -245,16 +245,35 @@ func TestK8sSignerSignVerify(t *testing.T) {
 			t.Fatalf("kid %s, want %s", kid, set.Keys[0].KeyID)
 		}
 	}
+	// coffer's own verifier does not take a cluster token, whatever its
+	// claims say.
+	{
+		claims := saClaims(t, time.Now(), time.Hour)
+		header, sig, err := e.svc.K8sSign(ctx, claims)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tok := string(header) + "." + string(claims) + "." + string(sig)
+		if in, err := e.svc.Introspect(ctx, tok); err == nil && in.Active {
+			t.Fatalf("coffer introspects a cluster token as active: %+v", in)
+		}
+		if _, err := e.svc.Authenticate(ctx, rootPrincipal, tok); err == nil {
+			t.Fatal("coffer authenticates a cluster token as a bearer")
+		}
+		if _, ok := e.svc.jwtKeys()[set.Keys[0].KeyID]; ok {
+			t.Fatal("the Kubernetes key verifies coffer's JWTs")
+		}
+	}
 	// Signing writes nothing to the audit log; it is counted in memory.
 	if got := e.actions(t); len(got) != 1 {
 		t.Fatalf("audited %v after signing, want only the key's creation", got)
 	}
-	if st := e.svc.K8sSignerStats(); !st.Enabled || st.Signed != 20 || st.Refused != 0 {
+	if st := e.svc.K8sSignerStats(); !st.Enabled || st.Signed != 21 || st.Refused != 0 {
 		t.Fatalf("stats %+v", st)
 	}
 	keys, err := e.svc.K8sSAKeys(ctx, e.admin(t))
 	if err != nil || len(keys) != 1 || keys[0].Label != "coffer-k8s-sa-1" || keys[0].Alg != "ES256" || !keys[0].Current ||
-		!keys[0].Published || keys[0].Signed != 20 || keys[0].Kid != set.Keys[0].KeyID {
+		!keys[0].Published || keys[0].Signed != 21 || keys[0].Kid != set.Keys[0].KeyID {
 		t.Fatalf("K8sSAKeys = %+v, %v", keys, err)
 	}
 	// A refusal is counted and logged without the claims.
