@@ -31,7 +31,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"slices"
 	"strconv"
@@ -718,37 +717,66 @@ func CheckK8sClaims(b64 []byte, now time.Time, maxExp time.Duration) error {
 
 // decodeK8sClaims reads a JSON object of claims, by folded name (see
 // foldClaim), refusing a claim named twice (verifiers disagree on which
-// one counts) and trailing data.
+// one counts) and anything but one object.
 func decodeK8sClaims(raw []byte) (map[string]json.RawMessage, error) {
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	tok, err := dec.Token()
-	if err != nil || tok != json.Delim('{') {
+	if t := bytes.TrimLeft(raw, " \t\r\n"); len(t) == 0 || t[0] != '{' {
 		return nil, errors.New("not a JSON object")
 	}
-	out := map[string]json.RawMessage{}
-	for dec.More() {
-		tok, err := dec.Token()
-		if err != nil {
-			return nil, errors.New("not valid JSON")
-		}
-		name, _ := tok.(string)
-		name = foldClaim(name)
-		if _, dup := out[name]; dup {
-			return nil, errors.New("a claim appears twice")
-		}
-		var v json.RawMessage
-		if err := dec.Decode(&v); err != nil {
-			return nil, errors.New("not valid JSON")
-		}
-		out[name] = v
-	}
-	if _, err := dec.Token(); err != nil {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &m); err != nil {
 		return nil, errors.New("not valid JSON")
 	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, errors.New("data after the JSON object")
+	// encoding/json keeps the last of a name given twice: the object had
+	// more members than the map has names then.
+	if topLevelMembers(raw) != len(m) {
+		return nil, errors.New("a claim appears twice")
+	}
+	out := make(map[string]json.RawMessage, len(m))
+	for name, v := range m {
+		f := foldClaim(name)
+		if _, dup := out[f]; dup {
+			return nil, errors.New("a claim appears twice")
+		}
+		out[f] = v
 	}
 	return out, nil
+}
+
+// topLevelMembers counts the members of raw, a valid JSON object: the
+// commas outside strings at depth one, plus one unless it is empty.
+func topLevelMembers(raw []byte) int {
+	depth, commas, inString, escaped, empty := 0, 0, false, false, true
+	for _, c := range raw {
+		switch {
+		case inString:
+			switch {
+			case escaped:
+				escaped = false
+			case c == '\\':
+				escaped = true
+			case c == '"':
+				inString = false
+			}
+			continue
+		case c == '"':
+			inString = true
+		case c == '{' || c == '[':
+			depth++
+			continue
+		case c == '}' || c == ']':
+			depth--
+			continue
+		case c == ',' && depth == 1:
+			commas++
+		}
+		if depth == 1 && c != ' ' && c != '\t' && c != '\r' && c != '\n' {
+			empty = false
+		}
+	}
+	if empty {
+		return 0
+	}
+	return commas + 1
 }
 
 // foldClaim maps every rune of a claim name to the least rune of its
