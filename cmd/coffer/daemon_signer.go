@@ -33,7 +33,8 @@ const k8sSignerStopTimeout = 5 * time.Second
 // its keys made or loaded, its socket listening. Serve failures go to
 // served, which shuts the daemon down like any listener's. The returned
 // function stops it (calls in flight finish first) and removes the
-// socket; it does nothing when the signer is off.
+// socket; it does nothing when the signer is off. The end of c.Context
+// (the shutdown signal) stops it too.
 func startK8sSigner(c *cli.Context, svc *daemon.Service, stateDir string, log *slog.Logger, served chan<- error) (stop func(), err error) {
 	path := c.String(k8sSignerSocketFlag.Name)
 	if c.Bool("dev") && !c.IsSet(k8sSignerSocketFlag.Name) {
@@ -64,9 +65,16 @@ func startK8sSigner(c *cli.Context, svc *daemon.Service, stateDir string, log *s
 		}
 	}()
 	log.Info("Kubernetes service-account signer serving", "socket", path, "max_token_expiration", maxExp.String())
-	return func() {
+	stop = func() {
 		ctx, cancel := context.WithTimeout(context.Background(), k8sSignerStopTimeout)
 		defer cancel()
 		srv.Stop(ctx)
-	}, nil
+	}
+	// A shutdown signal drains it alongside the API; the caller's stop
+	// covers every other way out (Stop runs once).
+	go func() {
+		<-c.Context.Done()
+		stop()
+	}()
+	return stop, nil
 }

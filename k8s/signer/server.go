@@ -263,15 +263,15 @@ func (s *Server) summaries() {
 	}
 }
 
-// logSummary logs the signatures and refusals since the last summary:
-// when there were any, or at the end.
+// logSummary logs the signatures and refusals since the last summary
+// when there were any, and the totals at the end when there were any.
 func (s *Server) logSummary(final bool) {
 	s.statsMu.Lock()
 	defer s.statsMu.Unlock()
 	st := s.b.K8sSignerStats()
 	signed, refused := st.Signed-s.lastSigned, st.Refused-s.lastRefused
 	s.lastSigned, s.lastRefused = st.Signed, st.Refused
-	if signed == 0 && refused == 0 && !final {
+	if signed == 0 && refused == 0 && (!final || st.Signed+st.Refused == 0) {
 		return
 	}
 	s.log.Info("Kubernetes service-account tokens signed", "signed", signed, "refused", refused,
