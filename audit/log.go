@@ -13,6 +13,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/coffer-hsm/coffer/internal/durable"
 )
 
 // Defaults of Options.
@@ -768,7 +770,13 @@ func (l *Log) writeOut() error {
 // sync makes what is written durable.
 func (l *Log) sync() error {
 	if l.unsynced {
-		if err := l.f.Sync(); err != nil {
+		err := l.f.Sync()
+		if err == nil {
+			// ext4 may have said yes with its journal aborted
+			// (internal/durable).
+			err = durable.Confirm(l.opts.Dir)
+		}
+		if err != nil {
 			l.syncF.fail(l.log, l.opts.Now(), err)
 			return fmt.Errorf("audit: sync: %w", err)
 		}

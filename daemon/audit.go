@@ -365,6 +365,12 @@ func (s *Service) drainOutbox(ctx context.Context) error {
 			s.audit.failing.Store(true)
 			if ctx.Err() == nil {
 				s.audit.errLog.log(s.log, "audit: cannot write changes to the audit log; changes wait in the store, and are refused past a limit", err)
+				if p, ok := s.store.(storeProber); ok {
+					// Changes are refused here before the store writes
+					// again: let it find out now whether its filesystem
+					// failed too, so that status says so.
+					_ = p.Probe()
+				}
 			}
 			return err
 		}

@@ -643,10 +643,18 @@ func (s *Service) refuseDuringRotationLocked(ctx context.Context, what string) e
 	return nil
 }
 
+// RemoveKEKOptions modify RemoveKEK.
+type RemoveKEKOptions struct {
+	// Force removes a KEK the Kubernetes KMS may still need (kms.go): the
+	// operator says every Secret was rewritten under a newer key id.
+	// Nothing else is forced.
+	Force bool
+}
+
 // RemoveKEK destroys an old KEK on the token once no sealed record uses
-// it. The current KEK, a KEK still in use and any removal during a
-// rotation are conflicts.
-func (s *Service) RemoveKEK(ctx context.Context, g Grant, label string) error {
+// it and the Kubernetes KMS no longer needs it (kms.go). The current KEK,
+// a KEK still in use and any removal during a rotation are conflicts.
+func (s *Service) RemoveKEK(ctx context.Context, g Grant, label string, opts RemoveKEKOptions) error {
 	if err := g.require(ActManageKeys); err != nil {
 		return err
 	}
@@ -686,6 +694,11 @@ func (s *Service) RemoveKEK(ctx context.Context, g Grant, label string) error {
 	case sk == label:
 		return Conflict(CodeConflict, "KEK %s still seals the store key (%s); rotate the KEK first", label, storeKeyName)
 	}
+	if !opts.Force {
+		if err := s.kmsKEKInUse(ctx, label); err != nil {
+			return err
+		}
+	}
 	if err := s.auditAdmits(); err != nil { // before the change, as RotateKEK
 		return err
 	}
@@ -700,6 +713,9 @@ func (s *Service) RemoveKEK(ctx context.Context, g Grant, label string) error {
 	// The change is on the token; its record goes to the store's trail.
 	return storeErr(s.update(ctx, g.principal, "hsm.kek_remove", func(_ *kv.Txn, c *change) error {
 		c.set("kek", label)
+		if opts.Force {
+			c.set("force", "true")
+		}
 		return nil
 	}))
 }

@@ -171,10 +171,10 @@ func TestRotateKEK(t *testing.T) {
 	e.checkSecrets(t, want, "fake-kek-2")
 
 	// Remove: never the current KEK, never an unknown one.
-	wantCode(t, e.svc.RemoveKEK(ctx, admin, "fake-kek-2"), CodeConflict)
-	wantCode(t, e.svc.RemoveKEK(ctx, admin, "fake-kek-9"), CodeNotFound)
-	wantCode(t, e.svc.RemoveKEK(ctx, admin, "fake-kek-1"), "")
-	wantCode(t, e.svc.RemoveKEK(ctx, admin, "fake-kek-1"), CodeNotFound)
+	wantCode(t, e.svc.RemoveKEK(ctx, admin, "fake-kek-2", RemoveKEKOptions{}), CodeConflict)
+	wantCode(t, e.svc.RemoveKEK(ctx, admin, "fake-kek-9", RemoveKEKOptions{}), CodeNotFound)
+	wantCode(t, e.svc.RemoveKEK(ctx, admin, "fake-kek-1", RemoveKEKOptions{}), "")
+	wantCode(t, e.svc.RemoveKEK(ctx, admin, "fake-kek-1", RemoveKEKOptions{}), CodeNotFound)
 	if _, ok := e.keys.keks["fake-kek-1"]; ok {
 		t.Fatal("fake-kek-1 is still on the token")
 	}
@@ -187,7 +187,7 @@ func TestRotateKEK(t *testing.T) {
 	other := e.grant(t, ActManageProjects, Resource{})
 	_, err = e.svc.RotateKEK(ctx, other)
 	wantCode(t, err, CodeForbidden)
-	wantCode(t, e.svc.RemoveKEK(ctx, other, "fake-kek-1"), CodeForbidden)
+	wantCode(t, e.svc.RemoveKEK(ctx, other, "fake-kek-1", RemoveKEKOptions{}), CodeForbidden)
 	_, err = e.svc.HSMKeys(ctx, other)
 	wantCode(t, err, CodeForbidden)
 }
@@ -224,7 +224,7 @@ func TestRotateKEKResumesAfterInterruption(t *testing.T) {
 		t.Fatalf("rotation %+v %v", keys.Rotation, err)
 	}
 	// Nothing may be removed or rotated until it is done.
-	wantCode(t, e.svc.RemoveKEK(ctx, admin, "fake-kek-1"), CodeConflict)
+	wantCode(t, e.svc.RemoveKEK(ctx, admin, "fake-kek-1", RemoveKEKOptions{}), CodeConflict)
 
 	// While it is stopped, secrets change: one not yet re-wrapped is
 	// rotated, another deleted, one already re-wrapped rotated.
@@ -266,7 +266,7 @@ func TestRotateKEKResumesAfterInterruption(t *testing.T) {
 	if st.FinishedAt == nil || st.Rewrapped != rewrapBatch+resumed || st.Failed != 0 {
 		t.Fatalf("state after resuming %+v", st)
 	}
-	wantCode(t, e.svc.RemoveKEK(ctx, admin, "fake-kek-1"), "")
+	wantCode(t, e.svc.RemoveKEK(ctx, admin, "fake-kek-1", RemoveKEKOptions{}), "")
 	e.checkSecrets(t, want, "fake-kek-2")
 }
 
@@ -306,7 +306,7 @@ func TestRotateKEKWhileRunning(t *testing.T) {
 	<-hold // the first batch is committed; the re-wrap waits
 	_, err := e.svc.RotateKEK(ctx, admin)
 	wantCode(t, err, CodeConflict)
-	wantCode(t, e.svc.RemoveKEK(ctx, admin, "fake-kek-1"), CodeConflict)
+	wantCode(t, e.svc.RemoveKEK(ctx, admin, "fake-kek-1", RemoveKEKOptions{}), CodeConflict)
 	keys, err := e.svc.HSMKeys(ctx, admin)
 	if err != nil || keys.Rotation.State != RotationRunning || keys.Rotation.Rewrapped != rewrapBatch || keys.Rotation.Remaining != 300-rewrapBatch {
 		t.Fatalf("rotation %+v %v", keys.Rotation, err)
@@ -375,7 +375,7 @@ func TestRemoveKEKRefusedWhileReferenced(t *testing.T) {
 	if !bytes.Contains(e.logs.Bytes(), []byte("sealed record does not open")) || !bytes.Contains(e.logs.Bytes(), []byte(bad)) {
 		t.Fatalf("the damaged record is not logged:\n%s", e.logs)
 	}
-	err = e.svc.RemoveKEK(ctx, admin, "fake-kek-1")
+	err = e.svc.RemoveKEK(ctx, admin, "fake-kek-1", RemoveKEKOptions{})
 	wantCode(t, err, CodeConflict)
 	if MessageOf(err) != "KEK fake-kek-1 still wraps 1 sealed records; rotate the KEK first" {
 		t.Fatalf("message %q", MessageOf(err))
@@ -395,7 +395,7 @@ func TestRemoveKEKRefusedWhileReferenced(t *testing.T) {
 		t.Fatal(err)
 	}
 	delete(want, bad)
-	wantCode(t, e.svc.RemoveKEK(ctx, admin, "fake-kek-1"), "")
+	wantCode(t, e.svc.RemoveKEK(ctx, admin, "fake-kek-1", RemoveKEKOptions{}), "")
 	e.checkSecrets(t, want, "fake-kek-2")
 }
 
@@ -479,7 +479,7 @@ func TestRotateKEKMovesStoreKey(t *testing.T) {
 	if err := os.WriteFile(path, oldFile, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	err = svc.RemoveKEK(ctx, admin, "fake-kek-1")
+	err = svc.RemoveKEK(ctx, admin, "fake-kek-1", RemoveKEKOptions{})
 	wantCode(t, err, CodeConflict)
 	if MessageOf(err) != "KEK fake-kek-1 still seals the store key (store.key); rotate the KEK first" {
 		t.Fatalf("message %q", MessageOf(err))
@@ -490,7 +490,7 @@ func TestRotateKEKMovesStoreKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	svc = open()
-	wantCode(t, svc.RemoveKEK(ctx, mustGrant(t, svc, ActManageKeys, Resource{}), "fake-kek-1"), "")
+	wantCode(t, svc.RemoveKEK(ctx, mustGrant(t, svc, ActManageKeys, Resource{}), "fake-kek-1", RemoveKEKOptions{}), "")
 	if err := svc.Close(); err != nil {
 		t.Fatal(err)
 	}

@@ -135,6 +135,7 @@ type Service struct {
 
 	kek kekRotator     // kekrotation.go
 	sig signingKeyRing // signingkeys.go
+	kms kmsState       // kms.go
 	k8s k8sSigner      // k8s_signer.go
 
 	decoded deliveryRecords // recordcache.go

@@ -17,6 +17,10 @@ import (
 // storeHealther is a store that reports its health (kv.Store does).
 type storeHealther interface{ Health() kv.Health }
 
+// storeProber is a store that can check its directory still takes a
+// write (kv.Store does).
+type storeProber interface{ Probe() error }
+
 // storeLoser is a store that says when it has stopped serving for good.
 type storeLoser interface{ Lost() <-chan struct{} }
 

@@ -13,7 +13,8 @@ import (
 // TestStorageReadOnly puts the state directory on a loop-mounted ext4
 // and makes it fail under 4 writers (ext4 turns itself read-only, as it
 // does on a disk error): the first failed write stops all writes (503
-// store_unavailable), with no panic however many requests follow (Badger,
+// store_unavailable, also when the audit log beside it failed first),
+// with no panic however many requests follow (Badger,
 // retried, would rotate into a memtable it cannot create and panic on
 // every read); reads and deliveries go on; status, one journal line and
 // the watchdog (pinged, STATUS= degraded) tell the truth; SIGTERM stops
@@ -43,12 +44,18 @@ func TestStorageReadOnly(t *testing.T) {
 
 	var acked map[string]string
 	var wg sync.WaitGroup
-	wg.Go(func() { acked = writers(t, d, 4, bytes.Repeat([]byte("r"), 1024), "store_unavailable") })
+	// The first refusal comes from the store (its commit failed) or from
+	// the audit log on the same filesystem (its append failed first, and
+	// changes wait for it no more): either way the store is failed next.
+	wg.Go(func() {
+		acked = writers(t, d, 4, bytes.Repeat([]byte("r"), 1024), "store_unavailable", "audit_unavailable")
+	})
 	time.Sleep(500 * time.Millisecond)
 	fs.fail(t)
 	wg.Wait()
 	acked[bound.ID] = "bound"
 	t.Logf("%d writes acknowledged before the filesystem turned read-only", len(acked))
+	waitStoreState(t, d, "failed")
 
 	// Keep the daemon busy for a while: writes refused, reads served.
 	deadline := time.Now().Add(2 * time.Second)

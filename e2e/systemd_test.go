@@ -450,11 +450,19 @@ func TestSocketActivationUnknownName(t *testing.T) {
 	sock := filepath.Join(dir, "x.sock")
 	d := launchProc(t, dir, nil, socketActivate, "-l", sock, "--fdname=bogus", cofferBin, "daemon", "--dev")
 	waitSocketFile(t, d, sock)
-	c, err := net.Dial("unix", sock) // starts the daemon
+	// The file is there once bound; connections are refused until
+	// systemd-socket-activate listens on it a moment later.
+	var c net.Conn
+	var err error
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if c, err = net.Dial("unix", sock); err == nil || !errors.Is(err, syscall.ECONNREFUSED) || time.Now().After(deadline) {
+			break
+		}
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	defer c.Close() // the connection started the daemon
 	if code := d.waitExit(t); code == 0 {
 		t.Errorf("coffer started with a socket named bogus; want a non-zero exit")
 	}

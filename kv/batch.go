@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 
 	"github.com/dgraph-io/badger/v4"
+
+	"github.com/coffer-hsm/coffer/internal/durable"
 )
 
 // Group commit. Every Update is a request to one committer goroutine, which
@@ -267,7 +269,15 @@ func (s *Store) write(btx *badger.Txn, ws *writeSet, n uint64) (err error) {
 	if err := btx.Set([]byte(commitsKey), encodeCommits(n)); err != nil {
 		return err
 	}
-	return commit(btx)
+	if err := commit(btx); err != nil {
+		return err
+	}
+	if s.dir != "" {
+		// Badger's fsync said yes; make sure ext4 had not aborted its
+		// journal under it (internal/durable).
+		return durable.Confirm(s.dir)
+	}
+	return nil
 }
 
 func applyWrites(btx *badger.Txn, ws *writeSet) error {

@@ -172,6 +172,29 @@ func (s *Store) kickWatcher() {
 	}
 }
 
+// Probe checks that the store's directory still takes a synced write, for
+// a caller that saw a write fail next to it (the audit log, usually on the
+// same filesystem): ext4 turned read-only after an error answers writes
+// with EROFS while statfs still calls it writable (Linux's emergency
+// read-only state), and the store would learn it only at its next
+// commit, which a caller refusing changes for its own reason never makes.
+// A failure marks the store failed, as a failed commit does (a full
+// filesystem is left to the space check). It returns the probe's error.
+func (s *Store) Probe() error {
+	if s.dir == "" {
+		return nil
+	}
+	switch s.health.Load().State {
+	case StateFailed, StateLost:
+		return s.health.Load().Err // the watcher probes already
+	}
+	err := probeWritable(s.dir)
+	if err != nil && !diskspace.IsFull(err) {
+		s.fail(fmt.Errorf("a probe after a failed write beside the store: %w", err))
+	}
+	return err
+}
+
 // probeWritable writes, syncs and removes a small file in dir.
 func probeWritable(dir string) error {
 	f, err := os.CreateTemp(dir, probePrefix+"*")

@@ -22,9 +22,14 @@ func (c *Client) RotateKEK(ctx context.Context) (KEKRotation, error) {
 	return r, err
 }
 
-// RemoveKEK destroys an old KEK that no sealed record uses.
-func (c *Client) RemoveKEK(ctx context.Context, label string) error {
-	_, err := c.do(ctx, http.MethodDelete, "/v1/hsm/keks/"+url.PathEscape(label), nil, nil)
+// RemoveKEK destroys an old KEK that no sealed record uses. force also
+// removes one the Kubernetes KMS may still need (409 kek_in_use without).
+func (c *Client) RemoveKEK(ctx context.Context, label string, force bool) error {
+	path := "/v1/hsm/keks/" + url.PathEscape(label)
+	if force {
+		path += "?force=true"
+	}
+	_, err := c.do(ctx, http.MethodDelete, path, nil, nil)
 	return err
 }
 

@@ -32,6 +32,7 @@ func (s *Server) routes() {
 	s.backupRoutes()
 	s.debugRoutes()
 	s.keysRoutes()
+	s.k8sRoutes()
 	s.k8sSignerRoutes()
 }
 

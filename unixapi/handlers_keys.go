@@ -11,7 +11,7 @@ import (
 type KeysBackend interface {
 	HSMKeys(ctx context.Context, g daemon.Grant) (daemon.HSMKeys, error)
 	RotateKEK(ctx context.Context, g daemon.Grant) (daemon.KEKRotation, error)
-	RemoveKEK(ctx context.Context, g daemon.Grant, label string) error
+	RemoveKEK(ctx context.Context, g daemon.Grant, label string, opts daemon.RemoveKEKOptions) error
 	RotateSigningKey(ctx context.Context, g daemon.Grant) (daemon.SigningKeyRotation, error)
 }
 
@@ -85,7 +85,15 @@ func (s *Server) removeKEK(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if err := s.b.RemoveKEK(r.Context(), g, r.PathValue("label")); err != nil {
+	var opts daemon.RemoveKEKOptions
+	switch v := r.URL.Query().Get("force"); v {
+	case "", "false":
+	case "true":
+		opts.Force = true
+	default:
+		return daemon.Invalid(daemon.CodeInvalidArgument, "force is true or false, not %q", v)
+	}
+	if err := s.b.RemoveKEK(r.Context(), g, r.PathValue("label"), opts); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)

@@ -15,6 +15,7 @@ type keysBackend struct {
 	fakeBackend
 	removeErr error
 	removed   []string
+	forced    []bool
 }
 
 func (k *keysBackend) HSMKeys(context.Context, daemon.Grant) (daemon.HSMKeys, error) {
@@ -33,8 +34,9 @@ func (k *keysBackend) RotateKEK(context.Context, daemon.Grant) (daemon.KEKRotati
 	return daemon.KEKRotation{Target: "coffer-kek-3", Previous: "coffer-kek-2", State: daemon.RotationRunning}, nil
 }
 
-func (k *keysBackend) RemoveKEK(_ context.Context, _ daemon.Grant, label string) error {
+func (k *keysBackend) RemoveKEK(_ context.Context, _ daemon.Grant, label string, opts daemon.RemoveKEKOptions) error {
 	k.removed = append(k.removed, label)
+	k.forced = append(k.forced, opts.Force)
 	return k.removeErr
 }
 
@@ -69,17 +71,20 @@ func TestKeysEndpoints(t *testing.T) {
 	if err != nil || sr.Current.Kid != "k3" || sr.Previous.Label != "coffer-sig-2" {
 		t.Fatalf("RotateSigningKey = %+v, %v", sr, err)
 	}
-	if err := c.RemoveKEK(ctx, "coffer-kek-1"); err != nil {
+	if err := c.RemoveKEK(ctx, "coffer-kek-1", false); err != nil {
 		t.Fatal(err)
 	}
 	b.removeErr = daemon.Conflict(daemon.CodeConflict, "KEK coffer-kek-1 still wraps 2 sealed records; rotate the KEK first")
-	err = c.RemoveKEK(ctx, "coffer-kek-1")
+	err = c.RemoveKEK(ctx, "coffer-kek-1", true)
 	var ae *APIError
 	if !errors.As(err, &ae) || ae.Status != http.StatusConflict || ae.Code != "conflict" || !errors.Is(err, ErrConflict) {
 		t.Fatalf("RemoveKEK of a referenced KEK: %v", err)
 	}
-	if len(b.removed) != 2 || b.removed[0] != "coffer-kek-1" {
-		t.Fatalf("removed %v", b.removed)
+	if len(b.removed) != 2 || b.removed[0] != "coffer-kek-1" || b.forced[0] || !b.forced[1] {
+		t.Fatalf("removed %v (forced %v)", b.removed, b.forced)
+	}
+	if status, eb, _ := raw(t, c, "DELETE", "/v1/hsm/keks/coffer-kek-1?force=yes", ""); status != http.StatusBadRequest || eb.Error != "invalid_argument" {
+		t.Fatalf("force=yes: %d %+v", status, eb)
 	}
 }
 

@@ -44,6 +44,7 @@ type Backend interface {
 	IdentityBackend
 	PolicyBackend
 	KeysBackend
+	KMSBackend // handlers_k8s.go
 	K8sSignerBackend
 
 	CreateBinding(ctx context.Context, g daemon.Grant, in daemon.BindingInput) (daemon.Binding, error)

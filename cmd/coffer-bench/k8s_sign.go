@@ -14,14 +14,20 @@ import (
 	externaljwtv1 "k8s.io/externaljwt/apis/v1"
 )
 
-// k8sSignFactory makes workers that each hold their own gRPC connection
-// to the daemon's Kubernetes signer socket (on by default in --dev, under
-// the state directory) and call Sign as kube-apiserver does, with claims
-// like a projected ServiceAccount token's (1 h).
-func k8sSignFactory(d *daemon) workerFactory {
-	sock := filepath.Join(d.stateDir, "k8s-signer.sock")
-	return func(i int) (opFunc, func(), error) {
-		conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithAuthority("localhost"))
+// k8sSignerSocket is the Kubernetes signer socket of a dev daemon whose
+// API socket is socket (both in its state directory).
+func k8sSignerSocket(socket string) string {
+	return filepath.Join(filepath.Dir(socket), "k8s-signer.sock")
+}
+
+// prepareK8sSign returns workers that each hold their own gRPC
+// connection to the daemon's Kubernetes signer socket (on by default in
+// --dev) and call Sign as kube-apiserver does, with claims like a
+// projected ServiceAccount token's (1 h).
+func prepareK8sSign(_ context.Context, e *env) (workerFactory, error) {
+	return func(int) (opFunc, func(), error) {
+		// The socket of the daemon measured now (it may have restarted).
+		conn, err := grpc.NewClient("unix://"+k8sSignerSocket(e.socket), grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithAuthority("localhost"))
 		if err != nil {
 			return nil, nil, err
 		}
@@ -53,5 +59,5 @@ func k8sSignFactory(d *daemon) workerFactory {
 			}
 			return nil
 		}, func() { conn.Close() }, nil
-	}
+	}, nil
 }

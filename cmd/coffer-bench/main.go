@@ -529,8 +529,9 @@ func benchMain(ctx context.Context, o options, stdout, stderr io.Writer) (code i
 
 	// Prepare the scenarios once; they run at every concurrency.
 	type ready struct {
-		s   scenario
-		gen generator
+		s       scenario
+		gen     generator
+		workers workerFactory // instead of gen: not HTTP on the API socket
 	}
 	var runnable []ready
 	warm := false
@@ -542,11 +543,19 @@ func benchMain(ctx context.Context, o options, stdout, stderr io.Writer) (code i
 		if o.only != nil && !o.only[s.name] {
 			continue
 		}
+		if s.workers != nil {
+			f, err := s.workers(ctx, e)
+			if err != nil {
+				return 1, fmt.Errorf("prepare %s: %w", s.name, err)
+			}
+			runnable = append(runnable, ready{s: s, workers: f})
+			continue
+		}
 		gen, err := s.prepare(ctx, e)
 		if err != nil {
 			return 1, fmt.Errorf("prepare %s: %w", s.name, err)
 		}
-		runnable = append(runnable, ready{s, gen})
+		runnable = append(runnable, ready{s: s, gen: gen})
 		warm = warm || s.warmTokens
 	}
 	if warm {
@@ -582,9 +591,9 @@ func benchMain(ctx context.Context, o options, stdout, stderr io.Writer) (code i
 		}
 		for _, rs := range runnable {
 			profiled := prof.cpuDuring(ctx, d.socket, rs.s.name, c, o.warm, o.dur)
-			f := httpFactory(d.socket, rs.gen)
-			if rs.s.factory != nil {
-				f = rs.s.factory(d)
+			f := rs.workers
+			if f == nil {
+				f = httpFactory(d.socket, rs.gen)
 			}
 			r, err := measure(rs.s.name, c, f)
 			<-profiled

@@ -37,9 +37,9 @@ type scenario struct {
 	// the tokens in use (the cold path is the scale comparison's).
 	warmTokens bool
 	prepare    func(ctx context.Context, e *env) (generator, error)
-	// factory, when set, drives the scenario instead of HTTP requests
-	// from prepare's generator (the Kubernetes signer speaks gRPC).
-	factory func(d *daemon) workerFactory
+	// workers replaces prepare for a scenario that is not HTTP on the API
+	// socket (the KMS over gRPC): it returns the scenario's workers.
+	workers func(ctx context.Context, e *env) (workerFactory, error)
 }
 
 var scenarios = []scenario{
@@ -126,8 +126,7 @@ var scenarios = []scenario{
 		// over the signer's gRPC socket; the HSM signature is the floor.
 		name: "k8s-sign", what: "ExternalJWTSigner.Sign over the Kubernetes signer's gRPC Unix socket, claims of a projected SA token (1 h), ES256 in the HSM, one connection per client",
 		ceilings: []string{ceilHSMSign}, goal: 0.60,
-		prepare: func(context.Context, *env) (generator, error) { return nil, nil },
-		factory: k8sSignFactory,
+		workers: prepareK8sSign,
 	},
 
 	// For comparison, without goals of their own.
@@ -152,6 +151,13 @@ var scenarios = []scenario{
 				return request{method: http.MethodPost, path: "/v1/secrets/" + id + "/rotate", body: body}
 			})
 		},
+	},
+	{
+		// Issue 13: kube-apiserver's DEK cache miss (at its start, for
+		// each DEK in etcd) is one Decrypt; per call one HSM unwrap.
+		name: "kms-decrypt", what: "Kubernetes KMS v2 Decrypt over the gRPC socket (one HSM unwrap), a 32-byte seed, one connection per client",
+		ceilings: []string{ceilHSMOpen}, goal: 0.60,
+		workers: prepareKMSDecrypt,
 	},
 	{
 		// Health and counts, cached by the daemon for 2 s (recounted after

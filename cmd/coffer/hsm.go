@@ -57,10 +57,13 @@ var hsmCommand = group("hsm", "show the HSM token and its schemes; list and rota
 	},
 	&cli.Command{
 		Name:      "remove-kek",
-		Usage:     "destroy an old KEK on the token once no sealed secret uses it",
+		Usage:     "destroy an old KEK on the token once no sealed secret uses it and the Kubernetes KMS no longer needs it",
 		ArgsUsage: "LABEL",
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "force", Usage: "remove it although the Kubernetes KMS used it within the grace (see 'coffer k8s kms-keys'): only once every Secret has been rewritten under a newer key id"},
+		},
 		Action: withArg("LABEL", func(c *cli.Context, cl *unixapi.Client, label string) error {
-			return cl.RemoveKEK(c.Context, label)
+			return cl.RemoveKEK(c.Context, label, c.Bool("force"))
 		}),
 	},
 	&cli.Command{

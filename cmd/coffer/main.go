@@ -168,7 +168,7 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 			authorizeCommand,
 			auditCommand,
 			hsmCommand,
-			k8sCommand, // TEMPORARY: k8s_signer_hook.go
+			k8sCommand, // k8s.go
 			profileCommand,
 			backupCommand,
 			restoreCommand,

@@ -1,0 +1,42 @@
+package unixapi
+
+import (
+	"context"
+	"net/http"
+
+	"github.com/coffer-hsm/coffer/daemon"
+)
+
+// KMSBackend is the Kubernetes KMS part of the domain that the HTTP API
+// shows (the KMS itself is served over gRPC by k8s/kms).
+type KMSBackend interface {
+	KMSKeys(ctx context.Context, g daemon.Grant) ([]daemon.KMSKey, error)
+}
+
+// k8sRoutes are the Kubernetes integrations' routes.
+func (s *Server) k8sRoutes() {
+	s.handle("GET /v1/k8s/kms-keys", s.kmsKeys)
+}
+
+// kmsKeys lists the key ids the KMS used: an admin read of key usage, like
+// GET /v1/hsm/keys.
+func (s *Server) kmsKeys(w http.ResponseWriter, r *http.Request) error {
+	g, err := s.authorize(r, daemon.ActManageKeys, daemon.Resource{})
+	if err != nil {
+		return err
+	}
+	keys, err := s.b.KMSKeys(r.Context(), g)
+	if err != nil {
+		return err
+	}
+	out := KMSKeys{Keys: make([]KMSKey, 0, len(keys))}
+	for _, k := range keys {
+		out.Keys = append(out.Keys, KMSKey{
+			KeyID: k.KeyID, Current: k.Current, Present: k.Present, Encrypts: k.Encrypts, Decrypts: k.Decrypts,
+			FirstEncryptAt: k.FirstEncryptAt, LastEncryptAt: k.LastEncryptAt, LastDecryptAt: k.LastDecryptAt,
+			RetiredAt: k.RetiredAt, RemovableAt: k.RemovableAt,
+		})
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
