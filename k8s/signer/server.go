@@ -53,6 +53,9 @@ type Options struct {
 	// since the last one is logged (when there were any); 0 means
 	// DefaultSummaryEvery, negative never.
 	SummaryEvery time.Duration
+	// AllowUIDs may connect besides root and the daemon's own user (a
+	// kube-apiserver that runs as another user, given the socket too).
+	AllowUIDs []uint32
 }
 
 // Server is the ExternalJWTSigner service over a Backend.
@@ -70,6 +73,8 @@ type Server struct {
 	done     chan struct{}
 	wg       sync.WaitGroup
 
+	allow func(uid uint32) bool // the peer check: s.allowed (tests replace it)
+
 	statsMu                 sync.Mutex
 	lastSigned, lastRefused uint64 // at the last summary
 }
@@ -83,6 +88,7 @@ func New(b Backend, opts Options) *Server {
 		opts.SummaryEvery = DefaultSummaryEvery
 	}
 	s := &Server{b: b, log: opts.Logger, opts: opts, done: make(chan struct{})}
+	s.allow = s.allowed
 	s.grpc = grpc.NewServer(
 		grpc.MaxRecvMsgSize(maxRecvMsg),
 		grpc.ChainUnaryInterceptor(s.logCall),
@@ -132,13 +138,15 @@ func (s *Server) Listen(path string) (net.Listener, error) {
 	return l, nil
 }
 
-// Serve answers on l until Stop. It returns nil after Stop.
+// Serve answers on l until Stop, refusing connections from peers other
+// than root, the daemon's user and Options.AllowUIDs (SO_PEERCRED). It
+// returns nil after Stop.
 func (s *Server) Serve(l net.Listener) error {
 	if s.opts.SummaryEvery > 0 {
 		s.wg.Add(1)
 		go s.summaries()
 	}
-	err := s.grpc.Serve(l)
+	err := s.grpc.Serve(&peerListener{Listener: l, allow: s.allow, log: s.log})
 	if errors.Is(err, grpc.ErrServerStopped) {
 		return nil
 	}

@@ -290,3 +290,27 @@ func BenchmarkSignTransport(b *testing.B) {
 		}
 	}
 }
+
+// A peer that is not root, the daemon's user or allowed is cut off at
+// accept, whatever the socket's mode.
+func TestSignerRefusesOtherPeers(t *testing.T) {
+	srv := New(instant{}, Options{Logger: quiet()})
+	srv.opts.AllowUIDs = []uint32{4242}
+	if !srv.allowed(0) || !srv.allowed(uint32(os.Getuid())) || !srv.allowed(4242) || srv.allowed(4243) {
+		t.Fatal("allowed: want root, the daemon's user and AllowUIDs only")
+	}
+	srv.allow = func(uint32) bool { return false }
+	path := filepath.Join(t.TempDir(), "s.sock")
+	l, err := srv.Listen(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(l)
+	defer srv.Stop(context.Background())
+	c := dial(t, path)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if _, err := c.Sign(ctx, &externaljwtv1.SignJWTRequest{Claims: "e30"}); err == nil {
+		t.Fatal("a refused peer had a token signed")
+	}
+}
