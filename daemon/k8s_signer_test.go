@@ -31,7 +31,7 @@ var (
 	softHSMErr  error
 )
 
-func k8sTokenCfg(t *testing.T, label string) hsm.Config {
+func k8sTokenCfg(t testing.TB, label string) hsm.Config {
 	t.Helper()
 	softHSMOnce.Do(func() {
 		if _, err := os.Stat(hsm.DefaultModulePath); err != nil {
@@ -503,10 +503,7 @@ func FuzzCheckK8sClaims(f *testing.F) {
 // BenchmarkK8sSign: the claims check, the domain's Sign (check, hash,
 // HSM) and, for comparison, coffer's own hsm.Sign on the same token.
 func BenchmarkK8sSign(b *testing.B) {
-	cfg, err := hsm.PrepareDevToken(context.Background(), b.TempDir(), hsm.DefaultModulePath, "k8s-bench")
-	if err != nil {
-		b.Skip(err)
-	}
+	cfg := k8sTokenCfg(b, "k8s-bench")
 	h, err := hsm.Open(context.Background(), cfg)
 	if err != nil {
 		b.Fatal(err)
