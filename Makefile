@@ -83,7 +83,7 @@ bench: deps ## measure the running daemon against ceilings taken in the same run
 	$(Q)$(GO) run ./cmd/coffer-bench $(BENCH_FLAGS)
 
 microbench: deps ## Go micro-benchmarks of the hot functions (HSM, store, tokens, rules, JWT)
-	$(Q)$(GO) test -run '^$$' -bench . -benchtime 1s ./hsm ./kv ./daemon ./audit ./policy ./k8s/kms
+	$(Q)$(GO) test -run '^$$' -bench . -benchtime 1s ./hsm ./kv ./daemon ./audit ./policy ./k8s/kms ./k8s/signer
 
 fuzz: ## fuzz the parsers (FUZZTIME per target, default 30s)
 	$(Q)for pkg in ./unixapi ./daemon ./systemd ./hostseal ./cmd/coffer ./audit ./policy ./k8s/webhook; do \

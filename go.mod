@@ -19,6 +19,7 @@ require (
 	google.golang.org/protobuf v1.36.12-0.20260120151049-f2248ac996af
 	gopkg.in/yaml.v3 v3.0.1
 	k8s.io/api v0.37.2
+	k8s.io/externaljwt v0.37.2
 	k8s.io/kms v0.37.2
 )
 

@@ -134,7 +134,7 @@ func (k *k8sState) putCred(id string, c k8sCred) {
 // SetK8sWebhook records how the webhooks are served.
 func (s *Service) SetK8sWebhook(w K8sWebhook) {
 	w.Audiences = slices.Clone(w.Audiences)
-	s.k8s.hook.Store(&w)
+	s.webhooks.hook.Store(&w)
 }
 
 // tlsKeys is the part of the HSM that keeps TLS serving keys (*hsm.HSM).
@@ -164,7 +164,7 @@ func (s *Service) K8sWebhookInfo(_ context.Context, g Grant) (K8sWebhook, error)
 	if err := g.require(ActManageKeys); err != nil {
 		return K8sWebhook{}, err
 	}
-	w := s.k8s.hook.Load()
+	w := s.webhooks.hook.Load()
 	if w == nil {
 		return K8sWebhook{}, NotFound("the Kubernetes webhooks are off: start the daemon with --k8s-listen")
 	}
@@ -227,7 +227,7 @@ func (s *Service) ReviewToken(ctx context.Context, caller Principal, token strin
 		return refuse("the token is not valid for the requested audiences")
 	}
 	credID := b.ident.CredentialID
-	cred, ok := s.k8s.cred(credID, b.gen)
+	cred, ok := s.webhooks.cred(credID, b.gen)
 	if !ok {
 		var rec credentialRecord
 		err = s.store.View(ctx, func(tx *kv.Txn) error { return tx.Get(tableCredentials, credID, &rec) })
@@ -240,7 +240,7 @@ func (s *Service) ReviewToken(ctx context.Context, caller Principal, token strin
 		// Read after b.gen was: a change since has bumped the generation,
 		// and no later lookup asks for b.gen.
 		cred = k8sCred{gen: b.gen, tokenID: rec.TokenID, name: rec.Name}
-		s.k8s.putCred(credID, cred)
+		s.webhooks.putCred(credID, cred)
 	}
 	out := TokenReviewResult{
 		Authenticated: true,
@@ -274,7 +274,7 @@ func (s *Service) k8sAudiences(kind string, requested []string) ([]string, bool)
 		return nil, true // the apiserver's own audiences
 	}
 	var conf []string
-	if w := s.k8s.hook.Load(); w != nil {
+	if w := s.webhooks.hook.Load(); w != nil {
 		conf = w.Audiences
 	}
 	var out []string

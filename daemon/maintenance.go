@@ -142,6 +142,9 @@ func (s *Service) sweepKeys(ctx context.Context) {
 	if _, err := s.sweepSigningKeys(ctx); err != nil {
 		s.log.Warn("signing key sweep failed", "err", err)
 	}
+	if _, err := s.sweepK8sKeys(ctx); err != nil {
+		s.log.Warn("Kubernetes signing key sweep failed", "err", err)
+	}
 	s.resumeInterruptedRotation(ctx)
 }
 

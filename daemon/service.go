@@ -136,6 +136,7 @@ type Service struct {
 	kek kekRotator     // kekrotation.go
 	sig signingKeyRing // signingkeys.go
 	kms kmsState       // kms.go
+	k8s k8sSigner      // k8s_signer.go
 
 	decoded deliveryRecords // recordcache.go
 
@@ -145,7 +146,7 @@ type Service struct {
 	policies       compiledPolicies
 	polGen         atomic.Uint64 // see caches.go
 
-	k8s k8sState // the Kubernetes webhooks, when served (k8s_review.go)
+	webhooks k8sState // the Kubernetes webhooks, when served (k8s_review.go)
 }
 
 // Open opens the HSM and the store named by cfg and returns a ready

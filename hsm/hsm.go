@@ -138,6 +138,8 @@ type HSM struct {
 	// rsaSwapped: the module took the swapped RSA public template last
 	// (rsakeys.go).
 	rsaSwapped atomic.Bool
+	// k8s caches the Kubernetes service-account signing keys (k8skey.go).
+	k8s k8sKeys
 
 	closeOnce sync.Once
 	closeErr  error

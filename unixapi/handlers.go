@@ -33,6 +33,7 @@ func (s *Server) routes() {
 	s.debugRoutes()
 	s.keysRoutes()
 	s.k8sRoutes()
+	s.k8sSignerRoutes()
 }
 
 func (s *Server) getStatus(w http.ResponseWriter, r *http.Request) error {

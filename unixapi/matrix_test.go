@@ -388,6 +388,9 @@ func matrixRows() []matrixRow {
 			want: allow("200", grpSysAdmins)},
 		// Kubernetes KMS key usage: an admin read, like the HSM keys.
 		{route: "GET /v1/k8s/kms-keys", req: fixed(reqGET("/v1/k8s/kms-keys")), want: allow("200", grpSysAdmins)},
+		// Kubernetes service-account signing keys: system admins only.
+		{route: "GET /v1/k8s/sa-keys", req: fixed(reqGET("/v1/k8s/sa-keys")), want: allow("200", grpSysAdmins)},
+		{route: "POST /v1/k8s/sa-key:rotate", req: fixed(reqPOST("/v1/k8s/sa-key:rotate", "")), want: allow("200", grpSysAdmins)},
 		// The Kubernetes webhooks' CA and files: system admins only (the
 		// serving key is an HSM key).
 		{route: "GET /v1/k8s/webhook-ca", variant: "listener on", req: func(t *testing.T, f *matrixEnv) matrixReq {

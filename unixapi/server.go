@@ -44,7 +44,8 @@ type Backend interface {
 	IdentityBackend
 	PolicyBackend
 	KeysBackend
-	KMSBackend        // handlers_k8s.go
+	KMSBackend // handlers_k8s.go
+	K8sSignerBackend
 	K8sWebhookBackend // handlers_k8s_webhook.go
 
 	CreateBinding(ctx context.Context, g daemon.Grant, in daemon.BindingInput) (daemon.Binding, error)

@@ -243,6 +243,16 @@ func otherCPUs(a, b cpuSample) float64 {
 	return float64(busy-ours) / clockTicks / secs
 }
 
+// daemonCPUPerOp is the daemon's CPU time between a and b divided by
+// the operations r's rate implies for that time (warm-up included).
+func daemonCPUPerOp(a, b cpuSample, r result, warm time.Duration) float64 {
+	ops := r.opsPerSec() * (r.Window + warm).Seconds()
+	if ops <= 0 || b.daemonCP < a.daemonCP {
+		return 0
+	}
+	return float64(b.daemonCP-a.daemonCP) / clockTicks / ops
+}
+
 // parseProcStatBusy sums the non-idle fields of the "cpu" line of
 // /proc/stat: user nice system idle iowait irq softirq steal.
 func parseProcStatBusy(b []byte) uint64 {

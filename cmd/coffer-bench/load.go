@@ -41,6 +41,10 @@ type result struct {
 	FirstErr string          // the first failure, for the report
 	Lat      []time.Duration // latencies of the counted operations, sorted
 	OtherCPU float64         // CPUs' worth used by other processes meanwhile
+	// DaemonCPUPerOp is the daemon's CPU seconds per operation (its CPU
+	// over the warm-up and the window, over the operations that rate
+	// implies for both).
+	DaemonCPUPerOp float64
 }
 
 func (r result) opsPerSec() float64 {

@@ -401,7 +401,9 @@ func benchMain(ctx context.Context, o options, stdout, stderr io.Writer) (code i
 	measureOn := func(dd *daemon, name string, c int, warm, dur time.Duration, f workerFactory) (result, error) {
 		before := sampleCPU(dd.cmd.Process.Pid)
 		r, err := run(ctx, name, c, warm, dur, f)
-		r.OtherCPU = otherCPUs(before, sampleCPU(dd.cmd.Process.Pid))
+		after := sampleCPU(dd.cmd.Process.Pid)
+		r.OtherCPU = otherCPUs(before, after)
+		r.DaemonCPUPerOp = daemonCPUPerOp(before, after, r, warm)
 		return r, err
 	}
 	measure := func(name string, c int, f workerFactory) (result, error) {
@@ -609,7 +611,7 @@ func benchMain(ctx context.Context, o options, stdout, stderr io.Writer) (code i
 			rows = append(rows, rw)
 			// A later scenario may be measured against this one.
 			rates[rs.s.name] = r.opsPerSec()
-			logf("scenario %-14s c=%-3d %8.0f ops/s  p99 %.2f ms  ratio %.3f (%s)  %s  other cpu %.2f", rw.Scenario, c, rw.OpsPerS, rw.P99Ms, rw.Ratio, rw.Ceiling, rw.Verdict, rw.OtherCPUs)
+			logf("scenario %-14s c=%-3d %8.0f ops/s  p99 %.2f ms  ratio %.3f (%s)  %s  other cpu %.2f  daemon cpu/op %.0f us", rw.Scenario, c, rw.OpsPerS, rw.P99Ms, rw.Ratio, rw.Ceiling, rw.Verdict, rw.OtherCPUs, r.DaemonCPUPerOp*1e6)
 		}
 	}
 

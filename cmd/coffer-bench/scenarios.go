@@ -127,6 +127,13 @@ var scenarios = []scenario{
 	},
 
 	{
+		// Issue 13: kube-apiserver has every ServiceAccount token signed
+		// over the signer's gRPC socket; the HSM signature is the floor.
+		name: "k8s-sign", what: "ExternalJWTSigner.Sign over the Kubernetes signer's gRPC Unix socket, claims of a projected SA token (1 h), ES256 in the HSM, one connection per client",
+		ceilings: []string{ceilHSMSign}, goal: 0.60,
+		workers: prepareK8sSign,
+	},
+	{
 		// Issue 13: kube-apiserver asking coffer who a token is, over the
 		// webhooks' HTTPS listener (TLS key in the HSM; keep-alive
 		// connections, as the apiserver's client keeps them).

@@ -62,6 +62,7 @@ comes from --hsm-pin-file, by default $CREDENTIALS_DIRECTORY/hsm-pin.`,
 		&cli.StringFlag{Name: "log-level", Usage: "debug, info, warn or error", Value: "info", EnvVars: []string{"COFFER_LOG_LEVEL"}},
 		&cli.IntFlag{Name: "bearer-cache-size", Usage: "keep the resolution of up to `N` recently used tokens in memory, about 400 bytes each (0: none; every request then reads its token from the store)", Value: daemon.DefaultBearerCacheSize, EnvVars: []string{"COFFER_BEARER_CACHE_SIZE"}},
 		memoryLimitFlag,
+		k8sSignerSocketFlag, k8sSignerMaxExpFlag,
 		k8sListenFlag, k8sListenAnyFlag, k8sClientCAFlag, k8sBearerFileFlag, k8sSANFlag, k8sAudienceFlag,
 	},
 	Action: runDaemon,
@@ -264,6 +265,11 @@ func runDaemon(c *cli.Context) error {
 	background.Go(func() { svc.RunMaintenance(bg) })
 	background.Go(func() { memtrim.New(log).Run(bg) })
 	served := make(chan error, 2+len(vms.all))
+	stopSigner, err := startK8sSigner(c, svc, stateDir, log, served)
+	if err != nil {
+		return err
+	}
+	defer stopSigner()
 	go func() { served <- srv.Serve(api) }()
 	k8sHooks.Serve(served)
 	for _, l := range vms.all {
