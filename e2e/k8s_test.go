@@ -10,9 +10,14 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -148,4 +153,92 @@ func watchSecret(t *testing.T, cp *k8stest.ControlPlane, ns, name string) {
 		}
 	}
 	t.Fatalf("the watch ended (%v) without ADDED %s; saw %q", sc.Err(), name, seen)
+}
+
+// TestK8sOptions checks that the Options the Kubernetes integrations use
+// reach kube-apiserver and work: a token webhook and an authorization
+// webhook (a small TLS server of the test's, in coffer's place) and an
+// encryption configuration (aescbc, in the KMS plugin's place).
+func TestK8sOptions(t *testing.T) {
+	k8stest.Bin(t)
+	hook := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var review map[string]any
+		if err := json.NewDecoder(r.Body).Decode(&review); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		spec, _ := review["spec"].(map[string]any)
+		var status map[string]any
+		switch r.URL.Path {
+		case "/authenticate":
+			status = map[string]any{"authenticated": false}
+			if spec["token"] == "webhook-token" {
+				status = map[string]any{"authenticated": true, "user": map[string]any{
+					"username": "webhook-user", "uid": "42", "groups": []string{"webhook-group"},
+				}}
+			}
+		case "/authorize":
+			// Allow webhook-user to list configmaps; no opinion otherwise,
+			// so RBAC decides (and denies).
+			attrs, _ := spec["resourceAttributes"].(map[string]any)
+			allowed := spec["user"] == "webhook-user" && attrs["resource"] == "configmaps" && attrs["verb"] == "list"
+			status = map[string]any{"allowed": allowed}
+		default:
+			http.NotFound(w, r)
+			return
+		}
+		// Answer in the version asked in.
+		_ = json.NewEncoder(w).Encode(map[string]any{
+			"apiVersion": review["apiVersion"], "kind": review["kind"], "status": status,
+		})
+	}))
+	t.Cleanup(hook.Close)
+	caPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: hook.Certificate().Raw})
+
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		t.Fatal(err)
+	}
+	encCfg := filepath.Join(t.TempDir(), "encryption.yaml")
+	if err := os.WriteFile(encCfg, []byte(`apiVersion: apiserver.config.k8s.io/v1
+kind: EncryptionConfiguration
+resources:
+- resources: [secrets]
+  providers:
+  - aescbc:
+      keys:
+      - name: k1
+        secret: `+base64.StdEncoding.EncodeToString(key)+`
+  - identity: {}
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	cp := k8stest.Start(t, k8stest.Options{
+		TokenWebhookConfig:                      k8stest.WebhookKubeconfig(t, k8stest.Webhook{URL: hook.URL + "/authenticate", CAPEM: caPEM}),
+		AuthorizationWebhookConfig:              k8stest.WebhookKubeconfig(t, k8stest.Webhook{URL: hook.URL + "/authorize", CAPEM: caPEM}),
+		EncryptionProviderConfig:                encCfg,
+		EncryptionProviderConfigAutomaticReload: true,
+		ExtraArgs:                               []string{"--authorization-webhook-version=v1"},
+	})
+
+	if who := cp.KubectlToken(t, "webhook-token", "auth", "whoami", "--output=jsonpath={.status.userInfo.username}"); who != "webhook-user" {
+		t.Errorf("whoami with the webhook's token: %q, want webhook-user", who)
+	}
+	if r := cp.RunKubectl(t, "other-token", "", "auth", "whoami"); r.Code == 0 || !strings.Contains(r.Stderr, "Unauthorized") {
+		t.Errorf("a token the webhook refuses, want Unauthorized:\n%s", r)
+	}
+	cp.KubectlToken(t, "webhook-token", "--namespace=default", "get", "configmaps")
+	if r := cp.RunKubectl(t, "webhook-token", "", "--namespace=default", "get", "secrets"); r.Code == 0 || !strings.Contains(r.Stderr, "Forbidden") {
+		t.Errorf("secrets, which the authorization webhook does not allow, want Forbidden:\n%s", r)
+	}
+
+	cp.Kubectl(t, "--namespace=default", "create", "secret", "generic", "sealed", "--from-literal=k=plain-value-xyz")
+	raw := cp.EtcdGet(t, "/registry/secrets/default/sealed")
+	if !bytes.HasPrefix(raw, []byte("k8s:enc:aescbc:v1:k1:")) || bytes.Contains(raw, []byte("plain-value-xyz")) {
+		t.Errorf("etcd holds %q, want aescbc ciphertext without the value", raw)
+	}
+	if got := cp.Kubectl(t, "--namespace=default", "get", "secret", "sealed", "--output=jsonpath={.data.k}"); got != base64.StdEncoding.EncodeToString([]byte("plain-value-xyz")) {
+		t.Errorf("the encrypted secret reads back as %q", got)
+	}
 }

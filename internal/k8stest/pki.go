@@ -43,7 +43,7 @@ func (cp *ControlPlane) writePKI(opts Options) error {
 		BasicConstraintsValid: true,
 		IsCA:                  true,
 	}
-	caDER, caCert, err := sign(caTmpl, caTmpl, caKey, caKey)
+	caDER, caCert, err := sign(caTmpl, caTmpl, caKey.Public(), caKey)
 	if err != nil {
 		return fmt.Errorf("self-sign CA: %w", err)
 	}
