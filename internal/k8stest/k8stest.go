@@ -208,6 +208,7 @@ func (cp *ControlPlane) startEtcd(t testing.TB) {
 			"--initial-cluster=k8stest="+peerURL,
 			"--initial-cluster-state=new",
 			"--logger=zap",
+			"--log-level=warn",
 			"--log-outputs=stderr",
 		)
 		if err != nil {
