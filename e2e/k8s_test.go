@@ -14,11 +14,14 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
+	"fmt"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -161,12 +164,19 @@ func watchSecret(t *testing.T, cp *k8stest.ControlPlane, ns, name string) {
 // encryption configuration (aescbc, in the KMS plugin's place).
 func TestK8sOptions(t *testing.T) {
 	k8stest.Bin(t)
+	var (
+		mu       sync.Mutex
+		versions = map[string]bool{} // the review kinds and versions seen
+	)
 	hook := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var review map[string]any
 		if err := json.NewDecoder(r.Body).Decode(&review); err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
+		mu.Lock()
+		versions[fmt.Sprint(review["kind"], " ", review["apiVersion"])] = true
+		mu.Unlock()
 		spec, _ := review["spec"].(map[string]any)
 		var status map[string]any
 		switch r.URL.Path {
@@ -219,7 +229,7 @@ resources:
 		AuthorizationWebhookConfig:              k8stest.WebhookKubeconfig(t, k8stest.Webhook{URL: hook.URL + "/authorize", CAPEM: caPEM}),
 		EncryptionProviderConfig:                encCfg,
 		EncryptionProviderConfigAutomaticReload: true,
-		ExtraArgs:                               []string{"--authorization-webhook-version=v1"},
+		ExtraArgs:                               []string{"--v=1"},
 	})
 
 	if who := cp.KubectlToken(t, "webhook-token", "auth", "whoami", "--output=jsonpath={.status.userInfo.username}"); who != "webhook-user" {
@@ -232,6 +242,13 @@ resources:
 	if r := cp.RunKubectl(t, "webhook-token", "", "--namespace=default", "get", "secrets"); r.Code == 0 || !strings.Contains(r.Stderr, "Forbidden") {
 		t.Errorf("secrets, which the authorization webhook does not allow, want Forbidden:\n%s", r)
 	}
+
+	mu.Lock()
+	want := map[string]bool{"TokenReview authentication.k8s.io/v1": true, "SubjectAccessReview authorization.k8s.io/v1": true}
+	if !maps.Equal(versions, want) {
+		t.Errorf("the webhooks got %v, want %v", versions, want)
+	}
+	mu.Unlock()
 
 	cp.Kubectl(t, "--namespace=default", "create", "secret", "generic", "sealed", "--from-literal=k=plain-value-xyz")
 	raw := cp.EtcdGet(t, "/registry/secrets/default/sealed")

@@ -31,7 +31,7 @@ fi
 grep -q "^require k8s.io/kubernetes $K8S_VERSION\$\|^	k8s.io/kubernetes $K8S_VERSION\$" "$mod/go.mod" ||
 	die "$mod/go.mod does not require k8s.io/kubernetes $K8S_VERSION"
 
-mkdir -p "$bin"
+mkdir -p "$bin" 2>/dev/null || die "cannot create $bin: run as root, or set COFFER_K8S_CACHE to a directory of yours"
 # One build at a time for this cache (two checkouts, or make -j).
 exec 9>"$cache/.lock"
 flock 9

@@ -67,6 +67,9 @@ const (
 type Options struct {
 	// TokenWebhookConfig is a kubeconfig-format file for
 	// --authentication-token-webhook-config-file (see WebhookKubeconfig).
+	// The webhook gets authentication.k8s.io/v1 TokenReviews
+	// (kube-apiserver's default is still v1beta1; ExtraArgs may say
+	// --authentication-token-webhook-version=v1beta1: the last one wins).
 	TokenWebhookConfig string
 	// TokenWebhookCacheTTL is --authentication-token-webhook-cache-ttl,
 	// passed whenever TokenWebhookConfig is set: zero turns the cache off,
@@ -75,7 +78,9 @@ type Options struct {
 
 	// AuthorizationWebhookConfig is a kubeconfig-format file for
 	// --authorization-webhook-config-file; when set, the authorization
-	// mode is Node,Webhook,RBAC.
+	// mode is Node,Webhook,RBAC and the webhook gets
+	// authorization.k8s.io/v1 SubjectAccessReviews (kube-apiserver's
+	// default is v1beta1).
 	AuthorizationWebhookConfig string
 	// AuthorizationWebhookAuthorizedTTL and
 	// AuthorizationWebhookUnauthorizedTTL are
@@ -101,13 +106,15 @@ type Options struct {
 	// external service account signer
 	// (--service-account-signing-endpoint); no key is generated then,
 	// as the flag excludes --service-account-key-file and
-	// --service-account-signing-key-file. The signer must be serving
-	// before Start: kube-apiserver asks it for its keys while starting.
+	// --service-account-signing-key-file (its feature gate,
+	// ExternalServiceAccountTokenSigner, is GA and on since 1.36). The
+	// signer must be serving before Start: kube-apiserver asks it for its
+	// keys while starting.
 	ServiceAccountSigningEndpoint string
 
 	// ExtraArgs are appended to kube-apiserver's command line, as
-	// "--flag=value" strings; a flag given here twice or also set by the
-	// options above is kube-apiserver's to judge.
+	// "--flag=value" strings. For a flag that takes one value and is also
+	// set by the options above, the one here wins (it comes last).
 	ExtraArgs []string
 }
 
@@ -259,12 +266,14 @@ func (cp *ControlPlane) apiServerArgs(opts Options) []string {
 	if opts.TokenWebhookConfig != "" {
 		args = append(args,
 			"--authentication-token-webhook-config-file="+opts.TokenWebhookConfig,
+			"--authentication-token-webhook-version=v1",
 			"--authentication-token-webhook-cache-ttl="+opts.TokenWebhookCacheTTL.String())
 	}
 	if opts.AuthorizationWebhookConfig != "" {
 		args = append(args,
 			"--authorization-mode=Node,Webhook,RBAC",
 			"--authorization-webhook-config-file="+opts.AuthorizationWebhookConfig,
+			"--authorization-webhook-version=v1",
 			"--authorization-webhook-cache-authorized-ttl="+opts.AuthorizationWebhookAuthorizedTTL.String(),
 			"--authorization-webhook-cache-unauthorized-ttl="+opts.AuthorizationWebhookUnauthorizedTTL.String())
 	} else {

@@ -137,6 +137,8 @@ func TestAPIServerArgs(t *testing.T) {
 			"--authorization-mode=Node,Webhook,RBAC",
 			"--authentication-token-webhook-config-file=/a",
 			"--authentication-token-webhook-cache-ttl=0s",
+			"--authentication-token-webhook-version=v1",
+			"--authorization-webhook-version=v1",
 			"--authorization-webhook-config-file=/z",
 			"--authorization-webhook-cache-authorized-ttl=0s",
 			"--authorization-webhook-cache-unauthorized-ttl=1s",
