@@ -25,6 +25,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -172,8 +173,8 @@ func Bin(t testing.TB) string {
 }
 
 // Start runs etcd and kube-apiserver with opts, waits until /readyz
-// answers ok to the admin, and stops both when t ends. On failure the
-// logs of both are in the message.
+// answers ok to the admin, and stops both when t ends. When t fails, the
+// last lines of both logs are logged.
 func Start(t testing.TB, opts Options) *ControlPlane {
 	t.Helper()
 	bin := Bin(t)
@@ -230,8 +231,7 @@ func (cp *ControlPlane) startEtcd(t testing.TB) {
 		if lastErr == nil {
 			return
 		}
-		p.kill()
-		if !p.exited() || !strings.Contains(p.log(), "address already in use") {
+		if !p.exited() || !strings.Contains(p.ownLog(), "address already in use") {
 			break
 		}
 	}
@@ -313,8 +313,7 @@ func (cp *ControlPlane) startAPIServer(t testing.TB) {
 		if lastErr == nil {
 			return
 		}
-		p.kill()
-		if fixed || !p.exited() || !strings.Contains(p.log(), "address already in use") {
+		if fixed || !p.exited() || !strings.Contains(p.ownLog(), "address already in use") {
 			break
 		}
 	}
@@ -558,6 +557,7 @@ func lastLines(s string, n int) string {
 type proc struct {
 	name    string
 	logPath string
+	logFrom int64 // where this run's output starts in the log
 	cmd     *exec.Cmd
 	done    chan struct{}
 	waitErr error // set before done is closed
@@ -572,8 +572,12 @@ func startProc(t testing.TB, path, logPath string, env []string, args ...string)
 		return nil, fmt.Errorf("open log of %s: %w", filepath.Base(path), err)
 	}
 	defer logFile.Close()
+	from, err := logFile.Seek(0, io.SeekEnd)
+	if err != nil {
+		return nil, fmt.Errorf("log of %s: %w", filepath.Base(path), err)
+	}
 	fmt.Fprintf(logFile, "==== %s %s\n", time.Now().UTC().Format(time.RFC3339), strings.Join(append([]string{path}, args...), " "))
-	p := &proc{name: filepath.Base(path), logPath: logPath, done: make(chan struct{})}
+	p := &proc{name: filepath.Base(path), logPath: logPath, logFrom: from, done: make(chan struct{})}
 	p.cmd = exec.Command(path, args...)
 	p.cmd.Env = append(os.Environ(), env...)
 	p.cmd.Stdout, p.cmd.Stderr = logFile, logFile
@@ -631,6 +635,14 @@ func (p *proc) log() string {
 		return fmt.Sprintf("(read %s: %v)", p.logPath, err)
 	}
 	return string(b)
+}
+
+// ownLog is what this run of the program wrote.
+func (p *proc) ownLog() string {
+	if l := p.log(); int64(len(l)) >= p.logFrom {
+		return l[p.logFrom:]
+	}
+	return ""
 }
 
 // tail is the end of the log, for failure messages.
