@@ -329,4 +329,10 @@ func TestK8sServiceAccountSigner(t *testing.T) {
 			t.Fatal("a log holds a token's signature")
 		}
 	}
+	// Both signing keys are in the token and cannot leave it.
+	d.Stop(t)
+	for _, label := range []string{keys[kid1].Label, rot.Current.Label} {
+		checkKeyInToken(t, filepath.Join(d.stateDir, "hsm"), label)
+	}
+	step("both keys sensitive and not extractable in the token")
 }

@@ -226,7 +226,7 @@ func TestK8sWebhooks(t *testing.T) {
 
 	// The TLS key is in the token and cannot leave it.
 	d.Stop(t)
-	checkTLSKeyInToken(t, filepath.Join(dir, ".coffer", "hsm"))
+	checkKeyInToken(t, filepath.Join(dir, ".coffer", "hsm"), "coffer-k8s-tls")
 
 	// After a restart: the same serving certificate, so the kubeconfigs
 	// kube-apiserver has keep working.
@@ -265,10 +265,10 @@ func mustJSON(v any) string {
 	return string(b)
 }
 
-// checkTLSKeyInToken opens the dev token (the daemon stopped) and checks
+// checkKeyInToken opens the dev token (the daemon stopped) and checks
 // the serving key's private half: one object, CKA_SENSITIVE true,
 // CKA_EXTRACTABLE false, its value unreadable.
-func checkTLSKeyInToken(t *testing.T, hsmDir string) {
+func checkKeyInToken(t *testing.T, hsmDir, id string) {
 	t.Helper()
 	t.Setenv("SOFTHSM2_CONF", filepath.Join(hsmDir, "softhsm2.conf"))
 	pin, err := os.ReadFile(filepath.Join(hsmDir, "hsm-pin"))
@@ -310,14 +310,14 @@ func checkTLSKeyInToken(t *testing.T, hsmDir string) {
 	defer p.Logout(sh)
 	if err := p.FindObjectsInit(sh, []*pkcs11.Attribute{
 		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PRIVATE_KEY),
-		pkcs11.NewAttribute(pkcs11.CKA_ID, []byte("coffer-k8s-tls")),
+		pkcs11.NewAttribute(pkcs11.CKA_ID, []byte(id)),
 	}); err != nil {
 		t.Fatal(err)
 	}
 	objs, _, err := p.FindObjects(sh, 10)
 	p.FindObjectsFinal(sh)
 	if err != nil || len(objs) != 1 {
-		t.Fatalf("private halves of coffer-k8s-tls: %d (%v), want 1", len(objs), err)
+		t.Fatalf("private halves of %s: %d (%v), want 1", id, len(objs), err)
 	}
 	attrs, err := p.GetAttributeValue(sh, objs[0], []*pkcs11.Attribute{
 		pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, nil), pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, nil),
@@ -327,14 +327,14 @@ func checkTLSKeyInToken(t *testing.T, hsmDir string) {
 		t.Fatal(err)
 	}
 	if attrs[0].Value[0] != 1 || attrs[1].Value[0] != 0 {
-		t.Fatalf("CKA_SENSITIVE=%v CKA_EXTRACTABLE=%v, want true false", attrs[0].Value, attrs[1].Value)
+		t.Fatalf("%s: CKA_SENSITIVE=%v CKA_EXTRACTABLE=%v, want true false", id, attrs[0].Value, attrs[1].Value)
 	}
 	if kt := attrs[2].Value[0]; kt != pkcs11.CKK_EC {
-		t.Fatalf("key type %d, want CKK_EC", kt)
+		t.Fatalf("%s: key type %d, want CKK_EC", id, kt)
 	}
 	_, err = p.GetAttributeValue(sh, objs[0], []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_VALUE, nil)})
 	var perr pkcs11.Error
 	if !errors.As(err, &perr) || perr != pkcs11.CKR_ATTRIBUTE_SENSITIVE {
-		t.Fatalf("reading CKA_VALUE: %v, want CKR_ATTRIBUTE_SENSITIVE", err)
+		t.Fatalf("%s: reading CKA_VALUE: %v, want CKR_ATTRIBUTE_SENSITIVE", id, err)
 	}
 }
