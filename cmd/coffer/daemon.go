@@ -50,7 +50,7 @@ comes from --hsm-pin-file, by default $CREDENTIALS_DIRECTORY/hsm-pin.`,
 		&cli.UintFlag{Name: "vsock-port", Usage: "serve VM guests on AF_VSOCK `PORT` and, for the [[vm]]s of the config file, on hybrid-vsock sockets <uds_path>_PORT (0: off)", EnvVars: []string{"COFFER_VSOCK_PORT"}},
 		&cli.BoolFlag{Name: "allow-reserved-cids", Usage: "let users bind vsock CIDs 0-2 (tests over the loopback transport only)", Hidden: true, EnvVars: []string{"COFFER_ALLOW_RESERVED_CIDS"}},
 		&cli.StringFlag{Name: "creds-socket", Usage: "`PATH` of the LoadCredential= socket (dev: ./.coffer/creds.sock)", Value: "/run/coffer/creds.sock", EnvVars: []string{"COFFER_CREDS_SOCKET"}},
-		kmsSocketFlag, kmsGraceFlag, // daemon_kms.go
+		kmsSocketFlag, kmsAllowUIDFlag, // daemon_kms.go
 		&cli.IntFlag{Name: "max-connections", Usage: "serve at most `N` connections at once on each socket (API, vsock, each VM's, LoadCredential=); on the API socket up to 16 of them are kept for system admins (0: no limit)", Value: unixapi.DefaultMaxConns, EnvVars: []string{"COFFER_MAX_CONNECTIONS"}},
 		&cli.IntFlag{Name: "max-connections-per-peer", Usage: "let one caller (a uid on the API socket, a CID on vsock, a VM) hold at most `N` of a socket's connections; more are refused with 429 (system admins are exempt; 0: the default)", Value: unixapi.DefaultMaxConnsPerPeer, EnvVars: []string{"COFFER_MAX_CONNECTIONS_PER_PEER"}},
 		&cli.IntFlag{Name: "auth-fail-burst", Usage: "failed authentications (bad tokens) a caller may make in a row before getting 429 rate_limited (0: no limit)", Value: daemon.DefaultAuthFailBurst, EnvVars: []string{"COFFER_AUTH_FAIL_BURST"}},
@@ -62,7 +62,7 @@ comes from --hsm-pin-file, by default $CREDENTIALS_DIRECTORY/hsm-pin.`,
 		&cli.StringFlag{Name: "log-level", Usage: "debug, info, warn or error", Value: "info", EnvVars: []string{"COFFER_LOG_LEVEL"}},
 		&cli.IntFlag{Name: "bearer-cache-size", Usage: "keep the resolution of up to `N` recently used tokens in memory, about 400 bytes each (0: none; every request then reads its token from the store)", Value: daemon.DefaultBearerCacheSize, EnvVars: []string{"COFFER_BEARER_CACHE_SIZE"}},
 		memoryLimitFlag,
-		k8sSignerSocketFlag, k8sSignerMaxExpFlag,
+		k8sSignerSocketFlag, k8sSignerMaxExpFlag, k8sSignerAllowUIDFlag,
 	},
 	Action: runDaemon,
 }

@@ -103,6 +103,16 @@ func parseDaemonFile(path string, data []byte) (daemonFile, error) {
 			out.values[key] = fmt.Sprint(x)
 		case time.Duration:
 			out.values[key] = x.String()
+		case []any: // a list of numbers (kms_allow_uids = [1001, 1002])
+			var parts []string
+			for _, e := range x {
+				n, ok := e.(int64)
+				if !ok {
+					return out, fmt.Errorf("config %s: %s must be a list of numbers", path, key)
+				}
+				parts = append(parts, fmt.Sprint(n))
+			}
+			out.values[key] = strings.Join(parts, ",")
 		default:
 			return out, fmt.Errorf("config %s: %s must be a string, number or boolean", path, key)
 		}
