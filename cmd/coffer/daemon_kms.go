@@ -20,7 +20,7 @@ import (
 var (
 	kmsSocketFlag   = &cli.StringFlag{Name: "kms-socket", Usage: "serve the Kubernetes KMS v2 plugin (gRPC) on the Unix socket `PATH`, mode 0600, in a directory only root and the daemon's user can write (empty: off; dev: ./.coffer/kms.sock)", EnvVars: []string{"COFFER_KMS_SOCKET"}}
 	kmsAllowUIDFlag = &cli.UintSliceFlag{Name: "kms-allow-uid", Aliases: []string{"kms-allow-uids"},
-		Usage:   "let `UID` (a rootless kube-apiserver's) use the KMS socket besides root and the daemon's user; repeat or separate with commas (the socket is then mode 0666, every connection's uid checked)",
+		Usage:   "let `UID` (a rootless kube-apiserver's) use the KMS socket besides root and the daemon's user; repeat for more (the socket is then mode 0666, every connection's uid checked)",
 		EnvVars: []string{"COFFER_KMS_ALLOW_UIDS"}}
 )
 

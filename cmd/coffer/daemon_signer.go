@@ -23,7 +23,7 @@ var (
 		Value:   daemon.DefaultK8sMaxTokenExpiration,
 		EnvVars: []string{"COFFER_K8S_SIGNER_MAX_TOKEN_EXPIRATION"}}
 	k8sSignerAllowUIDFlag = &cli.UintSliceFlag{Name: "k8s-signer-allow-uid", Aliases: []string{"k8s-signer-allow-uids"},
-		Usage:   "let `UID` (a rootless kube-apiserver's) use the signer socket besides root and the daemon's user; repeat or separate with commas (the socket is then mode 0666, every connection's uid checked)",
+		Usage:   "let `UID` (a rootless kube-apiserver's) use the signer socket besides root and the daemon's user; repeat for more (the socket is then mode 0666, every connection's uid checked)",
 		EnvVars: []string{"COFFER_K8S_SIGNER_ALLOW_UIDS"}}
 )
 

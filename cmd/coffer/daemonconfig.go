@@ -24,7 +24,10 @@ const defaultConfigFile = "/etc/coffer/coffer.toml"
 // environment variables override it.
 type daemonFile struct {
 	values map[string]string
-	VMs    []vmConfig
+	// lists are the keys given as lists of numbers: their values hold one
+	// element a line, each set on the (repeatable) flag on its own.
+	lists map[string]bool
+	VMs   []vmConfig
 }
 
 // vmConfig names a Firecracker / Cloud Hypervisor guest by the host side
@@ -112,7 +115,11 @@ func parseDaemonFile(path string, data []byte) (daemonFile, error) {
 				}
 				parts = append(parts, fmt.Sprint(n))
 			}
-			out.values[key] = strings.Join(parts, ",")
+			out.values[key] = strings.Join(parts, "\n")
+			if out.lists == nil {
+				out.lists = map[string]bool{}
+			}
+			out.lists[key] = true
 		default:
 			return out, fmt.Errorf("config %s: %s must be a string, number or boolean", path, key)
 		}
@@ -151,8 +158,14 @@ func (f daemonFile) apply(c *cli.Context, path string) error {
 		case c.IsSet(name):
 			continue
 		}
-		if err := c.Set(name, f.values[key]); err != nil {
-			return fmt.Errorf("config %s: %s: %w", path, key, err)
+		vals := []string{f.values[key]}
+		if f.lists[key] {
+			vals = strings.Split(f.values[key], "\n")
+		}
+		for _, v := range vals {
+			if err := c.Set(name, v); err != nil {
+				return fmt.Errorf("config %s: %s: %w", path, key, err)
+			}
 		}
 		fromFile[name] = true
 	}
