@@ -17,7 +17,7 @@ Q := $(if $(V),,@)
 .PHONY: help build run deps test-deps install-pkgs test race soak storage-soak lint vulncheck bench microbench fuzz clean
 
 help: ## list the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-11s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-11s %s\n", $$1, $$2}'
 
 build: ## build bin/coffer
 	$(Q)$(GO) build -trimpath -tags '$(TAGS)' -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/coffer
@@ -86,7 +86,7 @@ microbench: deps ## Go micro-benchmarks of the hot functions (HSM, store, tokens
 	$(Q)$(GO) test -run '^$$' -bench . -benchtime 1s ./hsm ./kv ./daemon ./audit ./policy ./k8s/kms ./k8s/signer
 
 fuzz: ## fuzz the parsers (FUZZTIME per target, default 30s)
-	$(Q)for pkg in ./unixapi ./daemon ./systemd ./hostseal ./cmd/coffer ./audit ./policy; do \
+	$(Q)for pkg in ./unixapi ./daemon ./systemd ./hostseal ./cmd/coffer ./audit ./policy ./k8s/webhook; do \
 		for t in $$($(GO) test -list '^Fuzz' $$pkg | grep ^Fuzz); do \
 			echo "fuzz $$pkg $$t"; \
 			$(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $${FUZZTIME:-30s} $$pkg || exit 1; \
@@ -127,3 +127,14 @@ systemd-check: ## check the unit files: systemd-analyze security exposure <= 0.5
 
 systemd-test: package ## as root: boot systemd 252 (bookworm, cached) in systemd-nspawn, install the .deb, check socket activation, READY/STATUS, LoadCredential=, reload, stop
 	$(Q)PKG_VERSION='$(PKG_VERSION)' timeout -k 30 900 systemd/test/systemd-test.sh
+
+# --- beside a real Kubernetes control plane (scripts/k8s-tools.sh, internal/k8stest) ---
+.PHONY: k8s-test
+
+# scripts/k8s-tools.sh prints the directory of kube-apiserver and kubectl
+# (built once from the Go module proxy, ~10 minutes cold, cached in
+# ${COFFER_K8S_CACHE:-/var/cache/coffer-k8s}/<version>) and etcd/etcdctl
+# (Debian). Setting COFFER_K8S_BIN is what makes the TestK8s tests run:
+# without it they skip, and with it a missing program fails them.
+k8s-test: test-deps ## as root: build kube-apiserver and kubectl v1.37.2 (cached), install etcd; run the TestK8s tests against a real control plane
+	$(Q)bin=$$(scripts/k8s-tools.sh) && COFFER_K8S_BIN="$$bin" $(GO) test -count=1 -timeout 20m -run TestK8s -v ./e2e

@@ -8,7 +8,9 @@ package daemon
 //   - service equals the rule's service exactly (names are lower-case, see
 //     validName);
 //   - method equals the rule's method exactly (one of GET HEAD POST PUT PATCH
-//     DELETE, upper-case; "get" never matches);
+//     DELETE, upper-case; "get" never matches) — except for service
+//     "kubernetes", whose methods are Kubernetes verbs in lower case (get,
+//     list, watch, create...: k8s_review.go);
 //   - path matches the rule's path pattern as a whole.
 //
 // Path patterns start with '/'. In a pattern:
@@ -98,7 +100,10 @@ func CompileRule(r AccessRule) (*CompiledRule, error) {
 	if !validName(r.Service) {
 		return nil, invalidRule("access rule service %q is invalid: use 1-64 of a-z 0-9 . _ - starting and ending with a letter or digit", r.Service)
 	}
-	if !validRuleMethod(r.Method) {
+	if r.Service == K8sService && !validK8sVerb(r.Method) {
+		return nil, invalidRule("access rule method %q is invalid for service %s: use a Kubernetes verb in lower case (get, list, watch, create, update, patch, delete, deletecollection...)", r.Method, K8sService)
+	}
+	if r.Service != K8sService && !validRuleMethod(r.Method) {
 		return nil, invalidRule("access rule method %q is invalid: use one of %s", r.Method, strings.Join(accessRuleMethods[:], " "))
 	}
 	toks, err := parseRulePath(r.Path)
@@ -127,6 +132,20 @@ func CompileRule(r AccessRule) (*CompiledRule, error) {
 		}
 	}
 	return c, nil
+}
+
+// validK8sVerb accepts a Kubernetes verb: 1-32 lower-case letters (the
+// verbs of rules with service "kubernetes", k8s_review.go).
+func validK8sVerb(v string) bool {
+	if v == "" || len(v) > 32 {
+		return false
+	}
+	for i := 0; i < len(v); i++ {
+		if v[i] < 'a' || v[i] > 'z' {
+			return false
+		}
+	}
+	return true
 }
 
 func validRuleMethod(m string) bool {

@@ -145,6 +145,8 @@ type Service struct {
 	policyCompiler *policy.Compiler // policy.go
 	policies       compiledPolicies
 	polGen         atomic.Uint64 // see caches.go
+
+	webhooks k8sState // the Kubernetes webhooks, when served (k8s_review.go)
 }
 
 // Open opens the HSM and the store named by cfg and returns a ready

@@ -16,6 +16,7 @@ type KMSBackend interface {
 // k8sRoutes are the Kubernetes integrations' routes.
 func (s *Server) k8sRoutes() {
 	s.handle("GET /v1/k8s/kms-keys", s.kmsKeys)
+	s.handle("GET /v1/k8s/webhook-ca", s.k8sWebhookCA) // handlers_k8s_webhook.go
 }
 
 // kmsKeys lists the key ids the KMS used: an admin read of key usage, like

@@ -391,6 +391,12 @@ func matrixRows() []matrixRow {
 		// Kubernetes service-account signing keys: system admins only.
 		{route: "GET /v1/k8s/sa-keys", req: fixed(reqGET("/v1/k8s/sa-keys")), want: allow("200", grpSysAdmins)},
 		{route: "POST /v1/k8s/sa-key:rotate", req: fixed(reqPOST("/v1/k8s/sa-key:rotate", "")), want: allow("200", grpSysAdmins)},
+		// The Kubernetes webhooks' CA and files: system admins only (the
+		// serving key is an HSM key).
+		{route: "GET /v1/k8s/webhook-ca", variant: "listener on", req: func(t *testing.T, f *matrixEnv) matrixReq {
+			f.svc.SetK8sWebhook(daemon.K8sWebhook{Server: "https://127.0.0.1:8443", CertificatePEM: []byte("-----BEGIN CERTIFICATE-----\n"), BearerFile: "/etc/coffer/k8s-bearer"})
+			return reqGET("/v1/k8s/webhook-ca")
+		}, want: allow("200", grpSysAdmins)},
 
 		{route: "POST /v1/authorize", req: func(t *testing.T, f *matrixEnv) matrixReq {
 			b, _ := json.Marshal(AuthorizeRequest{Token: f.bearer["cft"], Service: "svc", Method: "GET", Path: "/x/1"})

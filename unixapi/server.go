@@ -46,6 +46,7 @@ type Backend interface {
 	KeysBackend
 	KMSBackend // handlers_k8s.go
 	K8sSignerBackend
+	K8sWebhookBackend // handlers_k8s_webhook.go
 
 	CreateBinding(ctx context.Context, g daemon.Grant, in daemon.BindingInput) (daemon.Binding, error)
 	ListBindings(ctx context.Context, g daemon.Grant) ([]daemon.Binding, error)

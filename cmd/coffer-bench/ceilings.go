@@ -4,16 +4,21 @@ import (
 	"context"
 	crand "crypto/rand"
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"math/big"
 	"math/rand/v2"
 	"net"
 	"net/http"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -32,6 +37,7 @@ const (
 	ceilHSMOpen = "hsm-open"
 	ceilHSMSign = "hsm-sign"
 	ceilKVSync  = "kv-sync"
+	ceilHTTPS   = "https"
 )
 
 // ceilingBody is the fixed 60-byte JSON body of the http ceiling.
@@ -53,12 +59,16 @@ var ceilingDefs = []ceilingDef{
 	{ceilHSMOpen, "hsm.Unseal of 256 bytes (one HSM AES-GCM unwrap)"},
 	{ceilHSMSign, "hsm.Sign of a 32-byte digest (EC P-256 in the HSM)"},
 	{ceilKVSync, "kv.Update writing one small record, SyncWrites"},
+	{ceilHTTPS, "net/http over TLS on loopback TCP (key in the HSM), keep-alive, fixed 60-byte JSON body"},
 }
 
 // ceilings holds what the ceilings need for the whole run.
 type ceilings struct {
 	httpSocket string
 	httpSrv    *http.Server
+	httpsBase  string      // the https ceiling: https://127.0.0.1:PORT
+	httpsTLS   *tls.Config // its clients' configuration
+	httpsSrv   *http.Server
 	keys       *hsm.HSM
 	db         *badger.DB // raw Badger on the daemon's settings: the kv-sync ceiling
 	sealed     *hsm.Sealed
@@ -120,12 +130,63 @@ func openCeilings(ctx context.Context, dir string) (_ *ceilings, err error) {
 		IdleTimeout:       2 * time.Minute,
 	}
 	go func() { _ = c.httpSrv.Serve(l) }()
+	if err := c.startHTTPS(ctx, body); err != nil {
+		return nil, err
+	}
 	return c, nil
+}
+
+// startHTTPS starts the https ceiling: the same fixed answer over TLS on
+// loopback TCP, its key a TLS key in the HSM with a self-signed
+// certificate, as the Kubernetes webhooks' listener has.
+func (c *ceilings) startHTTPS(ctx context.Context, body []byte) error {
+	key, err := c.keys.TLSKey(ctx, "bench-tls")
+	if err != nil {
+		return fmt.Errorf("https ceiling: %w", err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "bench"},
+		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(24 * time.Hour),
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, IsCA: true, BasicConstraintsValid: true}
+	der, err := x509.CreateCertificate(crand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		return fmt.Errorf("https ceiling: %w", err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return err
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return fmt.Errorf("https ceiling: %w", err)
+	}
+	srvTLS := &tls.Config{MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"},
+		Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key, Leaf: cert}}}
+	c.httpsSrv = &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			_, _ = io.Copy(io.Discard, r.Body)
+			h := w.Header()
+			h.Set("Content-Type", "application/json")
+			h.Set("Content-Length", strconv.Itoa(len(body)))
+			_, _ = w.Write(body)
+		}),
+		TLSConfig:         srvTLS,
+		ReadHeaderTimeout: 5 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+	}
+	go func() { _ = c.httpsSrv.Serve(tls.NewListener(l, srvTLS)) }()
+	pool := x509.NewCertPool()
+	pool.AddCert(cert)
+	c.httpsBase, c.httpsTLS = "https://"+l.Addr().String(), &tls.Config{RootCAs: pool}
+	return nil
 }
 
 func (c *ceilings) close() {
 	if c.httpSrv != nil {
 		_ = c.httpSrv.Close()
+	}
+	if c.httpsSrv != nil {
+		_ = c.httpsSrv.Close()
 	}
 	if c.db != nil {
 		_ = c.db.Close()
@@ -166,6 +227,12 @@ func (c *ceilings) factory(name string) (workerFactory, error) {
 		return funcFactory(func(ctx context.Context, _ *rand.Rand) error {
 			_, err := c.keys.Sign(ctx, digest[:])
 			return err
+		}), nil
+	case ceilHTTPS:
+		// A POST of a TokenReview's size, as the scenario sends.
+		reqBody := []byte(`{"apiVersion":"authentication.k8s.io/v1","kind":"TokenReview","spec":{"token":"` + strings.Repeat("x", 74) + `"}}`)
+		return httpsFactory(c.httpsBase, c.httpsTLS, func(int, *rand.Rand) request {
+			return request{method: http.MethodPost, path: "/ceiling", body: reqBody}
 		}), nil
 	case ceilKVSync:
 		return funcFactory(func(ctx context.Context, _ *rand.Rand) error {

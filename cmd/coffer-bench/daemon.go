@@ -45,6 +45,10 @@ func daemonEnv(socket string) []string {
 	return append(env, "COFFER_SOCKET="+socket)
 }
 
+// daemonArgs are flags of every daemon the bench starts (the Kubernetes
+// webhooks' listener: main sets them).
+var daemonArgs []string
+
 // daemon is a running `coffer daemon --dev`.
 type daemon struct {
 	bin, stateDir, socket, logPath string
@@ -69,7 +73,8 @@ func startDaemon(ctx context.Context, bin, stateDir string, extra ...string) (*d
 		return nil, err
 	}
 	defer logf.Close()
-	d.cmd = exec.Command(bin, append([]string{"daemon", "--dev", "--state-dir", stateDir, "--socket", d.socket}, extra...)...)
+	args := append([]string{"daemon", "--dev", "--state-dir", stateDir, "--socket", d.socket}, daemonArgs...)
+	d.cmd = exec.Command(bin, append(args, extra...)...)
 	d.cmd.Env = daemonEnv(d.socket)
 	d.cmd.Stderr = logf
 	stdout, err := d.cmd.StdoutPipe()

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -151,11 +152,37 @@ type request struct {
 // generator makes the next request of worker w (0 <= w < concurrency).
 type generator func(w int, rng *rand.Rand) request
 
-// httpWorker owns one keep-alive connection to a Unix socket.
+// httpWorker owns one keep-alive connection to a Unix socket (or, made
+// by newHTTPSWorker, to an HTTPS listener).
 type httpWorker struct {
-	hc  *http.Client
-	tr  *http.Transport
-	buf bytes.Buffer
+	hc   *http.Client
+	tr   *http.Transport
+	base string // "": http://coffer over the socket
+	buf  bytes.Buffer
+}
+
+// newHTTPSWorker is a worker with one keep-alive TLS connection to base
+// (https://host:port), verified with tlsc.
+func newHTTPSWorker(base string, tlsc *tls.Config) *httpWorker {
+	tr := &http.Transport{
+		TLSClientConfig:     tlsc.Clone(),
+		MaxIdleConns:        1,
+		MaxIdleConnsPerHost: 1,
+		MaxConnsPerHost:     1,
+		IdleConnTimeout:     time.Minute,
+		DisableCompression:  true,
+	}
+	return &httpWorker{hc: &http.Client{Transport: tr, Timeout: 30 * time.Second}, tr: tr, base: base}
+}
+
+// httpsFactory is httpFactory over HTTPS to base.
+func httpsFactory(base string, tlsc *tls.Config, gen generator) workerFactory {
+	return func(i int) (opFunc, func(), error) {
+		w := newHTTPSWorker(base, tlsc)
+		return func(ctx context.Context, rng *rand.Rand) error {
+			return w.do(ctx, gen(i, rng))
+		}, w.close, nil
+	}
 }
 
 func newHTTPWorker(socket string) *httpWorker {
@@ -183,7 +210,11 @@ func (w *httpWorker) do(ctx context.Context, req request) error {
 	if req.body != nil {
 		body = bytes.NewReader(req.body)
 	}
-	hr, err := http.NewRequestWithContext(ctx, req.method, "http://coffer"+req.path, body)
+	base := w.base
+	if base == "" {
+		base = "http://coffer"
+	}
+	hr, err := http.NewRequestWithContext(ctx, req.method, base+req.path, body)
 	if err != nil {
 		return err
 	}

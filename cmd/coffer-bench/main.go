@@ -24,6 +24,7 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"flag"
 	"fmt"
@@ -373,6 +374,12 @@ func benchMain(ctx context.Context, o options, stdout, stderr io.Writer) (code i
 	}
 
 	stateDir := filepath.Join(scratch, "state")
+	// Every daemon serves the Kubernetes webhooks too (k8s-tokenreview).
+	bearerFile := filepath.Join(scratch, "k8s-bearer")
+	if err := os.WriteFile(bearerFile, []byte(rand.Text()+rand.Text()+"\n"), 0o600); err != nil {
+		return 1, err
+	}
+	daemonArgs = []string{"--k8s-listen", "127.0.0.1:0", "--k8s-bearer-file", bearerFile}
 	d, err := startDaemon(ctx, bin, stateDir)
 	if err != nil {
 		return 1, err

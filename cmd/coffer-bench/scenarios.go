@@ -1,7 +1,10 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -9,7 +12,9 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -128,6 +133,20 @@ var scenarios = []scenario{
 		ceilings: []string{ceilHSMSign}, goal: 0.60,
 		workers: prepareK8sSign,
 	},
+	{
+		// Issue 13: kube-apiserver asking coffer who a token is, over the
+		// webhooks' HTTPS listener (TLS key in the HSM; keep-alive
+		// connections, as the apiserver's client keeps them).
+		name: "k8s-tokenreview", what: "POST /v1/k8s/tokenreview over HTTPS (bearer-authenticated apiserver), random preloaded cft_ (cache warm)",
+		ceilings: []string{ceilHTTPS}, goal: 0.60, warmTokens: true,
+		workers: func(ctx context.Context, e *env) (workerFactory, error) {
+			gen, err := prepareTokenReview(ctx, e)
+			if err != nil {
+				return nil, err
+			}
+			return httpsFactory(e.k8s.base, e.k8s.tls, gen), nil
+		},
+	},
 
 	// For comparison, without goals of their own.
 	{
@@ -213,6 +232,55 @@ func prepareAuthorize(ctx context.Context, e *env) (generator, error) {
 	}
 	return func(_ int, rng *rand.Rand) request {
 		return request{method: http.MethodPost, path: "/v1/authorize", body: authorizeBody(toks[rng.IntN(len(toks))], rng.IntN(1_000_000))}
+	}, nil
+}
+
+// k8sBench is how the k8s scenarios reach the webhooks.
+type k8sBench struct {
+	base   string // https://127.0.0.1:PORT
+	tls    *tls.Config
+	bearer string // Authorization header value
+}
+
+// tokenReviewBody is a TokenReview of token.
+func tokenReviewBody(token string) []byte {
+	b := make([]byte, 0, 96+len(token))
+	b = append(b, `{"apiVersion":"authentication.k8s.io/v1","kind":"TokenReview","spec":{"token":"`...)
+	b = append(b, token...)
+	return append(b, `"}}`...)
+}
+
+func prepareTokenReview(ctx context.Context, e *env) (generator, error) {
+	toks := e.tokensInUse()
+	if len(toks) == 0 {
+		return nil, errors.New("no preloaded access tokens")
+	}
+	w, err := e.admin.K8sWebhook(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("the daemon's webhooks: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM([]byte(w.CertificateAuthority)) {
+		return nil, errors.New("the webhooks' CA holds no certificate")
+	}
+	bearer, err := os.ReadFile(w.BearerFile)
+	if err != nil {
+		return nil, err
+	}
+	e.k8s = k8sBench{base: w.Server, tls: &tls.Config{RootCAs: pool}, bearer: "Bearer " + strings.TrimSpace(string(bearer))}
+	// The scenario counts only 2xx; check once that the answer is an
+	// authenticated identity, not a 200 "authenticated": false.
+	wk := newHTTPSWorker(e.k8s.base, e.k8s.tls)
+	defer wk.close()
+	if err := wk.do(ctx, request{method: http.MethodPost, path: w.TokenReviewPath, body: tokenReviewBody(toks[0]), auth: e.k8s.bearer}); err != nil {
+		return nil, err
+	}
+	if !bytes.Contains(wk.buf.Bytes(), []byte(`"authenticated":true`)) {
+		return nil, fmt.Errorf("token review: want authenticated, got %s", wk.buf.Bytes())
+	}
+	path, auth := w.TokenReviewPath, e.k8s.bearer
+	return func(_ int, rng *rand.Rand) request {
+		return request{method: http.MethodPost, path: path, body: tokenReviewBody(toks[rng.IntN(len(toks))]), auth: auth}
 	}, nil
 }
 
@@ -319,6 +387,8 @@ type env struct {
 	oauthBasic   []string // Authorization: Basic of one oauth2 client per worker
 	authTokens   []string // one cfa_ per worker
 	jwts         []string // one JWT per oauth2 client
+
+	k8s k8sBench // the Kubernetes webhooks (prepareTokenReview)
 }
 
 // benchUser is the user every bench credential is issued to.

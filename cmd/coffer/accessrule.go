@@ -98,10 +98,21 @@ func parseAccessRule(s string) (unixapi.AccessRule, error) {
 	return checkRule(parts[0], parts[1], parts[2])
 }
 
-// checkRule checks a rule's parts and upper-cases the method.
+// checkRule checks a rule's parts and upper-cases the method (lower-cases
+// it for service kubernetes, whose methods are Kubernetes verbs: get, list,
+// watch, create...; the daemon checks them).
 func checkRule(service, method, path string) (unixapi.AccessRule, error) {
 	if service == "" {
 		return unixapi.AccessRule{}, usagef("access rule: the service is empty")
+	}
+	if service == "kubernetes" {
+		if method == "" {
+			return unixapi.AccessRule{}, usagef("access rule: the Kubernetes verb is empty")
+		}
+		if !strings.HasPrefix(path, "/") {
+			return unixapi.AccessRule{}, usagef("access rule: path %q must start with /", path)
+		}
+		return unixapi.AccessRule{Service: service, Method: strings.ToLower(method), Path: path}, nil
 	}
 	m := strings.ToUpper(method)
 	known := false

@@ -264,7 +264,7 @@ It exits 0 whatever the decision, unless --exit-code is given: then a
 denial exits 1 (and an error talking to the daemon still exits 1 or 3).`,
 	Flags: append(tokenFlags("token to check"),
 		&cli.StringFlag{Name: "service", Usage: "the `SERVICE` being called"},
-		&cli.StringFlag{Name: "method", Usage: "the HTTP `METHOD` of the call"},
+		&cli.StringFlag{Name: "method", Usage: "the HTTP `METHOD` of the call (for --service kubernetes: the Kubernetes verb, get, list...)"},
 		&cli.StringFlag{Name: "path", Usage: "the `PATH` of the call"},
 		&cli.BoolFlag{Name: "exit-code", Usage: "exit 1 when the call is denied"},
 		&cli.BoolFlag{Name: "explain", Usage: "also say which policy rules held"},
@@ -292,8 +292,12 @@ denial exits 1 (and an error talking to the daemon still exits 1 or 3).`,
 		if err != nil {
 			return err
 		}
+		method := strings.ToUpper(c.String("method"))
+		if c.String("service") == "kubernetes" {
+			method = strings.ToLower(c.String("method")) // a Kubernetes verb
+		}
 		d, err := cl.Authorize(c.Context, unixapi.AuthorizeRequest{
-			Token: tok, Service: c.String("service"), Method: strings.ToUpper(c.String("method")), Path: c.String("path"),
+			Token: tok, Service: c.String("service"), Method: method, Path: c.String("path"),
 			Explain: c.Bool("explain"),
 		})
 		if err != nil {

@@ -63,6 +63,7 @@ comes from --hsm-pin-file, by default $CREDENTIALS_DIRECTORY/hsm-pin.`,
 		&cli.IntFlag{Name: "bearer-cache-size", Usage: "keep the resolution of up to `N` recently used tokens in memory, about 400 bytes each (0: none; every request then reads its token from the store)", Value: daemon.DefaultBearerCacheSize, EnvVars: []string{"COFFER_BEARER_CACHE_SIZE"}},
 		memoryLimitFlag,
 		k8sSignerSocketFlag, k8sSignerMaxExpFlag, k8sSignerAllowUIDFlag,
+		k8sListenFlag, k8sListenAnyFlag, k8sClientCAFlag, k8sBearerFileFlag, k8sSANFlag, k8sAudienceFlag,
 	},
 	Action: runDaemon,
 }
@@ -219,6 +220,11 @@ func runDaemon(c *cli.Context) error {
 	}
 	defer svc.CloseAudit(context.Background()) // before auditLog.Close
 	auditLog.Record(daemonEvent("daemon.start", nil))
+	k8sHooks, err := startK8sWebhooks(c, svc, stateDir, log)
+	if err != nil {
+		return err
+	}
+	defer k8sHooks.Stop() // before the audit log and the service close
 
 	// The callers of each socket share its slots fairly (unixapi.FairListener):
 	// a uid, a CID or a VM holds at most perPeer; on the API socket a few
@@ -265,6 +271,7 @@ func runDaemon(c *cli.Context) error {
 	}
 	defer stopSigner()
 	go func() { served <- srv.Serve(api) }()
+	k8sHooks.Serve(served)
 	for _, l := range vms.all {
 		go func() { served <- srv.Serve(l) }()
 	}

@@ -20,10 +20,11 @@ const defaultKMSSocket = "/run/coffer/kms.sock"
 
 // k8sCommand holds the Kubernetes integrations' commands; each is one
 // entry of its list.
-var k8sCommand = group("k8s", "Kubernetes integrations: the KMS v2 plugin (encryption of Secrets at rest) and the external service-account token signer",
+var k8sCommand = group("k8s", "Kubernetes integrations: the KMS v2 plugin (encryption of Secrets at rest), the external service-account token signer, the TokenReview and SubjectAccessReview webhooks",
 	append([]*cli.Command{
 		k8sKMSKeysCommand,
 		k8sEncryptionConfigCommand,
+		k8sWebhookConfigCommand(), // k8s_webhook.go
 	}, k8sSignerCommands()...)..., // k8s_signer.go
 )
 

@@ -1,0 +1,196 @@
+package webhook
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+)
+
+// MinBearerLen is the shortest bearer the apiserver may present (the
+// --k8s-bearer-file): at least 128 bits of base64 or hex.
+const MinBearerLen = 32
+
+// Config configures the HTTPS listener.
+type Config struct {
+	// Addr is host:port; a host that is not a loopback address is refused
+	// unless AllowAny.
+	Addr     string
+	AllowAny bool
+	// Cert is the serving certificate (its key in the HSM).
+	Cert tls.Certificate
+	// ClientCAs, when set, makes the listener require a client
+	// certificate chaining to them.
+	ClientCAs *x509.CertPool
+	// Bearer, when set, must be presented as Authorization: Bearer.
+	Bearer []byte
+	Logger *slog.Logger
+}
+
+// Server is the webhooks' HTTPS server.
+type Server struct {
+	cfg    Config
+	bearer [32]byte // SHA-256 of Config.Bearer
+	srv    *http.Server
+}
+
+// CheckAddr refuses a listen address that is not loopback (unless
+// allowAny): the webhooks are for the apiserver on this host.
+func CheckAddr(addr string, allowAny bool) error {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("--k8s-listen %q: want HOST:PORT, e.g. 127.0.0.1:8443", addr)
+	}
+	if allowAny {
+		return nil
+	}
+	if ip := net.ParseIP(host); (ip != nil && ip.IsLoopback()) || host == "localhost" {
+		return nil
+	}
+	return fmt.Errorf("--k8s-listen %q is not a loopback address: the webhooks serve the kube-apiserver of this host; add --k8s-listen-any to serve another interface", addr)
+}
+
+// ReadBearer reads the bearer the apiserver must present: the file's
+// content without surrounding white space, at least MinBearerLen bytes,
+// printable ASCII without spaces (it goes in a header). The error never
+// quotes it.
+func ReadBearer(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("--k8s-bearer-file: %w", err)
+	}
+	b = []byte(strings.TrimSpace(string(b)))
+	if len(b) < MinBearerLen {
+		return nil, fmt.Errorf("--k8s-bearer-file %s: the bearer is shorter than %d bytes", path, MinBearerLen)
+	}
+	for _, c := range b {
+		if c <= ' ' || c > '~' {
+			return nil, fmt.Errorf("--k8s-bearer-file %s: the bearer holds a space or a character that is not printable ASCII", path)
+		}
+	}
+	return b, nil
+}
+
+// ReadClientCAs reads PEM certificates that client certificates must chain
+// to (--k8s-client-ca).
+func ReadClientCAs(path string) (*x509.CertPool, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("--k8s-client-ca: %w", err)
+	}
+	pool := x509.NewCertPool()
+	n := 0
+	for {
+		var block *pem.Block
+		block, data = pem.Decode(data)
+		if block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			continue
+		}
+		c, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("--k8s-client-ca %s: certificate %d: %w", path, n+1, err)
+		}
+		pool.AddCert(c)
+		n++
+	}
+	if n == 0 {
+		return nil, fmt.Errorf("--k8s-client-ca %s holds no PEM certificate", path)
+	}
+	return pool, nil
+}
+
+// NewServer returns the server of h under cfg. It needs a way to
+// authenticate the apiserver: a client CA, a bearer, or both (then both
+// are required).
+func NewServer(h http.Handler, cfg Config) (*Server, error) {
+	if cfg.ClientCAs == nil && len(cfg.Bearer) == 0 {
+		return nil, errors.New("the Kubernetes webhooks need --k8s-client-ca or --k8s-bearer-file: who may ask coffer about tokens must be known")
+	}
+	if err := CheckAddr(cfg.Addr, cfg.AllowAny); err != nil {
+		return nil, err
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	s := &Server{cfg: cfg}
+	if len(cfg.Bearer) > 0 {
+		s.bearer = sha256.Sum256(cfg.Bearer)
+	}
+	s.srv = &http.Server{
+		Handler:           s.authenticate(h),
+		TLSConfig:         s.tlsConfig(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug),
+	}
+	return s, nil
+}
+
+func (s *Server) tlsConfig() *tls.Config {
+	c := &tls.Config{
+		MinVersion:   tls.VersionTLS12,
+		Certificates: []tls.Certificate{s.cfg.Cert},
+		NextProtos:   []string{"http/1.1"},
+	}
+	if s.cfg.ClientCAs != nil {
+		c.ClientAuth = tls.RequireAndVerifyClientCert
+		c.ClientCAs = s.cfg.ClientCAs
+	}
+	return c
+}
+
+// authenticate refuses a request without the bearer (when one is set)
+// with 401. The client certificate was checked by the handshake.
+func (s *Server) authenticate(h http.Handler) http.Handler {
+	if len(s.cfg.Bearer) == 0 {
+		return h
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		scheme, tok, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+		got := sha256.Sum256([]byte(strings.TrimSpace(tok)))
+		if !ok || !strings.EqualFold(scheme, "Bearer") || subtle.ConstantTimeCompare(got[:], s.bearer[:]) != 1 {
+			s.cfg.Logger.Debug("Kubernetes webhook: a request without the right bearer", "route", r.URL.Path, "remote", r.RemoteAddr)
+			w.Header().Set("WWW-Authenticate", `Bearer realm="coffer-k8s"`)
+			writeJSON(w, http.StatusUnauthorized, errorBody{"unauthenticated", "use Authorization: Bearer with the token of --k8s-bearer-file"})
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// Listen opens the TCP listener of cfg.Addr.
+func (s *Server) Listen() (net.Listener, error) {
+	l, err := net.Listen("tcp", s.cfg.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen for the Kubernetes webhooks: %w", err)
+	}
+	return l, nil
+}
+
+// Serve serves HTTPS on l until Shutdown.
+func (s *Server) Serve(l net.Listener) error {
+	err := s.srv.Serve(tls.NewListener(l, s.srv.TLSConfig))
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// Shutdown stops accepting and waits for in-flight reviews, or for ctx.
+func (s *Server) Shutdown(ctx context.Context) error { return s.srv.Shutdown(ctx) }

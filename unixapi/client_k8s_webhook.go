@@ -1,0 +1,14 @@
+package unixapi
+
+import (
+	"context"
+	"net/http"
+)
+
+// K8sWebhook returns how the daemon serves the Kubernetes webhooks (404
+// not_found when it does not).
+func (c *Client) K8sWebhook(ctx context.Context) (K8sWebhook, error) {
+	var k K8sWebhook
+	_, err := c.do(ctx, http.MethodGet, "/v1/k8s/webhook-ca", nil, &k)
+	return k, err
+}
