@@ -348,3 +348,38 @@ func TestRestoreLeavesNoPlaintext(t *testing.T) {
 }
 
 var _ Store = (*kv.Store)(nil)
+
+// TestRestoreMarksKMSKeys: a restore does not roll the token back, and the
+// backup may predate the Kubernetes KMS's use of a KEK, so every retired
+// KEK on the token needs --force to be removed afterwards.
+func TestRestoreMarksKMSKeys(t *testing.T) {
+	f := newBackupFixture(t) // the backup knows no KMS use
+	ctx := context.Background()
+	admin := f.e.grant(t, ActManageKeys, Resource{})
+	if _, _, _, err := f.e.svc.KMSEncrypt(ctx, []byte("seed")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.e.svc.RotateKEK(ctx, admin); err != nil {
+		t.Fatal(err)
+	}
+	waitRewrap(t, f.e.svc)
+	useRestoreKeys(t, f.e.keys)
+	state := t.TempDir()
+	if err := restoreInto(state, f.backup, false); err != nil {
+		t.Fatalf("Restore: %v", err)
+	}
+	svc := openRestored(t, state, f.e.keys)
+	t.Cleanup(func() { svc.Close() })
+	waitRewrap(t, svc) // the restored secrets move to the current KEK
+	g := mustGrant(t, svc, ActManageKeys, Resource{})
+	err := svc.RemoveKEK(ctx, g, "fake-kek-1", RemoveKEKOptions{})
+	wantCode(t, err, CodeKEKInUse)
+	if !strings.Contains(err.Error(), "unknown") {
+		t.Fatalf("the refusal does not say the usage is unknown: %v", err)
+	}
+	keys, err := svc.KMSKeys(ctx, g)
+	if err != nil || len(keys) != 1 || keys[0].KeyID != "fake-kek-1" || !keys[0].UsageUnknown || !keys[0].NeedsForce || keys[0].RetiredAt == nil {
+		t.Fatalf("kms keys after restore %+v %v", keys, err)
+	}
+	wantCode(t, svc.RemoveKEK(ctx, g, "fake-kek-1", RemoveKEKOptions{Force: true}), "")
+}

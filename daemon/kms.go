@@ -12,13 +12,15 @@ package daemon
 // Status) to make a new DEK under the new KEK. Ciphertexts under an older
 // KEK keep decrypting until that KEK is removed.
 //
-// Every Encrypt and Decrypt is counted per key id in memory and written to
-// the store (tableKMSKeys, one small record per key id) every
-// kmsFlushEvery and when the daemon stops: never a write per call. The
-// records are what RemoveKEK asks (kmsKEKInUse): coffer cannot see etcd, so
-// a KEK that wrapped KMS DEKs counts as needed until it has been retired
-// (not current) and unused for the removal grace; the operator rewrites
-// every Secret within it, or confirms having done so with --force.
+// Every Encrypt and Decrypt is counted per key id (tableKMSKeys, one small
+// record per key id). The first use of a key id in a daemon's life is
+// written before the call returns (a crash must not lose the only evidence
+// that a KEK wrapped DEKs); later ones are counted in memory and written
+// every kmsFlushEvery and when the daemon stops: never a write per call.
+// The records are what RemoveKEK asks (kmsKEKInUse): coffer cannot see
+// etcd, and silence proves nothing (kube-apiserver caches DEKs and serves
+// reads from its watch cache), so a KEK the KMS ever used is removed only
+// with --force: the operator's statement that every Secret was rewritten.
 
 import (
 	"bytes"
@@ -50,10 +52,6 @@ const (
 	KMSMaxPlaintext = 128
 	// KMSMaxCiphertext is KMS v2's bound on an encrypted DEK source.
 	KMSMaxCiphertext = 1024
-	// DefaultKMSRemoveGrace is how long a retired KEK that wrapped KMS DEKs
-	// must go unused before RemoveKEK takes it without --force.
-	DefaultKMSRemoveGrace = 24 * time.Hour
-
 	// CodeKEKInUse: RemoveKEK of a KEK the Kubernetes KMS may still need.
 	CodeKEKInUse = "kek_in_use"
 
@@ -89,9 +87,12 @@ type KMSKey struct {
 	LastDecryptAt  *time.Time `json:"last_decrypt_at,omitempty"`
 	// RetiredAt is when coffer first saw the KEK no longer current.
 	RetiredAt *time.Time `json:"retired_at,omitempty"`
-	// RemovableAt is when RemoveKEK takes the KEK without --force (nil:
-	// not before it is retired; for a key never used by the KMS: now).
-	RemovableAt *time.Time `json:"removable_at,omitempty"`
+	// UsageUnknown: the store was restored from a backup, so what the KMS
+	// did with this KEK since the backup is not known.
+	UsageUnknown bool `json:"usage_unknown,omitempty"`
+	// NeedsForce: RemoveKEK takes this (retired) KEK only with --force,
+	// after every Secret was rewritten.
+	NeedsForce bool `json:"needs_force,omitempty"`
 }
 
 // kmsKeyRecord is a KMSKey in the store (tableKMSKeys, by key id).
@@ -102,7 +103,13 @@ type kmsKeyRecord struct {
 	LastEncryptAt  *time.Time `json:"last_encrypt_at,omitempty"`
 	LastDecryptAt  *time.Time `json:"last_decrypt_at,omitempty"`
 	RetiredAt      *time.Time `json:"retired_at,omitempty"`
+	// UsageUnknown: set by a restore for every retired KEK on the token
+	// (the backup may predate its use).
+	UsageUnknown bool `json:"usage_unknown,omitempty"`
 }
+
+// used reports whether the KMS may have wrapped DEKs under the key id.
+func (r kmsKeyRecord) used() bool { return r.Encrypts > 0 || r.Decrypts > 0 || r.UsageUnknown }
 
 // kmsUse is what happened to one key id since the last flush.
 type kmsUse struct {
@@ -115,34 +122,20 @@ type kmsUse struct {
 type kmsState struct {
 	mu      sync.Mutex
 	pending map[string]*kmsUse // key id -> uses not yet in the store
-	flushMu sync.Mutex         // one flush at a time
-	loop    sync.Once          // starts the flush loop
+	stored  map[string]bool    // key ids whose record this daemon wrote (mu)
+	// flushMu: one store write of the usage at a time (a flush, a first
+	// use), and RemoveKEK's check sees none half-done.
+	flushMu sync.Mutex
+	loop    sync.Once // starts the flush loop
 
-	grace atomic.Int64 // removal grace in ns; 0: DefaultKMSRemoveGrace
+	// afterTake, in tests, runs in flushKMS between taking the pending uses
+	// and writing them.
+	afterTake func()
 
 	healthMu  sync.Mutex
 	healthAt  time.Time // when health was last known
 	healthErr error
 	lastOK    atomic.Int64 // unix ns of the last HSM op that succeeded
-}
-
-// KMSConfig configures the Kubernetes KMS side of the domain.
-type KMSConfig struct {
-	// RemoveGrace: how long a retired KEK that wrapped KMS DEKs must go
-	// unused before RemoveKEK takes it without force; 0: the default.
-	RemoveGrace time.Duration
-}
-
-// ConfigureKMS sets the KMS options; the daemon calls it at start.
-func (s *Service) ConfigureKMS(c KMSConfig) {
-	s.kms.grace.Store(int64(c.RemoveGrace))
-}
-
-func (s *Service) kmsGrace() time.Duration {
-	if g := time.Duration(s.kms.grace.Load()); g > 0 {
-		return g
-	}
-	return DefaultKMSRemoveGrace
 }
 
 // KMSEncrypt seals a DEK seed with the current KEK. It returns the
@@ -162,7 +155,10 @@ func (s *Service) KMSEncrypt(ctx context.Context, plaintext []byte) ([]byte, str
 	if err != nil {
 		return nil, "", nil, fmt.Errorf("kms encrypt: %w", err)
 	}
-	s.kmsCount(sealed.KEK, true)
+	// The ciphertext leaves only once its key id's use is on record.
+	if err := s.kmsCount(ctx, sealed.KEK, true); err != nil {
+		return nil, "", nil, fmt.Errorf("kms encrypt: record the use of %s: %w", sealed.KEK, err)
+	}
 	return ct, sealed.KEK, map[string][]byte{KMSAnnotationScheme: slices.Clone(kmsSchemeV1)}, nil
 }
 
@@ -180,6 +176,10 @@ func (s *Service) KMSDecrypt(ctx context.Context, ciphertext []byte, keyID strin
 	if keyID != sealed.KEK {
 		return nil, Invalid(CodeInvalidArgument, "key id %q is not the key id of the ciphertext (%q)", kmsShow(keyID), sealed.KEK)
 	}
+	if !s.isKEKLabel(sealed.KEK) {
+		// Not a KEK's label (the import or signing key, say): no HSM call.
+		return nil, Invalid(CodeInvalidArgument, "key id %q is not a KEK of this coffer", sealed.KEK)
+	}
 	s.kmsStartLoop()
 	pt, err := s.keys.Unseal(ctx, sealed, kmsAADv1())
 	switch {
@@ -191,8 +191,28 @@ func (s *Service) KMSDecrypt(ctx context.Context, ciphertext []byte, keyID strin
 		return nil, hsmErr(fmt.Errorf("kms decrypt under %s: %w", sealed.KEK, err))
 	}
 	s.kms.lastOK.Store(time.Now().UnixNano())
-	s.kmsCount(sealed.KEK, false)
+	if err := s.kmsCount(ctx, sealed.KEK, false); err != nil {
+		// The plaintext goes back all the same (kube-apiserver must read
+		// its Secrets); the use stays in memory for the next flush.
+		s.log.Warn("kms decrypt: recording the first use of a key id failed; it is kept in memory for the next flush", "key_id", sealed.KEK, "err", err)
+	}
 	return pt, nil
+}
+
+// isKEKLabel reports whether label names a version of the KEK: the
+// current KEK's label or another version of it (coffer-kek-N), never the
+// signing or import key. It asks no HSM.
+func (s *Service) isKEKLabel(label string) bool {
+	current := s.keys.CurrentKEK()
+	if label == current {
+		return true
+	}
+	cb, _, ok := hsm.ParseKeyLabel(current)
+	if !ok {
+		return false
+	}
+	b, _, ok := hsm.ParseKeyLabel(label)
+	return ok && b == cb
 }
 
 // kekPresent reports whether the token holds KEK label (true when it
@@ -240,8 +260,8 @@ func (s *Service) KMSStatus(ctx context.Context) KMSStatus {
 	return st
 }
 
-// KMSKeys lists the key ids the KMS used, with counts and times, and when
-// each may be removed.
+// KMSKeys lists the key ids the KMS used, with counts and times, and
+// whether removing each needs --force.
 func (s *Service) KMSKeys(ctx context.Context, g Grant) ([]KMSKey, error) {
 	if err := g.require(ActManageKeys); err != nil {
 		return nil, err
@@ -259,16 +279,12 @@ func (s *Service) KMSKeys(ctx context.Context, g Grant) ([]KMSKey, error) {
 		return nil, err
 	}
 	current := s.keys.CurrentKEK()
-	now := s.now()
 	out := make([]KMSKey, 0, len(recs))
 	for id, r := range recs {
 		k := KMSKey{
 			KeyID: id, Current: id == current, Present: present[id], Encrypts: r.Encrypts, Decrypts: r.Decrypts,
 			FirstEncryptAt: r.FirstEncryptAt, LastEncryptAt: r.LastEncryptAt, LastDecryptAt: r.LastDecryptAt, RetiredAt: r.RetiredAt,
-		}
-		if id != current {
-			at := s.kmsRemovableAt(r, now)
-			k.RemovableAt = &at
+			UsageUnknown: r.UsageUnknown, NeedsForce: id != current && present[id] && r.used(),
 		}
 		out = append(out, k)
 	}
@@ -310,41 +326,24 @@ func (s *Service) kmsRecords(ctx context.Context) (map[string]kmsKeyRecord, erro
 	return recs, nil
 }
 
-// kmsRemovableAt is when a retired key id may be removed without force:
-// the grace after the later of its retirement (now, if not seen yet) and
-// its last use.
-func (s *Service) kmsRemovableAt(r kmsKeyRecord, now time.Time) time.Time {
-	since := now
-	if r.RetiredAt != nil {
-		since = *r.RetiredAt
-	}
-	for _, t := range []*time.Time{r.LastEncryptAt, r.LastDecryptAt} {
-		if t != nil && t.After(since) {
-			since = *t
-		}
-	}
-	return since.Add(s.kmsGrace())
-}
-
-// kmsKEKInUse is RemoveKEK's question: a conflict while the Kubernetes
-// KMS may still need the KEK (see the top of this file).
+// kmsKEKInUse is RemoveKEK's question (without --force): a conflict when
+// the Kubernetes KMS ever used the KEK (see the top of this file). It holds
+// flushMu, so a flush that took the pending uses but has not committed
+// them yet cannot hide them.
 func (s *Service) kmsKEKInUse(ctx context.Context, label string) error {
+	s.kms.flushMu.Lock()
+	defer s.kms.flushMu.Unlock()
 	var r kmsKeyRecord
-	found := true
 	err := s.store.View(ctx, func(tx *kv.Txn) error { return tx.Get(tableKMSKeys, label, &r) })
-	switch {
-	case errors.Is(err, kv.ErrNotFound):
-		found = false
-	case err != nil:
+	if err != nil && !errors.Is(err, kv.ErrNotFound) {
 		return storeErr(err)
 	}
 	s.kms.mu.Lock()
-	if u := s.kms.pending[label]; u != nil && u.encrypts+u.decrypts > 0 {
+	if u := s.kms.pending[label]; u != nil {
 		u.addTo(&r)
-		found = true
 	}
 	s.kms.mu.Unlock()
-	if !found {
+	if !r.used() {
 		return nil
 	}
 	now := s.now()
@@ -353,20 +352,19 @@ func (s *Service) kmsKEKInUse(ctx context.Context, label string) error {
 		if err := s.kmsRetire(ctx, label, now); err != nil {
 			return err
 		}
-		r.RetiredAt = &now
 	}
-	at := s.kmsRemovableAt(r, now)
-	if now.Before(at) {
-		last := "never"
-		if t := latest(r.LastEncryptAt, r.LastDecryptAt); t != nil {
-			last = t.Format(time.RFC3339)
-		}
-		return Conflict(CodeKEKInUse, "KEK %s wrapped Kubernetes KMS DEKs (%d encrypts, %d decrypts, last used %s): "+
-			"kube-apiserver may still need it. Rewrite every Secret (kubectl get secrets -A -o json | kubectl replace -f -); "+
-			"it is removable from %s on, or at once with --force once every Secret is rewritten",
-			label, r.Encrypts, r.Decrypts, last, at.Format(time.RFC3339))
+	usage := fmt.Sprintf("%d encrypts, %d decrypts", r.Encrypts, r.Decrypts)
+	if t := latest(r.LastEncryptAt, r.LastDecryptAt); t != nil {
+		usage += fmt.Sprintf(", last used %s, %s ago", t.Format(time.RFC3339), now.Sub(*t).Truncate(time.Second))
 	}
-	return nil
+	if r.UsageUnknown {
+		usage += "; usage since the store's restore from a backup unknown"
+	}
+	return Conflict(CodeKEKInUse, "KEK %s may have wrapped Kubernetes KMS DEKs (%s): etcd may still hold objects under it, and "+
+		"kube-apiserver caches DEKs and serves reads from its watch cache, so a quiet KEK is no proof. "+
+		"Rewrite every Secret (kubectl get secrets -A -o json | kubectl replace -f -), restart kube-apiserver, "+
+		"check 'coffer k8s kms-keys' on every host that shares the HSM, then remove it with --force",
+		label, usage)
 }
 
 func latest(ts ...*time.Time) *time.Time {
@@ -379,12 +377,57 @@ func latest(ts ...*time.Time) *time.Time {
 	return out
 }
 
-// kmsCount records one Encrypt (or Decrypt) under key id.
-func (s *Service) kmsCount(id string, encrypt bool) {
+// kmsCount records one Encrypt (or Decrypt) under key id. The first use
+// of a key id in this daemon's life is written to the store before it
+// returns; later ones wait in memory for the flush.
+func (s *Service) kmsCount(ctx context.Context, id string, encrypt bool) error {
 	now := s.now()
 	s.kms.mu.Lock()
+	if s.kms.stored[id] {
+		s.kms.pendingUse(id).count(encrypt, now)
+		s.kms.mu.Unlock()
+		return nil
+	}
+	s.kms.mu.Unlock()
+	return s.kmsFirstUse(ctx, id, encrypt, now)
+}
+
+// kmsFirstUse writes the record of key id with this use, in one change
+// (k8s.kms_usage) through the audited path the flush takes. What it could
+// not write stays pending.
+func (s *Service) kmsFirstUse(ctx context.Context, id string, encrypt bool, now time.Time) error {
+	s.kms.flushMu.Lock()
+	defer s.kms.flushMu.Unlock()
+	s.kms.mu.Lock()
+	if s.kms.stored[id] { // another call wrote it meanwhile
+		s.kms.pendingUse(id).count(encrypt, now)
+		s.kms.mu.Unlock()
+		return nil
+	}
+	s.kms.mu.Unlock()
+	u := &kmsUse{}
+	u.count(encrypt, now)
+	err := s.update(ctx, systemPrincipal, "k8s.kms_usage", func(tx *kv.Txn, c *change) error {
+		var r kmsKeyRecord
+		if err := tx.Get(tableKMSKeys, id, &r); err != nil && !errors.Is(err, kv.ErrNotFound) {
+			return err
+		}
+		u.addTo(&r)
+		c.set("key_id", id, "first_use", "true")
+		return tx.Put(tableKMSKeys, id, r)
+	})
+	s.kms.mu.Lock()
 	defer s.kms.mu.Unlock()
-	u := s.kms.pendingUse(id)
+	if err != nil {
+		s.kms.pendingUse(id).merge(u)
+		return storeErr(err)
+	}
+	s.kms.markStored(id)
+	return nil
+}
+
+// count adds one use at now.
+func (u *kmsUse) count(encrypt bool, now time.Time) {
 	if encrypt {
 		u.encrypts++
 		if u.firstEncrypt.IsZero() {
@@ -395,6 +438,14 @@ func (s *Service) kmsCount(id string, encrypt bool) {
 		u.decrypts++
 		u.lastDecrypt = now
 	}
+}
+
+// markStored notes that id's record is in the store; the caller holds k.mu.
+func (k *kmsState) markStored(id string) {
+	if k.stored == nil {
+		k.stored = map[string]bool{}
+	}
+	k.stored[id] = true
 }
 
 // kmsRetire records that key id (a KEK that is not current) was retired
@@ -531,6 +582,10 @@ func (s *Service) flushKMS(ctx context.Context) error {
 	if len(batch) == 0 && len(retire) == 0 {
 		return nil
 	}
+	if s.kms.afterTake != nil {
+		s.kms.afterTake()
+	}
+	var written []string
 	now := s.now()
 	err = s.update(ctx, systemPrincipal, "k8s.kms_usage", func(tx *kv.Txn, c *change) error {
 		ids := slices.Collect(maps.Keys(batch))
@@ -540,7 +595,7 @@ func (s *Service) flushKMS(ctx context.Context) error {
 			}
 		}
 		slices.Sort(ids)
-		written := 0
+		written = written[:0]
 		for _, id := range ids {
 			var r kmsKeyRecord
 			err := tx.Get(tableKMSKeys, id, &r)
@@ -560,9 +615,9 @@ func (s *Service) flushKMS(ctx context.Context) error {
 			if err := tx.Put(tableKMSKeys, id, r); err != nil {
 				return err
 			}
-			written++
+			written = append(written, id)
 		}
-		c.set("key_ids", strconv.Itoa(written))
+		c.set("key_ids", strconv.Itoa(len(written)))
 		return nil
 	})
 	if err != nil {
@@ -574,7 +629,49 @@ func (s *Service) flushKMS(ctx context.Context) error {
 		s.kms.mu.Unlock()
 		return storeErr(err)
 	}
+	s.kms.mu.Lock()
+	for _, id := range written {
+		s.kms.markStored(id)
+	}
+	s.kms.mu.Unlock()
 	return nil
+}
+
+// markKMSRestored runs when a store is restored from a backup (offline):
+// the backup may predate the KMS's use of any KEK still on the token, and
+// the token is not rolled back with the store. So every KEK on the token
+// but the current one is marked used by the KMS with its usage unknown,
+// retired now: removing it needs --force. It returns how many it marked.
+func markKMSRestored(ctx context.Context, store *kv.Store, keys Keys, now time.Time) (int, error) {
+	keks, err := keys.KEKs(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("list the KEKs on the token: %w", err)
+	}
+	current := keys.CurrentKEK()
+	n := 0
+	err = store.Update(ctx, func(tx *kv.Txn) error {
+		n = 0
+		for _, k := range keks {
+			if k.Label == current {
+				continue
+			}
+			var r kmsKeyRecord
+			if err := tx.Get(tableKMSKeys, k.Label, &r); err != nil && !errors.Is(err, kv.ErrNotFound) {
+				return err
+			}
+			r.UsageUnknown = true
+			if r.RetiredAt == nil {
+				t := now
+				r.RetiredAt = &t
+			}
+			if err := tx.Put(tableKMSKeys, k.Label, r); err != nil {
+				return err
+			}
+			n++
+		}
+		return nil
+	})
+	return n, err
 }
 
 // kmsAADv1 is the AAD of an envelope of version 1.

@@ -162,7 +162,7 @@ func TestKmsSoftHSM(t *testing.T) {
 		t.Fatal(err)
 	}
 	if len(keys) != 2 || keys[0].KeyID != "coffer-kek-1" || keys[0].Encrypts != 1 || keys[0].Decrypts != 2 || keys[0].Current ||
-		keys[1].KeyID != "coffer-kek-2" || !keys[1].Current || keys[1].Encrypts != 1 || keys[0].RemovableAt == nil || keys[1].RemovableAt != nil {
+		keys[1].KeyID != "coffer-kek-2" || !keys[1].Current || keys[1].Encrypts != 1 || !keys[0].NeedsForce || keys[1].NeedsForce {
 		t.Fatalf("kms keys %+v", keys)
 	}
 	// Restart: the counts were written when the daemon stopped.
@@ -193,15 +193,13 @@ func TestKmsSoftHSM(t *testing.T) {
 	wantCode(t, svc.RemoveKEK(ctx, admin, "coffer-kek-2", RemoveKEKOptions{Force: true}), CodeConflict)
 }
 
-// TestKmsRemoveGrace: without force, a retired KEK the KMS used is removable
-// once unused for the grace after its retirement, and a Decrypt under it
-// starts the grace again.
-func TestKmsRemoveGrace(t *testing.T) {
+// TestKmsRemoveNeedsForce: a retired KEK the KMS used is never removed on
+// silence alone: however long unused, RemoveKEK wants --force.
+func TestKmsRemoveNeedsForce(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
 	var offset atomic.Int64
 	e.svc.now = func() time.Time { return time.Now().UTC().Add(time.Duration(offset.Load())) }
-	e.svc.ConfigureKMS(KMSConfig{RemoveGrace: time.Hour})
 	admin := e.grant(t, ActManageKeys, Resource{})
 
 	seed := []byte("0123456789abcdef0123456789abcdef")
@@ -215,28 +213,177 @@ func TestKmsRemoveGrace(t *testing.T) {
 	if err := e.svc.waitRewrap(ctx); err != nil {
 		t.Fatal(err)
 	}
-	// The retirement is recorded by the flush.
 	if err := e.svc.flushKMS(ctx); err != nil {
 		t.Fatal(err)
 	}
-	wantCode(t, e.svc.RemoveKEK(ctx, admin, keyID, RemoveKEKOptions{}), CodeKEKInUse)
-
-	offset.Store(int64(50 * time.Minute))
+	err = e.svc.RemoveKEK(ctx, admin, keyID, RemoveKEKOptions{})
+	wantCode(t, err, CodeKEKInUse)
+	if !strings.Contains(err.Error(), "--force") || !strings.Contains(err.Error(), "restart kube-apiserver") {
+		t.Fatalf("the refusal does not say what to do: %v", err)
+	}
 	if _, err := e.svc.KMSDecrypt(ctx, ct, keyID, ann); err != nil {
 		t.Fatal(err)
 	}
-	offset.Store(int64(70 * time.Minute)) // past the retirement's grace, not the decrypt's
-	wantCode(t, e.svc.RemoveKEK(ctx, admin, keyID, RemoveKEKOptions{}), CodeKEKInUse)
+	offset.Store(int64(1000 * time.Hour)) // silent for weeks: still no proof
 	if err := e.svc.flushKMS(ctx); err != nil {
 		t.Fatal(err)
 	}
-	wantCode(t, e.svc.RemoveKEK(ctx, admin, keyID, RemoveKEKOptions{}), CodeKEKInUse)
-
-	offset.Store(int64(111 * time.Minute))
-	wantCode(t, e.svc.RemoveKEK(ctx, admin, keyID, RemoveKEKOptions{}), "")
-	// The change was recorded.
+	err = e.svc.RemoveKEK(ctx, admin, keyID, RemoveKEKOptions{})
+	wantCode(t, err, CodeKEKInUse)
+	if !strings.Contains(err.Error(), "1000h0m0s ago") {
+		t.Fatalf("the refusal does not say how long the KEK was unused: %v", err)
+	}
+	keys, err := e.svc.KMSKeys(ctx, admin)
+	if err != nil || len(keys) != 1 || !keys[0].NeedsForce {
+		t.Fatalf("kms keys %+v %v", keys, err)
+	}
+	wantCode(t, e.svc.RemoveKEK(ctx, admin, keyID, RemoveKEKOptions{Force: true}), "")
 	if _, ok := findEvent(e.changes(t), "k8s.kms_usage", "ok", nil); !ok {
 		t.Fatal("no k8s.kms_usage change recorded")
+	}
+}
+
+// TestKmsFirstUseSurvivesCrash: the first Encrypt under a key id is on
+// record before it returns, so a daemon that dies before any flush (kill
+// -9: what was counted in memory is lost) still keeps remove-kek from
+// taking the KEK.
+func TestKmsFirstUseSurvivesCrash(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	before := len(e.changes(t))
+	if _, keyID, _, err := e.svc.KMSEncrypt(ctx, []byte("seed")); err != nil || keyID != "fake-kek-1" {
+		t.Fatalf("encrypt: %q %v", keyID, err)
+	}
+	if n := len(e.changes(t)); n != before+1 {
+		t.Fatalf("%d changes written by the first encrypt, want 1", n-before)
+	}
+	// Later uses under the same key id are coalesced: no write.
+	for range 5 {
+		if _, _, _, err := e.svc.KMSEncrypt(ctx, []byte("seed")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := len(e.changes(t)); n != before+1 {
+		t.Fatalf("%d changes written by later encrypts, want none", n-before-1)
+	}
+	// The crash: what is in memory is gone; the restart flushes nothing.
+	e.svc.kms.mu.Lock()
+	e.svc.kms.pending = nil
+	e.svc.kms.mu.Unlock()
+	e.reopen(t)
+	admin := e.grant(t, ActManageKeys, Resource{})
+	if _, err := e.svc.RotateKEK(ctx, admin); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.svc.waitRewrap(ctx); err != nil {
+		t.Fatal(err)
+	}
+	wantCode(t, e.svc.RemoveKEK(ctx, admin, "fake-kek-1", RemoveKEKOptions{}), CodeKEKInUse)
+	keys, err := e.svc.KMSKeys(ctx, admin)
+	if err != nil || len(keys) != 1 || keys[0].Encrypts != 1 || !keys[0].NeedsForce {
+		t.Fatalf("kms keys after the crash %+v %v", keys, err)
+	}
+}
+
+// TestKmsFirstUseEachLife: every daemon life writes the record of a key id
+// at its first use, a Decrypt's too.
+func TestKmsFirstUseEachLife(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	ct, keyID, ann, err := e.svc.KMSEncrypt(ctx, []byte("seed"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.reopen(t) // a new daemon life: no key id known to be stored
+	e.svc.kms.mu.Lock()
+	stored := len(e.svc.kms.stored)
+	e.svc.kms.mu.Unlock()
+	if stored != 0 {
+		t.Fatal("a new service knows stored key ids")
+	}
+	if pt, err := e.svc.KMSDecrypt(ctx, ct, keyID, ann); err != nil || string(pt) != "seed" {
+		t.Fatalf("decrypt: %v", err)
+	}
+	e.svc.kms.mu.Lock()
+	ok := e.svc.kms.stored[keyID]
+	e.svc.kms.mu.Unlock()
+	if !ok {
+		t.Fatal("the first decrypt of this life did not write its key id's record")
+	}
+}
+
+// TestKmsCheckWaitsForFlush: RemoveKEK's check cannot run between a flush
+// taking the pending uses and committing them (it would see neither).
+func TestKmsCheckWaitsForFlush(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	admin := e.grant(t, ActManageKeys, Resource{})
+	if _, err := e.svc.RotateKEK(ctx, admin); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.svc.waitRewrap(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// fake-kek-1 is retired; a use of it sits in memory only (as if its
+	// record were written earlier in this life).
+	e.svc.kms.mu.Lock()
+	e.svc.kms.markStored("fake-kek-1")
+	e.svc.kms.pendingUse("fake-kek-1").count(false, time.Now())
+	e.svc.kms.mu.Unlock()
+	taken, release := make(chan struct{}), make(chan struct{})
+	e.svc.kms.afterTake = func() {
+		close(taken)
+		<-release
+	}
+	flushed := make(chan error, 1)
+	go func() { flushed <- e.svc.flushKMS(ctx) }()
+	<-taken
+	checked := make(chan error, 1)
+	go func() { checked <- e.svc.RemoveKEK(ctx, admin, "fake-kek-1", RemoveKEKOptions{}) }()
+	select {
+	case err := <-checked:
+		t.Fatalf("RemoveKEK ran while a flush held the uses: %v", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	close(release)
+	if err := <-flushed; err != nil {
+		t.Fatal(err)
+	}
+	wantCode(t, <-checked, CodeKEKInUse)
+}
+
+// TestKmsDecryptNamesNoKEK: an envelope naming a key that is not a KEK
+// (the import key, the signing key) is refused before any HSM call.
+func TestKmsDecryptNamesNoKEK(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	ct, _, ann, err := e.svc.KMSEncrypt(ctx, []byte("seed"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealed, err := DecodeKMSEnvelope(ct)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.keys.setFail(hsm.ErrUnavailable) // any HSM call would answer unavailable
+	for _, label := range []string{"coffer-import-1", "fake-signing-1", "coffer-kek-1", "fake-kek"} {
+		other := *sealed
+		other.KEK = label
+		b, err := encodeKMSEnvelope(&other)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = e.svc.KMSDecrypt(ctx, b, label, ann)
+		if CodeOf(err) != CodeInvalidArgument || !strings.Contains(err.Error(), "not a KEK") {
+			t.Errorf("decrypt under %s: %v, want invalid_argument (not a KEK)", label, err)
+		}
+	}
+	// A version of the KEK that is not on the token goes to the HSM.
+	other := *sealed
+	other.KEK = "fake-kek-7"
+	b, _ := encodeKMSEnvelope(&other)
+	if _, err := e.svc.KMSDecrypt(ctx, b, "fake-kek-7", ann); CodeOf(err) == CodeInvalidArgument {
+		t.Errorf("decrypt under another KEK version: %v", err)
 	}
 }
 

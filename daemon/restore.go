@@ -95,7 +95,16 @@ func Restore(ctx context.Context, cfg Config, r io.Reader, opts RestoreOptions) 
 		}
 	}()
 	if err := loadStaged(ctx, staged, chunks, keys, log, func(store *kv.Store) error {
-		return recordRestore(ctx, store, cfg.StateDir, src, h)
+		if err := recordRestore(ctx, store, cfg.StateDir, src, h); err != nil {
+			return err
+		}
+		// The token is not rolled back with the store: the Kubernetes
+		// KMS's usage records may be older than its use of a KEK.
+		n, err := markKMSRestored(ctx, store, keys, time.Now().UTC())
+		if n > 0 {
+			log.Info("restore: every retired KEK on the token is marked as possibly used by the Kubernetes KMS (remove-kek needs --force)", "keks", n)
+		}
+		return err
 	}); err != nil {
 		return h, fmt.Errorf("restore %s: %w; %s is unchanged", src, err, cfg.StateDir)
 	}

@@ -35,7 +35,7 @@ func (s *Server) kmsKeys(w http.ResponseWriter, r *http.Request) error {
 		out.Keys = append(out.Keys, KMSKey{
 			KeyID: k.KeyID, Current: k.Current, Present: k.Present, Encrypts: k.Encrypts, Decrypts: k.Decrypts,
 			FirstEncryptAt: k.FirstEncryptAt, LastEncryptAt: k.LastEncryptAt, LastDecryptAt: k.LastDecryptAt,
-			RetiredAt: k.RetiredAt, RemovableAt: k.RemovableAt,
+			RetiredAt: k.RetiredAt, UsageUnknown: k.UsageUnknown, NeedsForce: k.NeedsForce,
 		})
 	}
 	writeJSON(w, http.StatusOK, out)

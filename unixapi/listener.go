@@ -35,6 +35,11 @@ type SocketOptions struct {
 	// held to MaxConnsPerPeer, and a few slots are kept for them. nil:
 	// nobody is. Hybrid vsock sockets never have admins.
 	IsAdmin func(uid, gid uint32) bool
+	// Private: the socket serves root and the daemon's user (the
+	// Kubernetes KMS and signer sockets). Its directory must be one that
+	// nobody else can write (CheckPrivateSocketDir), and a socket file
+	// there that another uid owns is refused, not replaced.
+	Private bool
 }
 
 // ListenUnix listens on a Unix socket at path. It refuses when a live
@@ -59,13 +64,25 @@ func ListenUnixPlain(path string, opts SocketOptions) (*net.UnixListener, error)
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, fmt.Errorf("create socket directory: %w", err)
 	}
+	if opts.Private {
+		if err := CheckPrivateSocketDir(filepath.Dir(path)); err != nil {
+			return nil, fmt.Errorf("listen on %s: %w", path, err)
+		}
+	}
 	if fi, err := os.Lstat(path); err == nil {
 		if fi.Mode().Type() != os.ModeSocket {
 			return nil, fmt.Errorf("listen on %s: the path exists and is not a socket; refusing to replace it", path)
 		}
+		owner, ours := fileOwner(fi)
 		c, err := net.DialTimeout("unix", path, time.Second)
 		if err == nil {
+			if !ours {
+				return nil, fmt.Errorf("listen on %s: a process of uid %d (not this daemon's uid %d) is serving there%s; refusing to share the path", path, owner, os.Geteuid(), listenerPID(c))
+			}
 			return nil, fmt.Errorf("listen on %s: another coffer daemon is already serving there%s", path, listenerPID(c))
+		}
+		if opts.Private && !ours {
+			return nil, fmt.Errorf("listen on %s: a stale socket file of uid %d (not this daemon's uid %d) is there; refusing to replace it (remove it if it is known)", path, owner, os.Geteuid())
 		}
 		if !errors.Is(err, syscall.ECONNREFUSED) {
 			return nil, fmt.Errorf("listen on %s: cannot tell whether a daemon is serving there: %w", path, err)
@@ -83,15 +100,9 @@ func ListenUnixPlain(path string, opts SocketOptions) (*net.UnixListener, error)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", path, err)
 	}
-	if opts.GID >= 0 {
-		if err := os.Chown(path, -1, opts.GID); err != nil {
-			l.Close()
-			return nil, fmt.Errorf("set group of %s to %d: %w", path, opts.GID, err)
-		}
-	}
-	if err := os.Chmod(path, opts.Mode); err != nil {
+	if err := setSocketFile(path, opts.GID, opts.Mode); err != nil {
 		l.Close()
-		return nil, fmt.Errorf("set mode of %s: %w", path, err)
+		return nil, err
 	}
 	return l, nil
 }

@@ -22,7 +22,10 @@ type KMSKey struct {
 	LastDecryptAt  *time.Time `json:"last_decrypt_at,omitempty"`
 	// RetiredAt: when the daemon first saw the KEK no longer current.
 	RetiredAt *time.Time `json:"retired_at,omitempty"`
-	// RemovableAt: from when coffer hsm remove-kek takes it without
-	// --force (absent for the current key id).
-	RemovableAt *time.Time `json:"removable_at,omitempty"`
+	// UsageUnknown: the store was restored from a backup, so the KMS may
+	// have used the KEK after the backup.
+	UsageUnknown bool `json:"usage_unknown,omitempty"`
+	// NeedsForce: coffer hsm remove-kek takes this retired KEK only with
+	// --force, once every Secret is rewritten and kube-apiserver restarted.
+	NeedsForce bool `json:"needs_force,omitempty"`
 }

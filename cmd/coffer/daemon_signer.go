@@ -22,6 +22,9 @@ var (
 		Usage:   "the longest ServiceAccount token the Kubernetes signer signs (whole seconds, 10m to 8760h); kube-apiserver's --service-account-max-token-expiration must not exceed it",
 		Value:   daemon.DefaultK8sMaxTokenExpiration,
 		EnvVars: []string{"COFFER_K8S_SIGNER_MAX_TOKEN_EXPIRATION"}}
+	k8sSignerAllowUIDFlag = &cli.UintSliceFlag{Name: "k8s-signer-allow-uid", Aliases: []string{"k8s-signer-allow-uids"},
+		Usage:   "let `UID` (a rootless kube-apiserver's) use the signer socket besides root and the daemon's user; repeat for more (the socket is then mode 0666, every connection's uid checked)",
+		EnvVars: []string{"COFFER_K8S_SIGNER_ALLOW_UIDS"}}
 )
 
 // k8sSignerStopTimeout bounds how long the calls in flight may take at
@@ -50,7 +53,7 @@ func startK8sSigner(c *cli.Context, svc *daemon.Service, stateDir string, log *s
 	if err := svc.StartK8sSigner(c.Context, daemon.K8sSignerConfig{MaxTokenExpiration: maxExp}); err != nil {
 		return nil, fmt.Errorf("start the Kubernetes signer: %w", err)
 	}
-	srv := signer.New(svc, signer.Options{Logger: log})
+	srv := signer.New(svc, signer.Options{Logger: log, AllowUIDs: allowUIDs(c, k8sSignerAllowUIDFlag.Name)})
 	l, err := srv.Listen(path)
 	if err != nil {
 		return nil, err

@@ -24,7 +24,10 @@ const defaultConfigFile = "/etc/coffer/coffer.toml"
 // environment variables override it.
 type daemonFile struct {
 	values map[string]string
-	VMs    []vmConfig
+	// lists are the keys given as lists of numbers: their values hold one
+	// element a line, each set on the (repeatable) flag on its own.
+	lists map[string]bool
+	VMs   []vmConfig
 }
 
 // vmConfig names a Firecracker / Cloud Hypervisor guest by the host side
@@ -103,6 +106,20 @@ func parseDaemonFile(path string, data []byte) (daemonFile, error) {
 			out.values[key] = fmt.Sprint(x)
 		case time.Duration:
 			out.values[key] = x.String()
+		case []any: // a list of numbers (kms_allow_uids = [1001, 1002])
+			var parts []string
+			for _, e := range x {
+				n, ok := e.(int64)
+				if !ok {
+					return out, fmt.Errorf("config %s: %s must be a list of numbers", path, key)
+				}
+				parts = append(parts, fmt.Sprint(n))
+			}
+			out.values[key] = strings.Join(parts, "\n")
+			if out.lists == nil {
+				out.lists = map[string]bool{}
+			}
+			out.lists[key] = true
 		default:
 			return out, fmt.Errorf("config %s: %s must be a string, number or boolean", path, key)
 		}
@@ -141,8 +158,14 @@ func (f daemonFile) apply(c *cli.Context, path string) error {
 		case c.IsSet(name):
 			continue
 		}
-		if err := c.Set(name, f.values[key]); err != nil {
-			return fmt.Errorf("config %s: %s: %w", path, key, err)
+		vals := []string{f.values[key]}
+		if f.lists[key] {
+			vals = strings.Split(f.values[key], "\n")
+		}
+		for _, v := range vals {
+			if err := c.Set(name, v); err != nil {
+				return fmt.Errorf("config %s: %s: %w", path, key, err)
+			}
 		}
 		fromFile[name] = true
 	}

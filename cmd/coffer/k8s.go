@@ -30,7 +30,7 @@ var k8sCommand = group("k8s", "Kubernetes integrations: the KMS v2 plugin (encry
 
 var k8sKMSKeysCommand = &cli.Command{
 	Name:  "kms-keys",
-	Usage: "list the key ids (KEK labels) the Kubernetes KMS used, with counts and times, and when each may be removed (system admins)",
+	Usage: "list the key ids (KEK labels) the Kubernetes KMS used, with counts, times, how long each has been idle, and whether removing it needs --force (system admins)",
 	Action: noArgs("k8s kms-keys", func(c *cli.Context, cl *unixapi.Client) error {
 		k, err := cl.KMSKeys(c.Context)
 		if err != nil {
@@ -42,18 +42,42 @@ var k8sKMSKeysCommand = &cli.Command{
 
 func writeKMSKeys(w io.Writer, k unixapi.KMSKeys) {
 	rows := make([][]string, 0, len(k.Keys))
+	now := time.Now()
 	for _, v := range k.Keys {
-		removable := "-"
-		if v.RemovableAt != nil {
-			removable = tsp(v.RemovableAt)
+		// What remove-kek does with the KEK: never the current one; one the
+		// KMS used only with --force (silence proves nothing).
+		remove := "yes"
+		switch {
+		case !v.Present:
+			remove = "removed"
+		case v.Current:
+			remove = "no (current)"
+		case v.NeedsForce:
+			remove = "--force only"
 		}
-		if !v.Present {
-			removable = "removed"
+		idle := "-"
+		if last := latestTime(v.LastEncryptAt, v.LastDecryptAt); last != nil {
+			idle = now.Sub(*last).Truncate(time.Second).String()
 		}
-		rows = append(rows, []string{v.KeyID, mark(v.Current), strconv.FormatInt(v.Encrypts, 10), strconv.FormatInt(v.Decrypts, 10),
-			tsp(v.FirstEncryptAt), tsp(v.LastEncryptAt), tsp(v.LastDecryptAt), tsp(v.RetiredAt), removable})
+		decrypts := strconv.FormatInt(v.Decrypts, 10)
+		if v.UsageUnknown {
+			decrypts += " (restored: usage unknown)"
+		}
+		rows = append(rows, []string{v.KeyID, mark(v.Current), strconv.FormatInt(v.Encrypts, 10), decrypts,
+			tsp(v.FirstEncryptAt), tsp(v.LastEncryptAt), tsp(v.LastDecryptAt), idle, tsp(v.RetiredAt), remove})
 	}
-	writeRows(w, []string{"KEY ID", "CURRENT", "ENCRYPTS", "DECRYPTS", "FIRST ENCRYPT", "LAST ENCRYPT", "LAST DECRYPT", "RETIRED", "REMOVABLE FROM"}, rows)
+	writeRows(w, []string{"KEY ID", "CURRENT", "ENCRYPTS", "DECRYPTS", "FIRST ENCRYPT", "LAST ENCRYPT", "LAST DECRYPT", "IDLE FOR", "RETIRED", "REMOVE-KEK"}, rows)
+}
+
+// latestTime is the latest of ts (nil when all are).
+func latestTime(ts ...*time.Time) *time.Time {
+	var out *time.Time
+	for _, t := range ts {
+		if t != nil && (out == nil || t.After(*out)) {
+			out = t
+		}
+	}
+	return out
 }
 
 var k8sEncryptionConfigCommand = &cli.Command{

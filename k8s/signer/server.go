@@ -14,9 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"path/filepath"
 	"sync"
-	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
@@ -26,6 +24,7 @@ import (
 	externaljwtv1 "k8s.io/externaljwt/apis/v1"
 
 	"github.com/coffer-hsm/coffer/daemon"
+	"github.com/coffer-hsm/coffer/unixapi"
 )
 
 // Backend is what the signer needs of the domain; *daemon.Service is one.
@@ -97,41 +96,24 @@ func New(b Backend, opts Options) *Server {
 	return s
 }
 
-// Listen makes the Unix socket at path: it refuses when something live
-// answers there, removes a stale socket file, and gives the new one mode
-// 0600 (owned by the daemon's user).
+// Listen makes the Unix socket at path (unixapi.ListenUnixPlain, private):
+// it refuses a directory other users can write and a socket file of
+// another uid, refuses when something live answers there, removes a stale
+// socket file, and gives the new one mode 0600 (owned by the daemon's
+// user), or 0666 when Options.AllowUIDs names other users (every
+// connection's uid is checked at accept).
 func (s *Server) Listen(path string) (net.Listener, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, fmt.Errorf("create the Kubernetes signer socket's directory: %w", err)
+	mode := os.FileMode(socketMode)
+	if len(s.opts.AllowUIDs) > 0 {
+		mode = 0o666
 	}
-	if fi, err := os.Lstat(path); err == nil {
-		if fi.Mode().Type() != os.ModeSocket {
-			return nil, fmt.Errorf("listen on %s: the path exists and is not a socket; refusing to replace it", path)
-		}
-		c, err := net.DialTimeout("unix", path, time.Second)
-		if err == nil {
-			c.Close()
-			return nil, fmt.Errorf("listen on %s: another process is already serving there", path)
-		}
-		if !errors.Is(err, syscall.ECONNREFUSED) {
-			return nil, fmt.Errorf("listen on %s: cannot tell whether a process is serving there: %w", path, err)
-		}
-		if err := os.Remove(path); err != nil {
-			return nil, fmt.Errorf("remove stale socket %s: %w", path, err)
-		}
-		s.log.Info("removed stale socket file", "path", path)
-	}
-	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	l, err := unixapi.ListenUnixPlain(path, unixapi.SocketOptions{Mode: mode, GID: -1, Logger: s.log, Private: true})
 	if err != nil {
-		return nil, fmt.Errorf("listen on %s: %w", path, err)
+		return nil, fmt.Errorf("the Kubernetes signer socket: %w", err)
 	}
 	// The listener removes the file when closed; Stop does it too, for a
 	// listener closed by grpc.
 	l.SetUnlinkOnClose(true)
-	if err := os.Chmod(path, socketMode); err != nil {
-		l.Close()
-		return nil, fmt.Errorf("set mode of %s: %w", path, err)
-	}
 	s.mu.Lock()
 	s.path = path
 	s.mu.Unlock()
