@@ -12,11 +12,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
 	"sync"
 	"time"
 
-	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -24,6 +22,7 @@ import (
 	"k8s.io/kms/pkg/service"
 
 	"github.com/coffer-hsm/coffer/daemon"
+	"github.com/coffer-hsm/coffer/k8s/internal/peer"
 )
 
 // APIVersion is the KMS plugin API version Status reports; kube-apiserver
@@ -91,7 +90,7 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 		case <-done:
 		}
 	})
-	err := s.gs.Serve(&peerListener{Listener: l, allow: s.allowed, log: s.log})
+	err := s.gs.Serve(&peer.Listener{Listener: l, Allow: s.allowed, What: "kms", Log: s.log})
 	close(done)
 	wg.Wait()
 	if ctx.Err() != nil || errors.Is(err, grpc.ErrServerStopped) {
@@ -124,17 +123,7 @@ func (s *Server) stop() {
 }
 
 // allowed says whether a peer uid may use the plugin.
-func (s *Server) allowed(uid uint32) bool {
-	if uid == 0 || uid == uint32(os.Getuid()) {
-		return true
-	}
-	for _, u := range s.opts.AllowUIDs {
-		if u == uid {
-			return true
-		}
-	}
-	return false
-}
+func (s *Server) allowed(uid uint32) bool { return peer.Allowed(uid, s.opts.AllowUIDs) }
 
 // plugin is the service.Service the library's gRPC server calls.
 type plugin struct{ s *Server }
@@ -186,55 +175,4 @@ func (s *Server) grpcErr(op, uid string, err error) error {
 	}
 	s.log.Warn("kms: "+op+" failed", "uid", uid, "code", code.String(), "err", err)
 	return status.Error(code, "coffer kms "+op+": "+daemon.MessageOf(err))
-}
-
-// peerListener closes connections of peers that may not use the plugin.
-// The socket's mode (0600) already keeps them out; this holds even when
-// the file's mode or owner is changed by hand.
-type peerListener struct {
-	net.Listener
-	allow func(uid uint32) bool
-	log   *slog.Logger
-}
-
-func (l *peerListener) Accept() (net.Conn, error) {
-	for {
-		c, err := l.Listener.Accept()
-		if err != nil {
-			return nil, err
-		}
-		uid, err := peerUID(c)
-		if err == nil && l.allow(uid) {
-			return c, nil
-		}
-		c.Close()
-		if err != nil {
-			l.log.Warn("kms: refused a connection whose peer cannot be read", "err", err)
-		} else {
-			l.log.Warn("kms: refused a connection from a uid that may not use the plugin", "uid", uid)
-		}
-	}
-}
-
-// peerUID reads SO_PEERCRED of a Unix connection.
-func peerUID(c net.Conn) (uint32, error) {
-	uc, ok := c.(*net.UnixConn)
-	if !ok {
-		return 0, fmt.Errorf("not a Unix connection (%T)", c)
-	}
-	raw, err := uc.SyscallConn()
-	if err != nil {
-		return 0, fmt.Errorf("peer credentials: %w", err)
-	}
-	var cred *unix.Ucred
-	var cerr error
-	if err := raw.Control(func(fd uintptr) {
-		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
-	}); err != nil {
-		return 0, fmt.Errorf("peer credentials: %w", err)
-	}
-	if cerr != nil {
-		return 0, fmt.Errorf("peer credentials: %w", cerr)
-	}
-	return cred.Uid, nil
 }

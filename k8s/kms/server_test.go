@@ -22,6 +22,7 @@ import (
 
 	"github.com/coffer-hsm/coffer/daemon"
 	"github.com/coffer-hsm/coffer/hsm"
+	"github.com/coffer-hsm/coffer/k8s/internal/peer"
 )
 
 // openService opens a real domain over a SoftHSM dev token and Badger.
@@ -109,7 +110,7 @@ func serve(t testing.TB, b Backend, allow func(uint32) bool) *served {
 	return &served{client: kmsapi.NewKeyManagementServiceClient(conn), cancel: cancel, done: done, logs: logs}
 }
 
-// denyListener lets a test decide on peers as peerListener's allow does.
+// denyListener lets a test decide on peers as peer.Listener's Allow does.
 type denyListener struct {
 	net.Listener
 	allow func(uint32) bool
@@ -120,7 +121,7 @@ func (l *denyListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	uid, err := peerUID(c)
+	uid, err := peer.UID(c)
 	if err != nil || !l.allow(uid) {
 		c.Close()
 		return l.Accept()

@@ -24,6 +24,7 @@ import (
 	externaljwtv1 "k8s.io/externaljwt/apis/v1"
 
 	"github.com/coffer-hsm/coffer/daemon"
+	"github.com/coffer-hsm/coffer/k8s/internal/peer"
 	"github.com/coffer-hsm/coffer/unixapi"
 )
 
@@ -128,7 +129,7 @@ func (s *Server) Serve(l net.Listener) error {
 		s.wg.Add(1)
 		go s.summaries()
 	}
-	err := s.grpc.Serve(&peerListener{Listener: l, allow: s.allow, log: s.log})
+	err := s.grpc.Serve(&peer.Listener{Listener: l, Allow: s.allow, What: "Kubernetes signer", Log: s.log})
 	if errors.Is(err, grpc.ErrServerStopped) {
 		return nil
 	}
