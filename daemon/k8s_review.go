@@ -10,15 +10,18 @@ package daemon
 // Identity. A coffer token (cfs_, cft_ or an OAuth2 JWT: whatever
 // Authenticate accepts) is the Kubernetes user
 //
-//	service-account-<token id of its credential>
+//	service-account-<token id of its credential, lowercased>
 //
 // where the token id is the credential's public 22-character id, as
-// `coffer cred create` prints it (token_id): for an access token its own
-// id, for a session (cfs_) or a JWT the id of the auth token or OAuth2
-// client that made it. So every token a credential yields is one
+// `coffer cred create` prints it (token_id), in lowercase: for an access
+// token its own id, for a session (cfs_) or a JWT the id of the auth token
+// or OAuth2 client that made it. So every token a credential yields is one
 // Kubernetes user, the name an RBAC binding can use; a rotation (new
-// token id) makes a new one. The id keeps its case: base62 ids are
-// case-sensitive, and a lowercased id would be ambiguous. uid is the
+// token id) makes a new one. Base62 ids are case-sensitive, so two ids
+// could in principle lowercase alike: coffer never issues a credential
+// token whose lowercased id another credential token has (the unique
+// index lower_id of the tokens table, tokens.go), and the
+// SubjectAccessReview maps the name back through that index. uid is the
 // credential's id. The groups are coffer:<project>:<role> for each role
 // the token holds (its roles that its user still holds in its project,
 // with the roles they imply: an admin token is also member and reader),
@@ -61,7 +64,8 @@ const (
 	// K8sService is the service of access rules (and request.service of
 	// policies) for Kubernetes requests.
 	K8sService = "kubernetes"
-	// K8sUserPrefix starts the Kubernetes user name of a coffer token.
+	// K8sUserPrefix starts the Kubernetes user name of a coffer token
+	// (K8sUserName).
 	K8sUserPrefix = "service-account-"
 	// K8sGroupPrefix starts the groups of a coffer token:
 	// coffer:<project>:<role>.
@@ -244,7 +248,7 @@ func (s *Service) ReviewToken(ctx context.Context, caller Principal, token strin
 	}
 	out := TokenReviewResult{
 		Authenticated: true,
-		Username:      K8sUserPrefix + cred.tokenID,
+		Username:      K8sUserName(cred.tokenID),
 		UID:           credID,
 		Audiences:     auds,
 		Extra: map[string][]string{
@@ -325,8 +329,26 @@ type AccessReviewResult struct {
 	Reason string
 }
 
+// K8sUserName is the Kubernetes user name of the tokens of the credential
+// whose token has public id tokenID: K8sUserPrefix and the id in lowercase.
+func K8sUserName(tokenID string) string { return K8sUserPrefix + strings.ToLower(tokenID) }
+
+// lowerTokenID reports whether s can be a lowercased public token id: 22
+// characters of 0-9 and a-z.
+func lowerTokenID(s string) bool {
+	if len(s) != tokenIDLen {
+		return false
+	}
+	for i := range len(s) {
+		if c := s[i]; (c < '0' || c > '9') && (c < 'a' || c > 'z') {
+			return false
+		}
+	}
+	return true
+}
+
 // ReviewAccess answers kube-apiserver's SubjectAccessReview. A user that
-// is not service-account-<token id>, or whose token id is unknown (or
+// is not service-account-<lowercased token id>, or whose token id is unknown (or
 // belongs to another uid), gets no opinion — unless the identity carries
 // coffer's groups or extra: then it came from a coffer token that is gone
 // since (revoked, deleted, rotated past its grace) while the apiserver
@@ -340,7 +362,7 @@ type AccessReviewResult struct {
 func (s *Service) ReviewAccess(ctx context.Context, asker Principal, in AccessReview) (AccessReviewResult, error) {
 	const action = "k8s.subjectaccessreview"
 	id, ok := strings.CutPrefix(in.User, K8sUserPrefix)
-	if !ok || !validTokenID(id) {
+	if !ok || !lowerTokenID(id) {
 		return AccessReviewResult{}, nil // not a coffer user: not ours to judge
 	}
 	now := s.now()
@@ -443,12 +465,17 @@ func (s *Service) ReviewAccess(ctx context.Context, asker Principal, in AccessRe
 	return out, nil
 }
 
-// k8sCredential finds the credential whose token has public id tokenID:
-// the owner of an auth token or OAuth2 client secret, the credential of an
-// access token's session. A rotated token past its grace is not found.
-func k8sCredential(tx *kv.Txn, tokenID string, now time.Time) (credentialRecord, bool, error) {
+// k8sCredential finds the credential whose token has the public id that
+// lowercases to lowerID (indexLowerID: one at most): the owner of an auth
+// token or OAuth2 client secret, the credential of an access token's
+// session. A rotated token past its grace is not found.
+func k8sCredential(tx *kv.Txn, lowerID string, now time.Time) (credentialRecord, bool, error) {
 	var cred credentialRecord
 	var tr tokenRecord
+	tokenID, err := tx.LookupUnique(tableTokens, indexLowerID, lowerID)
+	if err != nil {
+		return cred, false, ignoreNotFound(err)
+	}
 	if err := tx.Get(tableTokens, tokenID, &tr); err != nil {
 		return cred, false, ignoreNotFound(err)
 	}

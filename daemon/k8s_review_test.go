@@ -50,7 +50,7 @@ func TestReviewToken(t *testing.T) {
 			if !r.Authenticated || r.Error != "" {
 				t.Fatalf("not authenticated: %+v", r)
 			}
-			if want := "service-account-" + tt.cred.TokenID; r.Username != want || r.UID != tt.cred.ID {
+			if want := "service-account-" + strings.ToLower(tt.cred.TokenID); r.Username != want || r.UID != tt.cred.ID {
 				t.Errorf("user %q uid %q, want %q %q", r.Username, r.UID, want, tt.cred.ID)
 			}
 			if !slices.Equal(r.Groups, tt.groups) {
@@ -73,7 +73,7 @@ func TestReviewToken(t *testing.T) {
 	if !slices.Equal(r.Extra["coffer.dev/policies"], []string{"kube"}) {
 		t.Errorf("policies %v", r.Extra["coffer.dev/policies"])
 	}
-	if _, ok := findEvent(e.events(), "k8s.tokenreview", audit.OutcomeOK, map[string]string{"credential": at.ID, "username": "service-account-" + at.TokenID}); !ok {
+	if _, ok := findEvent(e.events(), "k8s.tokenreview", audit.OutcomeOK, map[string]string{"credential": at.ID, "username": "service-account-" + strings.ToLower(at.TokenID)}); !ok {
 		t.Error("no audit record of the review")
 	}
 	for _, ev := range e.events() {
@@ -173,7 +173,7 @@ func TestReviewAccess(t *testing.T) {
 	if _, err := e.svc.RevokeCredential(ctx, e.grant(t, ActManageCredential, Resource{Credential: revoked.ID})); err != nil {
 		t.Fatal(err)
 	}
-	user := func(c Credential) string { return "service-account-" + c.TokenID }
+	user := func(c Credential) string { return "service-account-" + strings.ToLower(c.TokenID) }
 	tests := []struct {
 		name   string
 		in     AccessReview
@@ -190,9 +190,10 @@ func TestReviewAccess(t *testing.T) {
 		{"revoked, as the TokenReview named it", AccessReview{User: user(revoked), Groups: []string{"coffer:p1:member"}, Verb: "get", Path: "/api"}, "the token's credential is gone"},
 		{"revoked, by its extra", AccessReview{User: user(revoked), Extra: map[string][]string{"coffer.dev/project": {"p1"}}, Verb: "get", Path: "/api"}, "gone"},
 		{"not a coffer user", AccessReview{User: "alice", Verb: "delete", Path: "/api/v1/nodes/x"}, ""},
-		{"unknown token id", AccessReview{User: "service-account-" + NewTokenID(), Verb: "delete", Path: "/x"}, ""},
+		{"unknown token id", AccessReview{User: "service-account-" + strings.ToLower(NewTokenID()), Verb: "delete", Path: "/x"}, ""},
 		{"malformed id", AccessReview{User: "service-account-abc", Verb: "delete", Path: "/x"}, ""},
-		{"lower-cased id", AccessReview{User: strings.ToLower(user(podsOnly)), Verb: "list", Path: "/x"}, ""},
+		{"id in its own case", AccessReview{User: "service-account-" + podsOnly.TokenID, Verb: "list", Path: "/x"}, ""},
+		{"upper-cased id", AccessReview{User: "service-account-" + strings.ToUpper(podsOnly.TokenID), Verb: "list", Path: "/x"}, ""},
 		{"another uid", AccessReview{User: user(podsOnly), UID: "someone-else", Verb: "list", Path: "/x"}, ""},
 		{"another uid, coffer's groups", AccessReview{User: user(podsOnly), UID: "someone-else", Groups: []string{"coffer:p1:member"}, Verb: "list", Path: "/x"}, "gone"},
 	}
@@ -264,7 +265,7 @@ func TestReviewAccessOfUnusableCredentials(t *testing.T) {
 	dis, _ := e.credential(t, "p1", CredentialInput{Type: CredAccessToken, User: "carol", Name: "carols"})
 	review := func(c Credential) AccessReviewResult {
 		t.Helper()
-		r, err := e.svc.ReviewAccess(ctx, kubeAPIServer, AccessReview{User: "service-account-" + c.TokenID, Verb: "get", Path: "/api/v1/pods"})
+		r, err := e.svc.ReviewAccess(ctx, kubeAPIServer, AccessReview{User: "service-account-" + strings.ToLower(c.TokenID), Verb: "get", Path: "/api/v1/pods"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -301,7 +302,7 @@ func TestReviewTokenAfterRotation(t *testing.T) {
 		}
 		return r.Username
 	}
-	if got := name(iss.Token); got != "service-account-"+c.TokenID {
+	if got := name(iss.Token); got != "service-account-"+strings.ToLower(c.TokenID) {
 		t.Fatalf("before: %s", got)
 	}
 	rot, iss2, err := e.svc.RotateCredential(ctx, e.grant(t, ActManageCredential, Resource{Credential: c.ID}), CredentialRotate{Grace: time.Hour})
@@ -309,13 +310,13 @@ func TestReviewTokenAfterRotation(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, tok := range []string{iss2.Token, iss.Token} {
-		if got := name(tok); got != "service-account-"+rot.TokenID {
+		if got := name(tok); got != "service-account-"+strings.ToLower(rot.TokenID) {
 			t.Fatalf("after the rotation: %s, want the new token id %s", got, rot.TokenID)
 		}
 	}
 	// And the old id, in its grace, still names the credential for the
 	// authorizer.
-	r, err := e.svc.ReviewAccess(ctx, kubeAPIServer, AccessReview{User: "service-account-" + c.TokenID, Groups: []string{"coffer:p1:member"}, Verb: "get", Path: "/api"})
+	r, err := e.svc.ReviewAccess(ctx, kubeAPIServer, AccessReview{User: "service-account-" + strings.ToLower(c.TokenID), Groups: []string{"coffer:p1:member"}, Verb: "get", Path: "/api"})
 	if err != nil || r.Denied {
 		t.Fatalf("old id in its grace: %+v %v", r, err)
 	}

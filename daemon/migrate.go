@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 
 	"github.com/coffer-hsm/coffer/kv"
 )
@@ -15,7 +16,7 @@ import (
 const (
 	tableSchema   = "schema"
 	schemaID      = "version"
-	schemaCurrent = 2
+	schemaCurrent = 3
 )
 
 type schemaRecord struct {
@@ -48,6 +49,41 @@ var migrations = map[int]func(tx *kv.Txn, after string) (next string, done bool,
 		}
 		for _, b := range recs {
 			if err := tx.Put(tableBindings, b.ID, b, b.indexes()...); err != nil {
+				return "", false, err
+			}
+		}
+		return last, last == "", nil
+	},
+	// 2 → 3: credential tokens gain the unique index of their lowercased
+	// id (indexLowerID), which maps a Kubernetes user name back to its
+	// credential. Two stored ids that lowercase alike (never seen: about
+	// 2^-67 per pair of draws) stop the migration, naming both: sharing
+	// one user name between two credentials is not an option.
+	2: func(tx *kv.Txn, after string) (string, bool, error) {
+		type tok struct {
+			id  string
+			rec tokenRecord
+		}
+		var toks []tok
+		last := ""
+		if err := tx.List(tableTokens, kv.Query{After: after, Limit: migrateBatch}, func(id string, decode func(any) error) error {
+			var rec tokenRecord
+			if err := decode(&rec); err != nil {
+				return err
+			}
+			last = id
+			if lowerIndexed(rec.Prefix) {
+				toks = append(toks, tok{id, rec})
+			}
+			return nil
+		}); err != nil {
+			return "", false, err
+		}
+		for _, t := range toks {
+			if err := tx.Put(tableTokens, t.id, t.rec, tokenIndexes(t.rec.Prefix, t.id, t.rec.Owner)...); errors.Is(err, kv.ErrExists) {
+				other, _ := tx.LookupUnique(tableTokens, indexLowerID, strings.ToLower(t.id))
+				return "", false, fmt.Errorf("token ids %s and %s are equal in lowercase, so one Kubernetes user name would name two credentials: with the previous coffer version, revoke or delete one of their two credentials (or rotate it with no grace), then start this one: %w", other, t.id, err)
+			} else if err != nil {
 				return "", false, err
 			}
 		}

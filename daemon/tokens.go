@@ -2,6 +2,8 @@ package daemon
 
 import (
 	"errors"
+	"fmt"
+	"strings"
 	"time"
 
 	"github.com/coffer-hsm/coffer/kv"
@@ -10,7 +12,38 @@ import (
 const (
 	tableTokens = "tokens"
 	indexOwner  = "owner"
+	// indexLowerID holds, unique, the lowercased public id of every
+	// credential token (auth token, access token, OAuth2 client secret):
+	// the Kubernetes user name of a credential's tokens is its lowercased
+	// token id (k8s_review.go), which must name one credential only.
+	indexLowerID = "lower_id"
+	// maxTokenIDDraws bounds the ids drawn for one credential token when
+	// lowercased ids clash (about 2^-67 for one draw in a store of a
+	// million tokens: a clash that persists means something else is wrong).
+	maxTokenIDDraws = 8
 )
+
+// newToken draws a token; tests replace it to force id clashes.
+var newToken = NewToken
+
+// lowerIndexed reports whether tokens of prefix carry indexLowerID: the
+// tokens a credential is known by, not those of login sessions.
+func lowerIndexed(prefix string) bool {
+	switch prefix {
+	case PrefixAuthToken, PrefixAccessToken, PrefixOAuth2:
+		return true
+	}
+	return false
+}
+
+// tokenIndexes are the index entries of the token id of prefix, for owner.
+func tokenIndexes(prefix, id, owner string) []kv.Index {
+	ix := []kv.Index{{Name: indexOwner, Value: owner}}
+	if lowerIndexed(prefix) {
+		ix = append(ix, kv.Index{Name: indexLowerID, Value: strings.ToLower(id), Unique: true})
+	}
+	return ix
+}
 
 // tokenRecord is what is stored of an issued token, under its public id:
 // the SHA-256 verifier of its secret part and who it belongs to. A rotated
@@ -24,16 +57,32 @@ type tokenRecord struct {
 
 // issueToken makes a token of the given prefix for owner and stores its
 // verifier. It returns the plaintext, to be shown once.
+//
+// A credential token's id must differ, lowercased, from every other
+// credential token's (indexLowerID): an id that clashes is not used (two
+// credentials never share a Kubernetes user name); another is drawn, up to
+// maxTokenIDDraws times. Every token id of a credential, made or rotated,
+// comes from here.
 func issueToken(tx *kv.Txn, prefix, owner string) (string, ParsedToken, error) {
-	plain, tok, err := NewToken(prefix)
-	if err != nil {
-		return "", ParsedToken{}, err
+	for range maxTokenIDDraws {
+		plain, tok, err := newToken(prefix)
+		if err != nil {
+			return "", ParsedToken{}, err
+		}
+		if lowerIndexed(prefix) {
+			if _, err := tx.LookupUnique(tableTokens, indexLowerID, strings.ToLower(tok.ID)); err == nil {
+				continue // clash: draw again
+			} else if !errors.Is(err, kv.ErrNotFound) {
+				return "", ParsedToken{}, err
+			}
+		}
+		rec := tokenRecord{Prefix: prefix, Verifier: tok.Verifier(), Owner: owner}
+		if err := tx.Put(tableTokens, tok.ID, rec, tokenIndexes(prefix, tok.ID, owner)...); err != nil {
+			return "", ParsedToken{}, err
+		}
+		return plain, tok, nil
 	}
-	rec := tokenRecord{Prefix: prefix, Verifier: tok.Verifier(), Owner: owner}
-	if err := tx.Put(tableTokens, tok.ID, rec, kv.Index{Name: indexOwner, Value: owner}); err != nil {
-		return "", ParsedToken{}, err
-	}
-	return plain, tok, nil
+	return "", ParsedToken{}, fmt.Errorf("no token id without a clash after %d draws", maxTokenIDDraws)
 }
 
 // errBadToken is any reason a presented token is not accepted. Callers
@@ -97,7 +146,7 @@ func retireTokens(tx *kv.Txn, owner string, now time.Time, grace time.Duration) 
 		}
 		until := now.Add(grace)
 		rec.NotAfter = &until
-		if err := tx.Put(tableTokens, id, rec, kv.Index{Name: indexOwner, Value: owner}); err != nil {
+		if err := tx.Put(tableTokens, id, rec, tokenIndexes(rec.Prefix, id, owner)...); err != nil {
 			return err
 		}
 	}

@@ -114,7 +114,7 @@ func TestK8sWebhookAPIServer(t *testing.T) {
 	// The docs' CI token, with only the get rule.
 	pods := cred("ci", "ci-kube", "--access-rule", "kubernetes:get:/api/v1/namespaces/*/pods/*")
 
-	// Who a coffer token is: service-account-<token id>, in its roles'
+	// Who a coffer token is: service-account-<token id in lowercase>, in its roles'
 	// groups. The id keeps its case (daemon/k8s_review.go: base62 ids are
 	// case-sensitive), though the issue asked for lower case.
 	for _, tc := range []struct {
@@ -143,10 +143,10 @@ func TestK8sWebhookAPIServer(t *testing.T) {
 		}
 		u := who.Status.UserInfo
 		got := slices.Sorted(slices.Values(u.Groups))
-		if u.Username != "service-account-"+tc.c.TokenID || u.UID != tc.c.ID || !slices.Equal(got, slices.Sorted(slices.Values(tc.groups))) ||
+		if u.Username != "service-account-"+strings.ToLower(tc.c.TokenID) || u.UID != tc.c.ID || !slices.Equal(got, slices.Sorted(slices.Values(tc.groups))) ||
 			!slices.Equal(u.Extra["coffer.dev/credential"], []string{tc.c.Name}) || !slices.Equal(u.Extra["coffer.dev/project"], []string{"default"}) {
 			t.Fatalf("whoami as %s (token id %s, credential %s): want user service-account-%s in %v\n%s",
-				tc.c.Name, tc.c.TokenID, tc.c.ID, tc.c.TokenID, tc.groups, r)
+				tc.c.Name, tc.c.TokenID, tc.c.ID, strings.ToLower(tc.c.TokenID), tc.groups, r)
 		}
 	}
 
@@ -171,7 +171,7 @@ func TestK8sWebhookAPIServer(t *testing.T) {
 		t.Fatalf("the reader token lists pods, want pod/web:\n%s", r)
 	}
 	if r := cp.RunKubectl(t, reader.Token, "", "--namespace="+ns, "create", "secret", "generic", "nope", "--from-literal=k=v"); r.Code == 0 ||
-		!strings.Contains(r.Stderr, `secrets is forbidden: User "service-account-`+reader.TokenID+`" cannot create resource "secrets"`) ||
+		!strings.Contains(r.Stderr, `secrets is forbidden: User "service-account-`+strings.ToLower(reader.TokenID)+`" cannot create resource "secrets"`) ||
 		!strings.Contains(r.Stderr, "coffer: credential viewer-kube allows it; RBAC decides") {
 		// coffer was asked and left the decision to RBAC (view: no create).
 		t.Fatalf("the reader token creates a Secret, want forbidden by RBAC, coffer without opinion:\n%s", r)
@@ -226,7 +226,7 @@ func TestK8sWebhookAPIServer(t *testing.T) {
 		if r.Code != 0 && refused == 0 {
 			refused = since
 			if !strings.Contains(r.Stderr, "Unauthorized") &&
-				!strings.Contains(r.Stderr, `pods is forbidden: User "service-account-`+doomed.TokenID+`" cannot list resource "pods"`) {
+				!strings.Contains(r.Stderr, `pods is forbidden: User "service-account-`+strings.ToLower(doomed.TokenID)+`" cannot list resource "pods"`) {
 				t.Fatalf("a revoked token, want Forbidden or Unauthorized:\n%s", r)
 			}
 		}

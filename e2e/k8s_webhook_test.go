@@ -157,7 +157,7 @@ func TestK8sWebhooks(t *testing.T) {
 	code, out := authn.post(t, "", k8sTokenReview(pods.Token))
 	st := k8sStatus(t, out)
 	user, _ := st["user"].(map[string]any)
-	if code != 200 || st["authenticated"] != true || user["username"] != "service-account-"+pods.TokenID || user["uid"] != pods.ID {
+	if code != 200 || st["authenticated"] != true || user["username"] != "service-account-"+strings.ToLower(pods.TokenID) || user["uid"] != pods.ID {
 		t.Fatalf("TokenReview: %d %v", code, out)
 	}
 	groups, _ := json.Marshal(user["groups"])
@@ -172,7 +172,7 @@ func TestK8sWebhooks(t *testing.T) {
 	code, out = authn.post(t, "", k8sTokenReview(jwt, "https://kubernetes.default.svc"))
 	st = k8sStatus(t, out)
 	ju, _ := st["user"].(map[string]any)
-	if code != 200 || st["authenticated"] != true || ju["username"] != "service-account-"+oc.TokenID ||
+	if code != 200 || st["authenticated"] != true || ju["username"] != "service-account-"+strings.ToLower(oc.TokenID) ||
 		mustJSON(ju["groups"]) != `["coffer:default:reader","system:authenticated"]` || mustJSON(st["audiences"]) != `["https://kubernetes.default.svc"]` {
 		t.Fatalf("JWT TokenReview: %d %v", code, out)
 	}

@@ -415,7 +415,7 @@ func TestOverHTTPS(t *testing.T) {
 	code, out := e.post(t, TokenReviewPath, e.bearer, tokenReview(iss.Token))
 	st, _ := out["status"].(map[string]any)
 	user, _ := st["user"].(map[string]any)
-	if code != 200 || st["authenticated"] != true || user["username"] != "service-account-"+cred.TokenID || user["uid"] != cred.ID {
+	if code != 200 || st["authenticated"] != true || user["username"] != "service-account-"+strings.ToLower(cred.TokenID) || user["uid"] != cred.ID {
 		t.Fatalf("%d %v", code, out)
 	}
 	sar := func(verb, ns, resource, name string) map[string]any {
