@@ -193,9 +193,10 @@ type TokenReviewResult struct {
 // ReviewToken answers kube-apiserver's TokenReview of token for the
 // requested audiences. A token that does not check out is Authenticated
 // false (never an error) and counts as a failed authentication of caller,
-// as on every endpoint that checks a token; a caller that failed too
-// often gets the rate-limited error before the token is looked at. Errors
-// are the store's or the HSM's.
+// audited, as on every endpoint that checks a token; but kube-apiserver is
+// never refused by the failed-authentication limiter (limitRefuses: every
+// review comes from it, whoever sent the bearer). Errors are the store's
+// or the HSM's.
 func (s *Service) ReviewToken(ctx context.Context, caller Principal, token string, audiences []string) (TokenReviewResult, error) {
 	const action = "k8s.tokenreview"
 	if err := s.admitAuth(ctx, caller, action, ""); err != nil {

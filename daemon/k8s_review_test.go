@@ -95,22 +95,46 @@ func TestReviewToken(t *testing.T) {
 	}
 }
 
+// TestReviewTokenCountsFailures: garbage bearers sent through
+// kube-apiserver are counted and audited as failed authentications, but
+// never lock out the apiserver, whose every review they share: a valid
+// token still authenticates after many failures.
 func TestReviewTokenCountsFailures(t *testing.T) {
 	e := newIdentityEnv(t)
 	ctx := context.Background()
 	_, iss := e.credential(t, "p1", CredentialInput{Type: CredAccessToken, User: "bob"})
-	for i := 0; i < DefaultAuthFailBurst; i++ {
+	const n = 3 * DefaultAuthFailBurst
+	for i := 0; i < n; i++ {
 		if r, err := e.svc.ReviewToken(ctx, kubeAPIServer, "cft_nope", nil); err != nil || r.Authenticated {
 			t.Fatalf("attempt %d: %+v %v", i, r, err)
 		}
 	}
-	// The caller is limited now, even with a good token.
-	_, err := e.svc.ReviewToken(ctx, kubeAPIServer, iss.Token, nil)
-	wantCode(t, err, CodeRateLimited)
-	// Another caller is not.
-	if r, err := e.svc.ReviewToken(ctx, vsockGuest, iss.Token, nil); err != nil || !r.Authenticated {
-		t.Fatalf("another caller: %+v %v", r, err)
+	// Counted: the apiserver's bucket is empty.
+	if w := e.svc.authGate.callers.wait(callerKey(kubeAPIServer)); w <= 0 {
+		t.Fatal("the failed reviews were not charged to the apiserver")
 	}
+	// Audited: one denial each.
+	denied := 0
+	for _, ev := range e.events() {
+		if ev.Action == "k8s.tokenreview" && ev.Outcome == audit.OutcomeDenied && ev.Code == CodeUnauthenticated {
+			denied++
+		}
+	}
+	if denied != n {
+		t.Fatalf("%d failed reviews audited, want %d", denied, n)
+	}
+	// Not refused: a good token still authenticates through the apiserver.
+	if r, err := e.svc.ReviewToken(ctx, kubeAPIServer, iss.Token, nil); err != nil || !r.Authenticated {
+		t.Fatalf("a valid token after %d failed reviews: %+v %v", n, r, err)
+	}
+	// Any other caller is still limited after its own failures.
+	for i := 0; i < DefaultAuthFailBurst; i++ {
+		if r, err := e.svc.ReviewToken(ctx, vsockGuest, "cft_nope", nil); err != nil || r.Authenticated {
+			t.Fatalf("guest attempt %d: %+v %v", i, r, err)
+		}
+	}
+	_, err := e.svc.ReviewToken(ctx, vsockGuest, iss.Token, nil)
+	wantCode(t, err, CodeRateLimited)
 }
 
 func TestReviewTokenAudiences(t *testing.T) {
