@@ -25,21 +25,28 @@ func TestReviewToken(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = sess
+	adm, admIss := e.credential(t, "p1", CredentialInput{Type: CredAccessToken, User: "alice", Name: "restricted-admin"})
+	uadm, uadmIss := e.credential(t, "p1", CredentialInput{Type: CredAccessToken, User: "alice", Name: "unrestricted-admin", Unrestricted: true})
 	oc, ocIss := e.credential(t, "p1", CredentialInput{Type: CredOAuth2, User: "carol"})
 	jwt, err := e.svc.ClientCredentials(ctx, ocIss.ClientID, ocIss.ClientSecret, "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	tests := []struct {
-		name   string
-		token  string
-		cred   Credential
-		groups []string
+		name         string
+		token        string
+		cred         Credential
+		groups       []string
+		unrestricted bool
 	}{
-		{"access token", atIss.Token, at, []string{"coffer:p1:reader", "coffer:p1:member", K8sAuthenticatedGroup}},
-		{"access token with fewer roles than its user", readerIss.Token, reader, []string{"coffer:p1:reader", K8sAuthenticatedGroup}},
-		{"session of an auth token", sessTok, auth, []string{"coffer:p1:reader", "coffer:p1:member", "coffer:p1:admin", K8sAuthenticatedGroup}},
-		{"OAuth2 JWT", jwt.Token, oc, []string{"coffer:p1:reader", K8sAuthenticatedGroup}},
+		{"access token", atIss.Token, at, []string{"coffer:p1:reader", "coffer:p1:member", K8sAuthenticatedGroup}, false},
+		{"access token with fewer roles than its user", readerIss.Token, reader, []string{"coffer:p1:reader", K8sAuthenticatedGroup}, false},
+		// A token not created unrestricted makes no management write: no
+		// admin group, whatever its roles.
+		{"session of an auth token", sessTok, auth, []string{"coffer:p1:reader", "coffer:p1:member", K8sAuthenticatedGroup}, false},
+		{"restricted admin access token", admIss.Token, adm, []string{"coffer:p1:reader", "coffer:p1:member", K8sAuthenticatedGroup}, false},
+		{"unrestricted admin access token", uadmIss.Token, uadm, []string{"coffer:p1:reader", "coffer:p1:member", "coffer:p1:admin", K8sAuthenticatedGroup}, true},
+		{"OAuth2 JWT", jwt.Token, oc, []string{"coffer:p1:reader", K8sAuthenticatedGroup}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -58,6 +65,9 @@ func TestReviewToken(t *testing.T) {
 			}
 			if r.Extra["coffer.dev/project"][0] != "p1" || r.Extra["coffer.dev/credential"][0] != tt.cred.Name {
 				t.Errorf("extra %v", r.Extra)
+			}
+			if u, ok := r.Extra["coffer.dev/unrestricted"]; ok != tt.unrestricted || (ok && !slices.Equal(u, []string{"true"})) {
+				t.Errorf("extra coffer.dev/unrestricted %q (%v), want it %v", u, ok, tt.unrestricted)
 			}
 			for k := range r.Extra {
 				if k != strings.ToLower(k) || !strings.HasPrefix(k, "coffer.dev/") {
