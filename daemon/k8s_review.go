@@ -25,8 +25,12 @@ package daemon
 // credential's id. The groups are coffer:<project>:<role> for each role
 // the token holds (its roles that its user still holds in its project,
 // with the roles they imply: an admin token is also member and reader),
-// plus system:authenticated; extra holds coffer.dev/project,
-// coffer.dev/credential and coffer.dev/policies.
+// plus system:authenticated; but the admin group only for a token created
+// unrestricted: a token that is not unrestricted makes no management
+// write in coffer, and the admin group is what RBAC bindings give
+// management rights to, so such a token's groups stop at member. Extra
+// holds coffer.dev/project, coffer.dev/credential, coffer.dev/policies
+// and, for an unrestricted token, coffer.dev/unrestricted: "true".
 //
 // Audiences. A JWT's audience is coffer's issuer; opaque tokens have
 // none of their own. With the daemon's --k8s-audience list empty, coffer
@@ -193,9 +197,10 @@ type TokenReviewResult struct {
 // ReviewToken answers kube-apiserver's TokenReview of token for the
 // requested audiences. A token that does not check out is Authenticated
 // false (never an error) and counts as a failed authentication of caller,
-// as on every endpoint that checks a token; a caller that failed too
-// often gets the rate-limited error before the token is looked at. Errors
-// are the store's or the HSM's.
+// audited, as on every endpoint that checks a token; but kube-apiserver is
+// never refused by the failed-authentication limiter (limitRefuses: every
+// review comes from it, whoever sent the bearer). Errors are the store's
+// or the HSM's.
 func (s *Service) ReviewToken(ctx context.Context, caller Principal, token string, audiences []string) (TokenReviewResult, error) {
 	const action = "k8s.tokenreview"
 	if err := s.admitAuth(ctx, caller, action, ""); err != nil {
@@ -256,8 +261,14 @@ func (s *Service) ReviewToken(ctx context.Context, caller Principal, token strin
 			K8sExtraPrefix + "credential": {cred.name},
 		},
 	}
+	if top > RoleMember && !b.ident.Unrestricted {
+		top = RoleMember // no management writes (see the package comment)
+	}
 	for _, r := range top.implied() {
 		out.Groups = append(out.Groups, K8sGroupPrefix+b.project.Name+":"+r)
+	}
+	if b.ident.Unrestricted {
+		out.Extra[K8sExtraPrefix+"unrestricted"] = []string{"true"}
 	}
 	out.Groups = append(out.Groups, K8sAuthenticatedGroup)
 	if len(b.ident.Policies) > 0 {

@@ -25,21 +25,28 @@ func TestReviewToken(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = sess
+	adm, admIss := e.credential(t, "p1", CredentialInput{Type: CredAccessToken, User: "alice", Name: "restricted-admin"})
+	uadm, uadmIss := e.credential(t, "p1", CredentialInput{Type: CredAccessToken, User: "alice", Name: "unrestricted-admin", Unrestricted: true})
 	oc, ocIss := e.credential(t, "p1", CredentialInput{Type: CredOAuth2, User: "carol"})
 	jwt, err := e.svc.ClientCredentials(ctx, ocIss.ClientID, ocIss.ClientSecret, "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	tests := []struct {
-		name   string
-		token  string
-		cred   Credential
-		groups []string
+		name         string
+		token        string
+		cred         Credential
+		groups       []string
+		unrestricted bool
 	}{
-		{"access token", atIss.Token, at, []string{"coffer:p1:reader", "coffer:p1:member", K8sAuthenticatedGroup}},
-		{"access token with fewer roles than its user", readerIss.Token, reader, []string{"coffer:p1:reader", K8sAuthenticatedGroup}},
-		{"session of an auth token", sessTok, auth, []string{"coffer:p1:reader", "coffer:p1:member", "coffer:p1:admin", K8sAuthenticatedGroup}},
-		{"OAuth2 JWT", jwt.Token, oc, []string{"coffer:p1:reader", K8sAuthenticatedGroup}},
+		{"access token", atIss.Token, at, []string{"coffer:p1:reader", "coffer:p1:member", K8sAuthenticatedGroup}, false},
+		{"access token with fewer roles than its user", readerIss.Token, reader, []string{"coffer:p1:reader", K8sAuthenticatedGroup}, false},
+		// A token not created unrestricted makes no management write: no
+		// admin group, whatever its roles.
+		{"session of an auth token", sessTok, auth, []string{"coffer:p1:reader", "coffer:p1:member", K8sAuthenticatedGroup}, false},
+		{"restricted admin access token", admIss.Token, adm, []string{"coffer:p1:reader", "coffer:p1:member", K8sAuthenticatedGroup}, false},
+		{"unrestricted admin access token", uadmIss.Token, uadm, []string{"coffer:p1:reader", "coffer:p1:member", "coffer:p1:admin", K8sAuthenticatedGroup}, true},
+		{"OAuth2 JWT", jwt.Token, oc, []string{"coffer:p1:reader", K8sAuthenticatedGroup}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -58,6 +65,9 @@ func TestReviewToken(t *testing.T) {
 			}
 			if r.Extra["coffer.dev/project"][0] != "p1" || r.Extra["coffer.dev/credential"][0] != tt.cred.Name {
 				t.Errorf("extra %v", r.Extra)
+			}
+			if u, ok := r.Extra["coffer.dev/unrestricted"]; ok != tt.unrestricted || (ok && !slices.Equal(u, []string{"true"})) {
+				t.Errorf("extra coffer.dev/unrestricted %q (%v), want it %v", u, ok, tt.unrestricted)
 			}
 			for k := range r.Extra {
 				if k != strings.ToLower(k) || !strings.HasPrefix(k, "coffer.dev/") {
@@ -95,22 +105,46 @@ func TestReviewToken(t *testing.T) {
 	}
 }
 
+// TestReviewTokenCountsFailures: garbage bearers sent through
+// kube-apiserver are counted and audited as failed authentications, but
+// never lock out the apiserver, whose every review they share: a valid
+// token still authenticates after many failures.
 func TestReviewTokenCountsFailures(t *testing.T) {
 	e := newIdentityEnv(t)
 	ctx := context.Background()
 	_, iss := e.credential(t, "p1", CredentialInput{Type: CredAccessToken, User: "bob"})
-	for i := 0; i < DefaultAuthFailBurst; i++ {
+	const n = 3 * DefaultAuthFailBurst
+	for i := 0; i < n; i++ {
 		if r, err := e.svc.ReviewToken(ctx, kubeAPIServer, "cft_nope", nil); err != nil || r.Authenticated {
 			t.Fatalf("attempt %d: %+v %v", i, r, err)
 		}
 	}
-	// The caller is limited now, even with a good token.
-	_, err := e.svc.ReviewToken(ctx, kubeAPIServer, iss.Token, nil)
-	wantCode(t, err, CodeRateLimited)
-	// Another caller is not.
-	if r, err := e.svc.ReviewToken(ctx, vsockGuest, iss.Token, nil); err != nil || !r.Authenticated {
-		t.Fatalf("another caller: %+v %v", r, err)
+	// Counted: the apiserver's bucket is empty.
+	if w := e.svc.authGate.callers.wait(callerKey(kubeAPIServer)); w <= 0 {
+		t.Fatal("the failed reviews were not charged to the apiserver")
 	}
+	// Audited: one denial each.
+	denied := 0
+	for _, ev := range e.events() {
+		if ev.Action == "k8s.tokenreview" && ev.Outcome == audit.OutcomeDenied && ev.Code == CodeUnauthenticated {
+			denied++
+		}
+	}
+	if denied != n {
+		t.Fatalf("%d failed reviews audited, want %d", denied, n)
+	}
+	// Not refused: a good token still authenticates through the apiserver.
+	if r, err := e.svc.ReviewToken(ctx, kubeAPIServer, iss.Token, nil); err != nil || !r.Authenticated {
+		t.Fatalf("a valid token after %d failed reviews: %+v %v", n, r, err)
+	}
+	// Any other caller is still limited after its own failures.
+	for i := 0; i < DefaultAuthFailBurst; i++ {
+		if r, err := e.svc.ReviewToken(ctx, vsockGuest, "cft_nope", nil); err != nil || r.Authenticated {
+			t.Fatalf("guest attempt %d: %+v %v", i, r, err)
+		}
+	}
+	_, err := e.svc.ReviewToken(ctx, vsockGuest, iss.Token, nil)
+	wantCode(t, err, CodeRateLimited)
 }
 
 func TestReviewTokenAudiences(t *testing.T) {

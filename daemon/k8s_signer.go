@@ -31,6 +31,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 	"strconv"
@@ -395,7 +396,9 @@ func (s *Service) k8sRing() (*k8sRing, error) {
 // payload segment exactly as kube-apiserver sends it (base64url, no
 // padding); the answer is the header and signature segments (base64url),
 // so that header.claims.signature is the token. The claims must be a JSON
-// object with iss and sub (strings), iat and exp (integers), exp after
+// object with iss and sub (strings), iat and exp (integers), all by those
+// exact names (a registered claim name in another case, such as "EXP", is
+// refused: verifiers read names exactly and would see no exp), exp after
 // iat, exp - iat at most the maximum token expiration and exp no later
 // than now plus that (iat and exp within a minute of the clock);
 // otherwise the call is refused with invalid_argument and nothing signed.
@@ -671,7 +674,7 @@ func CheckK8sClaims(b64 []byte, now time.Time, maxExp time.Duration) error {
 		return bad("%s", err.Error())
 	}
 	for _, name := range []string{"iss", "sub"} {
-		v, ok := claims[foldClaim(name)]
+		v, ok := claims[name]
 		if !ok {
 			return bad("%s is missing", name)
 		}
@@ -682,7 +685,7 @@ func CheckK8sClaims(b64 []byte, now time.Time, maxExp time.Duration) error {
 	}
 	times := map[string]int64{}
 	for _, name := range []string{"iat", "exp", "nbf"} {
-		v, ok := claims[foldClaim(name)]
+		v, ok := claims[name]
 		if !ok {
 			if name == "nbf" {
 				continue
@@ -715,9 +718,22 @@ func CheckK8sClaims(b64 []byte, now time.Time, maxExp time.Duration) error {
 	return nil
 }
 
-// decodeK8sClaims reads a JSON object of claims, by folded name (see
-// foldClaim), refusing a claim named twice (verifiers disagree on which
-// one counts) and anything but one object.
+// registeredClaims are the RFC 7519 registered claim names, by folded
+// name (see foldClaim).
+var registeredClaims = map[string]string{}
+
+func init() {
+	for _, n := range []string{"iss", "sub", "aud", "exp", "nbf", "iat", "jti"} {
+		registeredClaims[foldClaim(n)] = n
+	}
+}
+
+// decodeK8sClaims reads a JSON object of claims, by exact name, refusing
+// a claim named twice, even in another case (verifiers disagree on which
+// one counts, see foldClaim), a name that folds to a registered claim's
+// but is not spelled exactly so ("EXP", "Exp", "ISS": go-jose and
+// kube-apiserver read claim names exactly, and would see no exp), and
+// anything but one object.
 func decodeK8sClaims(raw []byte) (map[string]json.RawMessage, error) {
 	if t := bytes.TrimLeft(raw, " \t\r\n"); len(t) == 0 || t[0] != '{' {
 		return nil, errors.New("not a JSON object")
@@ -731,15 +747,20 @@ func decodeK8sClaims(raw []byte) (map[string]json.RawMessage, error) {
 	if topLevelMembers(raw) != len(m) {
 		return nil, errors.New("a claim appears twice")
 	}
-	out := make(map[string]json.RawMessage, len(m))
-	for name, v := range m {
+	folded := make(map[string]bool, len(m))
+	for name := range m {
 		f := foldClaim(name)
-		if _, dup := out[f]; dup {
+		if folded[f] {
 			return nil, errors.New("a claim appears twice")
 		}
-		out[f] = v
+		folded[f] = true
 	}
-	return out, nil
+	for _, name := range slices.Sorted(maps.Keys(m)) { // one answer for one input
+		if reg, ok := registeredClaims[foldClaim(name)]; ok && name != reg {
+			return nil, fmt.Errorf("a claim is named %s in another case", reg)
+		}
+	}
+	return m, nil
 }
 
 // topLevelMembers counts the members of raw, a valid JSON object: the

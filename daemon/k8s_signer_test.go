@@ -17,6 +17,8 @@ import (
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
+	josejson "github.com/go-jose/go-jose/v4/json"
+	josejwt "github.com/go-jose/go-jose/v4/jwt"
 
 	"github.com/coffer-hsm/coffer/hsm"
 	"github.com/coffer-hsm/coffer/kv"
@@ -429,6 +431,15 @@ func TestCheckK8sClaims(t *testing.T) {
 		{"truncated", enc(`{"iss":"i"`), "not valid JSON"},
 		{"duplicate", enc(fmt.Sprintf(`{"iss":"i","sub":"s","iat":%d,"exp":%d,"exp":%d}`, n, n+60, n+60)), "a claim appears twice"},
 		{"duplicate by case", enc(fmt.Sprintf(`{"iss":"i","sub":"s","iat":%d,"exp":%d,"EXP":%d}`, n, n+60, n+60)), "a claim appears twice"},
+		{"EXP in upper case", enc(fmt.Sprintf(`{"iss":"i","sub":"s","iat":%d,"EXP":%d}`, n, n+600)), "a claim is named exp in another case"},
+		{"Exp", enc(fmt.Sprintf(`{"iss":"i","sub":"s","iat":%d,"Exp":%d}`, n, n+600)), "a claim is named exp in another case"},
+		{"JTI", enc(fmt.Sprintf(`{"iss":"i","sub":"s","iat":%d,"exp":%d,"JTI":"x"}`, n, n+600)), "a claim is named jti in another case"},
+		{"ISS", enc(fmt.Sprintf(`{"ISS":"i","sub":"s","iat":%d,"exp":%d}`, n, n+600)), "a claim is named iss in another case"},
+		{"long s in sub", enc(fmt.Sprintf(`{"iss":"i","\u017fub":"s","iat":%d,"exp":%d}`, n, n+600)), "a claim is named sub in another case"},
+		{"IAT", enc(fmt.Sprintf(`{"iss":"i","sub":"s","IAT":%d,"exp":%d}`, n, n+600)), "a claim is named iat in another case"},
+		{"Nbf", obj(n, n+600, `,"Nbf":1800000060`), "a claim is named nbf in another case"},
+		{"AUD", obj(n, n+600, `,"AUD":["x"]`), "a claim is named aud in another case"},
+		{"unregistered names keep their case", obj(n, n+600, `,"Kubernetes.io":{},"EXPIRY":1`), ""},
 		{"no iss", enc(fmt.Sprintf(`{"sub":"s","iat":%d,"exp":%d}`, n, n+60)), "iss is missing"},
 		{"empty sub", enc(fmt.Sprintf(`{"iss":"i","sub":"","iat":%d,"exp":%d}`, n, n+60)), "sub is not a non-empty string"},
 		{"numeric sub", enc(fmt.Sprintf(`{"iss":"i","sub":5,"iat":%d,"exp":%d}`, n, n+60)), "sub is not a non-empty string"},
@@ -469,6 +480,8 @@ func FuzzCheckK8sClaims(f *testing.F) {
 		`{"iss":"i","sub":"s","iat":1.8e9,"exp":1800000600}`,
 		`{"iss":"i","sub":"s","iat":1800000000,"exp":1800003600,"Exp":1}`,
 		`{"iss":"i"}`, `[]`, `null`, `{"iss":"\u017fub"}`,
+		`{"iss":"i","sub":"s","iat":1800000000,"EXP":1800000600}`,
+		`{"ISS":"i","sub":"s","iat":1800000000,"exp":1800000600}`,
 	} {
 		f.Add([]byte(base64.RawURLEncoding.EncodeToString([]byte(s))))
 	}
@@ -496,6 +509,21 @@ func FuzzCheckK8sClaims(f *testing.F) {
 		}
 		if c.Iss == "" || c.Sub == "" || c.Iat == nil || c.Exp == nil || *c.Exp <= *c.Iat || *c.Exp-*c.Iat > 3600 {
 			t.Fatalf("accepted claims %s read as %+v", raw, c)
+		}
+		// As the verifiers read it: go-jose's JSON matches names exactly,
+		// so exact exp and iat must be there, and the same values.
+		var jc struct {
+			Issuer   string               `json:"iss"`
+			Subject  string               `json:"sub"`
+			IssuedAt *josejwt.NumericDate `json:"iat"`
+			Expiry   *josejwt.NumericDate `json:"exp"`
+		}
+		if err := josejson.Unmarshal(raw, &jc); err != nil {
+			t.Fatalf("accepted claims go-jose refuses: %v", err)
+		}
+		if jc.Issuer != c.Iss || jc.Subject != c.Sub || jc.IssuedAt == nil || jc.Expiry == nil ||
+			int64(*jc.Expiry) != int64(*c.Exp) || int64(*jc.IssuedAt) != int64(*c.Iat) {
+			t.Fatalf("accepted claims %s read by go-jose as %+v", raw, jc)
 		}
 	})
 }

@@ -21,6 +21,9 @@ import (
 // themselves any credential, so a guess gains them nothing, and the many
 // services that run as root must not lock each other out with one stale
 // token.
+//
+// kube-apiserver (the Kubernetes webhook channel) is never refused, but its
+// failures are counted and audited like anyone's (see limitRefuses).
 type AuthLimit struct {
 	// Burst is how many failures in a row a caller may have; 0 means
 	// DefaultAuthFailBurst, negative turns the limit off.
@@ -180,11 +183,26 @@ func callerKey(p Principal) string {
 	}
 }
 
+// limitRefuses reports whether the limiter may refuse p's attempts; when
+// not, p's failures are still charged (and warned of) and audited, only
+// the refusal is waived. The one such caller is kube-apiserver
+// (ChannelKubernetes): it forwards in TokenReviews the bearers of all its
+// own clients, so every review comes from this one caller, and refusing
+// it would let anyone who can reach the apiserver lock every coffer token
+// out of the cluster with a dozen garbage bearers. Guessing through it
+// gains nothing: coffer tokens hold at least 128 random bits. (System
+// admins are exempt differently: their failures are not charged at all,
+// see authFailed.)
+func limitRefuses(p Principal) bool {
+	return p.Channel != ChannelKubernetes
+}
+
 // admit refuses an authentication attempt by p (for an OAuth2 client when
-// clientID is not empty) whose failures used up its attempts. It is called
-// before the token is looked at.
+// clientID is not empty) whose failures used up its attempts, unless the
+// limiter never refuses p (limitRefuses). It is called before the token
+// is looked at.
 func (g *authGate) admit(p Principal, clientID string) error {
-	if g == nil {
+	if g == nil || !limitRefuses(p) {
 		return nil
 	}
 	wait := g.callers.wait(callerKey(p))

@@ -108,7 +108,11 @@ func TestK8sWebhookAPIServer(t *testing.T) {
 		}
 		return c
 	}
-	admin := cred("ops", "ops-kube")
+	// The admin's token is created unrestricted: only such a token gets
+	// the admin group (bound to cluster-admin); a restricted one of an
+	// admin stops at member.
+	admin := cred("ops", "ops-kube", "--unrestricted")
+	restrictedAdmin := cred("ops", "ops-kube-restricted")
 	reader := cred("viewer", "viewer-kube")
 	doomed := cred("viewer", "doomed-kube")
 	// The docs' CI token, with only the get rule.
@@ -123,6 +127,7 @@ func TestK8sWebhookAPIServer(t *testing.T) {
 	}{
 		{admin, []string{"coffer:default:admin", "coffer:default:member", "coffer:default:reader", "system:authenticated"}},
 		{reader, []string{"coffer:default:reader", "system:authenticated"}},
+		{restrictedAdmin, []string{"coffer:default:member", "coffer:default:reader", "system:authenticated"}},
 	} {
 		r := cp.RunKubectl(t, tc.c.Token, "", "auth", "whoami", "--output=json")
 		var who struct {
@@ -177,15 +182,22 @@ func TestK8sWebhookAPIServer(t *testing.T) {
 		t.Fatalf("the reader token creates a Secret, want forbidden by RBAC, coffer without opinion:\n%s", r)
 	}
 
-	// The access rules narrow cluster-admin: list secrets is denied by
-	// coffer, with its reason, though the token's group is cluster-admin.
+	// A restricted admin token is no cluster-admin: RBAC (view) refuses
+	// its writes.
+	if r := cp.RunKubectl(t, restrictedAdmin.Token, "", "--namespace="+ns, "create", "secret", "generic", "nope2", "--from-literal=k=v"); r.Code == 0 ||
+		!strings.Contains(r.Stderr, "cannot create resource \"secrets\"") {
+		t.Fatalf("the restricted admin token creates a Secret, want forbidden by RBAC:\n%s", r)
+	}
+
+	// The access rules narrow what RBAC (view) grants: list secrets is
+	// denied by coffer, with its reason.
 	r := cp.RunKubectl(t, pods.Token, "", "--namespace="+ns, "get", "secrets")
 	if r.Code == 0 || !strings.Contains(r.Stderr, "Forbidden") ||
 		!strings.Contains(r.Stderr, "coffer: access rules of credential ci-kube: no rule matches list /api/v1/namespaces/default/secrets on kubernetes") {
 		t.Fatalf("the get-pods-only token lists secrets, want Forbidden with coffer's reason:\n%s", r)
 	}
 	denial := strings.TrimSpace(r.Stderr)
-	// What the rule allows, coffer leaves to RBAC (cluster-admin).
+	// What the rule allows, coffer leaves to RBAC (view).
 	if r := cp.RunKubectl(t, pods.Token, "", "--namespace="+ns, "get", "pod", "web", "--output=name"); r.Code != 0 || strings.TrimSpace(r.Stdout) != "pod/web" {
 		t.Fatalf("the get-pods-only token gets pod web:\n%s", r)
 	}

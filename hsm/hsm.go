@@ -239,8 +239,33 @@ func validateConfig(cfg Config) error {
 		if err := validateKeyLabel(l); err != nil {
 			return err
 		}
+		if base, what := reservedBase(l); base != "" {
+			return fmt.Errorf("HSM key label %s is reserved: %s and its versions name %s", l, base, what)
+		}
 	}
 	return nil
+}
+
+// reservedBases are the label bases of coffer's Kubernetes keys, which
+// the KEK and the signing key may not take, nor any version of: a KEK or
+// signing key family that took them would make coffer's own JWT verifier
+// and the cluster's service-account signer (or the webhooks' TLS key)
+// share keys.
+var reservedBases = []struct{ base, what string }{
+	{K8sKeyBase, "the Kubernetes service-account signing keys"},
+	{DefaultTLSKeyLabel, "the Kubernetes webhooks' TLS key"},
+}
+
+// reservedBase returns the reserved base that label is, or a version of
+// (base-N), and what it names; "" when none.
+func reservedBase(label string) (base, what string) {
+	b, _, ok := ParseKeyLabel(label)
+	for _, r := range reservedBases {
+		if label == r.base || (ok && b == r.base) {
+			return r.base, r.what
+		}
+	}
+	return "", ""
 }
 
 // sameFamily reports whether two labels are versions of one base name.

@@ -69,3 +69,29 @@ func TestSameFamilyLabelsRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestK8sLabelsReserved: the KEK and the signing key may not take the
+// label bases of the Kubernetes keys (coffer-k8s-sa, coffer-k8s-tls), nor
+// any version of them.
+func TestK8sLabelsReserved(t *testing.T) {
+	for _, l := range []string{"coffer-k8s-sa", "coffer-k8s-sa-1", "coffer-k8s-sa-7", "coffer-k8s-tls", "coffer-k8s-tls-1", "coffer-k8s-tls-2"} {
+		for _, kek := range []bool{true, false} {
+			cfg := Config{ModulePath: DefaultModulePath, TokenLabel: "t", PIN: "1234", KEKLabel: "coffer-kek-1", SigningKeyLabel: "coffer-sig-1", MaxSessions: 2}
+			if kek {
+				cfg.KEKLabel = l
+			} else {
+				cfg.SigningKeyLabel = l
+			}
+			if err := validateConfig(cfg); err == nil || !strings.Contains(err.Error(), "HSM key label "+l+" is reserved") {
+				t.Errorf("KEK %q, signing key %q: %v", cfg.KEKLabel, cfg.SigningKeyLabel, err)
+			}
+		}
+	}
+	// Neighbours are not reserved.
+	for _, l := range []string{"coffer-k8s-sa2-1", "coffer-k8s-1", "coffer-k8s-sax", "my-coffer-k8s-tls-1"} {
+		cfg := Config{ModulePath: DefaultModulePath, TokenLabel: "t", PIN: "1234", KEKLabel: l, SigningKeyLabel: "coffer-sig-1", MaxSessions: 2}
+		if err := validateConfig(cfg); err != nil {
+			t.Errorf("KEK %q: %v", l, err)
+		}
+	}
+}

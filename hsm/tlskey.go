@@ -41,6 +41,9 @@ func (h *HSM) TLSKey(ctx context.Context, label string) (_ crypto.Signer, err er
 	if h.reservedLabel(label) {
 		return nil, fmt.Errorf("HSM key label %s is a KEK, signing or import key label: a TLS key needs its own", label)
 	}
+	if base, what := reservedBase(label); base == K8sKeyBase {
+		return nil, fmt.Errorf("HSM key label %s is reserved: %s and its versions name %s", label, base, what)
+	}
 	if err := h.begin(ctx); err != nil {
 		return nil, err
 	}

@@ -99,7 +99,7 @@ func TestTLSKey(t *testing.T) {
 
 func TestTLSKeyRefusesReservedLabels(t *testing.T) {
 	h := openTest(t, tokenCfg(t, "coffer-tlskey"))
-	for _, l := range []string{DefaultKEKLabel, "coffer-kek-2", DefaultSigningKeyLabel, ImportKeyLabel, "", "a b"} {
+	for _, l := range []string{DefaultKEKLabel, "coffer-kek-2", DefaultSigningKeyLabel, ImportKeyLabel, "", "a b", K8sKeyBase + "-1", K8sKeyBase} {
 		if _, err := h.TLSKey(context.Background(), l); err == nil {
 			t.Errorf("TLSKey(%q) succeeded", l)
 		}

@@ -15,11 +15,26 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/coffer-hsm/coffer/unixapi"
 )
 
 // MinBearerLen is the shortest bearer the apiserver may present (the
 // --k8s-bearer-file): at least 128 bits of base64 or hex.
 const MinBearerLen = 32
+
+// DefaultMaxConns is how many connections the listener has open at once
+// unless Config.MaxConns says otherwise: kube-apiserver keeps a few
+// keep-alive connections; the rest wait in the kernel's listen backlog
+// (see unixapi.LimitListener), so a flood of local connections, each
+// handshake an HSM signature, costs a bounded amount.
+const DefaultMaxConns = 64
+
+// handshakeTimeout bounds the TLS handshake and the reading of a request's
+// headers (net/http bounds the handshake by the least of its read and
+// write timeouts, here ReadHeaderTimeout): a peer that connects and stays
+// silent frees its slot within it. A variable for the tests.
+var handshakeTimeout = 5 * time.Second
 
 // Config configures the HTTPS listener.
 type Config struct {
@@ -34,7 +49,10 @@ type Config struct {
 	ClientCAs *x509.CertPool
 	// Bearer, when set, must be presented as Authorization: Bearer.
 	Bearer []byte
-	Logger *slog.Logger
+	// MaxConns caps the connections open at once; 0 means
+	// DefaultMaxConns.
+	MaxConns int
+	Logger   *slog.Logger
 }
 
 // Server is the webhooks' HTTPS server.
@@ -125,6 +143,9 @@ func NewServer(h http.Handler, cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.MaxConns <= 0 {
+		cfg.MaxConns = DefaultMaxConns
+	}
 	s := &Server{cfg: cfg}
 	if len(cfg.Bearer) > 0 {
 		s.bearer = sha256.Sum256(cfg.Bearer)
@@ -132,7 +153,7 @@ func NewServer(h http.Handler, cfg Config) (*Server, error) {
 	s.srv = &http.Server{
 		Handler:           s.authenticate(h),
 		TLSConfig:         s.tlsConfig(),
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: handshakeTimeout, // and the TLS handshake
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      30 * time.Second,
 		IdleTimeout:       2 * time.Minute,
@@ -167,6 +188,8 @@ func (s *Server) authenticate(h http.Handler) http.Handler {
 		if !ok || !strings.EqualFold(scheme, "Bearer") || subtle.ConstantTimeCompare(got[:], s.bearer[:]) != 1 {
 			s.cfg.Logger.Debug("Kubernetes webhook: a request without the right bearer", "route", r.URL.Path, "remote", r.RemoteAddr)
 			w.Header().Set("WWW-Authenticate", `Bearer realm="coffer-k8s"`)
+			// Not the apiserver: it keeps no slot (see DefaultMaxConns).
+			w.Header().Set("Connection", "close")
 			writeJSON(w, http.StatusUnauthorized, errorBody{"unauthenticated", "use Authorization: Bearer with the token of --k8s-bearer-file"})
 			return
 		}
@@ -183,9 +206,10 @@ func (s *Server) Listen() (net.Listener, error) {
 	return l, nil
 }
 
-// Serve serves HTTPS on l until Shutdown.
+// Serve serves HTTPS on l until Shutdown, at most Config.MaxConns
+// connections at once.
 func (s *Server) Serve(l net.Listener) error {
-	err := s.srv.Serve(tls.NewListener(l, s.srv.TLSConfig))
+	err := s.srv.Serve(tls.NewListener(unixapi.LimitListener(l, s.cfg.MaxConns), s.srv.TLSConfig))
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
 	}

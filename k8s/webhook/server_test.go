@@ -1,0 +1,154 @@
+package webhook
+
+import (
+	"bufio"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"io"
+	"log/slog"
+	"math/big"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// testServer serves ok (200) behind the bearer "b"×40 on a loopback port
+// with a self-signed certificate; it returns the address and the client's
+// TLS configuration.
+func testServer(t *testing.T, maxConns int) (string, *tls.Config) {
+	t.Helper()
+	key := must(ecdsa.GenerateKey(elliptic.P256(), rand.Reader))
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "coffer"}, DNSNames: []string{"localhost"},
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der := must(x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key))
+	cert := must(x509.ParseCertificate(der))
+	ok := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "{}") })
+	srv, err := NewServer(ok, Config{Addr: "127.0.0.1:0", Cert: tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: cert},
+		Bearer: []byte(strings.Repeat("b", 40)), MaxConns: maxConns, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := srv.Listen()
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.srv.Close() })
+	pool := x509.NewCertPool()
+	pool.AddCert(cert)
+	return l.Addr().String(), &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"}
+}
+
+// handshake dials addr and completes a TLS handshake within d.
+func handshake(addr string, tc *tls.Config, d time.Duration) (*tls.Conn, error) {
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	tlsConn := tls.Client(c, tc)
+	tlsConn.SetDeadline(time.Now().Add(d))
+	if err := tlsConn.Handshake(); err != nil {
+		c.Close()
+		return nil, err
+	}
+	tlsConn.SetDeadline(time.Time{})
+	return tlsConn, nil
+}
+
+// TestConnectionCap: at most MaxConns connections are served at once; the
+// next waits (its handshake does not start) until one closes.
+func TestConnectionCap(t *testing.T) {
+	const limit = 2
+	addr, tc := testServer(t, limit)
+	var open []*tls.Conn
+	for i := 0; i < limit; i++ {
+		c, err := handshake(addr, tc, 5*time.Second)
+		if err != nil {
+			t.Fatalf("connection %d: %v", i, err)
+		}
+		defer c.Close()
+		open = append(open, c)
+	}
+	for i := 0; i < 3; i++ {
+		if c, err := handshake(addr, tc, 300*time.Millisecond); err == nil {
+			c.Close()
+			t.Fatalf("connection %d beyond the cap of %d was served", limit+i, limit)
+		} else if ne, ok := err.(net.Error); !ok || !ne.Timeout() {
+			t.Fatalf("connection beyond the cap: %v, want a timeout", err)
+		}
+	}
+	open[0].Close()
+	c, err := handshake(addr, tc, 5*time.Second)
+	if err != nil {
+		t.Fatalf("after one closed: %v", err)
+	}
+	c.Close()
+}
+
+// TestHandshakeDeadline: a peer that connects and says nothing is
+// disconnected after the handshake timeout, freeing its slot.
+func TestHandshakeDeadline(t *testing.T) {
+	defer func(d time.Duration) { handshakeTimeout = d }(handshakeTimeout)
+	handshakeTimeout = 300 * time.Millisecond
+	addr, _ := testServer(t, 1)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	start := time.Now()
+	_, err = c.Read(make([]byte, 1))
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatal("a silent peer kept its connection for 5s")
+	}
+	if err == nil || time.Since(start) > 3*time.Second {
+		t.Fatalf("read %v after %v", err, time.Since(start))
+	}
+}
+
+// Test401ClosesTheConnection: an answer of 401 (no or a wrong bearer)
+// says Connection: close and closes; a good request keeps the connection.
+func Test401ClosesTheConnection(t *testing.T) {
+	addr, tc := testServer(t, 4)
+	c, err := handshake(addr, tc, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	br := bufio.NewReader(c)
+	do := func(bearer string) *http.Response {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodPost, "https://"+addr+TokenReviewPath, strings.NewReader("{}"))
+		if bearer != "" {
+			req.Header.Set("Authorization", "Bearer "+bearer)
+		}
+		if err := req.Write(c); err != nil {
+			t.Fatal(err)
+		}
+		res, err := http.ReadResponse(br, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		return res
+	}
+	if res := do(strings.Repeat("b", 40)); res.StatusCode != 200 || res.Close {
+		t.Fatalf("good bearer: %d, close %v", res.StatusCode, res.Close)
+	}
+	if res := do("wrong"); res.StatusCode != 401 || !res.Close {
+		t.Fatalf("wrong bearer: %d, close %v", res.StatusCode, res.Close)
+	}
+	if _, err := br.ReadByte(); !errors.Is(err, io.EOF) {
+		t.Fatalf("after a 401 the connection is open: %v", err)
+	}
+}
