@@ -162,6 +162,9 @@ var decodeMessages = []string{
 	"invalid JSON body: json: unknown field ",
 	"request body must be a JSON object",
 	"request body is larger than 8192 bytes",
+	// RoleNames (wire_identity.go): a fixed text and an index.
+	"invalid JSON body: roles must be a list of role names",
+	"invalid JSON body: roles[",
 }
 
 func FuzzDecodeRequest(f *testing.F) {
