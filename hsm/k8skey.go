@@ -326,17 +326,7 @@ func VerifyK8s(pub crypto.PublicKey, digest, sig []byte) bool {
 }
 
 func testK8sSigner(signer crypto11.Signer, pub crypto.PublicKey) error {
-	var msg [32]byte
-	if _, err := rand.Read(msg[:]); err != nil {
-		return err
-	}
-	d := sha256.Sum256(msg[:])
-	sig, err := k8sSignWith(signer, pub, d[:])
-	if err != nil {
-		return errors.New(ckrName(err))
-	}
-	if !VerifyK8s(pub, d[:], sig) {
-		return errors.New("its signatures do not verify with its public key")
-	}
-	return nil
+	return testSignVerify(
+		func(d []byte) ([]byte, error) { return k8sSignWith(signer, pub, d) },
+		func(d, sig []byte) bool { return VerifyK8s(pub, d, sig) })
 }

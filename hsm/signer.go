@@ -187,16 +187,25 @@ func Verify(pub PublicKey, digest, sig []byte) bool {
 
 // testSigner signs a random digest and verifies it with pub.
 func testSigner(signer crypto11.Signer, pub PublicKey) error {
+	return testSignVerify(
+		func(d []byte) ([]byte, error) { return signWith(signer, pub, d) },
+		func(d, sig []byte) bool { return Verify(pub, d, sig) })
+}
+
+// testSignVerify signs the SHA-256 digest of random bytes with sign and
+// checks the signature with verify: a key that answers but signs wrongly
+// is found before it is used.
+func testSignVerify(sign func(digest []byte) ([]byte, error), verify func(digest, sig []byte) bool) error {
 	var msg [32]byte
 	if _, err := rand.Read(msg[:]); err != nil {
 		return err
 	}
 	d := sha256.Sum256(msg[:])
-	sig, err := signWith(signer, pub, d[:])
+	sig, err := sign(d[:])
 	if err != nil {
 		return errors.New(ckrName(err))
 	}
-	if !Verify(pub, d[:], sig) {
+	if !verify(d[:], sig) {
 		return errors.New("its signatures do not verify with its public key")
 	}
 	return nil
