@@ -22,9 +22,6 @@ import (
 	"net/http"
 	"strings"
 
-	authnv1 "k8s.io/api/authentication/v1"
-	authzv1 "k8s.io/api/authorization/v1"
-
 	"github.com/coffer-hsm/coffer/daemon"
 )
 
@@ -102,8 +99,8 @@ func badReview(format string, args ...any) error {
 }
 
 // DecodeTokenReview parses an authentication.k8s.io/v1 TokenReview.
-func DecodeTokenReview(body []byte) (*authnv1.TokenReview, error) {
-	var tr authnv1.TokenReview
+func DecodeTokenReview(body []byte) (*TokenReview, error) {
+	var tr TokenReview
 	if err := decode(body, &tr); err != nil {
 		return nil, err
 	}
@@ -117,8 +114,8 @@ func DecodeTokenReview(body []byte) (*authnv1.TokenReview, error) {
 // DecodeSubjectAccessReview parses an authorization.k8s.io/v1
 // SubjectAccessReview with exactly one of resourceAttributes and
 // nonResourceAttributes.
-func DecodeSubjectAccessReview(body []byte) (*authzv1.SubjectAccessReview, error) {
-	var sar authzv1.SubjectAccessReview
+func DecodeSubjectAccessReview(body []byte) (*SubjectAccessReview, error) {
+	var sar SubjectAccessReview
 	if err := decode(body, &sar); err != nil {
 		return nil, err
 	}
@@ -162,7 +159,7 @@ func decode(body []byte, v any) error {
 // /api/v1/namespaces/{name}); then resource, name, subresource. An empty
 // version is "*" (any). A '/' or '%' inside a value is percent-encoded,
 // as in the URL, so a value cannot add segments.
-func RequestPath(a *authzv1.ResourceAttributes) string {
+func RequestPath(a *ResourceAttributes) string {
 	var b strings.Builder
 	version := a.Version
 	if version == "" {
@@ -231,19 +228,19 @@ type tokenReviewResponse struct {
 	Status     tokenReviewStatus `json:"status"`
 }
 
-// tokenReviewStatus is authnv1.TokenReviewStatus without an empty user
-// when not authenticated.
+// tokenReviewStatus is a TokenReviewStatus without an empty user when
+// not authenticated.
 type tokenReviewStatus struct {
-	Authenticated bool              `json:"authenticated,omitempty"`
-	User          *authnv1.UserInfo `json:"user,omitempty"`
-	Audiences     []string          `json:"audiences,omitempty"`
-	Error         string            `json:"error,omitempty"`
+	Authenticated bool      `json:"authenticated,omitempty"`
+	User          *UserInfo `json:"user,omitempty"`
+	Audiences     []string  `json:"audiences,omitempty"`
+	Error         string    `json:"error,omitempty"`
 }
 
 type subjectAccessReviewResponse struct {
-	APIVersion string                            `json:"apiVersion"`
-	Kind       string                            `json:"kind"`
-	Status     authzv1.SubjectAccessReviewStatus `json:"status"`
+	APIVersion string                    `json:"apiVersion"`
+	Kind       string                    `json:"kind"`
+	Status     SubjectAccessReviewStatus `json:"status"`
 }
 
 func (h *Handler) tokenReview(w http.ResponseWriter, r *http.Request) {
@@ -272,13 +269,7 @@ func (h *Handler) tokenReview(w http.ResponseWriter, r *http.Request) {
 	default:
 		out.Status.Authenticated = true
 		out.Status.Audiences = res.Audiences
-		out.Status.User = &authnv1.UserInfo{Username: res.Username, UID: res.UID, Groups: res.Groups}
-		if len(res.Extra) > 0 {
-			out.Status.User.Extra = make(map[string]authnv1.ExtraValue, len(res.Extra))
-			for k, v := range res.Extra {
-				out.Status.User.Extra[k] = v
-			}
-		}
+		out.Status.User = &UserInfo{Username: res.Username, UID: res.UID, Groups: res.Groups, Extra: res.Extra}
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -293,13 +284,7 @@ func (h *Handler) subjectAccessReview(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadRequest, errorBody{"invalid_review", err.Error()})
 		return
 	}
-	in := daemon.AccessReview{User: sar.Spec.User, UID: sar.Spec.UID, Groups: sar.Spec.Groups}
-	if len(sar.Spec.Extra) > 0 {
-		in.Extra = make(map[string][]string, len(sar.Spec.Extra))
-		for k, v := range sar.Spec.Extra {
-			in.Extra[k] = v
-		}
-	}
+	in := daemon.AccessReview{User: sar.Spec.User, UID: sar.Spec.UID, Groups: sar.Spec.Groups, Extra: sar.Spec.Extra}
 	if ra := sar.Spec.ResourceAttributes; ra != nil {
 		in.Verb, in.Path = ra.Verb, RequestPath(ra)
 	} else {
@@ -311,7 +296,7 @@ func (h *Handler) subjectAccessReview(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	out := subjectAccessReviewResponse{APIVersion: authzAPIVersion, Kind: "SubjectAccessReview",
-		Status: authzv1.SubjectAccessReviewStatus{Allowed: false, Denied: res.Denied, Reason: res.Reason}}
+		Status: SubjectAccessReviewStatus{Allowed: false, Denied: res.Denied, Reason: res.Reason}}
 	writeJSON(w, http.StatusOK, out)
 }
 

@@ -23,7 +23,9 @@ import (
 	"testing"
 	"time"
 
+	authnv1 "k8s.io/api/authentication/v1"
 	authzv1 "k8s.io/api/authorization/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/coffer-hsm/coffer/daemon"
 	"github.com/coffer-hsm/coffer/hsm"
@@ -177,19 +179,19 @@ func TestSubjectAccessReviewHandler(t *testing.T) {
 
 func TestRequestPath(t *testing.T) {
 	for _, tt := range []struct {
-		a    authzv1.ResourceAttributes
+		a    ResourceAttributes
 		want string
 	}{
-		{authzv1.ResourceAttributes{Namespace: "default", Version: "v1", Resource: "pods", Name: "web"}, "/api/v1/namespaces/default/pods/web"},
-		{authzv1.ResourceAttributes{Namespace: "default", Version: "v1", Resource: "pods", Name: "web", Subresource: "log"}, "/api/v1/namespaces/default/pods/web/log"},
-		{authzv1.ResourceAttributes{Version: "v1", Resource: "pods"}, "/api/v1/pods"},
-		{authzv1.ResourceAttributes{Version: "v1", Resource: "nodes", Name: "n1"}, "/api/v1/nodes/n1"},
-		{authzv1.ResourceAttributes{Namespace: "kube-system", Group: "apps", Version: "v1", Resource: "deployments"}, "/apis/apps/v1/namespaces/kube-system/deployments"},
-		{authzv1.ResourceAttributes{Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "clusterroles", Name: "admin"}, "/apis/rbac.authorization.k8s.io/v1/clusterroles/admin"},
-		{authzv1.ResourceAttributes{Namespace: "team", Version: "v1", Resource: "namespaces", Name: "team"}, "/api/v1/namespaces/team"},
-		{authzv1.ResourceAttributes{Version: "v1", Resource: "namespaces"}, "/api/v1/namespaces"},
-		{authzv1.ResourceAttributes{Namespace: "a", Resource: "pods"}, "/api/*/namespaces/a/pods"},
-		{authzv1.ResourceAttributes{Version: "v1", Namespace: "a/../b", Resource: "pods", Name: "x%2F"}, "/api/v1/namespaces/a%2F..%2Fb/pods/x%252F"},
+		{ResourceAttributes{Namespace: "default", Version: "v1", Resource: "pods", Name: "web"}, "/api/v1/namespaces/default/pods/web"},
+		{ResourceAttributes{Namespace: "default", Version: "v1", Resource: "pods", Name: "web", Subresource: "log"}, "/api/v1/namespaces/default/pods/web/log"},
+		{ResourceAttributes{Version: "v1", Resource: "pods"}, "/api/v1/pods"},
+		{ResourceAttributes{Version: "v1", Resource: "nodes", Name: "n1"}, "/api/v1/nodes/n1"},
+		{ResourceAttributes{Namespace: "kube-system", Group: "apps", Version: "v1", Resource: "deployments"}, "/apis/apps/v1/namespaces/kube-system/deployments"},
+		{ResourceAttributes{Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "clusterroles", Name: "admin"}, "/apis/rbac.authorization.k8s.io/v1/clusterroles/admin"},
+		{ResourceAttributes{Namespace: "team", Version: "v1", Resource: "namespaces", Name: "team"}, "/api/v1/namespaces/team"},
+		{ResourceAttributes{Version: "v1", Resource: "namespaces"}, "/api/v1/namespaces"},
+		{ResourceAttributes{Namespace: "a", Resource: "pods"}, "/api/*/namespaces/a/pods"},
+		{ResourceAttributes{Version: "v1", Namespace: "a/../b", Resource: "pods", Name: "x%2F"}, "/api/v1/namespaces/a%2F..%2Fb/pods/x%252F"},
 	} {
 		if got := RequestPath(&tt.a); got != tt.want {
 			t.Errorf("RequestPath(%+v) = %q, want %q", tt.a, got, tt.want)
@@ -484,4 +486,92 @@ func TestNewServerNeedsAuthentication(t *testing.T) {
 	if _, err := NewServer(http.NotFoundHandler(), Config{Addr: "0.0.0.0:1", Bearer: []byte("x")}); err == nil {
 		t.Fatal("a non-loopback address was taken")
 	}
+}
+
+// TestWireMatchesK8sAPI proves the local wire types read what
+// k8s.io/api's types write and write what they read: a member renamed or
+// mistyped here would lose a field kube-apiserver sends or expects.
+func TestWireMatchesK8sAPI(t *testing.T) {
+	tm := metav1.TypeMeta{APIVersion: authnAPIVersion, Kind: "TokenReview"}
+	tr := authnv1.TokenReview{TypeMeta: tm, Spec: authnv1.TokenReviewSpec{Token: "cft_x", Audiences: []string{"a", "b"}}}
+	var got TokenReview
+	roundTrip(t, tr, &got)
+	want := TokenReview{APIVersion: authnAPIVersion, Kind: "TokenReview", Spec: TokenReviewSpec{Token: "cft_x", Audiences: []string{"a", "b"}}}
+	if !equalJSON(t, got, want) {
+		t.Errorf("TokenReview decoded as %+v, want %+v", got, want)
+	}
+
+	// The answer, read back by k8s.io/api's types.
+	ours := tokenReviewResponse{APIVersion: authnAPIVersion, Kind: "TokenReview", Status: tokenReviewStatus{
+		Authenticated: true, Audiences: []string{"a"},
+		User: &UserInfo{Username: "service-account-x", UID: "01cred", Groups: []string{"coffer:p:admin", "system:authenticated"},
+			Extra: map[string][]string{"coffer.dev/project": {"p"}}},
+	}}
+	var theirs authnv1.TokenReview
+	roundTrip(t, ours, &theirs)
+	wantStatus := authnv1.TokenReviewStatus{Authenticated: true, Audiences: []string{"a"}, User: authnv1.UserInfo{
+		Username: "service-account-x", UID: "01cred", Groups: []string{"coffer:p:admin", "system:authenticated"},
+		Extra: map[string]authnv1.ExtraValue{"coffer.dev/project": {"p"}},
+	}}
+	if !equalJSON(t, theirs.Status, wantStatus) || theirs.APIVersion != authnAPIVersion || theirs.Kind != "TokenReview" {
+		t.Errorf("k8s.io/api read the answer as %+v", theirs)
+	}
+
+	sar := authzv1.SubjectAccessReview{
+		TypeMeta: metav1.TypeMeta{APIVersion: authzAPIVersion, Kind: "SubjectAccessReview"},
+		Spec: authzv1.SubjectAccessReviewSpec{
+			ResourceAttributes: &authzv1.ResourceAttributes{Namespace: "ns", Verb: "list", Group: "apps", Version: "v1",
+				Resource: "deployments", Subresource: "scale", Name: "web"},
+			User: "u", Groups: []string{"g"}, UID: "id", Extra: map[string]authzv1.ExtraValue{"k": {"v"}},
+		},
+	}
+	var gotSAR SubjectAccessReview
+	roundTrip(t, sar, &gotSAR)
+	wantSAR := SubjectAccessReview{APIVersion: authzAPIVersion, Kind: "SubjectAccessReview", Spec: SubjectAccessReviewSpec{
+		ResourceAttributes: &ResourceAttributes{Namespace: "ns", Verb: "list", Group: "apps", Version: "v1",
+			Resource: "deployments", Subresource: "scale", Name: "web"},
+		User: "u", Groups: []string{"g"}, UID: "id", Extra: map[string][]string{"k": {"v"}},
+	}}
+	if !equalJSON(t, gotSAR, wantSAR) {
+		t.Errorf("SubjectAccessReview decoded as %+v, want %+v", gotSAR, wantSAR)
+	}
+	sar.Spec.ResourceAttributes = nil
+	sar.Spec.NonResourceAttributes = &authzv1.NonResourceAttributes{Path: "/healthz", Verb: "get"}
+	gotSAR = SubjectAccessReview{}
+	roundTrip(t, sar, &gotSAR)
+	if n := gotSAR.Spec.NonResourceAttributes; n == nil || *n != (NonResourceAttributes{Path: "/healthz", Verb: "get"}) || gotSAR.Spec.ResourceAttributes != nil {
+		t.Errorf("nonResourceAttributes decoded as %+v", gotSAR.Spec)
+	}
+
+	oursSAR := subjectAccessReviewResponse{APIVersion: authzAPIVersion, Kind: "SubjectAccessReview",
+		Status: SubjectAccessReviewStatus{Denied: true, Reason: "outside the token's rules", EvaluationError: "e"}}
+	var theirSAR authzv1.SubjectAccessReview
+	roundTrip(t, oursSAR, &theirSAR)
+	if want := (authzv1.SubjectAccessReviewStatus{Denied: true, Reason: "outside the token's rules", EvaluationError: "e"}); theirSAR.Status != want {
+		t.Errorf("k8s.io/api read the decision as %+v, want %+v", theirSAR.Status, want)
+	}
+}
+
+func roundTrip(t *testing.T, from, to any) {
+	t.Helper()
+	b, err := json.Marshal(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, to); err != nil {
+		t.Fatalf("decoding %s: %v", b, err)
+	}
+}
+
+func equalJSON(t *testing.T, a, b any) bool {
+	t.Helper()
+	x, err := json.Marshal(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	y, err := json.Marshal(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bytes.Equal(x, y)
 }
