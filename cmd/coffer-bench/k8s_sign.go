@@ -20,14 +20,14 @@ func k8sSignerSocket(socket string) string {
 	return filepath.Join(filepath.Dir(socket), "k8s-signer.sock")
 }
 
-// prepareK8sSign returns workers that each hold their own gRPC
-// connection to the daemon's Kubernetes signer socket (on by default in
-// --dev) and call Sign as kube-apiserver does, with claims like a
-// projected ServiceAccount token's (1 h).
+// prepareK8sSign returns workers that share one gRPC connection to the
+// daemon's Kubernetes signer socket (on by default in --dev), as
+// kube-apiserver does, and call Sign with claims like a projected
+// ServiceAccount token's (1 h).
 func prepareK8sSign(_ context.Context, e *env) (workerFactory, error) {
+	shared := newGRPCShared(func() string { return "unix://" + k8sSignerSocket(e.socket) }, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithAuthority("localhost"))
 	return func(int) (opFunc, func(), error) {
-		// The socket of the daemon measured now (it may have restarted).
-		conn, err := grpc.NewClient("unix://"+k8sSignerSocket(e.socket), grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithAuthority("localhost"))
+		conn, release, err := shared.get()
 		if err != nil {
 			return nil, nil, err
 		}
@@ -45,7 +45,7 @@ func prepareK8sSign(_ context.Context, e *env) (workerFactory, error) {
 			},
 		})
 		if err != nil {
-			conn.Close()
+			release()
 			return nil, nil, err
 		}
 		req := &externaljwtv1.SignJWTRequest{Claims: base64.RawURLEncoding.EncodeToString(b)}
@@ -58,6 +58,6 @@ func prepareK8sSign(_ context.Context, e *env) (workerFactory, error) {
 				return errors.New("k8s-sign: empty header or signature")
 			}
 			return nil
-		}, func() { conn.Close() }, nil
+		}, release, nil
 	}, nil
 }

@@ -18,7 +18,8 @@ func kmsSocket(socket string) string { return filepath.Join(filepath.Dir(socket)
 
 // prepareKMSDecrypt encrypts one 32-byte seed (what kube-apiserver sends)
 // and returns workers that each decrypt it over their own gRPC connection
-// to the daemon's KMS socket, as kube-apiserver does on a DEK cache miss.
+// to the daemon's KMS socket, as kube-apiserver does on a DEK cache miss
+// (all on one connection, as kube-apiserver's).
 func prepareKMSDecrypt(ctx context.Context, e *env) (workerFactory, error) {
 	conn, err := grpc.NewClient("unix://"+kmsSocket(e.socket), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -32,9 +33,9 @@ func prepareKMSDecrypt(ctx context.Context, e *env) (workerFactory, error) {
 		return nil, fmt.Errorf("kms encrypt: %w", err)
 	}
 	req := &kmsapi.DecryptRequest{Ciphertext: enc.Ciphertext, KeyId: enc.KeyId, Annotations: enc.Annotations, Uid: "bench"}
+	shared := newGRPCShared(func() string { return "unix://" + kmsSocket(e.socket) }, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	return func(int) (opFunc, func(), error) {
-		// The socket of the daemon measured now (it may have restarted).
-		conn, err := grpc.NewClient("unix://"+kmsSocket(e.socket), grpc.WithTransportCredentials(insecure.NewCredentials()))
+		conn, release, err := shared.get()
 		if err != nil {
 			return nil, nil, err
 		}
@@ -45,6 +46,6 @@ func prepareKMSDecrypt(ctx context.Context, e *env) (workerFactory, error) {
 				clear(r.Plaintext)
 			}
 			return err
-		}, func() { conn.Close() }, nil
+		}, release, nil
 	}, nil
 }

@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"runtime"
 	"sync"
 	"time"
 
@@ -92,6 +93,10 @@ func New(b Backend, opts Options) *Server {
 	s.grpc = grpc.NewServer(
 		grpc.MaxRecvMsgSize(maxRecvMsg),
 		grpc.ChainUnaryInterceptor(s.logCall),
+		// Calls run on a few long-lived goroutines whose stacks have
+		// grown, not on a new goroutine each (whose stack grows again
+		// through the HSM call: 7% of a call's CPU).
+		grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))),
 	)
 	externaljwtv1.RegisterExternalJWTSignerServer(s.grpc, s)
 	return s
