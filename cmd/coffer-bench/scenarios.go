@@ -129,7 +129,7 @@ var scenarios = []scenario{
 	{
 		// Issue 13: kube-apiserver has every ServiceAccount token signed
 		// over the signer's gRPC socket; the HSM signature is the floor.
-		name: "k8s-sign", what: "ExternalJWTSigner.Sign over the Kubernetes signer's gRPC Unix socket, claims of a projected SA token (1 h), ES256 in the HSM, one connection per client",
+		name: "k8s-sign", what: "ExternalJWTSigner.Sign over the Kubernetes signer's gRPC Unix socket, claims of a projected SA token (1 h), ES256 in the HSM, one connection shared by the clients (as kube-apiserver)",
 		ceilings: []string{ceilHSMSign}, goal: 0.60,
 		workers: prepareK8sSign,
 	},
@@ -141,6 +141,22 @@ var scenarios = []scenario{
 		ceilings: []string{ceilHTTPS}, goal: 0.60, warmTokens: true,
 		workers: func(ctx context.Context, e *env) (workerFactory, error) {
 			gen, err := prepareTokenReview(ctx, e)
+			if err != nil {
+				return nil, err
+			}
+			return httpsFactory(e.k8s.base, e.k8s.tls, gen), nil
+		},
+	},
+
+	{
+		// Issue 13: kube-apiserver asking coffer whether a request may go
+		// on (--authorization-mode=...,Webhook,RBAC), for a user a coffer
+		// TokenReview named: the token's access rules with service
+		// kubernetes are read and applied (not cached: no bearer here).
+		name: "k8s-subjectaccessreview", what: "POST /v1/k8s/subjectaccessreview over HTTPS, the user, uid, groups and extra of a TokenReview of a random preloaded cft_ (512 of them), get pods/NAME",
+		ceilings: []string{ceilHTTPS}, goal: 0.60,
+		workers: func(ctx context.Context, e *env) (workerFactory, error) {
+			gen, err := prepareSubjectAccessReview(ctx, e)
 			if err != nil {
 				return nil, err
 			}
@@ -174,7 +190,7 @@ var scenarios = []scenario{
 	{
 		// Issue 13: kube-apiserver's DEK cache miss (at its start, for
 		// each DEK in etcd) is one Decrypt; per call one HSM unwrap.
-		name: "kms-decrypt", what: "Kubernetes KMS v2 Decrypt over the gRPC socket (one HSM unwrap), a 32-byte seed, one connection per client",
+		name: "kms-decrypt", what: "Kubernetes KMS v2 Decrypt over the gRPC socket (one HSM unwrap), a 32-byte seed, one connection shared by the clients (as kube-apiserver)",
 		ceilings: []string{ceilHSMOpen}, goal: 0.60,
 		workers: prepareKMSDecrypt,
 	},
@@ -250,37 +266,129 @@ func tokenReviewBody(token string) []byte {
 	return append(b, `"}}`...)
 }
 
+// k8sWebhook finds the daemon's webhooks (e.k8s) and returns their routes.
+func (e *env) k8sWebhook(ctx context.Context) (unixapi.K8sWebhook, error) {
+	w, err := e.admin.K8sWebhook(ctx)
+	if err != nil {
+		return w, fmt.Errorf("the daemon's webhooks: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM([]byte(w.CertificateAuthority)) {
+		return w, errors.New("the webhooks' CA holds no certificate")
+	}
+	bearer, err := os.ReadFile(w.BearerFile)
+	if err != nil {
+		return w, err
+	}
+	e.k8s = k8sBench{base: w.Server, tls: &tls.Config{RootCAs: pool}, bearer: "Bearer " + strings.TrimSpace(string(bearer))}
+	return w, nil
+}
+
+// reviewToken has the daemon review token as kube-apiserver would and
+// returns the answer's status.
+func (e *env) reviewToken(ctx context.Context, wk *httpWorker, path, token string) (tokenReviewStatus, error) {
+	if err := wk.do(ctx, request{method: http.MethodPost, path: path, body: tokenReviewBody(token), auth: e.k8s.bearer}); err != nil {
+		return tokenReviewStatus{}, err
+	}
+	var tr struct {
+		Status tokenReviewStatus `json:"status"`
+	}
+	if err := json.Unmarshal(wk.buf.Bytes(), &tr); err != nil {
+		return tokenReviewStatus{}, fmt.Errorf("token review: %w", err)
+	}
+	return tr.Status, nil
+}
+
+// tokenReviewStatus is what a TokenReview answer says.
+type tokenReviewStatus struct {
+	Authenticated bool `json:"authenticated"`
+	User          struct {
+		Username string              `json:"username"`
+		UID      string              `json:"uid"`
+		Groups   []string            `json:"groups"`
+		Extra    map[string][]string `json:"extra"`
+	} `json:"user"`
+	Error string `json:"error"`
+}
+
 func prepareTokenReview(ctx context.Context, e *env) (generator, error) {
 	toks := e.tokensInUse()
 	if len(toks) == 0 {
 		return nil, errors.New("no preloaded access tokens")
 	}
-	w, err := e.admin.K8sWebhook(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("the daemon's webhooks: %w", err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM([]byte(w.CertificateAuthority)) {
-		return nil, errors.New("the webhooks' CA holds no certificate")
-	}
-	bearer, err := os.ReadFile(w.BearerFile)
+	w, err := e.k8sWebhook(ctx)
 	if err != nil {
 		return nil, err
 	}
-	e.k8s = k8sBench{base: w.Server, tls: &tls.Config{RootCAs: pool}, bearer: "Bearer " + strings.TrimSpace(string(bearer))}
 	// The scenario counts only 2xx; check once that the answer is an
 	// authenticated identity, not a 200 "authenticated": false.
 	wk := newHTTPSWorker(e.k8s.base, e.k8s.tls)
 	defer wk.close()
-	if err := wk.do(ctx, request{method: http.MethodPost, path: w.TokenReviewPath, body: tokenReviewBody(toks[0]), auth: e.k8s.bearer}); err != nil {
+	if st, err := e.reviewToken(ctx, wk, w.TokenReviewPath, toks[0]); err != nil {
 		return nil, err
-	}
-	if !bytes.Contains(wk.buf.Bytes(), []byte(`"authenticated":true`)) {
-		return nil, fmt.Errorf("token review: want authenticated, got %s", wk.buf.Bytes())
+	} else if !st.Authenticated {
+		return nil, fmt.Errorf("token review: want authenticated, got %q", st.Error)
 	}
 	path, auth := w.TokenReviewPath, e.k8s.bearer
 	return func(_ int, rng *rand.Rand) request {
 		return request{method: http.MethodPost, path: path, body: tokenReviewBody(toks[rng.IntN(len(toks))]), auth: auth}
+	}, nil
+}
+
+// sarTokens is how many tokens' identities the SubjectAccessReview
+// scenario draws from.
+const sarTokens = 512
+
+// prepareSubjectAccessReview reviews sarTokens preloaded tokens as
+// kube-apiserver would, then asks about requests by the users those
+// reviews named, with their uid, groups and extra, as kube-apiserver's
+// webhook authorizer sends them. The preloaded tokens' access rules have
+// no service kubernetes, so coffer denies with the reason after reading
+// the credential, its user, project and rules.
+func prepareSubjectAccessReview(ctx context.Context, e *env) (generator, error) {
+	toks := e.tokensInUse()
+	if len(toks) == 0 {
+		return nil, errors.New("no preloaded access tokens")
+	}
+	toks = toks[:min(len(toks), sarTokens)]
+	w, err := e.k8sWebhook(ctx)
+	if err != nil {
+		return nil, err
+	}
+	wk := newHTTPSWorker(e.k8s.base, e.k8s.tls)
+	defer wk.close()
+	bodies := make([][]byte, 0, len(toks))
+	for _, t := range toks {
+		st, err := e.reviewToken(ctx, wk, w.TokenReviewPath, t)
+		if err != nil {
+			return nil, err
+		}
+		if !st.Authenticated {
+			return nil, fmt.Errorf("token review: want authenticated, got %q", st.Error)
+		}
+		b, err := json.Marshal(map[string]any{
+			"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+			"spec": map[string]any{
+				"resourceAttributes": map[string]string{"namespace": "default", "verb": "get", "version": "v1", "resource": "pods", "name": "web-0"},
+				"user":               st.User.Username, "uid": st.User.UID, "groups": st.User.Groups, "extra": st.User.Extra,
+			},
+		})
+		if err != nil {
+			return nil, err
+		}
+		bodies = append(bodies, b)
+	}
+	// The scenario counts only 2xx; check once that the answer is coffer's
+	// denial, not a 200 without an opinion (a user coffer did not find).
+	if err := wk.do(ctx, request{method: http.MethodPost, path: w.SubjectAccessReviewPath, body: bodies[0], auth: e.k8s.bearer}); err != nil {
+		return nil, err
+	}
+	if !bytes.Contains(wk.buf.Bytes(), []byte(`"denied":true`)) {
+		return nil, fmt.Errorf("subject access review: want denied, got %s", wk.buf.Bytes())
+	}
+	path, auth := w.SubjectAccessReviewPath, e.k8s.bearer
+	return func(_ int, rng *rand.Rand) request {
+		return request{method: http.MethodPost, path: path, body: bodies[rng.IntN(len(bodies))], auth: auth}
 	}, nil
 }
 
