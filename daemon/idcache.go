@@ -18,6 +18,10 @@ type idRecords struct {
 	users    genMap[userRecord]
 	projects genMap[projectRecord]
 	roles    genMap[Role] // by roleID(user, project)
+	// k8sCreds are the credentials of Kubernetes user names, by
+	// lowercased token id (k8sCredential): what a SubjectAccessReview
+	// reads before its decision.
+	k8sCreds genMap[k8sUserCred]
 }
 
 const idRecordsSize = 10_000

@@ -385,7 +385,7 @@ func (s *Service) ReviewAccess(ctx context.Context, asker Principal, in AccessRe
 	var projectID string
 	err := s.store.View(ctx, func(tx *kv.Txn) error {
 		var err error
-		cred, found, err = k8sCredential(tx, id, now)
+		cred, found, err = s.k8sCredential(tx, id, now, idGen)
 		if err != nil || !found {
 			return err
 		}
@@ -476,22 +476,49 @@ func (s *Service) ReviewAccess(ctx context.Context, asker Principal, in AccessRe
 	return out, nil
 }
 
+// k8sUserCred is what k8sCredential found: the credential, and until
+// when the token that named it is valid (a rotated token's grace).
+type k8sUserCred struct {
+	cred     credentialRecord
+	notAfter *time.Time
+}
+
 // k8sCredential finds the credential whose token has the public id that
 // lowercases to lowerID (indexLowerID: one at most): the owner of an auth
 // token or OAuth2 client secret, the credential of an access token's
-// session. A rotated token past its grace is not found.
-func k8sCredential(tx *kv.Txn, lowerID string, now time.Time) (credentialRecord, bool, error) {
-	var cred credentialRecord
+// session. A rotated token past its grace is not found. What it finds is
+// kept in the identity records at gen (the identity generation loaded
+// before tx began): a changed or deleted token, session or credential
+// ends it (caches.go), a new token cannot make it stale (only found
+// credentials are kept; ids are never reused).
+func (s *Service) k8sCredential(tx *kv.Txn, lowerID string, now time.Time, gen uint64) (credentialRecord, bool, error) {
+	if e := s.ids.k8sCreds.ref(lowerID, gen); e != nil {
+		if e.notAfter != nil && !now.Before(*e.notAfter) {
+			return credentialRecord{}, false, nil
+		}
+		return e.cred, true, nil
+	}
+	cred, notAfter, found, err := readK8sCredential(tx, lowerID)
+	if err != nil || !found {
+		return cred, false, err
+	}
+	s.ids.k8sCreds.put(lowerID, k8sUserCred{cred: cred, notAfter: notAfter}, gen)
+	if notAfter != nil && !now.Before(*notAfter) {
+		return credentialRecord{}, false, nil
+	}
+	return cred, true, nil
+}
+
+// readK8sCredential reads what k8sCredential finds, and the token's end
+// of validity.
+func readK8sCredential(tx *kv.Txn, lowerID string) (cred credentialRecord, notAfter *time.Time, found bool, err error) {
 	var tr tokenRecord
 	tokenID, err := tx.LookupUnique(tableTokens, indexLowerID, lowerID)
 	if err != nil {
-		return cred, false, ignoreNotFound(err)
+		return cred, nil, false, ignoreNotFound(err)
 	}
 	if err := tx.Get(tableTokens, tokenID, &tr); err != nil {
-		return cred, false, ignoreNotFound(err)
-	}
-	if tr.NotAfter != nil && !now.Before(*tr.NotAfter) {
-		return cred, false, nil
+		return cred, nil, false, ignoreNotFound(err)
 	}
 	credID := tr.Owner
 	switch tr.Prefix {
@@ -499,19 +526,19 @@ func k8sCredential(tx *kv.Txn, lowerID string, now time.Time) (credentialRecord,
 	case PrefixAccessToken:
 		var sess sessionRecord
 		if err := tx.Get(tableSessions, tr.Owner, &sess); err != nil {
-			return cred, false, ignoreNotFound(err)
+			return cred, nil, false, ignoreNotFound(err)
 		}
 		credID = sess.CredentialID
 	default:
-		return cred, false, nil // a session's token: never a Kubernetes user name
+		return cred, nil, false, nil // a session's token: never a Kubernetes user name
 	}
 	if !validID(credID) {
-		return cred, false, nil
+		return cred, nil, false, nil
 	}
 	if err := tx.Get(tableCredentials, credID, &cred); err != nil {
-		return cred, false, ignoreNotFound(err)
+		return cred, nil, false, ignoreNotFound(err)
 	}
-	return cred, true, nil
+	return cred, tr.NotAfter, true, nil
 }
 
 // sessionKindOf is the kind of the sessions a credential of type t makes

@@ -355,3 +355,57 @@ func TestReviewTokenAfterRotation(t *testing.T) {
 		t.Fatalf("old id in its grace: %+v %v", r, err)
 	}
 }
+
+// The authorizer keeps what it read of a user name's credential
+// (k8sCredential); each change below comes right after a review that
+// filled it, and the next review must see the change, not the kept record.
+func TestReviewAccessFollowsChanges(t *testing.T) {
+	e := newIdentityEnv(t)
+	ctx := context.Background()
+	review := func(c Credential, groups ...string) AccessReviewResult {
+		t.Helper()
+		r, err := e.svc.ReviewAccess(ctx, kubeAPIServer, AccessReview{User: K8sUserName(c.TokenID), Groups: groups, Verb: "get", Path: "/api/v1/pods"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	live := func(c Credential) {
+		t.Helper()
+		for range 2 { // the second from what the first kept
+			if r := review(c); r.Denied {
+				t.Fatalf("a live credential: %+v", r)
+			}
+		}
+	}
+
+	revoked, _ := e.credential(t, "p1", CredentialInput{Type: CredAccessToken, User: "bob", Name: "revoked"})
+	live(revoked)
+	if _, err := e.svc.RevokeCredential(ctx, e.grant(t, ActManageCredential, Resource{Credential: revoked.ID})); err != nil {
+		t.Fatal(err)
+	}
+	if r := review(revoked, "coffer:p1:member"); !r.Denied || r.Reason != "coffer: the token's credential is gone (revoked, deleted or rotated)" {
+		t.Fatalf("revoked: %+v", r)
+	}
+
+	deleted, _ := e.credential(t, "p1", CredentialInput{Type: CredAccessToken, User: "bob", Name: "deleted"})
+	live(deleted)
+	if err := e.svc.DeleteCredential(ctx, e.grant(t, ActManageCredential, Resource{Credential: deleted.ID})); err != nil {
+		t.Fatal(err)
+	}
+	if r := review(deleted, "coffer:p1:member"); !r.Denied || r.Reason != "coffer: the token's credential is gone (revoked, deleted or rotated)" {
+		t.Fatalf("deleted: %+v", r)
+	}
+
+	rotated, _ := e.credential(t, "p1", CredentialInput{Type: CredAccessToken, User: "bob", Name: "rotated"})
+	live(rotated)
+	if _, _, err := e.svc.RotateCredential(ctx, e.grant(t, ActManageCredential, Resource{Credential: rotated.ID}), CredentialRotate{Grace: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	live(rotated) // its old token id, in its grace
+	e.svc.now = func() time.Time { return time.Now().UTC().Add(2 * time.Hour) }
+	defer func() { e.svc.now = func() time.Time { return time.Now().UTC() } }()
+	if r := review(rotated, "coffer:p1:member"); !r.Denied || r.Reason != "coffer: the token's credential is gone (revoked, deleted or rotated)" {
+		t.Fatalf("old token id past its grace: %+v", r)
+	}
+}
