@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -217,8 +218,50 @@ func TestK8sWebhooks(t *testing.T) {
 	if code != 400 || !strings.Contains(out["message"].(string), "--authentication-token-webhook-version=v1") {
 		t.Fatalf("v1beta1: %d %v", code, out)
 	}
+	// The bearer rotated: a new one in the file, then SIGHUP; the old one
+	// is refused from then on, without a restart. A file that cannot be
+	// used is refused by the reload and the running bearer kept.
+	secret2 := make([]byte, 32)
+	if _, err := rand.Read(secret2); err != nil {
+		t.Fatal(err)
+	}
+	reload := func(content string) {
+		t.Helper()
+		if err := os.WriteFile(bearerFile, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		n := strings.Count(d.stderr.String(), "configuration reloaded")
+		if err := d.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for strings.Count(d.stderr.String(), "configuration reloaded") == n {
+			if time.Now().After(deadline) {
+				t.Fatalf("no reload within 10s:\n%s", d.stderr)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	reload(hex.EncodeToString(secret2) + "\n")
+	if code, out := authn.post(t, hex.EncodeToString(secret2), k8sTokenReview(pods.Token)); code != 200 || k8sStatus(t, out)["authenticated"] != true {
+		t.Fatalf("the new bearer after SIGHUP: %d %v", code, out)
+	}
+	if code, out := authn.post(t, hex.EncodeToString(secret), k8sTokenReview(pods.Token)); code != http.StatusUnauthorized {
+		t.Fatalf("the old bearer after SIGHUP: %d %v", code, out)
+	}
+	reload("short\n")
+	if !strings.Contains(d.stderr.String(), "keeping the Kubernetes webhooks' running bearer and client CAs") {
+		t.Fatalf("a bad bearer file was not reported:\n%s", d.stderr)
+	}
+	if code, out := authn.post(t, hex.EncodeToString(secret2), k8sTokenReview(pods.Token)); code != 200 || k8sStatus(t, out)["authenticated"] != true {
+		t.Fatalf("the running bearer after a refused reload: %d %v", code, out)
+	}
+	if err := os.WriteFile(bearerFile, []byte(hex.EncodeToString(secret)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
 	// Nothing secret in the daemon's output.
-	for _, s := range []string{pods.Token, free.Token, jwt, hex.EncodeToString(secret)} {
+	for _, s := range []string{pods.Token, free.Token, jwt, hex.EncodeToString(secret), hex.EncodeToString(secret2)} {
 		if strings.Contains(d.stderr.String(), s) || strings.Contains(d.stdout.String(), s) {
 			t.Fatal("a token or the webhook bearer in the daemon's output")
 		}

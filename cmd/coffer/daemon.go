@@ -308,7 +308,7 @@ func runDaemon(c *cli.Context) error {
 			log.Error("shutting down: the store is lost", "state_dir", stateDir)
 		case <-hup:
 			notify.Reloading()
-			auditLog.Record(daemonEvent("config.reload", reloadDaemon(c, log, vms.hybrid)))
+			auditLog.Record(daemonEvent("config.reload", reloadDaemon(c, log, vms.hybrid, k8sHooks)))
 			notify.Ready(fmt.Sprintf("serving on %s; configuration reloaded", socket))
 		case <-ctx.Done():
 		}
@@ -389,9 +389,13 @@ func removeSockets(a systemd.Listeners, api, creds string) {
 // reloadDaemon re-reads what can change without a restart: the log level
 // (from the environment and the config file) and the hybrid-vsock VMs.
 // Its error is a fixed phrase for the audit log; the details are logged.
-func reloadDaemon(c *cli.Context, log *slog.Logger, hybrid *unixapi.HybridListener) error {
+func reloadDaemon(c *cli.Context, log *slog.Logger, hybrid *unixapi.HybridListener, k8sHooks *k8sWebhooks) error {
 	level := c.String("log-level")
 	var failed error
+	if err := k8sHooks.Reload(); err != nil {
+		log.Error("reload: keeping the Kubernetes webhooks' running bearer and client CAs", "err", err)
+		failed = errors.New("the Kubernetes webhooks' bearer or client CA file cannot be used; the running ones are kept")
+	}
 	if path, explicit := daemonConfigPath(c); path != "" {
 		file, err := loadDaemonFile(path, explicit)
 		if err != nil {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"log/slog"
 	"net"
@@ -35,6 +36,33 @@ type k8sWebhooks struct {
 	srv *webhook.Server
 	l   net.Listener
 	log *slog.Logger
+	// The files the apiserver's bearer and client CAs were read from
+	// (absolute; "" when not used), read again by Reload.
+	caFile, bearerFile string
+}
+
+// Reload reads the bearer file and the client CA file again and has the
+// listener require what they hold now (SIGHUP). On any error the running
+// ones are kept.
+func (k *k8sWebhooks) Reload() error {
+	if k == nil {
+		return nil
+	}
+	var bearer []byte
+	var cas *x509.CertPool
+	var err error
+	if k.caFile != "" {
+		if cas, err = webhook.ReadClientCAs(k.caFile); err != nil {
+			return err
+		}
+	}
+	if k.bearerFile != "" {
+		if bearer, err = webhook.ReadBearer(k.bearerFile); err != nil {
+			return err
+		}
+		defer clear(bearer)
+	}
+	return k.srv.Reload(bearer, cas)
 }
 
 // startK8sWebhooks sets up the webhooks' listener when --k8s-listen is
@@ -98,7 +126,7 @@ func startK8sWebhooks(c *cli.Context, svc *daemon.Service, stateDir string, log 
 	})
 	log.Info("Kubernetes webhooks listening", "addr", l.Addr().String(), "client_ca", caFile != "", "bearer", bearerFile != "",
 		"certificate_not_after", sc.Cert.NotAfter.UTC().Format(time.RFC3339))
-	return &k8sWebhooks{srv: srv, l: l, log: log}, nil
+	return &k8sWebhooks{srv: srv, l: l, log: log, caFile: caFile, bearerFile: bearerFile}, nil
 }
 
 // Serve serves in the background; a failure goes to served (as the other

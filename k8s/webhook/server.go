@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/coffer-hsm/coffer/unixapi"
@@ -57,9 +58,11 @@ type Config struct {
 
 // Server is the webhooks' HTTPS server.
 type Server struct {
-	cfg    Config
-	bearer [32]byte // SHA-256 of Config.Bearer
-	srv    *http.Server
+	cfg Config
+	srv *http.Server
+	// What authenticates the apiserver now; Reload replaces them.
+	bearer atomic.Pointer[[32]byte]   // SHA-256 of the bearer; nil: none
+	tlsc   atomic.Pointer[tls.Config] // with the client CAs of now
 }
 
 // CheckAddr refuses a listen address that is not loopback (unless
@@ -148,11 +151,21 @@ func NewServer(h http.Handler, cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg}
 	if len(cfg.Bearer) > 0 {
-		s.bearer = sha256.Sum256(cfg.Bearer)
+		sum := sha256.Sum256(cfg.Bearer)
+		s.bearer.Store(&sum)
 	}
+	s.tlsc.Store(s.tlsConfig(cfg.ClientCAs))
 	s.srv = &http.Server{
-		Handler:           s.authenticate(h),
-		TLSConfig:         s.tlsConfig(),
+		Handler: s.authenticate(h),
+		// Each handshake takes the configuration of the moment, so that a
+		// Reload's client CAs apply to the next connection.
+		TLSConfig: &tls.Config{
+			MinVersion: tls.VersionTLS12,
+			NextProtos: []string{"http/1.1"},
+			GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+				return s.tlsc.Load(), nil
+			},
+		},
 		ReadHeaderTimeout: handshakeTimeout, // and the TLS handshake
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      30 * time.Second,
@@ -163,17 +176,42 @@ func NewServer(h http.Handler, cfg Config) (*Server, error) {
 	return s, nil
 }
 
-func (s *Server) tlsConfig() *tls.Config {
+func (s *Server) tlsConfig(cas *x509.CertPool) *tls.Config {
 	c := &tls.Config{
 		MinVersion:   tls.VersionTLS12,
 		Certificates: []tls.Certificate{s.cfg.Cert},
 		NextProtos:   []string{"http/1.1"},
 	}
-	if s.cfg.ClientCAs != nil {
+	if cas != nil {
 		c.ClientAuth = tls.RequireAndVerifyClientCert
-		c.ClientCAs = s.cfg.ClientCAs
+		c.ClientCAs = cas
 	}
 	return c
+}
+
+// Reload replaces what authenticates the apiserver: the bearer and the
+// client CAs, read again from the files of the start (SIGHUP), so that
+// kube-apiserver's credentials can be rotated without a restart. What
+// authenticates stays what the start chose: a server started with a
+// bearer needs one, a server started without a client CA takes none
+// (that would turn client certificates on for an apiserver that sends
+// none). Connections open now stay authenticated; a request on one is
+// checked against the new bearer.
+func (s *Server) Reload(bearer []byte, cas *x509.CertPool) error {
+	switch {
+	case (len(bearer) > 0) != (s.bearer.Load() != nil):
+		return errors.New("the Kubernetes webhooks keep the authentication they started with: a bearer file cannot be added or dropped by a reload; restart coffer")
+	case (cas != nil) != (s.cfg.ClientCAs != nil):
+		return errors.New("the Kubernetes webhooks keep the authentication they started with: a client CA cannot be added or dropped by a reload; restart coffer")
+	}
+	if len(bearer) > 0 {
+		sum := sha256.Sum256(bearer)
+		s.bearer.Store(&sum)
+	}
+	if cas != nil {
+		s.tlsc.Store(s.tlsConfig(cas))
+	}
+	return nil
 }
 
 // authenticate refuses a request without the bearer (when one is set)
@@ -185,7 +223,7 @@ func (s *Server) authenticate(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		scheme, tok, ok := strings.Cut(r.Header.Get("Authorization"), " ")
 		got := sha256.Sum256([]byte(strings.TrimSpace(tok)))
-		if !ok || !strings.EqualFold(scheme, "Bearer") || subtle.ConstantTimeCompare(got[:], s.bearer[:]) != 1 {
+		if !ok || !strings.EqualFold(scheme, "Bearer") || subtle.ConstantTimeCompare(got[:], s.bearer.Load()[:]) != 1 {
 			s.cfg.Logger.Debug("Kubernetes webhook: a request without the right bearer", "route", r.URL.Path, "remote", r.RemoteAddr)
 			w.Header().Set("WWW-Authenticate", `Bearer realm="coffer-k8s"`)
 			// Not the apiserver: it keeps no slot (see DefaultMaxConns).

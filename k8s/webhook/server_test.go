@@ -152,3 +152,95 @@ func Test401ClosesTheConnection(t *testing.T) {
 		t.Fatalf("after a 401 the connection is open: %v", err)
 	}
 }
+
+// testCA is a CA and a client certificate it issued.
+type testCA struct {
+	pool   *x509.CertPool
+	client tls.Certificate
+}
+
+func newTestCA(t *testing.T, name string) testCA {
+	t.Helper()
+	caKey := must(ecdsa.GenerateKey(elliptic.P256(), rand.Reader))
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: name}, IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	caCert := must(x509.ParseCertificate(must(x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey))))
+	key := must(ecdsa.GenerateKey(elliptic.P256(), rand.Reader))
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(3), Subject: pkix.Name{CommonName: "kube-apiserver"},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der := must(x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey))
+	pool := x509.NewCertPool()
+	pool.AddCert(caCert)
+	return testCA{pool: pool, client: tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}}
+}
+
+// TestReload: after a Reload the new bearer and the new client CA are
+// required (the old ones refused) without a restart, and the way the
+// apiserver authenticates cannot be changed by one.
+func TestReload(t *testing.T) {
+	key := must(ecdsa.GenerateKey(elliptic.P256(), rand.Reader))
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "coffer"},
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der := must(x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key))
+	cert := must(x509.ParseCertificate(der))
+	oldCA, newCA := newTestCA(t, "old"), newTestCA(t, "new")
+	oldBearer, newBearer := []byte(strings.Repeat("o", 40)), []byte(strings.Repeat("n", 40))
+	ok := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "{}") })
+	srv, err := NewServer(ok, Config{Addr: "127.0.0.1:0", Cert: tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: cert},
+		ClientCAs: oldCA.pool, Bearer: oldBearer, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := srv.Listen()
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.srv.Close() })
+	roots := x509.NewCertPool()
+	roots.AddCert(cert)
+	status := func(ca testCA, bearer []byte) (int, error) {
+		t.Helper()
+		tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{ca.client}}, DisableKeepAlives: true}
+		defer tr.CloseIdleConnections()
+		req, _ := http.NewRequest(http.MethodPost, "https://"+l.Addr().String()+TokenReviewPath, strings.NewReader("{}"))
+		req.Header.Set("Authorization", "Bearer "+string(bearer))
+		res, err := (&http.Client{Transport: tr, Timeout: 5 * time.Second}).Do(req)
+		if err != nil {
+			return 0, err
+		}
+		res.Body.Close()
+		return res.StatusCode, nil
+	}
+	if code, err := status(oldCA, oldBearer); err != nil || code != 200 {
+		t.Fatalf("before the reload: %d %v", code, err)
+	}
+	if code, err := status(newCA, oldBearer); err == nil {
+		t.Fatalf("a certificate of the new CA before the reload: %d", code)
+	}
+
+	if err := srv.Reload(newBearer, newCA.pool); err != nil {
+		t.Fatal(err)
+	}
+	if code, err := status(newCA, newBearer); err != nil || code != 200 {
+		t.Fatalf("after the reload: %d %v", code, err)
+	}
+	if code, err := status(newCA, oldBearer); err != nil || code != 401 {
+		t.Fatalf("the old bearer after the reload: %d %v, want 401", code, err)
+	}
+	if code, err := status(oldCA, newBearer); err == nil {
+		t.Fatalf("a certificate of the old CA after the reload: %d", code)
+	}
+
+	for _, tc := range []struct {
+		bearer []byte
+		cas    *x509.CertPool
+	}{{nil, newCA.pool}, {newBearer, nil}} {
+		if err := srv.Reload(tc.bearer, tc.cas); err == nil || !strings.Contains(err.Error(), "keep the authentication they started with") {
+			t.Errorf("a reload dropping a way of authenticating: %v", err)
+		}
+	}
+	if code, err := status(newCA, newBearer); err != nil || code != 200 {
+		t.Fatalf("after the refused reloads: %d %v", code, err)
+	}
+}
