@@ -27,7 +27,7 @@ type oauthCall struct{ id, secret, scope string }
 
 const fakeAccessToken = "eyJfake.access.token"
 
-func (f *oauthFake) ClientCredentials(_ context.Context, id, secret, scope string) (daemon.AccessToken, error) {
+func (f *oauthFake) ClientCredentials(_ context.Context, id, secret, scope string, _ ...daemon.Audiences) (daemon.AccessToken, error) {
 	f.calls = append(f.calls, oauthCall{id, secret, scope})
 	switch f.answer {
 	case 0:
