@@ -65,6 +65,8 @@ type resolved struct {
 	until time.Time
 	// verifier is an opaque token's stored verifier (nil for a JWT).
 	verifier []byte
+	// elsewhere: a JWT whose aud does not name coffer's issuer.
+	elsewhere bool
 }
 
 // earliest returns the earlier of a (zero: none) and *b (nil: none).
@@ -108,6 +110,7 @@ func (s *Service) resolveBearerAt(tx *kv.Txn, bearer string, now time.Time, gen 
 		}
 		sessionID, tokenID = claims.JTI, "jwt:"+claims.JTI
 		r.kind = SessionOAuth2
+		r.elsewhere = !containsString(claims.Audience, s.issuer())
 		exp := time.Unix(claims.ExpiresAt, 0)
 		r.until = exp
 	} else {
@@ -225,6 +228,12 @@ func (s *Service) Authenticate(ctx context.Context, p Principal, bearer string) 
 		return Principal{}, err
 	}
 	b, err := s.lookupBearer(ctx, p, bearer, "authenticate")
+	if err == nil && b.elsewhere {
+		// RFC 8707: a token for another audience is not coffer's to
+		// accept, or any service it was shown to could use it here.
+		s.tokenRefused(ctx, p, "authenticate", "jwt:"+b.ident.SessionID, errors.New("jwt for another audience"))
+		err = errUnauthenticated()
+	}
 	if errors.Is(err, ErrUnauthenticated) {
 		s.authFailed(p, "")
 	}

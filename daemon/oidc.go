@@ -245,6 +245,11 @@ func (s *Service) tokenExchange(ctx context.Context, caller Principal, req Token
 		if r.session.Parent != "" {
 			return badToken("a token from an exchange is not exchanged again")
 		}
+		if r.elsewhere {
+			// A service shown a token for it must not trade it for one
+			// for another service, or for coffer.
+			return badToken("a jwt for another audience is not exchanged")
+		}
 		return tx.Get(tableProjects, r.session.ProjectID, &proj)
 	})
 	var bad *errBadToken

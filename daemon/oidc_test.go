@@ -168,8 +168,18 @@ func TestTokenExchange(t *testing.T) {
 	if c.ExpiresAt > subject.Token.ExpiresAt.Unix() {
 		t.Fatalf("exp %d after the subject's %v", c.ExpiresAt, subject.Token.ExpiresAt)
 	}
-	// The JWT acts as bob, with the subject's roles at most.
-	p := e.bearer(t, at.Token)
+	// A JWT for another audience is not a bearer at coffer (nor can it be
+	// exchanged: below); one for coffer's issuer acts as bob, with the
+	// subject's roles at most.
+	if _, err := e.svc.Authenticate(ctx, anonPrincipal, at.Token); err == nil {
+		t.Fatal("a JWT for https://pay.example is a bearer at coffer")
+	}
+	if in, _ := e.svc.Introspect(ctx, at.Token); !in.Active {
+		t.Fatal("a JWT for another audience does not introspect active")
+	}
+	atc, err := e.svc.TokenExchange(ctx, exchangeReq(cfs, DefaultIssuer))
+	wantCode(t, err, "")
+	p := e.bearer(t, atc.Token)
 	if p.Token.Kind != SessionOAuth2 || p.Token.CredentialID != cred.ID {
 		t.Fatalf("bearer %+v", p.Token)
 	}
@@ -191,7 +201,7 @@ func TestTokenExchange(t *testing.T) {
 		{"resource not on the list", TokenExchangeRequest{SubjectToken: cfs, SubjectTokenType: TokenTypeAccessToken, Audiences: Audiences{Resource: []string{"https://evil.example/"}}}, CodeInvalidTarget},
 		{"more roles than the subject", TokenExchangeRequest{SubjectToken: cfs, SubjectTokenType: TokenTypeAccessToken, Scope: "admin"}, CodeInvalidScope},
 		{"a role the subject lacks beside one it has", TokenExchangeRequest{SubjectToken: cfs, SubjectTokenType: TokenTypeAccessToken, Scope: "reader admin"}, CodeInvalidScope},
-		{"an exchanged token again", exchangeReq(at.Token), CodeInvalidGrant},
+		{"an exchanged token again", exchangeReq(atc.Token), CodeInvalidGrant},
 		{"no subject token", TokenExchangeRequest{SubjectTokenType: TokenTypeAccessToken}, CodeInvalidRequest},
 		{"no subject token type", TokenExchangeRequest{SubjectToken: cfs}, CodeInvalidRequest},
 		{"an id token type", TokenExchangeRequest{SubjectToken: cfs, SubjectTokenType: "urn:ietf:params:oauth:token-type:id_token"}, CodeUnsupportedTokenType},
@@ -223,6 +233,31 @@ func TestTokenExchange(t *testing.T) {
 
 // A subject close to its end gives a JWT that ends with it; an expired one
 // gives nothing.
+// A service shown a token for it cannot use it at coffer, nor trade it
+// for one for another audience or for coffer.
+func TestTokenForAnotherAudience(t *testing.T) {
+	e := newIdentityEnv(t)
+	ctx := context.Background()
+	_, iss := e.credential(t, "p1", CredentialInput{Type: CredOAuth2, User: "bob", Audiences: []string{"https://a.example", "https://b.example"}})
+	at, err := e.svc.ClientCredentials(ctx, iss.ClientID, iss.ClientSecret, "")
+	wantCode(t, err, "")
+	if _, err := e.svc.Authenticate(ctx, anonPrincipal, at.Token); err == nil {
+		t.Fatal("a JWT for https://a.example is a bearer at coffer")
+	}
+	for _, aud := range []string{"https://b.example", DefaultIssuer, ""} {
+		var ask []string
+		if aud != "" {
+			ask = []string{aud}
+		}
+		_, err := e.svc.TokenExchange(ctx, exchangeReq(at.Token, ask...))
+		wantCode(t, err, CodeInvalidGrant)
+	}
+	// Asking for coffer's issuer too gives a token that works at both.
+	both, err := e.svc.ClientCredentials(ctx, iss.ClientID, iss.ClientSecret, "", Audiences{Audience: []string{"https://a.example"}, Resource: []string{DefaultIssuer}})
+	wantCode(t, err, "")
+	e.bearer(t, both.Token)
+}
+
 func TestTokenExchangeNeverOutlivesTheSubject(t *testing.T) {
 	e := newIdentityEnv(t)
 	ctx := context.Background()

@@ -167,8 +167,23 @@ func TestOIDCRelyingParty(t *testing.T) {
 		if _, err := verifier(pay).Verify(rpCtx, tok); err == nil {
 			t.Error("a token for billing is accepted by pay")
 		}
-		// coffer itself still takes it from its holder, as that session
-		d.wantWorks(t, "audience-scoped jwt", tok)
+		// coffer is not billing: the token is no bearer on its API, and
+		// billing cannot trade it for a token for someone else.
+		d.wantRefused(t, "a JWT for billing at coffer", tok)
+		for _, to := range []string{pay, strings.TrimSuffix(issuer, "/"), issuer} {
+			if status, code := oauthError(t, d.exchange(t, tok, url.Values{"audience": {to}})); status != 400 || code != "invalid_grant" {
+				t.Errorf("billing exchanging its token for %s: %d %s, want 400 invalid_grant", to, status, code)
+			}
+		}
+		// A client that wants both asks for both.
+		both, err := token(url.Values{"audience": {billing}, "resource": {issuer}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := verifier(billing).Verify(rpCtx, both); err != nil {
+			t.Errorf("billing refuses a token for billing and coffer: %v", err)
+		}
+		d.wantWorks(t, "a JWT for billing and coffer", both)
 	})
 	t.Run("resource", func(t *testing.T) {
 		tok, err := token(url.Values{"resource": {pay}})
