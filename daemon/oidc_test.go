@@ -252,6 +252,9 @@ func TestTokenForAnotherAudience(t *testing.T) {
 		_, err := e.svc.TokenExchange(ctx, exchangeReq(at.Token, ask...))
 		wantCode(t, err, CodeInvalidGrant)
 	}
+	if r, err := e.svc.ReviewToken(ctx, kubeAPIServer, at.Token, nil); err != nil || r.Authenticated {
+		t.Fatalf("a JWT for https://a.example authenticates to Kubernetes: %+v %v", r, err)
+	}
 	// Asking for coffer's issuer too gives a token that works at both.
 	both, err := e.svc.ClientCredentials(ctx, iss.ClientID, iss.ClientSecret, "", Audiences{Audience: []string{"https://a.example"}, Resource: []string{DefaultIssuer}})
 	wantCode(t, err, "")
