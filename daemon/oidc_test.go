@@ -41,6 +41,15 @@ func TestOpenIDConfiguration(t *testing.T) {
 	}
 }
 
+// On an RSA signing key the discovery document names PS256, the algorithm
+// relying parties will see.
+func TestOpenIDConfigurationPS256(t *testing.T) {
+	e := newEnvKeys(t, newFakeKeysRSA(true))
+	if got := e.svc.OpenIDConfiguration().IDTokenSigningAlgValuesSupported; !slices.Equal(got, []string{"PS256"}) {
+		t.Fatalf("id_token_signing_alg_values_supported %v, want [PS256]", got)
+	}
+}
+
 // A credential record written before audiences existed reads as one
 // without audiences: tokens for the issuer only, as before.
 func TestCredentialRecordWithoutAudiences(t *testing.T) {
