@@ -67,6 +67,8 @@ type resolved struct {
 	verifier []byte
 	// elsewhere: a JWT whose aud does not name coffer's issuer.
 	elsewhere bool
+	// aud is a JWT's audience (nil for an opaque token).
+	aud []string
 }
 
 // earliest returns the earlier of a (zero: none) and *b (nil: none).
@@ -111,6 +113,7 @@ func (s *Service) resolveBearerAt(tx *kv.Txn, bearer string, now time.Time, gen 
 		sessionID, tokenID = claims.JTI, "jwt:"+claims.JTI
 		r.kind = SessionOAuth2
 		r.elsewhere = !containsString(claims.Audience, s.issuer())
+		r.aud = claims.Audience
 		exp := time.Unix(claims.ExpiresAt, 0)
 		r.until = exp
 	} else {
@@ -537,6 +540,9 @@ type Introspection struct {
 	IssuedAt     int64
 	ExpiresAt    int64
 	Issuer       string
+	// Audience is a JWT's aud (RFC 7662 §2.2), so a service relying on
+	// introspection can check the token was meant for it.
+	Audience []string
 }
 
 // Introspect describes any coffer token. An unusable token is exactly
@@ -589,6 +595,7 @@ func (s *Service) introspect(ctx context.Context, caller Principal, token string
 		}
 		s.lastUse.clock(r.session.CredentialID).touch(now) // a resource server checking it: a use
 		out = s.introspection(tx, *r.cred, r.user, &r.session, now)
+		out.Audience = r.aud
 		out.TokenType = map[string]string{SessionLogin: "session", SessionAccessToken: "access-token", SessionOAuth2: "oauth2-access-token"}[r.kind]
 		return nil
 	})

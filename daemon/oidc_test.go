@@ -183,8 +183,8 @@ func TestTokenExchange(t *testing.T) {
 	if _, err := e.svc.Authenticate(ctx, anonPrincipal, at.Token); err == nil {
 		t.Fatal("a JWT for https://pay.example is a bearer at coffer")
 	}
-	if in, _ := e.svc.Introspect(ctx, at.Token); !in.Active {
-		t.Fatal("a JWT for another audience does not introspect active")
+	if in, _ := e.svc.Introspect(ctx, at.Token); !in.Active || !slices.Equal(in.Audience, []string{"https://pay.example"}) {
+		t.Fatalf("a JWT for another audience introspects %+v", in)
 	}
 	atc, err := e.svc.TokenExchange(ctx, exchangeReq(cfs, DefaultIssuer))
 	wantCode(t, err, "")

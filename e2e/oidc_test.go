@@ -170,6 +170,12 @@ func TestOIDCRelyingParty(t *testing.T) {
 		// coffer is not billing: the token is no bearer on its API, and
 		// billing cannot trade it for a token for someone else.
 		d.wantRefused(t, "a JWT for billing at coffer", tok)
+		// billing may also ask coffer: the answer names the audience
+		var in unixapi.Introspection
+		res := d.send(t, "POST", "/oauth2/introspect", nil, url.Values{"token": {tok}})
+		if json.Unmarshal(res.body, &in) != nil || !in.Active || !slices.Equal(in.Audience, []string{billing}) {
+			t.Errorf("introspection of a JWT for billing: %s", res.body)
+		}
 		for _, to := range []string{pay, strings.TrimSuffix(issuer, "/"), issuer} {
 			if status, code := oauthError(t, d.exchange(t, tok, url.Values{"audience": {to}})); status != 400 || code != "invalid_grant" {
 				t.Errorf("billing exchanging its token for %s: %d %s, want 400 invalid_grant", to, status, code)

@@ -168,6 +168,7 @@ func (s *Server) introspect(w http.ResponseWriter, r *http.Request) error {
 		Active: in.Active, TokenType: in.TokenType, ClientID: in.ClientID, Username: in.Username, Subject: in.Subject,
 		Project: in.Project, Scope: in.Scope, Roles: in.Roles, Policies: in.Policies, AccessRules: rulesWire(in.AccessRules),
 		CredentialID: in.CredentialID, SessionID: in.SessionID, IssuedAt: in.IssuedAt, ExpiresAt: in.ExpiresAt, Issuer: in.Issuer,
+		Audience: in.Audience,
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil

@@ -194,6 +194,7 @@ type Introspection struct {
 	IssuedAt     int64        `json:"iat,omitempty"`
 	ExpiresAt    int64        `json:"exp,omitempty"`
 	Issuer       string       `json:"iss,omitempty"`
+	Audience     []string     `json:"aud,omitempty"` // a JWT's
 }
 
 // MarshalJSON writes an inactive answer as exactly {"active":false}.

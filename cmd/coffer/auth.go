@@ -266,6 +266,7 @@ An inactive token prints "active: no"; with --exit-code it also exits 1.`,
 				field{"credential", in.CredentialID},
 				field{"session", in.SessionID},
 				field{"issuer", in.Issuer},
+				field{"audience", strings.Join(in.Audience, ", ")},
 				field{"issued", unixTS(in.IssuedAt)},
 				field{"expires", unixTS(in.ExpiresAt)},
 			)
