@@ -66,17 +66,17 @@ type credentialRecord struct {
 	TokenID        string            `json:"token_id"`
 	ClientID       string            `json:"client_id,omitempty"`
 	SessionID      string            `json:"session_id,omitempty"` // access-token: its session
+	ExpiresAt      *time.Time        `json:"expires_at,omitempty"`
+	MaxAuthn       int               `json:"max_authn,omitempty"`
+	AuthnCount     int               `json:"authn_count"`
+	LastUsedAt     *time.Time        `json:"last_used_at,omitempty"`
+	CreatedAt      time.Time         `json:"created_at"`
+	RotatedAt      *time.Time        `json:"rotated_at,omitempty"`
+	RevokedAt      *time.Time        `json:"revoked_at,omitempty"`
 	// Audiences are the token audiences (aud) its JWTs may be issued for
 	// (oidc.go), the first being the default. Absent in records written
 	// before audiences existed: they decode as none (the issuer only).
-	Audiences  []string   `json:"audiences,omitempty"`
-	ExpiresAt  *time.Time `json:"expires_at,omitempty"`
-	MaxAuthn   int        `json:"max_authn,omitempty"`
-	AuthnCount int        `json:"authn_count"`
-	LastUsedAt *time.Time `json:"last_used_at,omitempty"`
-	CreatedAt  time.Time  `json:"created_at"`
-	RotatedAt  *time.Time `json:"rotated_at,omitempty"`
-	RevokedAt  *time.Time `json:"revoked_at,omitempty"`
+	Audiences []string `json:"audiences,omitempty"`
 }
 
 func (r credentialRecord) indexes() []kv.Index {
@@ -128,18 +128,18 @@ type Credential struct {
 	InlinePolicies []policy.Document
 	SessionType    string
 	Unrestricted   bool
+	TokenID        string
+	ClientID       string
+	ExpiresAt      *time.Time
+	MaxAuthn       int
+	AuthnCount     int
+	LastUsedAt     *time.Time
+	CreatedAt      time.Time
+	RotatedAt      *time.Time
+	RevokedAt      *time.Time
+	Status         string
 	// Audiences its JWTs may be issued for; the first is the default.
-	Audiences  []string
-	TokenID    string
-	ClientID   string
-	ExpiresAt  *time.Time
-	MaxAuthn   int
-	AuthnCount int
-	LastUsedAt *time.Time
-	CreatedAt  time.Time
-	RotatedAt  *time.Time
-	RevokedAt  *time.Time
-	Status     string
+	Audiences []string
 }
 
 // Issued is a credential's secret, returned once at creation or rotation.

@@ -93,18 +93,18 @@ type Credential struct {
 	InlinePolicies []policy.Document `json:"inline_policies,omitempty"`
 	SessionType    string            `json:"session_type"`
 	Unrestricted   bool              `json:"unrestricted"`
+	TokenID        string            `json:"token_id"`
+	ClientID       string            `json:"client_id,omitempty"`
+	ExpiresAt      *time.Time        `json:"expires_at,omitempty"`
+	MaxAuthn       int               `json:"max_authn"`
+	AuthnCount     int               `json:"authn_count"`
+	LastUsedAt     *time.Time        `json:"last_used_at,omitempty"`
+	CreatedAt      time.Time         `json:"created_at"`
+	RotatedAt      *time.Time        `json:"rotated_at,omitempty"`
+	RevokedAt      *time.Time        `json:"revoked_at,omitempty"`
+	Status         string            `json:"status"`
 	// Audiences its JWTs may be issued for; the first is the default.
-	Audiences  []string   `json:"audiences,omitempty"`
-	TokenID    string     `json:"token_id"`
-	ClientID   string     `json:"client_id,omitempty"`
-	ExpiresAt  *time.Time `json:"expires_at,omitempty"`
-	MaxAuthn   int        `json:"max_authn"`
-	AuthnCount int        `json:"authn_count"`
-	LastUsedAt *time.Time `json:"last_used_at,omitempty"`
-	CreatedAt  time.Time  `json:"created_at"`
-	RotatedAt  *time.Time `json:"rotated_at,omitempty"`
-	RevokedAt  *time.Time `json:"revoked_at,omitempty"`
-	Status     string     `json:"status"`
+	Audiences []string `json:"audiences,omitempty"`
 
 	Token        string `json:"token,omitempty" redact:"true"`
 	ClientSecret string `json:"client_secret,omitempty" redact:"true"`
@@ -162,12 +162,12 @@ type Session struct {
 // TokenResponse is the RFC 6749 §5.1 answer of POST /oauth2/token.
 type TokenResponse struct {
 	AccessToken string `json:"access_token" redact:"true"`
+	TokenType   string `json:"token_type"`
+	ExpiresIn   int64  `json:"expires_in"`
+	Scope       string `json:"scope,omitempty"`
 	// IssuedTokenType is set in the answer to a token exchange (RFC 8693
 	// §2.2.1).
 	IssuedTokenType string `json:"issued_token_type,omitempty"`
-	TokenType       string `json:"token_type"`
-	ExpiresIn       int64  `json:"expires_in"`
-	Scope           string `json:"scope,omitempty"`
 }
 
 // OAuth2Error is the RFC 6749 §5.2 error answer.
