@@ -28,9 +28,6 @@ func (s *Service) issuer() string {
 	return DefaultIssuer
 }
 
-// ServerMetadata returns the RFC 8414 document.
-func (s *Service) ServerMetadata() ServerMetadata { return Metadata(s.issuer()) }
-
 // tokenRefused records why a token presented by p was refused, without
 // the token: a denial in the audit log (coalesced there when repeated)
 // naming the token's public id, and a debug line. The reasons are fixed
@@ -68,6 +65,10 @@ type resolved struct {
 	until time.Time
 	// verifier is an opaque token's stored verifier (nil for a JWT).
 	verifier []byte
+	// elsewhere: a JWT whose aud does not name coffer's issuer.
+	elsewhere bool
+	// aud is a JWT's audience (nil for an opaque token).
+	aud []string
 }
 
 // earliest returns the earlier of a (zero: none) and *b (nil: none).
@@ -111,6 +112,8 @@ func (s *Service) resolveBearerAt(tx *kv.Txn, bearer string, now time.Time, gen 
 		}
 		sessionID, tokenID = claims.JTI, "jwt:"+claims.JTI
 		r.kind = SessionOAuth2
+		r.elsewhere = !containsString(claims.Audience, s.issuer())
+		r.aud = claims.Audience
 		exp := time.Unix(claims.ExpiresAt, 0)
 		r.until = exp
 	} else {
@@ -141,6 +144,21 @@ func (s *Service) resolveBearerAt(tx *kv.Txn, bearer string, now time.Time, gen 
 	}
 	if r.session.expired(now) {
 		return r, tokenID, badToken("session expired")
+	}
+	if r.session.Parent != "" {
+		// A token from an exchange lives only while its subject's session
+		// does (deleting a session bumps the identity generation, so the
+		// bearer cache sees it too).
+		var parent sessionRecord
+		if err := tx.Get(tableSessions, r.session.Parent, &parent); err != nil {
+			if errors.Is(err, kv.ErrNotFound) {
+				return r, tokenID, badToken("subject session of the exchange revoked or gone")
+			}
+			return r, tokenID, err
+		}
+		if parent.expired(now) {
+			return r, tokenID, badToken("subject session of the exchange expired")
+		}
 	}
 	if r.kind == "" {
 		r.kind = r.session.Kind
@@ -213,6 +231,12 @@ func (s *Service) Authenticate(ctx context.Context, p Principal, bearer string) 
 		return Principal{}, err
 	}
 	b, err := s.lookupBearer(ctx, p, bearer, "authenticate")
+	if err == nil && b.elsewhere {
+		// RFC 8707: a token for another audience is not coffer's to
+		// accept, or any service it was shown to could use it here.
+		s.tokenRefused(ctx, p, "authenticate", "jwt:"+b.ident.SessionID, errors.New("jwt for another audience"))
+		err = errUnauthenticated()
+	}
 	if errors.Is(err, ErrUnauthenticated) {
 		s.authFailed(p, "")
 	}
@@ -370,19 +394,29 @@ type AccessToken struct {
 // space-separated subset of the credential's roles. The caller (for the
 // rate limit on failures) is the principal of ctx; failures are also
 // counted per client_id.
-func (s *Service) ClientCredentials(ctx context.Context, clientID, clientSecret, scope string) (AccessToken, error) {
+//
+// The token's aud is what ask names (RFC 8707 resource, RFC 8693
+// audience), each on the credential's allow-list (or coffer's issuer),
+// else invalid_target; when ask names none, the first of the list, or the
+// issuer for a credential without one (tokenAudience).
+func (s *Service) ClientCredentials(ctx context.Context, clientID, clientSecret, scope string, ask ...Audiences) (AccessToken, error) {
 	caller := PrincipalFrom(ctx)
 	if err := s.admitAuth(ctx, caller, "oauth2.token", clientID); err != nil {
 		return AccessToken{}, err
 	}
-	at, err := s.clientCredentials(ctx, caller, clientID, clientSecret, scope)
+	var want Audiences
+	for _, a := range ask {
+		want.Audience = append(want.Audience, a.Audience...)
+		want.Resource = append(want.Resource, a.Resource...)
+	}
+	at, err := s.clientCredentials(ctx, caller, clientID, clientSecret, scope, want)
 	if CodeOf(err) == CodeInvalidClient {
 		s.authFailed(caller, clientID)
 	}
 	return at, err
 }
 
-func (s *Service) clientCredentials(ctx context.Context, caller Principal, clientID, clientSecret, scope string) (AccessToken, error) {
+func (s *Service) clientCredentials(ctx context.Context, caller Principal, clientID, clientSecret, scope string, ask Audiences) (AccessToken, error) {
 	// The client id names the client in the audit log when it has the
 	// form of one; anything else may be a secret pasted in the wrong field.
 	shownClient := ""
@@ -440,6 +474,11 @@ func (s *Service) clientCredentials(ctx context.Context, caller Principal, clien
 			}
 		}
 	}
+	aud, err := s.tokenAudience(cred.Audiences, ask)
+	if err != nil {
+		s.refuseTarget(caller, displayTokenID(tok), cred.ID)
+		return AccessToken{}, err
+	}
 	// The signing key cannot change between signing and storing the
 	// session: a retired key's retire_after counts this session.
 	s.sig.mint.RLock()
@@ -447,7 +486,7 @@ func (s *Service) clientCredentials(ctx context.Context, caller Principal, clien
 	sess := newSession(SessionOAuth2, cred, user, roles, now)
 	sess.Kid = s.currentKid()
 	jwt, err := MintJWT(ctx, s.keys, AccessClaims{
-		Issuer: s.issuer(), Subject: user.ID, Audience: []string{s.issuer()}, ClientID: clientID,
+		Issuer: s.issuer(), Subject: user.ID, Audience: aud, ClientID: clientID,
 		IssuedAt: now.Unix(), ExpiresAt: sess.ExpiresAt.Unix(), JTI: sess.ID, Scope: strings.Join(roles, " "),
 		Roles: roles, Policies: cred.Policies, Project: proj.Name,
 	})
@@ -455,7 +494,8 @@ func (s *Service) clientCredentials(ctx context.Context, caller Principal, clien
 		return AccessToken{}, hsmErr(err)
 	}
 	err = s.update(ctx, caller, "oauth2.token", func(tx *kv.Txn, c *change) error {
-		c.set("token_id", displayTokenID(tok), "client_id", shownClient, "session", sess.ID, "credential", cred.ID, "user", user.ID, "project", cred.ProjectID)
+		c.set("token_id", displayTokenID(tok), "client_id", shownClient, "session", sess.ID, "credential", cred.ID, "user", user.ID, "project", cred.ProjectID,
+			"audience", auditValue(strings.Join(aud, " ")))
 		cred, _, err := s.authenticateCredential(tx, tok, CredOAuth2, now)
 		if err != nil {
 			return err
@@ -500,6 +540,9 @@ type Introspection struct {
 	IssuedAt     int64
 	ExpiresAt    int64
 	Issuer       string
+	// Audience is a JWT's aud (RFC 7662 §2.2), so a service relying on
+	// introspection can check the token was meant for it.
+	Audience []string
 }
 
 // Introspect describes any coffer token. An unusable token is exactly
@@ -552,6 +595,7 @@ func (s *Service) introspect(ctx context.Context, caller Principal, token string
 		}
 		s.lastUse.clock(r.session.CredentialID).touch(now) // a resource server checking it: a use
 		out = s.introspection(tx, *r.cred, r.user, &r.session, now)
+		out.Audience = r.aud
 		out.TokenType = map[string]string{SessionLogin: "session", SessionAccessToken: "access-token", SessionOAuth2: "oauth2-access-token"}[r.kind]
 		return nil
 	})

@@ -22,6 +22,10 @@ type bearerInfo struct {
 	gen      uint64
 	verifier []byte    // opaque tokens: the stored verifier
 	used     *useClock // its credential's last use (credusage.go)
+	// elsewhere: a JWT whose aud does not name coffer's issuer, minted for
+	// other services (oidc.go). It is described (introspection,
+	// /v1/authorize) but not a bearer on coffer's own API.
+	elsewhere bool
 }
 
 // bearerCache keeps bearerInfo of recently used tokens, so the request
@@ -124,7 +128,7 @@ func (s *Service) lookupBearer(ctx context.Context, p Principal, bearer, action 
 			}
 			b.verifier = r.verifier
 		}
-		b.user, b.until = shared(&s.ids.users, r.user.ID, gen, r.user), r.until
+		b.user, b.until, b.elsewhere = shared(&s.ids.users, r.user.ID, gen, r.user), r.until, r.elsewhere
 		return nil
 	})
 	var bad *errBadToken

@@ -73,6 +73,10 @@ type credentialRecord struct {
 	CreatedAt      time.Time         `json:"created_at"`
 	RotatedAt      *time.Time        `json:"rotated_at,omitempty"`
 	RevokedAt      *time.Time        `json:"revoked_at,omitempty"`
+	// Audiences are the token audiences (aud) its JWTs may be issued for
+	// (oidc.go), the first being the default. Absent in records written
+	// before audiences existed: they decode as none (the issuer only).
+	Audiences []string `json:"audiences,omitempty"`
 }
 
 func (r credentialRecord) indexes() []kv.Index {
@@ -134,6 +138,8 @@ type Credential struct {
 	RotatedAt      *time.Time
 	RevokedAt      *time.Time
 	Status         string
+	// Audiences its JWTs may be issued for; the first is the default.
+	Audiences []string
 }
 
 // Issued is a credential's secret, returned once at creation or rotation.
@@ -160,7 +166,7 @@ func (s *Service) credentialView(tx *kv.Txn, r credentialRecord, now time.Time) 
 		ID: r.ID, Name: r.Name, Description: r.Description, Type: r.Type, UserID: u.ID, User: u.Name,
 		ProjectID: p.ID, Project: p.Name, Roles: r.Roles, AccessRules: r.Rules, Policies: r.Policies,
 		InlinePolicies: r.InlinePolicies, SessionType: r.SessionType, Unrestricted: r.Unrestricted, TokenID: r.TokenID, ClientID: r.ClientID,
-		ExpiresAt: r.ExpiresAt, MaxAuthn: r.MaxAuthn, AuthnCount: r.AuthnCount, LastUsedAt: r.LastUsedAt,
+		Audiences: r.Audiences, ExpiresAt: r.ExpiresAt, MaxAuthn: r.MaxAuthn, AuthnCount: r.AuthnCount, LastUsedAt: r.LastUsedAt,
 		CreatedAt: r.CreatedAt, RotatedAt: r.RotatedAt, RevokedAt: r.RevokedAt, Status: r.status(now, u),
 	}, nil
 }
@@ -181,6 +187,9 @@ type CredentialInput struct {
 	OneTime      bool
 	SessionType  string
 	Unrestricted bool
+	// Audiences is the allow-list of token audiences (oidc.go); nil or
+	// empty: the issuer only.
+	Audiences []string
 }
 
 func (s *Service) checkCredentialInput(in *CredentialInput) error {
@@ -226,6 +235,11 @@ func (s *Service) checkCredentialInput(in *CredentialInput) error {
 	if in.Type == CredAccessToken && in.MaxAuthn > 0 {
 		return Invalid(CodeInvalidCredential, "an access-token is its session already; max_authn does not apply")
 	}
+	aud, err := checkAudienceList(in.Audiences)
+	if err != nil {
+		return err
+	}
+	in.Audiences = aud
 	switch in.SessionType {
 	case "":
 		in.SessionType = SessionTypeClient
@@ -371,7 +385,7 @@ func (s *Service) CreateCredential(ctx context.Context, g Grant, in CredentialIn
 			ProjectID: g.project.ID, Roles: roles, Rules: rules, Policies: sortedUnique(names),
 			PolicyIDs: policyIDs, InlinePolicies: inline,
 			SessionType: in.SessionType, Unrestricted: in.Unrestricted, ExpiresAt: expires,
-			MaxAuthn: in.MaxAuthn, CreatedAt: now,
+			MaxAuthn: in.MaxAuthn, CreatedAt: now, Audiences: in.Audiences,
 		}
 		if rec.Name == "" {
 			rec.Name = generatedName(user.Name, in.Type)

@@ -23,6 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -486,8 +487,11 @@ type JWKSet struct {
 	Keys []JWK `json:"keys"`
 }
 
-// ServerMetadata is the RFC 8414 authorization server metadata document
-// served at /.well-known/oauth-authorization-server.
+// ServerMetadata is the authorization server metadata document: RFC 8414,
+// served at /.well-known/oauth-authorization-server, and the same
+// document as OpenID Connect Discovery 1.0 §3 provider metadata, served at
+// /.well-known/openid-configuration (RFC 8414 §2 lets one document carry
+// both; serving one value at both paths keeps them consistent).
 type ServerMetadata struct {
 	Issuer                string `json:"issuer"`
 	TokenEndpoint         string `json:"token_endpoint"`
@@ -505,21 +509,40 @@ type ServerMetadata struct {
 	// caller may introspect a token it holds (DESIGN §4), so the endpoint
 	// takes no client authentication.
 	IntrospectionEndpointAuthMethodsSupported []string `json:"introspection_endpoint_auth_methods_supported"`
+	// SubjectTypesSupported is "public": sub is the user id, the same for
+	// every relying party (OpenID Connect Discovery §3, REQUIRED).
+	SubjectTypesSupported []string `json:"subject_types_supported"`
+	// IDTokenSigningAlgValuesSupported are the algorithms of the keys in
+	// the JWK set (ES256, PS256). Coffer issues access tokens, not ID
+	// tokens; relying-party libraries (go-oidc among them) read this list
+	// as the algorithms its tokens may be signed with. It does not name
+	// RS256, which Discovery §3 asks of OpenID providers: coffer never
+	// signs with it, and naming it would widen what verifiers accept.
+	IDTokenSigningAlgValuesSupported []string `json:"id_token_signing_alg_values_supported"`
 }
 
-// Metadata returns the RFC 8414 metadata for issuer iss. The issuer is
-// used verbatim (it must equal the "iss" of the tokens); endpoint URLs
-// are built from it without a trailing slash.
-func Metadata(issuer string) ServerMetadata {
+// GrantTokenExchange is the RFC 8693 grant type.
+const GrantTokenExchange = "urn:ietf:params:oauth:grant-type:token-exchange"
+
+// Metadata returns the metadata for issuer iss whose JWK set holds keys of
+// the algorithms algs (nil: ES256). The issuer is used verbatim (it must
+// equal the "iss" of the tokens); endpoint URLs are built from it without
+// a trailing slash.
+func Metadata(issuer string, algs ...string) ServerMetadata {
 	base := strings.TrimRight(issuer, "/")
+	if len(algs) == 0 {
+		algs = []string{algES256}
+	}
 	return ServerMetadata{
 		Issuer:                            issuer,
 		TokenEndpoint:                     base + "/oauth2/token",
 		IntrospectionEndpoint:             base + "/oauth2/introspect",
 		JWKSURI:                           base + "/.well-known/jwks.json",
 		ResponseTypesSupported:            []string{},
-		GrantTypesSupported:               []string{"client_credentials"},
+		GrantTypesSupported:               []string{"client_credentials", GrantTokenExchange},
 		TokenEndpointAuthMethodsSupported: []string{"client_secret_basic", "client_secret_post"},
 		IntrospectionEndpointAuthMethodsSupported: []string{"none"},
+		SubjectTypesSupported:                     []string{"public"},
+		IDTokenSigningAlgValuesSupported:          slices.Clone(algs),
 	}
 }

@@ -894,9 +894,10 @@ func TestMetadata(t *testing.T) {
 	want := `{"issuer":"https://coffer.example","token_endpoint":"https://coffer.example/oauth2/token",` +
 		`"introspection_endpoint":"https://coffer.example/oauth2/introspect",` +
 		`"jwks_uri":"https://coffer.example/.well-known/jwks.json","response_types_supported":[],` +
-		`"grant_types_supported":["client_credentials"],` +
+		`"grant_types_supported":["client_credentials","urn:ietf:params:oauth:grant-type:token-exchange"],` +
 		`"token_endpoint_auth_methods_supported":["client_secret_basic","client_secret_post"],` +
-		`"introspection_endpoint_auth_methods_supported":["none"]}`
+		`"introspection_endpoint_auth_methods_supported":["none"],` +
+		`"subject_types_supported":["public"],"id_token_signing_alg_values_supported":["ES256"]}`
 	tests := []struct{ issuer, wantIssuer string }{
 		{"https://coffer.example", "https://coffer.example"},
 		{"https://coffer.example/", "https://coffer.example/"},

@@ -32,7 +32,8 @@ package daemon
 // holds coffer.dev/project, coffer.dev/credential, coffer.dev/policies
 // and, for an unrestricted token, coffer.dev/unrestricted: "true".
 //
-// Audiences. A JWT's audience is coffer's issuer; opaque tokens have
+// Audiences. A JWT's audience is coffer's issuer (a JWT minted for other
+// audiences only, oidc.go, is refused); opaque tokens have
 // none of their own. With the daemon's --k8s-audience list empty, coffer
 // is audience-agnostic: a review that names audiences gets them back
 // (status.audiences), one that names none gets none (the token is then
@@ -221,6 +222,11 @@ func (s *Service) ReviewToken(ctx context.Context, caller Principal, token strin
 	refuse := func(why string) (TokenReviewResult, error) {
 		s.record(audit.Event{Action: action, Outcome: audit.OutcomeDenied, Code: CodeForbidden, Reason: why, Principal: ap, Target: t})
 		return TokenReviewResult{Error: why}, nil
+	}
+	if b.elsewhere {
+		// Minted for other services (its aud does not name coffer's
+		// issuer): not a credential for the cluster either.
+		return refuse("the JWT's audience is another service")
 	}
 	top := RoleNone
 	for _, name := range b.ident.Roles {

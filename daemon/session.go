@@ -40,6 +40,9 @@ type sessionRecord struct {
 	PolicyIDs      []string          `json:"policy_ids,omitempty"`
 	InlinePolicies []policy.Document `json:"inline_policies,omitempty"`
 	CredentialName string            `json:"credential_name,omitempty"`
+	// Parent is the session whose token was exchanged (RFC 8693) for this
+	// one's JWT: this session is usable only while its parent is.
+	Parent string `json:"parent,omitempty"`
 }
 
 func (r sessionRecord) indexes() []kv.Index {

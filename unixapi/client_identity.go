@@ -203,12 +203,51 @@ func (c *Client) Introspect(ctx context.Context, token string) (Introspection, e
 // ClientCredentials runs the OAuth2 client-credentials grant with HTTP
 // Basic client authentication.
 func (c *Client) ClientCredentials(ctx context.Context, clientID, clientSecret, scope string) (TokenResponse, error) {
+	return c.ClientCredentialsFor(ctx, clientID, clientSecret, scope, TokenTarget{})
+}
+
+// TokenTarget is who a token is for: an RFC 8693 audience and an RFC 8707
+// resource (both end up in aud; either may be empty).
+type TokenTarget struct {
+	Audience string
+	Resource string
+}
+
+func (t TokenTarget) set(v url.Values) {
+	if t.Audience != "" {
+		v.Set("audience", t.Audience)
+	}
+	if t.Resource != "" {
+		v.Set("resource", t.Resource)
+	}
+}
+
+// ClientCredentialsFor is ClientCredentials for the audience of to.
+func (c *Client) ClientCredentialsFor(ctx context.Context, clientID, clientSecret, scope string, to TokenTarget) (TokenResponse, error) {
 	v := url.Values{"grant_type": {"client_credentials"}}
 	if scope != "" {
 		v.Set("scope", scope)
 	}
+	to.set(v)
 	var tr TokenResponse
 	_, err := c.postForm(ctx, "/oauth2/token", v, clientID, clientSecret, &tr)
+	return tr, err
+}
+
+// TokenExchange runs RFC 8693 token exchange: subjectToken (a cfs_ or
+// cft_ token, or a coffer JWT) for a JWT for the audience of to.
+func (c *Client) TokenExchange(ctx context.Context, subjectToken, scope string, to TokenTarget) (TokenResponse, error) {
+	v := url.Values{
+		"grant_type":         {"urn:ietf:params:oauth:grant-type:token-exchange"},
+		"subject_token":      {subjectToken},
+		"subject_token_type": {"urn:ietf:params:oauth:token-type:access_token"},
+	}
+	if scope != "" {
+		v.Set("scope", scope)
+	}
+	to.set(v)
+	var tr TokenResponse
+	_, err := c.postForm(ctx, "/oauth2/token", v, "", "", &tr)
 	return tr, err
 }
 

@@ -232,7 +232,7 @@ func credentialWire(c daemon.Credential, issued daemon.Issued) Credential {
 	return Credential{
 		ID: c.ID, Name: c.Name, Description: c.Description, Type: c.Type, User: c.User, UserID: c.UserID,
 		Project: c.Project, ProjectID: c.ProjectID, Roles: c.Roles, AccessRules: rulesWire(c.AccessRules),
-		Policies: c.Policies, InlinePolicies: c.InlinePolicies, SessionType: c.SessionType, Unrestricted: c.Unrestricted, TokenID: c.TokenID,
+		Policies: c.Policies, InlinePolicies: c.InlinePolicies, SessionType: c.SessionType, Unrestricted: c.Unrestricted, Audiences: c.Audiences, TokenID: c.TokenID,
 		ClientID: c.ClientID, ExpiresAt: c.ExpiresAt, MaxAuthn: c.MaxAuthn, AuthnCount: c.AuthnCount,
 		LastUsedAt: c.LastUsedAt, CreatedAt: c.CreatedAt, RotatedAt: c.RotatedAt, RevokedAt: c.RevokedAt,
 		Status: c.Status, Token: issued.Token, ClientSecret: issued.ClientSecret,
@@ -256,6 +256,7 @@ func (s *Server) createCredential(w http.ResponseWriter, r *http.Request) error 
 		Type: req.Type, User: req.User, Name: req.Name, Description: req.Description, Roles: req.Roles,
 		AccessRules: rulesDomain(req.AccessRules), Policies: req.Policies, InlinePolicy: req.InlinePolicy, ExpireIn: req.ExpireIn, ExpiresAt: expiresAt,
 		MaxAuthn: req.MaxAuthn, OneTime: req.OneTime, SessionType: req.SessionType, Unrestricted: req.Unrestricted,
+		Audiences: req.Audiences,
 	})
 	if err != nil {
 		return err

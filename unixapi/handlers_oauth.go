@@ -15,6 +15,7 @@ func (s *Server) oauthRoutes() {
 	s.handle("POST /oauth2/introspect", s.introspect, selfAuthenticating)
 	s.handle("GET /.well-known/jwks.json", s.jwks, selfAuthenticating)
 	s.handle("GET /.well-known/oauth-authorization-server", s.metadata, selfAuthenticating)
+	s.handle("GET /.well-known/openid-configuration", s.openIDConfiguration, selfAuthenticating)
 	s.handle("POST /v1/authorize", s.authorizeCall, selfAuthenticating)
 }
 
@@ -44,8 +45,10 @@ func readForm(w http.ResponseWriter, r *http.Request) (url.Values, error) {
 	return r.PostForm, nil
 }
 
-// oauthToken is the RFC 6749 §4.4 client-credentials grant. Its errors
-// follow §5.2, not coffer's error shape.
+// oauthToken is the token endpoint: the RFC 6749 §4.4 client-credentials
+// grant and RFC 8693 token exchange, both with RFC 8707 resource (and
+// RFC 8693 audience) parameters. Its errors follow RFC 6749 §5.2 (and the
+// codes RFC 8693 and RFC 8707 add), not coffer's error shape.
 func (s *Server) oauthToken(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Pragma", "no-cache")
@@ -84,26 +87,57 @@ func (s *Server) oauthToken(w http.ResponseWriter, r *http.Request) {
 	} else {
 		id, secret = form.Get("client_id"), form.Get("client_secret")
 	}
+	exchange := false
 	switch gt := form.Get("grant_type"); gt {
 	case "client_credentials":
+	case daemon.GrantTokenExchange:
+		exchange = true
 	case "":
 		fail(http.StatusBadRequest, daemon.CodeInvalidRequest, "grant_type is required", basic)
 		return
 	default:
-		fail(http.StatusBadRequest, daemon.CodeUnsupportedGrantType, "only grant_type=client_credentials is supported", basic)
+		fail(http.StatusBadRequest, daemon.CodeUnsupportedGrantType, "grant_type must be client_credentials or "+daemon.GrantTokenExchange, basic)
 		return
 	}
-	if id == "" || secret == "" {
-		fail(http.StatusUnauthorized, daemon.CodeInvalidClient, "client authentication failed", basic)
-		return
+	ask := daemon.Audiences{}
+	if form.Has("audience") {
+		ask.Audience = []string{form.Get("audience")}
 	}
-	tok, err := s.b.ClientCredentials(r.Context(), id, secret, form.Get("scope"))
+	if form.Has("resource") {
+		ask.Resource = []string{form.Get("resource")}
+	}
+	var tok daemon.AccessToken
+	issued := ""
+	if exchange {
+		// The subject token authenticates; a client secret beside it
+		// would be a second, unchecked authentication.
+		if basic || form.Has("client_id") || form.Has("client_secret") {
+			fail(http.StatusUnauthorized, daemon.CodeInvalidClient, "token exchange takes no client authentication: the subject token authenticates", basic)
+			return
+		}
+		if form.Has("actor_token") || form.Has("actor_token_type") {
+			fail(http.StatusBadRequest, daemon.CodeInvalidRequest, "actor_token (delegation) is not supported", false)
+			return
+		}
+		tok, err = s.b.TokenExchange(r.Context(), daemon.TokenExchangeRequest{
+			SubjectToken: form.Get("subject_token"), SubjectTokenType: form.Get("subject_token_type"),
+			RequestedTokenType: form.Get("requested_token_type"), Scope: form.Get("scope"), Audiences: ask,
+		})
+		issued = daemon.TokenTypeAccessToken
+	} else {
+		if id == "" || secret == "" {
+			fail(http.StatusUnauthorized, daemon.CodeInvalidClient, "client authentication failed", basic)
+			return
+		}
+		tok, err = s.b.ClientCredentials(r.Context(), id, secret, form.Get("scope"), ask)
+	}
 	switch code := daemon.CodeOf(err); {
 	case err == nil:
 	case code == daemon.CodeInvalidClient:
 		fail(http.StatusUnauthorized, code, daemon.MessageOf(err), basic)
 		return
-	case code == daemon.CodeInvalidScope:
+	case code == daemon.CodeInvalidScope, code == daemon.CodeInvalidTarget, code == daemon.CodeInvalidGrant,
+		code == daemon.CodeInvalidRequest, code == daemon.CodeUnsupportedTokenType:
 		fail(http.StatusBadRequest, code, daemon.MessageOf(err), basic)
 		return
 	case code == daemon.CodeRateLimited:
@@ -114,7 +148,7 @@ func (s *Server) oauthToken(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, TokenResponse{AccessToken: tok.Token, TokenType: "Bearer", ExpiresIn: tok.ExpiresIn, Scope: tok.Scope})
+	writeJSON(w, http.StatusOK, TokenResponse{AccessToken: tok.Token, IssuedTokenType: issued, TokenType: "Bearer", ExpiresIn: tok.ExpiresIn, Scope: tok.Scope})
 }
 
 func (s *Server) introspect(w http.ResponseWriter, r *http.Request) error {
@@ -134,6 +168,7 @@ func (s *Server) introspect(w http.ResponseWriter, r *http.Request) error {
 		Active: in.Active, TokenType: in.TokenType, ClientID: in.ClientID, Username: in.Username, Subject: in.Subject,
 		Project: in.Project, Scope: in.Scope, Roles: in.Roles, Policies: in.Policies, AccessRules: rulesWire(in.AccessRules),
 		CredentialID: in.CredentialID, SessionID: in.SessionID, IssuedAt: in.IssuedAt, ExpiresAt: in.ExpiresAt, Issuer: in.Issuer,
+		Audience: in.Audience,
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
@@ -148,6 +183,12 @@ func (s *Server) jwks(w http.ResponseWriter, r *http.Request) error {
 func (s *Server) metadata(w http.ResponseWriter, r *http.Request) error {
 	w.Header().Set("Cache-Control", "public, max-age=300")
 	writeJSON(w, http.StatusOK, s.b.ServerMetadata())
+	return nil
+}
+
+func (s *Server) openIDConfiguration(w http.ResponseWriter, r *http.Request) error {
+	w.Header().Set("Cache-Control", "public, max-age=300")
+	writeJSON(w, http.StatusOK, s.b.OpenIDConfiguration())
 	return nil
 }
 

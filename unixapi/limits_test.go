@@ -350,7 +350,7 @@ func (b *limitedBackend) Login(context.Context, string) (daemon.Session, string,
 	return daemon.Session{}, "", b.err
 }
 
-func (b *limitedBackend) ClientCredentials(context.Context, string, string, string) (daemon.AccessToken, error) {
+func (b *limitedBackend) ClientCredentials(context.Context, string, string, string, ...daemon.Audiences) (daemon.AccessToken, error) {
 	return daemon.AccessToken{}, b.err
 }
 

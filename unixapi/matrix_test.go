@@ -369,12 +369,27 @@ func matrixRows() []matrixRow {
 		{route: "POST /oauth2/token", variant: "revoked client", req: matrixBadClient("revoked"), want: everyone("401 invalid_client")},
 		{route: "POST /oauth2/token", variant: "exhausted client", req: matrixBadClient("exhausted"), want: everyone("401 invalid_client")},
 		{route: "POST /oauth2/token", variant: "disabled user's client", req: matrixBadClient("disabled"), want: everyone("401 invalid_client")},
+		// Token exchange: the subject token in the body authenticates; an
+		// Authorization header is a client authentication it does not take.
+		{route: "POST /oauth2/token", variant: "token exchange", req: func(t *testing.T, f *matrixEnv) matrixReq {
+			return reqForm("/oauth2/token", url.Values{"grant_type": {daemon.GrantTokenExchange}, "subject_token": {f.bearer["cft"]},
+				"subject_token_type": {daemon.TokenTypeAccessToken}})
+		}, want: everyone("401 invalid_client").and("200", grpSysAdmins+" admin member reader norole anon disabled vm twoproj exrole")},
+		{route: "POST /oauth2/token", variant: "token exchange for an audience not on the list", req: func(t *testing.T, f *matrixEnv) matrixReq {
+			return reqForm("/oauth2/token", url.Values{"grant_type": {daemon.GrantTokenExchange}, "subject_token": {f.bearer["cft"]},
+				"subject_token_type": {daemon.TokenTypeAccessToken}, "audience": {"https://elsewhere.example"}})
+		}, want: everyone("401 invalid_client").and("400 invalid_target", grpSysAdmins+" admin member reader norole anon disabled vm twoproj exrole")},
+		{route: "POST /oauth2/token", variant: "token exchange of a revoked token", req: func(t *testing.T, f *matrixEnv) matrixReq {
+			return reqForm("/oauth2/token", url.Values{"grant_type": {daemon.GrantTokenExchange}, "subject_token": {f.bearer["revoked"]},
+				"subject_token_type": {daemon.TokenTypeAccessToken}})
+		}, want: everyone("401 invalid_client").and("400 invalid_grant", grpSysAdmins+" admin member reader norole anon disabled vm twoproj exrole")},
 		// The token to describe is in the body; the caller does not matter.
 		{route: "POST /oauth2/introspect", req: func(t *testing.T, f *matrixEnv) matrixReq {
 			return reqForm("/oauth2/introspect", url.Values{"token": {f.bearer["cft"]}})
 		}, want: everyone("200")},
 		{route: "GET /.well-known/jwks.json", req: fixed(reqGET("/.well-known/jwks.json")), want: everyone("200")},
 		{route: "GET /.well-known/oauth-authorization-server", req: fixed(reqGET("/.well-known/oauth-authorization-server")), want: everyone("200")},
+		{route: "GET /.well-known/openid-configuration", req: fixed(reqGET("/.well-known/openid-configuration")), want: everyone("200")},
 		// HSM keys: system admins only. Each rotation waits for the
 		// previous re-wrap, so that a second admin's rotation is not a 409.
 		{route: "GET /v1/hsm/keys", req: fixed(reqGET("/v1/hsm/keys")), want: allow("200", grpSysAdmins)},

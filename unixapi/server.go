@@ -86,12 +86,14 @@ type IdentityBackend interface {
 	ListSessions(ctx context.Context, g daemon.Grant, page daemon.Page) ([]daemon.Session, string, error)
 	RevokeSession(ctx context.Context, g daemon.Grant) error
 
-	ClientCredentials(ctx context.Context, clientID, clientSecret, scope string) (daemon.AccessToken, error)
+	ClientCredentials(ctx context.Context, clientID, clientSecret, scope string, ask ...daemon.Audiences) (daemon.AccessToken, error)
+	TokenExchange(ctx context.Context, req daemon.TokenExchangeRequest) (daemon.AccessToken, error)
 	Introspect(ctx context.Context, token string) (daemon.Introspection, error)
 	AuthorizeCall(ctx context.Context, token, service, method, path string) (daemon.Decision, error)
 	ExplainCall(ctx context.Context, token, service, method, path string) (daemon.Decision, error)
 	JWKS() daemon.JWKSet
 	ServerMetadata() daemon.ServerMetadata
+	OpenIDConfiguration() daemon.ServerMetadata
 }
 
 // Server serves the HTTP API of a Backend.

@@ -103,6 +103,8 @@ type Credential struct {
 	RotatedAt      *time.Time        `json:"rotated_at,omitempty"`
 	RevokedAt      *time.Time        `json:"revoked_at,omitempty"`
 	Status         string            `json:"status"`
+	// Audiences its JWTs may be issued for; the first is the default.
+	Audiences []string `json:"audiences,omitempty"`
 
 	Token        string `json:"token,omitempty" redact:"true"`
 	ClientSecret string `json:"client_secret,omitempty" redact:"true"`
@@ -127,6 +129,10 @@ type CredentialCreateRequest struct {
 	OneTime      bool             `json:"one_time,omitempty"`
 	SessionType  string           `json:"session_type,omitempty"`
 	Unrestricted bool             `json:"unrestricted,omitempty"`
+	// Audiences is the allow-list of the audiences its JWTs may be issued
+	// for (RFC 8707 resource, RFC 8693 audience); the first is the
+	// default. Absent: coffer's issuer only.
+	Audiences []string `json:"audiences,omitempty"`
 }
 
 // CredentialRotateRequest is POST /v1/credentials/{id}/rotate.
@@ -159,6 +165,9 @@ type TokenResponse struct {
 	TokenType   string `json:"token_type"`
 	ExpiresIn   int64  `json:"expires_in"`
 	Scope       string `json:"scope,omitempty"`
+	// IssuedTokenType is set in the answer to a token exchange (RFC 8693
+	// §2.2.1).
+	IssuedTokenType string `json:"issued_token_type,omitempty"`
 }
 
 // OAuth2Error is the RFC 6749 §5.2 error answer.
@@ -185,6 +194,7 @@ type Introspection struct {
 	IssuedAt     int64        `json:"iat,omitempty"`
 	ExpiresAt    int64        `json:"exp,omitempty"`
 	Issuer       string       `json:"iss,omitempty"`
+	Audience     []string     `json:"aud,omitempty"` // a JWT's
 }
 
 // MarshalJSON writes an inactive answer as exactly {"active":false}.

@@ -140,34 +140,64 @@ func renderSession(c *cli.Context, s unixapi.Session) error {
 
 var tokenCommand = &cli.Command{
 	Name:  "token",
-	Usage: "get an OAuth2 access token (JWT) with client credentials",
+	Usage: "get an OAuth2 access token (JWT): client credentials, or token exchange",
 	Description: `Runs the OAuth2 client-credentials grant (RFC 6749 §4.4) against the daemon
 with the client id and secret of an oauth2 credential, and prints the
 access token: a JWT signed by the HSM key, verifiable with the daemon's
-/.well-known/jwks.json.`,
+/.well-known/jwks.json.
+
+With --subject-token-file it runs RFC 8693 token exchange instead: the
+session (cfs_) or access token (cft_), or coffer JWT, in FILE is exchanged
+for a JWT with at most its roles, expiring no later than it.
+
+--audience (RFC 8693) and --resource (RFC 8707) name the token's aud: each
+must be on the credential's audiences (coffer cred create --audience), or
+the daemon answers invalid_target. Without them, aud is the first of the
+credential's audiences, or the issuer when it has none.`,
 	Flags: []cli.Flag{
 		&cli.StringFlag{Name: "client-id", Usage: "the oauth2 credential's client `ID`"},
 		&cli.StringFlag{Name: "client-secret-file", Usage: "read the client secret (cfo_) from `FILE` (- for standard input)"},
-		&cli.StringFlag{Name: "scope", Usage: "requested `SCOPE` (space-separated)"},
+		&cli.StringFlag{Name: "subject-token-file", Usage: "token exchange: read the token to exchange (cfs_, cft_ or a JWT) from `FILE` (- for standard input)"},
+		&cli.StringFlag{Name: "scope", Usage: "requested `SCOPE` (space-separated roles)"},
+		&cli.StringFlag{Name: "audience", Usage: "the token's audience `AUD` (RFC 8693)"},
+		&cli.StringFlag{Name: "resource", Usage: "the token's resource `URI` (RFC 8707)"},
 	},
 	Action: func(c *cli.Context) error {
 		if c.Args().Present() {
 			return usagef("token takes no arguments")
 		}
-		if c.String("client-id") == "" || c.String("client-secret-file") == "" {
-			return usagef("'%s' needs --client-id ID and --client-secret-file FILE", c.Command.HelpName)
-		}
-		secret, err := readTokenFile(c.String("client-secret-file"), "client secret file", c.App.Reader)
-		if err != nil {
-			return err
-		}
-		cl, err := newClientNoToken(c)
-		if err != nil {
-			return err
-		}
-		tr, err := cl.ClientCredentials(c.Context, c.String("client-id"), secret, c.String("scope"))
-		if err != nil {
-			return err
+		to := unixapi.TokenTarget{Audience: c.String("audience"), Resource: c.String("resource")}
+		exchange := c.String("subject-token-file") != ""
+		var tr unixapi.TokenResponse
+		switch {
+		case exchange && (c.IsSet("client-id") || c.IsSet("client-secret-file")):
+			return usagef("'%s' --subject-token-file takes no --client-id or --client-secret-file: the subject token authenticates", c.Command.HelpName)
+		case exchange:
+			subject, err := readTokenFile(c.String("subject-token-file"), "subject token file", c.App.Reader)
+			if err != nil {
+				return err
+			}
+			cl, err := newClientNoToken(c)
+			if err != nil {
+				return err
+			}
+			if tr, err = cl.TokenExchange(c.Context, subject, c.String("scope"), to); err != nil {
+				return err
+			}
+		case c.String("client-id") == "" || c.String("client-secret-file") == "":
+			return usagef("'%s' needs --client-id ID and --client-secret-file FILE (or --subject-token-file FILE)", c.Command.HelpName)
+		default:
+			secret, err := readTokenFile(c.String("client-secret-file"), "client secret file", c.App.Reader)
+			if err != nil {
+				return err
+			}
+			cl, err := newClientNoToken(c)
+			if err != nil {
+				return err
+			}
+			if tr, err = cl.ClientCredentialsFor(c.Context, c.String("client-id"), secret, c.String("scope"), to); err != nil {
+				return err
+			}
 		}
 		return render(c, tr, func(w io.Writer) {
 			d := time.Duration(tr.ExpiresIn) * time.Second
@@ -236,6 +266,7 @@ An inactive token prints "active: no"; with --exit-code it also exits 1.`,
 				field{"credential", in.CredentialID},
 				field{"session", in.SessionID},
 				field{"issuer", in.Issuer},
+				field{"audience", strings.Join(in.Audience, ", ")},
 				field{"issued", unixTS(in.IssuedAt)},
 				field{"expires", unixTS(in.ExpiresAt)},
 			)

@@ -63,6 +63,7 @@ credentials when given) is the argument.`,
 			&cli.BoolFlag{Name: "one-time", Usage: "usable for one authentication (= --max-authn 1; not for access tokens)"},
 			&cli.IntFlag{Name: "max-authn", Usage: "usable for `N` authentications (0: no limit; not for access tokens)"},
 			&cli.StringFlag{Name: "session-type", Usage: "client or clientless"},
+			&cli.StringSliceFlag{Name: "audience", Usage: "let its JWTs be issued for audience `AUD` (repeatable; the first is the default aud; none: the issuer only)"},
 			&cli.BoolFlag{Name: "unrestricted", Usage: "may itself create, rotate and delete credentials (project admins only)"},
 			&cli.BoolFlag{Name: "rotate", Usage: "rotate the credential named by the argument instead (= 'coffer cred rotate')"},
 		},
@@ -233,6 +234,7 @@ func credCreateRequest(c *cli.Context) (unixapi.CredentialCreateRequest, error) 
 		Policies:     c.StringSlice("policy"),
 		SessionType:  c.String("session-type"),
 		Unrestricted: c.Bool("unrestricted"),
+		Audiences:    c.StringSlice("audience"),
 	}
 	if c.IsSet("inline-policy") {
 		doc, err := readPolicyDocument(c, c.String("inline-policy"))
@@ -440,6 +442,7 @@ func renderCredential(c *cli.Context, cr unixapi.Credential) error {
 		fields = append(fields, ruleFields(cr.AccessRules)...)
 		fields = append(fields, []field{
 			{"session type", cr.SessionType},
+			{"audiences", strings.Join(cr.Audiences, ", ")},
 			{"unrestricted", map[bool]string{true: "yes"}[cr.Unrestricted]},
 			{"token id", cr.TokenID},
 			{"client id", cr.ClientID},

@@ -45,7 +45,7 @@ comes from --hsm-pin-file, by default $CREDENTIALS_DIRECTORY/hsm-pin.`,
 		&cli.StringFlag{Name: "admin-group", Usage: "`GROUP` (name or gid) whose members are system admins", EnvVars: []string{"COFFER_ADMIN_GROUP"}},
 		&cli.StringFlag{Name: "socket-group", Usage: "`GROUP` (name or gid) that owns the socket: its members may connect (default: the admin group)", EnvVars: []string{"COFFER_SOCKET_GROUP"}},
 		&cli.StringFlag{Name: "socket-mode", Usage: "permission bits of the socket, in octal `MODE`", Value: "0660", EnvVars: []string{"COFFER_SOCKET_MODE"}},
-		&cli.StringFlag{Name: "issuer", Usage: "OAuth2 issuer `URL` put in access tokens and metadata", Value: daemon.DefaultIssuer, EnvVars: []string{"COFFER_ISSUER"}},
+		&cli.StringFlag{Name: "issuer", Usage: "OAuth2/OIDC issuer `URL`: the iss of every JWT, and the base of the discovery document's URLs (where relying parties fetch it; config file: issuer)", Value: daemon.DefaultIssuer, EnvVars: []string{"COFFER_ISSUER"}},
 		&cli.DurationFlag{Name: "expiry-warning", Usage: "warn daily about credentials and secrets expiring within `DURATION` (0: off)", Value: daemon.DefaultExpiryWarning, EnvVars: []string{"COFFER_EXPIRY_WARNING"}},
 		&cli.UintFlag{Name: "vsock-port", Usage: "serve VM guests on AF_VSOCK `PORT` and, for the [[vm]]s of the config file, on hybrid-vsock sockets <uds_path>_PORT (0: off)", EnvVars: []string{"COFFER_VSOCK_PORT"}},
 		&cli.BoolFlag{Name: "allow-reserved-cids", Usage: "let users bind vsock CIDs 0-2 (tests over the loopback transport only)", Hidden: true, EnvVars: []string{"COFFER_ALLOW_RESERVED_CIDS"}},
@@ -118,6 +118,9 @@ func runDaemon(c *cli.Context) error {
 	}
 	if socket, err = filepath.Abs(socket); err != nil {
 		return fmt.Errorf("socket path: %w", err)
+	}
+	if err := daemon.CheckIssuer(c.String("issuer")); err != nil {
+		return usagef("--issuer: %v", err)
 	}
 	pinFile := c.String("hsm-pin-file")
 	if pinFile == "" && os.Getenv("CREDENTIALS_DIRECTORY") != "" {
