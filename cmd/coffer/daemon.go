@@ -34,11 +34,13 @@ var daemonCommand = &cli.Command{
 	Description: `Runs the daemon. With --dev it creates (or reuses) ./.coffer/ with its own
 SoftHSM token, store and socket, and the calling user is a system admin.
 Otherwise it uses the configured PKCS#11 token and state directory; the PIN
-comes from --hsm-pin-file, by default $CREDENTIALS_DIRECTORY/hsm-pin.`,
+comes from --hsm-pin-file, by default $CREDENTIALS_DIRECTORY/hsm-pin.
+--hsm names token, module and PIN file in one PKCS#11 URI (RFC 7512).`,
 	Flags: []cli.Flag{
 		&cli.BoolFlag{Name: "dev", Usage: "self-contained development mode in ./.coffer/"},
 		&cli.StringFlag{Name: "config", Usage: "config `FILE` (TOML; default " + defaultConfigFile + " when it exists, none with --dev)", EnvVars: []string{"COFFER_CONFIG"}},
 		&cli.StringFlag{Name: "state-dir", Usage: "state `DIR` (store; dev token)", Value: "/var/lib/coffer", EnvVars: []string{"COFFER_STATE_DIR"}},
+		hsmURIFlag, // hsmuri.go
 		&cli.StringFlag{Name: "hsm-module", Usage: "PKCS#11 module `PATH`", Value: hsm.DefaultModulePath, EnvVars: []string{"COFFER_HSM_MODULE"}},
 		&cli.StringFlag{Name: "hsm-token", Usage: "PKCS#11 token `LABEL`", Value: "coffer", EnvVars: []string{"COFFER_HSM_TOKEN"}},
 		&cli.StringFlag{Name: "hsm-pin-file", Usage: "`FILE` holding the token's user PIN (default $CREDENTIALS_DIRECTORY/hsm-pin)", EnvVars: []string{"COFFER_HSM_PIN_FILE"}},
@@ -119,17 +121,14 @@ func runDaemon(c *cli.Context) error {
 	if socket, err = filepath.Abs(socket); err != nil {
 		return fmt.Errorf("socket path: %w", err)
 	}
-	pinFile := c.String("hsm-pin-file")
-	if pinFile == "" && os.Getenv("CREDENTIALS_DIRECTORY") != "" {
-		pinFile = filepath.Join(os.Getenv("CREDENTIALS_DIRECTORY"), "hsm-pin")
+	hcfg, pinFile, err := hsmSettings(c)
+	if err != nil {
+		return err
 	}
 	cfg := daemon.Config{
-		Dev:      dev,
-		StateDir: stateDir,
-		HSM: hsm.Config{
-			ModulePath: c.String("hsm-module"),
-			TokenLabel: c.String("hsm-token"),
-		},
+		Dev:        dev,
+		StateDir:   stateDir,
+		HSM:        hcfg,
 		PINFile:    pinFile,
 		AdminGroup: c.String("admin-group"),
 		Issuer:     c.String("issuer"),
