@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"syscall"
@@ -62,6 +63,7 @@ comes from --hsm-pin-file, by default $CREDENTIALS_DIRECTORY/hsm-pin.
 		&cli.StringFlag{Name: "audit-max-size", Usage: "keep the audit log's files within `SIZE` (e.g. 1GiB): rotated files are compressed, the oldest deleted with a signed record of what went; 0 keeps everything", Value: "1GiB", EnvVars: []string{"COFFER_AUDIT_MAX_SIZE"}},
 		&cli.BoolFlag{Name: "audit-journal", Usage: "also write every audit log line to the daemon's log (the journal): a copy outside the state directory", Value: true, EnvVars: []string{"COFFER_AUDIT_JOURNAL"}},
 		&cli.StringFlag{Name: "log-level", Usage: "debug, info, warn or error", Value: "info", EnvVars: []string{"COFFER_LOG_LEVEL"}},
+		&cli.StringFlag{Name: "log-format", Usage: "`FORMAT` of the daemon's log on stderr: auto (journal under systemd's journal, else text), text, json (for log shippers) or journal", Value: logFormatAuto, EnvVars: []string{"COFFER_LOG_FORMAT"}},
 		&cli.IntFlag{Name: "bearer-cache-size", Usage: "keep the resolution of up to `N` recently used tokens in memory, about 400 bytes each (0: none; every request then reads its token from the store)", Value: daemon.DefaultBearerCacheSize, EnvVars: []string{"COFFER_BEARER_CACHE_SIZE"}},
 		memoryLimitFlag,
 		k8sSignerSocketFlag, k8sSignerMaxExpFlag, k8sSignerAllowUIDFlag,
@@ -86,6 +88,11 @@ func runDaemon(c *cli.Context) error {
 	}
 	if err := logLevel.UnmarshalText([]byte(c.String("log-level"))); err != nil {
 		return usagef("unknown --log-level %q", c.String("log-level"))
+	}
+	if f := c.String("log-format"); slices.Contains(logFormats, f) {
+		logFormat = f
+	} else {
+		return usagef("unknown --log-format %q: auto, text, json or journal", f)
 	}
 	auditBudget, perr := parseByteSize(c.String("audit-max-size"))
 	if perr != nil {
