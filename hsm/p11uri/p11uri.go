@@ -32,6 +32,7 @@ package p11uri
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"path/filepath"
 	"strconv"
@@ -220,9 +221,22 @@ func (u *URI) HasModule() bool { return u.ModulePath != "" || u.ModuleName != ""
 // HasPIN reports whether the URI says where the PIN is.
 func (u *URI) HasPIN() bool { return u.PINSource != "" || u.PINValue != "" }
 
+// Format prints the URI as String does with every verb (%#v too), so no
+// fmt verb prints PINValue.
+func (u URI) Format(f fmt.State, verb rune) {
+	s := u.String()
+	if verb == 'q' {
+		s = strconv.Quote(s)
+	}
+	_, _ = f.Write([]byte(s))
+}
+
+// LogValue logs the URI as String does.
+func (u URI) LogValue() slog.Value { return slog.StringValue(u.String()) }
+
 // String formats the URI, percent-encoding what needs it. A pin-value is
 // written as pin-value=REDACTED: String is for messages and logs.
-func (u *URI) String() string {
+func (u URI) String() string {
 	var path, query []string
 	add := func(to *[]string, name, v string, isPath bool) {
 		*to = append(*to, name+"="+escape(v, isPath))

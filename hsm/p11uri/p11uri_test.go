@@ -6,6 +6,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/coffer-hsm/coffer/internal/redacttest"
 )
 
 func uintp(n uint) *uint { return &n }
@@ -132,6 +134,21 @@ func TestResolveModule(t *testing.T) {
 		}
 		if err != nil || got != tt.want {
 			t.Errorf("ResolveModule(%s) = %q, %v; want %q", tt.name, got, err, tt.want)
+		}
+	}
+}
+
+// A URI holding a pin-value prints it in no form.
+func TestPINValueIsRedactedWhenPrinted(t *testing.T) {
+	const pin = "LEAK-pin-8675309"
+	u := URI{Token: "coffer", PINValue: pin}
+	for _, v := range []any{u, &u} {
+		outs := redacttest.Printed(v)
+		if found := redacttest.Leaks(outs, []string{pin}); len(found) > 0 {
+			t.Fatalf("the pin-value is printed: %v", found)
+		}
+		if !strings.Contains(outs["%v"], "token=coffer") {
+			t.Fatalf("%%v = %s, want the URI", outs["%v"])
 		}
 	}
 }
