@@ -104,7 +104,9 @@ var pastTenses = map[string]string{
 	"create": "created", "rotate": "rotated", "revoke": "revoked", "delete": "deleted", "update": "updated",
 	"grant": "granted", "restore": "restored", "backup": "backed up", "migrate": "migrated", "sweep": "swept",
 	"remove": "removed", "destroy": "destroyed", "record": "recorded", "policies": "policies changed",
-	"last_used": "use recorded",
+	"last_used": "use recorded", "reload": "reloaded", "start": "started", "stop": "stopped", "import": "imported",
+	"lost": "events lost", "dropped": "events dropped", "pruned": "file pruned", "recovered": "torn last line removed",
+	"discontinuity": "discontinuity found",
 }
 
 // pastTense says that verb happened.

@@ -1,6 +1,9 @@
 package audit
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 func TestDescribe(t *testing.T) {
 	uid := func(n uint32) *uint32 { return &n }
@@ -32,6 +35,8 @@ func TestDescribe(t *testing.T) {
 		{"introspect inactive", Event{Action: "oauth2.introspect", Outcome: OutcomeOK, Principal: &Principal{Channel: "unix", UID: uid(33)},
 			Target: map[string]string{"active": "false"}},
 			"token introspected (inactive) by uid 33"},
+		{"reload", Event{Action: "config.reload", Outcome: OutcomeOK, Principal: &Principal{Channel: "unix", UID: uid(0)}}, "config reloaded by uid 0"},
+		{"lost", Event{Action: ActionLost, Outcome: OutcomeOK, Target: map[string]string{TargetEvents: "12"}}, "audit events lost"},
 		{"empty", Event{}, "audit event"},
 	}
 	for _, tt := range tests {
@@ -40,5 +45,25 @@ func TestDescribe(t *testing.T) {
 				t.Fatalf("Describe =\n  %s\nwant\n  %s", got, tt.want)
 			}
 		})
+	}
+}
+
+// Names, paths, services and reasons never reach the message: only ids
+// (hex and dashes) do, whatever key they are under.
+func TestDescribeNamesNothing(t *testing.T) {
+	const canary = "NAMECANARY-db-password"
+	for _, action := range []string{"secret.rotate", "binding.create", "authorize", "deliver", "loadcredential", "user.create", "role.grant", "x.y"} {
+		for _, outcome := range []string{OutcomeOK, OutcomeDenied, OutcomeFailed} {
+			target := map[string]string{}
+			for _, k := range []string{"secret", "credential", "user", "project", "session", "binding", "unit", "unit_credential",
+				"name", "display_name", "service", "path", "reason", "version", "role"} {
+				target[k] = canary
+			}
+			e := Event{Action: action, Outcome: outcome, Code: canary, Reason: canary, Target: target,
+				Principal: &Principal{Channel: "unix", Credential: canary, TokenID: canary, User: canary}}
+			if got := Describe(e); strings.Contains(got, canary) || strings.Contains(got, "NAMECANARY") {
+				t.Fatalf("Describe(%s %s) = %s", action, outcome, got)
+			}
+		}
 	}
 }
