@@ -40,8 +40,18 @@ func TestPKCS11URI(t *testing.T) {
 	d := startProd(t, dir, store.env(), uriArgs(state, "pkcs11:token="+prodToken+query))
 	serial := started(d).HSM.Token.Serial
 	sec := d.createSecret(t, "default", "made through a URI", []byte("payload"), nil)
+	backup := filepath.Join(dir, "uri.backup")
+	outputs = append(outputs, d.mustCLI(t, "", "backup", backup).String())
 	d.Stop(t)
 	outputs = append(outputs, d.stdout.String(), d.stderr.String())
+
+	// coffer restore opens the HSM by the URI too.
+	rs := launchDaemonEnv(t, dir, store.env(), "restore", backup, "--state-dir", filepath.Join(dir, "restored"),
+		"--hsm", "pkcs11:token="+prodToken+query)
+	if code := rs.waitExit(t); code != 0 {
+		t.Fatalf("restore --hsm: exit %d\n%s\n%s", code, rs.stdout, rs.stderr)
+	}
+	outputs = append(outputs, rs.stdout.String(), rs.stderr.String())
 
 	// By serial, from the config file, on the same store.
 	conf := filepath.Join(dir, "coffer.toml")
