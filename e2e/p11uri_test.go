@@ -72,6 +72,13 @@ func TestPKCS11URI(t *testing.T) {
 	}
 	outputs = append(outputs, chk.stdout.String(), chk.stderr.String())
 
+	// An empty path selects the module's one token.
+	chk = launchDaemonEnv(t, dir, store.env(), "store", "check", "--state-dir", state, "--hsm", "pkcs11:"+query)
+	if code := chk.waitExit(t); code != 0 {
+		t.Fatalf("store check --hsm pkcs11:?...: exit %d\n%s\n%s", code, chk.stdout, chk.stderr)
+	}
+	outputs = append(outputs, chk.stdout.String(), chk.stderr.String())
+
 	// Two tokens with one label.
 	store.initToken(t, "coffer-dup")
 	store.initToken(t, "coffer-dup")
@@ -89,6 +96,8 @@ func TestPKCS11URI(t *testing.T) {
 		{"several", uriArgs(filepath.Join(dir, "dup-state"), "pkcs11:token=coffer-dup"+query), 1,
 			[]string{"coffer: HSM token coffer-dup is ambiguous in module " + softHSMModule + ": 2 tokens match: slot ",
 				"select one by serial or slot-id (--hsm 'pkcs11:serial=...')"}},
+		{"any token of three", uriArgs(filepath.Join(dir, "any-state"), "pkcs11:"+query), 1,
+			[]string{"coffer: HSM token (any) is ambiguous in module " + softHSMModule + ": 3 tokens match: slot "}},
 		{"pin-value", uriArgs(state, "pkcs11:token="+prodToken+"?module-path="+softHSMModule+"&pin-value="+prodPIN), 2,
 			[]string{"coffer: --hsm: coffer refuses pin-value"}},
 		{"malformed pin-value", uriArgs(state, "pkcs11:token="+prodToken+"?pin-value="+prodPIN+"&"+prodPIN), 2,

@@ -67,6 +67,10 @@ type Config struct {
 	TokenManufacturer string
 	TokenModel        string
 	SlotID            *uint
+	// AnyToken lets a Config with none of the attributes above select
+	// the module's one initialised token, whatever it is (a pkcs11: URI
+	// with an empty path); without it such a Config is an error.
+	AnyToken bool
 
 	pick int  // how the module finds the token Open selected (select.go)
 	slot uint // its slot, for pickSlot
@@ -235,7 +239,7 @@ func Open(ctx context.Context, cfg Config) (h *HSM, err error) {
 
 func validateConfig(cfg Config) error {
 	switch {
-	case cfg.selection() == "":
+	case cfg.selection() == "" && !cfg.AnyToken:
 		return errors.New("HSM token label is required")
 	case len(cfg.TokenLabel) > maxTokenLabelLen:
 		return fmt.Errorf("HSM token label %q is longer than %d bytes", cfg.TokenLabel, maxTokenLabelLen)

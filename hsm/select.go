@@ -78,6 +78,9 @@ func (cfg Config) matches(s Slot) bool {
 // selection describes what cfg selects a token by: the label alone as
 // it is, several attributes in the form of a pkcs11: URI's path.
 func (cfg Config) selection() string {
+	if cfg.AnyToken && cfg.TokenLabel == "" && cfg.TokenSerial == "" && cfg.TokenManufacturer == "" && cfg.TokenModel == "" && cfg.SlotID == nil {
+		return "(any)"
+	}
 	if cfg.TokenSerial == "" && cfg.TokenManufacturer == "" && cfg.TokenModel == "" && cfg.SlotID == nil {
 		return cfg.TokenLabel
 	}

@@ -2,6 +2,7 @@ package hsm
 
 import (
 	"errors"
+	"strings"
 	"testing"
 )
 
@@ -66,6 +67,17 @@ func TestSelectToken(t *testing.T) {
 				t.Fatalf("crypto11 config selects by %d attributes, want 1: %+v", n, c)
 			}
 		})
+	}
+	if _, err := selectToken(Config{ModulePath: "/m.so", AnyToken: true}); err == nil || !strings.HasPrefix(err.Error(),
+		"HSM token (any) is ambiguous in module /m.so: 5 tokens match: ") {
+		t.Fatalf("any token of five: %v", err)
+	}
+	listTokens = func(string) ([]Slot, error) { return slots[:1], nil }
+	if got, err := selectToken(Config{ModulePath: "/m.so", AnyToken: true}); err != nil || got.TokenLabel != "coffer" || got.TokenSerial != "aaaa" {
+		t.Fatalf("the one token: %+v, %v", got, err)
+	}
+	if err := validateConfig(Config{AnyToken: true, PIN: "1234", KEKLabel: DefaultKEKLabel, SigningKeyLabel: DefaultSigningKeyLabel, MaxSessions: 2}); err != nil {
+		t.Fatalf("validateConfig(AnyToken): %v", err)
 	}
 	listTokens = func(string) ([]Slot, error) { return nil, nil }
 	if _, err := selectToken(Config{ModulePath: "/m.so", TokenLabel: "x"}); err == nil || err.Error() !=

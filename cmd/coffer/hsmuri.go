@@ -59,6 +59,7 @@ func hsmSettings(c *cli.Context) (hsm.Config, string, error) {
 			cfg.TokenLabel = u.Token
 		}
 		cfg.TokenSerial, cfg.TokenManufacturer, cfg.TokenModel, cfg.SlotID = u.Serial, u.Manufacturer, u.Model, u.SlotID
+		cfg.AnyToken = true
 		switch {
 		case u.ModulePath != "":
 			cfg.ModulePath = u.ModulePath
