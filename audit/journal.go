@@ -3,7 +3,11 @@ package audit
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"log/slog"
+	"maps"
+	"slices"
+	"strconv"
 )
 
 // Journal gets a copy of every line of the log (Options.Journal): an
@@ -14,15 +18,36 @@ type Journal interface {
 	Copy(lines []byte)
 }
 
-// LogJournal copies each line to logger as an info record "audit" with the
-// line in its audit_entry attribute.
+// LogJournal copies each line to logger as an info record that says what
+// happened in words (Describe, prefixed "audit: "), with the line whole
+// in its audit_entry attribute and, as attributes of their own, its seq,
+// action and outcome and the ids of its target (so that under the
+// journal COFFER_SECRET=<id> finds a secret's trail). Names in the target
+// stay in audit_entry only.
 func LogJournal(logger *slog.Logger) Journal { return logJournal{logger} }
 
 type logJournal struct{ log *slog.Logger }
 
 func (j logJournal) Copy(lines []byte) {
 	for line := range bytes.Lines(lines) {
-		j.log.LogAttrs(context.Background(), slog.LevelInfo, "audit",
-			slog.String("audit_entry", string(bytes.TrimSuffix(line, []byte("\n")))))
+		line = bytes.TrimSuffix(line, []byte("\n"))
+		msg, attrs := "audit", []slog.Attr{slog.String("audit_entry", string(line))}
+		var e Entry
+		if json.Unmarshal(line, &e) == nil {
+			attrs = append(attrs, slog.Uint64("audit_seq", e.Seq))
+			switch e.Type {
+			case TypeCheckpoint:
+				msg = "audit: checkpoint signed at entry " + strconv.FormatUint(e.Seq, 10)
+			case TypeEvent:
+				msg = "audit: " + Describe(e.Event)
+				attrs = append(attrs, slog.String("action", e.Action), slog.String("outcome", e.Outcome))
+				for _, k := range slices.Sorted(maps.Keys(e.Target)) {
+					if v := e.Target[k]; looksLikeID(v) && k != "action" && k != "outcome" && k != "audit_entry" && k != "audit_seq" {
+						attrs = append(attrs, slog.String(k, v))
+					}
+				}
+			}
+		}
+		j.log.LogAttrs(context.Background(), slog.LevelInfo, msg, attrs...)
 	}
 }

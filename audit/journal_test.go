@@ -3,6 +3,7 @@ package audit
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -65,5 +66,23 @@ func TestLogJournal(t *testing.T) {
 	got := strings.Split(strings.TrimSpace(out.String()), "\n")
 	if len(got) != 2 || !strings.Contains(got[0], `"audit_entry":"{\"seq\":1}"`) || !strings.Contains(got[1], `"audit_entry":"{\"seq\":2}"`) {
 		t.Fatalf("records:\n%s", out.String())
+	}
+	// An event says what happened in words, with its ids as fields; a
+	// name in its target stays in audit_entry only.
+	out.Reset()
+	j.Copy([]byte(`{"seq":7,"time":"t","prev":"p","type":"event","action":"binding.create","outcome":"ok","principal":{"channel":"unix","uid":1000},` +
+		`"target":{"binding":"0badc0de-0000-4000-8000-000000000009","secret":"01a2b3c4-0000-4000-8000-000000000001","unit":"payroll.service","unit_credential":"dbpass"}}` + "\n" +
+		`{"seq":8,"time":"t","prev":"p","type":"checkpoint","kid":"k","sig":"s"}` + "\n"))
+	got = strings.Split(strings.TrimSpace(out.String()), "\n")
+	var rec map[string]any
+	if err := json.Unmarshal([]byte(got[0]), &rec); err != nil {
+		t.Fatal(err)
+	}
+	if rec["msg"] != "audit: binding 0badc0de… created of secret 01a2b3c4… by uid 1000" || rec["secret"] != "01a2b3c4-0000-4000-8000-000000000001" ||
+		rec["action"] != "binding.create" || rec["outcome"] != "ok" || rec["audit_seq"] != float64(7) || rec["unit"] != nil || rec["unit_credential"] != nil {
+		t.Fatalf("event record: %s", got[0])
+	}
+	if !strings.Contains(got[1], `"msg":"audit: checkpoint signed at entry 8"`) {
+		t.Fatalf("checkpoint record: %s", got[1])
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -231,8 +232,9 @@ func (s *Service) update(ctx context.Context, p Principal, action string, fn fun
 // and the daemon's own lines leave out.
 var nameTargets = map[string]bool{"unit": true, "unit_credential": true}
 
-// logChange writes one line per change to the daemon log: the action and
-// the ids it is about (never a name: names are tenants' data), and who.
+// logChange writes one line per change to the daemon log: what happened
+// in words, the action and the ids it is about as attributes (never a
+// name: names are tenants' data), and who.
 func (s *Service) logChange(ctx context.Context, p Principal, action string, target map[string]string) {
 	if !s.log.Enabled(ctx, slog.LevelInfo) {
 		return
@@ -243,8 +245,11 @@ func (s *Service) logChange(ctx context.Context, p Principal, action string, tar
 			attrs = append(attrs, slog.String(k, target[k]))
 		}
 	}
-	attrs = append(attrs, slog.String("by", p.String()))
-	s.log.LogAttrs(ctx, slog.LevelInfo, action, attrs...)
+	attrs = append(attrs, slog.String("action", action), slog.String("by", p.String()))
+	// The message in words, from the ids alone (audit.Describe), like the
+	// audit log's copy in the journal.
+	msg := audit.Describe(audit.Event{Action: action, Outcome: audit.OutcomeOK, Principal: auditPrincipal(p), Target: target})
+	s.log.LogAttrs(ctx, slog.LevelInfo, msg, attrs...)
 }
 
 // systemPrincipal is the daemon itself (start-up work, maintenance).
@@ -500,6 +505,15 @@ func auditValue(v string) string {
 		v = v[:maxAuditValue] + "..."
 	}
 	return v
+}
+
+// auditPath is a /v1/authorize path as the audit log records it: the
+// caller's request to a service of its own (not a name coffer keeps for a
+// tenant), so it is recorded, as auditValue shapes it, but without its
+// query string: that is where services put API keys and signatures.
+func auditPath(p string) string {
+	p, _, _ = strings.Cut(p, "?")
+	return auditValue(p)
 }
 
 // looksLikeToken: a coffer token prefix and more than an id's worth after

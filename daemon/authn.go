@@ -600,7 +600,15 @@ func (s *Service) introspect(ctx context.Context, caller Principal, token string
 		return nil
 	})
 	if errors.As(err, &bad) {
-		s.tokenRefused(ctx, caller, "oauth2.introspect", publicTokenID(token), err)
+		// RFC 7662: an unusable token is an answer ({active: false}), not
+		// a refusal of the caller; the log says why it is inactive. (It
+		// still counts against the caller's failed-authentication budget:
+		// Introspect.)
+		s.log.Debug("introspected token is inactive", "token_id", publicTokenID(token), "reason", err.Error())
+		ap := auditPrincipal(caller)
+		ap.TokenID = publicTokenID(token)
+		s.record(audit.Event{Action: "oauth2.introspect", Outcome: audit.OutcomeOK, Reason: err.Error(), Principal: ap,
+			Target: map[string]string{"active": "false"}})
 		return Introspection{Active: false}, nil
 	}
 	if err != nil {
@@ -664,6 +672,9 @@ func (s *Service) ExplainCall(ctx context.Context, token, service, method, path 
 
 func (s *Service) authorizeCall(ctx context.Context, token, service, method, path string, explain bool) (Decision, error) {
 	asker := PrincipalFrom(ctx)
+	// What was asked is part of every record of the decision, a refused
+	// token's too.
+	ctx = withAuditTarget(ctx, map[string]string{"service": auditValue(service), "method": auditValue(method), "path": auditPath(path)})
 	if err := s.admitAuth(ctx, asker, "authorize", ""); err != nil {
 		return Decision{}, err
 	}
@@ -718,7 +729,7 @@ func (s *Service) authorizeCall(ctx context.Context, token, service, method, pat
 	}
 	// The decision, fully: what was asked, for which credential, and why.
 	// Denials are coalesced by the log under a fixed reason.
-	t := map[string]string{"service": auditValue(service), "method": auditValue(method), "path": auditValue(path),
+	t := map[string]string{"service": auditValue(service), "method": auditValue(method), "path": auditPath(path),
 		"credential": b.ident.CredentialID, "user": b.user.ID, "project": b.project.ID, "reason": auditValue(d.Reason)}
 	ap := auditPrincipal(asker)
 	ap.TokenID = publicTokenID(token)

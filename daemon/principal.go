@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"fmt"
+	"maps"
 	"time"
 
 	"github.com/coffer-hsm/coffer/policy"
@@ -103,10 +104,26 @@ func WithRoute(ctx context.Context, route string) context.Context {
 
 // routeTarget is the audit target naming ctx's route, or nil.
 func routeTarget(ctx context.Context) map[string]string {
-	if r, _ := ctx.Value(routeKey{}).(string); r != "" {
-		return map[string]string{"route": r}
+	extra, _ := ctx.Value(auditTargetKey{}).(map[string]string)
+	r, _ := ctx.Value(routeKey{}).(string)
+	if r == "" && extra == nil {
+		return nil
 	}
-	return nil
+	t := make(map[string]string, len(extra)+1)
+	maps.Copy(t, extra)
+	if r != "" {
+		t["route"] = r
+	}
+	return t
+}
+
+type auditTargetKey struct{}
+
+// withAuditTarget returns ctx whose refusals (tokenRefused, admitAuth)
+// record t in their target too: /v1/authorize's service, method and path
+// when the token itself is refused.
+func withAuditTarget(ctx context.Context, t map[string]string) context.Context {
+	return context.WithValue(ctx, auditTargetKey{}, t)
 }
 
 // WithPrincipal returns ctx carrying p.

@@ -198,6 +198,13 @@ func TestAuditLog(t *testing.T) {
 	at := d.oauthToken(t, oauth.ClientID, oauth.ClientSecret)
 	d.introspect(t, at.AccessToken)
 	d.wantInactive(t, "a made-up token", wrongSecret(t, access.Token))
+	// Authorization decisions: what was asked (the path without its
+	// query string), for which credential, and why; a refused token's too.
+	d.mustAPI(t, "POST", "/v1/authorize", map[string]string{"token": access.Token, "service": "billing", "method": "GET",
+		"path": "/v1/invoices?api_key=AUDITQUERYSECRET"}, http.StatusOK, nil)
+	d.mustAPI(t, "POST", "/v1/authorize", map[string]string{"token": wrongSecret(t, access.Token), "service": "billing", "method": "DELETE",
+		"path": "/v1/invoices/7"}, http.StatusOK, nil)
+	needles = append(needles, needle{"a query string given to /v1/authorize", "AUDITQUERYSECRET"})
 	wantUnauthenticated(t, "a bad bearer", d.bearer(t, wrongSecret(t, access.Token), "DELETE", "/v1/secrets/"+sec.ID, nil))
 	wantError(t, d.bearer(t, sess.Token, "POST", "/v1/projects", map[string]string{"name": "nope"}), http.StatusForbidden, "forbidden")
 	// Changes: rotation, revocation, deletion.
@@ -239,7 +246,9 @@ func TestAuditLog(t *testing.T) {
 		{"auth.login", "denied", nil},
 		{"oauth2.token", "ok", map[string]string{"client_id": oauth.ClientID}},
 		{"oauth2.introspect", "ok", map[string]string{"active": "true"}},
-		{"oauth2.introspect", "denied", nil},
+		{"oauth2.introspect", "ok", map[string]string{"active": "false"}},
+		{"authorize", "ok", map[string]string{"service": "billing", "method": "GET", "path": "/v1/invoices", "credential": access.ID}},
+		{"authorize", "denied", map[string]string{"service": "billing", "method": "DELETE", "path": "/v1/invoices/7"}},
 		{"authenticate", "denied", map[string]string{"route": "DELETE /v1/secrets/{id}"}},
 		{"project.manage", "denied", map[string]string{"route": "POST /v1/projects"}},
 		{"credential.rotate", "ok", map[string]string{"credential": access.ID}},
@@ -258,9 +267,18 @@ func TestAuditLog(t *testing.T) {
 	if e, _ := findEvent(es, "deliver", "ok", nil); e.Principal["session"] == nil || e.Principal["uid"] == nil {
 		t.Errorf("delivery principal %v: want the uid and the token's session", e.Principal)
 	}
-	// The table form says the same.
+	// An inactive introspection is an answer, not a denial.
+	if e, ok := findEvent(es, "oauth2.introspect", "denied", nil); ok {
+		t.Errorf("an inactive introspection is recorded as a denial: %+v", e)
+	}
+	if e, _ := findEvent(es, "authorize", "ok", map[string]string{"service": "billing"}); e.Target["reason"] == "" {
+		t.Errorf("authorize entry without its reason: %+v", e)
+	}
+	// The table form says the same, with the names the caller may read
+	// beside the ids (the log itself keeps ids only).
 	table := d.mustCLI(t, "", "audit", "tail", "-n", "1000").stdout
-	for _, s := range []string{"secret.create", "deliver", "loadcredential", "auth.login", "denied", "binding=" + userBinding.ID} {
+	for _, s := range []string{"secret.create", "deliver", "loadcredential", "auth.login", "denied", "binding=" + userBinding.ID,
+		"secret=" + sec.ID + `("audit-db")`, "user=" + user.ID + `("audit-svc")`} {
 		if !strings.Contains(table, s) {
 			t.Errorf("audit tail does not show %q:\n%s", s, table)
 		}

@@ -71,10 +71,13 @@ func scanTree(t *testing.T, root string, needles []needle) (files int, all [][]b
 // searches every state file, the daemon's whole log and every CLI output
 // and HTTP response for them, in plain text and base64.
 func TestNoSecretLeaks(t *testing.T) {
-	for _, level := range []string{"info", "debug"} {
-		t.Run(level, func(t *testing.T) {
+	for _, tc := range []struct{ name, level, format string }{
+		{"info", "info", "auto"}, {"debug", "debug", "auto"}, {"json", "info", "json"},
+	} {
+		level := tc.level
+		t.Run(tc.name, func(t *testing.T) {
 			dir := workDir(t)
-			d := startDaemon(t, dir, "--log-level", level)
+			d := startDaemon(t, dir, "--log-level", level, "--log-format", tc.format)
 
 			payload1 := canary("PAYLOADCANARY1-")
 			payload2 := canary("PAYLOADCANARY2-")
@@ -190,6 +193,25 @@ func TestNoSecretLeaks(t *testing.T) {
 			scanText(t, "daemon log ("+level+")", []byte(d.stderr.String()), append(needles, needle{"display name", displayName}, needle{"credential name", credName},
 				needle{"delivery name", bindName}))
 			scanText(t, "daemon stdout", []byte(d.stdout.String()), needles)
+			if tc.format == "json" {
+				// Every line one JSON object, and the changes said in words
+				// by id: the rotation of s2 among them.
+				want := "secret " + s2.ID[:8] + "… rotated to version 2 in project "
+				found := false
+				for _, line := range strings.Split(strings.TrimSpace(d.stderr.String()), "\n") {
+					var rec map[string]any
+					if err := json.Unmarshal([]byte(line), &rec); err != nil {
+						t.Fatalf("--log-format json: a line that is no JSON object: %q", line)
+					}
+					msg, _ := rec["msg"].(string)
+					if strings.HasPrefix(msg, want) && rec["secret"] == s2.ID && rec["action"] == "secret.rotate" {
+						found = true
+					}
+				}
+				if !found {
+					t.Errorf("no log record %q... with secret=%s and action=secret.rotate:\n%s", want, s2.ID, d.stderr)
+				}
+			}
 			if level == "debug" && !strings.Contains(d.stderr.String(), "level=DEBUG") {
 				t.Logf("no DEBUG line was logged at --log-level debug")
 			}

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -17,15 +18,26 @@ import (
 )
 
 // ReadPIN reads a PIN file, trimming trailing whitespace. A missing,
-// unreadable or empty file is an error naming the path, never the content.
+// unreadable or empty file is an error naming the path, never the content;
+// so is a file that other users may read (mode o+r): a PIN there is no
+// secret, whether it came from --hsm-pin-file or a pkcs11: URI's
+// pin-source. (Group read is fine: /etc/coffer/hsm-pin root:coffer 0640.)
 func ReadPIN(path string) (string, error) {
-	b, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if err != nil {
-		var pe *fs.PathError
-		if errors.As(err, &pe) {
-			err = pe.Err
-		}
-		return "", fmt.Errorf("read HSM PIN file %s: %w", path, err)
+		return "", pinFileError(path, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return "", pinFileError(path, err)
+	}
+	if fi.Mode().IsRegular() && fi.Mode().Perm()&0o004 != 0 {
+		return "", fmt.Errorf("HSM PIN file %s is readable by every user (mode %04o): chmod o-rwx %s", path, fi.Mode().Perm(), path)
+	}
+	b, err := io.ReadAll(f)
+	if err != nil {
+		return "", pinFileError(path, err)
 	}
 	pin := strings.TrimRight(string(b), " \t\r\n")
 	clear(b)
@@ -33,6 +45,14 @@ func ReadPIN(path string) (string, error) {
 		return "", fmt.Errorf("HSM PIN file %s is empty", path)
 	}
 	return pin, nil
+}
+
+func pinFileError(path string, err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		err = pe.Err
+	}
+	return fmt.Errorf("read HSM PIN file %s: %w", path, err)
 }
 
 // devConf is the SoftHSM config this process's module was initialised with

@@ -46,7 +46,7 @@ const (
 // Config selects the module, token and keys.
 type Config struct {
 	ModulePath      string // PKCS#11 module; default DefaultModulePath
-	TokenLabel      string // required
+	TokenLabel      string // the token's label; this or another token attribute is required
 	PIN             string `json:"-"` // user PIN; never logged, put in errors or encoded
 	KEKLabel        string // first KEK, created when the token has no version of it; default DefaultKEKLabel
 	SigningKeyLabel string // first signing key, likewise; default DefaultSigningKeyLabel
@@ -57,6 +57,23 @@ type Config struct {
 	// stored depends on it.)
 	NoCreate bool
 	Logger   *slog.Logger // token loss and recovery; nil: slog.Default()
+
+	// TokenSerial, TokenManufacturer, TokenModel and SlotID narrow the
+	// choice of token (RFC 7512's serial, manufacturer, model and slot-id;
+	// empty or nil: any). Open uses the one initialised token that has
+	// every attribute given and refuses none or several; it then knows
+	// the token by its label and serial.
+	TokenSerial       string
+	TokenManufacturer string
+	TokenModel        string
+	SlotID            *uint
+	// AnyToken lets a Config with none of the attributes above select
+	// the module's one initialised token, whatever it is (a pkcs11: URI
+	// with an empty path); without it such a Config is an error.
+	AnyToken bool
+
+	pick int  // how the module finds the token Open selected (select.go)
+	slot uint // its slot, for pickSlot
 }
 
 // Info describes the token in use, for status output.
@@ -99,7 +116,7 @@ var moduleMu sync.Mutex
 // otherwise succeed. Guarded by moduleMu.
 var openTokens = map[tokenKey]*tokenRef{}
 
-type tokenKey struct{ module, token string }
+type tokenKey struct{ module, token, serial string }
 
 type tokenRef struct {
 	pinHash [32]byte
@@ -180,7 +197,10 @@ func Open(ctx context.Context, cfg Config) (h *HSM, err error) {
 	moduleMu.Lock()
 	defer moduleMu.Unlock()
 
-	key := tokenKey{cfg.ModulePath, cfg.TokenLabel}
+	if cfg, err = selectToken(cfg); err != nil {
+		return nil, err
+	}
+	key := tokenKey{cfg.ModulePath, cfg.TokenLabel, cfg.TokenSerial}
 	pinHash := sha256.Sum256([]byte(cfg.PIN))
 	if ref := openTokens[key]; ref != nil && subtle.ConstantTimeCompare(ref.pinHash[:], pinHash[:]) != 1 {
 		return nil, fmt.Errorf("wrong HSM PIN for token %s (module %s): CKR_PIN_INCORRECT", cfg.TokenLabel, cfg.ModulePath)
@@ -219,12 +239,12 @@ func Open(ctx context.Context, cfg Config) (h *HSM, err error) {
 
 func validateConfig(cfg Config) error {
 	switch {
-	case cfg.TokenLabel == "":
+	case cfg.selection() == "" && !cfg.AnyToken:
 		return errors.New("HSM token label is required")
 	case len(cfg.TokenLabel) > maxTokenLabelLen:
 		return fmt.Errorf("HSM token label %q is longer than %d bytes", cfg.TokenLabel, maxTokenLabelLen)
 	case cfg.PIN == "":
-		return fmt.Errorf("HSM PIN for token %s is empty", cfg.TokenLabel)
+		return fmt.Errorf("HSM PIN for token %s is empty", cfg.selection())
 	case cfg.MaxSessions < 2:
 		return fmt.Errorf("HSM MaxSessions must be 0 (default) or at least 2, got %d", cfg.MaxSessions)
 	case cfg.KEKLabel == cfg.SigningKeyLabel:
@@ -408,7 +428,7 @@ func (h *HSM) Close() error {
 				h.closeErr = fmt.Errorf("close HSM token %s: %v", h.cfg.TokenLabel, panicError(r))
 			}
 		}()
-		key := tokenKey{h.cfg.ModulePath, h.cfg.TokenLabel}
+		key := tokenKey{h.cfg.ModulePath, h.cfg.TokenLabel, h.cfg.TokenSerial}
 		if ref := openTokens[key]; ref != nil {
 			if ref.refs--; ref.refs <= 0 {
 				delete(openTokens, key)

@@ -75,7 +75,7 @@ func (h *HSM) rawDecrypt(pub *rsa.PublicKey, in []byte) ([]byte, error) {
 	default:
 		return nil, fail("C_Initialize", err)
 	}
-	slot, _, found, err := findSlot(p, h.cfg.TokenLabel)
+	slot, _, found, err := findSelected(p, h.cfg)
 	if err != nil {
 		return nil, fail("list slots", err)
 	}

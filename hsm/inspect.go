@@ -55,7 +55,7 @@ func inspectToken(cfg Config) (ti TokenInfo, mechs []Mechanism, err error) {
 	if err != nil {
 		return TokenInfo{}, nil, fmt.Errorf("C_GetInfo: %s", ckrName(err))
 	}
-	slot, info, found, err := findSlot(p, cfg.TokenLabel)
+	slot, info, found, err := findSelected(p, cfg)
 	if err != nil {
 		return TokenInfo{}, nil, fmt.Errorf("list slots: %s", ckrName(err))
 	}

@@ -61,7 +61,12 @@ func TestOpenRefusesUnsupportedToken(t *testing.T) {
 		t.Fatalf("Open = %v, want the unsupported-token error naming the token", err)
 	}
 	moduleMu.Lock()
-	ref := openTokens[tokenKey{cfg.ModulePath, cfg.TokenLabel}]
+	var ref *tokenRef
+	for k, r := range openTokens {
+		if k.module == cfg.ModulePath && k.token == cfg.TokenLabel {
+			ref = r
+		}
+	}
 	moduleMu.Unlock()
 	if ref != nil {
 		t.Errorf("a refused token is still counted open: %+v", ref)

@@ -285,15 +285,24 @@ func (h *HSM) adopt(n *HSM) {
 // crypto11Config is how coffer configures crypto11, at Open and on every
 // reconnect.
 func crypto11Config(cfg Config) *crypto11.Config {
-	return &crypto11.Config{
+	c := &crypto11.Config{
 		Path:            cfg.ModulePath,
-		TokenLabel:      cfg.TokenLabel,
 		Pin:             cfg.PIN,
 		MaxSessions:     cfg.MaxSessions,
 		PoolWaitTimeout: poolWaitTimeout,
 		GCMIVLength:     gcmNonceSize,
 		UseGCMIVFromHSM: false,
 	}
+	switch cfg.pick { // exactly one of them (select.go)
+	case pickSerial:
+		c.TokenSerial = cfg.TokenSerial
+	case pickSlot:
+		n := int(cfg.slot)
+		c.SlotNumber = &n
+	default:
+		c.TokenLabel = cfg.TokenLabel
+	}
+	return c
 }
 
 // errNoContext is what noContext answers.

@@ -58,12 +58,19 @@ type fakeCtx struct {
 // install makes configure open contexts on tok for the rest of the test.
 func (tok *fakeToken) install(t *testing.T) {
 	t.Helper()
-	orig, origInspect := configure, inspect
+	orig, origInspect, origList := configure, inspect, listTokens
 	configure = tok.configure
+	listTokens = func(string) ([]Slot, error) {
+		var slots []Slot // one for each label the fake-token tests open
+		for i, l := range []string{"fake-token", "fake-nocreate", "fake-old", "fake-res"} {
+			slots = append(slots, Slot{ID: uint(i), Label: l, Manufacturer: "coffer", Model: "fake token", Serial: "fake-serial-" + l})
+		}
+		return slots, nil
+	}
 	inspect = func(Config) (TokenInfo, []Mechanism, error) {
 		return TokenInfo{Label: "fake", Manufacturer: "coffer", Model: "fake token"}, softHSMLike, nil
 	}
-	t.Cleanup(func() { configure, inspect = orig, origInspect })
+	t.Cleanup(func() { configure, inspect, listTokens = orig, origInspect, origList })
 }
 
 func (tok *fakeToken) configure(*crypto11.Config) (p11, error) {

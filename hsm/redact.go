@@ -86,6 +86,9 @@ func (c Config) fields(fn func(name string, v any, secret bool)) {
 			continue
 		}
 		fv := rv.Field(i)
+		if fv.Kind() == reflect.Pointer && !fv.IsNil() && fv.Elem().Kind() == reflect.Uint {
+			fv = fv.Elem() // SlotID: the number, not its address
+		}
 		fn(sf.Name, fv.Interface(), strings.Contains(sf.Name, "PIN") && !fv.IsZero())
 	}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -28,6 +29,7 @@ it keeps printing new entries until interrupted.`,
 		Flags: []cli.Flag{
 			&cli.IntFlag{Name: "n", Usage: "print the last `N` entries (at most 1000)", Value: 20},
 			&cli.BoolFlag{Name: "follow", Aliases: []string{"f"}, Usage: "keep printing new entries"},
+			&cli.BoolFlag{Name: "ids", Usage: "print ids only: do not look up the names of the secrets, credentials, users and projects an entry is about"},
 		},
 		Action: auditTail,
 	},
@@ -66,7 +68,11 @@ func auditTail(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := printEntries(c, page.Entries); err != nil {
+	var names *nameResolver
+	if !c.Bool("ids") {
+		names = newNameResolver(c.Context, cl)
+	}
+	if err := printEntries(c, page.Entries, names); err != nil {
 		return err
 	}
 	if !c.Bool("follow") {
@@ -89,7 +95,7 @@ func auditTail(c *cli.Context) error {
 			if err != nil {
 				return err
 			}
-			if err := printEntries(c, page.Entries); err != nil {
+			if err := printEntries(c, page.Entries, names); err != nil {
 				return err
 			}
 			if len(page.Entries) == 0 {
@@ -105,8 +111,8 @@ func auditTail(c *cli.Context) error {
 }
 
 // printEntries writes entries: JSON lines as stored (-o json), a YAML
-// list, or one line each.
-func printEntries(c *cli.Context, entries []json.RawMessage) error {
+// list, or one line each, with names beside the ids when names is set.
+func printEntries(c *cli.Context, entries []json.RawMessage, names *nameResolver) error {
 	w := c.App.Writer
 	switch c.String("output") {
 	case "json":
@@ -127,13 +133,14 @@ func printEntries(c *cli.Context, entries []json.RawMessage) error {
 		if err := json.Unmarshal(raw, &e); err != nil {
 			return fmt.Errorf("audit entry: %w", err)
 		}
-		fmt.Fprintln(w, entryLine(e))
+		fmt.Fprintln(w, entryLine(e, names))
 	}
 	return nil
 }
 
-// entryLine is one entry in a line: seq, time, action, outcome, who, what.
-func entryLine(e audit.Entry) string {
+// entryLine is one entry in a line: seq, time, action, outcome, who, what;
+// names (nil: none) puts names beside the ids the caller may read.
+func entryLine(e audit.Entry, names *nameResolver) string {
 	t := e.Time
 	if pt, err := time.Parse(time.RFC3339Nano, e.Time); err == nil {
 		t = pt.UTC().Format(time.RFC3339)
@@ -151,7 +158,7 @@ func entryLine(e audit.Entry) string {
 	if e.Change > 0 {
 		parts = append(parts, fmt.Sprintf("change %d", e.Change))
 	}
-	if p := principalString(e.Principal); p != "" {
+	if p := principalString(e.Principal, names); p != "" {
 		parts = append(parts, "by "+p)
 	}
 	keys := make([]string, 0, len(e.Target))
@@ -160,7 +167,7 @@ func entryLine(e audit.Entry) string {
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
-		parts = append(parts, k+"="+e.Target[k])
+		parts = append(parts, k+"="+e.Target[k]+names.label(k, e.Target[k]))
 	}
 	if e.Reason != "" {
 		parts = append(parts, "("+e.Reason+")")
@@ -168,7 +175,7 @@ func entryLine(e audit.Entry) string {
 	return strings.Join(parts, " ")
 }
 
-func principalString(p *audit.Principal) string {
+func principalString(p *audit.Principal, names *nameResolver) string {
 	if p == nil {
 		return ""
 	}
@@ -182,7 +189,7 @@ func principalString(p *audit.Principal) string {
 	num("cid", p.CID)
 	for _, kv := range [][2]string{{"vm", p.VM}, {"token", p.TokenKind}, {"token_id", p.TokenID}, {"user", p.User}, {"session", p.Session}} {
 		if kv[1] != "" {
-			out = append(out, kv[0]+"="+kv[1])
+			out = append(out, kv[0]+"="+kv[1]+names.label(kv[0], kv[1]))
 		}
 	}
 	return strings.Join(out, " ")
@@ -267,4 +274,72 @@ func writeReport(w io.Writer, rep unixapi.AuditReport) {
 	for _, n := range rep.Notes {
 		fmt.Fprintln(w, "note: "+n)
 	}
+}
+
+// nameResolver puts names beside the ids of audit entries at display time:
+// the audit log keeps ids only. It asks the API as the caller, so a name
+// shows only where the caller may read the thing (a secret, credential,
+// user or project); one look-up per id, remembered, a refusal or a
+// deleted thing included.
+type nameResolver struct {
+	ctx   context.Context
+	get   func(ctx context.Context, kind, id string) (string, error)
+	cache map[string]string
+}
+
+func newNameResolver(ctx context.Context, cl *unixapi.Client) *nameResolver {
+	return &nameResolver{ctx: ctx, cache: map[string]string{}, get: func(ctx context.Context, kind, id string) (string, error) {
+		switch kind {
+		case "secret":
+			s, err := cl.GetSecret(ctx, id)
+			return s.DisplayName, err
+		case "credential":
+			cr, err := cl.GetCredential(ctx, id)
+			return cr.Name, err
+		case "user":
+			u, err := cl.GetUser(ctx, id)
+			return u.Name, err
+		case "project":
+			p, err := cl.GetProject(ctx, id)
+			return p.Name, err
+		}
+		return "", nil
+	}}
+}
+
+// label is ` "name"` for the id of a secret, credential, user or project
+// the caller may read, else "".
+func (r *nameResolver) label(kind, id string) string {
+	if r == nil || id == "" || !looksLikeUUID(id) {
+		return ""
+	}
+	switch kind {
+	case "secret", "credential", "user", "project":
+	default:
+		return ""
+	}
+	key := kind + "/" + id
+	name, ok := r.cache[key]
+	if !ok {
+		name, _ = r.get(r.ctx, kind, id) // forbidden or gone: no name
+		r.cache[key] = name
+	}
+	if name == "" {
+		return ""
+	}
+	return "(" + strconv.Quote(name) + ")"
+}
+
+// looksLikeUUID: 36 characters of hex digits and dashes.
+func looksLikeUUID(s string) bool {
+	if len(s) != 36 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || c == '-') {
+			return false
+		}
+	}
+	return true
 }

@@ -42,7 +42,7 @@ its config file), unseals the backup's key, and loads the backup into a new
 store with a fresh store key. The new store replaces the state directory's
 only once all of the backup has read back intact; an existing store is
 replaced only with --force. Refuses while a daemon has the store open.`,
-	Flags: append(daemonFlags("dev", "config", "state-dir", "hsm-module", "hsm-token", "hsm-pin-file"),
+	Flags: append(daemonFlags("dev", "config", "state-dir", "hsm", "hsm-module", "hsm-token", "hsm-pin-file"),
 		&cli.BoolFlag{Name: "force", Usage: "replace the store the state directory holds"},
 	),
 	Action: runRestore,
@@ -203,9 +203,9 @@ func runRestore(c *cli.Context) error {
 	if err != nil {
 		return fmt.Errorf("state directory: %w", err)
 	}
-	pinFile := c.String("hsm-pin-file")
-	if pinFile == "" && os.Getenv("CREDENTIALS_DIRECTORY") != "" {
-		pinFile = filepath.Join(os.Getenv("CREDENTIALS_DIRECTORY"), "hsm-pin")
+	hcfg, pinFile, err := hsmSettings(c)
+	if err != nil {
+		return err
 	}
 	f, err := os.Open(path)
 	if err != nil {
@@ -218,7 +218,7 @@ func runRestore(c *cli.Context) error {
 		PINFile:  pinFile,
 		Logger:   slog.New(slog.NewTextHandler(c.App.ErrWriter, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	}
-	cfg.HSM.ModulePath, cfg.HSM.TokenLabel = c.String("hsm-module"), c.String("hsm-token")
+	cfg.HSM = hcfg
 	h, err := daemon.Restore(c.Context, cfg, f, daemon.RestoreOptions{Source: path, Force: c.Bool("force")})
 	if err != nil {
 		return err

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"syscall"
@@ -34,11 +35,13 @@ var daemonCommand = &cli.Command{
 	Description: `Runs the daemon. With --dev it creates (or reuses) ./.coffer/ with its own
 SoftHSM token, store and socket, and the calling user is a system admin.
 Otherwise it uses the configured PKCS#11 token and state directory; the PIN
-comes from --hsm-pin-file, by default $CREDENTIALS_DIRECTORY/hsm-pin.`,
+comes from --hsm-pin-file, by default $CREDENTIALS_DIRECTORY/hsm-pin.
+--hsm names token, module and PIN file in one PKCS#11 URI (RFC 7512).`,
 	Flags: []cli.Flag{
 		&cli.BoolFlag{Name: "dev", Usage: "self-contained development mode in ./.coffer/"},
 		&cli.StringFlag{Name: "config", Usage: "config `FILE` (TOML; default " + defaultConfigFile + " when it exists, none with --dev)", EnvVars: []string{"COFFER_CONFIG"}},
 		&cli.StringFlag{Name: "state-dir", Usage: "state `DIR` (store; dev token)", Value: "/var/lib/coffer", EnvVars: []string{"COFFER_STATE_DIR"}},
+		hsmURIFlag, // hsmuri.go
 		&cli.StringFlag{Name: "hsm-module", Usage: "PKCS#11 module `PATH`", Value: hsm.DefaultModulePath, EnvVars: []string{"COFFER_HSM_MODULE"}},
 		&cli.StringFlag{Name: "hsm-token", Usage: "PKCS#11 token `LABEL`", Value: "coffer", EnvVars: []string{"COFFER_HSM_TOKEN"}},
 		&cli.StringFlag{Name: "hsm-pin-file", Usage: "`FILE` holding the token's user PIN (default $CREDENTIALS_DIRECTORY/hsm-pin)", EnvVars: []string{"COFFER_HSM_PIN_FILE"}},
@@ -60,6 +63,7 @@ comes from --hsm-pin-file, by default $CREDENTIALS_DIRECTORY/hsm-pin.`,
 		&cli.StringFlag{Name: "audit-max-size", Usage: "keep the audit log's files within `SIZE` (e.g. 1GiB): rotated files are compressed, the oldest deleted with a signed record of what went; 0 keeps everything", Value: "1GiB", EnvVars: []string{"COFFER_AUDIT_MAX_SIZE"}},
 		&cli.BoolFlag{Name: "audit-journal", Usage: "also write every audit log line to the daemon's log (the journal): a copy outside the state directory", Value: true, EnvVars: []string{"COFFER_AUDIT_JOURNAL"}},
 		&cli.StringFlag{Name: "log-level", Usage: "debug, info, warn or error", Value: "info", EnvVars: []string{"COFFER_LOG_LEVEL"}},
+		&cli.StringFlag{Name: "log-format", Usage: "`FORMAT` of the daemon's log on stderr: auto (journal under systemd's journal, else text), text, json (for log shippers) or journal", Value: logFormatAuto, EnvVars: []string{"COFFER_LOG_FORMAT"}},
 		&cli.IntFlag{Name: "bearer-cache-size", Usage: "keep the resolution of up to `N` recently used tokens in memory, about 400 bytes each (0: none; every request then reads its token from the store)", Value: daemon.DefaultBearerCacheSize, EnvVars: []string{"COFFER_BEARER_CACHE_SIZE"}},
 		memoryLimitFlag,
 		k8sSignerSocketFlag, k8sSignerMaxExpFlag, k8sSignerAllowUIDFlag,
@@ -84,6 +88,11 @@ func runDaemon(c *cli.Context) error {
 	}
 	if err := logLevel.UnmarshalText([]byte(c.String("log-level"))); err != nil {
 		return usagef("unknown --log-level %q", c.String("log-level"))
+	}
+	if f := c.String("log-format"); slices.Contains(logFormats, f) {
+		logFormat = f
+	} else {
+		return usagef("unknown --log-format %q: auto, text, json or journal", f)
 	}
 	auditBudget, perr := parseByteSize(c.String("audit-max-size"))
 	if perr != nil {
@@ -122,17 +131,14 @@ func runDaemon(c *cli.Context) error {
 	if err := daemon.CheckIssuer(c.String("issuer")); err != nil {
 		return usagef("--issuer: %v", err)
 	}
-	pinFile := c.String("hsm-pin-file")
-	if pinFile == "" && os.Getenv("CREDENTIALS_DIRECTORY") != "" {
-		pinFile = filepath.Join(os.Getenv("CREDENTIALS_DIRECTORY"), "hsm-pin")
+	hcfg, pinFile, err := hsmSettings(c)
+	if err != nil {
+		return err
 	}
 	cfg := daemon.Config{
-		Dev:      dev,
-		StateDir: stateDir,
-		HSM: hsm.Config{
-			ModulePath: c.String("hsm-module"),
-			TokenLabel: c.String("hsm-token"),
-		},
+		Dev:        dev,
+		StateDir:   stateDir,
+		HSM:        hcfg,
 		PINFile:    pinFile,
 		AdminGroup: c.String("admin-group"),
 		Issuer:     c.String("issuer"),

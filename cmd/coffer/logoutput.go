@@ -10,10 +10,30 @@ import (
 	"github.com/coffer-hsm/coffer/systemd"
 )
 
-// newLogHandler is the daemon's log handler writing to w: the journal's
-// format when stderr is the journal, else text.
+// Log formats (--log-format, log_format in the config file).
+const (
+	logFormatAuto    = "auto"    // journal when stderr is the journal (JOURNAL_STREAM), else text
+	logFormatText    = "text"    // slog's text: level=INFO msg="..." key=value
+	logFormatJSON    = "json"    // slog's JSON, one object a line, for log shippers
+	logFormatJournal = "journal" // structured journal entries (MESSAGE, PRIORITY, COFFER_<KEY>)
+)
+
+var logFormats = []string{logFormatAuto, logFormatText, logFormatJSON, logFormatJournal}
+
+// logFormat is the daemon's log format, set once at start.
+var logFormat = logFormatAuto
+
+// newLogHandler is the daemon's log handler writing to w, in logFormat.
 func newLogHandler(w io.Writer) slog.Handler {
 	opts := &slog.HandlerOptions{Level: &logLevel}
+	switch logFormat {
+	case logFormatJSON:
+		return slog.NewJSONHandler(w, opts)
+	case logFormatText:
+		return slog.NewTextHandler(w, opts)
+	case logFormatJournal:
+		return systemd.NewJournalHandler(w, opts)
+	}
 	if systemd.JournalStream() {
 		return systemd.NewJournalHandler(w, opts)
 	}

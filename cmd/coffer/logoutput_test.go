@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"log/slog"
 	"strings"
 	"testing"
 )
@@ -39,5 +40,26 @@ func TestAuditJournalWritesABatchOnce(t *testing.T) {
 	j.Copy(nil)
 	if out.writes != 1 {
 		t.Fatal("an empty batch was written")
+	}
+}
+
+// --log-format picks the handler: json and text whatever JOURNAL_STREAM
+// says, journal (the <N> priority prefix on a stream) even without it, and
+// auto the journal only when stderr is one.
+func TestLogFormats(t *testing.T) {
+	t.Setenv("JOURNAL_STREAM", "") // not the journal
+	defer func(f string) { logFormat = f }(logFormat)
+	for _, tt := range []struct{ format, prefix string }{
+		{logFormatJSON, `{"time":"`},
+		{logFormatText, "time="},
+		{logFormatJournal, "<6>"},
+		{logFormatAuto, "time="},
+	} {
+		logFormat = tt.format
+		var out bytes.Buffer
+		slog.New(newLogHandler(&out)).Info("secret 01a2b3c4… rotated to version 3 by uid 1000", "secret", "01a2b3c4")
+		if !strings.HasPrefix(out.String(), tt.prefix) || !strings.Contains(out.String(), "rotated to version 3") {
+			t.Errorf("--log-format %s wrote %q, want it to start with %q", tt.format, out.String(), tt.prefix)
+		}
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"path/filepath"
 
 	"github.com/urfave/cli/v2"
@@ -25,7 +24,7 @@ records), then verifies every table's checksums, every index entry and
 unique claim against its record, and opens every secret's sealed version
 with the HSM. Exits 0 when the store is whole, 1 with one line per problem
 otherwise. 'coffer restore' is the way back from a damaged store.`,
-		Flags:  daemonFlags("dev", "config", "state-dir", "hsm-module", "hsm-token", "hsm-pin-file"),
+		Flags:  daemonFlags("dev", "config", "state-dir", "hsm", "hsm-module", "hsm-token", "hsm-pin-file"),
 		Action: runStoreCheck,
 	}},
 }
@@ -59,9 +58,9 @@ func runStoreCheck(c *cli.Context) error {
 	if err != nil {
 		return fmt.Errorf("state directory: %w", err)
 	}
-	pinFile := c.String("hsm-pin-file")
-	if pinFile == "" && os.Getenv("CREDENTIALS_DIRECTORY") != "" {
-		pinFile = filepath.Join(os.Getenv("CREDENTIALS_DIRECTORY"), "hsm-pin")
+	hcfg, pinFile, err := hsmSettings(c)
+	if err != nil {
+		return err
 	}
 	cfg := daemon.Config{
 		Dev:      dev,
@@ -69,7 +68,7 @@ func runStoreCheck(c *cli.Context) error {
 		PINFile:  pinFile,
 		Logger:   slog.New(slog.NewTextHandler(c.App.ErrWriter, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	}
-	cfg.HSM.ModulePath, cfg.HSM.TokenLabel = c.String("hsm-module"), c.String("hsm-token")
+	cfg.HSM = hcfg
 	res, err := daemon.CheckStore(c.Context, cfg)
 	if err != nil {
 		return err
