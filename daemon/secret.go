@@ -67,6 +67,9 @@ type Secret struct {
 	RotatedAt   *time.Time
 	RevokedAt   *time.Time
 	ExpiresAt   *time.Time
+	// UnitActions, from RotateSecret only: what the on-rotate actions of
+	// the secret's unit bindings came to.
+	UnitActions []UnitAction
 }
 
 func (r secretRecord) status(now time.Time) string {
@@ -361,6 +364,7 @@ func (s *Service) rotateOnce(ctx context.Context, g Grant, in RotateInput) (Secr
 		defer clear(plain)
 	}
 	prev := rec.Version
+	var jobs []unitJob
 	now := s.now()
 	rec.Version++
 	rec.UpdatedAt, rec.RotatedAt = now, &now
@@ -380,6 +384,18 @@ func (s *Service) rotateOnce(ctx context.Context, g Grant, in RotateInput) (Secr
 		if cur.Version != prev || cur.RevokedAt != nil {
 			return errRetryRotate
 		}
+		// The units to act on once this commits: the bindings as this
+		// transaction sees them.
+		bs, err := secretBindings(tx, rec.ID)
+		if err != nil {
+			return err
+		}
+		jobs = jobs[:0]
+		for _, b := range bs {
+			if a := b.onRotate(); b.Kind == BindUnit && a != OnRotateNone {
+				jobs = append(jobs, unitJob{binding: b.ID, unit: b.Unit, action: a})
+			}
+		}
 		if err := tx.Put(tableSecrets, rec.ID, rec, kv.Index{Name: indexProject, Value: rec.ProjectID}); err != nil {
 			return err
 		}
@@ -395,7 +411,9 @@ func (s *Service) rotateOnce(ctx context.Context, g Grant, in RotateInput) (Secr
 	case err != nil:
 		return Secret{}, storeErr(err)
 	}
-	return rec.view(g.project.Name, now), nil
+	out := rec.view(g.project.Name, now)
+	out.UnitActions = s.runUnitActions(ctx, g.principal, rec.ID, rec.Version, jobs)
+	return out, nil
 }
 
 // RevokeSecret marks the secret revoked and destroys its ciphertext. The

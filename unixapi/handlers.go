@@ -142,7 +142,19 @@ func secretWire(sec daemon.Secret) Secret {
 		ID: sec.ID, Project: sec.Project, ProjectID: sec.ProjectID, DisplayName: sec.DisplayName,
 		Version: sec.Version, Status: sec.Status, CreatedAt: sec.CreatedAt, UpdatedAt: sec.UpdatedAt,
 		RotatedAt: sec.RotatedAt, RevokedAt: sec.RevokedAt, ExpiresAt: sec.ExpiresAt,
+		UnitActions: unitActionsWire(sec.UnitActions),
 	}
+}
+
+func unitActionsWire(as []daemon.UnitAction) []UnitAction {
+	if as == nil {
+		return nil
+	}
+	out := make([]UnitAction, len(as))
+	for i, a := range as {
+		out[i] = UnitAction{Unit: a.Unit, Binding: a.BindingID, Action: a.Action, Result: a.Result, Error: a.Error}
+	}
+	return out
 }
 
 // decodePayload decodes a standard-base64 payload. Its errors never quote

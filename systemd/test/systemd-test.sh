@@ -48,7 +48,9 @@ done
 
 # --- the cached bookworm root -----------------------------------------------
 suite=bookworm
-include=systemd,dbus,softhsm2
+# polkitd: coffer (as user coffer) restarts bound units over D-Bus on
+# rotation, allowed by the package's polkit rule.
+include=systemd,dbus,softhsm2,polkitd
 # Bump when the way the root is made changes.
 recipe="v1 $suite minbase $include $arch"
 key=$(printf '%s' "$recipe" | sha256sum | cut -c1-16)
@@ -103,7 +105,7 @@ cleanup() {
 		echo "--- container journal (coffer, sockets, consumers) ---" >&2
 		in_ct journalctl --no-pager -o short-precise \
 			-u coffer.service -u coffer.socket -u coffer-creds.socket \
-			-u consumer.service -u consumer-unbound.service -u consumer-early.service >&2
+			-u consumer.service -u consumer-unbound.service -u consumer-early.service -u consumer-rotate.service -u polkit.service >&2
 		echo "--- failed units ---" >&2
 		in_ct systemctl --no-pager --failed >&2
 	fi
@@ -296,6 +298,49 @@ fi
 check "daemon logged the refusal (LoadCredential refused)" \
 	coffer_entry "MESSAGE=LoadCredential refused" COFFER_UNIT=consumer-unbound.service
 
+# Rotation reaches a running consumer: bound with the default on-rotate
+# (try-restart), it is restarted by coffer over D-Bus (allowed by the
+# package's polkit rule) and its new process has the new value.
+rot1="rot1-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
+rot2="rot2-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
+created=$(printf '%s' "$rot1" | in_ct coffer -o json secret create --display-name "systemd-test rotated" --payload-file -) ||
+	die "coffer secret create (rotation) failed: $created"
+rid=$(sed -n 's/^  "id": "\(.*\)",\?$/\1/p' <<<"$created" | head -1)
+bound=$(in_ct coffer secret bind "$rid" --unit consumer-rotate.service --as rotpass) || die "coffer secret bind (rotation) failed: $bound"
+check "binding lists on-rotate try-restart (the default)" grep -Eq 'consumer-rotate\.service +rotpass +try-restart' <<<"$bound"
+if in_ct systemctl start consumer-rotate.service; then
+	for _ in $(seq 50); do in_ct test -s /run/consumer-rotate-out/rotpass && break; sleep 0.1; done
+	got=$(in_ct cat /run/consumer-rotate-out/rotpass 2>/dev/null) || got="<no file>"
+	check "consumer-rotate.service got version 1" test "$got" = "$rot1"
+	rpid0=$(prop consumer-rotate.service MainPID)
+	r0=$(date +%s%N)
+	if out=$(printf '%s' "$rot2" | TMO=90 in_ct coffer secret rotate "$rid" --payload-file - 2>&1); then
+		rot_ms=$((($(date +%s%N) - r0) / 1000000))
+		log "coffer secret rotate (with the unit's restart): ${rot_ms} ms"
+		check "coffer secret rotate printed 'unit consumer-rotate.service: try-restarted' ($(grep '^unit ' <<<"$out" | tr '\n' ' '))" \
+			grep -qx 'unit consumer-rotate.service: try-restarted' <<<"$out"
+		for _ in $(seq 50); do
+			got=$(in_ct cat /run/consumer-rotate-out/rotpass 2>/dev/null) || got=
+			[ "$got" = "$rot2" ] && break
+			sleep 0.1
+		done
+		check "consumer-rotate.service sees version 2 without a manual restart" test "$got" = "$rot2"
+		rpid1=$(prop consumer-rotate.service MainPID)
+		check "consumer-rotate.service was restarted (MainPID $rpid0 -> $rpid1), active" \
+			test "$rpid1" != "$rpid0" -a "$(prop consumer-rotate.service ActiveState)" = active
+		check "daemon logged the on-rotate action (unit, result)" \
+			coffer_entry "MESSAGE=on-rotate unit action" COFFER_UNIT=consumer-rotate.service COFFER_RESULT=try-restarted
+	else
+		bad "coffer secret rotate (bound unit): $out"
+	fi
+	# A stopped unit stays stopped under try-restart.
+	in_ct systemctl stop consumer-rotate.service
+	out=$(printf '%s' "$rot1" | in_ct coffer secret rotate "$rid" --payload-file - 2>&1) || bad "coffer secret rotate (stopped unit): $out"
+	check "try-restart left the stopped consumer-rotate.service stopped" test "$(prop consumer-rotate.service ActiveState)" = inactive
+else
+	bad "systemctl start consumer-rotate.service: $(prop consumer-rotate.service Result)"
+fi
+
 # Reload.
 pid0=$(prop coffer.service MainPID)
 if in_ct systemctl reload coffer.service 2>/dev/null; then
@@ -333,7 +378,7 @@ fi
 journal=$(in_ct journalctl --no-pager -o export) || die "journalctl -o export failed"
 [ -n "$journal" ] || die "empty journal"
 if grep -aqF -- "$payload" <<<"$journal"; then
-	bad "the payload is in the journal: $(in_ct journalctl --no-pager -o cat | grep -aF -- "$payload" | head -3)"
+	bad "a payload is in the journal: $(in_ct journalctl --no-pager -o cat | grep -aF -e "$payload" -e "$rot1" -e "$rot2" | head -3)"
 else
 	ok "the payload is nowhere in the journal ($(grep -ac '^__CURSOR=' <<<"$journal") entries)"
 fi
