@@ -280,8 +280,16 @@ func (s *Service) GetSecret(ctx context.Context, g Grant) (Secret, error) {
 	return g.secret.view(g.project.Name, s.now()), nil
 }
 
-// ListSecrets lists the secrets of the grant's project in creation order.
-func (s *Service) ListSecrets(ctx context.Context, g Grant, page Page) ([]Secret, string, error) {
+// SecretFilter narrows a secret list.
+type SecretFilter struct {
+	// ExpiringWithin > 0: only active secrets whose expires_at is within
+	// this span from now.
+	ExpiringWithin time.Duration
+}
+
+// ListSecrets lists the secrets of the grant's project in creation order
+// (a filter may leave a page shorter than its limit; Next goes on).
+func (s *Service) ListSecrets(ctx context.Context, g Grant, f SecretFilter, page Page) ([]Secret, string, error) {
 	if g.action != ActReadProject && g.action != ActManageProject {
 		return nil, "", Forbidden("not authorized to %s", ActReadProject)
 	}
@@ -292,7 +300,11 @@ func (s *Service) ListSecrets(ctx context.Context, g Grant, page Page) ([]Secret
 		if err := decode(&rec); err != nil {
 			return err
 		}
-		out = append(out, rec.view(g.project.Name, now))
+		v := rec.view(g.project.Name, now)
+		if f.ExpiringWithin > 0 && (v.Status != StatusActive || v.ExpiresAt == nil || v.ExpiresAt.After(now.Add(f.ExpiringWithin))) {
+			return nil
+		}
+		out = append(out, v)
 		return nil
 	})
 	return out, next, err

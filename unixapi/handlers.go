@@ -215,11 +215,17 @@ func (s *Server) listSecrets(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	var f daemon.SecretFilter
+	if v := r.URL.Query().Get("expiring_within"); v != "" {
+		if f.ExpiringWithin, err = daemon.ParseWindow("expiring_within", v, time.Now()); err != nil {
+			return err
+		}
+	}
 	page, err := pageOf(r)
 	if err != nil {
 		return err
 	}
-	secs, next, err := s.b.ListSecrets(r.Context(), g, page)
+	secs, next, err := s.b.ListSecrets(r.Context(), g, f, page)
 	if err != nil {
 		return err
 	}

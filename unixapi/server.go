@@ -34,7 +34,7 @@ type Backend interface {
 
 	CreateSecret(ctx context.Context, g daemon.Grant, in daemon.SecretInput) (daemon.Secret, error)
 	GetSecret(ctx context.Context, g daemon.Grant) (daemon.Secret, error)
-	ListSecrets(ctx context.Context, g daemon.Grant, page daemon.Page) ([]daemon.Secret, string, error)
+	ListSecrets(ctx context.Context, g daemon.Grant, f daemon.SecretFilter, page daemon.Page) ([]daemon.Secret, string, error)
 	RotateSecret(ctx context.Context, g daemon.Grant, in daemon.RotateInput) (daemon.Secret, error)
 	RevokeSecret(ctx context.Context, g daemon.Grant) (daemon.Secret, error)
 	DeleteSecret(ctx context.Context, g daemon.Grant) error

@@ -88,6 +88,7 @@ var secretCommand = group("secret", "broker secrets sealed by the HSM",
 			&cli.StringFlag{Name: "project", Aliases: []string{"p"}, Usage: "`PROJECT` to list", Value: "default"},
 			&cli.IntFlag{Name: "limit", Usage: "show at most `N` (one page); default all"},
 			&cli.StringFlag{Name: "after", Usage: "start after secret `ID` (from a previous page)"},
+			&cli.StringFlag{Name: "expiring-within", Usage: "only active ones expiring within `DURATION` (7d, 2weeks, 12h)"},
 		},
 		Action: func(c *cli.Context) error {
 			if c.Args().Present() {
@@ -101,9 +102,15 @@ var secretCommand = group("secret", "broker secrets sealed by the HSM",
 				return err
 			}
 			page := unixapi.PageQuery{Limit: c.Int("limit"), After: c.String("after")}
+			within := ""
+			if c.IsSet("expiring-within") {
+				if within, err = window(c, "expiring-within"); err != nil {
+					return err
+				}
+			}
 			var out unixapi.List[unixapi.Secret]
 			for {
-				l, err := cl.ListSecrets(c.Context, c.String("project"), page)
+				l, err := cl.ListSecretsExpiring(c.Context, c.String("project"), within, page)
 				if err != nil {
 					return err
 				}
@@ -117,9 +124,9 @@ var secretCommand = group("secret", "broker secrets sealed by the HSM",
 			return render(c, out, func(w io.Writer) {
 				rows := make([][]string, 0, len(out.Items))
 				for _, s := range out.Items {
-					rows = append(rows, []string{s.ID, s.DisplayName, fmt.Sprint(s.Version), s.Status, ts(s.UpdatedAt)})
+					rows = append(rows, []string{s.ID, s.DisplayName, fmt.Sprint(s.Version), s.Status, ts(s.UpdatedAt), tsp(s.ExpiresAt)})
 				}
-				writeRows(w, []string{"ID", "DISPLAY NAME", "VERSION", "STATUS", "UPDATED"}, rows)
+				writeRows(w, []string{"ID", "DISPLAY NAME", "VERSION", "STATUS", "UPDATED", "EXPIRES"}, rows)
 				if out.Next != "" {
 					fmt.Fprintf(w, "more: --after %s\n", out.Next)
 				}
