@@ -266,3 +266,52 @@ func TestWatchFairShare(t *testing.T) {
 	}
 	t.Logf("%d of %d watchers of one uid refused (429 too_many_watches)", refused, n)
 }
+
+// TestOnRotateFailureKeepsTheRotation: through the real binary, a unit
+// binding's on-rotate action that cannot be carried out (no systemd bus
+// here) fails alone: the rotation is committed and delivered, the CLI
+// prints the unit's failure and exits 0, the API returns unit_actions,
+// and the audit log records the failed action.
+func TestOnRotateFailureKeepsTheRotation(t *testing.T) {
+	t.Parallel()
+	dir := workDir(t)
+	d := startDaemon(t, dir, "--unit-action-timeout", "5s")
+	p1, p2 := []byte("unit-payload-v1"), []byte("unit-payload-v2")
+	sec := d.createSecret(t, "default", "unit-db", p1, nil)
+	out := d.mustCLI(t, "", "secret", "bind", sec.ID, "--unit", "app.service", "--as", "dbpass", "--on-rotate", "restart")
+	if !strings.Contains(out.stdout, "restart") {
+		t.Fatalf("bind output lacks the on-rotate action:\n%s", out.stdout)
+	}
+	if res := d.cli(t, "", "secret", "bind", sec.ID, "--unit", "x.service", "--as", "y", "--on-rotate", "stop"); res.code != 1 || !strings.Contains(res.stderr, "invalid_binding") {
+		t.Fatalf("--on-rotate stop: %v", res)
+	}
+	if res := d.cli(t, "", "secret", "bind", sec.ID, "--user", "nobody", "--as", "y", "--on-rotate", "restart"); res.code != 2 {
+		t.Fatalf("--on-rotate on a user binding: %v", res)
+	}
+	t0 := time.Now()
+	res := d.cli(t, string(p2), "secret", "rotate", sec.ID, "--payload-file", "-")
+	if res.code != 0 || !strings.Contains(res.stdout, "unit app.service: failed: ") {
+		t.Fatalf("rotate: %v", res)
+	}
+	t.Logf("rotate with a failing unit action: %v; %s", time.Since(t0).Round(time.Millisecond), strings.TrimSpace(res.stdout[strings.Index(res.stdout, "unit app.service"):]))
+	if got := loadCred(t, filepath.Join(d.stateDir, "creds.sock"), systemdAddr("app.service", "dbpass")); !bytes.Equal(got, p2) {
+		t.Fatalf("after the rotation app.service gets %q, want the new version", got)
+	}
+	var s struct {
+		Version     int `json:"version"`
+		UnitActions []struct {
+			Unit, Binding, Action, Result, Error string
+		} `json:"unit_actions"`
+	}
+	d.mustAPI(t, "POST", "/v1/secrets/"+sec.ID+"/rotate", map[string]any{"payload": b64(p1)}, http.StatusOK, &s)
+	if s.Version != 3 || len(s.UnitActions) != 1 || s.UnitActions[0].Unit != "app.service" || s.UnitActions[0].Action != "restart" ||
+		s.UnitActions[0].Result != "failed" || s.UnitActions[0].Error == "" {
+		t.Fatalf("rotate answer: %+v", s)
+	}
+	d.waitAudit(t, "the failed restart", "unit.restart", "failed", map[string]string{"unit": "app.service", "secret": sec.ID, "version": "2"}, "")
+	for _, p := range [][]byte{p1, p2} {
+		if strings.Contains(d.stderr.String(), string(p)) {
+			t.Fatalf("payload %q in the daemon log", p)
+		}
+	}
+}
