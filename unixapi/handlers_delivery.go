@@ -109,8 +109,13 @@ func (s *Server) deliver(w http.ResponseWriter, r *http.Request) error {
 	var err error
 	if q.Has("wait") || q.Has("after_version") {
 		d, err = s.watchDelivery(w, r, p, req)
-		if errors.Is(err, daemon.ErrNotModified) {
+		switch {
+		case errors.Is(err, daemon.ErrNotModified):
 			w.WriteHeader(http.StatusNotModified)
+			return nil
+		case err != nil && r.Context().Err() != nil:
+			// The client hung up while waiting: nobody to answer, and
+			// nothing went wrong here.
 			return nil
 		}
 	} else {

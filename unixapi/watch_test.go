@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -115,4 +116,51 @@ func TestParseWatch(t *testing.T) {
 			t.Errorf("ParseWatch(%q, %q) = %v, %d", c.wait, c.after, d, n)
 		}
 	}
+}
+
+// A client that hangs up during a watch ends it, and leaves no error line
+// in the daemon log.
+func TestWatchClientGone(t *testing.T) {
+	b := &waitingBackend{cancelled: make(chan struct{})}
+	path := filepath.Join(t.TempDir(), "coffer.sock")
+	l, err := ListenUnix(path, SocketOptions{GID: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs lockedLog
+	srv := NewServer(b, slog.New(slog.NewTextHandler(&logs, nil)))
+	go srv.Serve(l)
+	defer srv.Shutdown(context.Background())
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	if _, err := NewClient(path).WatchDelivery(ctx, "x", "", "", 1, time.Minute); err == nil {
+		t.Fatal("no error from a cancelled watch")
+	}
+	select {
+	case <-b.cancelled:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the watch went on after its client left")
+	}
+	time.Sleep(100 * time.Millisecond)
+	if s := logs.String(); s != "" {
+		t.Fatalf("daemon log: %s", s)
+	}
+}
+
+type lockedLog struct {
+	mu sync.Mutex
+	b  []byte
+}
+
+func (l *lockedLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.b = append(l.b, p...)
+	return len(p), nil
+}
+
+func (l *lockedLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return string(l.b)
 }
