@@ -289,8 +289,8 @@ created=$(printf '%s' "$payload" | in_ct coffer -o json secret create --display-
 	die "coffer secret create failed: $created"
 id=$(sed -n 's/^  "id": "\(.*\)",\?$/\1/p' <<<"$created" | head -1)
 [ -n "$id" ] || die "no secret id in: $created"
-in_ct coffer secret bind "$id" --unit consumer.service --as dbpass >/dev/null || die "coffer secret bind failed"
-ok "secret $id created and bound to consumer.service as dbpass"
+in_ct coffer secret bind "$id" --unit consumer.service --as dbpass --on-rotate restart >/dev/null || die "coffer secret bind failed"
+ok "secret $id created and bound to consumer.service as dbpass (on-rotate restart)"
 
 # The bound consumer.
 if in_ct systemctl start consumer.service; then
@@ -357,6 +357,19 @@ else
 	bad "systemctl start consumer-rotate.service: $(prop consumer-rotate.service Result)"
 fi
 
+# --on-rotate restart starts a stopped unit too.
+payload2="sdt2-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
+in_ct systemctl stop consumer.service
+if out=$(printf '%s' "$payload2" | TMO=90 in_ct coffer secret rotate "$id" --payload-file - 2>&1); then
+	check "coffer secret rotate printed 'unit consumer.service: restarted' ($(grep '^unit ' <<<"$out" | tr '\n' ' '))" \
+		grep -qx 'unit consumer.service: restarted' <<<"$out"
+	got=$(in_ct cat /run/consumer-out/dbpass) || got="<no file>"
+	check "on-rotate restart started the stopped consumer.service with version 2" \
+		test "$got" = "$payload2" -a "$(prop consumer.service ActiveState)" = active
+else
+	bad "coffer secret rotate (consumer.service): $out"
+fi
+
 # Reload.
 pid0=$(prop coffer.service MainPID)
 if in_ct systemctl reload coffer.service 2>/dev/null; then
@@ -393,10 +406,10 @@ fi
 # (Captured first: grep -q on a pipe under pipefail could fail on SIGPIPE.)
 journal=$(in_ct journalctl --no-pager -o export) || die "journalctl -o export failed"
 [ -n "$journal" ] || die "empty journal"
-if grep -aqF -- "$payload" <<<"$journal"; then
-	bad "a payload is in the journal: $(in_ct journalctl --no-pager -o cat | grep -aF -e "$payload" -e "$rot1" -e "$rot2" | head -3)"
+if grep -aqF -e "$payload" -e "$payload2" -e "$rot1" -e "$rot2" <<<"$journal"; then
+	bad "a payload is in the journal: $(in_ct journalctl --no-pager -o cat | grep -aF -e "$payload" -e "$payload2" -e "$rot1" -e "$rot2" | head -3)"
 else
-	ok "the payload is nowhere in the journal ($(grep -ac '^__CURSOR=' <<<"$journal") entries)"
+	ok "no payload (4 versions) anywhere in the journal ($(grep -ac '^__CURSOR=' <<<"$journal") entries)"
 fi
 # shellcheck disable=SC2016 # expanded by eval
 check "the HSM PIN is nowhere in the journal" eval '! grep -aqF -- "$pin" <<<"$journal"'
