@@ -315,3 +315,34 @@ func TestOnRotateFailureKeepsTheRotation(t *testing.T) {
 		}
 	}
 }
+
+// TestSecretListExpiringWithin: coffer secret list --expiring-within and
+// GET /v1/projects/{p}/secrets?expiring_within= through the real binary;
+// and cred list --all-projects, which names what the list does anyway.
+func TestSecretListExpiringWithin(t *testing.T) {
+	t.Parallel()
+	d := startDaemon(t, workDir(t))
+	soon := time.Now().Add(48 * time.Hour).UTC().Format(time.RFC3339)
+	later := time.Now().Add(60 * 24 * time.Hour).UTC().Format(time.RFC3339)
+	d.mustCLI(t, "a", "secret", "create", "--display-name", "due-soon", "--payload-file", "-", "--expires-at", soon)
+	d.mustCLI(t, "b", "secret", "create", "--display-name", "due-later", "--payload-file", "-", "--expires-at", later)
+	d.mustCLI(t, "c", "secret", "create", "--display-name", "never-due", "--payload-file", "-")
+	out := d.mustCLI(t, "", "secret", "list", "--expiring-within", "7d")
+	if !strings.Contains(out.stdout, "due-soon") || strings.Contains(out.stdout, "due-later") || strings.Contains(out.stdout, "never-due") {
+		t.Fatalf("--expiring-within 7d:\n%s", out.stdout)
+	}
+	out = d.mustCLI(t, "", "secret", "list", "--expiring-within", "3months")
+	if !strings.Contains(out.stdout, "due-soon") || !strings.Contains(out.stdout, "due-later") || strings.Contains(out.stdout, "never-due") {
+		t.Fatalf("--expiring-within 3months:\n%s", out.stdout)
+	}
+	if res := d.cli(t, "", "secret", "list", "--expiring-within", "soon"); res.code != 2 {
+		t.Fatalf("--expiring-within soon: %v", res)
+	}
+	wantError(t, d.api(t, "GET", "/v1/projects/default/secrets?expiring_within=-1d", nil), http.StatusBadRequest, "invalid_argument")
+	if res := d.cli(t, "", "cred", "list", "--all-projects"); res.code != 0 {
+		t.Fatalf("cred list --all-projects: %v", res)
+	}
+	if res := d.cli(t, "", "cred", "list", "--all-projects", "--project", "default"); res.code != 2 {
+		t.Fatalf("cred list --all-projects --project: %v", res)
+	}
+}
