@@ -39,15 +39,31 @@ const (
 // bindingRecord says who may receive a secret's payload: a systemd unit
 // under a credential name (LoadCredential=), or a user under a name.
 type bindingRecord struct {
-	ID         string    `json:"id"`
-	SecretID   string    `json:"secret_id"`
-	ProjectID  string    `json:"project_id"`
-	Kind       string    `json:"kind"`
-	Unit       string    `json:"unit,omitempty"`
-	Credential string    `json:"credential,omitempty"`
-	UserID     string    `json:"user_id,omitempty"`
-	Name       string    `json:"name,omitempty"`
-	CreatedAt  time.Time `json:"created_at"`
+	ID         string `json:"id"`
+	SecretID   string `json:"secret_id"`
+	ProjectID  string `json:"project_id"`
+	Kind       string `json:"kind"`
+	Unit       string `json:"unit,omitempty"`
+	Credential string `json:"credential,omitempty"`
+	UserID     string `json:"user_id,omitempty"`
+	Name       string `json:"name,omitempty"`
+	// OnRotate (unit bindings): what systemd is asked to do to the unit
+	// once a rotation of the secret commits; "" (bindings made before it
+	// existed) is none.
+	OnRotate  string    `json:"on_rotate,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// onRotate is the binding's on-rotate action: none for user bindings and
+// for unit bindings made before the setting existed.
+func (b bindingRecord) onRotate() string {
+	if b.Kind != BindUnit {
+		return ""
+	}
+	if b.OnRotate == "" {
+		return OnRotateNone
+	}
+	return b.OnRotate
 }
 
 func (b bindingRecord) indexes() []kv.Index {
@@ -72,15 +88,19 @@ type Binding struct {
 	UserID     string
 	User       string
 	Name       string
+	OnRotate   string // unit bindings only: try-restart, restart, reload or none
 	CreatedAt  time.Time
 }
 
 // BindingInput binds a secret to {Unit, Credential} or {User, Name}.
+// OnRotate, for a unit, is one of the OnRotate actions ("": the default,
+// try-restart).
 type BindingInput struct {
 	Unit       string
 	Credential string
 	User       string
 	Name       string
+	OnRotate   string
 }
 
 // unitRE is a systemd unit name with a suffix that can consume
@@ -100,7 +120,7 @@ func ValidUnit(s string) bool { return len(s) <= 255 && unitRE().MatchString(s) 
 func ValidCredentialName(s string) bool { return validKeyName(s, maxCredentialName) }
 
 func (s *Service) bindingView(tx *kv.Txn, b bindingRecord) (Binding, error) {
-	v := Binding{ID: b.ID, SecretID: b.SecretID, Kind: b.Kind, Unit: b.Unit, Credential: b.Credential, UserID: b.UserID, Name: b.Name, CreatedAt: b.CreatedAt}
+	v := Binding{ID: b.ID, SecretID: b.SecretID, Kind: b.Kind, Unit: b.Unit, Credential: b.Credential, UserID: b.UserID, Name: b.Name, OnRotate: b.onRotate(), CreatedAt: b.CreatedAt}
 	if b.UserID != "" {
 		var u userRecord
 		if err := tx.Get(tableUsers, b.UserID, &u); err != nil {
@@ -146,8 +166,17 @@ func (s *Service) CreateBinding(ctx context.Context, g Grant, in BindingInput) (
 		if !ValidCredentialName(in.Credential) {
 			return Binding{}, Invalid(CodeInvalidBinding, "credential must be a credential name such as tls-key (A-Z a-z 0-9 _ . -)")
 		}
-		rec.Kind, rec.Unit, rec.Credential = BindUnit, in.Unit, in.Credential
+		if in.OnRotate == "" {
+			in.OnRotate = DefaultOnRotate
+		}
+		if !ValidOnRotate(in.OnRotate) {
+			return Binding{}, Invalid(CodeInvalidBinding, "on_rotate must be try-restart, restart, reload or none")
+		}
+		rec.Kind, rec.Unit, rec.Credential, rec.OnRotate = BindUnit, in.Unit, in.Credential, in.OnRotate
 	case in.User != "" && in.Unit == "" && in.Credential == "":
+		if in.OnRotate != "" {
+			return Binding{}, Invalid(CodeInvalidBinding, "on_rotate is for unit bindings: a user's consumer watches for new versions (GET /v1/deliver/NAME?wait=)")
+		}
 		if !ValidCredentialName(in.Name) {
 			return Binding{}, Invalid(CodeInvalidBinding, "name must be a delivery name such as dbpass (A-Z a-z 0-9 _ . -)")
 		}
@@ -160,7 +189,7 @@ func (s *Service) CreateBinding(ctx context.Context, g Grant, in BindingInput) (
 		// A user binding's name is the project's (tenant data): the audit
 		// log names the binding by id. A unit and its credential name are
 		// the host's configuration (in its unit files): they are named.
-		c.set("project", g.project.ID, "secret", g.secretID, "binding", rec.ID, "unit", rec.Unit, "unit_credential", rec.Credential)
+		c.set("project", g.project.ID, "secret", g.secretID, "binding", rec.ID, "unit", rec.Unit, "unit_credential", rec.Credential, "on_rotate", rec.OnRotate)
 		var sec secretRecord
 		if err := tx.Get(tableSecrets, g.secretID, &sec); err != nil {
 			return notFoundAs(err, "secret %s not found", g.secretID)
@@ -470,6 +499,48 @@ func (s *Service) userBinding(tx *kv.Txn, c caller, req DeliveryRequest, b *bind
 // errNotAdmitted: the binding's user holds no role on its project.
 var errNotAdmitted = errors.New("the bound user holds no role on the secret's project")
 
+// deliveryLookup is what one read for a delivery found.
+type deliveryLookup struct {
+	b    bindingRecord
+	c    caller
+	rec  secretRecord
+	blob sealedRecord
+	why  string
+}
+
+// lookupDelivery reads, in one transaction, who the caller is, the
+// binding it receives req.Name under, and the secret's current envelope
+// (Deliver's checks, with nothing unsealed or audited).
+func (s *Service) lookupDelivery(ctx context.Context, p Principal, req DeliveryRequest) (deliveryLookup, error) {
+	name := req.Name
+	var l deliveryLookup
+	idGen, polGen := s.idGen.Load(), s.polGen.Load()
+	err := s.store.View(ctx, func(tx *kv.Txn) error {
+		var err error
+		if l.c, err = s.resolveCaller(tx, p); err != nil {
+			return err
+		}
+		c := l.c
+		if c.user == nil {
+			return errNoDelivery
+		}
+		if c.token != nil && c.token.Rules != nil {
+			if ok, _ := c.token.Rules.Allows("coffer", "GET", "/v1/deliver/"+name); !ok {
+				return errRuleRefused
+			}
+		}
+		if err := s.userBinding(tx, c, req, &l.b); err != nil {
+			return err
+		}
+		if l.why, err = s.deliveryPolicies(tx, c, p, l.b.ProjectID, "", "/v1/deliver/"+name, idGen, polGen); err != nil || l.why != "" {
+			return err
+		}
+		l.rec, l.blob, l.why, err = s.sealedFor(tx, l.b)
+		return err
+	})
+	return l, err
+}
+
 // Deliver hands the payload bound to the caller's user under req.Name
 // (with req.Key set, that entry of the secret's key_values instead).
 // Anyone else — unbound, anonymous, another user, a user no longer
@@ -497,34 +568,8 @@ func (s *Service) Deliver(ctx context.Context, p Principal, req DeliveryRequest)
 	if key != "" && !validKeyName(key, maxKeyName) {
 		return refuse("invalid key")
 	}
-	var b bindingRecord
-	var c caller
-	var rec secretRecord
-	var blob sealedRecord
-	var why string
-	idGen, polGen := s.idGen.Load(), s.polGen.Load()
-	err := s.store.View(ctx, func(tx *kv.Txn) error {
-		var err error
-		if c, err = s.resolveCaller(tx, p); err != nil {
-			return err
-		}
-		if c.user == nil {
-			return errNoDelivery
-		}
-		if c.token != nil && c.token.Rules != nil {
-			if ok, _ := c.token.Rules.Allows("coffer", "GET", "/v1/deliver/"+name); !ok {
-				return errRuleRefused
-			}
-		}
-		if err := s.userBinding(tx, c, req, &b); err != nil {
-			return err
-		}
-		if why, err = s.deliveryPolicies(tx, c, p, b.ProjectID, "", "/v1/deliver/"+name, idGen, polGen); err != nil || why != "" {
-			return err
-		}
-		rec, blob, why, err = s.sealedFor(tx, b)
-		return err
-	})
+	l, err := s.lookupDelivery(ctx, p, req)
+	b, c, rec, blob, why := l.b, l.c, l.rec, l.blob, l.why
 	switch {
 	case errors.Is(err, errNoDelivery):
 		return refuse("caller is not a user")

@@ -17,6 +17,8 @@ import "github.com/coffer-hsm/coffer/kv"
 //   - secret cache: secrets replaced or deleted.
 //   - compiled policies: policies replaced or deleted.
 //   - status counts: any record of a counted table added or removed.
+//   - watched deliveries (watch.go) are woken, to read again, by secrets,
+//     bindings, policies and the identity tables replaced or deleted.
 //   - delivery record caches (recordcache.go) are keyed by the stored
 //     bytes and need nothing.
 var (
@@ -44,4 +46,6 @@ func (s *Service) committed(c kv.Commit) {
 			break
 		}
 	}
+	// Deliveries waiting for a new version read again (watch.go).
+	s.wakeWatchers(c)
 }

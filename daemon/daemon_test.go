@@ -391,7 +391,7 @@ func TestPagination(t *testing.T) {
 		if pages > 3 {
 			t.Fatal("pagination does not end")
 		}
-		secs, next, err := e.svc.ListSecrets(ctx, g, page)
+		secs, next, err := e.svc.ListSecrets(ctx, g, SecretFilter{}, page)
 		wantCode(t, err, "")
 		for _, s := range secs {
 			got = append(got, s.ID)
@@ -405,13 +405,13 @@ func TestPagination(t *testing.T) {
 		t.Fatalf("pages = %v\nwant    %v", got, ids)
 	}
 	for _, p := range []Page{{Limit: -1}, {Limit: maxPageLimit + 1}, {After: "x"}} {
-		_, _, err := e.svc.ListSecrets(ctx, g, p)
+		_, _, err := e.svc.ListSecrets(ctx, g, SecretFilter{}, p)
 		wantCode(t, err, CodeInvalidArgument)
 	}
 	// Another project's secrets do not show.
 	admin := e.grant(t, ActManageProjects, Resource{})
 	e.svc.CreateProject(ctx, admin, "other")
-	secs, _, err := e.svc.ListSecrets(ctx, e.grant(t, ActReadProject, Resource{Project: "other"}), Page{})
+	secs, _, err := e.svc.ListSecrets(ctx, e.grant(t, ActReadProject, Resource{Project: "other"}), SecretFilter{}, Page{})
 	wantCode(t, err, "")
 	if len(secs) != 0 {
 		t.Fatalf("other project lists %d secrets", len(secs))

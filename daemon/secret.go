@@ -67,6 +67,9 @@ type Secret struct {
 	RotatedAt   *time.Time
 	RevokedAt   *time.Time
 	ExpiresAt   *time.Time
+	// UnitActions, from RotateSecret only: what the on-rotate actions of
+	// the secret's unit bindings came to.
+	UnitActions []UnitAction
 }
 
 func (r secretRecord) status(now time.Time) string {
@@ -277,8 +280,16 @@ func (s *Service) GetSecret(ctx context.Context, g Grant) (Secret, error) {
 	return g.secret.view(g.project.Name, s.now()), nil
 }
 
-// ListSecrets lists the secrets of the grant's project in creation order.
-func (s *Service) ListSecrets(ctx context.Context, g Grant, page Page) ([]Secret, string, error) {
+// SecretFilter narrows a secret list.
+type SecretFilter struct {
+	// ExpiringWithin > 0: only active secrets whose expires_at is within
+	// this span from now.
+	ExpiringWithin time.Duration
+}
+
+// ListSecrets lists the secrets of the grant's project in creation order
+// (a filter may leave a page shorter than its limit; Next goes on).
+func (s *Service) ListSecrets(ctx context.Context, g Grant, f SecretFilter, page Page) ([]Secret, string, error) {
 	if g.action != ActReadProject && g.action != ActManageProject {
 		return nil, "", Forbidden("not authorized to %s", ActReadProject)
 	}
@@ -289,7 +300,11 @@ func (s *Service) ListSecrets(ctx context.Context, g Grant, page Page) ([]Secret
 		if err := decode(&rec); err != nil {
 			return err
 		}
-		out = append(out, rec.view(g.project.Name, now))
+		v := rec.view(g.project.Name, now)
+		if f.ExpiringWithin > 0 && (v.Status != StatusActive || v.ExpiresAt == nil || v.ExpiresAt.After(now.Add(f.ExpiringWithin))) {
+			return nil
+		}
+		out = append(out, v)
 		return nil
 	})
 	return out, next, err
@@ -361,6 +376,7 @@ func (s *Service) rotateOnce(ctx context.Context, g Grant, in RotateInput) (Secr
 		defer clear(plain)
 	}
 	prev := rec.Version
+	var jobs []unitJob
 	now := s.now()
 	rec.Version++
 	rec.UpdatedAt, rec.RotatedAt = now, &now
@@ -380,6 +396,18 @@ func (s *Service) rotateOnce(ctx context.Context, g Grant, in RotateInput) (Secr
 		if cur.Version != prev || cur.RevokedAt != nil {
 			return errRetryRotate
 		}
+		// The units to act on once this commits: the bindings as this
+		// transaction sees them.
+		bs, err := secretBindings(tx, rec.ID)
+		if err != nil {
+			return err
+		}
+		jobs = jobs[:0]
+		for _, b := range bs {
+			if a := b.onRotate(); b.Kind == BindUnit && a != OnRotateNone {
+				jobs = append(jobs, unitJob{binding: b.ID, unit: b.Unit, action: a})
+			}
+		}
 		if err := tx.Put(tableSecrets, rec.ID, rec, kv.Index{Name: indexProject, Value: rec.ProjectID}); err != nil {
 			return err
 		}
@@ -395,7 +423,9 @@ func (s *Service) rotateOnce(ctx context.Context, g Grant, in RotateInput) (Secr
 	case err != nil:
 		return Secret{}, storeErr(err)
 	}
-	return rec.view(g.project.Name, now), nil
+	out := rec.view(g.project.Name, now)
+	out.UnitActions = s.runUnitActions(ctx, g.principal, rec.ID, rec.Version, jobs)
+	return out, nil
 }
 
 // RevokeSecret marks the secret revoked and destroys its ciphertext. The

@@ -147,6 +147,9 @@ type Service struct {
 	polGen         atomic.Uint64 // see caches.go
 
 	webhooks k8sState // the Kubernetes webhooks, when served (k8s_review.go)
+
+	units    unitActions // on-rotate actions on systemd units (unitaction.go)
+	watchers watchers    // deliveries waiting for a new version (watch.go)
 }
 
 // Open opens the HSM and the store named by cfg and returns a ready

@@ -57,6 +57,7 @@ done <<'FILES'
 644 /usr/share/zsh/vendor-completions/_coffer
 644 /usr/share/fish/vendor_completions.d/coffer.fish
 644 /usr/share/doc/coffer/README.md
+644 /usr/share/polkit-1/rules.d/50-coffer.rules
 FILES
 for u in coffer.service coffer.socket coffer-creds.socket coffer-vsock.socket; do
 	cmp -s "systemd/$u" "$root/usr/lib/systemd/system/$u" || fail "$u differs from systemd/$u"

@@ -232,8 +232,23 @@ func (c *Client) GetSecret(ctx context.Context, id string) (Secret, error) {
 
 // ListSecrets lists one page of a project's secrets.
 func (c *Client) ListSecrets(ctx context.Context, project string, page PageQuery) (List[Secret], error) {
+	return c.ListSecretsExpiring(ctx, project, "", page)
+}
+
+// ListSecretsExpiring is ListSecrets of the active secrets expiring within
+// a span ("7d", "2weeks", "12h"; "" for all).
+func (c *Client) ListSecretsExpiring(ctx context.Context, project, within string, page PageQuery) (List[Secret], error) {
+	q := page.encode()
+	if within != "" {
+		if q == "" {
+			q = "?"
+		} else {
+			q += "&"
+		}
+		q += "expiring_within=" + url.QueryEscape(within)
+	}
 	var l List[Secret]
-	_, err := c.do(ctx, http.MethodGet, "/v1/projects/"+url.PathEscape(project)+"/secrets"+page.encode(), nil, &l)
+	_, err := c.do(ctx, http.MethodGet, "/v1/projects/"+url.PathEscape(project)+"/secrets"+q, nil, &l)
 	return l, err
 }
 

@@ -178,6 +178,7 @@ func FuzzDecodeRequest(f *testing.F) {
 		`{"grace":"10m"}`,
 		`{"service":"coffer","method":"GET","path":"/v1/{p}"}`,
 		`{"unit":"a.service","credential":"db"}`,
+		`{"unit":"a.service","credential":"db","on_rotate":"try-restart"}`,
 		`{"token":"cft_x","service":"s","method":"GET","path":"/"}`,
 		``,
 	} {
@@ -327,4 +328,38 @@ func TestEncodeBodyKeepsHTMLCharacters(t *testing.T) {
 	if string(b) != want {
 		t.Fatalf("encodeBody = %s, want %s", b, want)
 	}
+}
+
+var watchMessages = []string{
+	"wait must be a duration from 0s to 5m0s, such as 30s",
+	"after_version must be a version number (0 or more)",
+}
+
+// FuzzParseWatch: a watch's query (GET /v1/deliver/{name}?wait=&after_version=)
+// is accepted only within its bounds, and its errors are the two codes,
+// with messages that never quote the input.
+func FuzzParseWatch(f *testing.F) {
+	for _, s := range [][2]string{
+		{"30s", "3"}, {"", ""}, {"5m", "0"}, {"5m0.000000001s", "1"}, {"-1s", "1"}, {"1h", ""},
+		{"abc", "1"}, {"1s", "-1"}, {"1s", "2147483648"}, {"1s", "+1"}, {"0", "0"}, {"9223372036854775807ns", "1"},
+	} {
+		f.Add(s[0], s[1])
+	}
+	f.Fuzz(func(t *testing.T, wait, after string) {
+		d, n, err := ParseWatch(wait, after)
+		if err != nil {
+			code := daemon.CodeOf(err)
+			if code != daemon.CodeInvalidWait && code != daemon.CodeInvalidAfterVersion {
+				t.Fatalf("ParseWatch(%q, %q): code %s", wait, after, code)
+			}
+			// One fixed message per code: nothing of the input in it.
+			if msg := daemon.MessageOf(err); !slices.Contains(watchMessages, msg) {
+				t.Fatalf("ParseWatch(%q, %q): message %q", wait, after, msg)
+			}
+			return
+		}
+		if d < 0 || d > daemon.MaxDeliveryWait || n < 0 {
+			t.Fatalf("ParseWatch(%q, %q) = %v, %d: out of bounds", wait, after, d, n)
+		}
+	})
 }

@@ -142,7 +142,19 @@ func secretWire(sec daemon.Secret) Secret {
 		ID: sec.ID, Project: sec.Project, ProjectID: sec.ProjectID, DisplayName: sec.DisplayName,
 		Version: sec.Version, Status: sec.Status, CreatedAt: sec.CreatedAt, UpdatedAt: sec.UpdatedAt,
 		RotatedAt: sec.RotatedAt, RevokedAt: sec.RevokedAt, ExpiresAt: sec.ExpiresAt,
+		UnitActions: unitActionsWire(sec.UnitActions),
 	}
+}
+
+func unitActionsWire(as []daemon.UnitAction) []UnitAction {
+	if as == nil {
+		return nil
+	}
+	out := make([]UnitAction, len(as))
+	for i, a := range as {
+		out[i] = UnitAction{Unit: a.Unit, Binding: a.BindingID, Action: a.Action, Result: a.Result, Error: a.Error}
+	}
+	return out
 }
 
 // decodePayload decodes a standard-base64 payload. Its errors never quote
@@ -203,11 +215,17 @@ func (s *Server) listSecrets(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	var f daemon.SecretFilter
+	if v := r.URL.Query().Get("expiring_within"); v != "" {
+		if f.ExpiringWithin, err = daemon.ParseWindow("expiring_within", v, time.Now()); err != nil {
+			return err
+		}
+	}
 	page, err := pageOf(r)
 	if err != nil {
 		return err
 	}
-	secs, next, err := s.b.ListSecrets(r.Context(), g, page)
+	secs, next, err := s.b.ListSecrets(r.Context(), g, f, page)
 	if err != nil {
 		return err
 	}

@@ -1,6 +1,8 @@
 package unixapi
 
 import (
+	"context"
+	"errors"
 	"net/http"
 	"strconv"
 	"time"
@@ -10,15 +12,17 @@ import (
 
 // Binding says who may receive a secret's payload.
 type Binding struct {
-	ID         string    `json:"id"`
-	SecretID   string    `json:"secret_id"`
-	Kind       string    `json:"kind"`
-	Unit       string    `json:"unit,omitempty"`
-	Credential string    `json:"credential,omitempty"`
-	User       string    `json:"user,omitempty"`
-	UserID     string    `json:"user_id,omitempty"`
-	Name       string    `json:"name,omitempty"`
-	CreatedAt  time.Time `json:"created_at"`
+	ID         string `json:"id"`
+	SecretID   string `json:"secret_id"`
+	Kind       string `json:"kind"`
+	Unit       string `json:"unit,omitempty"`
+	Credential string `json:"credential,omitempty"`
+	User       string `json:"user,omitempty"`
+	UserID     string `json:"user_id,omitempty"`
+	Name       string `json:"name,omitempty"`
+	// OnRotate (unit bindings): try-restart, restart, reload or none.
+	OnRotate  string    `json:"on_rotate,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
 }
 
 // BindingCreateRequest is POST /v1/secrets/{id}/bindings: {unit,
@@ -28,6 +32,9 @@ type BindingCreateRequest struct {
 	Credential string `json:"credential,omitempty"`
 	User       string `json:"user,omitempty"`
 	Name       string `json:"name,omitempty"`
+	// OnRotate, for a unit: try-restart (the default), restart, reload or
+	// none.
+	OnRotate string `json:"on_rotate,omitempty"`
 }
 
 func (s *Server) deliveryRoutes() {
@@ -38,7 +45,7 @@ func (s *Server) deliveryRoutes() {
 }
 
 func bindingWire(b daemon.Binding) Binding {
-	return Binding{ID: b.ID, SecretID: b.SecretID, Kind: b.Kind, Unit: b.Unit, Credential: b.Credential, User: b.User, UserID: b.UserID, Name: b.Name, CreatedAt: b.CreatedAt}
+	return Binding{ID: b.ID, SecretID: b.SecretID, Kind: b.Kind, Unit: b.Unit, Credential: b.Credential, User: b.User, UserID: b.UserID, Name: b.Name, OnRotate: b.OnRotate, CreatedAt: b.CreatedAt}
 }
 
 func (s *Server) createBinding(w http.ResponseWriter, r *http.Request) error {
@@ -91,10 +98,29 @@ func (s *Server) deleteBinding(w http.ResponseWriter, r *http.Request) error {
 // deliver hands the raw payload (or, with ?key=K, one key_values entry) to
 // the consumer it is bound to (?project=P picks the project when the name
 // is bound to the consumer in several); everyone else gets 404 whether or
-// not the name exists.
+// not the name exists. With ?wait=D and/or ?after_version=N it is a watch:
+// it answers once the version is newer than N (0 when absent), or 304
+// after D (0 when absent: at once).
 func (s *Server) deliver(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
-	d, err := s.b.Deliver(r.Context(), daemon.PrincipalFrom(r.Context()), daemon.DeliveryRequest{Name: r.PathValue("name"), Key: q.Get("key"), Project: q.Get("project")})
+	req := daemon.DeliveryRequest{Name: r.PathValue("name"), Key: q.Get("key"), Project: q.Get("project")}
+	p := daemon.PrincipalFrom(r.Context())
+	var d daemon.Delivery
+	var err error
+	if q.Has("wait") || q.Has("after_version") {
+		d, err = s.watchDelivery(w, r, p, req)
+		switch {
+		case errors.Is(err, daemon.ErrNotModified):
+			w.WriteHeader(http.StatusNotModified)
+			return nil
+		case err != nil && r.Context().Err() != nil:
+			// The client hung up while waiting: nobody to answer, and
+			// nothing went wrong here.
+			return nil
+		}
+	} else {
+		d, err = s.b.Deliver(r.Context(), p, req)
+	}
 	if err != nil {
 		return err
 	}
@@ -109,3 +135,81 @@ func (s *Server) deliver(w http.ResponseWriter, r *http.Request) error {
 	_, _ = w.Write(d.Payload)
 	return nil
 }
+
+// MaxWatchesPerPeer is how many watches (deliveries waiting for a new
+// version) one caller — a uid, a CID, a VM — may have at once. Each holds
+// a connection: at half the per-caller connection limit, a caller's
+// watches leave it (and everyone else) slots for its other requests.
+const MaxWatchesPerPeer = DefaultMaxConnsPerPeer / 2
+
+// CodeTooManyWatches answers a watch beyond MaxWatchesPerPeer (429).
+const CodeTooManyWatches = "too_many_watches"
+
+// ParseWatch reads a watch's query: wait, a Go duration such as 30s (0s
+// up to 5m), and after_version, a version number (0 or more).
+func ParseWatch(wait, after string) (time.Duration, int, error) {
+	var d time.Duration
+	if wait != "" {
+		var err error
+		if d, err = time.ParseDuration(wait); err != nil {
+			return 0, 0, daemon.Invalid(daemon.CodeInvalidWait, "wait must be a duration from 0s to %s, such as 30s", daemon.MaxDeliveryWait)
+		}
+	}
+	n := 0
+	if after != "" {
+		v, err := strconv.ParseUint(after, 10, 31)
+		if err != nil {
+			return 0, 0, daemon.Invalid(daemon.CodeInvalidAfterVersion, "after_version must be a version number (0 or more)")
+		}
+		n = int(v)
+	}
+	if err := daemon.CheckWatch(d, n); err != nil {
+		return 0, 0, err
+	}
+	return d, n, nil
+}
+
+func (s *Server) watchDelivery(w http.ResponseWriter, r *http.Request, p daemon.Principal, req daemon.DeliveryRequest) (daemon.Delivery, error) {
+	q := r.URL.Query()
+	wait, after, err := ParseWatch(q.Get("wait"), q.Get("after_version"))
+	if err != nil {
+		return daemon.Delivery{}, err
+	}
+	if wait > 0 {
+		k := keyOf(p)
+		s.watchMu.Lock()
+		if s.watches == nil {
+			s.watches = map[peerKey]int{}
+		}
+		n := s.watches[k]
+		if n >= MaxWatchesPerPeer {
+			s.watchMu.Unlock()
+			return daemon.Delivery{}, errTooManyWatches
+		}
+		s.watches[k] = n + 1
+		s.watchMu.Unlock()
+		defer func() {
+			s.watchMu.Lock()
+			if s.watches[k]--; s.watches[k] <= 0 {
+				delete(s.watches, k)
+			}
+			s.watchMu.Unlock()
+		}()
+		// The answer may come after the server's write timeout.
+		_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(wait + DefaultWriteTimeout))
+	}
+	// Shutdown ends waits (a 304: nothing changed so far), so that the
+	// drain does not wait for them.
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	stop := context.AfterFunc(s.closing, cancel)
+	defer stop()
+	d, err := s.b.WatchDelivery(ctx, p, req, after, wait)
+	if err != nil && ctx.Err() != nil && r.Context().Err() == nil {
+		return daemon.Delivery{}, daemon.ErrNotModified
+	}
+	return d, err
+}
+
+var errTooManyWatches = &daemon.Error{Class: daemon.ErrRateLimited, Code: CodeTooManyWatches,
+	Message: "too many watches from this caller at once (at most 16): wait for one to end"}

@@ -34,7 +34,7 @@ type Backend interface {
 
 	CreateSecret(ctx context.Context, g daemon.Grant, in daemon.SecretInput) (daemon.Secret, error)
 	GetSecret(ctx context.Context, g daemon.Grant) (daemon.Secret, error)
-	ListSecrets(ctx context.Context, g daemon.Grant, page daemon.Page) ([]daemon.Secret, string, error)
+	ListSecrets(ctx context.Context, g daemon.Grant, f daemon.SecretFilter, page daemon.Page) ([]daemon.Secret, string, error)
 	RotateSecret(ctx context.Context, g daemon.Grant, in daemon.RotateInput) (daemon.Secret, error)
 	RevokeSecret(ctx context.Context, g daemon.Grant) (daemon.Secret, error)
 	DeleteSecret(ctx context.Context, g daemon.Grant) error
@@ -52,6 +52,7 @@ type Backend interface {
 	ListBindings(ctx context.Context, g daemon.Grant) ([]daemon.Binding, error)
 	DeleteBinding(ctx context.Context, g daemon.Grant, id string) error
 	Deliver(ctx context.Context, p daemon.Principal, req daemon.DeliveryRequest) (daemon.Delivery, error)
+	WatchDelivery(ctx context.Context, p daemon.Principal, req daemon.DeliveryRequest, afterVersion int, wait time.Duration) (daemon.Delivery, error)
 
 	BackupBackend
 }
@@ -106,6 +107,12 @@ type Server struct {
 	unavailable logSampler // 503s: one log line per interval
 	auditor     Auditor    // optional, see SetAuditor: serves GET /v1/audit and verify
 	profiling   sync.Mutex // held while a sampled profile is recorded
+
+	watchMu sync.Mutex
+	watches map[peerKey]int // watches in flight per caller (handlers_delivery.go)
+	// closing ends when Shutdown begins: watches answer at once.
+	closing     context.Context
+	closingDone context.CancelFunc
 }
 
 // NewServer returns a Server for b.
@@ -114,6 +121,7 @@ func NewServer(b Backend, log *slog.Logger) *Server {
 		log = slog.Default()
 	}
 	s := &Server{b: b, log: log, mux: newRouteMux()}
+	s.closing, s.closingDone = context.WithCancel(context.Background())
 	s.routes()
 	s.httpSrv = &http.Server{
 		Handler:           s,
@@ -142,7 +150,10 @@ func (s *Server) Serve(l net.Listener) error {
 
 // Shutdown stops accepting connections and waits for in-flight requests to
 // finish, or for ctx to end.
-func (s *Server) Shutdown(ctx context.Context) error { return s.httpSrv.Shutdown(ctx) }
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.closingDone()
+	return s.httpSrv.Shutdown(ctx)
+}
 
 // drainLimit bounds how much of an unread request body is discarded.
 const drainLimit = 1 << 20

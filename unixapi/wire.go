@@ -109,6 +109,20 @@ type Secret struct {
 	RotatedAt   *time.Time `json:"rotated_at,omitempty"`
 	RevokedAt   *time.Time `json:"revoked_at,omitempty"`
 	ExpiresAt   *time.Time `json:"expires_at,omitempty"`
+	// UnitActions: in a rotation's answer only, what the on-rotate
+	// actions of the secret's unit bindings came to.
+	UnitActions []UnitAction `json:"unit_actions,omitempty"`
+}
+
+// UnitAction is one unit binding's on-rotate action: Result is
+// "restarted", "reloaded", "try-restarted" or "failed" (then Error says
+// why). The rotation stands whatever it is.
+type UnitAction struct {
+	Unit    string `json:"unit"`
+	Binding string `json:"binding"`
+	Action  string `json:"action"`
+	Result  string `json:"result"`
+	Error   string `json:"error,omitempty"`
 }
 
 // SecretCreateRequest is POST /v1/projects/{p}/secrets. Payload is standard

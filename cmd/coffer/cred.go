@@ -119,10 +119,14 @@ an OAuth2 JWT), to the second.`,
 			&cli.StringFlag{Name: "project", Aliases: []string{"p"}, Usage: "list `PROJECT`'s credentials (default: those you own or administer, in every project)"},
 			&cli.StringFlag{Name: "user", Aliases: []string{"u"}, Usage: "only those of `USER`"},
 			&cli.StringFlag{Name: "expiring-within", Usage: "only active ones expiring within `DURATION` (7d, 2weeks, 12h)"},
+			&cli.BoolFlag{Name: "all-projects", Aliases: []string{"A"}, Usage: "every project you may see (what the list without --project does; says so explicitly)"},
 		},
 		Action: func(c *cli.Context) error {
 			if c.Args().Present() {
 				return usagef("cred list takes no arguments")
+			}
+			if c.Bool("all-projects") && c.IsSet("project") {
+				return usagef("--all-projects and --project do not go together")
 			}
 			q := unixapi.CredentialQuery{Project: c.String("project"), User: c.String("user")}
 			if c.IsSet("expiring-within") {

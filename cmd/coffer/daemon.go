@@ -23,6 +23,7 @@ import (
 	"github.com/coffer-hsm/coffer/hsm"
 	"github.com/coffer-hsm/coffer/internal/memtrim"
 	"github.com/coffer-hsm/coffer/systemd"
+	"github.com/coffer-hsm/coffer/systemd/unitctl"
 	"github.com/coffer-hsm/coffer/unixapi"
 )
 
@@ -59,6 +60,7 @@ comes from --hsm-pin-file, by default $CREDENTIALS_DIRECTORY/hsm-pin.
 		&cli.IntFlag{Name: "auth-fail-burst", Usage: "failed authentications (bad tokens) a caller may make in a row before getting 429 rate_limited (0: no limit)", Value: daemon.DefaultAuthFailBurst, EnvVars: []string{"COFFER_AUTH_FAIL_BURST"}},
 		&cli.DurationFlag{Name: "auth-fail-refill", Usage: "forgive one failed authentication of a caller every `DURATION`", Value: daemon.DefaultAuthFailRefill, EnvVars: []string{"COFFER_AUTH_FAIL_REFILL"}},
 		&cli.DurationFlag{Name: "read-header-timeout", Usage: "time a client has to send a request's line and headers", Value: unixapi.DefaultReadHeaderTimeout, Hidden: true, EnvVars: []string{"COFFER_READ_HEADER_TIMEOUT"}},
+		&cli.DurationFlag{Name: "unit-action-timeout", Usage: "how long a secret rotation waits for each bound unit's on-rotate job (restart, reload) to finish", Value: daemon.DefaultUnitActionTimeout, EnvVars: []string{"COFFER_UNIT_ACTION_TIMEOUT"}},
 		&cli.DurationFlag{Name: "read-timeout", Usage: "time a client has to send a whole request", Value: unixapi.DefaultReadTimeout, Hidden: true, EnvVars: []string{"COFFER_READ_TIMEOUT"}},
 		&cli.StringFlag{Name: "audit-max-size", Usage: "keep the audit log's files within `SIZE` (e.g. 1GiB): rotated files are compressed, the oldest deleted with a signed record of what went; 0 keeps everything", Value: "1GiB", EnvVars: []string{"COFFER_AUDIT_MAX_SIZE"}},
 		&cli.BoolFlag{Name: "audit-journal", Usage: "also write every audit log line to the daemon's log (the journal): a copy outside the state directory", Value: true, EnvVars: []string{"COFFER_AUDIT_JOURNAL"}},
@@ -229,6 +231,11 @@ func runDaemon(c *cli.Context) error {
 	}
 	defer svc.CloseAudit(context.Background()) // before auditLog.Close
 	auditLog.Record(daemonEvent("daemon.start", nil))
+	// Unit bindings' on-rotate actions go to systemd over D-Bus (the
+	// system bus, connected on first use).
+	units := unitctl.New()
+	defer units.Close()
+	svc.SetUnitController(units, c.Duration("unit-action-timeout"))
 	k8sHooks, err := startK8sWebhooks(c, svc, stateDir, log)
 	if err != nil {
 		return err

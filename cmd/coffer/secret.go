@@ -88,6 +88,7 @@ var secretCommand = group("secret", "broker secrets sealed by the HSM",
 			&cli.StringFlag{Name: "project", Aliases: []string{"p"}, Usage: "`PROJECT` to list", Value: "default"},
 			&cli.IntFlag{Name: "limit", Usage: "show at most `N` (one page); default all"},
 			&cli.StringFlag{Name: "after", Usage: "start after secret `ID` (from a previous page)"},
+			&cli.StringFlag{Name: "expiring-within", Usage: "only active ones expiring within `DURATION` (7d, 2weeks, 12h)"},
 		},
 		Action: func(c *cli.Context) error {
 			if c.Args().Present() {
@@ -101,9 +102,15 @@ var secretCommand = group("secret", "broker secrets sealed by the HSM",
 				return err
 			}
 			page := unixapi.PageQuery{Limit: c.Int("limit"), After: c.String("after")}
+			within := ""
+			if c.IsSet("expiring-within") {
+				if within, err = window(c, "expiring-within"); err != nil {
+					return err
+				}
+			}
 			var out unixapi.List[unixapi.Secret]
 			for {
-				l, err := cl.ListSecrets(c.Context, c.String("project"), page)
+				l, err := cl.ListSecretsExpiring(c.Context, c.String("project"), within, page)
 				if err != nil {
 					return err
 				}
@@ -117,9 +124,9 @@ var secretCommand = group("secret", "broker secrets sealed by the HSM",
 			return render(c, out, func(w io.Writer) {
 				rows := make([][]string, 0, len(out.Items))
 				for _, s := range out.Items {
-					rows = append(rows, []string{s.ID, s.DisplayName, fmt.Sprint(s.Version), s.Status, ts(s.UpdatedAt)})
+					rows = append(rows, []string{s.ID, s.DisplayName, fmt.Sprint(s.Version), s.Status, ts(s.UpdatedAt), tsp(s.ExpiresAt)})
 				}
-				writeRows(w, []string{"ID", "DISPLAY NAME", "VERSION", "STATUS", "UPDATED"}, rows)
+				writeRows(w, []string{"ID", "DISPLAY NAME", "VERSION", "STATUS", "UPDATED", "EXPIRES"}, rows)
 				if out.Next != "" {
 					fmt.Fprintf(w, "more: --after %s\n", out.Next)
 				}
@@ -168,7 +175,21 @@ var secretCommand = group("secret", "broker secrets sealed by the HSM",
 			if err != nil {
 				return err
 			}
-			return renderSecret(c, s)
+			if err := renderSecret(c, s); err != nil {
+				return err
+			}
+			if c.String("output") == "table" {
+				// The rotation stands whatever the units did: a failed
+				// action is reported, not an error (exit 0).
+				for _, a := range s.UnitActions {
+					if a.Error != "" {
+						fmt.Fprintf(c.App.Writer, "unit %s: %s: %s\n", a.Unit, a.Result, a.Error)
+					} else {
+						fmt.Fprintf(c.App.Writer, "unit %s: %s\n", a.Unit, a.Result)
+					}
+				}
+			}
+			return nil
 		},
 	},
 	&cli.Command{
@@ -319,9 +340,13 @@ func writeBindings(w io.Writer, bs []unixapi.Binding) {
 		if b.Kind == "user" {
 			to, as = "user "+b.User, b.Name
 		}
-		rows = append(rows, []string{b.ID, to, as})
+		onRotate := b.OnRotate
+		if onRotate == "" {
+			onRotate = "-" // a user's consumer watches (coffer deliver --watch)
+		}
+		rows = append(rows, []string{b.ID, to, as, onRotate})
 	}
-	writeRows(w, []string{"BINDING", "DELIVERED TO", "AS"}, rows)
+	writeRows(w, []string{"BINDING", "DELIVERED TO", "AS", "ON ROTATE"}, rows)
 }
 
 var bindCommand = &cli.Command{
@@ -331,9 +356,15 @@ var bindCommand = &cli.Command{
 	Description: `coffer secret bind ID --unit nginx.service --as tls-key
     the unit gets the payload with LoadCredential=tls-key:/run/coffer/creds.sock
 coffer secret bind ID --user vm-web --as dbpass
-    the user (by uid, vsock CID, VM or token) gets it with 'coffer deliver dbpass'`,
+    the user (by uid, vsock CID, VM or token) gets it with 'coffer deliver dbpass'
+
+--on-rotate (units only) says what systemd does to the unit once a rotation
+of the secret commits: try-restart (the default: restart it if it runs, a
+stopped unit stays stopped), restart (start it either way), reload (its
+ExecReload=) or none. 'coffer secret rotate' prints what each came to.`,
 	Flags: []cli.Flag{
 		&cli.StringFlag{Name: "unit", Usage: "systemd `UNIT` that loads it as a credential"},
+		&cli.StringFlag{Name: "on-rotate", Usage: "what to do to the unit when the secret is rotated: `ACTION` try-restart (default), restart, reload or none"},
 		&cli.StringFlag{Name: "user", Usage: "`USER` that receives it"},
 		&cli.StringFlag{Name: "as", Usage: "the credential or delivery `NAME` it is received under"},
 	},
@@ -351,7 +382,9 @@ coffer secret bind ID --user vm-web --as dbpass
 		}
 		req := unixapi.BindingCreateRequest{User: user, Name: as}
 		if unit != "" {
-			req = unixapi.BindingCreateRequest{Unit: unit, Credential: as}
+			req = unixapi.BindingCreateRequest{Unit: unit, Credential: as, OnRotate: c.String("on-rotate")}
+		} else if c.IsSet("on-rotate") {
+			return usagef("--on-rotate is for --unit bindings; a user's consumer follows rotations with 'coffer deliver --watch'")
 		}
 		cl, err := newClient(c)
 		if err != nil {

@@ -49,8 +49,12 @@ done
 # --- the cached bookworm root -----------------------------------------------
 suite=bookworm
 include=systemd,dbus,softhsm2
+# polkitd: coffer (as user coffer) restarts bound units over D-Bus on
+# rotation, allowed by the package's polkit rule. Installed with apt in a
+# chroot after debootstrap: debootstrap's own configure step fails on it.
+extra=polkitd
 # Bump when the way the root is made changes.
-recipe="v1 $suite minbase $include $arch"
+recipe="v1 $suite minbase $include $arch +$extra"
 key=$(printf '%s' "$recipe" | sha256sum | cut -c1-16)
 cache=${SYSTEMD_TEST_CACHE:-/var/cache/coffer-systemd-test}
 base=$cache/$key
@@ -63,12 +67,26 @@ mkdir -p "$cache"
 		# An interrupted debootstrap may leave /proc or /sys mounted in it.
 		{ findmnt -rn -o TARGET | grep -F "$base" || :; } | sort -r | xargs -r -n1 umount -l
 		rm -rf --one-file-system "$base" "$base.tmp"
-		log "debootstrap $suite ($include) into $base (cold cache, about 70 s)"
+		log "debootstrap $suite ($include, then $extra) into $base (cold cache, about 70 s and more)"
 		if ! timeout 600 debootstrap --variant=minbase --include="$include" "$suite" "$base.tmp/root" \
 			>"$cache/debootstrap.log" 2>&1; then
 			tail -20 "$cache/debootstrap.log" >&2
 			rm -rf "$base.tmp"
 			die "debootstrap failed (log: $cache/debootstrap.log)"
+		fi
+		log "apt-get install $extra in the new root"
+		printf '#!/bin/sh\nexit 101\n' >"$base.tmp/root/usr/sbin/policy-rc.d"
+		chmod 0755 "$base.tmp/root/usr/sbin/policy-rc.d"
+		mount -t proc proc "$base.tmp/root/proc"
+		rc=0
+		DEBIAN_FRONTEND=noninteractive timeout 300 chroot "$base.tmp/root" apt-get install -y -q --no-install-recommends $extra \
+			>>"$cache/debootstrap.log" 2>&1 || rc=$?
+		umount "$base.tmp/root/proc"
+		rm -f "$base.tmp/root/usr/sbin/policy-rc.d"
+		if [ "$rc" != 0 ]; then
+			tail -20 "$cache/debootstrap.log" >&2
+			rm -rf "$base.tmp"
+			die "apt-get install $extra failed (log: $cache/debootstrap.log)"
 		fi
 		# Keep the cache small: no downloaded .debs.
 		rm -f "$base.tmp/root/var/cache/apt/archives/"*.deb
@@ -103,7 +121,7 @@ cleanup() {
 		echo "--- container journal (coffer, sockets, consumers) ---" >&2
 		in_ct journalctl --no-pager -o short-precise \
 			-u coffer.service -u coffer.socket -u coffer-creds.socket \
-			-u consumer.service -u consumer-unbound.service -u consumer-early.service >&2
+			-u consumer.service -u consumer-unbound.service -u consumer-early.service -u consumer-rotate.service -u polkit.service >&2
 		echo "--- failed units ---" >&2
 		in_ct systemctl --no-pager --failed >&2
 	fi
@@ -271,8 +289,8 @@ created=$(printf '%s' "$payload" | in_ct coffer -o json secret create --display-
 	die "coffer secret create failed: $created"
 id=$(sed -n 's/^  "id": "\(.*\)",\?$/\1/p' <<<"$created" | head -1)
 [ -n "$id" ] || die "no secret id in: $created"
-in_ct coffer secret bind "$id" --unit consumer.service --as dbpass >/dev/null || die "coffer secret bind failed"
-ok "secret $id created and bound to consumer.service as dbpass"
+in_ct coffer secret bind "$id" --unit consumer.service --as dbpass --on-rotate restart >/dev/null || die "coffer secret bind failed"
+ok "secret $id created and bound to consumer.service as dbpass (on-rotate restart)"
 
 # The bound consumer.
 if in_ct systemctl start consumer.service; then
@@ -295,6 +313,62 @@ else
 fi
 check "daemon logged the refusal (LoadCredential refused)" \
 	coffer_entry "MESSAGE=LoadCredential refused" COFFER_UNIT=consumer-unbound.service
+
+# Rotation reaches a running consumer: bound with the default on-rotate
+# (try-restart), it is restarted by coffer over D-Bus (allowed by the
+# package's polkit rule) and its new process has the new value.
+rot1="rot1-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
+rot2="rot2-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
+created=$(printf '%s' "$rot1" | in_ct coffer -o json secret create --display-name "systemd-test rotated" --payload-file -) ||
+	die "coffer secret create (rotation) failed: $created"
+rid=$(sed -n 's/^  "id": "\(.*\)",\?$/\1/p' <<<"$created" | head -1)
+bound=$(in_ct coffer secret bind "$rid" --unit consumer-rotate.service --as rotpass) || die "coffer secret bind (rotation) failed: $bound"
+check "binding lists on-rotate try-restart (the default)" grep -Eq 'consumer-rotate\.service +rotpass +try-restart' <<<"$bound"
+if in_ct systemctl start consumer-rotate.service; then
+	for _ in $(seq 50); do in_ct test -s /run/consumer-rotate-out/rotpass && break; sleep 0.1; done
+	got=$(in_ct cat /run/consumer-rotate-out/rotpass 2>/dev/null) || got="<no file>"
+	check "consumer-rotate.service got version 1" test "$got" = "$rot1"
+	rpid0=$(prop consumer-rotate.service MainPID)
+	r0=$(date +%s%N)
+	if out=$(printf '%s' "$rot2" | TMO=90 in_ct coffer secret rotate "$rid" --payload-file - 2>&1); then
+		rot_ms=$((($(date +%s%N) - r0) / 1000000))
+		log "coffer secret rotate (with the unit's restart): ${rot_ms} ms"
+		check "coffer secret rotate printed 'unit consumer-rotate.service: try-restarted' ($(grep '^unit ' <<<"$out" | tr '\n' ' '))" \
+			grep -qx 'unit consumer-rotate.service: try-restarted' <<<"$out"
+		for _ in $(seq 50); do
+			got=$(in_ct cat /run/consumer-rotate-out/rotpass 2>/dev/null) || got=
+			[ "$got" = "$rot2" ] && break
+			sleep 0.1
+		done
+		check "consumer-rotate.service sees version 2 without a manual restart" test "$got" = "$rot2"
+		rpid1=$(prop consumer-rotate.service MainPID)
+		check "consumer-rotate.service was restarted (MainPID $rpid0 -> $rpid1), active" \
+			test "$rpid1" != "$rpid0" -a "$(prop consumer-rotate.service ActiveState)" = active
+		check "daemon logged the on-rotate action (unit, result)" \
+			coffer_entry "MESSAGE=on-rotate unit action" COFFER_UNIT=consumer-rotate.service COFFER_RESULT=try-restarted
+	else
+		bad "coffer secret rotate (bound unit): $out"
+	fi
+	# A stopped unit stays stopped under try-restart.
+	in_ct systemctl stop consumer-rotate.service
+	out=$(printf '%s' "$rot1" | in_ct coffer secret rotate "$rid" --payload-file - 2>&1) || bad "coffer secret rotate (stopped unit): $out"
+	check "try-restart left the stopped consumer-rotate.service stopped" test "$(prop consumer-rotate.service ActiveState)" = inactive
+else
+	bad "systemctl start consumer-rotate.service: $(prop consumer-rotate.service Result)"
+fi
+
+# --on-rotate restart starts a stopped unit too.
+payload2="sdt2-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
+in_ct systemctl stop consumer.service
+if out=$(printf '%s' "$payload2" | TMO=90 in_ct coffer secret rotate "$id" --payload-file - 2>&1); then
+	check "coffer secret rotate printed 'unit consumer.service: restarted' ($(grep '^unit ' <<<"$out" | tr '\n' ' '))" \
+		grep -qx 'unit consumer.service: restarted' <<<"$out"
+	got=$(in_ct cat /run/consumer-out/dbpass) || got="<no file>"
+	check "on-rotate restart started the stopped consumer.service with version 2" \
+		test "$got" = "$payload2" -a "$(prop consumer.service ActiveState)" = active
+else
+	bad "coffer secret rotate (consumer.service): $out"
+fi
 
 # Reload.
 pid0=$(prop coffer.service MainPID)
@@ -332,10 +406,10 @@ fi
 # (Captured first: grep -q on a pipe under pipefail could fail on SIGPIPE.)
 journal=$(in_ct journalctl --no-pager -o export) || die "journalctl -o export failed"
 [ -n "$journal" ] || die "empty journal"
-if grep -aqF -- "$payload" <<<"$journal"; then
-	bad "the payload is in the journal: $(in_ct journalctl --no-pager -o cat | grep -aF -- "$payload" | head -3)"
+if grep -aqF -e "$payload" -e "$payload2" -e "$rot1" -e "$rot2" <<<"$journal"; then
+	bad "a payload is in the journal: $(in_ct journalctl --no-pager -o cat | grep -aF -e "$payload" -e "$payload2" -e "$rot1" -e "$rot2" | head -3)"
 else
-	ok "the payload is nowhere in the journal ($(grep -ac '^__CURSOR=' <<<"$journal") entries)"
+	ok "no payload (4 versions) anywhere in the journal ($(grep -ac '^__CURSOR=' <<<"$journal") entries)"
 fi
 # shellcheck disable=SC2016 # expanded by eval
 check "the HSM PIN is nowhere in the journal" eval '! grep -aqF -- "$pin" <<<"$journal"'
