@@ -2,6 +2,7 @@ package unixapi
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -14,10 +15,12 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coffer-hsm/coffer/daemon"
 	"github.com/coffer-hsm/coffer/hostseal"
+	"github.com/coffer-hsm/coffer/metrics"
 )
 
 // Backend is what the server needs of the domain; *daemon.Service is one.
@@ -54,6 +57,7 @@ type Backend interface {
 	Deliver(ctx context.Context, p daemon.Principal, req daemon.DeliveryRequest) (daemon.Delivery, error)
 
 	BackupBackend
+	MetricsBackend // metrics.go
 }
 
 // IdentityBackend is the users, roles, credentials, sessions and tokens
@@ -104,6 +108,9 @@ type Server struct {
 	unavailable logSampler // 503s: one log line per interval
 	auditor     Auditor    // optional, see SetAuditor: serves GET /v1/audit and verify
 	profiling   sync.Mutex // held while a sampled profile is recorded
+
+	metrics      atomic.Pointer[metrics.Metrics] // see SetMetrics
+	routeMetrics []*routeMetrics                 // one per route, filled by SetMetrics
 }
 
 // NewServer returns a Server for b.
@@ -175,7 +182,13 @@ func (s *Server) handle(pattern string, f apiFunc, opts ...routeOpt) {
 // OAuth2 token endpoint, whose errors have RFC 6749's shape).
 func (s *Server) handleHTTP(pattern string, h http.Handler, opts ...routeOpt) {
 	self := slices.Contains(opts, selfAuthenticating)
+	rm := &routeMetrics{pattern: pattern}
+	s.routeMetrics = append(s.routeMetrics, rm)
 	s.mux.Handle(pattern, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w}
+		w = sw
+		defer func() { rm.observe(r, cmp.Or(sw.status, http.StatusOK), start) }()
 		r = r.WithContext(daemon.WithRoute(r.Context(), pattern))
 		if !self {
 			// A bearer token makes the request act as the token's session.
