@@ -22,11 +22,11 @@ type State struct {
 	// size (Badger's own measure of pending compaction work); -1 unknown.
 	StoreCompactionDebt int
 
-	AuditUp            bool   // the last drain into the log worked
-	AuditOutbox        int64  // changes committed, not yet in the log
-	AuditQueue         int    // best-effort events queued for the writer
-	AuditLost          uint64 // best-effort events lost (queue full)
-	AuditCoalesced     uint64 // denials folded into a summary line
+	AuditUp             bool   // the last drain into the log worked
+	AuditOutbox         int64  // changes committed, not yet in the log
+	AuditQueue          int    // best-effort events queued for the writer
+	AuditLost           uint64 // best-effort events lost (queue full)
+	AuditCoalesced      uint64 // denials folded into a summary line
 	AuditLastCheckpoint time.Time
 
 	KEKRotationRunning bool
