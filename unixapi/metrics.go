@@ -18,6 +18,10 @@ type MetricsBackend interface {
 	Health(ctx context.Context, g daemon.Grant) (daemon.HealthReport, error)
 }
 
+// UnmatchedRoute is the route label of requests no route matched (their
+// path is never a label).
+const UnmatchedRoute = "(unmatched)"
+
 // routeMetrics is one route's request counters, set by SetMetrics (nil
 // until then: nothing is counted).
 type routeMetrics struct {
@@ -33,6 +37,7 @@ func (s *Server) SetMetrics(m *metrics.Metrics) {
 	for _, c := range s.routeMetrics {
 		c.rt.Store(m.Requests.Route(c.pattern))
 	}
+	s.unmatched.rt.Store(m.Requests.Route(UnmatchedRoute))
 	m.SetState(func(ctx context.Context) metrics.State {
 		st := s.b.MetricsState(ctx)
 		st.Sockets = sockets.stats()

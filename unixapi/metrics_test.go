@@ -102,6 +102,10 @@ func TestRequestMetricsUseRoutePatterns(t *testing.T) {
 		r = r.WithContext(daemon.WithPrincipal(r.Context(), daemon.Principal{Channel: daemon.ChannelVsock, CID: 42}))
 		srv.ServeHTTP(rec, r)
 	}
+	for _, path := range []string{"/v1/nope/" + id, "/" + id} {
+		rec := httptest.NewRecorder()
+		srv.ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
+	}
 	mfs, err := m.Registry().Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -117,6 +121,11 @@ func TestRequestMetricsUseRoutePatterns(t *testing.T) {
 				labels[l.GetName()] = l.GetValue()
 				if strings.Contains(l.GetValue(), id) {
 					t.Errorf("label %s holds the path's id: %q", l.GetName(), l.GetValue())
+				}
+			}
+			if labels["route"] == UnmatchedRoute {
+				if v := mt.GetCounter().GetValue(); labels["status"] != "404" || v != 2 {
+					t.Errorf("unmatched: %v = %v, want status 404 twice", labels, v)
 				}
 			}
 			if labels["route"] == "GET /v1/secrets/{id}" && labels["status"] == "403" && labels["channel"] == "vsock" {

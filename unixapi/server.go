@@ -111,6 +111,7 @@ type Server struct {
 
 	metrics      atomic.Pointer[metrics.Metrics] // see SetMetrics
 	routeMetrics []*routeMetrics                 // one per route, filled by SetMetrics
+	unmatched    routeMetrics                    // requests no route matched (404, 405)
 }
 
 // NewServer returns a Server for b.
@@ -217,7 +218,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// Let the mux decide between 404 and 405 (and set Allow), then answer
-	// in JSON.
+	// in JSON; counted under one label, never the path.
+	start := time.Now()
 	rec := &statusRecorder{header: http.Header{}}
 	h.ServeHTTP(rec, r)
 	if allow := rec.header.Get("Allow"); allow != "" {
@@ -225,8 +227,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if rec.status == http.StatusMethodNotAllowed {
 		writeJSON(w, rec.status, ErrorBody{Error: "method_not_allowed", Message: r.Method + " is not allowed on " + r.URL.Path})
+		s.unmatched.observe(r, rec.status, start)
 		return
 	}
+	s.unmatched.observe(r, http.StatusNotFound, start)
 	writeJSON(w, http.StatusNotFound, ErrorBody{Error: daemon.CodeNotFound, Message: "no such endpoint: " + r.Method + " " + r.URL.Path})
 }
 
