@@ -140,3 +140,23 @@ func TestRequestMetricsUseRoutePatterns(t *testing.T) {
 		t.Error("no coffer_http_requests_total{route=\"GET /v1/secrets/{id}\",status=\"403\",channel=\"vsock\"}")
 	}
 }
+
+// BenchmarkServeHealthMetrics is one request through the whole server,
+// with and without the request counters (the status writer and the
+// timing are there in both).
+func BenchmarkServeHealthMetrics(b *testing.B) {
+	for _, on := range []bool{false, true} {
+		b.Run("metrics="+map[bool]string{false: "off", true: "on"}[on], func(b *testing.B) {
+			srv := NewServer(&healthBackend{}, nil)
+			if on {
+				srv.SetMetrics(metrics.New())
+			}
+			r := httptest.NewRequest("GET", "/v1/health", nil)
+			r = r.WithContext(daemon.WithPrincipal(r.Context(), daemon.Principal{Channel: daemon.ChannelUnix, HasCred: true}))
+			b.ReportAllocs()
+			for b.Loop() {
+				srv.ServeHTTP(httptest.NewRecorder(), r)
+			}
+		})
+	}
+}
