@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -105,19 +104,19 @@ func TestMetricsPrometheusScrape(t *testing.T) {
 		}
 	}
 
-	// Prometheus, with a config as the README gives it, on a port of
-	// its own.
+	// Prometheus, with the README's scrape config (scraping every second,
+	// at this daemon's port), on a port of its own.
 	promDir := filepath.Join(dir, "prometheus")
 	if err := os.MkdirAll(promDir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	conf := fmt.Sprintf(`global:
-  scrape_interval: 1s
-scrape_configs:
-  - job_name: coffer
-    static_configs:
-      - targets: ['%s']
-`, addr)
+	conf := readmePromConfig(t)
+	for old, repl := range map[string]string{"scrape_interval: 15s": "scrape_interval: 1s", "'127.0.0.1:9464'": "'" + addr + "'"} {
+		if !strings.Contains(conf, old) {
+			t.Fatalf("the README's scrape config has no %q:\n%s", old, conf)
+		}
+		conf = strings.ReplaceAll(conf, old, repl)
+	}
 	confPath := filepath.Join(promDir, "prometheus.yml")
 	if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
@@ -176,6 +175,24 @@ scrape_configs:
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
+}
+
+// readmePromConfig is the README's Prometheus config: its yaml block
+// with job_name: coffer.
+func readmePromConfig(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, block := range strings.Split(string(b), "```yaml\n")[1:] {
+		block, _, _ = strings.Cut(block, "```")
+		if strings.Contains(block, "job_name: coffer") {
+			return block
+		}
+	}
+	t.Fatal("the README has no yaml block with job_name: coffer")
+	return ""
 }
 
 // The loopback listener takes loopback addresses only: anything else
