@@ -19,12 +19,12 @@ var Channels = []string{"unix", "vsock", "hybrid-vsock", "loadcredential", "daem
 // is counted under its class ("1xx".."5xx").
 var statuses = []int{200, 201, 204, 301, 304, 400, 401, 403, 404, 405, 409, 410, 412, 413, 415, 422, 429, 500, 502, 503, 504, 507}
 
-var statusIndex = func() map[int]int {
-	m := map[int]int{}
+// statusIndex maps a code to its slot + 1 (0: not counted on its own).
+var statusIndex = func() (t [600]uint8) {
 	for i, s := range statuses {
-		m[s] = i
+		t[s] = uint8(i + 1)
 	}
-	return m
+	return t
 }()
 
 const nStatus = 22 + 5 // statuses, then the five classes
@@ -36,8 +36,8 @@ func init() {
 }
 
 func statusSlot(code int) int {
-	if i, ok := statusIndex[code]; ok {
-		return i
+	if code >= 0 && code < len(statusIndex) && statusIndex[code] != 0 {
+		return int(statusIndex[code]) - 1
 	}
 	c := code/100 - 1
 	if c < 0 || c > 4 {
