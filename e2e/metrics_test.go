@@ -283,3 +283,89 @@ func TestMetricsLeakNothing(t *testing.T) {
 		}
 	}
 }
+
+// uidMonitor is the uid (and, through setpriv, primary gid) of the
+// metrics group in TestCountsAndMetricsAsOtherCallers.
+const uidMonitor = 4605
+
+// getAs GETs path over h's socket as uid with curl and returns the status
+// and body.
+func (h *tenantHost) getAs(t *testing.T, uid int, path string) (int, string) {
+	t.Helper()
+	id := strconv.Itoa(uid)
+	out, err := exec.Command("setpriv", "--reuid="+id, "--regid="+id, "--clear-groups", "--",
+		"curl", "-sS", "-w", "\n%{http_code}", "--unix-socket", h.sock, "http://coffer"+path).Output()
+	if err != nil {
+		t.Fatalf("uid %d: GET %s: %v\n%s", uid, path, err, out)
+	}
+	var body, code string
+	if i := strings.LastIndexByte(string(out), '\n'); i >= 0 {
+		body, code = string(out[:i]), string(out[i+1:])
+	}
+	n, _ := strconv.Atoi(code)
+	return n, body
+}
+
+// The status counts and the metrics, tried by every kind of caller of a
+// real daemon as real uids: a workload uid, a uid bound to nobody, a
+// project admin's uid, restricted and workload tokens get a status
+// without counts and 403 on the metrics; the metrics group's uid and the
+// system admin get both. Health answers everyone, with nothing in it but
+// ok.
+func TestCountsAndMetricsAsOtherCallers(t *testing.T) {
+	h := newTenantHostArgs(t, "--metrics-group", strconv.Itoa(uidMonitor))
+	h.secret(t, uidBetaAdmin, "beta", "BETA-PAYLOAD")
+	hasCounts := func(body string) bool {
+		var raw map[string]json.RawMessage
+		if err := json.Unmarshal([]byte(body), &raw); err != nil {
+			t.Fatalf("status is not JSON: %v\n%s", err, body)
+		}
+		_, ok := raw["counts"]
+		return ok
+	}
+	for _, c := range []struct {
+		name string
+		uid  int
+		sees bool
+	}{
+		{"workload uid", uidWeb, false},
+		{"uid bound to nobody", uidStranger, false},
+		{"project admin uid", uidBetaAdmin, false},
+		{"metrics group", uidMonitor, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			out := h.must(t, c.uid, "", "status")
+			if got := hasCounts(out); got != c.sees {
+				t.Errorf("uid %d: coffer -o json status has counts = %v, want %v:\n%s", c.uid, got, c.sees, out)
+			}
+			code, body := h.getAs(t, c.uid, "/v1/metrics")
+			if want := map[bool]int{true: 200, false: 403}[c.sees]; code != want {
+				t.Errorf("uid %d: GET /v1/metrics = %d, want %d: %.300s", c.uid, code, want, body)
+			}
+			if c.sees && !strings.Contains(body, "coffer_http_requests_total") {
+				t.Errorf("uid %d: metrics lack the request counters", c.uid)
+			}
+			if code, body := h.getAs(t, c.uid, "/v1/health"); code != 200 || strings.TrimSpace(body) != `{"status":"ok"}` {
+				t.Errorf("uid %d: GET /v1/health = %d %s", c.uid, code, body)
+			}
+		})
+	}
+	webTok := h.newCred(t, "beta", map[string]any{"type": "access-token", "user": "web"}).Token
+	adminTok := h.newCred(t, "beta", map[string]any{"type": "access-token", "user": "beta-admin"}).Token
+	for name, tok := range map[string]string{"workload token": webTok, "restricted admin token": adminTok} {
+		t.Run(name, func(t *testing.T) {
+			res := h.bearer(t, tok, "GET", "/v1/status", nil)
+			if res.status != http.StatusOK || hasCounts(string(res.body)) {
+				t.Errorf("GET /v1/status with a %s: %d %s, want 200 without counts", name, res.status, res.body)
+			}
+			wantError(t, h.bearer(t, tok, "GET", "/v1/metrics", nil), http.StatusForbidden, "forbidden")
+		})
+	}
+	// The system admin (the dev daemon's own uid) sees both.
+	var st unixapi.Status
+	h.mustAPI(t, "GET", "/v1/status", nil, http.StatusOK, &st)
+	if st.Counts.Projects != 3 || st.Counts.Secrets != 1 {
+		t.Errorf("the admin's counts = %+v, want 3 projects, 1 secret", st.Counts)
+	}
+	h.mustAPI(t, "GET", "/v1/metrics", nil, http.StatusOK, nil)
+}
