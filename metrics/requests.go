@@ -13,7 +13,9 @@ import (
 // Channels are the caller channels the request metrics know; any other
 // is counted as "other". They are daemon.Channel's values, plus
 // "tcp" for anonymous callers on a TCP listener.
-var Channels = []string{"unix", "vsock", "hybrid-vsock", "loadcredential", "daemon", "kubernetes", "tcp", "other"}
+var Channels = [nChannels]string{"unix", "vsock", "hybrid-vsock", "loadcredential", "daemon", "kubernetes", "tcp", "other"}
+
+const nChannels = 8
 
 // statuses are the status codes counted each on its own; any other code
 // is counted under its class ("1xx".."5xx").
@@ -67,9 +69,10 @@ var (
 		"HTTP API requests by route pattern, status code and caller channel.",
 		[]string{"route", "status", "channel"}, nil)
 	durationDesc = prometheus.NewDesc(namespace+"_http_request_duration_seconds",
-		"Duration of HTTP API requests by route pattern and caller channel.",
-		[]string{"route", "channel"}, nil)
+		durationHelp, []string{"route", "channel"}, nil)
 )
+
+const durationHelp = "Duration of HTTP API requests by route pattern and caller channel."
 
 // Requests counts the HTTP API's requests. Each route gets its Route at
 // registration; counting a request is two atomic adds and a histogram
@@ -100,13 +103,12 @@ func (r *Requests) Route(pattern string) *Route {
 // Route holds one route pattern's counters.
 type Route struct {
 	pattern string
-	counts  [8][nStatus]atomic.Uint64 // [channel][status]
-	hist    [8]atomic.Pointer[histogram]
+	counts  [nChannels][nStatus]atomic.Uint64 // [channel][status]
+	hist    [nChannels]atomic.Pointer[histogram]
 }
 
 type histogram struct {
-	h  prometheus.Histogram
-	md prometheus.Metric // h as one metric with its labels
+	h prometheus.Histogram
 }
 
 // Observe counts one request of the route.
@@ -124,8 +126,10 @@ func (rt *Route) Observe(channel string, status int, d time.Duration) {
 }
 
 func (rt *Route) newHistogram(c int) *histogram {
+	// Unlabelled and unregistered: Collect sends it with its labels
+	// (relabel).
 	h := prometheus.NewHistogram(prometheus.HistogramOpts{
-		Name: namespace + "_http_request_duration_seconds", Help: durationDesc.String(),
+		Name: namespace + "_http_request_duration_seconds", Help: durationHelp,
 		Buckets: latencyBuckets,
 	})
 	n := &histogram{h: h}
