@@ -128,10 +128,17 @@ type expiringCache struct {
 	mu                   sync.Mutex
 	at                   time.Time
 	credentials, secrets int
+
+	kekAt        time.Time // the KEK re-wrap count, which lists the HSM's KEKs
+	kekRemaining int
 }
 
-// expiringEvery bounds how often the expiring counts are recounted.
-const expiringEvery = time.Minute
+// expiringEvery bounds how often the expiring counts are recounted;
+// rewrapEvery how often the records still under an old KEK are.
+const (
+	expiringEvery = time.Minute
+	rewrapEvery   = 10 * time.Second
+)
 
 // MetricsState reports the daemon's state for a metrics scrape: health
 // (from the status probe, at most every statusProbeEvery), sizes, queues
@@ -171,15 +178,32 @@ func (s *Service) MetricsState(ctx context.Context) metrics.State {
 		s.kek.mu.Unlock()
 		st.KEKRewrapped, st.KEKRewrapFailed = rot.Rewrapped, rot.Failed
 	}
-	if n, err := s.rewrapRemaining(ctx); err == nil {
-		st.KEKRemaining = n
-	}
+	st.KEKRemaining = s.cachedRewrapRemaining(ctx)
 	st.ExpiringCredentials, st.ExpiringSecrets = s.expiringCounts(ctx)
 	st.BearerCacheHits = s.counters.bearerHits.Load()
 	st.BearerCacheMisses = s.counters.bearerMisses.Load()
 	st.AuthFailures = s.counters.authFailures.Load()
 	st.RateLimited = s.counters.rateLimited.Load()
 	return st
+}
+
+// cachedRewrapRemaining is rewrapRemaining at most every rewrapEvery
+// (however often, and whoever, scrapes); -1 until it could be counted.
+func (s *Service) cachedRewrapRemaining(ctx context.Context) int {
+	c := &s.expiring
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.kekAt.IsZero() || time.Since(c.kekAt) >= rewrapEvery {
+		n, err := s.rewrapRemaining(ctx)
+		switch {
+		case err == nil:
+			c.kekRemaining = n
+		case c.kekAt.IsZero():
+			c.kekRemaining = -1 // unknown (the HSM does not answer): left out
+		} // else the last count stands until the next try
+		c.kekAt = time.Now()
+	}
+	return c.kekRemaining
 }
 
 // rewrapRemaining counts the sealed records wrapped by a KEK other than
