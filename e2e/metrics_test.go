@@ -90,6 +90,17 @@ func TestMetricsPrometheusScrape(t *testing.T) {
 
 	exp := scrape(t, addr)
 	promtoolCheck(t, promtool, exp)
+	// The loopback listener serves /metrics and nothing else.
+	for _, path := range []string{"/v1/status", "/v1/metrics", "/v1/projects", "/"} {
+		resp, err := http.Get("http://" + addr + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNotFound {
+			t.Errorf("GET %s on the metrics listener: %d, want 404", path, resp.StatusCode)
+		}
+	}
 	for _, want := range []string{
 		`coffer_http_requests_total{channel="unix",route="GET /v1/status",status="200"} ` + strconv.Itoa(statusCalls),
 		`coffer_http_requests_total{channel="unix",route="GET /v1/secrets/{id}",status="200"} 1`,
@@ -240,7 +251,13 @@ func TestMetricsAndHealthOnSocket(t *testing.T) {
 func TestMetricsLeakNothing(t *testing.T) {
 	_, promtool := requirePrometheus(t)
 	addr := freeLoopbackAddr(t)
-	d := startDaemon(t, workDir(t), "--metrics-listen", addr)
+	dir := workDir(t)
+	// From the config file this time.
+	cfg := filepath.Join(dir, "coffer.toml")
+	if err := os.WriteFile(cfg, []byte("metrics_listen = \""+addr+"\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d := startDaemon(t, dir, "--config", cfg)
 
 	const (
 		proj    = "zebra-quokka-proj"
