@@ -2,8 +2,11 @@ package main
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/coffer-hsm/coffer/unixapi"
 )
 
 func TestMetricsListen(t *testing.T) {
@@ -34,6 +37,29 @@ func TestMetricsListen(t *testing.T) {
 			var ue *usageError
 			if !errors.As(err, &ue) || !strings.Contains(err.Error(), tt.wantErr) {
 				t.Fatalf("metricsListen(%q) error = %v; want a usage error with %q", tt.in, err, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestHealthOfStatus(t *testing.T) {
+	tests := []struct {
+		name       string
+		hsm, store bool
+		want       string
+		failed     []string
+	}{
+		{"both answer", true, true, unixapi.HealthOK, nil},
+		{"hsm lost", false, true, unixapi.HealthUnhealthy, []string{"hsm"}},
+		{"both down", false, false, unixapi.HealthUnhealthy, []string{"hsm", "store"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var st unixapi.Status
+			st.HSM.Healthy, st.Store.Healthy = tt.hsm, tt.store
+			h := healthOfStatus(st)
+			if h.Status != tt.want || !slices.Equal(h.Failed, tt.failed) {
+				t.Errorf("healthOfStatus = %+v, want %s %v", h, tt.want, tt.failed)
 			}
 		})
 	}

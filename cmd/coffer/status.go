@@ -1,8 +1,10 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"strings"
 	"time"
 
@@ -26,6 +28,10 @@ var statusCommand = &cli.Command{
 			return err
 		}
 		h, err := cl.Health(c.Context)
+		var apiErr *unixapi.APIError
+		if errors.As(err, &apiErr) && apiErr.Status == http.StatusNotFound {
+			h, err = healthOfStatus(st), nil // a daemon older than GET /v1/health
+		}
 		if err != nil {
 			return err
 		}
@@ -70,4 +76,20 @@ var statusCommand = &cli.Command{
 		}
 		return nil
 	},
+}
+
+// healthOfStatus is what a daemon without GET /v1/health says of its
+// health in its status.
+func healthOfStatus(st unixapi.Status) unixapi.Health {
+	h := unixapi.Health{Status: unixapi.HealthOK}
+	if !st.HSM.Healthy {
+		h.Failed = append(h.Failed, "hsm")
+	}
+	if !st.Store.Healthy {
+		h.Failed = append(h.Failed, "store")
+	}
+	if len(h.Failed) > 0 {
+		h.Status = unixapi.HealthUnhealthy
+	}
+	return h
 }
