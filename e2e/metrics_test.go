@@ -378,6 +378,18 @@ func TestCountsAndMetricsAsOtherCallers(t *testing.T) {
 			wantError(t, h.bearer(t, tok, "GET", "/v1/metrics", nil), http.StatusForbidden, "forbidden")
 		})
 	}
+	// The refusals are audited denials, like any other.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		res := h.mustAPI(t, "GET", "/v1/audit?tail=200", nil, http.StatusOK, nil)
+		if strings.Contains(string(res.body), `"metrics.read"`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no metrics.read denial in the audit log:\n%.3000s", res.body)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 	// The system admin (the dev daemon's own uid) sees both.
 	var st unixapi.Status
 	h.mustAPI(t, "GET", "/v1/status", nil, http.StatusOK, &st)
