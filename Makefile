@@ -33,8 +33,11 @@ TPM_PKGS := swtpm:/usr/bin/swtpm tpm2-tools:/usr/bin/tpm2_getcap tpm2-abrmd:/usr
 	libtss2-tcti-tabrmd0:/usr/lib/x86_64-linux-gnu/libtss2-tcti-tabrmd.so.0 dbus:/usr/bin/dbus-daemon \
 	libtpm2-pkcs11-1:/usr/lib/x86_64-linux-gnu/pkcs11/libtpm2_pkcs11.so libtpm2-pkcs11-tools:/usr/bin/tpm2_ptool
 
-test-deps: ## install what the tests need too (user-mode-linux for the AF_VSOCK test; a software TPM)
-	$(Q)$(MAKE) -s install-pkgs PKGS="softhsm2:$(SOFTHSM_MODULE) user-mode-linux:/usr/bin/linux.uml $(TPM_PKGS)"
+# Prometheus and promtool, for the metrics tests (a real scrape).
+PROM_PKGS := prometheus:/usr/bin/prometheus prometheus:/usr/bin/promtool
+
+test-deps: ## install what the tests need too (user-mode-linux for the AF_VSOCK test; a software TPM; Prometheus)
+	$(Q)$(MAKE) -s install-pkgs PKGS="softhsm2:$(SOFTHSM_MODULE) user-mode-linux:/usr/bin/linux.uml $(TPM_PKGS) $(PROM_PKGS)"
 
 # install-pkgs installs each PACKAGE:FILE of PKGS whose FILE is missing
 # (apt-get, as root); otherwise it says what to run.

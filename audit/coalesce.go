@@ -2,6 +2,7 @@ package audit
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -106,7 +107,8 @@ type coalescer struct {
 	interval time.Duration
 	mu       sync.Mutex
 	table    map[denyKey]*window
-	catchAll int // catch-all keys in table
+	catchAll int           // catch-all keys in table
+	folded   atomic.Uint64 // denials folded into a window (Stats)
 }
 
 func newCoalescer(interval time.Duration) *coalescer {
@@ -134,6 +136,7 @@ func (c *coalescer) admit(e *Event, at time.Time) (write bool, sum *Event) {
 		}
 		w.n++
 		w.last = at
+		c.folded.Add(1)
 		return false, nil
 	}
 	if ok {

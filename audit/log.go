@@ -117,6 +117,7 @@ type Log struct {
 	files  sync.RWMutex
 	active string // the file being written (under files)
 
+	cpAt    atomic.Int64  // unix nanoseconds of the last checkpoint written (Stats)
 	written atomic.Uint64 // the last seq completely written to the file
 	durable atomic.Uint64 // the highest change seq written and synced
 
@@ -411,6 +412,26 @@ func (l *Log) Append(ctx context.Context, events []Event) error {
 // LastChange is the highest change seq (Event.Change) written and synced
 // to the log: after Open, the highest in the files.
 func (l *Log) LastChange() uint64 { return l.durable.Load() }
+
+// Stats are the log's queue and counters, for metrics.
+type Stats struct {
+	Queued         int       // best-effort events waiting for the writer
+	Lost           uint64    // see Lost
+	Coalesced      uint64    // denials folded into summary lines
+	LastCheckpoint time.Time // zero: none written since Open
+}
+
+// Stats reports the log's queue and counters.
+func (l *Log) Stats() Stats {
+	st := Stats{Queued: len(l.queue), Lost: l.Lost()}
+	if l.coal != nil {
+		st.Coalesced = l.coal.folded.Load()
+	}
+	if ns := l.cpAt.Load(); ns != 0 {
+		st.LastCheckpoint = time.Unix(0, ns)
+	}
+	return st
+}
 
 // Lost is how many events recorded with Record were lost since Open: the
 // queue was full, the file could not be written, or the log was closed.
@@ -821,6 +842,7 @@ func (l *Log) checkpoint() error {
 		return err
 	}
 	l.headF.ok(l.log)
+	l.cpAt.Store(now.UnixNano())
 	if l.size >= l.opts.MaxFileSize {
 		return l.rotate()
 	}

@@ -202,6 +202,7 @@ func (s *Service) update(ctx context.Context, p Principal, action string, fn fun
 		return err
 	}
 	var c change
+	start := time.Now()
 	err := s.store.Update(ctx, func(tx *kv.Txn) error {
 		c = change{}
 		if err := fn(tx, &c); err != nil {
@@ -209,6 +210,9 @@ func (s *Service) update(ctx context.Context, p Principal, action string, fn fun
 		}
 		return s.recordChange(tx, p, action, c)
 	})
+	if s.cfg.Observer != nil {
+		s.cfg.Observer.ObserveCommit(time.Since(start), err)
+	}
 	if err != nil {
 		t := c.target
 		if rt := routeTarget(ctx); rt != nil {

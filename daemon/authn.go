@@ -44,6 +44,7 @@ func (s *Service) tokenRefused(ctx context.Context, p Principal, action, tokenID
 func (s *Service) admitAuth(ctx context.Context, p Principal, action, clientID string) error {
 	err := s.authGate.admit(p, clientID)
 	if err != nil {
+		s.counters.rateLimited.Add(1)
 		s.recordDenial(p, action, CodeRateLimited, "too many failed authentications", routeTarget(ctx))
 	}
 	return err

@@ -42,6 +42,8 @@ const (
 	ActReadRules                            // list saved access rules: member+ anywhere
 	ActReadPolicies                         // read a project's policies: reader+; global ones: any user
 	ActManagePolicies                       // create, change, delete, attach policies: admin of the project; global: system admin
+	ActReadMetrics                          // read the Prometheus metrics: system admin, or a Unix caller in the metrics group (no token)
+	ActReadHealth                           // read whether the HSM, store and audit log answer: anyone
 )
 
 // actionInfo is what Authorize needs to know of an action beyond its
@@ -80,6 +82,8 @@ var actions = map[Action]actionInfo{
 	ActReadRules:          {"read access rules", "access_rule.list", false},
 	ActReadPolicies:       {"read policies", "policy.read", false},
 	ActManagePolicies:     {"manage policies", "policy.manage", true},
+	ActReadMetrics:        {"read metrics", "metrics.read", false},
+	ActReadHealth:         {"read health", "health.read", false},
 }
 
 // management reports whether a is a management write.
@@ -151,6 +155,9 @@ type Grant struct {
 	user         *userRecord // the caller's user, if any (for its policies)
 	credentialID string
 	sessionID    string
+	// seesCounts: the caller may see how many records there are (status
+	// counts): a system admin or a metrics reader, never a token.
+	seesCounts bool
 }
 
 // Principal returns who was authorized.
@@ -346,6 +353,14 @@ func (s *Service) decide(tx *kv.Txn, p Principal, a Action, r Resource, secGen u
 	}
 	switch a {
 	case ActReadStatus:
+		g.seesCounts = s.isMetricsReader(p)
+		return g, "", nil
+	case ActReadHealth:
+		return g, "", nil
+	case ActReadMetrics:
+		if !s.isMetricsReader(p) {
+			return Grant{}, "not a system admin nor in the metrics group", nil
+		}
 		return g, "", nil
 	case ActManageProjects, ActManageUsers, ActBackup, ActManageKeys:
 		if !c.admin {

@@ -98,9 +98,11 @@ func (s *Service) lookupBearer(ctx context.Context, p Principal, bearer, action 
 	if b := s.bearers.get(key); b != nil && b.gen == gen && (b.until.IsZero() || now.Before(b.until)) {
 		if b.verifier == nil || (tok != nil && tok.Matches(b.verifier)) {
 			b.used.touch(now)
+			s.counters.bearerHits.Add(1)
 			return b, nil
 		}
 	}
+	s.counters.bearerMisses.Add(1)
 	b := &bearerInfo{gen: gen}
 	var tokenID string
 	err := s.store.View(ctx, func(tx *kv.Txn) error {

@@ -155,7 +155,7 @@ type tlsKeys interface {
 // made in the HSM on first use, never extractable; every handshake is
 // signed there.
 func (s *Service) K8sServingKey(ctx context.Context) (crypto.Signer, error) {
-	k, ok := s.keys.(tlsKeys)
+	k, ok := s.rawKeys.(tlsKeys)
 	if !ok {
 		return nil, newErr(ErrUnavailable, CodeHSMUnavailable, "the HSM in use keeps no TLS keys")
 	}

@@ -211,7 +211,7 @@ type K8sSignerStats struct {
 }
 
 func (s *Service) k8sKeyStore() (K8sKeyStore, error) {
-	ks, ok := s.keys.(K8sKeyStore)
+	ks, ok := s.rawKeys.(K8sKeyStore)
 	if !ok {
 		return nil, hsmErr(errors.New("the HSM in use does not hold Kubernetes signing keys"))
 	}

@@ -234,6 +234,7 @@ func (g *authGate) failed(p Principal, clientID string) {
 // authFailed charges a failed authentication to p (and to the OAuth2
 // client), unless p is a system admin.
 func (s *Service) authFailed(p Principal, clientID string) {
+	s.counters.authFailures.Add(1)
 	if s.authGate != nil && !s.isSystemAdmin(p) {
 		s.authGate.failed(p, clientID)
 	}

@@ -81,6 +81,12 @@ type Config struct {
 	// AdminGroup is a group name or numeric gid whose members are system
 	// admins. Empty: only uid 0.
 	AdminGroup string
+	// MetricsGroup names a Unix group whose members may read the metrics
+	// and the status counts (system admins always may); "" for none.
+	MetricsGroup string
+	// Observer, when set, is told of each HSM operation and store write
+	// (the metrics registry).
+	Observer Observer
 	// AllowReservedCIDs lets users bind vsock CIDs 0-2 (hypervisor,
 	// loopback, host); only for tests that use the loopback transport.
 	AllowReservedCIDs bool
@@ -109,23 +115,28 @@ const DevTokenLabel = "coffer-dev"
 // Service is the domain. Its methods are safe for concurrent use.
 type Service struct {
 	cfg      Config
-	keys     Keys
+	keys     Keys // rawKeys, timed for cfg.Observer
+	rawKeys  Keys // as given: for the optional interfaces of *hsm.HSM
 	store    Store
 	log      *slog.Logger
 	now      func() time.Time
 	started  time.Time
 	selfUID  uint32
 	adminGID *uint32
-	groups   *groupCache
-	probe    probe
-	idGen    atomic.Uint64
-	bearers  bearerCache
-	secGen   atomic.Uint64 // see caches.go
-	secrets  secretCache
-	ids      idRecords // shared records of bearer resolutions
-	rules    ruleSets  // compiled rule sets and role lists, shared by bearer resolutions
-	lastUse  lastUse   // credentials' last use as bearers, kept in memory (credusage.go)
-	authGate *authGate // nil: failed authentications are not limited
+	// metricsGID is the group that may read metrics and counts (nil: none).
+	metricsGID *uint32
+	counters   counters      // metrics.go
+	expiring   expiringCache // metrics.go
+	groups     *groupCache
+	probe      probe
+	idGen      atomic.Uint64
+	bearers    bearerCache
+	secGen     atomic.Uint64 // see caches.go
+	secrets    secretCache
+	ids        idRecords // shared records of bearer resolutions
+	rules      ruleSets  // compiled rule sets and role lists, shared by bearer resolutions
+	lastUse    lastUse   // credentials' last use as bearers, kept in memory (credusage.go)
+	authGate   *authGate // nil: failed authentications are not limited
 
 	// Background work (the KEK re-wrap) runs on bg and ends before Close
 	// closes the store and the HSM.
@@ -215,7 +226,8 @@ func New(ctx context.Context, cfg Config, keys Keys, store Store) (*Service, err
 	}
 	s := &Service{
 		cfg:     cfg,
-		keys:    keys,
+		keys:    observeKeys(keys, cfg.Observer),
+		rawKeys: keys,
 		store:   store,
 		log:     cfg.Logger,
 		now:     func() time.Time { return time.Now().UTC() },
@@ -242,6 +254,13 @@ func New(ctx context.Context, cfg Config, keys Keys, store Store) (*Service, err
 			return nil, err
 		}
 		s.adminGID = &gid
+	}
+	if cfg.MetricsGroup != "" {
+		gid, err := ResolveGroup(cfg.MetricsGroup)
+		if err != nil {
+			return nil, fmt.Errorf("metrics group: %w", err)
+		}
+		s.metricsGID = &gid
 	}
 	if err := CheckSigner(ctx, keys); err != nil {
 		return nil, err

@@ -20,7 +20,7 @@ type Status struct {
 	Dev       bool
 	HSM       HSMStatus
 	Store     StoreStatus
-	Counts    Counts
+	Counts    Counts // zero for callers who may not see them
 }
 
 // HSMStatus says which module, token and keys are in use and whether the
@@ -100,6 +100,12 @@ func (s *Service) Status(ctx context.Context, g Grant) (Status, error) {
 	}
 	s.probe.mu.Unlock()
 	st.Store = storeStatus(st.Store, s.storeHealth())
+	if !g.seesCounts {
+		// How many projects, users and credentials there are is the
+		// host's business, not a tenant's: system admins and metrics
+		// readers only.
+		st.Counts = Counts{}
+	}
 	if !g.admin {
 		// Causes (paths, PKCS#11 detail) are for admins and the log.
 		if st.HSM.Error != "" {
@@ -186,3 +192,46 @@ func (s *Service) Healthy(ctx context.Context) error {
 
 // TokenLabel names the HSM token in use.
 func (s *Service) TokenLabel() string { return s.keys.Info().TokenLabel }
+
+// Health parts, as HealthReport.Failed names them.
+const (
+	PartHSM   = "hsm"
+	PartStore = "store"
+	PartAudit = "audit"
+)
+
+// HealthReport says whether the HSM, the store and the audit log answer;
+// Failed names the parts that do not (no cause, no count: anyone may ask).
+type HealthReport struct {
+	Failed []string
+}
+
+// OK reports whether every part answers.
+func (h HealthReport) OK() bool { return len(h.Failed) == 0 }
+
+// Health reports which parts answer, from the status probe (at most one
+// real HSM and store probe every statusProbeEvery, however many ask) and
+// the store's and audit log's live state.
+func (s *Service) Health(ctx context.Context, g Grant) (HealthReport, error) {
+	if err := g.require(ActReadHealth); err != nil {
+		return HealthReport{}, err
+	}
+	s.probe.mu.Lock()
+	if time.Since(s.probe.at) >= statusProbeEvery {
+		s.runProbe(ctx)
+	}
+	hsmOK, store := s.probe.hsm.Healthy, s.probe.store
+	s.probe.mu.Unlock()
+	store = storeStatus(store, s.storeHealth())
+	var h HealthReport
+	if !hsmOK {
+		h.Failed = append(h.Failed, PartHSM)
+	}
+	if !store.Healthy {
+		h.Failed = append(h.Failed, PartStore)
+	}
+	if s.audit.failing.Load() {
+		h.Failed = append(h.Failed, PartAudit)
+	}
+	return h, nil
+}

@@ -294,8 +294,14 @@ func TestHSMLossAndRecovery(t *testing.T) {
 	if !strings.Contains(st.HSM.Error, "coffer-dev") || !strings.Contains(st.HSM.Error, "reconnecting") || !st.Store.Healthy {
 		t.Errorf("status during the outage: %+v, want the HSM unhealthy naming coffer-dev and reconnecting, the store healthy", st)
 	}
-	if r := d.mustCLI(t, "", "status"); !strings.Contains(r.stdout, "UNHEALTHY") {
-		t.Errorf("coffer status during the outage does not say UNHEALTHY:\n%s", r.stdout)
+	// coffer status shows it and exits 4; GET /v1/health names the part.
+	if r := d.cli(t, "", "status"); r.code != 4 || !strings.Contains(r.stdout, "UNHEALTHY") ||
+		!strings.Contains(r.stderr, "the daemon is unhealthy: hsm does not answer") {
+		t.Errorf("coffer status during the outage: want exit 4, UNHEALTHY and the part on stderr:\n%s", r)
+	}
+	if res := d.api(t, "GET", "/v1/health", nil); res.status != http.StatusServiceUnavailable ||
+		strings.TrimSpace(string(res.body)) != `{"status":"unhealthy","failed":["hsm"]}` {
+		t.Errorf("GET /v1/health during the outage: %d %s", res.status, res.body)
 	}
 	// The watchdog: the daemon repairs a lost token itself, and a restart
 	// would not bring it back, so pings go on with a STATUS= that says
@@ -346,6 +352,26 @@ func TestHSMLossAndRecovery(t *testing.T) {
 		t.Errorf("%d secrets after recovery, want 2: a failed create stored something", len(l.Items))
 	}
 	waitStatus(t, d, true)
+	if res := d.api(t, "GET", "/v1/health", nil); res.status != http.StatusOK {
+		t.Errorf("GET /v1/health after recovery: %d %s", res.status, res.body)
+	}
+	if r := d.cli(t, "", "status"); r.code != 0 {
+		t.Errorf("coffer status after recovery: want exit 0:\n%s", r)
+	}
+	// The metrics saw it: a reconnect, and HSM operations that failed.
+	exp := string(d.mustAPI(t, "GET", "/v1/metrics", nil, http.StatusOK, nil).body)
+	if !strings.Contains(exp, "\ncoffer_hsm_reconnects_total 1\n") || !strings.Contains(exp, "\ncoffer_hsm_up 1\n") {
+		t.Errorf("metrics after recovery lack coffer_hsm_reconnects_total 1 and coffer_hsm_up 1")
+	}
+	failedOps := 0
+	for _, line := range strings.Split(exp, "\n") {
+		if strings.HasPrefix(line, "coffer_hsm_operation_errors_total{") && !strings.HasSuffix(line, " 0") {
+			failedOps++
+		}
+	}
+	if failedOps == 0 {
+		t.Error("metrics count no failed HSM operation after an outage that failed seals and unseals")
+	}
 	// The serving status line comes back, with a ping.
 	back := n.next(t, d, "STATUS", ready.vars["STATUS"], recoverTimeout)
 	if back.vars["WATCHDOG"] != "1" {

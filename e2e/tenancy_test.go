@@ -36,6 +36,12 @@ const (
 
 func newTenantHost(t *testing.T) *tenantHost {
 	t.Helper()
+	return newTenantHostArgs(t)
+}
+
+// newTenantHostArgs is newTenantHost with more daemon flags.
+func newTenantHostArgs(t *testing.T, args ...string) *tenantHost {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to run the CLI as other uids (setpriv)")
 	}
@@ -45,7 +51,7 @@ func newTenantHost(t *testing.T) *tenantHost {
 	pub := publicDir(t)
 	h := &tenantHost{bin: filepath.Join(pub, "coffer"), sock: filepath.Join(pub, "c.sock")}
 	copyFile(t, cofferBin, h.bin, 0o755)
-	h.daemonProc = startDaemon(t, workDir(t), "--socket", h.sock, "--socket-mode", "0666")
+	h.daemonProc = startDaemon(t, workDir(t), append([]string{"--socket", h.sock, "--socket-mode", "0666"}, args...)...)
 	for _, p := range []string{"alpha", "beta"} {
 		h.mustAPI(t, "POST", "/v1/projects", map[string]string{"name": p}, http.StatusCreated, nil)
 	}

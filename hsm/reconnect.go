@@ -88,6 +88,7 @@ type outage struct {
 // ready: healthy, default backoff.
 type reconnector struct {
 	outage atomic.Pointer[outage] // nil while the token is usable
+	back   atomic.Uint64          // times the token came back (Reconnects)
 
 	minDelay, maxDelay time.Duration // 0: the defaults (tests shorten them)
 
@@ -95,6 +96,9 @@ type reconnector struct {
 	stop chan struct{} // closed by Close
 	wg   sync.WaitGroup
 }
+
+// Reconnects is how many times the token came back after it was lost.
+func (h *HSM) Reconnects() uint64 { return h.rc.back.Load() }
 
 func (r *reconnector) stopCh() chan struct{} {
 	r.once.Do(func() { r.stop = make(chan struct{}) })
@@ -264,6 +268,7 @@ func (h *HSM) reconnect() (done bool, err error) {
 	h.adopt(n)
 
 	if o := h.rc.outage.Swap(nil); o != nil {
+		h.rc.back.Add(1)
 		h.log().Info("HSM token is back", "token", h.cfg.TokenLabel, "module", h.cfg.ModulePath,
 			"down_for", time.Since(o.since).Round(time.Millisecond).String(), "attempts", o.attempts+1)
 	}

@@ -261,3 +261,29 @@ func logRepeated(log *slog.Logger, lim *logEvery, level slog.Level, msg string, 
 	}
 	log.Log(context.Background(), level, msg, args...)
 }
+
+// Size is the store's size on disk and its pending compaction work.
+type Size struct {
+	LSM, Vlog int64
+	// CompactionDebt is how many LSM levels are over their target size
+	// (Badger's compaction score of 1 or more).
+	CompactionDebt int
+}
+
+// Size reports the store's size as Badger last measured it; the zero Size
+// when the store is closed or lost.
+func (s *Store) Size() Size {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed || s.db == nil {
+		return Size{}
+	}
+	var out Size
+	out.LSM, out.Vlog = s.db.Size()
+	for _, l := range s.db.Levels() {
+		if l.Score >= 1 {
+			out.CompactionDebt++
+		}
+	}
+	return out
+}

@@ -125,6 +125,31 @@ func (c *Client) Status(ctx context.Context) (Status, error) {
 	return st, err
 }
 
+// Health asks whether the daemon's HSM, store and audit log answer. An
+// unhealthy daemon (503 with the failed parts) is an answer, not an error.
+func (c *Client) Health(ctx context.Context) (Health, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://coffer/v1/health", nil)
+	if err != nil {
+		return Health{}, fmt.Errorf("build request: %w", err)
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := c.roundTrip(req)
+	if err != nil {
+		return Health{}, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusServiceUnavailable {
+		return Health{}, apiError(resp)
+	}
+	var h Health
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&h); err != nil {
+		return Health{}, fmt.Errorf("GET /v1/health: decode response (HTTP %d): %w", resp.StatusCode, err)
+	}
+	return h, nil
+}
+
 // apiError reads an error response's {"error","message"} body.
 func apiError(resp *http.Response) *APIError {
 	var eb ErrorBody

@@ -48,6 +48,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coffer-hsm/coffer/daemon"
@@ -124,6 +125,7 @@ func FairListener(l net.Listener, opts SocketOptions) net.Listener {
 	if fl.isAdmin != nil && fl.total > 0 {
 		fl.reserve = min(AdminReserve, fl.total/4)
 	}
+	sockets.add(fl)
 	if fl.total > 0 && fl.perPeer > 0 {
 		// Nobody but an admin can hold more than the slots outside the
 		// reserve anyway.
@@ -191,6 +193,10 @@ type fairListener struct {
 	refusing int // refusals lingering
 	reaper   *time.Timer
 	logs     map[peerKey]*refusalLog
+
+	// For metrics (metrics.go): refusals, and those of a caller that
+	// held its share.
+	refused, capHits atomic.Uint64
 }
 
 // peerConns are one caller's open connections.
@@ -507,6 +513,10 @@ func (l *fairListener) refuse(c net.Conn, p daemon.Principal, k peerKey, v verdi
 	if v == refusedBusy {
 		answer, limit = l.busy, l.total-l.reserve
 	}
+	l.refused.Add(1)
+	if v != refusedBusy {
+		l.capHits.Add(1)
+	}
 	now := time.Now()
 	l.mu.Lock()
 	linger := l.refusing < l.maxRefusing
@@ -577,6 +587,7 @@ func refusalAnswer(status int, body ErrorBody) []byte {
 // Connections already accepted stay open.
 func (l *fairListener) Close() error {
 	l.closeOnce.Do(func() {
+		sockets.remove(l)
 		close(l.done)
 		l.mu.Lock()
 		l.closed = true

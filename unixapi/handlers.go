@@ -10,6 +10,8 @@ import (
 
 func (s *Server) routes() {
 	s.handle("GET /v1/status", s.getStatus)
+	s.handle("GET /v1/health", s.handleHealth)
+	s.handle("GET /v1/metrics", s.handleMetrics)
 
 	s.handle("POST /v1/projects", s.createProject)
 	s.handle("GET /v1/projects", s.listProjects)

@@ -23,6 +23,7 @@ import (
 	"github.com/coffer-hsm/coffer/audit"
 	"github.com/coffer-hsm/coffer/daemon"
 	"github.com/coffer-hsm/coffer/hsm"
+	"github.com/coffer-hsm/coffer/metrics"
 	"github.com/coffer-hsm/coffer/policy"
 )
 
@@ -54,6 +55,7 @@ var matrixPrincipals = []string{
 	"reader",     // carol, uid 1003: reader on p1
 	"norole",     // dave, uid 1004: a user without any role
 	"anon",       // uid 5555, bound to no user
+	"metricsgrp", // uid 1600, primary gid 4343 = --metrics-group, bound to no user
 	"disabled",   // dis, uid 1006: admin on p1, disabled
 	"vm",         // vsock CID 42, workload user vm: reader on p1
 	"twoproj",    // frank, uid 1007: reader on p1, admin on p2 (admitted to both by a system admin)
@@ -167,7 +169,14 @@ func matrixRows() []matrixRow {
 	const noSuchID = "01900000-0000-7000-8000-000000000000"
 	return []matrixRow{
 		{route: "GET /v1/status", req: fixed(reqGET("/v1/status")),
-			want: allow("200", grpUsers+" anon disabled")},
+			want: allow("200", grpUsers+" anon disabled metricsgrp")},
+		// Health: anyone (a bearer must still be a good one, and access
+		// rules still apply to a token).
+		{route: "GET /v1/health", req: fixed(reqGET("/v1/health")),
+			want: allow("200", grpUsers+" anon disabled metricsgrp")},
+		// Metrics: system admins and the metrics group, never a token.
+		{route: "GET /v1/metrics", req: fixed(reqGET("/v1/metrics")),
+			want: allow("200", grpSysAdmins+" metricsgrp")},
 
 		{route: "POST /v1/projects", req: func(t *testing.T, f *matrixEnv) matrixReq {
 			return reqPOST("/v1/projects", `{"name":"`+f.name("p")+`"}`)
@@ -243,7 +252,7 @@ func matrixRows() []matrixRow {
 		// Only the bound consumer (the VM) receives; for everyone else the
 		// name does not exist.
 		{route: "GET /v1/deliver/{name}", req: fixed(reqGET("/v1/deliver/vm-secret")),
-			want: allow("404 not_found", grpUsers+" anon disabled ruled").and("200", "vm")},
+			want: allow("404 not_found", grpUsers+" anon disabled metricsgrp ruled").and("200", "vm")},
 
 		{route: "POST /v1/users", req: func(t *testing.T, f *matrixEnv) matrixReq {
 			return reqPOST("/v1/users", `{"name":"`+f.name("u")+`"}`)
@@ -362,7 +371,7 @@ func matrixRows() []matrixRow {
 		// header is a wrong client authentication (RFC 6749 §2.3).
 		{route: "POST /oauth2/token", req: func(t *testing.T, f *matrixEnv) matrixReq {
 			return reqForm("/oauth2/token", url.Values{"grant_type": {"client_credentials"}, "client_id": {f.clientID}, "client_secret": {f.bearer["cfo"]}})
-		}, want: everyone("401 invalid_client").and("200", grpSysAdmins+" admin member reader norole anon disabled vm twoproj exrole")},
+		}, want: everyone("401 invalid_client").and("200", grpSysAdmins+" admin member reader norole anon metricsgrp disabled vm twoproj exrole")},
 		// A client whose credential is no longer usable gets nowhere,
 		// whoever asks.
 		{route: "POST /oauth2/token", variant: "expired client", req: matrixBadClient("expired"), want: everyone("401 invalid_client")},
@@ -504,7 +513,10 @@ var (
 	matrixBob  = matrixUnixPrincipal(1002, 1002)
 )
 
-const matrixAdminGID = 4242
+const (
+	matrixAdminGID   = 4242
+	matrixMetricsGID = 4343
+)
 
 func matrixUnixPrincipal(uid, gid uint32) daemon.Principal {
 	return daemon.Principal{Channel: daemon.ChannelUnix, HasCred: true, UID: uid, GID: gid, PID: 4000 + int32(uid%1000)}
@@ -524,7 +536,8 @@ func newMatrixEnv(t *testing.T) *matrixEnv {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	svc, err := daemon.Open(ctx, daemon.Config{
 		StateDir: filepath.Join(dir, "state"), HSM: hcfg, AdminGroup: strconv.Itoa(matrixAdminGID),
-		Version: "test", Logger: log,
+		MetricsGroup: strconv.Itoa(matrixMetricsGID),
+		Version:      "test", Logger: log,
 		// The matrix refuses hundreds of bad tokens on purpose; the limit
 		// on failed authentications has its own tests.
 		AuthLimit: daemon.AuthLimit{Burst: -1},
@@ -548,6 +561,7 @@ func newMatrixEnv(t *testing.T) *matrixEnv {
 func (f *matrixEnv) serve(t *testing.T, dir string, log *slog.Logger) {
 	t.Helper()
 	f.srv = NewServer(f.svc, log)
+	f.srv.SetMetrics(metrics.New())
 	al, err := audit.Open(f.ctx, audit.Options{
 		Dir: filepath.Join(dir, "audit"), Signer: audit.SignerFunc(f.svc.SignAudit), Logger: log,
 		Keys: func() (audit.KeySource, error) {
@@ -580,6 +594,7 @@ func (f *matrixEnv) serve(t *testing.T, dir string, log *slog.Logger) {
 		"frank":  matrixUnixPrincipal(1007, 1007),
 		"gus":    matrixUnixPrincipal(1008, 1008),
 		"anon":   matrixUnixPrincipal(5555, 5555),
+		"mon":    matrixUnixPrincipal(1600, matrixMetricsGID),
 	}
 	var wg sync.WaitGroup
 	start := func(name string, l net.Listener) {
@@ -626,6 +641,7 @@ func (f *matrixEnv) serve(t *testing.T, dir string, log *slog.Logger) {
 	for p, conn := range map[string]string{
 		"root": "root", "admgrp": "admgrp", "admin": "alice", "member": "bob", "reader": "carol",
 		"norole": "dave", "anon": "anon", "disabled": "dis", "vm": "vm", "twoproj": "frank", "exrole": "gus",
+		"metricsgrp": "mon",
 	} {
 		f.conn[p] = conn
 	}

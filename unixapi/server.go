@@ -2,6 +2,7 @@ package unixapi
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -14,10 +15,12 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coffer-hsm/coffer/daemon"
 	"github.com/coffer-hsm/coffer/hostseal"
+	"github.com/coffer-hsm/coffer/metrics"
 )
 
 // Backend is what the server needs of the domain; *daemon.Service is one.
@@ -55,6 +58,7 @@ type Backend interface {
 	WatchDelivery(ctx context.Context, p daemon.Principal, req daemon.DeliveryRequest, afterVersion int, wait time.Duration) (daemon.Delivery, error)
 
 	BackupBackend
+	MetricsBackend // metrics.go
 }
 
 // IdentityBackend is the users, roles, credentials, sessions and tokens
@@ -111,8 +115,11 @@ type Server struct {
 	watchMu sync.Mutex
 	watches map[peerKey]int // watches in flight per caller (handlers_delivery.go)
 	// closing ends when Shutdown begins: watches answer at once.
-	closing     context.Context
-	closingDone context.CancelFunc
+	closing      context.Context
+	closingDone  context.CancelFunc
+	metrics      atomic.Pointer[metrics.Metrics] // see SetMetrics
+	routeMetrics []*routeMetrics                 // one per route, filled by SetMetrics
+	unmatched    routeMetrics                    // requests no route matched (404, 405)
 }
 
 // NewServer returns a Server for b.
@@ -188,7 +195,13 @@ func (s *Server) handle(pattern string, f apiFunc, opts ...routeOpt) {
 // OAuth2 token endpoint, whose errors have RFC 6749's shape).
 func (s *Server) handleHTTP(pattern string, h http.Handler, opts ...routeOpt) {
 	self := slices.Contains(opts, selfAuthenticating)
+	rm := &routeMetrics{pattern: pattern}
+	s.routeMetrics = append(s.routeMetrics, rm)
 	s.mux.Handle(pattern, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w}
+		w = sw
+		defer func() { rm.observe(r, cmp.Or(sw.status, http.StatusOK), start) }()
 		r = r.WithContext(daemon.WithRoute(r.Context(), pattern))
 		if !self {
 			// A bearer token makes the request act as the token's session.
@@ -217,7 +230,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// Let the mux decide between 404 and 405 (and set Allow), then answer
-	// in JSON.
+	// in JSON; counted under one label, never the path.
+	start := time.Now()
 	rec := &statusRecorder{header: http.Header{}}
 	h.ServeHTTP(rec, r)
 	if allow := rec.header.Get("Allow"); allow != "" {
@@ -225,8 +239,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if rec.status == http.StatusMethodNotAllowed {
 		writeJSON(w, rec.status, ErrorBody{Error: "method_not_allowed", Message: r.Method + " is not allowed on " + r.URL.Path})
+		s.unmatched.observe(r, rec.status, start)
 		return
 	}
+	s.unmatched.observe(r, http.StatusNotFound, start)
 	writeJSON(w, http.StatusNotFound, ErrorBody{Error: daemon.CodeNotFound, Message: "no such endpoint: " + r.Method + " " + r.URL.Path})
 }
 

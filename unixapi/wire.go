@@ -28,7 +28,7 @@ type Status struct {
 	Dev           bool        `json:"dev"`
 	HSM           HSMStatus   `json:"hsm"`
 	Store         StoreStatus `json:"store"`
-	Counts        Counts      `json:"counts"`
+	Counts        Counts      `json:"counts,omitzero"` // for system admins and metrics readers only
 }
 
 // HSMStatus is the HSM part of Status.
@@ -143,3 +143,15 @@ type SecretRotateRequest struct {
 	ExpiresAt string            `json:"expires_at,omitempty"`
 	CAS       *int              `json:"cas,omitempty"`
 }
+
+// Health is the answer of GET /v1/health.
+type Health struct {
+	Status string   `json:"status"`           // HealthOK or HealthUnhealthy
+	Failed []string `json:"failed,omitempty"` // the parts that do not answer: hsm, store, audit
+}
+
+// Health statuses.
+const (
+	HealthOK        = "ok"
+	HealthUnhealthy = "unhealthy"
+)

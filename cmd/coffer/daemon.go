@@ -22,6 +22,7 @@ import (
 	"github.com/coffer-hsm/coffer/daemon"
 	"github.com/coffer-hsm/coffer/hsm"
 	"github.com/coffer-hsm/coffer/internal/memtrim"
+	"github.com/coffer-hsm/coffer/metrics"
 	"github.com/coffer-hsm/coffer/systemd"
 	"github.com/coffer-hsm/coffer/systemd/unitctl"
 	"github.com/coffer-hsm/coffer/unixapi"
@@ -47,6 +48,8 @@ comes from --hsm-pin-file, by default $CREDENTIALS_DIRECTORY/hsm-pin.
 		&cli.StringFlag{Name: "hsm-token", Usage: "PKCS#11 token `LABEL`", Value: "coffer", EnvVars: []string{"COFFER_HSM_TOKEN"}},
 		&cli.StringFlag{Name: "hsm-pin-file", Usage: "`FILE` holding the token's user PIN (default $CREDENTIALS_DIRECTORY/hsm-pin)", EnvVars: []string{"COFFER_HSM_PIN_FILE"}},
 		&cli.StringFlag{Name: "admin-group", Usage: "`GROUP` (name or gid) whose members are system admins", EnvVars: []string{"COFFER_ADMIN_GROUP"}},
+		&cli.StringFlag{Name: "metrics-group", Usage: "`GROUP` (name or gid) whose members may read GET /v1/metrics and the status counts (system admins always may)", EnvVars: []string{"COFFER_METRICS_GROUP"}},
+		&cli.StringFlag{Name: "metrics-listen", Usage: "also serve Prometheus metrics at http://`ADDR`/metrics; a loopback address only, such as 127.0.0.1:9464", EnvVars: []string{"COFFER_METRICS_LISTEN"}},
 		&cli.StringFlag{Name: "socket-group", Usage: "`GROUP` (name or gid) that owns the socket: its members may connect (default: the admin group)", EnvVars: []string{"COFFER_SOCKET_GROUP"}},
 		&cli.StringFlag{Name: "socket-mode", Usage: "permission bits of the socket, in octal `MODE`", Value: "0660", EnvVars: []string{"COFFER_SOCKET_MODE"}},
 		&cli.StringFlag{Name: "issuer", Usage: "OAuth2/OIDC issuer `URL`: the iss of every JWT, and the base of the discovery document's URLs (where relying parties fetch it; config file: issuer)", Value: daemon.DefaultIssuer, EnvVars: []string{"COFFER_ISSUER"}},
@@ -138,16 +141,25 @@ func runDaemon(c *cli.Context) error {
 		return err
 	}
 	cfg := daemon.Config{
-		Dev:        dev,
-		StateDir:   stateDir,
-		HSM:        hcfg,
-		PINFile:    pinFile,
-		AdminGroup: c.String("admin-group"),
-		Issuer:     c.String("issuer"),
-		Version:    version,
+		Dev:          dev,
+		StateDir:     stateDir,
+		HSM:          hcfg,
+		PINFile:      pinFile,
+		AdminGroup:   c.String("admin-group"),
+		MetricsGroup: c.String("metrics-group"),
+		Issuer:       c.String("issuer"),
+		Version:      version,
 
 		AllowReservedCIDs: c.Bool("allow-reserved-cids"),
 		Logger:            log,
+	}
+	reg := metrics.New()
+	cfg.Observer = reg
+	metricsAddr := c.String("metrics-listen")
+	if metricsAddr != "" {
+		if metricsAddr, err = metricsListen(metricsAddr); err != nil {
+			return err
+		}
 	}
 	maxConns := c.Int("max-connections")
 	if maxConns < 0 {
@@ -272,6 +284,7 @@ func runDaemon(c *cli.Context) error {
 	srv := unixapi.NewServer(svc, log)
 	srv.SetTimeouts(unixapi.Timeouts{ReadHeader: c.Duration("read-header-timeout"), Read: c.Duration("read-timeout")})
 	srv.SetAuditor(auditLog)
+	srv.SetMetrics(reg)
 	// Background work ends before the service closes (deferred above), so
 	// nothing runs into a closed HSM or store.
 	bg, stopBG := context.WithCancel(context.Background())
@@ -280,12 +293,18 @@ func runDaemon(c *cli.Context) error {
 	defer stopBG()
 	background.Go(func() { svc.RunMaintenance(bg) })
 	background.Go(func() { memtrim.New(log).Run(bg) })
-	served := make(chan error, 2+len(vms.all))
+	served := make(chan error, 3+len(vms.all))
 	stopSigner, err := startK8sSigner(c, svc, stateDir, log, served)
 	if err != nil {
 		return err
 	}
 	defer stopSigner()
+	var metricsSrv *metricsServer
+	if metricsAddr != "" {
+		if metricsSrv, err = startMetrics(metricsAddr, reg, log, served); err != nil {
+			return err
+		}
+	}
 	go func() { served <- srv.Serve(api) }()
 	k8sHooks.Serve(served)
 	for _, l := range vms.all {
@@ -333,6 +352,7 @@ func runDaemon(c *cli.Context) error {
 	log.Info("shutting down: draining in-flight requests")
 	shutCtx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
+	metricsSrv.Shutdown(shutCtx)
 	err = srv.Shutdown(shutCtx)
 	stopBG()
 	background.Wait()

@@ -25,6 +25,7 @@ const (
 	exitError       = 1
 	exitUsage       = 2
 	exitUnreachable = 3
+	exitUnhealthy   = 4 // coffer status: the daemon answered, a part of it does not
 )
 
 func main() {

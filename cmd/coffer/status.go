@@ -1,17 +1,20 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"strings"
 	"time"
 
+	"github.com/coffer-hsm/coffer/unixapi"
 	"github.com/urfave/cli/v2"
 )
 
 var statusCommand = &cli.Command{
 	Name:  "status",
-	Usage: "show the daemon's version, uptime, HSM and store health",
+	Usage: "show the daemon's version, uptime, HSM and store health; exit 4 when unhealthy",
 	Action: func(c *cli.Context) error {
 		if c.Args().Present() {
 			return usagef("status takes no arguments")
@@ -24,7 +27,15 @@ var statusCommand = &cli.Command{
 		if err != nil {
 			return err
 		}
-		return render(c, st, func(w io.Writer) {
+		h, err := cl.Health(c.Context)
+		var apiErr *unixapi.APIError
+		if errors.As(err, &apiErr) && apiErr.Status == http.StatusNotFound {
+			h, err = healthOfStatus(st), nil // a daemon older than GET /v1/health
+		}
+		if err != nil {
+			return err
+		}
+		if err := render(c, st, func(w io.Writer) {
 			health := func(ok bool, msg string) string {
 				if ok {
 					return "healthy"
@@ -35,7 +46,7 @@ var statusCommand = &cli.Command{
 			if st.Store.Since != nil {
 				store += " (since " + ts(*st.Store.Since) + ")"
 			}
-			writeFields(w, []field{
+			fields := []field{
 				{"version", st.Version},
 				{"started", ts(st.StartedAt)},
 				{"uptime", (time.Duration(st.UptimeSeconds) * time.Second).String()},
@@ -47,11 +58,38 @@ var statusCommand = &cli.Command{
 				{"hsm kek scheme", st.HSM.Schemes.KEK},
 				{"hsm signing", st.HSM.Schemes.Signing},
 				{"store", store},
-				{"projects", fmt.Sprint(st.Counts.Projects)},
-				{"secrets", fmt.Sprint(st.Counts.Secrets)},
-				{"users", fmt.Sprint(st.Counts.Users)},
-				{"credentials", fmt.Sprint(st.Counts.Credentials)},
-			})
-		})
+			}
+			if st.Counts != (unixapi.Counts{}) { // system admins and metrics readers only
+				fields = append(fields,
+					field{"projects", fmt.Sprint(st.Counts.Projects)},
+					field{"secrets", fmt.Sprint(st.Counts.Secrets)},
+					field{"users", fmt.Sprint(st.Counts.Users)},
+					field{"credentials", fmt.Sprint(st.Counts.Credentials)})
+			}
+			writeFields(w, fields)
+		}); err != nil {
+			return err
+		}
+		if h.Status != unixapi.HealthOK {
+			fmt.Fprintf(c.App.ErrWriter, "coffer: the daemon is unhealthy: %s does not answer\n", strings.Join(h.Failed, ", "))
+			return &exitStatus{code: exitUnhealthy}
+		}
+		return nil
 	},
+}
+
+// healthOfStatus is what a daemon without GET /v1/health says of its
+// health in its status.
+func healthOfStatus(st unixapi.Status) unixapi.Health {
+	h := unixapi.Health{Status: unixapi.HealthOK}
+	if !st.HSM.Healthy {
+		h.Failed = append(h.Failed, "hsm")
+	}
+	if !st.Store.Healthy {
+		h.Failed = append(h.Failed, "store")
+	}
+	if len(h.Failed) > 0 {
+		h.Status = unixapi.HealthUnhealthy
+	}
+	return h
 }
