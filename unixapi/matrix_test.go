@@ -383,15 +383,15 @@ func matrixRows() []matrixRow {
 		{route: "POST /oauth2/token", variant: "token exchange", req: func(t *testing.T, f *matrixEnv) matrixReq {
 			return reqForm("/oauth2/token", url.Values{"grant_type": {daemon.GrantTokenExchange}, "subject_token": {f.bearer["cft"]},
 				"subject_token_type": {daemon.TokenTypeAccessToken}})
-		}, want: everyone("401 invalid_client").and("200", grpSysAdmins+" admin member reader norole anon disabled vm twoproj exrole")},
+		}, want: everyone("401 invalid_client").and("200", grpSysAdmins+" admin member reader norole anon metricsgrp disabled vm twoproj exrole")},
 		{route: "POST /oauth2/token", variant: "token exchange for an audience not on the list", req: func(t *testing.T, f *matrixEnv) matrixReq {
 			return reqForm("/oauth2/token", url.Values{"grant_type": {daemon.GrantTokenExchange}, "subject_token": {f.bearer["cft"]},
 				"subject_token_type": {daemon.TokenTypeAccessToken}, "audience": {"https://elsewhere.example"}})
-		}, want: everyone("401 invalid_client").and("400 invalid_target", grpSysAdmins+" admin member reader norole anon disabled vm twoproj exrole")},
+		}, want: everyone("401 invalid_client").and("400 invalid_target", grpSysAdmins+" admin member reader norole anon metricsgrp disabled vm twoproj exrole")},
 		{route: "POST /oauth2/token", variant: "token exchange of a revoked token", req: func(t *testing.T, f *matrixEnv) matrixReq {
 			return reqForm("/oauth2/token", url.Values{"grant_type": {daemon.GrantTokenExchange}, "subject_token": {f.bearer["revoked"]},
 				"subject_token_type": {daemon.TokenTypeAccessToken}})
-		}, want: everyone("401 invalid_client").and("400 invalid_grant", grpSysAdmins+" admin member reader norole anon disabled vm twoproj exrole")},
+		}, want: everyone("401 invalid_client").and("400 invalid_grant", grpSysAdmins+" admin member reader norole anon metricsgrp disabled vm twoproj exrole")},
 		// The token to describe is in the body; the caller does not matter.
 		{route: "POST /oauth2/introspect", req: func(t *testing.T, f *matrixEnv) matrixReq {
 			return reqForm("/oauth2/introspect", url.Values{"token": {f.bearer["cft"]}})
