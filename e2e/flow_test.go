@@ -175,10 +175,10 @@ func TestUserFlow(t *testing.T) {
 			switch format {
 			case "table":
 				lines := strings.Split(strings.TrimRight(r.stdout, "\n"), "\n")
-				if !regexp.MustCompile(`^ID\s+DISPLAY NAME\s+VERSION\s+STATUS\s+UPDATED$`).MatchString(lines[0]) {
+				if !regexp.MustCompile(`^ID\s+DISPLAY NAME\s+VERSION\s+STATUS\s+UPDATED\s+EXPIRES$`).MatchString(lines[0]) {
 					t.Errorf("list header = %q", lines[0])
 				}
-				if !regexp.MustCompile(`(?m)^` + id + `\s+Acme AWS provisioner\s+1\s+active\s+` + regexp.QuoteMeta(s.UpdatedAt.UTC().Format(time.RFC3339)) + `$`).MatchString(r.stdout) {
+				if !regexp.MustCompile(`(?m)^` + id + `\s+Acme AWS provisioner\s+1\s+active\s+` + regexp.QuoteMeta(s.UpdatedAt.UTC().Format(time.RFC3339)) + `\s*$`).MatchString(r.stdout) {
 					t.Errorf("list has no row for %s:\n%s", id, r.stdout)
 				}
 			default:
