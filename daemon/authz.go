@@ -648,12 +648,12 @@ func (s *Service) tokenLive(tx *kv.Txn, id *TokenIdentity, now time.Time) (bool,
 		return false, nil
 	}
 	if sess.Parent != "" {
-		var parent sessionRecord
-		if err := tx.Get(tableSessions, sess.Parent, &parent); err != nil {
-			return dead(err)
-		}
-		if parent.expired(now) {
-			return false, nil
+		if _, err := exchangeSubjectLive(tx, sess, now); err != nil {
+			var bad *errBadToken
+			if errors.As(err, &bad) {
+				return false, nil
+			}
+			return false, err
 		}
 	}
 	var cred credentialState

@@ -348,3 +348,29 @@ func TestTokenPassesOnOnlyItsAudiences(t *testing.T) {
 		wantCode(t, err, c.want)
 	}
 }
+
+// TestExchangeEndsWithItsSubjectToken: rotating an access token (what one
+// does to a leaked one) ends what it was exchanged for, at the end of the
+// rotation's grace, as it ends the token itself: its session lives on
+// (the credential keeps it across rotations), so the exchanged JWT must
+// follow the subject token, not only its session.
+func TestExchangeEndsWithItsSubjectToken(t *testing.T) {
+	e := newIdentityEnv(t)
+	ctx := context.Background()
+	cred, tok := e.credential(t, "p1", CredentialInput{Type: CredAccessToken, User: "bob"})
+	at, err := e.svc.TokenExchange(ctx, exchangeReq(tok.Token, DefaultIssuer))
+	wantCode(t, err, "")
+	e.bearer(t, at.Token)
+	if _, _, err := e.svc.RotateCredential(ctx, e.grant(t, ActManageCredential, Resource{Credential: cred.ID}), CredentialRotate{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.Authenticate(ctx, anonPrincipal, tok.Token); err == nil {
+		t.Fatal("the rotated-out token still authenticates")
+	}
+	if _, err := e.svc.Authenticate(ctx, anonPrincipal, at.Token); err == nil {
+		t.Fatal("a JWT exchanged for the rotated-out token still authenticates")
+	}
+	if in, _ := e.svc.Introspect(ctx, at.Token); in.Active {
+		t.Fatal("a JWT exchanged for the rotated-out token introspects active")
+	}
+}
