@@ -147,19 +147,11 @@ func (s *Service) resolveBearerAt(tx *kv.Txn, bearer string, now time.Time, gen 
 		return r, tokenID, badToken("session expired")
 	}
 	if r.session.Parent != "" {
-		// A token from an exchange lives only while its subject's session
-		// does (deleting a session bumps the identity generation, so the
-		// bearer cache sees it too).
-		var parent sessionRecord
-		if err := tx.Get(tableSessions, r.session.Parent, &parent); err != nil {
-			if errors.Is(err, kv.ErrNotFound) {
-				return r, tokenID, badToken("subject session of the exchange revoked or gone")
-			}
+		until, err := exchangeSubjectLive(tx, r.session, now)
+		if err != nil {
 			return r, tokenID, err
 		}
-		if parent.expired(now) {
-			return r, tokenID, badToken("subject session of the exchange expired")
-		}
+		r.until = earliest(r.until, until)
 	}
 	if r.kind == "" {
 		r.kind = r.session.Kind
@@ -203,6 +195,41 @@ func (s *Service) resolveBearerAt(tx *kv.Txn, bearer string, now time.Time, gen 
 	r.until = earliest(r.until, r.session.ExpiresAt)
 	r.cred = full
 	return r, tokenID, nil
+}
+
+// exchangeSubjectLive checks that what a token from an exchange (sess,
+// with a Parent) was exchanged for is still usable: it lives only while
+// its subject's session does and, when the subject was an opaque token,
+// while that token does (a rotated access token keeps its session: its
+// end, at the rotation's grace, is the token record's). Deleting a session
+// or replacing a token bumps the identity generation, so the bearer cache
+// sees it too. It returns until when the subject token stays valid by
+// time alone (nil: no limit of its own).
+func exchangeSubjectLive(tx *kv.Txn, sess sessionRecord, now time.Time) (*time.Time, error) {
+	var parent sessionRecord
+	if err := tx.Get(tableSessions, sess.Parent, &parent); err != nil {
+		if errors.Is(err, kv.ErrNotFound) {
+			return nil, badToken("subject session of the exchange revoked or gone")
+		}
+		return nil, err
+	}
+	if parent.expired(now) {
+		return nil, badToken("subject session of the exchange expired")
+	}
+	if sess.ParentToken == "" {
+		return nil, nil
+	}
+	var tok tokenRecord
+	if err := tx.Get(tableTokens, sess.ParentToken, &tok); err != nil {
+		if errors.Is(err, kv.ErrNotFound) {
+			return nil, badToken("subject token of the exchange rotated out or gone")
+		}
+		return nil, err
+	}
+	if tok.Owner != sess.Parent || (tok.NotAfter != nil && !now.Before(*tok.NotAfter)) {
+		return nil, badToken("subject token of the exchange rotated out")
+	}
+	return tok.NotAfter, nil
 }
 
 // identityOf is the identity r stands for. Its rules, roles and policies

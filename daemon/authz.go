@@ -199,9 +199,16 @@ func (c caller) userID() string {
 // the connection's own identity; a disabled bound user is nobody.
 func (s *Service) resolveCaller(tx *kv.Txn, p Principal) (caller, error) {
 	if p.Token != nil {
-		if b := p.Token.cache; b != nil && b.gen == s.idGen.Load() {
+		now := s.now()
+		if b := p.Token.cache; b != nil && b.gen == s.idGen.Load() && (b.until.IsZero() || now.Before(b.until)) {
 			u := *b.user // checked live (not disabled) at this generation
 			return caller{user: &u, token: p.Token}, nil
+		}
+		// Something the token depends on may have changed since it was
+		// checked (a watch waits minutes on one authentication): the token
+		// must still be usable, else the caller is nobody.
+		if live, err := s.tokenLive(tx, p.Token, now); err != nil || !live {
+			return caller{}, err
 		}
 		var u userRecord
 		if err := tx.Get(tableUsers, p.Token.UserID, &u); err != nil {
@@ -621,4 +628,55 @@ func lookupGroups(uid uint32) ([]uint32, error) {
 		}
 	}
 	return out, nil
+}
+
+// tokenLive says whether the bearer id was authenticated from is still
+// usable at now: its token (an opaque token's record, a JWT's exp), its
+// session and the session an exchange came from, and its credential, as
+// resolveBearer checks them. The user is the caller's to check.
+func (s *Service) tokenLive(tx *kv.Txn, id *TokenIdentity, now time.Time) (bool, error) {
+	dead := func(err error) (bool, error) {
+		if errors.Is(err, kv.ErrNotFound) {
+			return false, nil
+		}
+		return false, err
+	}
+	if b := id.cache; b != nil {
+		if !b.until.IsZero() && !now.Before(b.until) {
+			return false, nil
+		}
+		if b.tokenID != "" {
+			var tok tokenRecord
+			if err := tx.Get(tableTokens, b.tokenID, &tok); err != nil {
+				return dead(err)
+			}
+			if tok.NotAfter != nil && !now.Before(*tok.NotAfter) {
+				return false, nil
+			}
+		}
+	}
+	var sess sessionRecord
+	if err := tx.Get(tableSessions, id.SessionID, &sess); err != nil {
+		return dead(err)
+	}
+	if sess.expired(now) {
+		return false, nil
+	}
+	if sess.Parent != "" {
+		if _, err := exchangeSubjectLive(tx, sess, now); err != nil {
+			var bad *errBadToken
+			if errors.As(err, &bad) {
+				return false, nil
+			}
+			return false, err
+		}
+	}
+	var cred credentialState
+	if err := tx.Get(tableCredentials, sess.CredentialID, &cred); err != nil {
+		return dead(err)
+	}
+	if cred.RevokedAt != nil || (cred.Type == CredAccessToken && cred.ExpiresAt != nil && !now.Before(*cred.ExpiresAt)) {
+		return false, nil
+	}
+	return true, nil
 }

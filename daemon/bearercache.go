@@ -21,6 +21,7 @@ type bearerInfo struct {
 	until    time.Time // zero: no time limit
 	gen      uint64
 	verifier []byte    // opaque tokens: the stored verifier
+	tokenID  string    // opaque tokens: the token record's id
 	used     *useClock // its credential's last use (credusage.go)
 	// elsewhere: a JWT whose aud does not name coffer's issuer, minted for
 	// other services (oidc.go). It is described (introspection,
@@ -128,7 +129,7 @@ func (s *Service) lookupBearer(ctx context.Context, p Principal, bearer, action 
 			if len(r.verifier) == 0 {
 				return badToken("token without a verifier")
 			}
-			b.verifier = r.verifier
+			b.verifier, b.tokenID = r.verifier, tok.ID
 		}
 		b.user, b.until, b.elsewhere = shared(&s.ids.users, r.user.ID, gen, r.user), r.until, r.elsewhere
 		return nil

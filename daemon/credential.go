@@ -345,6 +345,19 @@ func (s *Service) CreateCredential(ctx context.Context, g Grant, in CredentialIn
 			if err := withinToken(g.token, &in, &expires); err != nil {
 				return err
 			}
+			// Nor other audiences: its credential's allow-list (none:
+			// coffer's issuer alone) bounds what it can get tokens for.
+			if len(in.Audiences) > 0 {
+				var own credentialRecord
+				if err := tx.Get(tableCredentials, g.token.CredentialID, &own); err != nil {
+					return err
+				}
+				for _, a := range in.Audiences {
+					if a != s.issuer() && !slices.Contains(own.Audiences, a) {
+						return Forbidden("a token may only pass on audiences its own credential has")
+					}
+				}
+			}
 		}
 		roles := in.Roles
 		if roles == nil {

@@ -403,6 +403,26 @@ func TestReviewAccessFollowsChanges(t *testing.T) {
 		t.Fatal(err)
 	}
 	live(rotated) // its old token id, in its grace
+
+	// The user's role removed, the user disabled: from a kept credential
+	// too (the identity generation ends what the review kept).
+	carols, _ := e.credential(t, "p1", CredentialInput{Type: CredAccessToken, User: "carol", Name: "carols"})
+	live(carols)
+	if err := e.svc.RemoveRole(ctx, e.grant(t, ActManageRoles, Resource{Project: "p1"}), "carol", "reader"); err != nil {
+		t.Fatal(err)
+	}
+	if r := review(carols, "coffer:p1:reader"); !r.Denied {
+		t.Fatalf("the user's role removed: %+v", r)
+	}
+	alices, _ := e.credential(t, "p1", CredentialInput{Type: CredAccessToken, User: "alice", Name: "alices"})
+	live(alices)
+	yes := true
+	if _, err := e.svc.PatchUser(ctx, e.grant(t, ActManageUser, Resource{User: "alice"}), UserPatch{Disabled: &yes}); err != nil {
+		t.Fatal(err)
+	}
+	if r := review(alices, "coffer:p1:admin"); !r.Denied {
+		t.Fatalf("the user disabled: %+v", r)
+	}
 	e.svc.now = func() time.Time { return time.Now().UTC().Add(2 * time.Hour) }
 	defer func() { e.svc.now = func() time.Time { return time.Now().UTC() } }()
 	if r := review(rotated, "coffer:p1:member"); !r.Denied || r.Reason != "coffer: the token's credential is gone (revoked, deleted or rotated)" {

@@ -237,9 +237,10 @@ func (s *Service) tokenExchange(ctx context.Context, caller Principal, req Token
 	now := s.now()
 	var r resolved
 	var proj projectRecord
+	var subjectTokenID string
 	err := s.store.View(ctx, func(tx *kv.Txn) error {
 		var err error
-		if r, _, err = s.resolveBearer(tx, req.SubjectToken, now); err != nil {
+		if r, subjectTokenID, err = s.resolveBearer(tx, req.SubjectToken, now); err != nil {
 			return err
 		}
 		if r.session.Parent != "" {
@@ -301,6 +302,10 @@ func (s *Service) tokenExchange(ctx context.Context, caller Principal, req Token
 		Unrestricted: r.session.Unrestricted, CreatedAt: now, ExpiresAt: &exp, Kid: s.currentKid(),
 		PolicyIDs: r.session.PolicyIDs, InlinePolicies: r.session.InlinePolicies, CredentialName: r.session.CredentialName,
 		Parent: r.session.ID,
+	}
+	if r.verifier != nil {
+		// An opaque subject token: its record's id, whose end ends this.
+		sess.ParentToken = subjectTokenID
 	}
 	jwt, err := MintJWT(ctx, s.keys, AccessClaims{
 		Issuer: s.issuer(), Subject: r.user.ID, Audience: aud, ClientID: clientID,

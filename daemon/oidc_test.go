@@ -314,3 +314,63 @@ func TestTokenExchangeRevokedAndRateLimited(t *testing.T) {
 	_, err = e.svc.Introspect(caller, iss.Token)
 	wantCode(t, err, CodeRateLimited)
 }
+
+// TestTokenPassesOnOnlyItsAudiences: a token mints nothing stronger than
+// itself, audiences included: a credential it creates may list only
+// audiences its own credential lists, or it could trade itself (through
+// the new credential) for tokens its credential's allow-list refuses.
+func TestTokenPassesOnOnlyItsAudiences(t *testing.T) {
+	e := newIdentityEnv(t)
+	ctx := context.Background()
+	_, narrow := e.credential(t, "p1", CredentialInput{Type: CredAccessToken, User: "alice", Unrestricted: true, Audiences: []string{"https://a.example"}})
+	_, plain := e.credential(t, "p1", CredentialInput{Type: CredAccessToken, User: "alice", Unrestricted: true})
+	for _, c := range []struct {
+		tok  string
+		aud  []string
+		want string
+	}{
+		{narrow.Token, []string{"https://b.example"}, CodeForbidden},
+		{narrow.Token, []string{"https://a.example", "https://b.example"}, CodeForbidden},
+		{plain.Token, []string{"https://b.example"}, CodeForbidden},
+		{narrow.Token, []string{"https://a.example"}, ""},
+		{plain.Token, []string{DefaultIssuer}, ""},
+		{narrow.Token, nil, ""},
+	} {
+		p := e.bearer(t, c.tok)
+		g := e.mustAuthorize(t, p, ActCreateCredential, Resource{Project: "p1"})
+		_, _, err := e.svc.CreateCredential(ctx, g, CredentialInput{Type: CredOAuth2, Audiences: c.aud})
+		if c.want == "" {
+			if err != nil {
+				t.Errorf("audiences %v: %v", c.aud, err)
+			}
+			continue
+		}
+		wantCode(t, err, c.want)
+	}
+}
+
+// TestExchangeEndsWithItsSubjectToken: rotating an access token (what one
+// does to a leaked one) ends what it was exchanged for, at the end of the
+// rotation's grace, as it ends the token itself: its session lives on
+// (the credential keeps it across rotations), so the exchanged JWT must
+// follow the subject token, not only its session.
+func TestExchangeEndsWithItsSubjectToken(t *testing.T) {
+	e := newIdentityEnv(t)
+	ctx := context.Background()
+	cred, tok := e.credential(t, "p1", CredentialInput{Type: CredAccessToken, User: "bob"})
+	at, err := e.svc.TokenExchange(ctx, exchangeReq(tok.Token, DefaultIssuer))
+	wantCode(t, err, "")
+	e.bearer(t, at.Token)
+	if _, _, err := e.svc.RotateCredential(ctx, e.grant(t, ActManageCredential, Resource{Credential: cred.ID}), CredentialRotate{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.Authenticate(ctx, anonPrincipal, tok.Token); err == nil {
+		t.Fatal("the rotated-out token still authenticates")
+	}
+	if _, err := e.svc.Authenticate(ctx, anonPrincipal, at.Token); err == nil {
+		t.Fatal("a JWT exchanged for the rotated-out token still authenticates")
+	}
+	if in, _ := e.svc.Introspect(ctx, at.Token); in.Active {
+		t.Fatal("a JWT exchanged for the rotated-out token introspects active")
+	}
+}

@@ -43,6 +43,9 @@ type sessionRecord struct {
 	// Parent is the session whose token was exchanged (RFC 8693) for this
 	// one's JWT: this session is usable only while its parent is.
 	Parent string `json:"parent,omitempty"`
+	// ParentToken is the id of the opaque token (cfs_, cft_) that was
+	// exchanged, whose end (a rotation's grace) ends this session too.
+	ParentToken string `json:"parent_token,omitempty"`
 }
 
 func (r sessionRecord) indexes() []kv.Index {

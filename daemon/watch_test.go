@@ -130,3 +130,47 @@ func TestWatchDelivery(t *testing.T) {
 		t.Fatalf("cancelled: %v", err)
 	}
 }
+
+// A watch holds its bearer's authentication for up to MaxDeliveryWait: a
+// token revoked (or a credential rotated, or expired) while it waits must
+// end it with not_found at the next wake-up, never with the new value.
+func TestWatchEndsWithItsToken(t *testing.T) {
+	e := newIdentityEnv(t)
+	ctx := context.Background()
+	sec := e.createSecret(t, "p1", SecretInput{DisplayName: "db", Payload: []byte("pw-1")})
+	if _, err := e.svc.CreateBinding(ctx, e.grant(t, ActManageBindings, Resource{Secret: sec.ID}), BindingInput{User: "bob", Name: "dbpass"}); err != nil {
+		t.Fatal(err)
+	}
+	cred, tok := e.credential(t, "p1", CredentialInput{Type: CredAccessToken, User: "bob"})
+	p := e.bearer(t, tok.Token)
+	req := DeliveryRequest{Name: "dbpass"}
+	type result struct {
+		d   Delivery
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		d, err := e.svc.WatchDelivery(ctx, p, req, 1, 10*time.Second)
+		ch <- result{d, err}
+	}()
+	time.Sleep(50 * time.Millisecond)
+	if _, err := e.svc.RevokeCredential(ctx, e.grant(t, ActManageCredential, Resource{Credential: cred.ID})); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.RotateSecret(ctx, e.grant(t, ActManageSecret, Resource{Secret: sec.ID}), RotateInput{Payload: []byte("pw-2")}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case r := <-ch:
+		if r.d.Payload != nil {
+			t.Fatalf("a revoked token's watch delivered %q v%d", r.d.Payload, r.d.Version)
+		}
+		wantCode(t, r.err, CodeNotFound)
+	case <-time.After(5 * time.Second):
+		t.Fatal("the watch did not end")
+	}
+	// And a plain delivery with the revoked token's principal, the same.
+	if d, err := e.svc.Deliver(ctx, p, req); err == nil || d.Payload != nil {
+		t.Fatalf("a revoked token's principal delivered %q", d.Payload)
+	}
+}

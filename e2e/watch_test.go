@@ -346,3 +346,38 @@ func TestSecretListExpiringWithin(t *testing.T) {
 		t.Fatalf("cred list --all-projects --project: %v", res)
 	}
 }
+
+// TestWatchEndsWithItsToken: a watch authenticates once and may wait
+// minutes; the token revoked while it waits must end it with 404 at the
+// next wake-up, never with the version that follows (the rotation one
+// makes after revoking a leaked token).
+func TestWatchEndsWithItsToken(t *testing.T) {
+	t.Parallel()
+	d := startDaemon(t, workDir(t))
+	d.mustAPI(t, "POST", "/v1/users", map[string]any{"name": "vm-web", "kind": "workload", "unix_uids": []int{4242}}, http.StatusCreated, nil)
+	d.setRole(t, "default", "vm-web", "reader")
+	cred := d.newCred(t, "default", map[string]any{"type": "access-token", "user": "vm-web"})
+	p1, p2 := []byte("revoked-watch-v1"), []byte("revoked-watch-v2")
+	sec := d.createSecret(t, "default", "watched", p1, nil)
+	d.bind(t, sec.ID, map[string]string{"user": "vm-web", "name": "dbpass"})
+	ch := make(chan apiResp, 1)
+	go func() {
+		r, err := d.do("GET", "/v1/deliver/dbpass?wait=20s&after_version=1", http.Header{"Authorization": {"Bearer " + cred.Token}}, nil)
+		if err != nil {
+			t.Errorf("watch: %v", err)
+		}
+		ch <- r
+	}()
+	time.Sleep(300 * time.Millisecond)
+	d.mustAPI(t, "POST", "/v1/credentials/"+cred.ID+"/revoke", nil, http.StatusOK, nil)
+	d.rotateSecret(t, sec.ID, p2, 1)
+	select {
+	case r := <-ch:
+		if bytes.Contains(r.body, p2) {
+			t.Fatalf("the revoked token's watch was handed version 2: %d %q", r.status, r.body)
+		}
+		wantError(t, r, http.StatusNotFound, "not_found")
+	case <-time.After(15 * time.Second):
+		t.Fatal("the watch did not end")
+	}
+}

@@ -21,7 +21,8 @@ import (
 // unreadable or empty file is an error naming the path, never the content;
 // so is a file that other users may read (mode o+r): a PIN there is no
 // secret, whether it came from --hsm-pin-file or a pkcs11: URI's
-// pin-source. (Group read is fine: /etc/coffer/hsm-pin root:coffer 0640.)
+// pin-source; nor one that other users may write (o+w). (Group read is
+// fine: /etc/coffer/hsm-pin root:coffer 0640.)
 func ReadPIN(path string) (string, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -34,6 +35,11 @@ func ReadPIN(path string) (string, error) {
 	}
 	if fi.Mode().IsRegular() && fi.Mode().Perm()&0o004 != 0 {
 		return "", fmt.Errorf("HSM PIN file %s is readable by every user (mode %04o): chmod o-rwx %s", path, fi.Mode().Perm(), path)
+	}
+	if fi.Mode().IsRegular() && fi.Mode().Perm()&0o002 != 0 {
+		// Anyone could put another PIN there, and an HSM that counts
+		// failed logins would lock the token at the next start.
+		return "", fmt.Errorf("HSM PIN file %s is writable by every user (mode %04o): chmod o-rwx %s", path, fi.Mode().Perm(), path)
 	}
 	b, err := io.ReadAll(f)
 	if err != nil {

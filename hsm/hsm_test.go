@@ -327,6 +327,10 @@ func TestReadPIN(t *testing.T) {
 		{"directory", dir, "", "read HSM PIN file " + dir + ": is a directory"},
 		{"group-readable", chmod(write("group", "1234"), 0o640), "1234", ""},
 		{"world-readable", chmod(write("world", "1234"), 0o644), "", "HSM PIN file " + filepath.Join(dir, "world") + " is readable by every user (mode 0644): chmod o-rwx " + filepath.Join(dir, "world")},
+		// Any user could put another PIN there: the daemon's next start
+		// or reconnect would log in with it, and an HSM that counts
+		// failed logins locks the token.
+		{"world-writable", chmod(write("wworld", "1234"), 0o602), "", "HSM PIN file " + filepath.Join(dir, "wworld") + " is writable by every user (mode 0602): chmod o-rwx " + filepath.Join(dir, "wworld")},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -244,3 +244,65 @@ func TestReload(t *testing.T) {
 		t.Fatalf("after the refused reloads: %d %v", code, err)
 	}
 }
+
+// TestReloadEndsResumption: a TLS session opened with a client
+// certificate of a CA that a reload dropped must not be resumed (a session
+// ticket from before the reload would skip the new CA check).
+func TestReloadEndsResumption(t *testing.T) {
+	key := must(ecdsa.GenerateKey(elliptic.P256(), rand.Reader))
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "coffer"},
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der := must(x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key))
+	cert := must(x509.ParseCertificate(der))
+	oldCA, newCA := newTestCA(t, "old"), newTestCA(t, "new")
+	bearer := []byte(strings.Repeat("b", 40))
+	ok := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "{}") })
+	srv, err := NewServer(ok, Config{Addr: "127.0.0.1:0", Cert: tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: cert},
+		ClientCAs: oldCA.pool, Bearer: bearer, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := srv.Listen()
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.srv.Close() })
+	roots := x509.NewCertPool()
+	roots.AddCert(cert)
+	cache := tls.NewLRUClientSessionCache(8)
+	for _, v := range []uint16{tls.VersionTLS12, tls.VersionTLS13} {
+		get := func() (int, bool, error) {
+			t.Helper()
+			var resumed bool
+			tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{oldCA.client},
+				ClientSessionCache: cache, MinVersion: v, MaxVersion: v}, DisableKeepAlives: true}
+			defer tr.CloseIdleConnections()
+			req, _ := http.NewRequest(http.MethodPost, "https://"+l.Addr().String()+TokenReviewPath, strings.NewReader("{}"))
+			req.Header.Set("Authorization", "Bearer "+string(bearer))
+			res, err := (&http.Client{Transport: tr, Timeout: 5 * time.Second}).Do(req)
+			if err != nil {
+				return 0, false, err
+			}
+			resumed = res.TLS != nil && res.TLS.DidResume
+			io.Copy(io.Discard, res.Body)
+			res.Body.Close()
+			return res.StatusCode, resumed, nil
+		}
+		if code, _, err := get(); err != nil || code != 200 {
+			t.Fatalf("tls %x before the reload: %d %v", v, code, err)
+		}
+		if code, resumed, err := get(); err != nil || code != 200 || !resumed {
+			t.Fatalf("tls %x: the session is not resumed before the reload: %d %v %v", v, code, resumed, err)
+		}
+		if err := srv.Reload(bearer, newCA.pool); err != nil {
+			t.Fatal(err)
+		}
+		if code, resumed, err := get(); err == nil {
+			t.Fatalf("tls %x: a client certificate of the dropped CA after the reload: %d (resumed %v)", v, code, resumed)
+		}
+		if err := srv.Reload(bearer, oldCA.pool); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
