@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -84,5 +85,36 @@ func TestLogJournal(t *testing.T) {
 	}
 	if !strings.Contains(got[1], `"msg":"audit: checkpoint signed at entry 8"`) {
 		t.Fatalf("checkpoint record: %s", got[1])
+	}
+}
+
+// CopyEntries with the entries the log encoded writes exactly what Copy
+// writes by decoding the lines; entries that do not match the lines (one
+// per line) are not used.
+func TestLogJournalEntries(t *testing.T) {
+	ents := []Entry{
+		{Seq: 7, Time: "t", Prev: "p", Type: TypeEvent, Event: Event{Action: "binding.create", Outcome: OutcomeOK,
+			Principal: &Principal{Channel: "unix", UID: new(uint32(1000))},
+			Target:    map[string]string{"binding": "0badc0de-0000-4000-8000-000000000009", "secret": "01a2b3c4-0000-4000-8000-000000000001", "unit": "payroll.service"}}},
+		{Seq: 8, Time: "t", Prev: "p", Type: TypeCheckpoint},
+	}
+	var lines bytes.Buffer
+	for i := range ents {
+		if err := encodeEntry(&lines, &ents[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var decoded, given, mismatched bytes.Buffer
+	LogJournal(slog.New(slog.NewJSONHandler(&decoded, nil))).Copy(lines.Bytes())
+	LogJournal(slog.New(slog.NewJSONHandler(&given, nil))).CopyEntries(lines.Bytes(), ents)
+	LogJournal(slog.New(slog.NewJSONHandler(&mismatched, nil))).CopyEntries(lines.Bytes(), ents[:1])
+	strip := func(b *bytes.Buffer) string {
+		return regexp.MustCompile(`"time":"[^"]*",`).ReplaceAllString(b.String(), "")
+	}
+	if strip(&given) != strip(&decoded) || strip(&mismatched) != strip(&decoded) {
+		t.Fatalf("from entries:\n%s\nfrom lines:\n%s\nmismatched:\n%s", given.String(), decoded.String(), mismatched.String())
+	}
+	if !strings.Contains(decoded.String(), "binding 0badc0de") {
+		t.Fatalf("no description:\n%s", decoded.String())
 	}
 }

@@ -133,14 +133,15 @@ type Log struct {
 	// The writer goroutine's own state.
 	f        writeFile
 	size     int64
-	firstSeq uint64 // of audit.log
-	seq      uint64 // last seq assigned
-	head     string // hex hash of the last line
-	change   uint64 // highest change seq assigned
-	wChange  uint64 // highest change seq completely written
-	buf      []byte // encoded lines not yet written
-	jbuf     []byte // lines not yet copied to the journal
-	bufSeq   uint64 // the last seq in buf
+	firstSeq uint64  // of audit.log
+	seq      uint64  // last seq assigned
+	head     string  // hex hash of the last line
+	change   uint64  // highest change seq assigned
+	wChange  uint64  // highest change seq completely written
+	buf      []byte  // encoded lines not yet written
+	jbuf     []byte  // lines not yet copied to the journal
+	jents    []Entry // what they encode, for an EntryJournal
+	bufSeq   uint64  // the last seq in buf
 	enc      bytes.Buffer
 	sinceCP  int
 	firstAt  time.Time // of the first event since the last checkpoint
@@ -743,6 +744,9 @@ func (l *Log) appendEntry(e Entry, at string) []byte {
 	l.lastCP = e.Type == TypeCheckpoint
 	if l.opts.Journal != nil {
 		l.jbuf = append(l.jbuf, line...)
+		if _, ok := l.opts.Journal.(EntryJournal); ok {
+			l.jents = append(l.jents, e)
+		}
 	}
 	return line[:len(line)-1]
 }
@@ -761,8 +765,14 @@ func (l *Log) writeOut() error {
 	// The journal copy goes first and whatever happens to the file: it is
 	// the copy that outlives a failing disk.
 	if len(l.jbuf) > 0 {
-		l.opts.Journal.Copy(l.jbuf)
+		if ej, ok := l.opts.Journal.(EntryJournal); ok {
+			ej.CopyEntries(l.jbuf, l.jents)
+		} else {
+			l.opts.Journal.Copy(l.jbuf)
+		}
 		l.jbuf = l.jbuf[:0]
+		clear(l.jents) // their targets and principals go
+		l.jents = l.jents[:0]
 	}
 	if len(l.buf) == 0 {
 		return nil

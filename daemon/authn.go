@@ -70,6 +70,8 @@ type resolved struct {
 	elsewhere bool
 	// aud is a JWT's audience (nil for an opaque token).
 	aud []string
+	// credTokenID is the public id of the credential's token, as stored.
+	credTokenID string
 }
 
 // earliest returns the earlier of a (zero: none) and *b (nil: none).
@@ -95,6 +97,9 @@ type credentialState struct {
 	Type      string     `json:"type"`
 	ExpiresAt *time.Time `json:"expires_at,omitempty"`
 	RevokedAt *time.Time `json:"revoked_at,omitempty"`
+	// TokenID is the public id of the credential's token: what a
+	// Kubernetes TokenReview names the token's user by.
+	TokenID string `json:"token_id"`
 }
 
 // resolveBearerAt is resolveBearer that, given the identity generation
@@ -181,7 +186,7 @@ func (s *Service) resolveBearerAt(tx *kv.Txn, bearer string, now time.Time, gen 
 		return r, tokenID, err
 	}
 	if full != nil {
-		cred = credentialState{Type: full.Type, ExpiresAt: full.ExpiresAt, RevokedAt: full.RevokedAt}
+		cred = credentialState{Type: full.Type, ExpiresAt: full.ExpiresAt, RevokedAt: full.RevokedAt, TokenID: full.TokenID}
 	}
 	if cred.RevokedAt != nil {
 		return r, tokenID, badToken("credential revoked")
@@ -194,6 +199,7 @@ func (s *Service) resolveBearerAt(tx *kv.Txn, bearer string, now time.Time, gen 
 	}
 	r.until = earliest(r.until, r.session.ExpiresAt)
 	r.cred = full
+	r.credTokenID = cred.TokenID
 	return r, tokenID, nil
 }
 
@@ -245,6 +251,7 @@ func (s *Service) identityOf(r resolved) (*TokenIdentity, error) {
 		Unrestricted: r.session.Unrestricted, ExpiresAt: r.session.ExpiresAt,
 		PolicyIDs: s.rules.list(r.session.PolicyIDs), InlinePolicies: r.session.InlinePolicies,
 		CredentialName: r.session.CredentialName, SessionType: r.session.SessionType,
+		CredentialTokenID: r.credTokenID,
 	}
 	for _, d := range id.InlinePolicies {
 		id.inline = append(id.inline, s.compiledInline(d))

@@ -56,7 +56,6 @@ import (
 	"errors"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -107,37 +106,6 @@ type K8sWebhook struct {
 // k8sState is the webhooks' part of the Service.
 type k8sState struct {
 	hook atomic.Pointer[K8sWebhook]
-
-	// creds keeps what a TokenReview needs of a credential beyond the
-	// bearer cache's entry (its token id and name), by credential id,
-	// each valid at the identity generation it was read at (any write to
-	// a credential bumps it: caches.go).
-	mu    sync.Mutex
-	creds map[string]k8sCred
-}
-
-type k8sCred struct {
-	gen           uint64
-	tokenID, name string
-}
-
-// k8sCredsSize bounds k8sState.creds; a full map is emptied.
-const k8sCredsSize = 4096
-
-func (k *k8sState) cred(id string, gen uint64) (k8sCred, bool) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	c, ok := k.creds[id]
-	return c, ok && c.gen == gen
-}
-
-func (k *k8sState) putCred(id string, c k8sCred) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if k.creds == nil || len(k.creds) >= k8sCredsSize {
-		k.creds = make(map[string]k8sCred)
-	}
-	k.creds[id] = c
 }
 
 // SetK8sWebhook records how the webhooks are served.
@@ -242,29 +210,14 @@ func (s *Service) ReviewToken(ctx context.Context, caller Principal, token strin
 		return refuse("the token is not valid for the requested audiences")
 	}
 	credID := b.ident.CredentialID
-	cred, ok := s.webhooks.cred(credID, b.gen)
-	if !ok {
-		var rec credentialRecord
-		err = s.store.View(ctx, func(tx *kv.Txn) error { return tx.Get(tableCredentials, credID, &rec) })
-		if errors.Is(err, kv.ErrNotFound) {
-			return refuse("the token's credential is gone") // deleted since the token was checked
-		}
-		if err != nil {
-			return TokenReviewResult{}, storeErr(err)
-		}
-		// Read after b.gen was: a change since has bumped the generation,
-		// and no later lookup asks for b.gen.
-		cred = k8sCred{gen: b.gen, tokenID: rec.TokenID, name: rec.Name}
-		s.webhooks.putCred(credID, cred)
-	}
 	out := TokenReviewResult{
 		Authenticated: true,
-		Username:      K8sUserName(cred.tokenID),
+		Username:      K8sUserName(b.ident.CredentialTokenID),
 		UID:           credID,
 		Audiences:     auds,
 		Extra: map[string][]string{
 			K8sExtraPrefix + "project":    {b.project.Name},
-			K8sExtraPrefix + "credential": {cred.name},
+			K8sExtraPrefix + "credential": {b.ident.CredentialName},
 		},
 	}
 	if top > RoleMember && !b.ident.Unrestricted {

@@ -65,6 +65,10 @@ type TokenIdentity struct {
 	InlinePolicies []policy.Document
 	CredentialName string
 	SessionType    string
+	// CredentialTokenID is the public id of the credential's token as
+	// the token was checked (a rotation changes it, and ends the check):
+	// the Kubernetes user name of the credential's tokens.
+	CredentialTokenID string
 
 	cache *bearerInfo // what the daemon read when it checked the token
 	// inline are InlinePolicies compiled when the identity was made (it

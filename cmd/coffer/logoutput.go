@@ -63,7 +63,7 @@ type auditJournal struct {
 	out io.Writer
 	mu  sync.Mutex
 	buf bytes.Buffer
-	fmt audit.Journal // formats into buf
+	fmt audit.EntryJournal // formats into buf
 }
 
 func newAuditJournal(out io.Writer) *auditJournal {
@@ -72,11 +72,15 @@ func newAuditJournal(out io.Writer) *auditJournal {
 	return j
 }
 
-func (j *auditJournal) Copy(lines []byte) {
+func (j *auditJournal) Copy(lines []byte) { j.CopyEntries(lines, nil) }
+
+// CopyEntries is Copy with the entries the lines encode (the audit log
+// has them: no line is decoded again).
+func (j *auditJournal) CopyEntries(lines []byte, entries []audit.Entry) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	j.buf.Reset()
-	j.fmt.Copy(lines)
+	j.fmt.CopyEntries(lines, entries)
 	if j.buf.Len() > 0 {
 		// A failed write is the log's own problem: nothing to tell it here.
 		_, _ = j.out.Write(j.buf.Bytes())
