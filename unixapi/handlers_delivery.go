@@ -137,10 +137,33 @@ func (s *Server) deliver(w http.ResponseWriter, r *http.Request) error {
 }
 
 // MaxWatchesPerPeer is how many watches (deliveries waiting for a new
-// version) one caller — a uid, a CID, a VM — may have at once. Each holds
-// a connection: at half the per-caller connection limit, a caller's
-// watches leave it (and everyone else) slots for its other requests.
+// version) one caller — a uid, a CID, a VM — may have at once under the
+// default per-caller connection limit. Each holds a connection: at half
+// the per-caller limit, a caller's watches leave it (and everyone else)
+// slots for its other requests. SetMaxConnsPerPeer keeps that half when
+// the limit is set otherwise.
 const MaxWatchesPerPeer = DefaultMaxConnsPerPeer / 2
+
+// SetMaxConnsPerPeer tells the server the per-caller connection limit of
+// its listeners (--max-connections-per-peer), so that one caller's
+// watches take at most half of its share: at least one, and
+// MaxWatchesPerPeer when n is 0 (no limit per caller). Call it before
+// Serve.
+func (s *Server) SetMaxConnsPerPeer(n int) {
+	if n <= 0 {
+		s.maxWatches = MaxWatchesPerPeer
+		return
+	}
+	s.maxWatches = max(1, n/2)
+}
+
+// watchLimit is how many watches one caller may have at once.
+func (s *Server) watchLimit() int {
+	if s.maxWatches > 0 {
+		return s.maxWatches
+	}
+	return MaxWatchesPerPeer
+}
 
 // CodeTooManyWatches answers a watch beyond MaxWatchesPerPeer (429).
 const CodeTooManyWatches = "too_many_watches"
@@ -182,7 +205,7 @@ func (s *Server) watchDelivery(w http.ResponseWriter, r *http.Request, p daemon.
 			s.watches = map[peerKey]int{}
 		}
 		n := s.watches[k]
-		if n >= MaxWatchesPerPeer {
+		if n >= s.watchLimit() {
 			s.watchMu.Unlock()
 			return daemon.Delivery{}, errTooManyWatches
 		}

@@ -114,6 +114,8 @@ type Server struct {
 
 	watchMu sync.Mutex
 	watches map[peerKey]int // watches in flight per caller (handlers_delivery.go)
+	// maxWatches is SetMaxConnsPerPeer's limit (0: MaxWatchesPerPeer).
+	maxWatches int
 	// closing ends when Shutdown begins: watches answer at once.
 	closing      context.Context
 	closingDone  context.CancelFunc

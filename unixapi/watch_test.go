@@ -2,6 +2,7 @@ package unixapi
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"path/filepath"
@@ -163,4 +164,59 @@ func (l *lockedLog) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return string(l.b)
+}
+
+// heldBackend's watches wait until their context ends.
+type heldBackend struct {
+	fakeBackend
+	got chan struct{} // one send per watch that began
+}
+
+func (b *heldBackend) WatchDelivery(ctx context.Context, _ daemon.Principal, _ daemon.DeliveryRequest, _ int, _ time.Duration) (daemon.Delivery, error) {
+	b.got <- struct{}{}
+	<-ctx.Done()
+	return daemon.Delivery{}, ctx.Err()
+}
+
+// One caller's watches take at most half of the per-caller connection
+// limit the daemon was started with (--max-connections-per-peer), not a
+// fixed count that a lower limit would let them fill.
+func TestWatchesTakeHalfThePerPeerLimit(t *testing.T) {
+	for _, tc := range []struct{ perPeer, want int }{{6, 3}, {1, 1}, {0, MaxWatchesPerPeer}} {
+		b := &heldBackend{got: make(chan struct{}, 64)}
+		path := filepath.Join(t.TempDir(), "coffer.sock")
+		l, err := ListenUnix(path, SocketOptions{GID: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := NewServer(b, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		srv.SetMaxConnsPerPeer(tc.perPeer)
+		go srv.Serve(l)
+		ctx, cancel := context.WithCancel(context.Background())
+		var wg sync.WaitGroup
+		for range tc.want {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				NewClient(path).WatchDelivery(ctx, "x", "", "", 1, time.Minute)
+			}()
+		}
+		for i := range tc.want {
+			select {
+			case <-b.got:
+			case <-time.After(10 * time.Second):
+				t.Fatalf("per-peer %d: watch %d of %d did not begin", tc.perPeer, i+1, tc.want)
+			}
+		}
+		over, overDone := context.WithTimeout(context.Background(), 5*time.Second) // a watch let in would wait
+		_, err = NewClient(path).WatchDelivery(over, "x", "", "", 1, time.Minute)
+		overDone()
+		var ae *APIError
+		if !errors.As(err, &ae) || ae.Status != 429 || ae.Code != CodeTooManyWatches {
+			t.Errorf("per-peer %d: watch %d: %v, want 429 %s", tc.perPeer, tc.want+1, err, CodeTooManyWatches)
+		}
+		cancel()
+		wg.Wait()
+		srv.Shutdown(context.Background())
+	}
 }

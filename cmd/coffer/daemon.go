@@ -282,6 +282,7 @@ func runDaemon(c *cli.Context) error {
 		socket = api.Addr().String() // the socket systemd made
 	}
 	srv := unixapi.NewServer(svc, log)
+	srv.SetMaxConnsPerPeer(perPeer)
 	srv.SetTimeouts(unixapi.Timeouts{ReadHeader: c.Duration("read-header-timeout"), Read: c.Duration("read-timeout")})
 	srv.SetAuditor(auditLog)
 	srv.SetMetrics(reg)
