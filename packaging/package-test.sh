@@ -89,7 +89,7 @@ grep -qx "$uid" <<<"$(id -u coffer 2>/dev/null || echo none)" && fail "the host 
 
 # The daemon accepts the installed config: every key is known. It stops
 # later, at the HSM module, which does not exist.
-echo 1234 >"$root/pin"
+(umask 077 && echo 1234 >"$root/pin") # a PIN file others may read is refused
 out=$("$root/usr/bin/coffer" daemon --config "$root/etc/coffer/coffer.toml" \
 	--state-dir "$root/state" --hsm-module "$root/no-such-module.so" --hsm-pin-file "$root/pin" \
 	--admin-group root --socket-group root --socket "$root/c.sock" --creds-socket "$root/creds.sock" 2>&1) &&
