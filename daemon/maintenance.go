@@ -151,16 +151,35 @@ func (s *Service) sweepKeys(ctx context.Context) {
 // WarnExpiring logs one warning per active credential or secret that
 // expires within the warning window, and returns how many it warned about.
 func (s *Service) WarnExpiring(ctx context.Context) int {
+	now := s.now()
+	n := 0
+	err := s.eachExpiring(ctx, now, func(table, id, project string, at time.Time) {
+		n++
+		what := "credential"
+		if table == tableSecrets {
+			what = "secret"
+		}
+		s.log.Warn(what+" expires soon", what, id, "project", project, "expires_at", at.Format(time.RFC3339), "in", at.Sub(now).Round(time.Minute).String())
+	})
+	if err != nil {
+		s.log.Warn("expiry check failed", "err", err)
+	}
+	return n
+}
+
+// eachExpiring calls f for each active (not revoked) credential and
+// secret that expires within the warning window from now, with its table
+// (tableCredentials or tableSecrets), ids and expiry, reading a page at a
+// time (scanPaged). Nothing when the warning is off.
+func (s *Service) eachExpiring(ctx context.Context, now time.Time, f func(table, id, project string, at time.Time)) error {
 	window := s.cfg.ExpiryWarning
 	if window == 0 {
 		window = DefaultExpiryWarning
 	}
 	if window < 0 {
-		return 0
+		return nil
 	}
-	now := s.now()
 	horizon := now.Add(window)
-	n := 0
 	soon := func(t *time.Time) bool { return t != nil && now.Before(*t) && !t.After(horizon) }
 	err := s.scanPaged(ctx, tableCredentials, func(_ string, decode func(any) error) error {
 		var rec credentialRecord
@@ -168,28 +187,23 @@ func (s *Service) WarnExpiring(ctx context.Context) int {
 			return err
 		}
 		if rec.RevokedAt == nil && soon(rec.ExpiresAt) {
-			n++
-			s.log.Warn("credential expires soon", "credential", rec.ID, "project", rec.ProjectID, "expires_at", rec.ExpiresAt.Format(time.RFC3339), "in", rec.ExpiresAt.Sub(now).Round(time.Minute).String())
+			f(tableCredentials, rec.ID, rec.ProjectID, *rec.ExpiresAt)
 		}
 		return nil
 	})
-	if err == nil {
-		err = s.scanPaged(ctx, tableSecrets, func(_ string, decode func(any) error) error {
-			var rec secretRecord
-			if err := decode(&rec); err != nil {
-				return err
-			}
-			if rec.RevokedAt == nil && soon(rec.ExpiresAt) {
-				n++
-				s.log.Warn("secret expires soon", "secret", rec.ID, "project", rec.ProjectID, "expires_at", rec.ExpiresAt.Format(time.RFC3339), "in", rec.ExpiresAt.Sub(now).Round(time.Minute).String())
-			}
-			return nil
-		})
-	}
 	if err != nil {
-		s.log.Warn("expiry check failed", "err", err)
+		return err
 	}
-	return n
+	return s.scanPaged(ctx, tableSecrets, func(_ string, decode func(any) error) error {
+		var rec secretRecord
+		if err := decode(&rec); err != nil {
+			return err
+		}
+		if rec.RevokedAt == nil && soon(rec.ExpiresAt) {
+			f(tableSecrets, rec.ID, rec.ProjectID, *rec.ExpiresAt)
+		}
+		return nil
+	})
 }
 
 // logFlushLastUse logs a failed flush of last uses (retried at the next).

@@ -240,39 +240,14 @@ func (s *Service) expiringCounts(ctx context.Context) (credentials, secrets int)
 	if !c.at.IsZero() && time.Since(c.at) < expiringEvery {
 		return c.credentials, c.secrets
 	}
-	window := s.cfg.ExpiryWarning
-	if window == 0 {
-		window = DefaultExpiryWarning
-	}
-	if window < 0 {
-		return 0, 0
-	}
-	now := s.now()
-	horizon := now.Add(window)
-	soon := func(t *time.Time) bool { return t != nil && now.Before(*t) && !t.After(horizon) }
 	var nc, ns int
-	err := s.scanPaged(ctx, tableCredentials, func(_ string, decode func(any) error) error {
-		var rec credentialRecord
-		if err := decode(&rec); err != nil {
-			return err
-		}
-		if rec.RevokedAt == nil && soon(rec.ExpiresAt) {
+	err := s.eachExpiring(ctx, s.now(), func(table, _, _ string, _ time.Time) {
+		if table == tableSecrets {
+			ns++
+		} else {
 			nc++
 		}
-		return nil
 	})
-	if err == nil {
-		err = s.scanPaged(ctx, tableSecrets, func(_ string, decode func(any) error) error {
-			var rec secretRecord
-			if err := decode(&rec); err != nil {
-				return err
-			}
-			if rec.RevokedAt == nil && soon(rec.ExpiresAt) {
-				ns++
-			}
-			return nil
-		})
-	}
 	if err != nil {
 		s.log.Debug("counting what expires failed", "err", err)
 		return c.credentials, c.secrets // the last count, retried at the next scrape
