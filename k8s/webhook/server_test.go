@@ -178,27 +178,9 @@ func newTestCA(t *testing.T, name string) testCA {
 // required (the old ones refused) without a restart, and the way the
 // apiserver authenticates cannot be changed by one.
 func TestReload(t *testing.T) {
-	key := must(ecdsa.GenerateKey(elliptic.P256(), rand.Reader))
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "coffer"},
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	der := must(x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key))
-	cert := must(x509.ParseCertificate(der))
 	oldCA, newCA := newTestCA(t, "old"), newTestCA(t, "new")
 	oldBearer, newBearer := []byte(strings.Repeat("o", 40)), []byte(strings.Repeat("n", 40))
-	ok := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "{}") })
-	srv, err := NewServer(ok, Config{Addr: "127.0.0.1:0", Cert: tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: cert},
-		ClientCAs: oldCA.pool, Bearer: oldBearer, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := srv.Listen()
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(l)
-	t.Cleanup(func() { srv.srv.Close() })
-	roots := x509.NewCertPool()
-	roots.AddCert(cert)
+	srv, l, roots := caServer(t, oldCA, oldBearer)
 	status := func(ca testCA, bearer []byte) (int, error) {
 		t.Helper()
 		tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{ca.client}}, DisableKeepAlives: true}
@@ -249,27 +231,9 @@ func TestReload(t *testing.T) {
 // certificate of a CA that a reload dropped must not be resumed (a session
 // ticket from before the reload would skip the new CA check).
 func TestReloadEndsResumption(t *testing.T) {
-	key := must(ecdsa.GenerateKey(elliptic.P256(), rand.Reader))
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "coffer"},
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	der := must(x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key))
-	cert := must(x509.ParseCertificate(der))
 	oldCA, newCA := newTestCA(t, "old"), newTestCA(t, "new")
 	bearer := []byte(strings.Repeat("b", 40))
-	ok := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "{}") })
-	srv, err := NewServer(ok, Config{Addr: "127.0.0.1:0", Cert: tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: cert},
-		ClientCAs: oldCA.pool, Bearer: bearer, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := srv.Listen()
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(l)
-	t.Cleanup(func() { srv.srv.Close() })
-	roots := x509.NewCertPool()
-	roots.AddCert(cert)
+	srv, l, roots := caServer(t, oldCA, bearer)
 	cache := tls.NewLRUClientSessionCache(8)
 	for _, v := range []uint16{tls.VersionTLS12, tls.VersionTLS13} {
 		get := func() (int, bool, error) {
@@ -305,4 +269,31 @@ func TestReloadEndsResumption(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// caServer serves ok (200) on a loopback port to clients with a
+// certificate of ca and bearer; it returns the server, its listener and
+// the roots that verify its self-signed certificate.
+func caServer(t *testing.T, ca testCA, bearer []byte) (*Server, net.Listener, *x509.CertPool) {
+	t.Helper()
+	key := must(ecdsa.GenerateKey(elliptic.P256(), rand.Reader))
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "coffer"},
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der := must(x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key))
+	cert := must(x509.ParseCertificate(der))
+	ok := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "{}") })
+	srv, err := NewServer(ok, Config{Addr: "127.0.0.1:0", Cert: tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: cert},
+		ClientCAs: ca.pool, Bearer: bearer, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := srv.Listen()
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.srv.Close() })
+	roots := x509.NewCertPool()
+	roots.AddCert(cert)
+	return srv, l, roots
 }
