@@ -61,8 +61,8 @@ race: test-deps ## run every test three times with the race detector, to shake o
 soak: test-deps ## kill -9 the daemon under 8 concurrent writers SOAK_CYCLES times (default 200); nothing acknowledged may be lost
 	$(Q)COFFER_SOAK_CYCLES=$${SOAK_CYCLES:-200} $(GO) test -race -count=1 -timeout 90m -run '^TestCrashLosesNothing$$' -v ./e2e
 
-storage-soak: test-deps ## as root: fill the state filesystem to ENOSPC and free it STORAGE_CYCLES times (default 20), kill -9 and restart while full; plus the read-only and damage tests
-	$(Q)COFFER_STORAGE_SOAK_CYCLES=$${STORAGE_CYCLES:-20} $(GO) test -race -count=1 -timeout 60m -run '^(TestStorage|TestFilesystem)' -v ./e2e ./kv
+storage-soak: test-deps ## as root: fill the state filesystem to ENOSPC and free it STORAGE_CYCLES times (default 20), kill -9 and restart while full; the read-only and damage tests; DURABLE_ROUNDS (default 200) journal aborts under fsyncing writers
+	$(Q)COFFER_STORAGE_SOAK_CYCLES=$${STORAGE_CYCLES:-20} COFFER_DURABLE_ROUNDS=$${DURABLE_ROUNDS:-200} $(GO) test -race -count=1 -timeout 60m -run '^(TestStorage|TestFilesystem)' -v ./e2e ./kv ./internal/durable
 
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 GOVULNCHECK ?= golang.org/x/vuln/cmd/govulncheck@v1.9.0
