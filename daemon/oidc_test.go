@@ -270,6 +270,41 @@ func TestTokenForAnotherAudience(t *testing.T) {
 	e.bearer(t, both.Token)
 }
 
+// TestAuthorizeHonoursAudience: a JWT minted for other audiences only is
+// authorized where one of them asks (naming itself), never for a service
+// that asks without saying who it is or names another; a token for
+// coffer goes wherever its rules allow, whatever the asker names.
+func TestAuthorizeHonoursAudience(t *testing.T) {
+	e := newIdentityEnv(t)
+	ctx := context.Background()
+	_, iss := e.credential(t, "p1", CredentialInput{Type: CredOAuth2, User: "bob", Audiences: []string{"https://a.example", "https://b.example"}})
+	forA, err := e.svc.ClientCredentials(ctx, iss.ClientID, iss.ClientSecret, "", Audiences{Audience: []string{"https://a.example"}})
+	wantCode(t, err, "")
+	forCoffer, err := e.svc.ClientCredentials(ctx, iss.ClientID, iss.ClientSecret, "", Audiences{Audience: []string{"https://a.example"}, Resource: []string{DefaultIssuer}})
+	wantCode(t, err, "")
+	_, opaque := e.credential(t, "p1", CredentialInput{Type: CredAccessToken, User: "bob"})
+	for _, tt := range []struct {
+		token, audience string
+		allowed         bool
+	}{
+		{forA.Token, "https://a.example", true},
+		{forA.Token, "", false},
+		{forA.Token, "https://b.example", false}, // on the credential's list, not in this token
+		{forA.Token, "https://c.example", false},
+		{forCoffer.Token, "", true},
+		{forCoffer.Token, "https://c.example", true},
+		{opaque.Token, "https://c.example", true}, // no audience
+	} {
+		d, err := e.svc.AuthorizeCall(ctx, Call{Token: tt.token, Service: "svc", Method: "GET", Path: "/x", Audience: tt.audience})
+		if err != nil || d.Allowed != tt.allowed {
+			t.Errorf("token %.8s… asked by audience %q: %+v %v, want allowed=%v", tt.token, tt.audience, d, err, tt.allowed)
+		}
+		if tt.token == forA.Token && !slices.Equal(d.Audience, []string{"https://a.example"}) {
+			t.Errorf("the decision names audience %q, want the token's aud", d.Audience)
+		}
+	}
+}
+
 func TestTokenExchangeNeverOutlivesTheSubject(t *testing.T) {
 	e := newIdentityEnv(t)
 	ctx := context.Background()
