@@ -21,8 +21,8 @@ var deliverCommand = &cli.Command{
 	Name:      "deliver",
 	Usage:     "fetch a payload bound to you (by uid, vsock CID, VM or token) under NAME",
 	ArgsUsage: "NAME",
-	Description: `Writes the raw payload to standard output, or to FILE with -o (created 0600,
-replaced atomically). Anything not bound to you is "not found", whether or
+	Description: `Writes the raw payload to standard output, or to FILE with --out (created
+0600, replaced atomically). Anything not bound to you is "not found", whether or
 not it exists.
 
 With --watch it keeps going: each new version (a rotation) replaces FILE
@@ -33,7 +33,10 @@ rotation reaches it at once; it reconnects with backoff (1s doubling to 30s)
 when the daemon is unreachable or busy, and exits 1 when the name is no
 longer bound to it (not found), 0 on SIGINT or SIGTERM.`,
 	Flags: []cli.Flag{
-		&cli.StringFlag{Name: "output-file", Aliases: []string{"o", "out"}, Usage: "write the payload to `FILE` (mode 0600)"},
+		&cli.StringFlag{Name: "out", Usage: "write the payload to `FILE` (mode 0600)"},
+		// -o is the output format everywhere; deliver's -o FILE of old
+		// gets a pointer to --out instead of a surprise.
+		&cli.StringFlag{Name: "o", Hidden: true},
 		&cli.StringFlag{Name: "key", Usage: "fetch the secret's key_values entry `KEY` instead of its payload"},
 		&cli.StringFlag{Name: "project", Usage: "the `PROJECT` whose binding to use, when NAME is bound to you in several"},
 		&cli.BoolFlag{Name: "watch", Usage: "keep FILE current: wait for new versions and write each (needs --out or --exec)"},
@@ -41,7 +44,10 @@ longer bound to it (not found), 0 on SIGINT or SIGTERM.`,
 		&cli.DurationFlag{Name: "wait", Usage: "with --watch: how long each request waits for a new version (at most 5m)", Value: 5 * time.Minute},
 	},
 	Action: withArg("NAME", func(c *cli.Context, cl *unixapi.Client, name string) error {
-		path := c.String("output-file")
+		if c.IsSet("o") {
+			return usagef("deliver writes a file with --out FILE (-o is the output format of other commands)")
+		}
+		path := c.String("out")
 		if c.Bool("watch") {
 			if (path == "" || path == "-") && c.String("exec") == "" {
 				return usagef("--watch needs --out FILE or --exec CMD")
@@ -77,7 +83,7 @@ const (
 // each asking for a version newer than the last one written.
 func watchDelivery(c *cli.Context, cl *unixapi.Client, name string) error {
 	ctx := c.Context
-	path, cmd := c.String("output-file"), c.String("exec")
+	path, cmd := c.String("out"), c.String("exec")
 	if path == "-" {
 		path = ""
 	}
