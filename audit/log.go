@@ -269,7 +269,7 @@ func Open(ctx context.Context, opts Options) (*Log, error) {
 	}
 	l.f, l.size, l.active = opts.wrapFile(f), st.Size(), cur
 	if err := l.synced.Prepare(); err != nil {
-		l.log.Warn("audit: cannot prepare the check of the log's syncs; it is made at each sync", "dir", opts.Dir, "err", err)
+		l.log.Warn("audit: the check that each sync of the log held is weaker or not ready (internal/durable)", "dir", opts.Dir, "err", err)
 	}
 	if l.size == 0 {
 		l.firstSeq = l.seq + 1

@@ -720,17 +720,25 @@ func (s *Service) ExplainCall(ctx context.Context, call Call) (Decision, error) 
 }
 
 // audienceRefusal says why a token's audience does not admit call, or ""
-// when it does. A token for coffer (an opaque one, or a JWT whose aud
-// names coffer's issuer) goes wherever its rules allow, as on coffer's
-// own API. A JWT minted for other audiences only (RFC 8707) is for them:
-// authorized only where one of them asks, and never for a service that
-// does not say who it is, or any service it was shown to could use it.
-func audienceRefusal(b *bearerInfo, call Call) string {
+// when it does. A token for coffer alone (an opaque one, a JWT whose aud
+// is coffer's issuer only) goes wherever its rules allow, as on coffer's
+// own API. A JWT that names other audiences (RFC 8707) is for them: a
+// service that names itself must be one of them, or any service it was
+// shown to could use it; and one for other audiences only is refused to
+// a service that does not say who it is.
+func audienceRefusal(b *bearerInfo, call Call, issuer string) string {
+	forCoffer := true
+	for _, a := range b.aud {
+		forCoffer = forCoffer && a == issuer
+	}
 	switch {
-	case !b.elsewhere:
+	case forCoffer:
 		return ""
 	case call.Audience == "":
-		return "the token is for other audiences: the service must name its own (audience)"
+		if b.elsewhere {
+			return "the token is for other audiences: the service must name its own (audience)"
+		}
+		return ""
 	case !containsString(b.aud, call.Audience):
 		return "the token is not for this audience"
 	}
@@ -767,7 +775,7 @@ func (s *Service) authorizeCall(ctx context.Context, call Call, explain bool) (D
 		d.Allowed, d.Reason = false, "the user no longer holds the token's roles"
 		why = d.Reason
 	}
-	if refusal := audienceRefusal(b, call); refusal != "" {
+	if refusal := audienceRefusal(b, call, s.issuer()); refusal != "" {
 		d.Allowed, d.Reason, why = false, refusal, refusal
 	}
 	if d.Allowed || explain {

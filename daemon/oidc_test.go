@@ -270,10 +270,10 @@ func TestTokenForAnotherAudience(t *testing.T) {
 	e.bearer(t, both.Token)
 }
 
-// TestAuthorizeHonoursAudience: a JWT minted for other audiences only is
-// authorized where one of them asks (naming itself), never for a service
-// that asks without saying who it is or names another; a token for
-// coffer goes wherever its rules allow, whatever the asker names.
+// TestAuthorizeHonoursAudience: a JWT that names other audiences is
+// authorized for a service that names itself only when it is one of
+// them; one for other audiences only never for a service that does not
+// say who it is; a token for coffer alone goes wherever its rules allow.
 func TestAuthorizeHonoursAudience(t *testing.T) {
 	e := newIdentityEnv(t)
 	ctx := context.Background()
@@ -283,6 +283,9 @@ func TestAuthorizeHonoursAudience(t *testing.T) {
 	forCoffer, err := e.svc.ClientCredentials(ctx, iss.ClientID, iss.ClientSecret, "", Audiences{Audience: []string{"https://a.example"}, Resource: []string{DefaultIssuer}})
 	wantCode(t, err, "")
 	_, opaque := e.credential(t, "p1", CredentialInput{Type: CredAccessToken, User: "bob"})
+	_, plainCred := e.credential(t, "p1", CredentialInput{Type: CredOAuth2, User: "bob"})
+	plain, err := e.svc.ClientCredentials(ctx, plainCred.ClientID, plainCred.ClientSecret, "")
+	wantCode(t, err, "")
 	for _, tt := range []struct {
 		token, audience string
 		allowed         bool
@@ -291,9 +294,11 @@ func TestAuthorizeHonoursAudience(t *testing.T) {
 		{forA.Token, "", false},
 		{forA.Token, "https://b.example", false}, // on the credential's list, not in this token
 		{forA.Token, "https://c.example", false},
-		{forCoffer.Token, "", true},
-		{forCoffer.Token, "https://c.example", true},
-		{opaque.Token, "https://c.example", true}, // no audience
+		{forCoffer.Token, "", true}, // a bearer at coffer: coffer's own API
+		{forCoffer.Token, "https://a.example", true},
+		{forCoffer.Token, "https://c.example", false}, // shown to a: not c's
+		{plain.Token, "https://c.example", true},      // for coffer alone
+		{opaque.Token, "https://c.example", true},     // no audience
 	} {
 		d, err := e.svc.AuthorizeCall(ctx, Call{Token: tt.token, Service: "svc", Method: "GET", Path: "/x", Audience: tt.audience})
 		if err != nil || d.Allowed != tt.allowed {

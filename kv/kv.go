@@ -271,7 +271,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("kv: open store %s: %w", s.dir, err)
 	}
 	if err := s.synced.Prepare(); err != nil {
-		logger.Warn("kv: cannot prepare the check of the store's syncs; it is made at each commit", "dir", s.dir, "err", err)
+		logger.Warn("kv: the check that each commit's sync held is weaker or not ready (internal/durable)", "dir", s.dir, "err", err)
 	}
 	s.checkSpace()
 	if s.witness != "" {

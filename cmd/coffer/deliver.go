@@ -34,9 +34,9 @@ when the daemon is unreachable or busy, and exits 1 when the name is no
 longer bound to it (not found), 0 on SIGINT or SIGTERM.`,
 	Flags: []cli.Flag{
 		&cli.StringFlag{Name: "out", Usage: "write the payload to `FILE` (mode 0600)"},
-		// -o is the output format everywhere; deliver's -o FILE of old
-		// gets a pointer to --out instead of a surprise.
-		&cli.StringFlag{Name: "o", Hidden: true},
+		// -o is the output format everywhere; deliver's -o FILE (and
+		// --output-file) of old get a pointer to --out, not a surprise.
+		&cli.StringFlag{Name: "o", Aliases: []string{"output-file"}, Hidden: true},
 		&cli.StringFlag{Name: "key", Usage: "fetch the secret's key_values entry `KEY` instead of its payload"},
 		&cli.StringFlag{Name: "project", Usage: "the `PROJECT` whose binding to use, when NAME is bound to you in several"},
 		&cli.BoolFlag{Name: "watch", Usage: "keep FILE current: wait for new versions and write each (needs --out or --exec)"},

@@ -28,6 +28,7 @@ package durable
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 
@@ -36,6 +37,11 @@ import (
 
 // WitnessName is the file a Checker keeps in its directory.
 const WitnessName = ".sync-witness"
+
+// ErrWeak says that a Checker falls back to the weaker check (utimensat):
+// the filesystem has no fallocate (an ext4 without extents, an old
+// ext3), or no room yet for the witness's block.
+var ErrWeak = errors.New("syncs are confirmed by a timestamp change only, which misses the moment after an ext4 journal abort")
 
 // A Checker confirms the fsyncs of files in one directory. It is not safe
 // for concurrent use: each of coffer's writers (the store's committer, the
@@ -53,9 +59,14 @@ func NewChecker(dir string) *Checker { return &Checker{dir: dir} }
 
 // Prepare creates the witness file and allocates its block, so that
 // Confirm needs no free space later. Call it at open, where a failure can
-// be reported calmly; Confirm works without it.
+// be reported calmly; Confirm works without it. An error wrapping ErrWeak
+// says Confirm will use the weaker check.
 func (c *Checker) Prepare() error {
-	if _, err := c.allocate(); err != nil {
+	done, err := c.allocate()
+	if err == nil && !done {
+		err = ErrWeak
+	}
+	if err != nil {
 		return fmt.Errorf("prepare the sync witness in %s: %w", c.dir, err)
 	}
 	return nil
@@ -73,6 +84,9 @@ func (c *Checker) Confirm() error {
 		err = unix.UtimesNanoAt(unix.AT_FDCWD, c.dir, []unix.Timespec{now, now}, 0)
 	}
 	if err != nil {
+		// The next Confirm opens the witness again: the directory may be
+		// on another filesystem by then (a repair, a remount).
+		c.Close()
 		return fmt.Errorf("the filesystem of %s no longer takes changes after a sync: %w", c.dir, err)
 	}
 	return nil
@@ -81,18 +95,16 @@ func (c *Checker) Confirm() error {
 // allocate maps the witness file's first block: allocated already after
 // the first success, so it needs no space, but a journal handle all the
 // same. done is false when it could not try: no fallocate on this
-// filesystem, or no space yet for the first allocation (utimensat does
+// filesystem, or no room yet for the first allocation (utimensat does
 // then, the weaker check).
 func (c *Checker) allocate() (done bool, err error) {
 	if c.noAlloc {
 		return false, nil
 	}
 	if c.f == nil {
-		f, err := os.OpenFile(filepath.Join(c.dir, WitnessName), os.O_RDWR|os.O_CREATE, 0o600)
-		if err != nil {
+		if c.f, err = openWitness(c.dir); err != nil {
 			return false, err
 		}
-		c.f = f
 	}
 	err = unix.Fallocate(int(c.f.Fd()), unix.FALLOC_FL_KEEP_SIZE, 0, 1)
 	switch {
@@ -101,13 +113,43 @@ func (c *Checker) allocate() (done bool, err error) {
 		return true, nil
 	case errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOSYS):
 		c.noAlloc = true
-		c.f.Close()
-		c.f = nil
+		c.Close()
 		return false, nil
-	case errors.Is(err, unix.ENOSPC) && !c.allocated:
+	case (errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT)) && !c.allocated:
 		return false, nil
 	}
 	return false, err
+}
+
+// openWitness opens (or creates) dir's witness file, owned by the
+// directory's owner: a witness another user left (root running an
+// offline command on the daemon's store) is replaced, not failed on at
+// every commit.
+func openWitness(dir string) (*os.File, error) {
+	path := filepath.Join(dir, WitnessName)
+	const flags = os.O_RDWR | os.O_CREATE | unix.O_NOFOLLOW | unix.O_CLOEXEC
+	f, err := os.OpenFile(path, flags, 0o600)
+	if errors.Is(err, fs.ErrPermission) || errors.Is(err, unix.ELOOP) {
+		// The directory is ours to write (the store's files are in it):
+		// the name is too.
+		if rerr := os.Remove(path); rerr != nil {
+			return nil, err
+		}
+		f, err = os.OpenFile(path, flags|os.O_EXCL, 0o600)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if os.Geteuid() == 0 {
+		var st unix.Stat_t
+		if err := unix.Stat(dir, &st); err == nil && st.Uid != 0 {
+			if err := f.Chown(int(st.Uid), int(st.Gid)); err != nil {
+				f.Close()
+				return nil, err
+			}
+		}
+	}
+	return f, nil
 }
 
 // Close closes the witness file (which stays: the next Checker reuses it).

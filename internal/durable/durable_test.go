@@ -59,6 +59,77 @@ func TestConfirm(t *testing.T) {
 	}
 }
 
+// TestWitnessBelongsToTheDirectory: the witness is the directory owner's
+// even when root made it (an offline command on the daemon's store), and
+// a name that is not a regular file of ours is replaced, so that the
+// daemon's user never fails every commit on it.
+func TestWitnessBelongsToTheDirectory(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("chown needs root")
+	}
+	dir := t.TempDir()
+	if err := os.Chown(dir, 4242, 4242); err != nil {
+		t.Fatal(err)
+	}
+	c := NewChecker(dir)
+	if err := c.Prepare(); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	var st unix.Stat_t
+	if err := unix.Stat(filepath.Join(dir, WitnessName), &st); err != nil || st.Uid != 4242 || st.Gid != 4242 {
+		t.Errorf("witness made by root: uid %d gid %d (%v), want the directory's 4242", st.Uid, st.Gid, err)
+	}
+
+	w := filepath.Join(dir, WitnessName)
+	os.Remove(w)
+	if err := os.Symlink("/etc/passwd", w); err != nil {
+		t.Fatal(err)
+	}
+	c = NewChecker(dir)
+	defer c.Close()
+	if err := c.Confirm(); err != nil {
+		t.Fatalf("confirm with a symlink in the witness's place: %v", err)
+	}
+	if fi, err := os.Lstat(w); err != nil || !fi.Mode().IsRegular() {
+		t.Errorf("the symlink was not replaced by a file: %v %v", fi, err)
+	}
+}
+
+// TestWeakCheckIsSaid: on an ext4 without extents (an upgraded ext3)
+// there is no fallocate; Prepare says the check is the weaker one, and
+// Confirm still works.
+func TestWeakCheckIsSaid(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a filesystem needs root")
+	}
+	if _, err := exec.LookPath("mkfs.ext4"); err != nil {
+		t.Skip("mkfs.ext4 is not installed")
+	}
+	img, dir := filepath.Join(t.TempDir(), "fs.img"), t.TempDir()
+	if err := os.WriteFile(img, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(img, 16<<20); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mkfs.ext4", "-q", "-F", "-O", "^extent,^flex_bg,^huge_file,^dir_nlink,^extra_isize,^64bit,^metadata_csum", img).CombinedOutput(); err != nil {
+		t.Fatalf("mkfs.ext4: %v: %s", err, out)
+	}
+	if out, err := exec.Command("mount", "-o", "loop", img, dir).CombinedOutput(); err != nil {
+		t.Skipf("cannot loop-mount an ext4 image here: %v: %s", err, out)
+	}
+	defer unix.Unmount(dir, unix.MNT_DETACH)
+	c := NewChecker(dir)
+	defer c.Close()
+	if err := c.Prepare(); !errors.Is(err, ErrWeak) {
+		t.Errorf("prepare on an ext4 without extents: %v, want ErrWeak", err)
+	}
+	if err := c.Confirm(); err != nil {
+		t.Errorf("confirm by timestamp: %v", err)
+	}
+}
+
 // TestFilesystemErrorKeepsConfirmedSyncs makes ext4 fail (its journal
 // aborts, as on a disk error) under 8 writers that append, fsync and
 // Confirm, then repairs it: every confirmed record must be there. fsync
