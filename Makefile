@@ -89,7 +89,7 @@ microbench: deps ## Go micro-benchmarks of the hot functions (HSM, store, tokens
 	$(Q)$(GO) test -run '^$$' -bench . -benchtime 1s ./hsm ./kv ./daemon ./audit ./policy ./k8s/kms ./k8s/signer
 
 fuzz: ## fuzz the parsers (FUZZTIME per target, default 30s)
-	$(Q)for pkg in ./unixapi ./daemon ./systemd ./hostseal ./cmd/coffer ./audit ./policy ./k8s/webhook; do \
+	$(Q)for pkg in $$(grep -rl '^func Fuzz' --include='*_test.go' . | xargs -n1 dirname | sort -u); do \
 		for t in $$($(GO) test -list '^Fuzz' $$pkg | grep ^Fuzz); do \
 			echo "fuzz $$pkg $$t"; \
 			$(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $${FUZZTIME:-30s} $$pkg || exit 1; \

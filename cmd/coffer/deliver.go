@@ -41,7 +41,7 @@ longer bound to it (not found), 0 on SIGINT or SIGTERM.`,
 		&cli.StringFlag{Name: "project", Usage: "the `PROJECT` whose binding to use, when NAME is bound to you in several"},
 		&cli.BoolFlag{Name: "watch", Usage: "keep FILE current: wait for new versions and write each (needs --out or --exec)"},
 		&cli.StringFlag{Name: "exec", Usage: "with --watch: run `CMD` (sh -c) after each new version"},
-		&cli.DurationFlag{Name: "wait", Usage: "with --watch: how long each request waits for a new version (at most 5m)", Value: 5 * time.Minute},
+		durationFlag(cli.StringFlag{Name: "wait", Usage: "with --watch: how long each request waits for a new version (at most 5m)"}, 5*time.Minute),
 	},
 	Action: withArg("NAME", func(c *cli.Context, cl *unixapi.Client, name string) error {
 		if c.IsSet("o") {
@@ -52,8 +52,10 @@ longer bound to it (not found), 0 on SIGINT or SIGTERM.`,
 			if (path == "" || path == "-") && c.String("exec") == "" {
 				return usagef("--watch needs --out FILE or --exec CMD")
 			}
-			if w := c.Duration("wait"); w <= 0 || w > 5*time.Minute {
-				return usagef("--wait must be from 1s to 5m, not %s", w)
+			if w, err := flagDuration(c, "wait"); err != nil {
+				return err
+			} else if w < time.Second || w > 5*time.Minute {
+				return usagef("--wait must be from 1s to 5m, not %s", formatDuration(w))
 			}
 			return watchDelivery(c, cl, name)
 		}
@@ -84,12 +86,13 @@ const (
 func watchDelivery(c *cli.Context, cl *unixapi.Client, name string) error {
 	ctx := c.Context
 	path, cmd := c.String("out"), c.String("exec")
+	wait, _ := flagDuration(c, "wait") // checked by the action
 	if path == "-" {
 		path = ""
 	}
 	after, backoff := 0, watchBackoffMin
 	for {
-		w, err := cl.WatchDelivery(ctx, name, c.String("key"), c.String("project"), after, c.Duration("wait"))
+		w, err := cl.WatchDelivery(ctx, name, c.String("key"), c.String("project"), after, wait)
 		if ctx.Err() != nil {
 			return nil // SIGINT, SIGTERM
 		}
