@@ -832,7 +832,9 @@ func TestBindCLI(t *testing.T) {
 		}
 	}
 
-	d.mustCLI(t, "", "secret", "unbind", s.ID, unitID)
+	if out := d.mustCLI(t, "", "-o", "json", "secret", "unbind", s.ID, unitID).stdout; !strings.Contains(out, `"result": "deleted"`) || !strings.Contains(out, unitID) {
+		t.Errorf("secret unbind -o json printed %q, want the binding and its result", out)
+	}
 	if r := d.cli(t, "", "secret", "unbind", s.ID, unitID); r.code != 1 || !strings.Contains(r.stderr, "(not_found)") {
 		t.Errorf("second unbind: want exit 1 not_found:\n%s", r)
 	}

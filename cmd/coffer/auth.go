@@ -108,7 +108,10 @@ var sessionCommand = group("session", "list and end sessions",
 		Usage:     "end a session: its token stops working at once",
 		ArgsUsage: "ID",
 		Action: withArg("ID", func(c *cli.Context, cl *unixapi.Client, id string) error {
-			return cl.RevokeSession(c.Context, id)
+			if err := cl.RevokeSession(c.Context, id); err != nil {
+				return err
+			}
+			return done(c, "session", id, "revoked")
 		}),
 	},
 )
