@@ -87,3 +87,52 @@ func TestReadmeCredExamples(t *testing.T) {
 		})
 	}
 }
+
+// TestReadmeContents: the README's table of contents lists every ## and
+// ### heading outside code blocks, in order, with GitHub's anchors, so
+// it stays true as sections come and go. On failure it prints the list
+// to paste.
+func TestReadmeContents(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want, got []string
+	inCode, inContents := false, false
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "```") {
+			inCode = !inCode
+			continue
+		}
+		switch {
+		case inCode:
+		case line == "## Contents":
+			inContents = true
+		case strings.HasPrefix(line, "## "), strings.HasPrefix(line, "### "):
+			inContents = false
+			level, title, _ := strings.Cut(line, " ")
+			indent := strings.Repeat("  ", len(level)-2)
+			want = append(want, indent+"- ["+title+"](#"+githubAnchor(title)+")")
+		case inContents && strings.TrimSpace(line) != "":
+			got = append(got, line)
+		}
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("README's ## Contents is not its headings; it should read:\n\n%s", strings.Join(want, "\n"))
+	}
+}
+
+// githubAnchor is the anchor GitHub gives a heading: lower case, spaces
+// to hyphens, punctuation other than hyphens and underscores dropped.
+func githubAnchor(title string) string {
+	var sb strings.Builder
+	for _, r := range strings.ToLower(title) {
+		switch {
+		case r == ' ':
+			sb.WriteByte('-')
+		case r == '-' || r == '_' || r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r > 127:
+			sb.WriteRune(r)
+		}
+	}
+	return sb.String()
+}
