@@ -242,30 +242,35 @@ func (s *Service) GetUser(ctx context.Context, g Grant) (User, error) {
 	}
 	var out User
 	err := s.store.View(ctx, func(tx *kv.Txn) error {
-		rec, err := findUser(tx, g.userID)
-		if err != nil {
-			return err
-		}
-		roles, err := userRoles(tx, rec.ID)
-		if err != nil {
-			return err
-		}
-		if g.token != nil {
-			// A token sees nothing of its user beyond its own project:
-			// not its roles elsewhere, nor its host bindings.
-			roles = slices.DeleteFunc(roles, func(r ProjectRole) bool { return r.ProjectID != g.token.ProjectID })
-			rec.UnixUIDs, rec.VsockCIDs, rec.VMNames = nil, nil, nil
-			// Nor its policies of other projects.
-			rec.PolicyIDs = slices.DeleteFunc(slices.Clone(rec.PolicyIDs), func(id string) bool {
-				var p policyRecord
-				err := tx.Get(tablePolicies, id, &p)
-				return err != nil || (p.ProjectID != "" && p.ProjectID != g.token.ProjectID)
-			})
-		}
-		out, err = s.userView(tx, rec, roles)
+		var err error
+		out, err = s.userSeenBy(tx, g, g.userID)
 		return err
 	})
 	return out, storeErr(err)
+}
+
+// userSeenBy is user id as g's caller may see it: whole, or for a token
+// nothing beyond the token's project — not its user's roles elsewhere,
+// nor its host bindings, nor its policies of other projects.
+func (s *Service) userSeenBy(tx *kv.Txn, g Grant, id string) (User, error) {
+	rec, err := findUser(tx, id)
+	if err != nil {
+		return User{}, err
+	}
+	roles, err := userRoles(tx, rec.ID)
+	if err != nil {
+		return User{}, err
+	}
+	if g.token != nil {
+		roles = slices.DeleteFunc(roles, func(r ProjectRole) bool { return r.ProjectID != g.token.ProjectID })
+		rec.UnixUIDs, rec.VsockCIDs, rec.VMNames = nil, nil, nil
+		rec.PolicyIDs = slices.DeleteFunc(slices.Clone(rec.PolicyIDs), func(id string) bool {
+			var p policyRecord
+			err := tx.Get(tablePolicies, id, &p)
+			return err != nil || (p.ProjectID != "" && p.ProjectID != g.token.ProjectID)
+		})
+	}
+	return s.userView(tx, rec, roles)
 }
 
 // userView is the projection of a user with its roles and the names of

@@ -325,3 +325,49 @@ func TestJWTHasNoSecondForm(t *testing.T) {
 	}
 	d.waitAudit(t, "the refused twin", "authenticate", "denied", nil, "low-S")
 }
+
+// TestWhoAmI: coffer whoami tells each caller who the daemon takes it to
+// be — the uid the kernel reported, the user bound to it with its roles,
+// a token's project and limits — and a token sees its user only inside
+// its own project, even where the user holds more.
+func TestWhoAmI(t *testing.T) {
+	t.Parallel()
+	h := newTenantHost(t)
+	h.setRole(t, "alpha", "web", "member")
+	who := func(uid int, args ...string) unixapi.Self {
+		t.Helper()
+		var me unixapi.Self
+		if err := json.Unmarshal([]byte(h.must(t, uid, "", append(args, "whoami")...)), &me); err != nil {
+			t.Fatal(err)
+		}
+		return me
+	}
+	me := who(uidWeb)
+	if me.Channel != "unix" || me.UID == nil || *me.UID != uidWeb || me.SystemAdmin || me.User == nil || me.User.Name != "web" || len(me.User.Roles) != 2 || me.Token != nil {
+		t.Errorf("web by its uid: %+v %+v", me, me.User)
+	}
+	if me := who(uidStranger); me.User != nil || me.SystemAdmin || me.UID == nil || *me.UID != uidStranger {
+		t.Errorf("a stranger's uid: %+v, want nobody", me)
+	}
+	if me := who(0); !me.SystemAdmin || me.User != nil {
+		t.Errorf("root: %+v, want a system admin", me)
+	}
+	tok := h.newCred(t, "beta", map[string]any{"type": "access-token", "user": "web", "name": "web-beta"}).Token
+	me = who(uidStranger, "--token", tok)
+	switch {
+	case me.Token == nil || me.Token.Project != "beta" || me.Token.CredentialName != "web-beta" || me.Token.Unrestricted:
+		t.Errorf("web's token: %+v", me.Token)
+	case me.User == nil || me.User.Name != "web" || len(me.User.Roles) != 1 || me.User.Roles[0].Project != "beta" || len(me.User.UnixUIDs) != 0:
+		t.Errorf("web's user as its beta token sees it: %+v, want beta's role only and no host bindings", me.User)
+	case me.SystemAdmin:
+		t.Error("a token on root's socket acts as a system admin")
+	}
+	if me := who(0, "--token", tok); me.SystemAdmin || me.Token == nil {
+		t.Errorf("root with web's token: %+v, want web's token, not a system admin", me)
+	}
+	// The table form names the user and the token, never the token itself.
+	code, out, _ := h.as(t, uidStranger, "", "--token", tok, "-o", "table", "whoami")
+	if code != 0 || !strings.Contains(out, "user web (by its token)") || strings.Contains(out, tok) {
+		t.Errorf("whoami table: exit %d\n%s", code, out)
+	}
+}

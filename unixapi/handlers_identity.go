@@ -11,6 +11,7 @@ func (s *Server) identityRoutes() {
 	s.handle("POST /v1/users", s.createUser)
 	s.handle("GET /v1/users", s.listUsers)
 	s.handle("GET /v1/users/{u}", s.getUser)
+	s.handle("GET /v1/whoami", s.whoAmI)
 	s.handle("PATCH /v1/users/{u}", s.patchUser)
 	s.handle("DELETE /v1/users/{u}", s.deleteUser)
 
@@ -124,6 +125,29 @@ func (s *Server) getUser(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	writeJSON(w, http.StatusOK, userWire(u))
+	return nil
+}
+
+func (s *Server) whoAmI(w http.ResponseWriter, r *http.Request) error {
+	g, err := s.authorize(r, daemon.ActReadSelf, daemon.Resource{})
+	if err != nil {
+		return err
+	}
+	me, err := s.b.WhoAmI(r.Context(), g)
+	if err != nil {
+		return err
+	}
+	out := Self{Channel: string(me.Channel), UID: me.UID, GID: me.GID, PID: me.PID, CID: me.CID, VM: me.VM,
+		SystemAdmin: me.SystemAdmin, MetricsReader: me.MetricsReader}
+	if me.User != nil {
+		u := userWire(*me.User)
+		out.User = &u
+	}
+	if t := me.Token; t != nil {
+		out.Token = &SelfToken{Kind: t.Kind, SessionID: t.SessionID, CredentialID: t.CredentialID, CredentialName: t.CredentialName,
+			ProjectID: t.ProjectID, Project: t.Project, Roles: t.Roles, Unrestricted: t.Unrestricted, AccessRules: t.Restricted, ExpiresAt: t.ExpiresAt}
+	}
+	writeJSON(w, http.StatusOK, out)
 	return nil
 }
 

@@ -174,6 +174,10 @@ func matrixRows() []matrixRow {
 		// rules still apply to a token).
 		{route: "GET /v1/health", req: fixed(reqGET("/v1/health")),
 			want: allow("200", grpUsers+" anon disabled metricsgrp")},
+		// Who am I: anyone (a bearer must be a good one, and access
+		// rules apply to a token).
+		{route: "GET /v1/whoami", req: fixed(reqGET("/v1/whoami")),
+			want: allow("200", grpUsers+" anon disabled metricsgrp")},
 		// Metrics: system admins and the metrics group, never a token.
 		{route: "GET /v1/metrics", req: fixed(reqGET("/v1/metrics")),
 			want: allow("200", grpSysAdmins+" metricsgrp")},

@@ -68,6 +68,7 @@ type IdentityBackend interface {
 
 	CreateUser(ctx context.Context, g daemon.Grant, in daemon.UserInput) (daemon.User, error)
 	GetUser(ctx context.Context, g daemon.Grant) (daemon.User, error)
+	WhoAmI(ctx context.Context, g daemon.Grant) (daemon.Self, error)
 	ListUsers(ctx context.Context, g daemon.Grant, project string, page daemon.Page) ([]daemon.User, string, error)
 	PatchUser(ctx context.Context, g daemon.Grant, p daemon.UserPatch) (daemon.User, error)
 	DeleteUser(ctx context.Context, g daemon.Grant) error

@@ -159,6 +159,7 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 		Commands: cloneCommands([]*cli.Command{
 			daemonCommand,
 			statusCommand,
+			whoamiCommand,
 			deliverCommand,
 			projectCommand,
 			secretCommand,
