@@ -17,10 +17,13 @@ type Sealed struct {
 	// as in records made before schemes were named) or
 	// "rsa-3072-oaep-sha256".
 	Scheme     string `json:"scheme,omitempty"`
-	WrapNonce  []byte `json:"wrap_nonce"`  // aes-256-gcm: the 12-byte nonce of the HSM AES-GCM wrap; rsa: empty
-	WrappedDEK []byte `json:"wrapped_dek"` // DEK encrypted by the KEK (aes-256-gcm: with aad)
-	Nonce      []byte `json:"nonce"`       // 12-byte nonce of the software AES-256-GCM
-	Ciphertext []byte `json:"ciphertext"`  // plaintext sealed with the DEK (with aad)
+	WrapNonce  []byte `json:"wrap_nonce"`  // aes-256-gcm or an intermediate key: the 12-byte nonce of the AES-GCM wrap; rsa: empty
+	WrappedDEK []byte `json:"wrapped_dek"` // DEK encrypted by the KEK (aes-256-gcm: with aad), or by Intermediate (AES-256-GCM with aad)
+	// Intermediate, when set, is the intermediate key that wraps the DEK,
+	// itself wrapped by KEK in Scheme (intermediate.go).
+	Intermediate *WrappedKey `json:"intermediate,omitempty"`
+	Nonce        []byte      `json:"nonce"`      // 12-byte nonce of the software AES-256-GCM
+	Ciphertext   []byte      `json:"ciphertext"` // plaintext sealed with the DEK (with aad)
 }
 
 // Seal encrypts plaintext under a fresh DEK (AES-256-GCM in Go) and wraps
@@ -57,11 +60,38 @@ func (h *HSM) Seal(ctx context.Context, plaintext, aad []byte) (s *Sealed, err e
 	}
 	ct := gcm.Seal(nil, nonce, plaintext, aad)
 
-	wrapNonce, wrapped, err := h.wrapDEK(ctx, kek, dek, aad)
-	if err != nil {
+	out := &Sealed{KEK: kekLabel, Scheme: string(kek.scheme), Nonce: nonce, Ciphertext: ct}
+	if err := h.wrapNew(ctx, kekLabel, kek, dek, aad, out); err != nil {
 		return nil, err
 	}
-	return &Sealed{KEK: kekLabel, Scheme: string(kek.scheme), WrapNonce: wrapNonce, WrappedDEK: wrapped, Nonce: nonce, Ciphertext: ct}, nil
+	return out, nil
+}
+
+// wrapNew wraps dek for a new envelope under KEK k (label) into out: through
+// the KEK's intermediate key when the mode uses one for k, else by the
+// KEK itself.
+func (h *HSM) wrapNew(ctx context.Context, label string, k *wrapKey, dek, aad []byte, out *Sealed) error {
+	if !h.useIK(k) {
+		wrapNonce, wrapped, err := h.wrapDEK(ctx, k, dek, aad)
+		if err != nil {
+			return err
+		}
+		out.WrapNonce, out.WrappedDEK, out.Intermediate = wrapNonce, wrapped, nil
+		return nil
+	}
+	cur, err := h.currentIK(ctx, label, k)
+	if err != nil {
+		return err
+	}
+	return h.withIK(ctx, label, k, cur.WrappedKey, true, func(ik []byte) error {
+		nonce, wrapped, err := wrapUnderIK(ik, dek, aad)
+		if err != nil {
+			return fmt.Errorf("seal: wrap DEK with the intermediate key of KEK %s: %w", label, err)
+		}
+		w := cur.WrappedKey
+		out.WrapNonce, out.WrappedDEK, out.Intermediate = nonce, wrapped, &w
+		return nil
+	})
 }
 
 // hsmSeal calls crypto11's GCM Seal, which panics on any HSM error.

@@ -128,7 +128,7 @@ func parseFlags(args []string, benchEnv string) (options, error) {
 	fs.StringVar(&o.profile, "profile", "", "write the daemon's CPU profile of every measurement and its heap after load into this directory")
 	fs.StringVar(&only, "only", "", "comma-separated scenarios to run (default all available)")
 	fs.BoolVar(&o.bootStorm, "boot-storm", false, "run only the boot storm: 100 units' LoadCredential= from a cold daemon, 16 at a time, on SoftHSM and a software TPM")
-	fs.StringVar(&bootTokens, "boot-tokens", "softhsm,tpm", "tokens of the boot storm")
+	fs.StringVar(&bootTokens, "boot-tokens", "softhsm,softhsm-ik,tpm", "tokens of the boot storm (softhsm-ik: SoftHSM with --kek-intermediate on)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -136,10 +136,10 @@ func parseFlags(args []string, benchEnv string) (options, error) {
 		o.bootTokens = map[string]bool{}
 		for _, t := range strings.Split(bootTokens, ",") {
 			switch t = strings.TrimSpace(t); t {
-			case "softhsm", "tpm":
+			case "softhsm", "softhsm-ik", "tpm":
 				o.bootTokens[t] = true
 			default:
-				return o, fmt.Errorf("-boot-tokens: unknown token %q (softhsm, tpm)", t)
+				return o, fmt.Errorf("-boot-tokens: unknown token %q (softhsm, softhsm-ik, tpm)", t)
 			}
 		}
 	}
