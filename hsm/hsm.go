@@ -1,7 +1,9 @@
 // Package hsm is coffer's only door to the PKCS#11 token: it holds the KEK
 // that wraps per-secret DEKs (envelope sealing) and the EC P-256 key that
 // signs access tokens. Key material never leaves the token; DEKs live in
-// process memory only for the duration of one Seal or Unseal.
+// process memory only for the duration of one Seal or Unseal. On slow
+// tokens a per-KEK-version intermediate key, unwrapped by the token once,
+// stays in locked memory and wraps DEKs in software (intermediate.go).
 package hsm
 
 import (

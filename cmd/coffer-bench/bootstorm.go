@@ -75,9 +75,12 @@ type bootRow struct {
 	RepeatCPUPerOp float64 `json:"repeat_daemon_cpu_per_op_ms"`
 	HTTPOpsPerS    float64 `json:"http_ops_per_s"`
 	RepeatRatio    float64 `json:"repeat_ratio"`
-	Errors         int     `json:"errors"`
-	FirstErr       string  `json:"first_error,omitempty"`
-	Skipped        string  `json:"skipped,omitempty"`
+	// Verdict is issue 16's goal on this row: every delivery within
+	// bootGoalAfterFirst of the first, repeats at bootGoalRepeat of http.
+	Verdict  string `json:"verdict"`
+	Errors   int    `json:"errors"`
+	FirstErr string `json:"first_error,omitempty"`
+	Skipped  string `json:"skipped,omitempty"`
 }
 
 // bootToken starts a daemon on one kind of token.
@@ -188,14 +191,14 @@ func bootStormMain(ctx context.Context, o options, stdout, stderr io.Writer) (in
 
 func formatBootRows(rows []bootRow) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%-20s %-22s %9s %12s %8s %8s %10s %10s %10s %12s %6s\n", "scenario", "kek scheme", "total ms", "after 1st ms", "p99 ms", "cpu/op", "warm ms", "repeat/s", "repeat/http", "other cpus", "errs")
+	fmt.Fprintf(&b, "%-22s %-22s %9s %12s %8s %9s %10s %10s %11s %10s %6s  %s\n", "scenario", "kek scheme", "total ms", "after 1st ms", "p99 ms", "cpu/op", "warm ms", "repeat/s", "repeat/http", "other cpus", "errs", "verdict")
 	for _, r := range rows {
 		if r.Skipped != "" && r.TotalMs == 0 {
-			fmt.Fprintf(&b, "%-20s failed: %s\n", r.Scenario, r.Skipped)
+			fmt.Fprintf(&b, "%-22s failed: %s\n", r.Scenario, r.Skipped)
 			continue
 		}
-		fmt.Fprintf(&b, "%-20s %-22s %9.0f %12.0f %8.1f %7.2fms %10.0f %10.0f %10.2f %12.2f %6d\n", r.Scenario, r.KEK, r.TotalMs, r.AfterFirstMs, r.P99Ms,
-			r.CPUPerOpMs, r.WarmTotalMs, r.RepeatOpsPerS, r.RepeatRatio, r.OtherCPUs, r.Errors)
+		fmt.Fprintf(&b, "%-22s %-22s %9.0f %12.0f %8.1f %7.2fms %10.0f %10.0f %11.2f %10.2f %6d  %s\n", r.Scenario, r.KEK, r.TotalMs, r.AfterFirstMs, r.P99Ms,
+			r.CPUPerOpMs, r.WarmTotalMs, r.RepeatOpsPerS, r.RepeatRatio, r.OtherCPUs, r.Errors, r.Verdict)
 	}
 	return b.String()
 }
@@ -304,6 +307,10 @@ func bootStorm(ctx context.Context, o options, ceil *ceilings, bin, dir string, 
 	row.HTTPOpsPerS = round(h.opsPerSec(), 0)
 	if h.opsPerSec() > 0 {
 		row.RepeatRatio = round(rep.opsPerSec()/h.opsPerSec(), 2)
+	}
+	row.Verdict = "meets the goal"
+	if cold.afterFirst >= bootGoalAfterFirst || row.RepeatRatio < bootGoalRepeat {
+		row.Verdict = fmt.Sprintf("below the goal (after the first < %s, repeat >= %.1f of http)", bootGoalAfterFirst, bootGoalRepeat)
 	}
 	logf("%s: warm storm %.0f ms; repeat %.0f/s (%.2f of http %.0f/s), p99 %.1f ms, daemon CPU %.3f ms/op",
 		row.Scenario, row.WarmTotalMs, row.RepeatOpsPerS, row.RepeatRatio, row.HTTPOpsPerS, row.RepeatP99Ms, row.RepeatCPUPerOp)
