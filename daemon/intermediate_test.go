@@ -210,3 +210,33 @@ func TestIntermediateKeysOnStore(t *testing.T) {
 	waitForm(t, svc, rot.Target, false)
 	checkForm(t, svc, rot.Target, nil, want)
 }
+
+// TestKMSWithIntermediateKeys: the Kubernetes KMS ciphertext has no field
+// for an intermediate key, so its seeds are sealed by the KEK itself in
+// every mode, and they decrypt.
+func TestKMSWithIntermediateKeys(t *testing.T) {
+	if _, err := os.Stat(hsm.DefaultModulePath); err != nil {
+		t.Fatalf("SoftHSM is required (make test-deps installs it): %v", err)
+	}
+	ctx := context.Background()
+	dir := t.TempDir()
+	hcfg, err := hsm.PrepareDevToken(ctx, filepath.Join(dir, "hsm"), hsm.DefaultModulePath, "coffer-ik-kms")
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := openModeService(t, filepath.Join(dir, "state"), hcfg, hsm.IntermediateOn)
+	defer svc.Close()
+	seed := []byte("0123456789abcdef0123456789abcdef")
+	ct, keyID, ann, err := svc.KMSEncrypt(ctx, seed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env, err := DecodeKMSEnvelope(ct)
+	if err != nil || env.Intermediate != nil {
+		t.Fatalf("KMS envelope: %v (intermediate key %v)", err, err == nil && env.Intermediate != nil)
+	}
+	pt, err := svc.KMSDecrypt(ctx, ct, keyID, ann)
+	if err != nil || !bytes.Equal(pt, seed) {
+		t.Fatalf("KMSDecrypt = %q, %v", pt, err)
+	}
+}

@@ -399,6 +399,22 @@ func (h *HSM) UseIntermediate(ctx context.Context, ik *IntermediateKey) (err err
 	if err := checkWrapped(k.scheme, ik.WrappedKey); err != nil {
 		return err
 	}
+	// Already unwrapped (the store key, sealed under it, opened first):
+	// no second token call.
+	h.ik.mkMu.Lock()
+	defer h.ik.mkMu.Unlock()
+	cp := *ik
+	c := &h.ik
+	c.mu.Lock()
+	if e := c.byID[ikID(label, k.scheme, ik.WrappedKey)]; e != nil && !e.gone && isReady(e) && e.key != nil {
+		if c.cur == nil {
+			c.cur = map[string]*IntermediateKey{}
+		}
+		c.cur[label] = &cp
+		c.mu.Unlock()
+		return nil
+	}
+	c.mu.Unlock()
 	h.ik.unwraps.Add(1)
 	key, err := h.unwrapKey(ctx, k, label, ik.WrapNonce, ik.Wrapped, ikAAD(label), "intermediate key")
 	defer clear(key)
@@ -409,11 +425,17 @@ func (h *HSM) UseIntermediate(ctx context.Context, ik *IntermediateKey) (err err
 	if err != nil {
 		return err
 	}
-	h.ik.mkMu.Lock()
-	defer h.ik.mkMu.Unlock()
-	cp := *ik
 	h.installIK(&cp, k.scheme, lk)
 	return nil
+}
+
+func isReady(e *ikEntry) bool {
+	select {
+	case <-e.ready:
+		return true
+	default:
+		return false
+	}
 }
 
 // checkWrapped checks the shape of a key wrapped in scheme.

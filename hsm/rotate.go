@@ -249,7 +249,7 @@ func (h *HSM) Rewrap(ctx context.Context, s *Sealed, aad []byte) (out *Sealed, e
 			return nil, err
 		}
 	}
-	if err := h.wrapNew(ctx, label, kek, dek, aad, cp); err != nil {
+	if err := h.wrapNew(ctx, label, kek, dek, aad, cp, h.useIK(kek)); err != nil {
 		return nil, err
 	}
 	cp.KEK, cp.Scheme = label, string(kek.scheme)

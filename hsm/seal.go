@@ -26,11 +26,24 @@ type Sealed struct {
 	Ciphertext   []byte      `json:"ciphertext"` // plaintext sealed with the DEK (with aad)
 }
 
+// SealDirect is Seal with the DEK wrapped by the KEK itself, whatever the
+// intermediate key mode: for envelopes kept outside coffer in a format of
+// their own (the Kubernetes KMS ciphertext has no field for an
+// intermediate key).
+func (h *HSM) SealDirect(ctx context.Context, plaintext, aad []byte) (*Sealed, error) {
+	return h.seal(ctx, plaintext, aad, false)
+}
+
 // Seal encrypts plaintext under a fresh DEK (AES-256-GCM in Go) and wraps
 // the DEK with the current KEK: in one HSM call for an AES-GCM KEK, in
 // software with the public half for an RSA-OAEP KEK. aad is bound to the
 // payload (and, with AES-GCM, to the wrapped DEK too).
-func (h *HSM) Seal(ctx context.Context, plaintext, aad []byte) (s *Sealed, err error) {
+func (h *HSM) Seal(ctx context.Context, plaintext, aad []byte) (*Sealed, error) {
+	return h.seal(ctx, plaintext, aad, true)
+}
+
+// seal is Seal; with mayIK false the DEK is wrapped by the KEK itself.
+func (h *HSM) seal(ctx context.Context, plaintext, aad []byte, mayIK bool) (s *Sealed, err error) {
 	if err := h.begin(ctx); err != nil {
 		return nil, err
 	}
@@ -61,17 +74,16 @@ func (h *HSM) Seal(ctx context.Context, plaintext, aad []byte) (s *Sealed, err e
 	ct := gcm.Seal(nil, nonce, plaintext, aad)
 
 	out := &Sealed{KEK: kekLabel, Scheme: string(kek.scheme), Nonce: nonce, Ciphertext: ct}
-	if err := h.wrapNew(ctx, kekLabel, kek, dek, aad, out); err != nil {
+	if err := h.wrapNew(ctx, kekLabel, kek, dek, aad, out, mayIK && h.useIK(kek)); err != nil {
 		return nil, err
 	}
 	return out, nil
 }
 
-// wrapNew wraps dek for a new envelope under KEK k (label) into out: through
-// the KEK's intermediate key when the mode uses one for k, else by the
-// KEK itself.
-func (h *HSM) wrapNew(ctx context.Context, label string, k *wrapKey, dek, aad []byte, out *Sealed) error {
-	if !h.useIK(k) {
+// wrapNew wraps dek for a new envelope under KEK k (label) into out:
+// through the KEK's intermediate key when ik, else by the KEK itself.
+func (h *HSM) wrapNew(ctx context.Context, label string, k *wrapKey, dek, aad []byte, out *Sealed, ik bool) error {
+	if !ik {
 		wrapNonce, wrapped, err := h.wrapDEK(ctx, k, dek, aad)
 		if err != nil {
 			return err
