@@ -28,6 +28,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -177,6 +178,18 @@ func (h *HSM) withIK(ctx context.Context, label string, k *wrapKey, w WrappedKey
 		}
 		return f(ik)
 	}
+	for {
+		retry, err := h.useCachedIK(ctx, label, k, w, f)
+		if !retry {
+			return err
+		}
+	}
+}
+
+// useCachedIK is one try of withIK's cached path. It asks for another
+// when the unwrap it waited for failed only because its caller's context
+// ended.
+func (h *HSM) useCachedIK(ctx context.Context, label string, k *wrapKey, w WrappedKey, f func(ik []byte) error) (retry bool, err error) {
 	id := ikID(label, k.scheme, w)
 	c := &h.ik
 	c.mu.Lock()
@@ -210,19 +223,22 @@ func (h *HSM) withIK(ctx context.Context, label string, k *wrapKey, w WrappedKey
 				delete(c.byID, id) // not kept: the next use tries again
 			}
 			c.mu.Unlock()
-			return err
+			return false, err
 		}
 	} else {
 		select {
 		case <-e.ready:
 		case <-ctx.Done():
-			return ctx.Err()
+			return false, ctx.Err()
 		}
 		if e.err != nil {
-			return e.err
+			if (errors.Is(e.err, context.Canceled) || errors.Is(e.err, context.DeadlineExceeded)) && ctx.Err() == nil {
+				return true, nil // the owner's caller gave up, not the token
+			}
+			return false, e.err
 		}
 	}
-	return f(e.key.key)
+	return false, f(e.key.key)
 }
 
 // release ends a use of e; a dropped entry is wiped by its last user.
