@@ -13,6 +13,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 
 	"github.com/coffer-hsm/coffer/hsm"
@@ -178,6 +179,10 @@ func (s *Service) migrateForm(ctx context.Context, label string, st formRecord) 
 				return hsmErr(fmt.Errorf("re-wrap secret %s: %w", it.id, err))
 			}
 			it.next = next
+		}
+		if !slices.ContainsFunc(items, func(it rewrapItem) bool { return it.next != nil }) {
+			st.Cursor = items[len(items)-1].id // nothing to write: no commit
+			continue
 		}
 		moved := 0
 		err = s.update(ctx, systemPrincipal, "hsm.intermediate_form", func(tx *kv.Txn, c *change) error {
