@@ -89,8 +89,9 @@ const maxIKs = 64
 // lockedKey is a key in its own anonymous mapping: locked in RAM, left
 // out of core dumps, zeroed and unmapped by wipe.
 type lockedKey struct {
-	mem []byte // the whole mapping
-	key []byte // its first dekSize bytes
+	mem      []byte // the whole mapping
+	key      []byte // its first dekSize bytes
+	unlocked bool   // mlock failed (RLIMIT_MEMLOCK): the page may be swapped
 }
 
 // newLockedKey copies k into locked memory. When the mapping cannot be
@@ -102,10 +103,21 @@ func newLockedKey(k []byte) (*lockedKey, error) {
 		return nil, fmt.Errorf("map memory for an intermediate key: %w", err)
 	}
 	_ = unix.Madvise(mem, unix.MADV_DONTDUMP)
-	_ = unix.Mlock(mem)
-	l := &lockedKey{mem: mem, key: mem[:len(k):len(k)]}
+	l := &lockedKey{mem: mem, key: mem[:len(k):len(k)], unlocked: unix.Mlock(mem) != nil}
 	copy(l.key, k)
 	return l, nil
+}
+
+// lockKey is newLockedKey, with a warning (once) when the memory could
+// not be locked.
+func (h *HSM) lockKey(k []byte) (*lockedKey, error) {
+	l, err := newLockedKey(k)
+	if err == nil && l.unlocked {
+		h.ik.warnOnce.Do(func() {
+			h.log().Warn("an intermediate key could not be locked in memory (raise LimitMEMLOCK); it is kept out of core dumps but may be swapped", "token", h.cfg.TokenLabel)
+		})
+	}
+	return l, err
 }
 
 // wipe zeroes the key and returns its memory.
@@ -137,7 +149,8 @@ type intermediates struct {
 	mkMu  sync.Mutex                  // serialises making a KEK's IK
 	order [][32]byte                  // insertion order, for the bound
 	// unwraps counts IKs unwrapped in the token (tests, status).
-	unwraps atomic.Int64
+	unwraps  atomic.Int64
+	warnOnce sync.Once // mlock failed
 }
 
 func ikID(kek string, scheme KEKScheme, w WrappedKey) [32]byte {
@@ -212,7 +225,7 @@ func (h *HSM) useCachedIK(ctx context.Context, label string, k *wrapKey, w Wrapp
 		c.unwraps.Add(1)
 		ik, err := h.unwrapKey(ctx, k, label, w.WrapNonce, w.Wrapped, ikAAD(label), "intermediate key")
 		if err == nil {
-			e.key, err = newLockedKey(ik)
+			e.key, err = h.lockKey(ik)
 		}
 		clear(ik)
 		e.err = err
@@ -334,7 +347,7 @@ func (h *HSM) currentIK(ctx context.Context, label string, k *wrapKey) (*Interme
 	if err != nil {
 		return nil, fmt.Errorf("wrap intermediate key: %w", err)
 	}
-	lk, err := newLockedKey(ik)
+	lk, err := h.lockKey(ik)
 	if err != nil {
 		return nil, err
 	}
@@ -437,7 +450,7 @@ func (h *HSM) UseIntermediate(ctx context.Context, ik *IntermediateKey) (err err
 	if err != nil {
 		return err
 	}
-	lk, err := newLockedKey(key)
+	lk, err := h.lockKey(key)
 	if err != nil {
 		return err
 	}
