@@ -223,6 +223,9 @@ func (h *HSM) useCachedIK(ctx context.Context, label string, k *wrapKey, w Wrapp
 
 	if owner {
 		c.unwraps.Add(1)
+		if testHookIKUnwrap != nil {
+			testHookIKUnwrap(ctx)
+		}
 		ik, err := h.unwrapKey(ctx, k, label, w.WrapNonce, w.Wrapped, ikAAD(label), "intermediate key")
 		if err == nil {
 			e.key, err = h.lockKey(ik)
@@ -253,6 +256,10 @@ func (h *HSM) useCachedIK(ctx context.Context, label string, k *wrapKey, w Wrapp
 	}
 	return false, f(e.key.key)
 }
+
+// testHookIKUnwrap, when set (tests), runs before a token unwrap of an
+// intermediate key that other callers may wait for.
+var testHookIKUnwrap func(ctx context.Context)
 
 // release ends a use of e; a dropped entry is wiped by its last user.
 func (c *intermediates) release(id [32]byte, e *ikEntry) {

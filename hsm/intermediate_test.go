@@ -5,6 +5,7 @@ import (
 	"errors"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/coffer-hsm/coffer/internal/tpmtest"
 )
@@ -309,5 +310,68 @@ func TestTPMIntermediateKey(t *testing.T) {
 	}
 	if _, err := h.Unseal(ctx, moved, []byte("p/s/2")); !errors.Is(err, ErrOpen) {
 		t.Fatalf("Unseal with another aad: %v, want ErrOpen", err)
+	}
+}
+
+// TestIntermediateWaiterOutlivesOwner: callers waiting for the first
+// unwrap of an intermediate key do not fail because the caller doing it
+// gave up (its context ended); they unwrap it themselves.
+func TestIntermediateWaiterOutlivesOwner(t *testing.T) {
+	cfg := tokenCfg(t, "coffer-ik-wait")
+	cfg.Intermediate = IntermediateOn
+	ctx := context.Background()
+	h := openTest(t, cfg)
+	aad := []byte("a")
+	s, err := h.Seal(ctx, []byte("x"), aad)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Close(); err != nil {
+		t.Fatal(err)
+	}
+	h = openTest(t, cfg) // nothing unwrapped yet
+
+	ownerCtx, cancel := context.WithCancel(ctx)
+	waiting := make(chan struct{})
+	testHookIKUnwrap = func(hctx context.Context) {
+		if hctx != ownerCtx {
+			return
+		}
+		<-waiting // the other caller waits for this unwrap
+		cancel()
+	}
+	t.Cleanup(func() { testHookIKUnwrap = nil })
+	ownerErr := make(chan error, 1)
+	go func() { _, err := h.Unseal(ownerCtx, s, aad); ownerErr <- err }()
+	// Wait for the owner's entry, then join it.
+	for len(ikEntries(h)) == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	waiterErr := make(chan error, 1)
+	go func() {
+		pt, err := h.Unseal(ctx, s, aad)
+		if err == nil && string(pt) != "x" {
+			err = errors.New("other plaintext")
+		}
+		waiterErr <- err
+	}()
+	for {
+		h.ik.mu.Lock()
+		n := 0
+		for _, e := range h.ik.byID {
+			n = e.refs
+		}
+		h.ik.mu.Unlock()
+		if n == 2 {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	close(waiting)
+	if err := <-ownerErr; !errors.Is(err, context.Canceled) {
+		t.Fatalf("the owner's Unseal: %v, want context.Canceled", err)
+	}
+	if err := <-waiterErr; err != nil {
+		t.Fatalf("the waiter's Unseal: %v, want its plaintext", err)
 	}
 }
