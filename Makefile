@@ -82,8 +82,9 @@ lint: ## gofmt, go vet, staticcheck and (where vuln.go.dev is reachable) govulnc
 vulncheck: ## govulncheck against $(VULNDB) (fails when the database is unreachable)
 	$(Q)$(GO) run $(GOVULNCHECK) -db $(VULNDB) ./...
 
-bench: deps ## measure the running daemon against ceilings taken in the same run (BENCH=full: larger data; BENCH_FLAGS=-short: smoke pass)
+bench: deps ## measure the running daemon against ceilings taken in the same run, then the boot storm on SoftHSM and a software TPM (BENCH=full: larger data; BENCH_FLAGS=-short: smoke pass)
 	$(Q)$(GO) run ./cmd/coffer-bench $(BENCH_FLAGS)
+	$(Q)$(GO) run ./cmd/coffer-bench -boot-storm
 
 microbench: deps ## Go micro-benchmarks of the hot functions (HSM, store, tokens, rules, JWT)
 	$(Q)$(GO) test -run '^$$' -bench . -benchtime 1s ./hsm ./kv ./daemon ./audit ./policy ./k8s/kms ./k8s/signer

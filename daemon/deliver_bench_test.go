@@ -12,7 +12,7 @@ func BenchmarkDeliver(b *testing.B) {
 	e := newIdentityEnv(b)
 	ctx := context.Background()
 	sec := e.createSecret(b, "p1", SecretInput{DisplayName: "db", Payload: make([]byte, 256)})
-	if _, err := e.svc.CreateBinding(ctx, e.grant(b, ActManageSecret, Resource{Secret: sec.ID}), BindingInput{User: "bob", Name: "dbpass"}); err != nil {
+	if _, err := e.svc.CreateBinding(ctx, e.grant(b, ActManageBindings, Resource{Secret: sec.ID}), BindingInput{User: "bob", Name: "dbpass"}); err != nil {
 		b.Fatal(err)
 	}
 	_, tok := e.credential(b, "p1", CredentialInput{Type: CredAccessToken, User: "bob"})

@@ -622,6 +622,9 @@ func (s *Service) RotateKEK(ctx context.Context, g Grant) (KEKRotation, error) {
 		s.log.Warn("count records to re-wrap", "err", err)
 	}
 	s.log.Info("KEK rotated; re-wrapping sealed records", "from", prev, "to", label, "records", remaining)
+	if err := s.keepIntermediate(ctx); err != nil {
+		s.log.Warn("intermediate key of the new KEK not kept; the next start makes another", "kek", label, "err", err)
+	}
 	s.startRewrapLocked()
 	return KEKRotation{Target: label, Previous: prev, State: RotationRunning, Remaining: remaining, StartedAt: now}, nil
 }
@@ -711,12 +714,12 @@ func (s *Service) RemoveKEK(ctx context.Context, g Grant, label string, opts Rem
 		return hsmErr(fmt.Errorf("destroy KEK %s: %w", label, err))
 	}
 	// The change is on the token; its record goes to the store's trail.
-	return storeErr(s.update(ctx, g.principal, "hsm.kek_remove", func(_ *kv.Txn, c *change) error {
+	return storeErr(s.update(ctx, g.principal, "hsm.kek_remove", func(tx *kv.Txn, c *change) error {
 		c.set("kek", label)
 		if opts.Force {
 			c.set("force", "true")
 		}
-		return nil
+		return forgetIntermediate(tx, label)
 	}))
 }
 

@@ -38,6 +38,7 @@ import (
 
 	"github.com/coffer-hsm/coffer/hsm"
 	"github.com/coffer-hsm/coffer/kv"
+	"github.com/coffer-hsm/coffer/metrics"
 )
 
 const (
@@ -146,7 +147,7 @@ func (s *Service) KMSEncrypt(ctx context.Context, plaintext []byte) ([]byte, str
 		return nil, "", nil, Invalid(CodeInvalidArgument, "the plaintext to encrypt is %d bytes; want 1 to %d", len(plaintext), KMSMaxPlaintext)
 	}
 	s.kmsStartLoop()
-	sealed, err := s.keys.Seal(ctx, plaintext, kmsAADv1())
+	sealed, err := s.kmsSeal(ctx, plaintext)
 	if err != nil {
 		return nil, "", nil, hsmErr(fmt.Errorf("kms encrypt: %w", err))
 	}
@@ -160,6 +161,31 @@ func (s *Service) KMSEncrypt(ctx context.Context, plaintext []byte) ([]byte, str
 		return nil, "", nil, fmt.Errorf("kms encrypt: record the use of %s: %w", sealed.KEK, err)
 	}
 	return ct, sealed.KEK, map[string][]byte{KMSAnnotationScheme: slices.Clone(kmsSchemeV1)}, nil
+}
+
+// directSealer seals with the DEK wrapped by the KEK itself (hsm.HSM),
+// whatever the intermediate key mode.
+type directSealer interface {
+	SealDirect(ctx context.Context, plaintext, aad []byte) (*hsm.Sealed, error)
+}
+
+// kmsSeal seals a KMS seed without an intermediate key: the KMS
+// ciphertext's binary form has no field for one, and kube-apiserver
+// decrypts a seed rarely (it caches the DEKs it derives).
+func (s *Service) kmsSeal(ctx context.Context, plaintext []byte) (*hsm.Sealed, error) {
+	ds, ok := s.rawKeys.(directSealer)
+	if !ok {
+		return s.keys.Seal(ctx, plaintext, kmsAADv1())
+	}
+	start := time.Now()
+	sealed, err := ds.SealDirect(ctx, plaintext, kmsAADv1())
+	if obs, isObs := s.keys.(observedKeys); isObs {
+		obs.done(metrics.OpSeal, start, err)
+	}
+	if err == nil && sealed.Intermediate != nil {
+		return nil, errors.New("the KMS seal has an intermediate key")
+	}
+	return sealed, err
 }
 
 // KMSDecrypt opens a ciphertext KMSEncrypt made. keyID must be the key id

@@ -277,9 +277,18 @@ func New(ctx context.Context, cfg Config, keys Keys, store Store) (*Service, err
 	if err := s.loadSigningKeys(ctx); err != nil {
 		return nil, err
 	}
+	// The intermediate key before anything seals: the rotation's
+	// re-wrap below seals under it. It only saves token unwraps, so a
+	// failure is logged, not fatal.
+	if err := s.keepIntermediate(ctx); err != nil {
+		s.log.Warn("intermediate key not kept; the next start makes another", "err", err)
+	}
 	if err := s.resumeKEKRotation(ctx); err != nil {
 		s.stopBackground()
 		return nil, err
+	}
+	if err := s.startFormMigration(ctx); err != nil {
+		s.log.Warn("sealed records not moved to the intermediate key form; the next start tries again", "err", err)
 	}
 	return s, nil
 }

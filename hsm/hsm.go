@@ -1,7 +1,9 @@
 // Package hsm is coffer's only door to the PKCS#11 token: it holds the KEK
 // that wraps per-secret DEKs (envelope sealing) and the EC P-256 key that
 // signs access tokens. Key material never leaves the token; DEKs live in
-// process memory only for the duration of one Seal or Unseal.
+// process memory only for the duration of one Seal or Unseal. On slow
+// tokens a per-KEK-version intermediate key, unwrapped by the token once,
+// stays in locked memory and wraps DEKs in software (intermediate.go).
 package hsm
 
 import (
@@ -57,6 +59,9 @@ type Config struct {
 	// stored depends on it.)
 	NoCreate bool
 	Logger   *slog.Logger // token loss and recovery; nil: slog.Default()
+	// Intermediate says which KEK versions wrap DEKs through an
+	// intermediate key unwrapped once (intermediate.go); "" is auto.
+	Intermediate IntermediateMode
 
 	// TokenSerial, TokenManufacturer, TokenModel and SlotID narrow the
 	// choice of token (RFC 7512's serial, manufacturer, model and slot-id;
@@ -157,6 +162,8 @@ type HSM struct {
 	rsaSwapped atomic.Bool
 	// k8s caches the Kubernetes service-account signing keys (k8skey.go).
 	k8s k8sKeys
+	// ik holds the unwrapped intermediate keys (intermediate.go).
+	ik intermediates
 
 	closeOnce sync.Once
 	closeErr  error
@@ -183,6 +190,9 @@ func Open(ctx context.Context, cfg Config) (h *HSM, err error) {
 	}
 	if cfg.MaxSessions == 0 {
 		cfg.MaxSessions = defaultMaxSessions
+	}
+	if cfg.Intermediate, err = ParseIntermediateMode(string(cfg.Intermediate)); err != nil {
+		return nil, err
 	}
 	if err := validateConfig(cfg); err != nil {
 		return nil, err
@@ -419,6 +429,8 @@ func (h *HSM) Close() error {
 		h.mu.Lock()
 		h.closed = true
 		h.mu.Unlock()
+		// No operation runs any more: wipe the intermediate keys.
+		h.ik.dropKEK("", true)
 		h.stopReconnect()
 
 		moduleMu.Lock()

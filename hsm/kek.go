@@ -350,6 +350,18 @@ func checkEnvelope(s *Sealed) error {
 		return fmt.Errorf("%w: unknown KEK scheme %q", ErrOpen, s.Scheme)
 	case validateKeyLabel(s.KEK) != nil:
 		return fmt.Errorf("%w: invalid KEK label", ErrOpen)
+	case s.Intermediate != nil:
+		// The DEK is wrapped under the intermediate key (AES-256-GCM),
+		// which the KEK wraps in its scheme.
+		if err := checkWrapped(sc, *s.Intermediate); err != nil {
+			return fmt.Errorf("intermediate key: %w", err)
+		}
+		switch {
+		case len(s.WrapNonce) != gcmNonceSize:
+			return fmt.Errorf("%w: wrap nonce is %d bytes, want %d", ErrOpen, len(s.WrapNonce), gcmNonceSize)
+		case len(s.WrappedDEK) != ikWrappedLen:
+			return fmt.Errorf("%w: wrapped DEK is %d bytes, want %d", ErrOpen, len(s.WrappedDEK), ikWrappedLen)
+		}
 	case sc == KEKAESGCM && len(s.WrapNonce) != gcmNonceSize:
 		return fmt.Errorf("%w: wrap nonce is %d bytes, want %d", ErrOpen, len(s.WrapNonce), gcmNonceSize)
 	case sc == KEKRSAOAEP && len(s.WrapNonce) != 0:
@@ -358,16 +370,22 @@ func checkEnvelope(s *Sealed) error {
 		return fmt.Errorf("%w: nonce is %d bytes, want %d", ErrOpen, len(s.Nonce), gcmNonceSize)
 	case len(s.WrappedDEK) != wrappedLen(sc):
 		return fmt.Errorf("%w: wrapped DEK is %d bytes, want %d", ErrOpen, len(s.WrappedDEK), wrappedLen(sc))
+	}
+	switch {
+	case len(s.Nonce) != gcmNonceSize:
+		return fmt.Errorf("%w: nonce is %d bytes, want %d", ErrOpen, len(s.Nonce), gcmNonceSize)
 	case len(s.Ciphertext) < gcmTagSize:
 		return fmt.Errorf("%w: ciphertext is shorter than a GCM tag", ErrOpen)
 	}
 	return nil
 }
 
-// unwrapDEK decrypts s's DEK with the KEK that wrapped it, in one HSM call.
-// For aes-256-gcm this also authenticates aad; for rsa-3072-oaep-sha256
-// only opening the payload does. Called with h.mu held shared; the caller
-// clears the DEK.
+// unwrapDEK decrypts s's DEK with the KEK that wrapped it: in one HSM
+// call, or through the envelope's intermediate key (intermediate.go), in
+// software once that key is unwrapped. For aes-256-gcm and intermediate
+// keys this also authenticates aad; for a direct rsa-3072-oaep-sha256
+// wrap only opening the payload does. Called with h.mu held shared; the
+// caller clears the DEK.
 func (h *HSM) unwrapDEK(ctx context.Context, s *Sealed, aad []byte) ([]byte, error) {
 	k, err := h.kek(s.KEK)
 	if err != nil {
@@ -376,17 +394,34 @@ func (h *HSM) unwrapDEK(ctx context.Context, s *Sealed, aad []byte) ([]byte, err
 	if k.scheme != s.scheme() {
 		return nil, fmt.Errorf("%w: envelope says %s but KEK %s is %s", ErrOpen, s.scheme(), s.KEK, k.scheme)
 	}
+	if s.Intermediate != nil {
+		var dek []byte
+		err := h.withIK(ctx, s.KEK, k, *s.Intermediate, h.useIK(k), func(ik []byte) error {
+			var err error
+			dek, err = unwrapUnderIK(ik, s.WrapNonce, s.WrappedDEK, aad)
+			return err
+		})
+		return dek, err
+	}
+	return h.unwrapKey(ctx, k, s.KEK, s.WrapNonce, s.WrappedDEK, aad, "DEK")
+}
+
+// unwrapKey decrypts a 256-bit key (what: a DEK or an intermediate key)
+// wrapped by KEK k (label) in one HSM call, telling an envelope that does
+// not open (ErrOpen) from a token that fails (ErrUnavailable). Called with
+// h.mu held shared; the caller clears the key.
+func (h *HSM) unwrapKey(ctx context.Context, k *wrapKey, label string, nonce, wrapped, aad []byte, what string) ([]byte, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	dek, err := h.unwrapWith(k, s.WrapNonce, s.WrappedDEK, aad)
+	dek, err := h.unwrapWith(k, nonce, wrapped, aad)
 	if err != nil {
 		clear(dek)
 		if k.scheme == KEKRSAOAEP && !lost(err) && h.token.failedDecryptSticks() {
 			defer h.renewSessions("an RSA decryption failed and left its session busy")
 		}
 		if authFailure(err) {
-			return nil, fmt.Errorf("%w: unwrap DEK with KEK %s: %s", ErrOpen, s.KEK, ckrName(err))
+			return nil, fmt.Errorf("%w: unwrap %s with KEK %s: %s", ErrOpen, what, label, ckrName(err))
 		}
 		// SoftHSM 2.6 reports a bad GCM tag as CKR_GENERAL_ERROR, and
 		// tpm2-pkcs11 bad OAEP padding likewise: the same code as a real
@@ -397,14 +432,14 @@ func (h *HSM) unwrapDEK(ctx context.Context, s *Sealed, aad []byte) ([]byte, err
 		// costs HSM calls only on the failure path.
 		if hasCKR(err, pkcs11.CKR_GENERAL_ERROR, pkcs11.CKR_FUNCTION_FAILED) {
 			if perr := h.probeKEK(k); perr == nil || (k.scheme == KEKRSAOAEP && hasCKR(perr, pkcs11.CKR_OPERATION_ACTIVE)) {
-				return nil, fmt.Errorf("%w: unwrap DEK with KEK %s: authentication failed", ErrOpen, s.KEK)
+				return nil, fmt.Errorf("%w: unwrap %s with KEK %s: authentication failed", ErrOpen, what, label)
 			}
 		}
-		return nil, fmt.Errorf("%w: unseal: unwrap DEK with KEK %s on token %s: %s", ErrUnavailable, s.KEK, h.cfg.TokenLabel, ckrName(err))
+		return nil, fmt.Errorf("%w: unseal: unwrap %s with KEK %s on token %s: %s", ErrUnavailable, what, label, h.cfg.TokenLabel, ckrName(err))
 	}
 	if len(dek) != dekSize {
 		clear(dek)
-		return nil, fmt.Errorf("%w: unwrapped DEK has the wrong length", ErrOpen)
+		return nil, fmt.Errorf("%w: unwrapped %s has the wrong length", ErrOpen, what)
 	}
 	return dek, nil
 }

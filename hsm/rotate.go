@@ -231,7 +231,10 @@ func (h *HSM) Rewrap(ctx context.Context, s *Sealed, aad []byte) (out *Sealed, e
 		KEK: s.KEK, Scheme: s.Scheme, WrapNonce: slices.Clone(s.WrapNonce), WrappedDEK: slices.Clone(s.WrappedDEK),
 		Nonce: slices.Clone(s.Nonce), Ciphertext: slices.Clone(s.Ciphertext),
 	}
-	if s.KEK == label {
+	if s.Intermediate != nil {
+		cp.Intermediate = &WrappedKey{WrapNonce: slices.Clone(s.Intermediate.WrapNonce), Wrapped: slices.Clone(s.Intermediate.Wrapped)}
+	}
+	if s.KEK == label && (s.Intermediate != nil) == h.useIK(kek) {
 		return cp, nil
 	}
 	dek, err := h.unwrapDEK(ctx, s, aad)
@@ -239,18 +242,17 @@ func (h *HSM) Rewrap(ctx context.Context, s *Sealed, aad []byte) (out *Sealed, e
 	if err != nil {
 		return nil, err
 	}
-	if s.scheme() == KEKRSAOAEP {
+	if s.Intermediate == nil && s.scheme() == KEKRSAOAEP {
 		pt, err := openPayload(dek, s, aad)
 		clear(pt)
 		if err != nil {
 			return nil, err
 		}
 	}
-	wrapNonce, wrapped, err := h.wrapDEK(ctx, kek, dek, aad)
-	if err != nil {
+	if err := h.wrapNew(ctx, label, kek, dek, aad, cp, h.useIK(kek)); err != nil {
 		return nil, err
 	}
-	cp.KEK, cp.Scheme, cp.WrapNonce, cp.WrappedDEK = label, string(kek.scheme), wrapNonce, wrapped
+	cp.KEK, cp.Scheme = label, string(kek.scheme)
 	return cp, nil
 }
 
@@ -292,6 +294,8 @@ func (h *HSM) DestroyKEK(ctx context.Context, label string) (err error) {
 	h.keysMu.Lock()
 	delete(h.keks, label)
 	h.keysMu.Unlock()
+	// Its intermediate keys open nothing any more: wipe them.
+	h.ik.dropKEK(label, false)
 	for _, k := range keys {
 		if err := k.Delete(); err != nil {
 			return h.keyError("destroy KEK", label, err)

@@ -17,17 +17,33 @@ type Sealed struct {
 	// as in records made before schemes were named) or
 	// "rsa-3072-oaep-sha256".
 	Scheme     string `json:"scheme,omitempty"`
-	WrapNonce  []byte `json:"wrap_nonce"`  // aes-256-gcm: the 12-byte nonce of the HSM AES-GCM wrap; rsa: empty
-	WrappedDEK []byte `json:"wrapped_dek"` // DEK encrypted by the KEK (aes-256-gcm: with aad)
-	Nonce      []byte `json:"nonce"`       // 12-byte nonce of the software AES-256-GCM
-	Ciphertext []byte `json:"ciphertext"`  // plaintext sealed with the DEK (with aad)
+	WrapNonce  []byte `json:"wrap_nonce"`  // aes-256-gcm or an intermediate key: the 12-byte nonce of the AES-GCM wrap; rsa: empty
+	WrappedDEK []byte `json:"wrapped_dek"` // DEK encrypted by the KEK (aes-256-gcm: with aad), or by Intermediate (AES-256-GCM with aad)
+	// Intermediate, when set, is the intermediate key that wraps the DEK,
+	// itself wrapped by KEK in Scheme (intermediate.go).
+	Intermediate *WrappedKey `json:"intermediate,omitempty"`
+	Nonce        []byte      `json:"nonce"`      // 12-byte nonce of the software AES-256-GCM
+	Ciphertext   []byte      `json:"ciphertext"` // plaintext sealed with the DEK (with aad)
+}
+
+// SealDirect is Seal with the DEK wrapped by the KEK itself, whatever the
+// intermediate key mode: for envelopes kept outside coffer in a format of
+// their own (the Kubernetes KMS ciphertext has no field for an
+// intermediate key).
+func (h *HSM) SealDirect(ctx context.Context, plaintext, aad []byte) (*Sealed, error) {
+	return h.seal(ctx, plaintext, aad, false)
 }
 
 // Seal encrypts plaintext under a fresh DEK (AES-256-GCM in Go) and wraps
 // the DEK with the current KEK: in one HSM call for an AES-GCM KEK, in
 // software with the public half for an RSA-OAEP KEK. aad is bound to the
 // payload (and, with AES-GCM, to the wrapped DEK too).
-func (h *HSM) Seal(ctx context.Context, plaintext, aad []byte) (s *Sealed, err error) {
+func (h *HSM) Seal(ctx context.Context, plaintext, aad []byte) (*Sealed, error) {
+	return h.seal(ctx, plaintext, aad, true)
+}
+
+// seal is Seal; with mayIK false the DEK is wrapped by the KEK itself.
+func (h *HSM) seal(ctx context.Context, plaintext, aad []byte, mayIK bool) (s *Sealed, err error) {
 	if err := h.begin(ctx); err != nil {
 		return nil, err
 	}
@@ -57,11 +73,37 @@ func (h *HSM) Seal(ctx context.Context, plaintext, aad []byte) (s *Sealed, err e
 	}
 	ct := gcm.Seal(nil, nonce, plaintext, aad)
 
-	wrapNonce, wrapped, err := h.wrapDEK(ctx, kek, dek, aad)
-	if err != nil {
+	out := &Sealed{KEK: kekLabel, Scheme: string(kek.scheme), Nonce: nonce, Ciphertext: ct}
+	if err := h.wrapNew(ctx, kekLabel, kek, dek, aad, out, mayIK && h.useIK(kek)); err != nil {
 		return nil, err
 	}
-	return &Sealed{KEK: kekLabel, Scheme: string(kek.scheme), WrapNonce: wrapNonce, WrappedDEK: wrapped, Nonce: nonce, Ciphertext: ct}, nil
+	return out, nil
+}
+
+// wrapNew wraps dek for a new envelope under KEK k (label) into out:
+// through the KEK's intermediate key when ik, else by the KEK itself.
+func (h *HSM) wrapNew(ctx context.Context, label string, k *wrapKey, dek, aad []byte, out *Sealed, ik bool) error {
+	if !ik {
+		wrapNonce, wrapped, err := h.wrapDEK(ctx, k, dek, aad)
+		if err != nil {
+			return err
+		}
+		out.WrapNonce, out.WrappedDEK, out.Intermediate = wrapNonce, wrapped, nil
+		return nil
+	}
+	cur, err := h.currentIK(ctx, label, k)
+	if err != nil {
+		return err
+	}
+	return h.withIK(ctx, label, k, cur.WrappedKey, true, func(ik []byte) error {
+		nonce, wrapped, err := wrapUnderIK(ik, dek, aad)
+		if err != nil {
+			return fmt.Errorf("seal: wrap DEK with the intermediate key of KEK %s: %w", label, err)
+		}
+		w := cur.WrappedKey
+		out.WrapNonce, out.WrappedDEK, out.Intermediate = nonce, wrapped, &w
+		return nil
+	})
 }
 
 // hsmSeal calls crypto11's GCM Seal, which panics on any HSM error.

@@ -22,7 +22,9 @@ import (
 func TestTPMRSAOAEPKEK(t *testing.T) {
 	tok := tpmtest.Start(t, "coffer-hsm")
 	tok.Setenv(t)
-	cfg := Config{ModulePath: tok.Module, TokenLabel: tok.Label, PIN: tok.PIN}
+	// The DEK wrapped by the KEK itself (TestTPMIntermediateKey has the
+	// default, through an intermediate key).
+	cfg := Config{ModulePath: tok.Module, TokenLabel: tok.Label, PIN: tok.PIN, Intermediate: IntermediateOff}
 	ctx := context.Background()
 	h, err := Open(ctx, cfg)
 	if err != nil {

@@ -81,6 +81,10 @@ type options struct {
 	keep    bool
 	only    map[string]bool
 	profile string
+	// bootStorm runs the boot storm (bootstorm.go) instead of the rest,
+	// on bootTokens (nil: every token).
+	bootStorm  bool
+	bootTokens map[string]bool
 }
 
 func main() {
@@ -90,7 +94,11 @@ func main() {
 		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code, err := benchMain(ctx, opts, os.Stdout, os.Stderr)
+	run := benchMain
+	if opts.bootStorm {
+		run = bootStormMain
+	}
+	code, err := run(ctx, opts, os.Stdout, os.Stderr)
 	stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "coffer-bench:", err)
@@ -104,7 +112,7 @@ func main() {
 func parseFlags(args []string, benchEnv string) (options, error) {
 	fs := flag.NewFlagSet("coffer-bench", flag.ContinueOnError)
 	var o options
-	var conc, only string
+	var conc, only, bootTokens string
 	fs.StringVar(&o.coffer, "coffer", "", "coffer binary to run (default: go build ./cmd/coffer into the scratch dir)")
 	fs.StringVar(&conc, "c", "16,64", "comma-separated client counts")
 	fs.DurationVar(&o.dur, "d", 3*time.Second, "measurement window per scenario and concurrency")
@@ -119,8 +127,21 @@ func parseFlags(args []string, benchEnv string) (options, error) {
 	fs.BoolVar(&o.keep, "keep", false, "keep the scratch directory (daemon log, state)")
 	fs.StringVar(&o.profile, "profile", "", "write the daemon's CPU profile of every measurement and its heap after load into this directory")
 	fs.StringVar(&only, "only", "", "comma-separated scenarios to run (default all available)")
+	fs.BoolVar(&o.bootStorm, "boot-storm", false, "run only the boot storm: 100 units' LoadCredential= from a cold daemon, 16 at a time, on SoftHSM and a software TPM")
+	fs.StringVar(&bootTokens, "boot-tokens", "softhsm,softhsm-ik,tpm", "tokens of the boot storm (softhsm-ik: SoftHSM with --kek-intermediate on)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
+	}
+	if o.bootStorm {
+		o.bootTokens = map[string]bool{}
+		for _, t := range strings.Split(bootTokens, ",") {
+			switch t = strings.TrimSpace(t); t {
+			case "softhsm", "softhsm-ik", "tpm":
+				o.bootTokens[t] = true
+			default:
+				return o, fmt.Errorf("-boot-tokens: unknown token %q (softhsm, softhsm-ik, tpm)", t)
+			}
+		}
 	}
 	if fs.NArg() > 0 {
 		return o, fmt.Errorf("unexpected arguments %q", fs.Args())

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -238,5 +239,24 @@ func TestScaleRow(t *testing.T) {
 	// The median of the rounds decides, not the totals.
 	if r := makeScaleRow("authorize", small, large, []float64{0.5, 0.95, 1.0, 0.92, 0.2}); r.Ratio != 0.92 || r.Verdict != "pass" {
 		t.Errorf("makeScaleRow with rounds = %+v, want ratio 0.92 pass", r)
+	}
+}
+
+func TestBootStormFlagsAndTable(t *testing.T) {
+	o, err := parseFlags([]string{"-boot-storm", "-boot-tokens", "tpm"}, "")
+	if err != nil || !o.bootStorm || len(o.bootTokens) != 1 || !o.bootTokens["tpm"] {
+		t.Fatalf("parseFlags = %+v, %v", o, err)
+	}
+	if _, err := parseFlags([]string{"-boot-storm", "-boot-tokens", "yubihsm"}, ""); err == nil || err.Error() != `-boot-tokens: unknown token "yubihsm" (softhsm, softhsm-ik, tpm)` {
+		t.Fatalf("unknown token: %v", err)
+	}
+	out := formatBootRows([]bootRow{
+		{Scenario: "boot-storm-tpm", KEK: "rsa-3072-oaep-sha256", TotalMs: 26, AfterFirstMs: 25, P99Ms: 8.8, RepeatRatio: 0.67, Verdict: "meets the goal"},
+		{Scenario: "boot-storm-softhsm", Skipped: "no SoftHSM"},
+	})
+	for _, want := range []string{"boot-storm-tpm", "rsa-3072-oaep-sha256", "meets the goal", "boot-storm-softhsm     failed: no SoftHSM"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("table lacks %q:\n%s", want, out)
+		}
 	}
 }

@@ -70,6 +70,7 @@ comes from --hsm-pin-file, by default $CREDENTIALS_DIRECTORY/hsm-pin.
 		&cli.StringFlag{Name: "log-level", Usage: "debug, info, warn or error", Value: "info", EnvVars: []string{"COFFER_LOG_LEVEL"}},
 		&cli.StringFlag{Name: "log-format", Usage: "`FORMAT` of the daemon's log on stderr: auto (journal under systemd's journal, else text), text, json (for log shippers) or journal", Value: logFormatAuto, EnvVars: []string{"COFFER_LOG_FORMAT"}},
 		&cli.IntFlag{Name: "bearer-cache-size", Usage: "keep the resolution of up to `N` recently used tokens in memory, about 400 bytes each (0: none; every request then reads its token from the store)", Value: daemon.DefaultBearerCacheSize, EnvVars: []string{"COFFER_BEARER_CACHE_SIZE"}},
+		&cli.StringFlag{Name: "kek-intermediate", Usage: "`MODE` of wrapping DEKs through an intermediate key per KEK version, unwrapped by the token once and then kept in locked memory: auto (for slow tokens: RSA-OAEP KEKs, as on a TPM), on (every KEK) or off (every delivery asks the token); see README \"Security model\"", Value: string(hsm.IntermediateAuto), EnvVars: []string{"COFFER_KEK_INTERMEDIATE"}},
 		memoryLimitFlag,
 		k8sSignerSocketFlag, k8sSignerMaxExpFlag, k8sSignerAllowUIDFlag,
 		k8sListenFlag, k8sListenAnyFlag, k8sClientCAFlag, k8sBearerFileFlag, k8sSANFlag, k8sAudienceFlag,
@@ -139,6 +140,9 @@ func runDaemon(c *cli.Context) error {
 	hcfg, pinFile, err := hsmSettings(c)
 	if err != nil {
 		return err
+	}
+	if hcfg.Intermediate, err = hsm.ParseIntermediateMode(c.String("kek-intermediate")); err != nil {
+		return usagef("--kek-intermediate: %v", err)
 	}
 	cfg := daemon.Config{
 		Dev:          dev,

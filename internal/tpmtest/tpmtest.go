@@ -39,10 +39,24 @@ type Token struct {
 // tools are the programs Start runs.
 var tools = []string{"swtpm", "dbus-daemon", "tpm2-abrmd", "tpm2_ptool", "tpm2_getcap"}
 
+// TB is what Start needs of its caller: a testing.TB has it, and so can a
+// program that is not a test (cmd/coffer-bench's boot storm).
+type TB interface {
+	Helper()
+	Fatal(args ...any)
+	Fatalf(format string, args ...any)
+	Logf(format string, args ...any)
+	Cleanup(func())
+	TempDir() string
+	Failed() bool
+}
+
+var _ TB = testing.TB(nil)
+
 // Start brings up a software TPM with one initialised token labelled
 // label, and stops it when t ends. It fails the test when the packages are
 // missing: run `make test-deps`.
-func Start(t testing.TB, label string) *Token {
+func Start(t TB, label string) *Token {
 	t.Helper()
 	for _, tool := range tools {
 		if _, err := exec.LookPath(tool); err != nil {
@@ -119,7 +133,7 @@ func (tok *Token) Setenv(t testing.TB) {
 }
 
 // freePortPair returns a port p such that p and p+1 are both free now.
-func freePortPair(t testing.TB) int {
+func freePortPair(t TB) int {
 	t.Helper()
 	for range 50 {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -139,7 +153,7 @@ func freePortPair(t testing.TB) int {
 }
 
 // start runs a long-lived helper process until the test ends.
-func start(t testing.TB, dir string, env []string, name string, args ...string) {
+func start(t TB, dir string, env []string, name string, args ...string) {
 	t.Helper()
 	cmd := exec.Command(name, args...)
 	cmd.Dir = dir
@@ -169,7 +183,7 @@ func run(dir string, env []string, name string, args ...string) ([]byte, error) 
 	return cmd.CombinedOutput()
 }
 
-func waitFor(t testing.TB, what string, ready func() error) {
+func waitFor(t TB, what string, ready func() error) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
