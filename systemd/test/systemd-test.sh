@@ -17,7 +17,7 @@
 # cgroups), hence nspawn's --register=no --keep-unit, and nspawn is moved into
 # a cgroup of its own first (removed afterwards).
 #
-# Environment: DEB (the package; default dist/coffer_$PKG_VERSION_<arch>.deb),
+# Environment: DEB (the package; default dist/coffer_$PKG_VERSION-$PKG_RELEASE_<arch>.deb),
 # PKG_VERSION (set by make), SYSTEMD_TEST_CACHE, SYSTEMD_TEST_KEEP=1 (keep the
 # scratch dir and print its path; the container is stopped all the same).
 set -euo pipefail
@@ -32,7 +32,7 @@ die() { printf '[%3ds] systemd-test: FATAL: %s\n' $((SECONDS - t0)) "$*" >&2; ex
 
 # --- the package ------------------------------------------------------------
 arch=$(dpkg --print-architecture)
-deb=${DEB:-dist/coffer_${PKG_VERSION:?set PKG_VERSION or DEB (make systemd-test does)}_${arch}.deb}
+deb=${DEB:-dist/coffer_${PKG_VERSION:?set PKG_VERSION or DEB (make systemd-test does)}-${PKG_RELEASE:-1}_${arch}.deb}
 [ -f "$deb" ] || die "$deb is missing: run make package"
 
 # --- host tools -------------------------------------------------------------
