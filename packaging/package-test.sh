@@ -122,8 +122,16 @@ done
 cmp -s packaging/coffer.toml "$root/etc/coffer/coffer.toml" || fail "/etc/coffer/coffer.toml differs from packaging/coffer.toml"
 dpkg-query --admindir="$root/var/lib/dpkg" -W -f='${Conffiles}' coffer | grep -q '^ /etc/coffer/coffer.toml ' ||
 	fail "/etc/coffer/coffer.toml is not a conffile"
-# The generator (urfave/cli ToMan) writes a section 8 page.
-zcat "$root/usr/share/man/man8/coffer.8.gz" | grep -q '^\.TH coffer 8' || fail "the man page is not a section 8 roff page"
+# The man pages: coffer(8) and one per command, all of them installed.
+zcat "$root/usr/share/man/man8/coffer.8.gz" | grep -q '^\.TH COFFER 8 ' || fail "coffer.8.gz is not the section 8 roff page"
+zcat "$root/usr/share/man/man1/coffer-secret-create.1.gz" | grep -q '^\.TH COFFER-SECRET-CREATE 1 ' || fail "no coffer-secret-create(1)"
+n=0
+for page in dist/gen/man/man*/*.gz; do
+	rel=${page#dist/gen/man/}
+	[ -f "$root/usr/share/man/$rel" ] || fail "/usr/share/man/$rel is missing"
+	n=$((n + 1))
+done
+[ "$n" -ge 80 ] || fail "$n man pages, want one per command (80 or more)"
 grep -q 'complete' "$root/usr/share/bash-completion/completions/coffer" || fail "bash completion looks empty"
 
 # The binary from its installed path.

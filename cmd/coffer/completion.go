@@ -1,7 +1,6 @@
 package main
 
 import (
-	"fmt"
 	"io"
 
 	"github.com/urfave/cli/v2"
@@ -76,22 +75,6 @@ var completionCommand = &cli.Command{
 		default:
 			return usagef("unknown shell %q: use bash, zsh or fish", shell)
 		}
-		return err
-	},
-}
-
-var manCommand = &cli.Command{
-	Name:  "man",
-	Usage: "print the man page (roff); e.g. coffer man | man -l -",
-	Action: func(c *cli.Context) error {
-		if c.Args().Present() {
-			return usagef("man takes no arguments")
-		}
-		page, err := manPage(c.App)
-		if err != nil {
-			return fmt.Errorf("man page: %w", err)
-		}
-		_, err = io.WriteString(c.App.Writer, page)
 		return err
 	},
 }
