@@ -40,8 +40,12 @@ TPM_PKGS := swtpm:/usr/bin/swtpm tpm2-tools:/usr/bin/tpm2_getcap tpm2-abrmd:/usr
 # Prometheus and promtool, for the metrics tests (a real scrape).
 PROM_PKGS := prometheus:/usr/bin/prometheus prometheus:/usr/bin/promtool
 
-test-deps: ## install what the tests need too (user-mode-linux for the AF_VSOCK test; a software TPM; Prometheus)
-	$(Q)$(MAKE) -s install-pkgs PKGS="softhsm2:$(SOFTHSM_MODULE) user-mode-linux:/usr/bin/linux.uml $(TPM_PKGS) $(PROM_PKGS)"
+# The shells whose completion scripts the tests run, and groff for the man
+# pages' rendering.
+SHELL_PKGS := bash:/bin/bash zsh:/usr/bin/zsh fish:/usr/bin/fish groff-base:/usr/bin/groff
+
+test-deps: ## install what the tests need too (user-mode-linux for the AF_VSOCK test; a software TPM; Prometheus; zsh and fish)
+	$(Q)$(MAKE) -s install-pkgs PKGS="softhsm2:$(SOFTHSM_MODULE) user-mode-linux:/usr/bin/linux.uml $(TPM_PKGS) $(PROM_PKGS) $(SHELL_PKGS)"
 
 # install-pkgs installs each PACKAGE:FILE of PKGS whose FILE is missing
 # (apt-get, as root); otherwise it says what to run.
