@@ -70,7 +70,12 @@ for p in "$PWD" "$(go env GOMODCACHE 2>/dev/null || echo /nonexistent)" "$(go en
 		fi
 	done
 done
-# The rpm's scripts have the shared part put in (make package).
+# The maintainer scripts parse with the system's sh (dash here), the rpm's
+# too (lintian checks the deb's for bashisms); the rpm's have the shared
+# part put in (make package).
+for f in dist/gen/scripts/*/*.sh; do
+	sh -n "$f" || fail "$f: sh -n failed"
+done
 rpm -qp --scripts "$rpm" 2>/dev/null | grep -q 'systemd-sysusers --root=' || fail "the rpm's %post lacks accounts.sh"
 rpm -qp --changelog "$rpm" 2>/dev/null | grep -q -- "- $pkgver\$" || fail "the rpm's %changelog has no entry for $pkgver"
 # The scratch root of the install.
