@@ -69,8 +69,8 @@ race: test-deps ## run every test three times with the race detector, to shake o
 soak: test-deps ## kill -9 the daemon under 8 concurrent writers SOAK_CYCLES times (default 200); nothing acknowledged may be lost
 	$(Q)COFFER_SOAK_CYCLES=$${SOAK_CYCLES:-200} $(GO) test -race -count=1 -timeout 90m -run '^TestCrashLosesNothing$$' -v ./e2e
 
-storage-soak: test-deps ## as root: fill the state filesystem to ENOSPC and free it STORAGE_CYCLES times (default 20), kill -9 and restart while full; plus the read-only and damage tests
-	$(Q)COFFER_STORAGE_SOAK_CYCLES=$${STORAGE_CYCLES:-20} $(GO) test -race -count=1 -timeout 60m -run '^(TestStorage|TestFilesystem)' -v ./e2e ./kv
+storage-soak: test-deps ## as root: fill the state filesystem to ENOSPC and free it STORAGE_CYCLES times (default 20), kill -9 and restart while full; the read-only and damage tests; DURABLE_ROUNDS (default 200) journal aborts under fsyncing writers
+	$(Q)COFFER_STORAGE_SOAK_CYCLES=$${STORAGE_CYCLES:-20} COFFER_DURABLE_ROUNDS=$${DURABLE_ROUNDS:-200} $(GO) test -race -count=1 -timeout 60m -run '^(TestStorage|TestFilesystem)' -v ./e2e ./kv ./internal/durable
 
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 GOVULNCHECK ?= golang.org/x/vuln/cmd/govulncheck@v1.9.0
@@ -97,7 +97,7 @@ microbench: deps ## Go micro-benchmarks of the hot functions (HSM, store, tokens
 	$(Q)$(GO) test -run '^$$' -bench . -benchtime 1s ./hsm ./kv ./daemon ./audit ./policy ./k8s/kms ./k8s/signer
 
 fuzz: ## fuzz the parsers (FUZZTIME per target, default 30s)
-	$(Q)for pkg in ./unixapi ./daemon ./systemd ./hostseal ./cmd/coffer ./audit ./policy ./k8s/webhook; do \
+	$(Q)for pkg in $$(grep -rl '^func Fuzz' --include='*_test.go' . | xargs -n1 dirname | sort -u); do \
 		for t in $$($(GO) test -list '^Fuzz' $$pkg | grep ^Fuzz); do \
 			echo "fuzz $$pkg $$t"; \
 			$(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $${FUZZTIME:-30s} $$pkg || exit 1; \

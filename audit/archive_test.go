@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/coffer-hsm/coffer/internal/durable"
 )
 
 // dirFiles lists the names in dir.
@@ -67,7 +69,7 @@ func TestArchive(t *testing.T) {
 		switch {
 		case strings.HasSuffix(name, ".log"+gzSuffix):
 			archived++
-		case name == currentName || name == headName:
+		case name == currentName || name == headName || name == durable.WitnessName:
 		default:
 			t.Errorf("unexpected file %s", name)
 		}

@@ -108,7 +108,8 @@ type Log struct {
 	done     chan struct{} // closed when the writer has stopped
 	once     sync.Once
 	closeErr error
-	coal     *coalescer // nil: no coalescing
+	synced   *durable.Checker // confirms the log's fsyncs (writer only)
+	coal     *coalescer       // nil: no coalescing
 	lost     lostCounter
 	closed   atomic.Uint64 // events recorded after Close began
 
@@ -238,6 +239,7 @@ func Open(ctx context.Context, opts Options) (*Log, error) {
 		kick:     make(chan struct{}, 1),
 		archDone: make(chan struct{}),
 		head:     genesis,
+		synced:   durable.NewChecker(opts.Dir),
 		signF:    fault{what: "sign a checkpoint", min: signRetryMin, max: signRetryMax},
 		writeF:   fault{what: "write the log", min: writeRetryMin, max: writeRetryMax},
 		syncF:    fault{what: "sync the log", min: writeRetryMin, max: writeRetryMax},
@@ -266,6 +268,9 @@ func Open(ctx context.Context, opts Options) (*Log, error) {
 		return nil, fmt.Errorf("audit: %w", err)
 	}
 	l.f, l.size, l.active = opts.wrapFile(f), st.Size(), cur
+	if err := l.synced.Prepare(); err != nil {
+		l.log.Warn("audit: the check that each sync of the log held is weaker or not ready (internal/durable)", "dir", opts.Dir, "err", err)
+	}
 	if l.size == 0 {
 		l.firstSeq = l.seq + 1
 	}
@@ -593,6 +598,7 @@ func (l *Log) run() {
 					l.log.Error("audit: events were lost and could not be recorded as lost", "events", n)
 				}
 				err = errors.Join(err, l.f.Close())
+				l.synced.Close()
 				r.reply <- err
 				return
 			}
@@ -805,7 +811,7 @@ func (l *Log) sync() error {
 		if err == nil {
 			// ext4 may have said yes with its journal aborted
 			// (internal/durable).
-			err = durable.Confirm(l.opts.Dir)
+			err = l.synced.Confirm()
 		}
 		if err != nil {
 			l.syncF.fail(l.log, l.opts.Now(), err)

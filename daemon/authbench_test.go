@@ -25,7 +25,7 @@ func BenchmarkAuthorizeCall(b *testing.B) {
 	e, tok := benchToken(b)
 	ctx := context.Background()
 	for b.Loop() {
-		if d, err := e.svc.AuthorizeCall(ctx, tok, "svc", "GET", "/x/1"); err != nil || !d.Allowed {
+		if d, err := e.svc.AuthorizeCall(ctx, Call{Token: tok, Service: "svc", Method: "GET", Path: "/x/1"}); err != nil || !d.Allowed {
 			b.Fatalf("%+v %v", d, err)
 		}
 	}
@@ -40,7 +40,7 @@ func BenchmarkAuthorizeCallMiss(b *testing.B) {
 		e.svc.bearers.mu.Lock()
 		clear(e.svc.bearers.m)
 		e.svc.bearers.mu.Unlock()
-		if d, err := e.svc.AuthorizeCall(ctx, tok, "svc", "GET", "/x/1"); err != nil || !d.Allowed {
+		if d, err := e.svc.AuthorizeCall(ctx, Call{Token: tok, Service: "svc", Method: "GET", Path: "/x/1"}); err != nil || !d.Allowed {
 			b.Fatalf("%+v %v", d, err)
 		}
 	}
@@ -83,7 +83,7 @@ func BenchmarkAuthorizeCallPolicies(b *testing.B) {
 	_, iss := e.credential(b, "p1", CredentialInput{Type: CredAccessToken, User: "carol", Policies: []string{"services", "paths", "subject"},
 		AccessRules: []AccessRule{{Service: "billing", Method: "GET", Path: "/a/*"}, {Service: "svc", Method: "GET", Path: "/x/*"}}})
 	for b.Loop() {
-		if d, err := e.svc.AuthorizeCall(ctx, iss.Token, "svc", "GET", "/x/1"); err != nil || !d.Allowed {
+		if d, err := e.svc.AuthorizeCall(ctx, Call{Token: iss.Token, Service: "svc", Method: "GET", Path: "/x/1"}); err != nil || !d.Allowed {
 			b.Fatalf("%+v %v", d, err)
 		}
 	}

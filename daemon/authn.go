@@ -686,26 +686,67 @@ type Decision struct {
 	// the rules whose condition held ("policy#rule").
 	Policies []string
 	Matched  []string
+	// Audience is a JWT's aud (nil for an opaque token).
+	Audience []string
 }
 
-// AuthorizeCall decides whether a bearer token may call service with
-// method and path: the token must be live and one of its access rules must
-// match (a token without rules is unrestricted by rules). Services use it
-// as their authorization point.
+// Call is what a service asks /v1/authorize about: may Token call Service
+// with Method and Path? Audience is the asking service's audience (RFC
+// 8707 resource or OIDC client): a JWT minted for named audiences is
+// authorized only where one of them asks.
+type Call struct {
+	Token    string
+	Service  string
+	Method   string
+	Path     string
+	Audience string
+}
+
+// AuthorizeCall decides whether a bearer token may make call: the token
+// must be live and for the asker's audience, and one of its access rules
+// must match (a token without rules is unrestricted by rules). Services
+// use it as their authorization point.
 //
 // An unusable token counts as a failed authentication of the caller (the
 // principal of ctx), as on every endpoint that checks a token.
-func (s *Service) AuthorizeCall(ctx context.Context, token, service, method, path string) (Decision, error) {
-	return s.authorizeCall(ctx, token, service, method, path, false)
+func (s *Service) AuthorizeCall(ctx context.Context, call Call) (Decision, error) {
+	return s.authorizeCall(ctx, call, false)
 }
 
 // ExplainCall is AuthorizeCall that also evaluates every policy rule and
 // says which held (coffer authorize --explain).
-func (s *Service) ExplainCall(ctx context.Context, token, service, method, path string) (Decision, error) {
-	return s.authorizeCall(ctx, token, service, method, path, true)
+func (s *Service) ExplainCall(ctx context.Context, call Call) (Decision, error) {
+	return s.authorizeCall(ctx, call, true)
 }
 
-func (s *Service) authorizeCall(ctx context.Context, token, service, method, path string, explain bool) (Decision, error) {
+// audienceRefusal says why a token's audience does not admit call, or ""
+// when it does. A token for coffer alone (an opaque one, a JWT whose aud
+// is coffer's issuer only) goes wherever its rules allow, as on coffer's
+// own API. A JWT that names other audiences (RFC 8707) is for them: a
+// service that names itself must be one of them, or any service it was
+// shown to could use it; and one for other audiences only is refused to
+// a service that does not say who it is.
+func audienceRefusal(b *bearerInfo, call Call, issuer string) string {
+	forCoffer := true
+	for _, a := range b.aud {
+		forCoffer = forCoffer && a == issuer
+	}
+	switch {
+	case forCoffer:
+		return ""
+	case call.Audience == "":
+		if b.elsewhere {
+			return "the token is for other audiences: the service must name its own (audience)"
+		}
+		return ""
+	case !containsString(b.aud, call.Audience):
+		return "the token is not for this audience"
+	}
+	return ""
+}
+
+func (s *Service) authorizeCall(ctx context.Context, call Call, explain bool) (Decision, error) {
+	token, service, method, path := call.Token, call.Service, call.Method, call.Path
 	asker := PrincipalFrom(ctx)
 	// What was asked is part of every record of the decision, a refused
 	// token's too.
@@ -727,12 +768,15 @@ func (s *Service) authorizeCall(ctx context.Context, token, service, method, pat
 			roles = append(roles, name)
 		}
 	}
-	d := Decision{User: b.user.Name, Project: b.project.Name, Roles: roles}
+	d := Decision{User: b.user.Name, Project: b.project.Name, Roles: roles, Audience: b.aud}
 	d.Allowed, d.Reason = b.ident.Rules.Allows(service, method, path)
 	why := "no access rule allows it"
 	if d.Allowed && len(roles) == 0 {
 		d.Allowed, d.Reason = false, "the user no longer holds the token's roles"
 		why = d.Reason
+	}
+	if refusal := audienceRefusal(b, call, s.issuer()); refusal != "" {
+		d.Allowed, d.Reason, why = false, refusal, refusal
 	}
 	if d.Allowed || explain {
 		// Policies narrow what the rules allow. The peer they see is the
@@ -766,6 +810,9 @@ func (s *Service) authorizeCall(ctx context.Context, token, service, method, pat
 	// Denials are coalesced by the log under a fixed reason.
 	t := map[string]string{"service": auditValue(service), "method": auditValue(method), "path": auditPath(path),
 		"credential": b.ident.CredentialID, "user": b.user.ID, "project": b.project.ID, "reason": auditValue(d.Reason)}
+	if call.Audience != "" {
+		t["audience"] = auditValue(call.Audience)
+	}
 	ap := auditPrincipal(asker)
 	ap.TokenID = publicTokenID(token)
 	if d.Allowed {

@@ -27,6 +27,8 @@ type bearerInfo struct {
 	// other services (oidc.go). It is described (introspection,
 	// /v1/authorize) but not a bearer on coffer's own API.
 	elsewhere bool
+	// aud is a JWT's audience (nil for an opaque token).
+	aud []string
 }
 
 // bearerCache keeps bearerInfo of recently used tokens, so the request
@@ -131,7 +133,7 @@ func (s *Service) lookupBearer(ctx context.Context, p Principal, bearer, action 
 			}
 			b.verifier, b.tokenID = r.verifier, tok.ID
 		}
-		b.user, b.until, b.elsewhere = shared(&s.ids.users, r.user.ID, gen, r.user), r.until, r.elsewhere
+		b.user, b.until, b.elsewhere, b.aud = shared(&s.ids.users, r.user.ID, gen, r.user), r.until, r.elsewhere, r.aud
 		return nil
 	})
 	var bad *errBadToken

@@ -13,7 +13,7 @@ func TestBearerCacheOff(t *testing.T) {
 	ctx := context.Background()
 	_, iss := e.credential(t, "p1", CredentialInput{Type: CredAccessToken, User: "alice", AccessRules: []AccessRule{{Service: "svc", Method: "GET", Path: "/x"}}})
 	for range 3 {
-		if d, err := e.svc.AuthorizeCall(ctx, iss.Token, "svc", "GET", "/x"); err != nil || !d.Allowed {
+		if d, err := e.svc.AuthorizeCall(ctx, Call{Token: iss.Token, Service: "svc", Method: "GET", Path: "/x"}); err != nil || !d.Allowed {
 			t.Fatalf("authorize: %+v %v", d, err)
 		}
 	}
@@ -24,7 +24,7 @@ func TestBearerCacheOff(t *testing.T) {
 		t.Fatalf("%d entries kept with the cache off", n)
 	}
 	e.store.Close()
-	if _, err := e.svc.AuthorizeCall(ctx, iss.Token, "svc", "GET", "/x"); err == nil {
+	if _, err := e.svc.AuthorizeCall(ctx, Call{Token: iss.Token, Service: "svc", Method: "GET", Path: "/x"}); err == nil {
 		t.Fatal("a token was answered without the store with the cache off")
 	}
 }

@@ -115,7 +115,7 @@ func TestLastUseOfBearers(t *testing.T) {
 	clock = t0.Add(time.Minute)
 	e.bearer(t, accessIss.Token)
 	e.bearer(t, session)
-	if d, err := e.svc.AuthorizeCall(ctx, jwt.Token, "svc", "GET", "/x"); err != nil || !d.Allowed {
+	if d, err := e.svc.AuthorizeCall(ctx, Call{Token: jwt.Token, Service: "svc", Method: "GET", Path: "/x"}); err != nil || !d.Allowed {
 		t.Fatalf("authorize with the JWT: %+v %v", d, err)
 	}
 	gen := e.svc.idGen.Load()

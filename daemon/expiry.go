@@ -1,9 +1,10 @@
 package daemon
 
 import (
-	"math"
 	"strconv"
 	"time"
+
+	"github.com/coffer-hsm/coffer/internal/span"
 )
 
 // MaxExpiryYears bounds every relative expiry and window: at most this many
@@ -14,113 +15,22 @@ const MaxExpiryYears = 2
 func MaxExpiry(now time.Time) time.Time { return now.AddDate(MaxExpiryYears, 0, 0) }
 
 // expiryForms names the accepted spellings in error messages.
-const expiryForms = "use <n><unit> with a positive whole n and unit second(s), minute(s), hour(s), day(s) or d, week(s) or w, month(s), year(s) " +
-	"(e.g. 600seconds, 45minutes, 7hour, 3days, 2weeks, 6months, 7d), or a Go duration (e.g. 90m, 1h30m)"
-
-// expirySpan is a parsed relative time: calendar months plus an exact duration.
-type expirySpan struct {
-	months int
-	d      time.Duration
-}
-
-func (s expirySpan) from(now time.Time) time.Time {
-	if s.months != 0 {
-		now = now.AddDate(0, s.months, 0)
-	}
-	return now.Add(s.d)
-}
-
-// expiryUnits are the word units. Days and weeks are exact multiples of 24h;
-// months and years are calendar units (AddDate).
-var expiryUnits = map[string]struct {
-	d      time.Duration
-	months int
-}{
-	"second": {d: time.Second}, "seconds": {d: time.Second},
-	"minute": {d: time.Minute}, "minutes": {d: time.Minute},
-	"hour": {d: time.Hour}, "hours": {d: time.Hour},
-	"day": {d: 24 * time.Hour}, "days": {d: 24 * time.Hour}, "d": {d: 24 * time.Hour},
-	"week": {d: 7 * 24 * time.Hour}, "weeks": {d: 7 * 24 * time.Hour}, "w": {d: 7 * 24 * time.Hour},
-	"month": {months: 1}, "months": {months: 1},
-	"year": {months: 12}, "years": {months: 12},
-}
-
-type spanProblem int
-
-const (
-	spanOK spanProblem = iota
-	spanSyntax
-	spanNotPositive
-	spanTooFar
-)
-
-// parseSpan parses "<n><unit>" or a Go duration. It never overflows: an n
-// too large to represent is reported as spanTooFar.
-func parseSpan(s string) (expirySpan, spanProblem) {
-	if s == "" {
-		return expirySpan{}, spanSyntax
-	}
-	if s[0] == '-' {
-		// A well-formed negative span says "not positive"; junk is junk.
-		if _, p := parseSpan(s[1:]); p == spanOK || p == spanTooFar {
-			return expirySpan{}, spanNotPositive
-		}
-		return expirySpan{}, spanSyntax
-	}
-	if s[0] == '+' {
-		return expirySpan{}, spanSyntax
-	}
-	i := 0
-	for i < len(s) && s[i] >= '0' && s[i] <= '9' {
-		i++
-	}
-	if i > 0 && i < len(s) {
-		if u, ok := expiryUnits[s[i:]]; ok {
-			n, err := strconv.ParseUint(s[:i], 10, 64)
-			switch {
-			case err != nil: // only ErrRange is possible: all digits
-				return expirySpan{}, spanTooFar
-			case n == 0:
-				return expirySpan{}, spanNotPositive
-			case u.months != 0:
-				// 2 years is 24 months; anything past a generous bound is
-				// too far, and AddDate stays far from overflow.
-				if n > 1000*12/uint64(u.months) {
-					return expirySpan{}, spanTooFar
-				}
-				return expirySpan{months: int(n) * u.months}, spanOK
-			default:
-				if n > uint64(math.MaxInt64/int64(u.d)) {
-					return expirySpan{}, spanTooFar
-				}
-				return expirySpan{d: time.Duration(n) * u.d}, spanOK
-			}
-		}
-	}
-	d, err := time.ParseDuration(s)
-	switch {
-	case err != nil:
-		return expirySpan{}, spanSyntax
-	case d <= 0:
-		return expirySpan{}, spanNotPositive
-	}
-	return expirySpan{d: d}, spanOK
-}
+const expiryForms = span.Forms
 
 // resolveSpan parses s and places it after now, checking (now, MaxExpiry].
-func resolveSpan(s string, now time.Time) (time.Time, spanProblem) {
-	sp, prob := parseSpan(s)
-	if prob != spanOK {
+func resolveSpan(s string, now time.Time) (time.Time, span.Problem) {
+	sp, prob := span.Parse(s)
+	if prob != span.OK {
 		return time.Time{}, prob
 	}
-	t := sp.from(now)
+	t := sp.From(now)
 	switch {
 	case !t.After(now):
-		return time.Time{}, spanNotPositive
+		return time.Time{}, span.NotPositive
 	case t.After(MaxExpiry(now)):
-		return time.Time{}, spanTooFar
+		return time.Time{}, span.TooFar
 	}
-	return t, spanOK
+	return t, span.OK
 }
 
 // quoteSpanInput quotes user input for an error message, cut to a sane length.
@@ -145,17 +55,17 @@ func quoteSpanInput(s string) string {
 func ParseExpireIn(s string, now time.Time) (time.Time, error) {
 	t, prob := resolveSpan(s, now)
 	switch prob {
-	case spanSyntax:
+	case span.Syntax:
 		return time.Time{}, Invalid(CodeInvalidExpiry, "expire_in %s is not a valid expiry: %s", quoteSpanInput(s), expiryForms)
-	case spanNotPositive:
+	case span.NotPositive:
 		return time.Time{}, Invalid(CodeInvalidExpiry, "expire_in %s is not in the future: %s", quoteSpanInput(s), expiryForms)
-	case spanTooFar:
+	case span.TooFar:
 		return time.Time{}, Invalid(CodeInvalidExpiry, "expire_in %s is more than %d years away", quoteSpanInput(s), MaxExpiryYears)
 	}
 	return t, nil
 }
 
-// ParseWindow parses a expirySpan such as a rotation grace ("10m") or an
+// ParseWindow parses a span such as a rotation grace ("10m") or an
 // expiring_within filter ("7d"), in the forms ParseExpireIn accepts, and
 // returns it as a duration relative to now (calendar months via AddDate).
 // It must be > 0 and reach no later than MaxExpiry(now); otherwise the
@@ -163,11 +73,11 @@ func ParseExpireIn(s string, now time.Time) (time.Time, error) {
 func ParseWindow(what, s string, now time.Time) (time.Duration, error) {
 	t, prob := resolveSpan(s, now)
 	switch prob {
-	case spanSyntax:
+	case span.Syntax:
 		return 0, Invalid(CodeInvalidArgument, "%s %s is not a valid duration: %s", what, quoteSpanInput(s), expiryForms)
-	case spanNotPositive:
+	case span.NotPositive:
 		return 0, Invalid(CodeInvalidArgument, "%s %s must be positive: %s", what, quoteSpanInput(s), expiryForms)
-	case spanTooFar:
+	case span.TooFar:
 		return 0, Invalid(CodeInvalidArgument, "%s %s is longer than %d years", what, quoteSpanInput(s), MaxExpiryYears)
 	}
 	return t.Sub(now), nil

@@ -35,7 +35,7 @@ func TestSharedIdentityRecords(t *testing.T) {
 			ctx := context.Background()
 			_, first := e.credential(t, "p1", CredentialInput{Type: CredAccessToken, User: "bob", AccessRules: rules})
 			_, second := e.credential(t, "p1", CredentialInput{Type: CredAccessToken, User: "bob", AccessRules: rules})
-			if d, err := e.svc.AuthorizeCall(ctx, first.Token, "svc", "GET", "/x"); err != nil || !d.Allowed {
+			if d, err := e.svc.AuthorizeCall(ctx, Call{Token: first.Token, Service: "svc", Method: "GET", Path: "/x"}); err != nil || !d.Allowed {
 				t.Fatalf("before the change: %+v %v", d, err)
 			}
 			if _, ok := e.svc.ids.users.get(e.userID(t, "bob"), e.svc.idGen.Load()); !ok {
@@ -43,7 +43,7 @@ func TestSharedIdentityRecords(t *testing.T) {
 			}
 			tt.change(t, e)
 			for name, tok := range map[string]string{"first": first.Token, "second": second.Token} {
-				if d, err := e.svc.AuthorizeCall(ctx, tok, "svc", "GET", "/x"); err != nil || d.Allowed {
+				if d, err := e.svc.AuthorizeCall(ctx, Call{Token: tok, Service: "svc", Method: "GET", Path: "/x"}); err != nil || d.Allowed {
 					t.Errorf("%s token after the change: %+v %v", name, d, err)
 				}
 			}

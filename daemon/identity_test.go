@@ -386,22 +386,22 @@ func TestRestrictedBearers(t *testing.T) {
 	_, err = e.svc.Authorize(ctx, p, ActReadProject, Resource{Project: "p1", Method: "GET", Path: "/v1/projects/p1/secrets"})
 	wantCode(t, err, CodeForbidden)
 
-	d, err := e.svc.AuthorizeCall(ctx, ruled.Token, "billing", "POST", "/invoices/2026/11")
+	d, err := e.svc.AuthorizeCall(ctx, Call{Token: ruled.Token, Service: "billing", Method: "POST", Path: "/invoices/2026/11"})
 	wantCode(t, err, "")
 	if !d.Allowed || d.User != "alice" || d.Project != "p1" {
 		t.Fatalf("decision %+v", d)
 	}
-	d, _ = e.svc.AuthorizeCall(ctx, ruled.Token, "billing", "GET", "/invoices/2026/11")
+	d, _ = e.svc.AuthorizeCall(ctx, Call{Token: ruled.Token, Service: "billing", Method: "GET", Path: "/invoices/2026/11"})
 	if d.Allowed {
 		t.Fatalf("decision %+v", d)
 	}
-	d, _ = e.svc.AuthorizeCall(ctx, "cft_nonsense", "billing", "POST", "/invoices/1")
+	d, _ = e.svc.AuthorizeCall(ctx, Call{Token: "cft_nonsense", Service: "billing", Method: "POST", Path: "/invoices/1"})
 	if d.Allowed || d.Reason != "invalid or expired token" || d.User != "" {
 		t.Fatalf("decision for a bad token %+v", d)
 	}
 	// An empty rule list allows nothing.
 	_, none := e.credential(t, "p1", CredentialInput{Type: CredAccessToken, User: "alice", AccessRules: []AccessRule{}})
-	d, _ = e.svc.AuthorizeCall(ctx, none.Token, "billing", "POST", "/invoices/1")
+	d, _ = e.svc.AuthorizeCall(ctx, Call{Token: none.Token, Service: "billing", Method: "POST", Path: "/invoices/1"})
 	if d.Allowed {
 		t.Fatal("an empty rule list allowed a call")
 	}
@@ -469,7 +469,7 @@ func TestSavedRules(t *testing.T) {
 	r, err := e.svc.CreateAccessRule(ctx, g, AccessRule{Service: "billing", Method: "GET", Path: "/invoices/{id}"})
 	wantCode(t, err, "")
 	_, iss := e.credential(t, "p1", CredentialInput{Type: CredAccessToken, User: "bob", AccessRules: []AccessRule{{ID: r.ID}}})
-	d, _ := e.svc.AuthorizeCall(ctx, iss.Token, "billing", "GET", "/invoices/7")
+	d, _ := e.svc.AuthorizeCall(ctx, Call{Token: iss.Token, Service: "billing", Method: "GET", Path: "/invoices/7"})
 	if !d.Allowed {
 		t.Fatalf("saved rule: %+v", d)
 	}
@@ -565,7 +565,7 @@ func TestBearerCache(t *testing.T) {
 	if _, err := e.svc.Authenticate(ctx, anonPrincipal, iss.Token); err == nil {
 		t.Fatal("a revoked token authenticated from the cache")
 	}
-	if d, _ := e.svc.AuthorizeCall(ctx, iss.Token, "svc", "GET", "/x"); d.Allowed {
+	if d, _ := e.svc.AuthorizeCall(ctx, Call{Token: iss.Token, Service: "svc", Method: "GET", Path: "/x"}); d.Allowed {
 		t.Fatal("a revoked token was authorized from the cache")
 	}
 	// Lowering the user's role narrows a cached token at once.
@@ -583,15 +583,15 @@ func TestBearerCache(t *testing.T) {
 	// A hit does not read the store: with the store closed, a cached token
 	// still answers /v1/authorize; after any identity write it cannot.
 	_, iss3 := e.credential(t, "p1", CredentialInput{Type: CredAccessToken, User: "alice", AccessRules: []AccessRule{{Service: "svc", Method: "GET", Path: "/x"}}})
-	if d, err := e.svc.AuthorizeCall(ctx, iss3.Token, "svc", "GET", "/x"); err != nil || !d.Allowed {
+	if d, err := e.svc.AuthorizeCall(ctx, Call{Token: iss3.Token, Service: "svc", Method: "GET", Path: "/x"}); err != nil || !d.Allowed {
 		t.Fatalf("warm-up: %+v %v", d, err)
 	}
 	e.store.Close()
-	if d, err := e.svc.AuthorizeCall(ctx, iss3.Token, "svc", "GET", "/x"); err != nil || !d.Allowed {
+	if d, err := e.svc.AuthorizeCall(ctx, Call{Token: iss3.Token, Service: "svc", Method: "GET", Path: "/x"}); err != nil || !d.Allowed {
 		t.Fatalf("cached decision: %+v %v", d, err)
 	}
 	e.svc.committed(kv.Commit{Changed: []string{tableUsers}}) // as a commit that changed a user tells it
-	if _, err := e.svc.AuthorizeCall(ctx, iss3.Token, "svc", "GET", "/x"); CodeOf(err) != CodeStoreUnavailable {
+	if _, err := e.svc.AuthorizeCall(ctx, Call{Token: iss3.Token, Service: "svc", Method: "GET", Path: "/x"}); CodeOf(err) != CodeStoreUnavailable {
 		t.Fatalf("after an identity change the cache answered: %v", err)
 	}
 }

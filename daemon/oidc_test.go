@@ -270,6 +270,46 @@ func TestTokenForAnotherAudience(t *testing.T) {
 	e.bearer(t, both.Token)
 }
 
+// TestAuthorizeHonoursAudience: a JWT that names other audiences is
+// authorized for a service that names itself only when it is one of
+// them; one for other audiences only never for a service that does not
+// say who it is; a token for coffer alone goes wherever its rules allow.
+func TestAuthorizeHonoursAudience(t *testing.T) {
+	e := newIdentityEnv(t)
+	ctx := context.Background()
+	_, iss := e.credential(t, "p1", CredentialInput{Type: CredOAuth2, User: "bob", Audiences: []string{"https://a.example", "https://b.example"}})
+	forA, err := e.svc.ClientCredentials(ctx, iss.ClientID, iss.ClientSecret, "", Audiences{Audience: []string{"https://a.example"}})
+	wantCode(t, err, "")
+	forCoffer, err := e.svc.ClientCredentials(ctx, iss.ClientID, iss.ClientSecret, "", Audiences{Audience: []string{"https://a.example"}, Resource: []string{DefaultIssuer}})
+	wantCode(t, err, "")
+	_, opaque := e.credential(t, "p1", CredentialInput{Type: CredAccessToken, User: "bob"})
+	_, plainCred := e.credential(t, "p1", CredentialInput{Type: CredOAuth2, User: "bob"})
+	plain, err := e.svc.ClientCredentials(ctx, plainCred.ClientID, plainCred.ClientSecret, "")
+	wantCode(t, err, "")
+	for _, tt := range []struct {
+		token, audience string
+		allowed         bool
+	}{
+		{forA.Token, "https://a.example", true},
+		{forA.Token, "", false},
+		{forA.Token, "https://b.example", false}, // on the credential's list, not in this token
+		{forA.Token, "https://c.example", false},
+		{forCoffer.Token, "", true}, // a bearer at coffer: coffer's own API
+		{forCoffer.Token, "https://a.example", true},
+		{forCoffer.Token, "https://c.example", false}, // shown to a: not c's
+		{plain.Token, "https://c.example", true},      // for coffer alone
+		{opaque.Token, "https://c.example", true},     // no audience
+	} {
+		d, err := e.svc.AuthorizeCall(ctx, Call{Token: tt.token, Service: "svc", Method: "GET", Path: "/x", Audience: tt.audience})
+		if err != nil || d.Allowed != tt.allowed {
+			t.Errorf("token %.8s… asked by audience %q: %+v %v, want allowed=%v", tt.token, tt.audience, d, err, tt.allowed)
+		}
+		if tt.token == forA.Token && !slices.Equal(d.Audience, []string{"https://a.example"}) {
+			t.Errorf("the decision names audience %q, want the token's aud", d.Audience)
+		}
+	}
+}
+
 func TestTokenExchangeNeverOutlivesTheSubject(t *testing.T) {
 	e := newIdentityEnv(t)
 	ctx := context.Background()

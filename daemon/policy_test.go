@@ -103,19 +103,19 @@ func TestPoliciesDecide(t *testing.T) {
 	e.policy(t, "p1", "no-payroll", deny(`request.service == "payroll"`))
 	_, tok := e.credential(t, "p1", CredentialInput{Type: CredAccessToken, User: "carol", Policies: []string{"no-payroll"},
 		InlinePolicy: &policy.Document{Rules: []policy.Rule{deny(`request.path.matchesPath("/v1/deliver/db")`)}}})
-	d, err := e.svc.AuthorizeCall(ctx, tok.Token, "billing", "GET", "/invoices")
+	d, err := e.svc.AuthorizeCall(ctx, Call{Token: tok.Token, Service: "billing", Method: "GET", Path: "/invoices"})
 	if err != nil || !d.Allowed {
 		t.Errorf("billing: %+v %v", d, err)
 	}
-	d, err = e.svc.AuthorizeCall(ctx, tok.Token, "payroll", "GET", "/salaries")
+	d, err = e.svc.AuthorizeCall(ctx, Call{Token: tok.Token, Service: "payroll", Method: "GET", Path: "/salaries"})
 	if err != nil || d.Allowed || d.Reason != "policy no-payroll rule 1 denies" {
 		t.Errorf("payroll: %+v %v", d, err)
 	}
-	d, err = e.svc.AuthorizeCall(ctx, tok.Token, "billing", "POST", "/invoices")
+	d, err = e.svc.AuthorizeCall(ctx, Call{Token: tok.Token, Service: "billing", Method: "POST", Path: "/invoices"})
 	if err != nil || d.Allowed || !strings.Contains(d.Reason, "read-only") {
 		t.Errorf("the project's policy on /v1/authorize: %+v %v", d, err)
 	}
-	d, err = e.svc.ExplainCall(ctx, tok.Token, "payroll", "POST", "/x")
+	d, err = e.svc.ExplainCall(ctx, Call{Token: tok.Token, Service: "payroll", Method: "POST", Path: "/x"})
 	if err != nil || strings.Join(d.Matched, ",") != "no-payroll#1" {
 		t.Errorf("explained: %+v %v", d, err)
 	}
@@ -154,10 +154,10 @@ func TestPoliciesOnlyNarrow(t *testing.T) {
 	// ...and a credential made for him with a permissive policy attached
 	// does not escape it.
 	_, tok := e.credential(t, "p1", CredentialInput{Type: CredAccessToken, User: "bob", Policies: []string{"anything"}})
-	if d, _ := e.svc.AuthorizeCall(ctx, tok.Token, "payroll", "GET", "/"); d.Allowed {
+	if d, _ := e.svc.AuthorizeCall(ctx, Call{Token: tok.Token, Service: "payroll", Method: "GET", Path: "/"}); d.Allowed {
 		t.Errorf("a permissive policy widened the project's: %+v", d)
 	}
-	if d, _ := e.svc.AuthorizeCall(ctx, tok.Token, "billing", "GET", "/"); !d.Allowed {
+	if d, _ := e.svc.AuthorizeCall(ctx, Call{Token: tok.Token, Service: "billing", Method: "GET", Path: "/"}); !d.Allowed {
 		t.Errorf("billing is allowed by both: %+v", d)
 	}
 
@@ -177,7 +177,7 @@ func TestPoliciesOnlyNarrow(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, tt := range []struct{ service, method string }{{"payroll", "GET"}, {"billing", "DELETE"}} {
-		if d, _ := e.svc.AuthorizeCall(ctx, child.Token, tt.service, tt.method, "/"); d.Allowed {
+		if d, _ := e.svc.AuthorizeCall(ctx, Call{Token: child.Token, Service: tt.service, Method: tt.method, Path: "/"}); d.Allowed {
 			t.Errorf("the child token escaped its parent's policy on %s %s: %+v", tt.service, tt.method, d)
 		}
 	}

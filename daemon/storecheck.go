@@ -26,8 +26,7 @@ const checkProblems = 100
 // version with the HSM against its record (the same version, bound to
 // the same project, id and version), proving both intact. A store that
 // does not open is an error; problems found in an open one are listed.
-func CheckStore(ctx context.Context, cfg Config) (StoreCheck, error) {
-	var out StoreCheck
+func CheckStore(ctx context.Context, cfg Config) (out StoreCheck, err error) {
 	if cfg.StateDir == "" {
 		return out, errors.New("no state directory configured")
 	}
@@ -47,7 +46,15 @@ func CheckStore(ctx context.Context, cfg Config) (StoreCheck, error) {
 		}
 		return out, err
 	}
-	defer store.Close()
+	defer func() {
+		store.Close()
+		// Run by root for a daemon that runs as its own user, the check
+		// made files (a value log, the witness): they are that user's,
+		// or the daemon could not start on its store again.
+		if oerr := matchOwner(cfg.StateDir, cfg.StateDir); oerr != nil && err == nil {
+			err = fmt.Errorf("give the state directory's files back to its owner: %w", oerr)
+		}
+	}()
 	out.Report, err = store.Verify(ctx, checkProblems)
 	if err != nil {
 		return out, err

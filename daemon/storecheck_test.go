@@ -2,8 +2,12 @@ package daemon
 
 import (
 	"context"
+	"io/fs"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/coffer-hsm/coffer/kv"
@@ -56,9 +60,26 @@ func TestCheckStore(t *testing.T) {
 				}
 				svc.store.Close()
 			}
+			owned := os.Geteuid() == 0 && tc.damage == nil
+			if owned {
+				// The daemon's own user: root checking its store must
+				// leave every file that user's (the README's repair).
+				if err := chownTree(state, 4242); err != nil {
+					t.Fatal(err)
+				}
+			}
 			res, err := CheckStore(context.Background(), Config{StateDir: state, Logger: slog.New(slog.DiscardHandler)})
 			if err != nil {
 				t.Fatal(err)
+			}
+			if owned {
+				filepath.WalkDir(state, func(path string, _ fs.DirEntry, err error) error {
+					var st syscall.Stat_t
+					if err == nil && syscall.Lstat(path, &st) == nil && st.Uid != 4242 {
+						t.Errorf("after a check by root, %s belongs to uid %d, not the state directory's owner", path, st.Uid)
+					}
+					return nil
+				})
 			}
 			if tc.want == "" {
 				if len(res.Problems) != 0 || res.Secrets != len(f.secrets) || res.Records == 0 || res.Commits == 0 {
@@ -71,4 +92,14 @@ func TestCheckStore(t *testing.T) {
 			}
 		})
 	}
+}
+
+// chownTree gives everything under dir to uid (and the group of that id).
+func chownTree(dir string, uid int) error {
+	return filepath.WalkDir(dir, func(path string, _ fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		return os.Lchown(path, uid, uid)
+	})
 }

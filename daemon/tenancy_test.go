@@ -312,7 +312,7 @@ func TestEveryTokenCheckIsRateLimited(t *testing.T) {
 			return err
 		}},
 		{"authorize", func(e *tenancyEnv, ctx context.Context) error {
-			_, err := e.svc.AuthorizeCall(ctx, "cft_garbage", "svc", "GET", "/")
+			_, err := e.svc.AuthorizeCall(ctx, Call{Token: "cft_garbage", Service: "svc", Method: "GET", Path: "/"})
 			return err
 		}},
 	} {

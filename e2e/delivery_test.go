@@ -505,15 +505,20 @@ func TestDeliverToBoundUser(t *testing.T) {
 	if err := os.WriteFile(outFile, []byte("old content, world-readable"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if code, out, errs := cliAs(t, bin, -1, tokEnv(tokDB), "deliver", "dbpass", "-o", outFile); code != 0 || len(out) != 0 {
-		t.Errorf("coffer deliver -o: exit %d, stdout %q, stderr %s", code, out, errs)
+	if code, out, errs := cliAs(t, bin, -1, tokEnv(tokDB), "deliver", "dbpass", "--out", outFile); code != 0 || len(out) != 0 {
+		t.Errorf("coffer deliver --out: exit %d, stdout %q, stderr %s", code, out, errs)
 	}
 	checkFile0600(t, outFile, pDB)
+	// -o is the output format everywhere: deliver's old -o FILE points
+	// to --out and writes nothing.
+	if code, out, errs := cliAs(t, bin, -1, tokEnv(tokDB), "deliver", "dbpass", "-o", outFile+".old"); code != 2 || len(out) != 0 || !strings.Contains(errs, "--out FILE") {
+		t.Errorf("coffer deliver -o FILE: exit %d, stdout %q, stderr %s; want exit 2 pointing to --out", code, out, errs)
+	}
 	if code, out, errs := cliAs(t, bin, -1, tokEnv(tokDB), "deliver", "web-only"); code != 1 || len(out) != 0 || !strings.Contains(errs, "(not_found)") {
 		t.Errorf("coffer deliver of another user's name: exit %d, stdout %q, stderr %s; want exit 1 (not_found)", code, out, errs)
 	}
 	if entries, _ := os.ReadDir(outDir); len(entries) != 1 {
-		t.Errorf("coffer deliver -o left files behind: %v", entries)
+		t.Errorf("coffer deliver --out left files behind: %v", entries)
 	}
 
 	if root {
@@ -536,8 +541,8 @@ func TestDeliverToBoundUser(t *testing.T) {
 			t.Fatal(err)
 		}
 		f := filepath.Join(uidDir, "web-only")
-		if code, _, errs := as(4242, "deliver", "web-only", "-o", f); code != 0 {
-			t.Errorf("uid 4242 deliver -o: exit %d %s", code, errs)
+		if code, _, errs := as(4242, "deliver", "web-only", "--out", f); code != 0 {
+			t.Errorf("uid 4242 deliver --out: exit %d %s", code, errs)
 		}
 		checkFile0600(t, f, pOnly)
 		if fi, err := os.Stat(f); err == nil && fi.Sys().(*syscall.Stat_t).Uid != 4242 {
@@ -827,7 +832,9 @@ func TestBindCLI(t *testing.T) {
 		}
 	}
 
-	d.mustCLI(t, "", "secret", "unbind", s.ID, unitID)
+	if out := d.mustCLI(t, "", "-o", "json", "secret", "unbind", s.ID, unitID).stdout; !strings.Contains(out, `"result": "deleted"`) || !strings.Contains(out, unitID) {
+		t.Errorf("secret unbind -o json printed %q, want the binding and its result", out)
+	}
 	if r := d.cli(t, "", "secret", "unbind", s.ID, unitID); r.code != 1 || !strings.Contains(r.stderr, "(not_found)") {
 		t.Errorf("second unbind: want exit 1 not_found:\n%s", r)
 	}

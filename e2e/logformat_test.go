@@ -16,7 +16,7 @@ func TestLogFormat(t *testing.T) {
 
 	// An unknown format is a usage error.
 	bad := launchDaemon(t, dir, "daemon", "--dev", "--log-format", "xml")
-	if code := bad.waitExit(t); code != 2 || strings.TrimSpace(bad.stderr.String()) != `coffer: unknown --log-format "xml": auto, text, json or journal (see 'coffer --help')` {
+	if code := bad.waitExit(t); code != 2 || strings.TrimSpace(bad.stderr.String()) != `coffer: unknown --log-format "xml": auto, text, json or journal (see 'coffer daemon --help')` {
 		t.Fatalf("--log-format xml: exit %d, stderr %q", code, bad.stderr)
 	}
 

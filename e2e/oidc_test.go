@@ -176,6 +176,16 @@ func TestOIDCRelyingParty(t *testing.T) {
 		if json.Unmarshal(res.body, &in) != nil || !in.Active || !slices.Equal(in.Audience, []string{billing}) {
 			t.Errorf("introspection of a JWT for billing: %s", res.body)
 		}
+		// A service authorizing through coffer: billing, naming itself,
+		// is told yes; pay, or a service that does not say who it is,
+		// no (the token was shown to billing, not to them).
+		for aud, want := range map[string]bool{billing: true, pay: false, "": false} {
+			var dec unixapi.Decision
+			d.mustAPI(t, "POST", "/v1/authorize", map[string]any{"token": tok, "service": "billing", "method": "GET", "path": "/x", "audience": aud}, http.StatusOK, &dec)
+			if dec.Allowed != want || !slices.Equal(dec.Audience, []string{billing}) {
+				t.Errorf("authorize a JWT for billing, asked by audience %q: %+v, want allowed=%v and its aud", aud, dec, want)
+			}
+		}
 		for _, to := range []string{pay, strings.TrimSuffix(issuer, "/"), issuer} {
 			if status, code := oauthError(t, d.exchange(t, tok, url.Values{"audience": {to}})); status != 400 || code != "invalid_grant" {
 				t.Errorf("billing exchanging its token for %s: %d %s, want 400 invalid_grant", to, status, code)

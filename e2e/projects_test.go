@@ -117,7 +117,9 @@ func TestProjects(t *testing.T) {
 		if r := d.cli(t, "", "project", "delete", "cli-proj"); r.code != 1 || !strings.Contains(r.stderr, "(project_not_empty)") {
 			t.Errorf("non-empty: want exit 1 (project_not_empty)\n%s", r)
 		}
-		d.mustCLI(t, "", "project", "delete", "team-a.prod_1")
+		if out := d.mustCLI(t, "", "project", "delete", "team-a.prod_1").stdout; out != "project team-a.prod_1 deleted\n" {
+			t.Errorf("project delete printed %q, want it to say what it deleted", out)
+		}
 		if r := d.cli(t, "", "project", "get", "team-a.prod_1"); r.code != 1 {
 			t.Errorf("get deleted project: want exit 1\n%s", r)
 		}

@@ -8,8 +8,6 @@ import (
 	"sync/atomic"
 
 	"github.com/dgraph-io/badger/v4"
-
-	"github.com/coffer-hsm/coffer/internal/durable"
 )
 
 // Group commit. Every Update is a request to one committer goroutine, which
@@ -272,12 +270,9 @@ func (s *Store) write(btx *badger.Txn, ws *writeSet, n uint64) (err error) {
 	if err := commit(btx); err != nil {
 		return err
 	}
-	if s.dir != "" {
-		// Badger's fsync said yes; make sure ext4 had not aborted its
-		// journal under it (internal/durable).
-		return durable.Confirm(s.dir)
-	}
-	return nil
+	// Badger's fsync said yes; make sure ext4 had not aborted its journal
+	// under it (internal/durable).
+	return s.synced.Confirm()
 }
 
 func applyWrites(btx *badger.Txn, ws *writeSet) error {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/coffer-hsm/coffer/internal/atomicfile"
 	"github.com/coffer-hsm/coffer/internal/diskspace"
+	"github.com/coffer-hsm/coffer/internal/durable"
 )
 
 var (
@@ -78,6 +79,7 @@ const (
 type Store struct {
 	db     *badger.DB
 	dir    string
+	synced *durable.Checker // confirms the commits' fsyncs (committer only)
 	log    *slog.Logger
 	encKey []byte // Badger uses it until Close (to seal new data keys); cleared then
 
@@ -215,6 +217,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	}
 	s := &Store{
 		dir:          opts.Dir,
+		synced:       durable.NewChecker(opts.Dir),
 		log:          logger,
 		witness:      opts.Witness,
 		quota:        opts.ExtraReserve >= 0,
@@ -266,6 +269,9 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 			return nil, fmt.Errorf("kv: open store %s: preallocating its write-ahead log: %w", s.dir, ErrFull)
 		}
 		return nil, fmt.Errorf("kv: open store %s: %w", s.dir, err)
+	}
+	if err := s.synced.Prepare(); err != nil {
+		logger.Warn("kv: the check that each commit's sync held is weaker or not ready (internal/durable)", "dir", s.dir, "err", err)
 	}
 	s.checkSpace()
 	if s.witness != "" {
@@ -451,6 +457,7 @@ func (s *Store) Close() error {
 	// skipping abandoned requests.
 	close(s.stopCommit)
 	<-s.commitDone
+	s.synced.Close()
 	defer clear(s.encKey)
 	if s.isLost {
 		return nil

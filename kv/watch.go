@@ -293,6 +293,9 @@ func (s *Store) reopen() {
 		s.lost(fmt.Errorf("closing the store for a reopen did not finish within %s", reopenTimeout))
 		return
 	}
+	// The committer is idle (no Update holds mu): the sync check opens
+	// its witness again, on whatever filesystem the directory is now.
+	s.synced.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), reopenTimeout)
 	defer cancel()
 	ndb, err := s.openDB(ctx)

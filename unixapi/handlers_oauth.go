@@ -204,11 +204,11 @@ func (s *Server) authorizeCall(w http.ResponseWriter, r *http.Request) error {
 	if req.Explain {
 		call = s.b.ExplainCall
 	}
-	d, err := call(r.Context(), req.Token, req.Service, req.Method, req.Path)
+	d, err := call(r.Context(), daemon.Call{Token: req.Token, Service: req.Service, Method: req.Method, Path: req.Path, Audience: req.Audience})
 	if err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusOK, Decision{Allowed: d.Allowed, Reason: d.Reason, User: d.User, Project: d.Project, Roles: d.Roles,
-		Policies: d.Policies, Matched: d.Matched})
+		Policies: d.Policies, Matched: d.Matched, Audience: d.Audience})
 	return nil
 }

@@ -94,8 +94,8 @@ type IdentityBackend interface {
 	ClientCredentials(ctx context.Context, clientID, clientSecret, scope string, ask ...daemon.Audiences) (daemon.AccessToken, error)
 	TokenExchange(ctx context.Context, req daemon.TokenExchangeRequest) (daemon.AccessToken, error)
 	Introspect(ctx context.Context, token string) (daemon.Introspection, error)
-	AuthorizeCall(ctx context.Context, token, service, method, path string) (daemon.Decision, error)
-	ExplainCall(ctx context.Context, token, service, method, path string) (daemon.Decision, error)
+	AuthorizeCall(ctx context.Context, call daemon.Call) (daemon.Decision, error)
+	ExplainCall(ctx context.Context, call daemon.Call) (daemon.Decision, error)
 	JWKS() daemon.JWKSet
 	ServerMetadata() daemon.ServerMetadata
 	OpenIDConfiguration() daemon.ServerMetadata

@@ -212,6 +212,9 @@ type AuthorizeRequest struct {
 	Service string `json:"service"`
 	Method  string `json:"method"`
 	Path    string `json:"path"`
+	// Audience is the asking service's own audience: a JWT minted for
+	// other audiences only is authorized where one of them asks.
+	Audience string `json:"audience,omitempty"`
 	// Explain asks which policy rules held (Decision.Matched).
 	Explain bool `json:"explain,omitempty"`
 }
@@ -227,6 +230,8 @@ type Decision struct {
 	// the rules whose condition held ("policy#rule").
 	Policies []string `json:"policies,omitempty"`
 	Matched  []string `json:"matched,omitempty"`
+	// Audience is the token's aud when it is a JWT.
+	Audience []string `json:"audience,omitempty"`
 }
 
 // RoleNames is a list of role names. It is written as strings; it is read

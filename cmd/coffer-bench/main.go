@@ -550,6 +550,7 @@ func benchMain(ctx context.Context, o options, stdout, stderr io.Writer) (code i
 		if o.only != nil && !o.only[s.name] {
 			continue
 		}
+		warm = warm || s.warmTokens
 		if s.workers != nil {
 			f, err := s.workers(ctx, e)
 			if err != nil {
@@ -563,7 +564,6 @@ func benchMain(ctx context.Context, o options, stdout, stderr io.Writer) (code i
 			return 1, fmt.Errorf("prepare %s: %w", s.name, err)
 		}
 		runnable = append(runnable, ready{s: s, gen: gen})
-		warm = warm || s.warmTokens
 	}
 	if warm {
 		t := time.Now()

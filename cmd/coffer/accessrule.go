@@ -81,7 +81,10 @@ coffer's own API. Use the id with 'coffer cred create --access-rule-id'.`,
 		Usage:     "delete a saved rule that no credential uses",
 		ArgsUsage: "ID",
 		Action: withArg("ID", func(c *cli.Context, cl *unixapi.Client, id string) error {
-			return cl.DeleteAccessRule(c.Context, id)
+			if err := cl.DeleteAccessRule(c.Context, id); err != nil {
+				return err
+			}
+			return done(c, "access rule", id, "deleted")
 		}),
 	},
 )

@@ -108,7 +108,10 @@ var sessionCommand = group("session", "list and end sessions",
 		Usage:     "end a session: its token stops working at once",
 		ArgsUsage: "ID",
 		Action: withArg("ID", func(c *cli.Context, cl *unixapi.Client, id string) error {
-			return cl.RevokeSession(c.Context, id)
+			if err := cl.RevokeSession(c.Context, id); err != nil {
+				return err
+			}
+			return done(c, "session", id, "revoked")
 		}),
 	},
 )
@@ -297,6 +300,7 @@ denial exits 1 (and an error talking to the daemon still exits 1 or 3).`,
 		&cli.StringFlag{Name: "service", Usage: "the `SERVICE` being called"},
 		&cli.StringFlag{Name: "method", Usage: "the HTTP `METHOD` of the call (for --service kubernetes: the Kubernetes verb, get, list...)"},
 		&cli.StringFlag{Name: "path", Usage: "the `PATH` of the call"},
+		&cli.StringFlag{Name: "audience", Usage: "the service's own `AUDIENCE`: a JWT minted for other audiences only is allowed where one of them asks"},
 		&cli.BoolFlag{Name: "exit-code", Usage: "exit 1 when the call is denied"},
 		&cli.BoolFlag{Name: "explain", Usage: "also say which policy rules held"},
 	),
@@ -329,7 +333,7 @@ denial exits 1 (and an error talking to the daemon still exits 1 or 3).`,
 		}
 		d, err := cl.Authorize(c.Context, unixapi.AuthorizeRequest{
 			Token: tok, Service: c.String("service"), Method: method, Path: c.String("path"),
-			Explain: c.Bool("explain"),
+			Audience: c.String("audience"), Explain: c.Bool("explain"),
 		})
 		if err != nil {
 			return err
@@ -340,6 +344,7 @@ denial exits 1 (and an error talking to the daemon still exits 1 or 3).`,
 				{"reason", d.Reason},
 				{"user", d.User},
 				{"project", d.Project},
+				{"audience", strings.Join(d.Audience, ", ")},
 				{"roles", strings.Join(d.Roles, ", ")},
 				{"policies", strings.Join(d.Policies, ", ")},
 				{"matched rules", strings.Join(d.Matched, ", ")},

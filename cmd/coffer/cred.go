@@ -221,7 +221,10 @@ grace. An expired credential is not rotated: create a new one.`,
 			if err != nil {
 				return err
 			}
-			return cl.DeleteCredential(c.Context, id)
+			if err := cl.DeleteCredential(c.Context, id); err != nil {
+				return err
+			}
+			return done(c, "credential", id, "deleted")
 		},
 	},
 )

@@ -53,7 +53,7 @@ comes from --hsm-pin-file, by default $CREDENTIALS_DIRECTORY/hsm-pin.
 		&cli.StringFlag{Name: "socket-group", Usage: "`GROUP` (name or gid) that owns the socket: its members may connect (default: the admin group)", EnvVars: []string{"COFFER_SOCKET_GROUP"}},
 		&cli.StringFlag{Name: "socket-mode", Usage: "permission bits of the socket, in octal `MODE`", Value: "0660", EnvVars: []string{"COFFER_SOCKET_MODE"}},
 		&cli.StringFlag{Name: "issuer", Usage: "OAuth2/OIDC issuer `URL`: the iss of every JWT, and the base of the discovery document's URLs (where relying parties fetch it; config file: issuer)", Value: daemon.DefaultIssuer, EnvVars: []string{"COFFER_ISSUER"}},
-		&cli.DurationFlag{Name: "expiry-warning", Usage: "warn daily about credentials and secrets expiring within `DURATION` (0: off)", Value: daemon.DefaultExpiryWarning, EnvVars: []string{"COFFER_EXPIRY_WARNING"}},
+		durationFlag(cli.StringFlag{Name: "expiry-warning", Usage: "warn daily about credentials and secrets expiring within `DURATION` (0: off)", EnvVars: []string{"COFFER_EXPIRY_WARNING"}}, daemon.DefaultExpiryWarning),
 		&cli.UintFlag{Name: "vsock-port", Usage: "serve VM guests on AF_VSOCK `PORT` and, for the [[vm]]s of the config file, on hybrid-vsock sockets <uds_path>_PORT (0: off)", EnvVars: []string{"COFFER_VSOCK_PORT"}},
 		&cli.BoolFlag{Name: "allow-reserved-cids", Usage: "let users bind vsock CIDs 0-2 (tests over the loopback transport only)", Hidden: true, EnvVars: []string{"COFFER_ALLOW_RESERVED_CIDS"}},
 		&cli.StringFlag{Name: "creds-socket", Usage: "`PATH` of the LoadCredential= socket (dev: ./.coffer/creds.sock)", Value: "/run/coffer/creds.sock", EnvVars: []string{"COFFER_CREDS_SOCKET"}},
@@ -61,10 +61,10 @@ comes from --hsm-pin-file, by default $CREDENTIALS_DIRECTORY/hsm-pin.
 		&cli.IntFlag{Name: "max-connections", Usage: "serve at most `N` connections at once on each socket (API, vsock, each VM's, LoadCredential=); on the API socket up to 16 of them are kept for system admins (0: no limit)", Value: unixapi.DefaultMaxConns, EnvVars: []string{"COFFER_MAX_CONNECTIONS"}},
 		&cli.IntFlag{Name: "max-connections-per-peer", Usage: "let one caller (a uid on the API socket, a CID on vsock, a VM) hold at most `N` of a socket's connections; more are refused with 429 (system admins are exempt; 0: the default)", Value: unixapi.DefaultMaxConnsPerPeer, EnvVars: []string{"COFFER_MAX_CONNECTIONS_PER_PEER"}},
 		&cli.IntFlag{Name: "auth-fail-burst", Usage: "failed authentications (bad tokens) a caller may make in a row before getting 429 rate_limited (0: no limit)", Value: daemon.DefaultAuthFailBurst, EnvVars: []string{"COFFER_AUTH_FAIL_BURST"}},
-		&cli.DurationFlag{Name: "auth-fail-refill", Usage: "forgive one failed authentication of a caller every `DURATION`", Value: daemon.DefaultAuthFailRefill, EnvVars: []string{"COFFER_AUTH_FAIL_REFILL"}},
-		&cli.DurationFlag{Name: "read-header-timeout", Usage: "time a client has to send a request's line and headers", Value: unixapi.DefaultReadHeaderTimeout, Hidden: true, EnvVars: []string{"COFFER_READ_HEADER_TIMEOUT"}},
-		&cli.DurationFlag{Name: "unit-action-timeout", Usage: "how long a secret rotation waits for each bound unit's on-rotate job (restart, reload) to finish", Value: daemon.DefaultUnitActionTimeout, EnvVars: []string{"COFFER_UNIT_ACTION_TIMEOUT"}},
-		&cli.DurationFlag{Name: "read-timeout", Usage: "time a client has to send a whole request", Value: unixapi.DefaultReadTimeout, Hidden: true, EnvVars: []string{"COFFER_READ_TIMEOUT"}},
+		durationFlag(cli.StringFlag{Name: "auth-fail-refill", Usage: "forgive one failed authentication of a caller every `DURATION`", EnvVars: []string{"COFFER_AUTH_FAIL_REFILL"}}, daemon.DefaultAuthFailRefill),
+		durationFlag(cli.StringFlag{Name: "read-header-timeout", Usage: "time a client has to send a request's line and headers", Hidden: true, EnvVars: []string{"COFFER_READ_HEADER_TIMEOUT"}}, unixapi.DefaultReadHeaderTimeout),
+		durationFlag(cli.StringFlag{Name: "unit-action-timeout", Usage: "how long a secret rotation waits for each bound unit's on-rotate job (restart, reload) to finish", EnvVars: []string{"COFFER_UNIT_ACTION_TIMEOUT"}}, daemon.DefaultUnitActionTimeout),
+		durationFlag(cli.StringFlag{Name: "read-timeout", Usage: "time a client has to send a whole request", Hidden: true, EnvVars: []string{"COFFER_READ_TIMEOUT"}}, unixapi.DefaultReadTimeout),
 		&cli.StringFlag{Name: "audit-max-size", Usage: "keep the audit log's files within `SIZE` (e.g. 1GiB): rotated files are compressed, the oldest deleted with a signed record of what went; 0 keeps everything", Value: "1GiB", EnvVars: []string{"COFFER_AUDIT_MAX_SIZE"}},
 		&cli.BoolFlag{Name: "audit-journal", Usage: "also write every audit log line to the daemon's log (the journal): a copy outside the state directory", Value: true, EnvVars: []string{"COFFER_AUDIT_JOURNAL"}},
 		&cli.StringFlag{Name: "log-level", Usage: "debug, info, warn or error", Value: "info", EnvVars: []string{"COFFER_LOG_LEVEL"}},
@@ -172,7 +172,11 @@ func runDaemon(c *cli.Context) error {
 	case perPeer == 0:
 		perPeer = unixapi.DefaultMaxConnsPerPeer
 	}
-	switch burst, refill := c.Int("auth-fail-burst"), c.Duration("auth-fail-refill"); {
+	refill, err := flagDuration(c, "auth-fail-refill")
+	if err != nil {
+		return err
+	}
+	switch burst := c.Int("auth-fail-burst"); {
 	case burst < 0:
 		return usagef("--auth-fail-burst must be 0 (no limit) or more, not %d", burst)
 	case refill <= 0:
@@ -190,10 +194,16 @@ func runDaemon(c *cli.Context) error {
 	default:
 		cfg.BearerCacheSize = n
 	}
-	if c.Duration("read-header-timeout") <= 0 || c.Duration("read-timeout") <= 0 {
-		return usagef("--read-header-timeout and --read-timeout must be positive durations")
+	for _, name := range []string{"read-header-timeout", "read-timeout", "unit-action-timeout"} {
+		if d, err := flagDuration(c, name); err != nil {
+			return err
+		} else if d <= 0 {
+			return usagef("--%s must be a positive duration", name)
+		}
 	}
-	cfg.ExpiryWarning = c.Duration("expiry-warning")
+	if cfg.ExpiryWarning, err = flagDuration(c, "expiry-warning"); err != nil {
+		return err
+	}
 	if cfg.ExpiryWarning == 0 {
 		cfg.ExpiryWarning = -1 // off
 	}
@@ -247,7 +257,8 @@ func runDaemon(c *cli.Context) error {
 	// system bus, connected on first use).
 	units := unitctl.New()
 	defer units.Close()
-	svc.SetUnitController(units, c.Duration("unit-action-timeout"))
+	unitTimeout, _ := flagDuration(c, "unit-action-timeout") // checked at start
+	svc.SetUnitController(units, unitTimeout)
 	k8sHooks, err := startK8sWebhooks(c, svc, stateDir, log)
 	if err != nil {
 		return err
@@ -283,7 +294,9 @@ func runDaemon(c *cli.Context) error {
 	}
 	srv := unixapi.NewServer(svc, log)
 	srv.SetMaxConnsPerPeer(perPeer)
-	srv.SetTimeouts(unixapi.Timeouts{ReadHeader: c.Duration("read-header-timeout"), Read: c.Duration("read-timeout")})
+	readHeader, _ := flagDuration(c, "read-header-timeout") // checked at start
+	read, _ := flagDuration(c, "read-timeout")
+	srv.SetTimeouts(unixapi.Timeouts{ReadHeader: readHeader, Read: read})
 	srv.SetAuditor(auditLog)
 	srv.SetMetrics(reg)
 	// Background work ends before the service closes (deferred above), so

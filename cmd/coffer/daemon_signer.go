@@ -18,10 +18,9 @@ var (
 	k8sSignerSocketFlag = &cli.StringFlag{Name: "k8s-signer-socket",
 		Usage:   "serve kube-apiserver's external service-account token signer (--service-account-signing-endpoint) on the Unix socket `PATH`, mode 0600 (empty: off; dev: ./.coffer/k8s-signer.sock)",
 		EnvVars: []string{"COFFER_K8S_SIGNER_SOCKET"}}
-	k8sSignerMaxExpFlag = &cli.DurationFlag{Name: "k8s-signer-max-token-expiration",
-		Usage:   "the longest ServiceAccount token the Kubernetes signer signs (whole seconds, 10m to 8760h); kube-apiserver's --service-account-max-token-expiration must not exceed it",
-		Value:   daemon.DefaultK8sMaxTokenExpiration,
-		EnvVars: []string{"COFFER_K8S_SIGNER_MAX_TOKEN_EXPIRATION"}}
+	k8sSignerMaxExpFlag = durationFlag(cli.StringFlag{Name: "k8s-signer-max-token-expiration",
+		Usage:   "the longest ServiceAccount token the Kubernetes signer signs (whole seconds, 10m to 365d); kube-apiserver's --service-account-max-token-expiration must not exceed it",
+		EnvVars: []string{"COFFER_K8S_SIGNER_MAX_TOKEN_EXPIRATION"}}, daemon.DefaultK8sMaxTokenExpiration)
 	k8sSignerAllowUIDFlag = &cli.UintSliceFlag{Name: "k8s-signer-allow-uid", Aliases: []string{"k8s-signer-allow-uids"},
 		Usage:   "let `UID` (a rootless kube-apiserver's) use the signer socket besides root and the daemon's user; repeat for more (the socket is then mode 0666, every connection's uid checked)",
 		EnvVars: []string{"COFFER_K8S_SIGNER_ALLOW_UIDS"}}
@@ -49,7 +48,10 @@ func startK8sSigner(c *cli.Context, svc *daemon.Service, stateDir string, log *s
 	if path, err = filepath.Abs(path); err != nil {
 		return nil, fmt.Errorf("the Kubernetes signer socket path: %w", err)
 	}
-	maxExp := c.Duration(k8sSignerMaxExpFlag.Name)
+	maxExp, err := flagDuration(c, k8sSignerMaxExpFlag.Name)
+	if err != nil {
+		return nil, err
+	}
 	if err := svc.StartK8sSigner(c.Context, daemon.K8sSignerConfig{MaxTokenExpiration: maxExp}); err != nil {
 		return nil, fmt.Errorf("start the Kubernetes signer: %w", err)
 	}

@@ -21,8 +21,8 @@ var deliverCommand = &cli.Command{
 	Name:      "deliver",
 	Usage:     "fetch a payload bound to you (by uid, vsock CID, VM or token) under NAME",
 	ArgsUsage: "NAME",
-	Description: `Writes the raw payload to standard output, or to FILE with -o (created 0600,
-replaced atomically). Anything not bound to you is "not found", whether or
+	Description: `Writes the raw payload to standard output, or to FILE with --out (created
+0600, replaced atomically). Anything not bound to you is "not found", whether or
 not it exists.
 
 With --watch it keeps going: each new version (a rotation) replaces FILE
@@ -33,21 +33,29 @@ rotation reaches it at once; it reconnects with backoff (1s doubling to 30s)
 when the daemon is unreachable or busy, and exits 1 when the name is no
 longer bound to it (not found), 0 on SIGINT or SIGTERM.`,
 	Flags: []cli.Flag{
-		&cli.StringFlag{Name: "output-file", Aliases: []string{"o", "out"}, Usage: "write the payload to `FILE` (mode 0600)"},
+		&cli.StringFlag{Name: "out", Usage: "write the payload to `FILE` (mode 0600)"},
+		// -o is the output format everywhere; deliver's -o FILE (and
+		// --output-file) of old get a pointer to --out, not a surprise.
+		&cli.StringFlag{Name: "o", Aliases: []string{"output-file"}, Hidden: true},
 		&cli.StringFlag{Name: "key", Usage: "fetch the secret's key_values entry `KEY` instead of its payload"},
 		&cli.StringFlag{Name: "project", Usage: "the `PROJECT` whose binding to use, when NAME is bound to you in several"},
 		&cli.BoolFlag{Name: "watch", Usage: "keep FILE current: wait for new versions and write each (needs --out or --exec)"},
 		&cli.StringFlag{Name: "exec", Usage: "with --watch: run `CMD` (sh -c) after each new version"},
-		&cli.DurationFlag{Name: "wait", Usage: "with --watch: how long each request waits for a new version (at most 5m)", Value: 5 * time.Minute},
+		durationFlag(cli.StringFlag{Name: "wait", Usage: "with --watch: how long each request waits for a new version (at most 5m)"}, 5*time.Minute),
 	},
 	Action: withArg("NAME", func(c *cli.Context, cl *unixapi.Client, name string) error {
-		path := c.String("output-file")
+		if c.IsSet("o") {
+			return usagef("deliver writes a file with --out FILE (-o is the output format of other commands)")
+		}
+		path := c.String("out")
 		if c.Bool("watch") {
 			if (path == "" || path == "-") && c.String("exec") == "" {
 				return usagef("--watch needs --out FILE or --exec CMD")
 			}
-			if w := c.Duration("wait"); w <= 0 || w > 5*time.Minute {
-				return usagef("--wait must be from 1s to 5m, not %s", w)
+			if w, err := flagDuration(c, "wait"); err != nil {
+				return err
+			} else if w < time.Second || w > 5*time.Minute {
+				return usagef("--wait must be from 1s to 5m, not %s", formatDuration(w))
 			}
 			return watchDelivery(c, cl, name)
 		}
@@ -77,13 +85,14 @@ const (
 // each asking for a version newer than the last one written.
 func watchDelivery(c *cli.Context, cl *unixapi.Client, name string) error {
 	ctx := c.Context
-	path, cmd := c.String("output-file"), c.String("exec")
+	path, cmd := c.String("out"), c.String("exec")
+	wait, _ := flagDuration(c, "wait") // checked by the action
 	if path == "-" {
 		path = ""
 	}
 	after, backoff := 0, watchBackoffMin
 	for {
-		w, err := cl.WatchDelivery(ctx, name, c.String("key"), c.String("project"), after, c.Duration("wait"))
+		w, err := cl.WatchDelivery(ctx, name, c.String("key"), c.String("project"), after, wait)
 		if ctx.Err() != nil {
 			return nil // SIGINT, SIGTERM
 		}

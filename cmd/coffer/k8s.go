@@ -90,14 +90,18 @@ The identity provider comes last, so objects written before encryption was
 turned on stay readable until they are rewritten.`,
 	Flags: []cli.Flag{
 		&cli.StringFlag{Name: "kms-socket", Usage: "`PATH` of the daemon's KMS socket (its --kms-socket)", Value: defaultKMSSocket, EnvVars: []string{"COFFER_KMS_SOCKET"}},
-		&cli.DurationFlag{Name: "timeout", Usage: "how long kube-apiserver waits for one KMS call", Value: 3 * time.Second},
+		durationFlag(cli.StringFlag{Name: "timeout", Usage: "how long kube-apiserver waits for one KMS call"}, 3*time.Second),
 		&cli.StringSliceFlag{Name: "resource", Usage: "`RESOURCE` to encrypt (repeat for more)", Value: cli.NewStringSlice("secrets")},
 	},
 	Action: func(c *cli.Context) error {
 		if c.Args().Present() {
 			return usagef("k8s encryption-config takes no arguments")
 		}
-		b, err := encryptionConfig(c.String("kms-socket"), c.Duration("timeout"), c.StringSlice("resource"))
+		timeout, err := flagDuration(c, "timeout")
+		if err != nil {
+			return err
+		}
+		b, err := encryptionConfig(c.String("kms-socket"), timeout, c.StringSlice("resource"))
 		if err != nil {
 			return err
 		}

@@ -49,7 +49,9 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 }
 
 // usageError is a mistake in how coffer was called.
-type usageError struct{ msg string }
+// usageError is a mistake in how coffer was called. cmd is the command
+// whose help says how (set as the error leaves it; "coffer" for the app).
+type usageError struct{ msg, cmd string }
 
 func (e *usageError) Error() string { return e.msg }
 
@@ -80,7 +82,11 @@ func exitCode(stderr io.Writer, err error) int {
 	case errors.As(err, &status):
 		return status.code
 	case errors.As(err, &ue):
-		fmt.Fprintf(stderr, "coffer: %s (see 'coffer --help')\n", ue.msg)
+		cmd := ue.cmd
+		if cmd == "" {
+			cmd = "coffer"
+		}
+		fmt.Fprintf(stderr, "coffer: %s (see '%s --help')\n", ue.msg, cmd)
 		return exitUsage
 	case errors.As(err, &unreachable):
 		fmt.Fprintf(stderr, "coffer: %s\n", unreachable)
@@ -179,7 +185,9 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 			manCommand,
 		}),
 	}
-	onUsage := func(c *cli.Context, err error, _ bool) error { return &usageError{msg: err.Error()} }
+	onUsage := func(c *cli.Context, err error, _ bool) error {
+		return &usageError{msg: err.Error(), cmd: helpName(c)}
+	}
 	notFound := func(c *cli.Context, name string) {
 		fmt.Fprintf(stderr, "coffer: unknown command %q (see 'coffer --help')\n", name)
 		cli.OsExiter(exitUsage)
@@ -190,12 +198,33 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 	walk = func(cmds []*cli.Command) {
 		for _, c := range cmds {
 			c.OnUsageError = onUsage
+			if act := c.Action; act != nil {
+				// A usage error of the action points to this command's
+				// help, not the app's.
+				c.Action = func(ctx *cli.Context) error {
+					err := act(ctx)
+					var ue *usageError
+					if errors.As(err, &ue) && ue.cmd == "" {
+						ue.cmd = helpName(ctx)
+					}
+					return err
+				}
+			}
 			walk(c.Subcommands)
 		}
 	}
 	walk(app.Commands)
 	installCompletion(app)
 	return app
+}
+
+// helpName is the command line that shows c's command's help: "coffer
+// secret create" (the app's name when c runs no command).
+func helpName(c *cli.Context) string {
+	if c == nil || c.Command == nil || c.Command.HelpName == "" {
+		return "coffer"
+	}
+	return c.Command.HelpName
 }
 
 const defaultSocket = "/run/coffer/coffer.sock"

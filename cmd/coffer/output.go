@@ -39,6 +39,22 @@ type field struct {
 
 // render writes v in the chosen output format: json and yaml write the wire
 // value; table writes the rows (one record) or the list table.
+// doneResult is what a command that deletes, removes or revokes prints:
+// what it did, to what (as the caller named it).
+type doneResult struct {
+	Kind   string `json:"kind"`
+	Ref    string `json:"ref"`
+	Result string `json:"result"`
+}
+
+// done says that kind ref is now result ("secret 01a2… deleted"); in
+// JSON or YAML, as an object.
+func done(c *cli.Context, kind, ref, result string) error {
+	return render(c, doneResult{Kind: kind, Ref: ref, Result: result}, func(w io.Writer) {
+		fmt.Fprintf(w, "%s %s %s\n", kind, ref, result)
+	})
+}
+
 func render(c *cli.Context, v any, table func(w io.Writer)) error {
 	w := c.App.Writer
 	switch c.String("output") {

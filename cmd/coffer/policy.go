@@ -102,7 +102,10 @@ the global ones.`,
 		ArgsUsage: "NAME",
 		Flags:     []cli.Flag{policyProjectFlag},
 		Action: withArg("NAME", func(c *cli.Context, cl *unixapi.Client, name string) error {
-			return cl.DeletePolicy(c.Context, c.String("project"), name)
+			if err := cl.DeletePolicy(c.Context, c.String("project"), name); err != nil {
+				return err
+			}
+			return done(c, "policy", name, "deleted")
 		}),
 	},
 	&cli.Command{

@@ -225,7 +225,7 @@ Explicit flags and environment variables win over a profile.`,
 			if err != nil {
 				return err
 			}
-			return editConfig(func(path string, cfg *config) error {
+			err = editConfig(func(path string, cfg *config) error {
 				if _, ok := cfg.Profiles[name]; !ok {
 					return usagef("no profile %q in %s", name, path)
 				}
@@ -235,6 +235,10 @@ Explicit flags and environment variables win over a profile.`,
 				}
 				return nil
 			})
+			if err != nil {
+				return err
+			}
+			return done(c, "profile", name, "removed")
 		},
 	},
 )

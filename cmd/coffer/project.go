@@ -93,7 +93,10 @@ them all. The project's admins may.`,
 		Usage:     "delete an empty project",
 		ArgsUsage: "NAME|ID",
 		Action: withArg("NAME|ID", func(c *cli.Context, cl *unixapi.Client, ref string) error {
-			return cl.DeleteProject(c.Context, ref)
+			if err := cl.DeleteProject(c.Context, ref); err != nil {
+				return err
+			}
+			return done(c, "project", ref, "deleted")
 		}),
 	},
 )

@@ -46,7 +46,10 @@ var roleCommand = group("role", "give users roles on projects: reader < member <
 			if err != nil {
 				return err
 			}
-			return cl.RemoveRole(c.Context, project, user, role)
+			if err := cl.RemoveRole(c.Context, project, user, role); err != nil {
+				return err
+			}
+			return done(c, "role", role+" of "+user+" in "+project, "removed")
 		},
 	},
 	&cli.Command{

@@ -209,7 +209,10 @@ var secretCommand = group("secret", "broker secrets sealed by the HSM",
 		Usage:     "delete a secret and its ciphertext",
 		ArgsUsage: "ID",
 		Action: withArg("ID", func(c *cli.Context, cl *unixapi.Client, id string) error {
-			return cl.DeleteSecret(c.Context, id)
+			if err := cl.DeleteSecret(c.Context, id); err != nil {
+				return err
+			}
+			return done(c, "secret", id, "deleted")
 		}),
 	},
 	bindCommand,
@@ -410,6 +413,9 @@ var unbindCommand = &cli.Command{
 		if err != nil {
 			return err
 		}
-		return cl.DeleteBinding(c.Context, c.Args().Get(0), c.Args().Get(1))
+		if err := cl.DeleteBinding(c.Context, c.Args().Get(0), c.Args().Get(1)); err != nil {
+			return err
+		}
+		return done(c, "binding", c.Args().Get(1), "deleted")
 	},
 }

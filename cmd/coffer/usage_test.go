@@ -102,6 +102,20 @@ func TestUsageErrors(t *testing.T) {
 			}
 		})
 	}
+	// The line points to the help of the command that was run.
+	for args, help := range map[string]string{
+		"cred create --type oauth2 --bogus": "coffer cred create",
+		"cred get":                          "coffer cred get",
+		"user create a --kind robot":        "coffer user create",
+		"--profile nope status":             "coffer status",
+		"--bogus status":                    "coffer",
+	} {
+		var stdout, stderr bytes.Buffer
+		run(context.Background(), append([]string{"coffer", "--socket", sock}, strings.Fields(args)...), strings.NewReader(""), &stdout, &stderr)
+		if want := "(see '" + help + " --help')\n"; !strings.HasSuffix(stderr.String(), want) {
+			t.Errorf("coffer %s: stderr %q, want it to end %q", args, stderr.String(), want)
+		}
+	}
 }
 
 // TestTokenNotPrinted checks that a token given to the CLI does not show in

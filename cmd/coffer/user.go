@@ -187,7 +187,10 @@ and sessions unusable until it is enabled again.`,
 		Usage:     "delete a user with its credentials and sessions",
 		ArgsUsage: "NAME|ID",
 		Action: withArg("NAME|ID", func(c *cli.Context, cl *unixapi.Client, ref string) error {
-			return cl.DeleteUser(c.Context, ref)
+			if err := cl.DeleteUser(c.Context, ref); err != nil {
+				return err
+			}
+			return done(c, "user", ref, "deleted")
 		}),
 	},
 )
