@@ -3,7 +3,8 @@ SHELL := /bin/bash
 GO ?= go
 BIN := bin/coffer
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS := -s -w -X main.version=$(VERSION)
+# -z now: all symbols bound at start, so the GOT is read-only (full RELRO).
+LDFLAGS := -s -w -X main.version=$(VERSION) -extldflags=-Wl,-z,now
 # Build tags of a shipped binary; internal/buildtags.Release says the same
 # for the bench and the e2e tests.
 TAGS := urfave_cli_no_docs
@@ -19,8 +20,11 @@ Q := $(if $(V),,@)
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-11s %s\n", $$1, $$2}'
 
+# A position-independent executable (PIE), as Debian's hardening asks of
+# every binary (lintian: hardening-no-pie); -trimpath keeps the build
+# machine's paths out of it.
 build: ## build bin/coffer
-	$(Q)$(GO) build -trimpath -tags '$(TAGS)' -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/coffer
+	$(Q)$(GO) build -trimpath -buildmode=pie -tags '$(TAGS)' -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/coffer
 
 run: deps build ## build and start the daemon on its embedded default (./.coffer/)
 	$(Q)./$(BIN) daemon --dev
@@ -36,8 +40,12 @@ TPM_PKGS := swtpm:/usr/bin/swtpm tpm2-tools:/usr/bin/tpm2_getcap tpm2-abrmd:/usr
 # Prometheus and promtool, for the metrics tests (a real scrape).
 PROM_PKGS := prometheus:/usr/bin/prometheus prometheus:/usr/bin/promtool
 
-test-deps: ## install what the tests need too (user-mode-linux for the AF_VSOCK test; a software TPM; Prometheus)
-	$(Q)$(MAKE) -s install-pkgs PKGS="softhsm2:$(SOFTHSM_MODULE) user-mode-linux:/usr/bin/linux.uml $(TPM_PKGS) $(PROM_PKGS)"
+# The shells whose completion scripts the tests run, and groff for the man
+# pages' rendering.
+SHELL_PKGS := bash:/bin/bash zsh:/usr/bin/zsh fish:/usr/bin/fish groff-base:/usr/bin/groff
+
+test-deps: ## install what the tests need too (user-mode-linux for the AF_VSOCK test; a software TPM; Prometheus; zsh and fish)
+	$(Q)$(MAKE) -s install-pkgs PKGS="softhsm2:$(SOFTHSM_MODULE) user-mode-linux:/usr/bin/linux.uml $(TPM_PKGS) $(PROM_PKGS) $(SHELL_PKGS)"
 
 # install-pkgs installs each PACKAGE:FILE of PKGS whose FILE is missing
 # (apt-get, as root); otherwise it says what to run.
@@ -110,18 +118,37 @@ NFPM := github.com/goreleaser/nfpm/v2/cmd/nfpm@v2.45.2
 # The package version: a tag without its "v", else 0.0.0~git.<commit>
 # (sorts before any release); "-" becomes "." (it splits deb revisions).
 PKG_VERSION ?= $(shell echo '$(VERSION)' | sed -E 's/^v([0-9]+\.[0-9])/\1/; /^[0-9]+\.[0-9]/!s/^/0.0.0~git./; s/-/./g')
+# The packaging revision: the .deb is <version>-<release> (a non-native
+# Debian package, with changelog.Debian.gz) and the .rpm has Release: the same.
+PKG_RELEASE ?= 1
+# The changelog entry of this build, dated by its commit (reproducible).
+PKG_DATE := $(shell git log -1 --format=%cI 2>/dev/null || date -u +%FT%TZ)
+PKG_COMMIT := $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 
-package: build ## build dist/coffer_<version>_<arch>.deb and .rpm with nfpm (binary, units, config, man page, completions)
-	$(Q)set -o pipefail; rm -rf dist/gen && mkdir -p dist/gen && \
-		./$(BIN) man | gzip -9n >dist/gen/coffer.8.gz && \
+package: build ## build dist/coffer_<version>-<release>_<arch>.deb and .rpm with nfpm (binary, units, config, man pages, completions, changelog)
+	$(Q)set -o pipefail; rm -rf dist/gen && mkdir -p dist/gen/scripts/deb dist/gen/scripts/rpm && \
+		./$(BIN) man --dir dist/gen/man && gzip -9n dist/gen/man/*/* && \
 		for sh in bash zsh fish; do ./$(BIN) completion $$sh >dist/gen/coffer.$$sh || exit 1; done
+	$(Q)for f in packaging/scripts/deb/*.sh packaging/scripts/rpm/*.sh; do \
+		sed -e '/^#include accounts.sh$$/{r packaging/scripts/accounts.sh' -e 'd;}' "$$f" >"dist/gen/$${f#packaging/}" || exit 1; \
+	done
+	$(Q)printf '%s\n' '- semver: $(PKG_VERSION)-$(PKG_RELEASE)' '  date: $(PKG_DATE)' \
+		'  packager: coffer maintainers <coffer@coffer-hsm.invalid>' \
+		'  deb: {urgency: medium, distributions: [unstable]}' \
+		'  changes:' '    - commit: $(PKG_COMMIT)' \
+		'      note: "Build of commit $(shell echo $(PKG_COMMIT) | cut -c1-12); see the repository history."' \
+		>dist/gen/changelog.yml
 	$(Q)for p in deb rpm; do \
-		PKG_VERSION='$(PKG_VERSION)' GOARCH=$$($(GO) env GOARCH) \
+		PKG_VERSION='$(PKG_VERSION)' PKG_RELEASE='$(PKG_RELEASE)' GOARCH=$$($(GO) env GOARCH) \
 			$(GO) run $(NFPM) package -f packaging/nfpm.yaml -p $$p -t dist/ || exit 1; \
 	done
 
-package-test: package ## install the .deb into a scratch root (dpkg --root) and check files, users, coffer --version, config, upgrade and removal
-	$(Q)VERSION='$(VERSION)' PKG_VERSION='$(PKG_VERSION)' packaging/package-test.sh
+# lintian and rpmlint from Debian's packages (rpm for rpm2cpio and rpm -qp).
+PKG_TEST_PKGS := lintian:/usr/bin/lintian rpmlint:/usr/bin/rpmlint rpm:/usr/bin/rpm2cpio
+
+package-test: package ## lintian and rpmlint (fail on any error or warning); install the .deb into a scratch root (dpkg --root) and check files, users, coffer --version, config, upgrade and removal
+	$(Q)$(MAKE) -s install-pkgs PKGS="$(PKG_TEST_PKGS)"
+	$(Q)VERSION='$(VERSION)' PKG_VERSION='$(PKG_VERSION)' PKG_RELEASE='$(PKG_RELEASE)' packaging/package-test.sh
 
 systemd-check: ## check the unit files: systemd-analyze security exposure <= 0.5 and verify without warnings
 	$(Q)systemd/check-units.sh
@@ -130,7 +157,7 @@ systemd-check: ## check the unit files: systemd-analyze security exposure <= 0.5
 .PHONY: systemd-test
 
 systemd-test: package ## as root: boot systemd 252 (bookworm, cached) in systemd-nspawn, install the .deb, check socket activation, READY/STATUS, LoadCredential=, reload, stop
-	$(Q)PKG_VERSION='$(PKG_VERSION)' timeout -k 30 900 systemd/test/systemd-test.sh
+	$(Q)PKG_VERSION='$(PKG_VERSION)' PKG_RELEASE='$(PKG_RELEASE)' timeout -k 30 900 systemd/test/systemd-test.sh
 
 # --- beside a real Kubernetes control plane (scripts/k8s-tools.sh, internal/k8stest) ---
 .PHONY: k8s-test

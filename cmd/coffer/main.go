@@ -39,6 +39,7 @@ func main() {
 // run runs the CLI and returns its exit code.
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	app := newApp(stdin, stdout, stderr)
+	app.Metadata = map[string]any{argsKey: args} // for completion (completion.go)
 	if len(args) == 0 || args[len(args)-1] != completionFlag {
 		// Shell completion needs its flag last, where the shell put it.
 		args = interspersed(app, args)
@@ -214,6 +215,7 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 		}
 	}
 	walk(app.Commands)
+	installCompletion(app)
 	return app
 }
 

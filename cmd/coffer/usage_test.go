@@ -144,9 +144,8 @@ func TestTokenNotPrinted(t *testing.T) {
 	}
 }
 
-// TestCompletionAndMan checks the scripts and the man page. The answers to
-// --generate-bash-completion are tried with the real binary only: urfave/cli
-// reads os.Args for them.
+// TestCompletionAndMan checks the scripts and the man page. The scripts
+// are run in their shells by completion_test.go.
 func TestCompletionAndMan(t *testing.T) {
 	tests := []struct {
 		args []string
@@ -154,7 +153,7 @@ func TestCompletionAndMan(t *testing.T) {
 	}{
 		{[]string{"coffer", "completion", "bash"}, "complete -o bashdefault -o default -F _coffer_complete coffer\n"},
 		{[]string{"coffer", "completion", "zsh"}, "compdef _coffer coffer\n"},
-		{[]string{"coffer", "completion", "fish"}, "complete -c coffer -n '__fish_seen_subcommand_from create' -f -l expire-in"},
+		{[]string{"coffer", "completion", "fish"}, "complete -c coffer -f -a '(__coffer_complete)'\n"},
 		{[]string{"coffer", "man"}, ".SH NAME\ncoffer \\- a local credential daemon"},
 	}
 	for _, tt := range tests {

@@ -6,5 +6,6 @@ package buildtags
 // Release are the tags of a shipped coffer binary. urfave_cli_no_docs
 // leaves out urfave/cli's Markdown and man-page generators (and their
 // package initialization, about 0.4 ms of every CLI call); `coffer man`
-// then prints the page embedded from cmd/coffer/coffer.8.
+// writes its pages with its own roff writer (cmd/coffer/man.go) in every
+// build.
 const Release = "urfave_cli_no_docs"

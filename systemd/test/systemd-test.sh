@@ -4,8 +4,9 @@
 # describes it: install, HSM token and PIN, enable the sockets, socket
 # activation, Type=notify (READY, STATUS), a consumer unit that gets a bound
 # secret with LoadCredential= from /run/coffer/creds.sock, an unbound one, a
-# consumer started before coffer listens (243/CREDENTIALS), reload, stop, and
-# no payload in the journal.
+# consumer started before coffer listens (243/CREDENTIALS), reload, stop, no
+# payload in the journal; then an upgrade (the running daemon restarted),
+# removal (units stopped and disabled) and purge.
 #
 # Needs root. Installs systemd-container and debootstrap if missing. The
 # bookworm root (debootstrap --variant=minbase) is cached under
@@ -17,7 +18,7 @@
 # cgroups), hence nspawn's --register=no --keep-unit, and nspawn is moved into
 # a cgroup of its own first (removed afterwards).
 #
-# Environment: DEB (the package; default dist/coffer_$PKG_VERSION_<arch>.deb),
+# Environment: DEB (the package; default dist/coffer_$PKG_VERSION-$PKG_RELEASE_<arch>.deb),
 # PKG_VERSION (set by make), SYSTEMD_TEST_CACHE, SYSTEMD_TEST_KEEP=1 (keep the
 # scratch dir and print its path; the container is stopped all the same).
 set -euo pipefail
@@ -32,7 +33,7 @@ die() { printf '[%3ds] systemd-test: FATAL: %s\n' $((SECONDS - t0)) "$*" >&2; ex
 
 # --- the package ------------------------------------------------------------
 arch=$(dpkg --print-architecture)
-deb=${DEB:-dist/coffer_${PKG_VERSION:?set PKG_VERSION or DEB (make systemd-test does)}_${arch}.deb}
+deb=${DEB:-dist/coffer_${PKG_VERSION:?set PKG_VERSION or DEB (make systemd-test does)}-${PKG_RELEASE:-1}_${arch}.deb}
 [ -f "$deb" ] || die "$deb is missing: run make package"
 
 # --- host tools -------------------------------------------------------------
@@ -413,6 +414,27 @@ else
 fi
 # shellcheck disable=SC2016 # expanded by eval
 check "the HSM PIN is nowhere in the journal" eval '! grep -aqF -- "$pin" <<<"$journal"'
+
+# The package's life under systemd (deb-systemd-helper, deb-systemd-invoke).
+# Upgrade (the same .deb again): a running daemon is restarted.
+in_ct systemctl start coffer.socket coffer-creds.socket 2>/dev/null || bad "systemctl start coffer.socket coffer-creds.socket"
+in_ct coffer status >/dev/null 2>&1 || bad "coffer status before the upgrade"
+pid0=$(prop coffer.service MainPID)
+out=$(in_ct dpkg -i /root/coffer.deb 2>&1) || { echo "$out" >&2; die "dpkg -i (upgrade) failed"; }
+check "upgrade: no first-install message" eval '! grep -q "not enabled" <<<"$out"'
+check "upgrade: coffer.service restarted (MainPID $pid0 -> $(prop coffer.service MainPID)), active" \
+	eval 'test "$(prop coffer.service ActiveState)" = active -a "$(prop coffer.service MainPID)" != "$pid0"'
+# Remove: the units stop and are disabled (no link left to a removed unit).
+check "before remove: the sockets' enablement links are in /etc/systemd/system" \
+	eval 'in_ct find /etc/systemd/system -name "coffer*.socket" | grep -q .'
+out=$(in_ct dpkg -r coffer 2>&1) || { echo "$out" >&2; die "dpkg -r failed"; }
+check "remove: coffer.service, coffer.socket, coffer-creds.socket inactive" \
+	test "$(prop coffer.service ActiveState) $(prop coffer.socket ActiveState) $(prop coffer-creds.socket ActiveState)" = "inactive inactive inactive"
+check "remove: no enablement link left in /etc/systemd/system" \
+	eval '! in_ct find /etc/systemd/system -name "coffer*" | grep -q .'
+out=$(in_ct dpkg -P coffer 2>&1) || { echo "$out" >&2; die "dpkg -P failed"; }
+check "purge: deb-systemd-helper keeps no record of the units" \
+	eval '! in_ct find /var/lib/systemd/deb-systemd-helper-enabled -name "coffer*" 2>/dev/null | grep -q .'
 
 # --- result -------------------------------------------------------------------
 log "boot ${boot_ms} ms, total $((SECONDS - t0)) s"
