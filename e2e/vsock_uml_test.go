@@ -34,6 +34,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/coffer-hsm/coffer/api"
+	"github.com/coffer-hsm/coffer/client"
 	"github.com/coffer-hsm/coffer/daemon"
 	"github.com/coffer-hsm/coffer/unixapi"
 )
@@ -173,7 +175,7 @@ func umlInProcess(res *umlResult, port uint32) error {
 	defer srv.Shutdown(context.Background())
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	st, err := unixapi.NewVsockClient(unix.VMADDR_CID_LOCAL, port).Status(ctx)
+	st, err := client.NewVsockClient(unix.VMADDR_CID_LOCAL, port).Status(ctx)
 	if err != nil {
 		return fmt.Errorf("status over vsock: %w", err)
 	}
@@ -238,7 +240,7 @@ func umlRealDaemon(res *umlResult, bin, dir string, vsockPort uint32) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	st, err := unixapi.NewClient(socket).Status(ctx)
+	st, err := client.NewClient(socket).Status(ctx)
 	if err != nil {
 		return fmt.Errorf("coffer daemon status over its Unix socket: %w", err)
 	}
@@ -246,25 +248,25 @@ func umlRealDaemon(res *umlResult, bin, dir string, vsockPort uint32) error {
 	if vsockPort == 0 {
 		return nil
 	}
-	guest := unixapi.NewVsockClient(unix.VMADDR_CID_LOCAL, vsockPort)
+	guest := client.NewVsockClient(unix.VMADDR_CID_LOCAL, vsockPort)
 	st, err = guest.Status(ctx)
 	if err != nil {
 		return fmt.Errorf("coffer daemon status over vsock: %w", err)
 	}
 	res.DaemonVsock = st.HSM.Healthy
 	// A user bound to CID 1 receives its payload over vsock.
-	admin := unixapi.NewClient(socket)
-	if _, err := admin.CreateUser(ctx, unixapi.UserCreateRequest{Name: "guest", Kind: "workload", VsockCIDs: []uint32{unix.VMADDR_CID_LOCAL}}); err != nil {
+	admin := client.NewClient(socket)
+	if _, err := admin.CreateUser(ctx, api.UserCreateRequest{Name: "guest", Kind: "workload", VsockCIDs: []uint32{unix.VMADDR_CID_LOCAL}}); err != nil {
 		return fmt.Errorf("create the guest user: %w", err)
 	}
 	if _, err := admin.SetRole(ctx, "default", "guest", "reader"); err != nil {
 		return fmt.Errorf("role: %w", err)
 	}
-	sec, err := admin.CreateSecret(ctx, "default", unixapi.SecretCreate{DisplayName: "uml", Payload: []byte("uml-payload-over-vsock")})
+	sec, err := admin.CreateSecret(ctx, "default", client.SecretCreate{DisplayName: "uml", Payload: []byte("uml-payload-over-vsock")})
 	if err != nil {
 		return fmt.Errorf("create secret: %w", err)
 	}
-	if _, err := admin.CreateBinding(ctx, sec.ID, unixapi.BindingCreateRequest{User: "guest", Name: "dbpass"}); err != nil {
+	if _, err := admin.CreateBinding(ctx, sec.ID, api.BindingCreateRequest{User: "guest", Name: "dbpass"}); err != nil {
 		return fmt.Errorf("bind: %w", err)
 	}
 	got, err := guest.Deliver(ctx, "dbpass")
@@ -273,7 +275,7 @@ func umlRealDaemon(res *umlResult, bin, dir string, vsockPort uint32) error {
 	}
 	res.Delivered = string(got)
 	_, err = guest.Deliver(ctx, "other")
-	var ae *unixapi.APIError
+	var ae *client.APIError
 	res.Refused = errors.As(err, &ae) && ae.Status == 404
 	return nil
 }

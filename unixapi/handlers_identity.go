@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/coffer-hsm/coffer/api"
 	"github.com/coffer-hsm/coffer/daemon"
 )
 
@@ -35,8 +36,8 @@ func (s *Server) identityRoutes() {
 	s.handle("DELETE /v1/sessions/{id}", s.revokeSession)
 }
 
-func userWire(u daemon.User) User {
-	out := User{
+func userWire(u daemon.User) api.User {
+	out := api.User{
 		ID: u.ID, Name: u.Name, Kind: u.Kind, Disabled: u.Disabled, UnixUIDs: u.UnixUIDs, VsockCIDs: u.VsockCIDs,
 		AccessTokenTTL: u.AccessTokenTTL.String(), CreatedAt: u.CreatedAt, UpdatedAt: u.UpdatedAt,
 	}
@@ -57,8 +58,8 @@ func userWire(u daemon.User) User {
 	return out
 }
 
-func roleWire(r daemon.ProjectRole) ProjectRole {
-	return ProjectRole{Project: r.Project, ProjectID: r.ProjectID, User: r.User, UserID: r.UserID, Role: r.Role}
+func roleWire(r daemon.ProjectRole) api.ProjectRole {
+	return api.ProjectRole{Project: r.Project, ProjectID: r.ProjectID, User: r.User, UserID: r.UserID, Role: r.Role}
 }
 
 func parseTTL(s string) (time.Duration, error) {
@@ -73,7 +74,7 @@ func (s *Server) createUser(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	var req UserCreateRequest
+	var req api.UserCreateRequest
 	if err := decodeJSON(w, r, &req, false); err != nil {
 		return err
 	}
@@ -106,7 +107,7 @@ func (s *Server) listUsers(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	out := List[User]{Items: make([]User, 0, len(us)), Next: next}
+	out := api.List[api.User]{Items: make([]api.User, 0, len(us)), Next: next}
 	for _, u := range us {
 		out.Items = append(out.Items, userWire(u))
 	}
@@ -132,7 +133,7 @@ func (s *Server) patchUser(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	var req UserPatchRequest
+	var req api.UserPatchRequest
 	if err := decodeJSON(w, r, &req, false); err != nil {
 		return err
 	}
@@ -173,7 +174,7 @@ func (s *Server) listRoles(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	out := List[ProjectRole]{Items: make([]ProjectRole, 0, len(rs))}
+	out := api.List[api.ProjectRole]{Items: make([]api.ProjectRole, 0, len(rs))}
 	for _, x := range rs {
 		out.Items = append(out.Items, roleWire(x))
 	}
@@ -206,18 +207,18 @@ func (s *Server) removeRole(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-func rulesWire(rs []daemon.AccessRule) []AccessRule {
+func rulesWire(rs []daemon.AccessRule) []api.AccessRule {
 	if rs == nil {
 		return nil
 	}
-	out := make([]AccessRule, 0, len(rs))
+	out := make([]api.AccessRule, 0, len(rs))
 	for _, r := range rs {
-		out = append(out, AccessRule(r))
+		out = append(out, api.AccessRule(r))
 	}
 	return out
 }
 
-func rulesDomain(rs []AccessRule) []daemon.AccessRule {
+func rulesDomain(rs []api.AccessRule) []daemon.AccessRule {
 	if rs == nil {
 		return nil
 	}
@@ -228,8 +229,8 @@ func rulesDomain(rs []AccessRule) []daemon.AccessRule {
 	return out
 }
 
-func credentialWire(c daemon.Credential, issued daemon.Issued) Credential {
-	return Credential{
+func credentialWire(c daemon.Credential, issued daemon.Issued) api.Credential {
+	return api.Credential{
 		ID: c.ID, Name: c.Name, Description: c.Description, Type: c.Type, User: c.User, UserID: c.UserID,
 		Project: c.Project, ProjectID: c.ProjectID, Roles: c.Roles, AccessRules: rulesWire(c.AccessRules),
 		Policies: c.Policies, InlinePolicies: c.InlinePolicies, SessionType: c.SessionType, Unrestricted: c.Unrestricted, Audiences: c.Audiences, TokenID: c.TokenID,
@@ -244,7 +245,7 @@ func (s *Server) createCredential(w http.ResponseWriter, r *http.Request) error 
 	if err != nil {
 		return err
 	}
-	var req CredentialCreateRequest
+	var req api.CredentialCreateRequest
 	if err := decodeJSON(w, r, &req, false); err != nil {
 		return err
 	}
@@ -291,7 +292,7 @@ func (s *Server) listCredentials(w http.ResponseWriter, r *http.Request, g daemo
 	if err != nil {
 		return err
 	}
-	out := List[Credential]{Items: make([]Credential, 0, len(cs)), Next: next}
+	out := api.List[api.Credential]{Items: make([]api.Credential, 0, len(cs)), Next: next}
 	for _, c := range cs {
 		out.Items = append(out.Items, credentialWire(c, daemon.Issued{}))
 	}
@@ -333,7 +334,7 @@ func (s *Server) rotateCredential(w http.ResponseWriter, r *http.Request) error 
 	if err != nil {
 		return err
 	}
-	var req CredentialRotateRequest
+	var req api.CredentialRotateRequest
 	if err := decodeJSON(w, r, &req, true); err != nil {
 		return err
 	}
@@ -380,8 +381,8 @@ func (s *Server) deleteCredential(w http.ResponseWriter, r *http.Request) error 
 	return nil
 }
 
-func savedRuleWire(r daemon.SavedRule) SavedRule {
-	return SavedRule{ID: r.ID, Service: r.Service, Method: r.Method, Path: r.Path, CreatedAt: r.CreatedAt}
+func savedRuleWire(r daemon.SavedRule) api.SavedRule {
+	return api.SavedRule{ID: r.ID, Service: r.Service, Method: r.Method, Path: r.Path, CreatedAt: r.CreatedAt}
 }
 
 func (s *Server) createAccessRule(w http.ResponseWriter, r *http.Request) error {
@@ -389,7 +390,7 @@ func (s *Server) createAccessRule(w http.ResponseWriter, r *http.Request) error 
 	if err != nil {
 		return err
 	}
-	var req AccessRule
+	var req api.AccessRule
 	if err := decodeJSON(w, r, &req, false); err != nil {
 		return err
 	}
@@ -418,7 +419,7 @@ func (s *Server) listAccessRules(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	out := List[SavedRule]{Items: make([]SavedRule, 0, len(rs)), Next: next}
+	out := api.List[api.SavedRule]{Items: make([]api.SavedRule, 0, len(rs)), Next: next}
 	for _, x := range rs {
 		out.Items = append(out.Items, savedRuleWire(x))
 	}
@@ -438,8 +439,8 @@ func (s *Server) deleteAccessRule(w http.ResponseWriter, r *http.Request) error 
 	return nil
 }
 
-func sessionWire(x daemon.Session, token string) Session {
-	return Session{
+func sessionWire(x daemon.Session, token string) api.Session {
+	return api.Session{
 		ID: x.ID, Kind: x.Kind, User: x.User, UserID: x.UserID, Project: x.Project, ProjectID: x.ProjectID,
 		CredentialID: x.CredentialID, Roles: x.Roles, AccessRules: rulesWire(x.AccessRules), Policies: x.Policies,
 		SessionType: x.SessionType, CreatedAt: x.CreatedAt, ExpiresAt: x.ExpiresAt, Token: token,
@@ -505,7 +506,7 @@ func (s *Server) listSessions(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	out := List[Session]{Items: make([]Session, 0, len(ss)), Next: next}
+	out := api.List[api.Session]{Items: make([]api.Session, 0, len(ss)), Next: next}
 	for _, x := range ss {
 		out.Items = append(out.Items, sessionWire(x, ""))
 	}

@@ -3,6 +3,7 @@ package unixapi
 import (
 	"net/http"
 
+	"github.com/coffer-hsm/coffer/api"
 	"github.com/coffer-hsm/coffer/daemon"
 	"github.com/coffer-hsm/coffer/hostseal"
 )
@@ -27,7 +28,7 @@ func (s *Server) getImportKey(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, ImportKey{PublicKeyPEM: k.PublicKeyPEM, Fingerprint: k.Fingerprint, Algorithm: k.Algorithm})
+	writeJSON(w, http.StatusOK, api.ImportKey{PublicKeyPEM: k.PublicKeyPEM, Fingerprint: k.Fingerprint, Algorithm: k.Algorithm})
 	return nil
 }
 

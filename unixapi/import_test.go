@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/coffer-hsm/coffer/api"
 	"github.com/coffer-hsm/coffer/daemon"
 	"github.com/coffer-hsm/coffer/hostseal"
 )
@@ -42,7 +43,7 @@ func TestImportRequest(t *testing.T) {
 	f := &importFake{}
 	c, _ := serve(t, f)
 	mid := sealedBody(9 << 10) // over BodyLimit, under ImportBodyLimit
-	if len(mid) <= BodyLimit || len(mid) > ImportBodyLimit {
+	if len(mid) <= api.BodyLimit || len(mid) > ImportBodyLimit {
 		t.Fatalf("test body is %d bytes", len(mid))
 	}
 	tests := []struct {

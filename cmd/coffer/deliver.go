@@ -13,8 +13,8 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/coffer-hsm/coffer/client"
 	"github.com/coffer-hsm/coffer/internal/atomicfile"
-	"github.com/coffer-hsm/coffer/unixapi"
 )
 
 var deliverCommand = &cli.Command{
@@ -40,7 +40,7 @@ longer bound to it (not found), 0 on SIGINT or SIGTERM.`,
 		&cli.StringFlag{Name: "exec", Usage: "with --watch: run `CMD` (sh -c) after each new version"},
 		&cli.DurationFlag{Name: "wait", Usage: "with --watch: how long each request waits for a new version (at most 5m)", Value: 5 * time.Minute},
 	},
-	Action: withArg("NAME", func(c *cli.Context, cl *unixapi.Client, name string) error {
+	Action: withArg("NAME", func(c *cli.Context, cl *client.Client, name string) error {
 		path := c.String("output-file")
 		if c.Bool("watch") {
 			if (path == "" || path == "-") && c.String("exec") == "" {
@@ -75,7 +75,7 @@ const (
 
 // watchDelivery is deliver --watch: one waiting request after another,
 // each asking for a version newer than the last one written.
-func watchDelivery(c *cli.Context, cl *unixapi.Client, name string) error {
+func watchDelivery(c *cli.Context, cl *client.Client, name string) error {
 	ctx := c.Context
 	path, cmd := c.String("output-file"), c.String("exec")
 	if path == "-" {
@@ -117,14 +117,14 @@ func watchDelivery(c *cli.Context, cl *unixapi.Client, name string) error {
 // permanentWatchError: errors that waiting will not mend (the name no
 // longer bound to the caller, a bad argument, a refused token).
 func permanentWatchError(err error) bool {
-	return errors.Is(err, unixapi.ErrNotFound) || errors.Is(err, unixapi.ErrInvalidArgument) ||
-		errors.Is(err, unixapi.ErrForbidden) || errors.Is(err, unixapi.ErrUnauthenticated)
+	return errors.Is(err, client.ErrNotFound) || errors.Is(err, client.ErrInvalidArgument) ||
+		errors.Is(err, client.ErrForbidden) || errors.Is(err, client.ErrUnauthenticated)
 }
 
 // applyVersion writes a new version to path (if any) and runs cmd (if
 // any). A command that fails is reported, not fatal: the next version
 // runs it again.
-func applyVersion(ctx context.Context, c *cli.Context, path, cmd string, w unixapi.Watched) error {
+func applyVersion(ctx context.Context, c *cli.Context, path, cmd string, w client.Watched) error {
 	if path != "" {
 		if err := writeFile0600(path, w.Payload); err != nil {
 			return err

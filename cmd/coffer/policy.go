@@ -9,9 +9,10 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/coffer-hsm/coffer/api"
+	"github.com/coffer-hsm/coffer/client"
 	"github.com/coffer-hsm/coffer/daemon"
 	"github.com/coffer-hsm/coffer/policy"
-	"github.com/coffer-hsm/coffer/unixapi"
 )
 
 var (
@@ -29,12 +30,12 @@ and a CEL condition over request, subject and peer; see the README's
 "Policies". A project's admins write its policies; system admins write
 the global ones.`,
 		Flags: []cli.Flag{policyProjectFlag, policyFileFlag},
-		Action: withArg("NAME", func(c *cli.Context, cl *unixapi.Client, name string) error {
+		Action: withArg("NAME", func(c *cli.Context, cl *client.Client, name string) error {
 			doc, err := readPolicyFile(c)
 			if err != nil {
 				return err
 			}
-			p, err := cl.CreatePolicy(c.Context, c.String("project"), unixapi.PolicyRequest{Name: name, Description: doc.Description, Rules: doc.Rules})
+			p, err := cl.CreatePolicy(c.Context, c.String("project"), api.PolicyRequest{Name: name, Description: doc.Description, Rules: doc.Rules})
 			if err != nil {
 				return err
 			}
@@ -46,12 +47,12 @@ the global ones.`,
 		Usage:     "replace a policy's description and rules",
 		ArgsUsage: "NAME",
 		Flags:     []cli.Flag{policyProjectFlag, policyFileFlag},
-		Action: withArg("NAME", func(c *cli.Context, cl *unixapi.Client, name string) error {
+		Action: withArg("NAME", func(c *cli.Context, cl *client.Client, name string) error {
 			doc, err := readPolicyFile(c)
 			if err != nil {
 				return err
 			}
-			p, err := cl.UpdatePolicy(c.Context, c.String("project"), name, unixapi.PolicyRequest{Description: doc.Description, Rules: doc.Rules})
+			p, err := cl.UpdatePolicy(c.Context, c.String("project"), name, api.PolicyRequest{Description: doc.Description, Rules: doc.Rules})
 			if err != nil {
 				return err
 			}
@@ -63,7 +64,7 @@ the global ones.`,
 		Usage:     "show a policy and what it is attached to",
 		ArgsUsage: "NAME",
 		Flags:     []cli.Flag{policyProjectFlag},
-		Action: withArg("NAME", func(c *cli.Context, cl *unixapi.Client, name string) error {
+		Action: withArg("NAME", func(c *cli.Context, cl *client.Client, name string) error {
 			p, err := cl.GetPolicy(c.Context, c.String("project"), name)
 			if err != nil {
 				return err
@@ -101,7 +102,7 @@ the global ones.`,
 		Usage:     "delete a policy attached to nothing",
 		ArgsUsage: "NAME",
 		Flags:     []cli.Flag{policyProjectFlag},
-		Action: withArg("NAME", func(c *cli.Context, cl *unixapi.Client, name string) error {
+		Action: withArg("NAME", func(c *cli.Context, cl *client.Client, name string) error {
 			return cl.DeletePolicy(c.Context, c.String("project"), name)
 		}),
 	},
@@ -161,7 +162,7 @@ func readPolicyDocument(c *cli.Context, path string) (policy.Document, error) {
 	return doc, nil
 }
 
-func renderPolicy(c *cli.Context, p unixapi.Policy) error {
+func renderPolicy(c *cli.Context, p api.Policy) error {
 	return render(c, p, func(w io.Writer) {
 		scope := p.Project
 		if scope == "" {
