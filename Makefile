@@ -2,6 +2,7 @@
 SHELL := /bin/bash
 GO ?= go
 BIN := bin/coffer
+CLIENT_BIN := bin/coffer-client
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 # Build tags of a shipped binary; internal/buildtags.Release says the same
@@ -14,13 +15,16 @@ Q := $(if $(V),,@)
 .DEFAULT_GOAL := help
 
 
-.PHONY: help build run deps test-deps install-pkgs test race soak storage-soak lint vulncheck bench microbench fuzz clean
+.PHONY: help build client run deps test-deps install-pkgs test race soak storage-soak lint vulncheck bench microbench fuzz clean
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-11s %s\n", $$1, $$2}'
 
 build: ## build bin/coffer
 	$(Q)$(GO) build -trimpath -tags '$(TAGS)' -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/coffer
+
+client: ## build bin/coffer-client: the CLI without the daemon (tag nodaemon), static (CGO_ENABLED=0), for VM guests and containers
+	$(Q)CGO_ENABLED=0 $(GO) build -trimpath -tags '$(TAGS),nodaemon' -ldflags '$(LDFLAGS)' -o $(CLIENT_BIN) ./cmd/coffer
 
 run: deps build ## build and start the daemon on its embedded default (./.coffer/)
 	$(Q)./$(BIN) daemon --dev
@@ -72,6 +76,8 @@ lint: ## gofmt, go vet, staticcheck and (where vuln.go.dev is reachable) govulnc
 	$(Q)out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(Q)$(GO) vet ./...
 	$(Q)$(GO) vet -tags '$(TAGS)' ./cmd/coffer
+	$(Q)CGO_ENABLED=0 $(GO) build -o /dev/null ./api/... ./client/...
+	$(Q)CGO_ENABLED=0 $(GO) build -tags '$(TAGS),nodaemon' -o /dev/null ./cmd/coffer
 	$(Q)$(GO) run $(STATICCHECK) ./...
 	$(Q)if curl -fsS -m 10 -o /dev/null $(VULNDB)/index/db.json 2>/dev/null; then \
 		$(MAKE) -s vulncheck; \
@@ -110,7 +116,7 @@ NFPM := github.com/goreleaser/nfpm/v2/cmd/nfpm@v2.45.2
 # (sorts before any release); "-" becomes "." (it splits deb revisions).
 PKG_VERSION ?= $(shell echo '$(VERSION)' | sed -E 's/^v([0-9]+\.[0-9])/\1/; /^[0-9]+\.[0-9]/!s/^/0.0.0~git./; s/-/./g')
 
-package: build ## build dist/coffer_<version>_<arch>.deb and .rpm with nfpm (binary, units, config, man page, completions)
+package: build client ## build dist/coffer_<version>_<arch>.deb and .rpm with nfpm (binaries, units, config, man page, completions)
 	$(Q)set -o pipefail; rm -rf dist/gen && mkdir -p dist/gen && \
 		./$(BIN) man | gzip -9n >dist/gen/coffer.8.gz && \
 		for sh in bash zsh fish; do ./$(BIN) completion $$sh >dist/gen/coffer.$$sh || exit 1; done

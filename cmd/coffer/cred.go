@@ -4,14 +4,12 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"time"
 
 	"github.com/google/uuid"
 	"github.com/urfave/cli/v2"
 
 	"github.com/coffer-hsm/coffer/api"
 	"github.com/coffer-hsm/coffer/client"
-	"github.com/coffer-hsm/coffer/daemon"
 )
 
 // credProjectFlag is --project for commands that take a credential ID or
@@ -281,7 +279,7 @@ func credCreateRequest(c *cli.Context) (api.CredentialCreateRequest, error) {
 	in.AccessRules = rules
 	if c.IsSet("expire-in") {
 		in.ExpireIn = c.String("expire-in")
-		if _, err := daemon.ParseExpireIn(in.ExpireIn, time.Now()); err != nil {
+		if err := checkExpireIn(in.ExpireIn); err != nil {
 			return in, usagef("--expire-in%s", strings.TrimPrefix(err.Error(), "expire_in"))
 		}
 	}

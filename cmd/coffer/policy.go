@@ -11,8 +11,6 @@ import (
 
 	"github.com/coffer-hsm/coffer/api"
 	"github.com/coffer-hsm/coffer/client"
-	"github.com/coffer-hsm/coffer/daemon"
-	"github.com/coffer-hsm/coffer/policy"
 )
 
 var (
@@ -121,7 +119,7 @@ costly are reported with their rule, line and column.`,
 			if err != nil {
 				return err
 			}
-			if err := daemon.CheckPolicy(doc); err != nil {
+			if err := checkPolicy(doc); err != nil {
 				return err
 			}
 			unit := "rules"
@@ -135,29 +133,29 @@ costly are reported with their rule, line and column.`,
 )
 
 // readPolicyFile reads and parses the document of --file.
-func readPolicyFile(c *cli.Context) (policy.Document, error) {
+func readPolicyFile(c *cli.Context) (api.PolicyDocument, error) {
 	return readPolicyDocument(c, c.String("file"))
 }
 
 // readPolicyDocument reads and parses the document at path (- standard
 // input); every mistake is a usage error.
-func readPolicyDocument(c *cli.Context, path string) (policy.Document, error) {
+func readPolicyDocument(c *cli.Context, path string) (api.PolicyDocument, error) {
 	if path == "" {
-		return policy.Document{}, usagef("'%s' needs the policy document: --file PATH (- for standard input)", c.Command.HelpName)
+		return api.PolicyDocument{}, usagef("'%s' needs the policy document: --file PATH (- for standard input)", c.Command.HelpName)
 	}
 	var data []byte
 	var err error
 	if path == "-" {
-		data, err = io.ReadAll(io.LimitReader(c.App.Reader, policy.MaxDocumentBytes+1))
+		data, err = io.ReadAll(io.LimitReader(c.App.Reader, api.MaxPolicyDocumentBytes+1))
 	} else {
 		data, err = os.ReadFile(path)
 	}
 	if err != nil {
-		return policy.Document{}, usagef("reading the policy document: %v", err)
+		return api.PolicyDocument{}, usagef("reading the policy document: %v", err)
 	}
-	doc, err := policy.ParseDocument(data)
+	doc, err := api.ParsePolicyDocument(data)
 	if err != nil {
-		return policy.Document{}, usagef("%s: %v", path, err)
+		return api.PolicyDocument{}, usagef("%s: %v", path, err)
 	}
 	return doc, nil
 }

@@ -5,13 +5,11 @@ import (
 	"io"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/coffer-hsm/coffer/api"
 	"github.com/coffer-hsm/coffer/client"
-	"github.com/coffer-hsm/coffer/daemon"
 )
 
 var (
@@ -270,7 +268,7 @@ func replaceList(c *cli.Context, list, clearFlag string) (*[]uint32, error) {
 // parses it, so a typo is a usage error; the text is sent as given.
 func window(c *cli.Context, name string) (string, error) {
 	v := c.String(name)
-	if _, err := daemon.ParseWindow("--"+name, v, time.Now()); err != nil {
+	if err := checkWindow("--"+name, v); err != nil {
 		return "", usagef("%s", strings.TrimSpace(err.Error()))
 	}
 	return v, nil
