@@ -18,7 +18,6 @@ func (c *Client) Backup(ctx context.Context, w io.Writer) (int64, error) {
 // download streams the answer of GET path into w, with no overall time
 // limit (ctx ends it), and returns how many bytes it wrote.
 func (c *Client) download(ctx context.Context, path string, w io.Writer) (int64, error) {
-	ctx = context.WithValue(ctx, unboundedKey{}, true) // the command client's timeout too
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://coffer"+path, nil)
 	if err != nil {
 		return 0, err

@@ -52,20 +52,6 @@ func NewClient(path string) *Client {
 	return &Client{addr: path, hc: &http.Client{Transport: tr, Timeout: 60 * time.Second}}
 }
 
-// NewCommandClient is NewClient for a short-lived process such as a CLI
-// command: requests go one after another on one connection, each in the
-// calling goroutine (see serialTransport). It answers exactly as NewClient
-// does; a long-lived caller making concurrent requests wants NewClient.
-func NewCommandClient(path string) *Client {
-	d := net.Dialer{Timeout: 5 * time.Second}
-	tr := &serialTransport{
-		dial:        func(ctx context.Context) (net.Conn, error) { return d.DialContext(ctx, "unix", path) },
-		timeout:     60 * time.Second, // http.Client's Timeout, without its goroutine
-		idleTimeout: 30 * time.Second,
-	}
-	return &Client{addr: path, hc: &http.Client{Transport: tr}}
-}
-
 // do sends a JSON request and decodes a JSON response into out (when not
 // nil). Error responses become *APIError; a daemon that cannot be reached
 // becomes *UnreachableError.

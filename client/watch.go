@@ -37,7 +37,6 @@ func (c *Client) WatchDelivery(ctx context.Context, name, key, project string, a
 	q.Set("wait", wait.String())
 	q.Set("after_version", strconv.Itoa(after))
 	u := "http://coffer/v1/deliver/" + url.PathEscape(name) + "?" + q.Encode()
-	ctx = context.WithValue(ctx, unboundedKey{}, true)
 	ctx, cancel := context.WithTimeout(ctx, wait+60*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)

@@ -148,7 +148,7 @@ func dial(c *cli.Context, g globals) (*client.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	cl := client.NewCommandClient(cn.socket)
+	cl := client.NewClient(cn.socket)
 	if g.vsock != "" {
 		cid, port, err := parseVsockAddr(g.vsock)
 		if err != nil {
