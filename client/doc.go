@@ -10,7 +10,8 @@
 // that.
 //
 // Errors: an answer of 400 or above is an *APIError that matches one of
-// the Err classes with errors.Is; a daemon that cannot be reached is an
+// api's error classes (api.ErrNotFound, ...) with errors.Is, the class of
+// the daemon's error it came from; a daemon that cannot be reached is an
 // *UnreachableError. No error carries a token, a payload or a secret's
 // name.
 package client

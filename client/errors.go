@@ -1,40 +1,27 @@
 package client
 
 import (
-	"errors"
 	"fmt"
 	"net/http"
-)
 
-// Error classes: every *APIError matches exactly one of them with
-// errors.Is, chosen by its HTTP status (and, for 409, its code). They are
-// the classes the daemon's errors are sorted into before they are written
-// (a test in unixapi holds the two mappings to each other), so a program
-// can say precise things without knowing the daemon.
-var (
-	ErrInvalidArgument = errors.New("invalid argument")
-	ErrNotFound        = errors.New("not found")
-	ErrAlreadyExists   = errors.New("already exists")
-	ErrConflict        = errors.New("conflict")
-	ErrForbidden       = errors.New("forbidden")
-	ErrUnauthenticated = errors.New("unauthenticated")
-	ErrUnavailable     = errors.New("unavailable")
-	ErrRateLimited     = errors.New("rate limited")
+	"github.com/coffer-hsm/coffer/api"
 )
 
 // codeAlreadyExists is the code that sets ErrAlreadyExists apart from
 // ErrConflict: both are 409.
 const codeAlreadyExists = "already_exists"
 
+// statusClass: the API's error class (api.ErrNotFound, ...) of an answer's
+// status, but for 409 (api.ErrAlreadyExists or api.ErrConflict, by the code).
 var statusClass = map[int]error{
-	http.StatusBadRequest:            ErrInvalidArgument,
-	http.StatusRequestEntityTooLarge: ErrInvalidArgument, // request_body_too_large
-	http.StatusNotFound:              ErrNotFound,
-	http.StatusForbidden:             ErrForbidden,
-	http.StatusUnauthorized:          ErrUnauthenticated,
-	http.StatusServiceUnavailable:    ErrUnavailable,
-	http.StatusInsufficientStorage:   ErrUnavailable, // store_full
-	http.StatusTooManyRequests:       ErrRateLimited,
+	http.StatusBadRequest:            api.ErrInvalidArgument,
+	http.StatusRequestEntityTooLarge: api.ErrInvalidArgument, // request_body_too_large
+	http.StatusNotFound:              api.ErrNotFound,
+	http.StatusForbidden:             api.ErrForbidden,
+	http.StatusUnauthorized:          api.ErrUnauthenticated,
+	http.StatusServiceUnavailable:    api.ErrUnavailable,
+	http.StatusInsufficientStorage:   api.ErrUnavailable, // store_full
+	http.StatusTooManyRequests:       api.ErrRateLimited,
 }
 
 // APIError is an error response as the client received it: the HTTP
@@ -53,13 +40,13 @@ func (e *APIError) Error() string {
 }
 
 // Is maps the status back to the error class, so callers can write
-// errors.Is(err, client.ErrNotFound).
+// errors.Is(err, api.ErrNotFound).
 func (e *APIError) Is(target error) bool {
 	if e.Status == http.StatusConflict {
 		if e.Code == codeAlreadyExists {
-			return target == ErrAlreadyExists
+			return target == api.ErrAlreadyExists
 		}
-		return target == ErrConflict
+		return target == api.ErrConflict
 	}
 	class, ok := statusClass[e.Status]
 	return ok && target == class

@@ -7,6 +7,7 @@ import (
 	"log"
 	"os"
 
+	"github.com/coffer-hsm/coffer/api"
 	"github.com/coffer-hsm/coffer/client"
 )
 
@@ -28,7 +29,7 @@ func Example() {
 
 	payload, err := c.Deliver(ctx, "dbpass")
 	switch {
-	case errors.Is(err, client.ErrNotFound):
+	case errors.Is(err, api.ErrNotFound):
 		log.Fatal("dbpass is not bound to this caller")
 	case err != nil:
 		log.Fatal(err)

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/coffer-hsm/coffer/api"
 	"github.com/coffer-hsm/coffer/client"
 	"github.com/coffer-hsm/coffer/daemon"
 )
@@ -37,7 +38,7 @@ func TestClientAgainstTheServer(t *testing.T) {
 	_, err = c.Status(ctx)
 	setAuthErr(f, nil)
 	var apiErr *client.APIError
-	if !errors.As(err, &apiErr) || apiErr.Status != http.StatusForbidden || !errors.Is(err, client.ErrForbidden) {
+	if !errors.As(err, &apiErr) || apiErr.Status != http.StatusForbidden || !errors.Is(err, api.ErrForbidden) {
 		t.Fatalf("refused Status: %v, want a 403 APIError", err)
 	}
 	// A daemon that is not there is unreachable.

@@ -79,7 +79,7 @@ func TestKeysEndpoints(t *testing.T) {
 	b.removeErr = daemon.Conflict(daemon.CodeConflict, "KEK coffer-kek-1 still wraps 2 sealed records; rotate the KEK first")
 	err = c.RemoveKEK(ctx, "coffer-kek-1", true)
 	var ae *client.APIError
-	if !errors.As(err, &ae) || ae.Status != http.StatusConflict || ae.Code != "conflict" || !errors.Is(err, client.ErrConflict) {
+	if !errors.As(err, &ae) || ae.Status != http.StatusConflict || ae.Code != "conflict" || !errors.Is(err, api.ErrConflict) {
 		t.Fatalf("RemoveKEK of a referenced KEK: %v", err)
 	}
 	if len(b.removed) != 2 || b.removed[0] != "coffer-kek-1" || b.forced[0] || !b.forced[1] {

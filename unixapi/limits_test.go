@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coffer-hsm/coffer/api"
 	"github.com/coffer-hsm/coffer/client"
 	"github.com/coffer-hsm/coffer/daemon"
 )
@@ -411,7 +412,7 @@ func TestRateLimitedAnswers(t *testing.T) {
 	}
 	// The client maps 429 back to the class.
 	_, err := c.WithToken("cfs_x").Status(context.Background())
-	if !errors.Is(err, client.ErrRateLimited) {
+	if !errors.Is(err, api.ErrRateLimited) {
 		t.Fatalf("client error %v is not ErrRateLimited", err)
 	}
 }

@@ -195,13 +195,13 @@ func TestErrorMapping(t *testing.T) {
 		code   string
 		class  error
 	}{
-		{daemon.Invalid(daemon.CodeInvalidName, "bad"), 400, "invalid_name", client.ErrInvalidArgument},
-		{daemon.NotFound("gone"), 404, "not_found", client.ErrNotFound},
-		{daemon.Forbidden("no"), 403, "forbidden", client.ErrForbidden},
-		{daemon.Conflict(daemon.CodeVersionConflict, "v"), 409, "version_conflict", client.ErrConflict},
-		{&daemon.Error{Class: daemon.ErrAlreadyExists, Code: daemon.CodeAlreadyExists, Message: "dup"}, 409, "already_exists", client.ErrAlreadyExists},
-		{&daemon.Error{Class: daemon.ErrUnavailable, Code: daemon.CodeHSMUnavailable, Message: "the HSM is unavailable", Err: errors.New("CKR_DEVICE_ERROR")}, 503, "hsm_unavailable", client.ErrUnavailable},
-		{&daemon.Error{Class: daemon.ErrUnavailable, Code: daemon.CodeStoreFull, Message: "the store's filesystem is full", Err: errors.New("statfs details")}, 507, "store_full", client.ErrUnavailable},
+		{daemon.Invalid(daemon.CodeInvalidName, "bad"), 400, "invalid_name", api.ErrInvalidArgument},
+		{daemon.NotFound("gone"), 404, "not_found", api.ErrNotFound},
+		{daemon.Forbidden("no"), 403, "forbidden", api.ErrForbidden},
+		{daemon.Conflict(daemon.CodeVersionConflict, "v"), 409, "version_conflict", api.ErrConflict},
+		{&daemon.Error{Class: daemon.ErrAlreadyExists, Code: daemon.CodeAlreadyExists, Message: "dup"}, 409, "already_exists", api.ErrAlreadyExists},
+		{&daemon.Error{Class: daemon.ErrUnavailable, Code: daemon.CodeHSMUnavailable, Message: "the HSM is unavailable", Err: errors.New("CKR_DEVICE_ERROR")}, 503, "hsm_unavailable", api.ErrUnavailable},
+		{&daemon.Error{Class: daemon.ErrUnavailable, Code: daemon.CodeStoreFull, Message: "the store's filesystem is full", Err: errors.New("statfs details")}, 507, "store_full", api.ErrUnavailable},
 		{errors.New("boom with details"), 500, "internal", nil},
 	}
 	for _, tt := range tests {
@@ -216,7 +216,7 @@ func TestErrorMapping(t *testing.T) {
 			if tt.class != nil && !errors.Is(err, tt.class) {
 				t.Fatalf("client error %v is not %v", err, tt.class)
 			}
-			for _, other := range []error{client.ErrNotFound, client.ErrForbidden, client.ErrConflict, client.ErrAlreadyExists, client.ErrUnavailable} {
+			for _, other := range []error{api.ErrNotFound, api.ErrForbidden, api.ErrConflict, api.ErrAlreadyExists, api.ErrUnavailable} {
 				if other != tt.class && errors.Is(err, other) {
 					t.Fatalf("client error %v also matches %v", err, other)
 				}

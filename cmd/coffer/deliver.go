@@ -13,6 +13,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/coffer-hsm/coffer/api"
 	"github.com/coffer-hsm/coffer/client"
 	"github.com/coffer-hsm/coffer/internal/atomicfile"
 )
@@ -117,8 +118,8 @@ func watchDelivery(c *cli.Context, cl *client.Client, name string) error {
 // permanentWatchError: errors that waiting will not mend (the name no
 // longer bound to the caller, a bad argument, a refused token).
 func permanentWatchError(err error) bool {
-	return errors.Is(err, client.ErrNotFound) || errors.Is(err, client.ErrInvalidArgument) ||
-		errors.Is(err, client.ErrForbidden) || errors.Is(err, client.ErrUnauthenticated)
+	return errors.Is(err, api.ErrNotFound) || errors.Is(err, api.ErrInvalidArgument) ||
+		errors.Is(err, api.ErrForbidden) || errors.Is(err, api.ErrUnauthenticated)
 }
 
 // applyVersion writes a new version to path (if any) and runs cmd (if
