@@ -77,8 +77,9 @@ lint: ## gofmt, go vet, staticcheck and (where vuln.go.dev is reachable) govulnc
 	$(Q)$(GO) vet ./...
 	$(Q)$(GO) vet -tags '$(TAGS)' ./cmd/coffer
 	$(Q)CGO_ENABLED=0 $(GO) build -o /dev/null ./api/... ./client/...
-	$(Q)CGO_ENABLED=0 $(GO) build -tags '$(TAGS),nodaemon' -o /dev/null ./cmd/coffer
+	$(Q)CGO_ENABLED=0 $(GO) vet -tags '$(TAGS),nodaemon' ./cmd/coffer
 	$(Q)$(GO) run $(STATICCHECK) ./...
+	$(Q)$(GO) run $(STATICCHECK) -tags '$(TAGS),nodaemon' ./cmd/coffer
 	$(Q)if curl -fsS -m 10 -o /dev/null $(VULNDB)/index/db.json 2>/dev/null; then \
 		$(MAKE) -s vulncheck; \
 	else \
