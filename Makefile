@@ -56,8 +56,9 @@ install-pkgs:
 		fi; \
 	fi
 
-test: test-deps ## run every test (unit and end-to-end) with the race detector
+test: test-deps ## run every test (unit and end-to-end) with the race detector; the CLI's also as coffer-client (tag nodaemon)
 	$(Q)$(GO) test -race -count=1 -timeout 15m ./...
+	$(Q)$(GO) test -race -count=1 -tags '$(TAGS),nodaemon' ./cmd/coffer
 
 race: test-deps ## run every test three times with the race detector, to shake out flakes
 	$(Q)$(GO) test -race -count=3 -timeout 30m ./...

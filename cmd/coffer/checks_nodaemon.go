@@ -4,13 +4,8 @@ package main
 
 import "github.com/coffer-hsm/coffer/api"
 
-// coffer-client has no daemon code to check with: the daemon checks
-// expire_in and the windows (a mistake is its 400, exit 1), and only the
-// daemon's CEL environment compiles a policy.
-
-func checkExpireIn(string) error       { return nil }
-func checkWindow(string, string) error { return nil }
-
+// coffer-client has no CEL environment to compile a policy with: only the
+// daemon's does.
 func checkPolicy(api.PolicyDocument) error {
 	return usagef("'coffer policy check' compiles with the daemon's CEL environment, which is %s", notInThisBuildWhy)
 }

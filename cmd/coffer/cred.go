@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/urfave/cli/v2"
@@ -279,7 +280,7 @@ func credCreateRequest(c *cli.Context) (api.CredentialCreateRequest, error) {
 	in.AccessRules = rules
 	if c.IsSet("expire-in") {
 		in.ExpireIn = c.String("expire-in")
-		if err := checkExpireIn(in.ExpireIn); err != nil {
+		if _, err := api.ParseExpireIn(in.ExpireIn, time.Now()); err != nil {
 			return in, usagef("--expire-in%s", strings.TrimPrefix(err.Error(), "expire_in"))
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -268,7 +269,7 @@ func replaceList(c *cli.Context, list, clearFlag string) (*[]uint32, error) {
 // parses it, so a typo is a usage error; the text is sent as given.
 func window(c *cli.Context, name string) (string, error) {
 	v := c.String(name)
-	if err := checkWindow("--"+name, v); err != nil {
+	if _, err := api.ParseWindow("--"+name, v, time.Now()); err != nil {
 		return "", usagef("%s", strings.TrimSpace(err.Error()))
 	}
 	return v, nil
