@@ -2,6 +2,7 @@
 SHELL := /bin/bash
 GO ?= go
 BIN := bin/coffer
+CLIENT_BIN := bin/coffer-client
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 # -z now: all symbols bound at start, so the GOT is read-only (full RELRO).
 LDFLAGS := -s -w -X main.version=$(VERSION) -extldflags=-Wl,-z,now
@@ -15,7 +16,7 @@ Q := $(if $(V),,@)
 .DEFAULT_GOAL := help
 
 
-.PHONY: help build run deps test-deps install-pkgs test race soak storage-soak lint vulncheck bench microbench fuzz clean
+.PHONY: help build client run deps test-deps install-pkgs test race soak storage-soak lint vulncheck bench microbench fuzz clean
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-11s %s\n", $$1, $$2}'
@@ -25,6 +26,9 @@ help: ## list the targets
 # machine's paths out of it.
 build: ## build bin/coffer
 	$(Q)$(GO) build -trimpath -buildmode=pie -tags '$(TAGS)' -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/coffer
+
+client: ## build bin/coffer-client: the CLI without the daemon (tag nodaemon), static (CGO_ENABLED=0), for VM guests and containers
+	$(Q)CGO_ENABLED=0 $(GO) build -trimpath -tags '$(TAGS),nodaemon' -ldflags '$(LDFLAGS)' -o $(CLIENT_BIN) ./cmd/coffer
 
 run: deps build ## build and start the daemon on its embedded default (./.coffer/)
 	$(Q)./$(BIN) daemon --dev
@@ -60,8 +64,9 @@ install-pkgs:
 		fi; \
 	fi
 
-test: test-deps ## run every test (unit and end-to-end) with the race detector
+test: test-deps ## run every test (unit and end-to-end) with the race detector; the CLI's also as coffer-client (tag nodaemon)
 	$(Q)$(GO) test -race -count=1 -timeout 15m ./...
+	$(Q)$(GO) test -race -count=1 -tags '$(TAGS),nodaemon' ./cmd/coffer
 
 race: test-deps ## run every test three times with the race detector, to shake out flakes
 	$(Q)$(GO) test -race -count=3 -timeout 30m ./...
@@ -80,7 +85,10 @@ lint: ## gofmt, go vet, staticcheck and (where vuln.go.dev is reachable) govulnc
 	$(Q)out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(Q)$(GO) vet ./...
 	$(Q)$(GO) vet -tags '$(TAGS)' ./cmd/coffer
+	$(Q)CGO_ENABLED=0 $(GO) build -o /dev/null ./api/... ./client/...
+	$(Q)CGO_ENABLED=0 $(GO) vet -tags '$(TAGS),nodaemon' ./cmd/coffer
 	$(Q)$(GO) run $(STATICCHECK) ./...
+	$(Q)$(GO) run $(STATICCHECK) -tags '$(TAGS),nodaemon' ./cmd/coffer
 	$(Q)if curl -fsS -m 10 -o /dev/null $(VULNDB)/index/db.json 2>/dev/null; then \
 		$(MAKE) -s vulncheck; \
 	else \
@@ -125,7 +133,7 @@ PKG_RELEASE ?= 1
 PKG_DATE := $(shell git log -1 --format=%cI 2>/dev/null || date -u +%FT%TZ)
 PKG_COMMIT := $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 
-package: build ## build dist/coffer_<version>-<release>_<arch>.deb and .rpm with nfpm (binary, units, config, man pages, completions, changelog)
+package: build client ## build dist/coffer_<version>-<release>_<arch>.deb and .rpm with nfpm (coffer and coffer-client, units, config, man pages, completions, changelog)
 	$(Q)set -o pipefail; rm -rf dist/gen && mkdir -p dist/gen/scripts/deb dist/gen/scripts/rpm && \
 		./$(BIN) man --dir dist/gen/man && gzip -9n dist/gen/man/*/* && \
 		for sh in bash zsh fish; do ./$(BIN) completion $$sh >dist/gen/coffer.$$sh || exit 1; done

@@ -9,32 +9,13 @@ import (
 	"io"
 	"os"
 	"strconv"
+
+	"github.com/coffer-hsm/coffer/api"
 )
 
-// Report is the outcome of a verification. When OK is false, FirstBadSeq
-// is the first entry that can no longer be trusted and Reason says why;
-// the counts cover the entries checked before it.
-type Report struct {
-	OK          bool   `json:"ok"`
-	Entries     uint64 `json:"entries"`     // lines checked
-	Checkpoints uint64 `json:"checkpoints"` // checkpoints whose signature verified
-	FirstSeq    uint64 `json:"first_seq"`
-	LastSeq     uint64 `json:"last_seq"`
-	// LastCheckpoint is the seq of the last verified checkpoint; Unsigned
-	// the entries after it, which only the hash chain covers (they can
-	// be dropped without a trace by whoever can write the files).
-	LastCheckpoint uint64   `json:"last_checkpoint_seq"`
-	Unsigned       uint64   `json:"unsigned"`
-	FirstBadSeq    uint64   `json:"first_bad_seq,omitempty"`
-	Reason         string   `json:"reason,omitempty"`
-	Notes          []string `json:"notes,omitempty"` // recovered crashes, lost events, pruned entries
-	// LastChange is the highest change seq (Event.Change) of the entries
-	// checked: the store's changes up to it are in the log.
-	LastChange uint64 `json:"last_change,omitempty"`
-	// Pruned: entries 1 to Pruned were deleted by retention, as a signed
-	// ActionPruned entry records; the log starts at Pruned+1 (FirstSeq).
-	Pruned uint64 `json:"pruned,omitempty"`
-}
+// Report is the outcome of a verification, as the API answers it
+// (api.AuditReport).
+type Report = api.AuditReport
 
 // VerifyDir verifies the log in dir as a whole: every file in order
 // (archived ones too) from entry 1, every checkpoint signature with keys,

@@ -3,22 +3,25 @@ package daemon
 import (
 	"errors"
 	"fmt"
+
+	"github.com/coffer-hsm/coffer/api"
 )
 
 // Error classes. Every error the Service returns wraps exactly one of them,
 // so the transport can map it to a status with errors.Is and the client can
-// map the status back.
+// map the status back. They are the API's (package api), so a client's
+// error matches the class of the server-side error it came from.
 var (
-	ErrInvalidArgument = errors.New("invalid argument")
-	ErrNotFound        = errors.New("not found")
-	ErrAlreadyExists   = errors.New("already exists")
-	ErrConflict        = errors.New("conflict")
-	ErrForbidden       = errors.New("forbidden")
-	ErrUnauthenticated = errors.New("unauthenticated")
-	ErrUnavailable     = errors.New("unavailable")
+	ErrInvalidArgument = api.ErrInvalidArgument
+	ErrNotFound        = api.ErrNotFound
+	ErrAlreadyExists   = api.ErrAlreadyExists
+	ErrConflict        = api.ErrConflict
+	ErrForbidden       = api.ErrForbidden
+	ErrUnauthenticated = api.ErrUnauthenticated
+	ErrUnavailable     = api.ErrUnavailable
 	// ErrRateLimited: the caller failed to authenticate too often and must
 	// wait (the cause is a *RetryAfterError saying how long).
-	ErrRateLimited = errors.New("rate limited")
+	ErrRateLimited = api.ErrRateLimited
 )
 
 // Error codes: the stable machine-readable names written to the wire as

@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/coffer-hsm/coffer/unixapi"
+	"github.com/coffer-hsm/coffer/api"
 )
 
 // auditEntry is the part of an audit line the tests look at.
@@ -90,7 +90,7 @@ func (d *daemonProc) auditEntriesRaw(t *testing.T) []auditEntry {
 	var out []auditEntry
 	after := uint64(0)
 	for {
-		var page unixapi.AuditEntries
+		var page api.AuditEntries
 		d.mustAPI(t, "GET", fmt.Sprintf("/v1/audit?after=%d&limit=1000", after), nil, http.StatusOK, &page)
 		for _, raw := range page.Entries {
 			var e auditEntry
@@ -168,7 +168,7 @@ func TestAuditLog(t *testing.T) {
 	needles = append(needles, secretNeedles("key value", kvValue)...)
 
 	sec := d.createSecret(t, "default", "audit-db", []byte(payload), map[string]string{"password": kvValue})
-	var proj unixapi.Project
+	var proj api.Project
 	d.mustAPI(t, "GET", "/v1/projects/default", nil, http.StatusOK, &proj)
 	user := d.newUser(t, "audit-svc")
 	d.setRole(t, "default", "audit-svc", "member")
@@ -208,7 +208,7 @@ func TestAuditLog(t *testing.T) {
 	wantUnauthenticated(t, "a bad bearer", d.bearer(t, wrongSecret(t, access.Token), "DELETE", "/v1/secrets/"+sec.ID, nil))
 	wantError(t, d.bearer(t, sess.Token, "POST", "/v1/projects", map[string]string{"name": "nope"}), http.StatusForbidden, "forbidden")
 	// Changes: rotation, revocation, deletion.
-	var rotated unixapi.Credential
+	var rotated api.Credential
 	d.mustAPI(t, "POST", "/v1/credentials/"+access.ID+"/rotate", nil, http.StatusOK, &rotated)
 	d.rotateSecret(t, sec.ID, []byte(payload2), 1)
 	d.mustAPI(t, "DELETE", "/v1/sessions/"+sess.ID, nil, http.StatusNoContent, nil)
@@ -317,7 +317,7 @@ func TestAuditLog(t *testing.T) {
 	}
 	defer follow.Process.Kill()
 	waitOutput(t, "audit tail -f to start", followOut, "daemon.start")
-	var followed unixapi.Project
+	var followed api.Project
 	d.mustAPI(t, "POST", "/v1/projects", map[string]string{"name": "followed"}, http.StatusCreated, &followed)
 	waitOutput(t, "audit tail -f to show the new project", followOut, "project="+followed.ID)
 	if err := follow.Process.Signal(syscall.SIGTERM); err != nil {
@@ -388,7 +388,7 @@ func TestAuditLog(t *testing.T) {
 			if r.code != 1 || !strings.Contains(r.stdout, want) || !strings.Contains(r.stdout, tc.reason) {
 				t.Errorf("want exit 1 and %q (%s):\n%s", want, tc.reason, r)
 			}
-			var rep unixapi.AuditReport
+			var rep api.AuditReport
 			c.mustAPI(t, "POST", "/v1/audit/verify", nil, http.StatusOK, &rep)
 			if rep.OK || rep.FirstBadSeq != uint64(tc.bad) {
 				t.Errorf("POST /v1/audit/verify: %+v, want first_bad_seq %d", rep, tc.bad)

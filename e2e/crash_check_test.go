@@ -12,7 +12,7 @@ import (
 	"net/url"
 	"slices"
 
-	"github.com/coffer-hsm/coffer/unixapi"
+	"github.com/coffer-hsm/coffer/api"
 )
 
 // listAll reads every page of a list endpoint, decoding strictly: a record
@@ -31,7 +31,7 @@ func listAll[T any](r *crashRun, d *daemonProc, path string) []T {
 		if res.status != http.StatusOK {
 			t.Fatalf("GET %s: status %d: %s", path, res.status, res.body)
 		}
-		var page unixapi.List[T]
+		var page api.List[T]
 		dec := json.NewDecoder(bytes.NewReader(res.body))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&page); err != nil {
@@ -50,17 +50,17 @@ func listAll[T any](r *crashRun, d *daemonProc, path string) []T {
 func (r *crashRun) check(d *daemonProc) {
 	t := r.t
 	t.Helper()
-	secrets := map[string]unixapi.Secret{}
-	secretByName := map[string]unixapi.Secret{}
-	for _, s := range listAll[unixapi.Secret](r, d, "/v1/projects/"+crashProject+"/secrets") {
+	secrets := map[string]api.Secret{}
+	secretByName := map[string]api.Secret{}
+	for _, s := range listAll[api.Secret](r, d, "/v1/projects/"+crashProject+"/secrets") {
 		if _, dup := secrets[s.ID]; dup {
 			t.Errorf("secret %s listed twice", s.ID)
 		}
 		secrets[s.ID], secretByName[s.DisplayName] = s, s
 	}
-	creds := map[string]unixapi.Credential{}
-	credByName := map[string]unixapi.Credential{}
-	for _, c := range listAll[unixapi.Credential](r, d, "/v1/projects/"+crashProject+"/credentials") {
+	creds := map[string]api.Credential{}
+	credByName := map[string]api.Credential{}
+	for _, c := range listAll[api.Credential](r, d, "/v1/projects/"+crashProject+"/credentials") {
 		if _, dup := creds[c.ID]; dup {
 			t.Errorf("credential %s listed twice", c.ID)
 		}
@@ -123,7 +123,7 @@ func (r *crashRun) check(d *daemonProc) {
 
 // resolve finds out whether w's request in flight at the kill took effect,
 // asserts that it did so whole or not at all, and updates the model.
-func (r *crashRun) resolve(d *daemonProc, w *crashWorker, secrets, secretByName map[string]unixapi.Secret, creds, credByName map[string]unixapi.Credential) {
+func (r *crashRun) resolve(d *daemonProc, w *crashWorker, secrets, secretByName map[string]api.Secret, creds, credByName map[string]api.Credential) {
 	t := r.t
 	t.Helper()
 	o := w.inflight
@@ -214,7 +214,7 @@ func (r *crashRun) resolve(d *daemonProc, w *crashWorker, secrets, secretByName 
 
 // checkSecret compares one secret with the model and checks what it
 // delivers: exactly the current version's payload and key values.
-func (r *crashRun) checkSecret(d *daemonProc, s *secretModel, listed map[string]unixapi.Secret) {
+func (r *crashRun) checkSecret(d *daemonProc, s *secretModel, listed map[string]api.Secret) {
 	t := r.t
 	t.Helper()
 	r.checks++
@@ -230,7 +230,7 @@ func (r *crashRun) checkSecret(d *daemonProc, s *secretModel, listed map[string]
 	if l.Version != s.version || l.Status != wantStatus || l.DisplayName != s.name || l.Project != crashProject {
 		t.Errorf("secret %s: listed as %s v%d %q in %s, want %s v%d %q in %s", s.id, l.Status, l.Version, l.DisplayName, l.Project, wantStatus, s.version, s.name, crashProject)
 	}
-	var got unixapi.Secret
+	var got api.Secret
 	d.mustAPI(t, "GET", "/v1/secrets/"+s.id, nil, http.StatusOK, &got)
 	sameJSON(t, "secret "+s.id+": get and list", got, l)
 
@@ -273,7 +273,7 @@ func (r *crashRun) checkSecret(d *daemonProc, s *secretModel, listed map[string]
 // the current one logs in (one more acknowledged login), the one retired
 // by the last rotation does not. A credential whose token was lost with an
 // answer is deleted.
-func (r *crashRun) checkCred(d *daemonProc, w *crashWorker, c *credModel, listed map[string]unixapi.Credential) {
+func (r *crashRun) checkCred(d *daemonProc, w *crashWorker, c *credModel, listed map[string]api.Credential) {
 	t := r.t
 	t.Helper()
 	r.checks++
@@ -286,7 +286,7 @@ func (r *crashRun) checkCred(d *daemonProc, w *crashWorker, c *credModel, listed
 		t.Errorf("credential %s: listed %s, %s, authn_count %d, token_id %s, user %s, max_authn %d; want active, %s, %d, %s, %s, %d",
 			c.id, l.Status, l.Name, l.AuthnCount, l.TokenID, l.User, l.MaxAuthn, c.name, c.logins, c.tokenID, w.user, crashMaxAuthn)
 	}
-	var got unixapi.Credential
+	var got api.Credential
 	d.mustAPI(t, "GET", "/v1/credentials/"+c.id, nil, http.StatusOK, &got)
 	sameJSON(t, "credential "+c.id+": get and list", got, l)
 
@@ -306,7 +306,7 @@ func (r *crashRun) checkCred(d *daemonProc, w *crashWorker, c *credModel, listed
 
 // roleOf is user's role on the crash project, "" for none.
 func (r *crashRun) roleOf(d *daemonProc, user string) string {
-	var u unixapi.User
+	var u api.User
 	d.mustAPI(r.t, "GET", "/v1/users/"+user, nil, http.StatusOK, &u)
 	role := ""
 	for _, pr := range u.Roles {

@@ -16,7 +16,7 @@ import (
 	"slices"
 	"strconv"
 
-	"github.com/coffer-hsm/coffer/unixapi"
+	"github.com/coffer-hsm/coffer/api"
 )
 
 const (
@@ -231,7 +231,7 @@ func (w *crashWorker) next() *crashOp {
 	case opCreateSecret:
 		o.name, o.next = w.newName("secret"), w.newVersion(nil)
 		o.method, o.path, o.want = "POST", "/v1/projects/"+crashProject+"/secrets", http.StatusCreated
-		o.body = unixapi.SecretCreateRequest{DisplayName: o.name, Payload: b64(o.next.payload), KeyValues: o.next.kvs}
+		o.body = api.SecretCreateRequest{DisplayName: o.name, Payload: b64(o.next.payload), KeyValues: o.next.kvs}
 	case opRotateSecret:
 		o.sec = pick(w.rng, active)
 		o.next = w.newVersion(&o.sec.current)
@@ -291,7 +291,7 @@ func (w *crashWorker) apply(o *crashOp, res apiResp) error {
 	w.byKind[o.kind]++
 	switch o.kind {
 	case opCreateSecret:
-		var s unixapi.Secret
+		var s api.Secret
 		if err := json.Unmarshal(res.body, &s); err != nil {
 			return fmt.Errorf("decode: %w", err)
 		}
@@ -300,7 +300,7 @@ func (w *crashWorker) apply(o *crashOp, res apiResp) error {
 		}
 		w.secrets = append(w.secrets, &secretModel{id: s.ID, name: o.name, version: 1, current: o.next})
 	case opRotateSecret:
-		var s unixapi.Secret
+		var s api.Secret
 		if err := json.Unmarshal(res.body, &s); err != nil {
 			return fmt.Errorf("decode: %w", err)
 		}
@@ -313,7 +313,7 @@ func (w *crashWorker) apply(o *crashOp, res apiResp) error {
 	case opDeleteSecret:
 		w.dropSecret(o.sec)
 	case opCreateCred, opRotateCred:
-		var c unixapi.Credential
+		var c api.Credential
 		if err := json.Unmarshal(res.body, &c); err != nil {
 			return fmt.Errorf("decode: %w", err)
 		}

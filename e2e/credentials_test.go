@@ -14,7 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/coffer-hsm/coffer/unixapi"
+	"github.com/coffer-hsm/coffer/api"
+	"github.com/coffer-hsm/coffer/client"
 )
 
 var tokenShape = regexp.MustCompile(`^cf[aost]_[0-9A-Za-z]{70}$`)
@@ -39,7 +40,7 @@ func TestCredTypesEndToEnd(t *testing.T) {
 			res := d.mustAPI(t, "POST", "/v1/projects/default/credentials", map[string]any{
 				"type": c.typ, "user": "svc", "policies": []string{"p2", "p1"}, "description": "for " + c.typ,
 			}, http.StatusCreated, nil)
-			var cr unixapi.Credential
+			var cr api.Credential
 			if err := json.Unmarshal(res.body, &cr); err != nil {
 				t.Fatal(err)
 			}
@@ -104,7 +105,7 @@ func TestCredTypesEndToEnd(t *testing.T) {
 					t.Errorf("after one token authn_count %d last_used_at %v", after.AuthnCount, after.LastUsedAt)
 				}
 			}
-			var l unixapi.List[unixapi.Secret]
+			var l api.List[api.Secret]
 			d.mustBearer(t, bearer, "GET", secretsPath, nil, http.StatusOK, &l)
 			if len(l.Items) != 1 || l.Items[0].DisplayName != "visible" {
 				t.Errorf("%s bearer lists %+v", c.typ, l.Items)
@@ -113,7 +114,7 @@ func TestCredTypesEndToEnd(t *testing.T) {
 			wantError(t, d.bearer(t, bearer, "POST", secretsPath, map[string]any{"display_name": "x", "payload": b64([]byte("p"))}),
 				http.StatusForbidden, "forbidden")
 			// its own credentials, through the self-service list
-			var own unixapi.List[unixapi.Credential]
+			var own api.List[api.Credential]
 			d.mustBearer(t, bearer, "GET", "/v1/credentials", nil, http.StatusOK, &own)
 			for _, x := range own.Items {
 				if x.User != "svc" {
@@ -154,10 +155,10 @@ func TestCredTypesEndToEnd(t *testing.T) {
 type rotationCase struct {
 	typ string
 	// use reports whether secret still authenticates (status of the use).
-	use func(t *testing.T, d *daemonProc, c unixapi.Credential, secret string) bool
+	use func(t *testing.T, d *daemonProc, c api.Credential, secret string) bool
 }
 
-func secretOf(c unixapi.Credential) string {
+func secretOf(c api.Credential) string {
 	if c.Type == "oauth2" {
 		return c.ClientSecret
 	}
@@ -165,21 +166,21 @@ func secretOf(c unixapi.Credential) string {
 }
 
 var rotationCases = []rotationCase{
-	{"auth-token", func(t *testing.T, d *daemonProc, _ unixapi.Credential, s string) bool {
+	{"auth-token", func(t *testing.T, d *daemonProc, _ api.Credential, s string) bool {
 		res := d.bearer(t, s, "POST", "/v1/auth/login", nil)
 		if res.status != http.StatusCreated {
 			wantUnauthenticated(t, "login", res)
 		}
 		return res.status == http.StatusCreated
 	}},
-	{"access-token", func(t *testing.T, d *daemonProc, _ unixapi.Credential, s string) bool {
+	{"access-token", func(t *testing.T, d *daemonProc, _ api.Credential, s string) bool {
 		res := d.bearer(t, s, "GET", secretsPath, nil)
 		if res.status != http.StatusOK {
 			wantUnauthenticated(t, "bearer", res)
 		}
 		return res.status == http.StatusOK
 	}},
-	{"oauth2", func(t *testing.T, d *daemonProc, c unixapi.Credential, s string) bool {
+	{"oauth2", func(t *testing.T, d *daemonProc, c api.Credential, s string) bool {
 		res := d.oauthTokenRaw(t, c.ClientID, s, nil)
 		if res.status != http.StatusOK && (res.status != 401 || !strings.Contains(string(res.body), `"invalid_client"`)) {
 			t.Errorf("oauth2 token: %d %s, want 200 or 401 invalid_client", res.status, res.body)
@@ -203,7 +204,7 @@ func TestCredRotation(t *testing.T) {
 			}
 
 			// no grace: the old secret stops at once
-			var r1 unixapi.Credential
+			var r1 api.Credential
 			d.mustAPI(t, "POST", "/v1/credentials/"+c.ID+"/rotate", nil, http.StatusOK, &r1)
 			s1 := secretOf(r1)
 			if s1 == "" || s1 == old || r1.TokenID == c.TokenID || r1.TokenID != tokenIDOf(t, s1) || r1.RotatedAt == nil || r1.ID != c.ID {
@@ -223,7 +224,7 @@ func TestCredRotation(t *testing.T) {
 			}
 
 			// grace 1h: both work
-			var r2 unixapi.Credential
+			var r2 api.Credential
 			d.mustAPI(t, "POST", "/v1/credentials/"+c.ID+"/rotate", map[string]any{"grace": "1h"}, http.StatusOK, &r2)
 			s2 := secretOf(r2)
 			if r2.TokenID == r1.TokenID {
@@ -241,7 +242,7 @@ func TestCredRotation(t *testing.T) {
 			}
 
 			// rotating again without grace ends the graced one too
-			var r3 unixapi.Credential
+			var r3 api.Credential
 			d.mustAPI(t, "POST", "/v1/credentials/"+c.ID+"/rotate", map[string]any{}, http.StatusOK, &r3)
 			for i, s := range []string{s1, s2} {
 				if rc.use(t, d, c, s) {
@@ -256,7 +257,7 @@ func TestCredRotation(t *testing.T) {
 
 	t.Run("short grace ends", func(t *testing.T) {
 		c := d.newCred(t, "default", map[string]any{"type": "access-token", "user": "rot"})
-		var r unixapi.Credential
+		var r api.Credential
 		d.mustAPI(t, "POST", "/v1/credentials/"+c.ID+"/rotate", map[string]any{"grace": "2s"}, http.StatusOK, &r)
 		d.wantWorks(t, "old token in a 2s grace", c.Token)
 		time.Sleep(2500 * time.Millisecond)
@@ -348,7 +349,7 @@ func TestCredMaxAuthnConcurrent(t *testing.T) {
 			for _, tok := range tokens {
 				d.wantWorks(t, "session won in the race", tok)
 			}
-			var ss unixapi.List[unixapi.Session]
+			var ss api.List[api.Session]
 			d.mustAPI(t, "GET", "/v1/sessions", nil, http.StatusOK, &ss)
 			n := 0
 			for _, s := range ss.Items {
@@ -425,13 +426,13 @@ func TestCredExpiry(t *testing.T) {
 		if tr.ExpiresIn > 2 {
 			t.Errorf("oauth2 expires_in %d for a credential expiring in 2s", tr.ExpiresIn)
 		}
-		expiring := []unixapi.Credential{at, auth, oc}
+		expiring := []api.Credential{at, auth, oc}
 		bearers := map[string]string{"access token": at.Token, "session": sess.Token, "jwt": tr.AccessToken}
 		for what, tok := range bearers {
 			d.wantWorks(t, what+" before expiry", tok)
 		}
 		// expiring_within: the 2s ones and the 30-day one within 31 days, not the 2s ones beyond
-		var l unixapi.List[unixapi.Credential]
+		var l api.List[api.Credential]
 		d.mustAPI(t, "GET", "/v1/projects/default/credentials?expiring_within=1h", nil, http.StatusOK, &l)
 		if ids := credIDs(l.Items); !sameSet(ids, []string{at.ID, auth.ID, oc.ID}) {
 			t.Errorf("expiring_within=1h: %v", ids)
@@ -464,7 +465,7 @@ func TestCredExpiry(t *testing.T) {
 		d.wantWorks(t, "30-day token", keep.Token)
 		d.wantWorks(t, "token without expiry", forever.Token)
 		// rotating an expired credential does not bring it back
-		var r unixapi.Credential
+		var r api.Credential
 		res := d.api(t, "POST", "/v1/credentials/"+at.ID+"/rotate", nil)
 		if res.status == http.StatusOK {
 			_ = json.Unmarshal(res.body, &r)
@@ -475,7 +476,7 @@ func TestCredExpiry(t *testing.T) {
 	})
 }
 
-func credIDs(cs []unixapi.Credential) []string {
+func credIDs(cs []api.Credential) []string {
 	var out []string
 	for _, c := range cs {
 		out = append(out, c.ID)
@@ -530,7 +531,7 @@ func TestCredRestrictedBearer(t *testing.T) {
 		if !un.Unrestricted {
 			t.Errorf("unrestricted not shown: %+v", un)
 		}
-		var made unixapi.Credential
+		var made api.Credential
 		d.mustBearer(t, un.Token, "POST", "/v1/projects/default/credentials", create, http.StatusCreated, &made)
 		if made.Token == "" || made.Unrestricted {
 			t.Errorf("credential made by an unrestricted token: %+v", made)
@@ -576,7 +577,7 @@ func TestSessionListAndRevoke(t *testing.T) {
 	a2 := d.newCred(t, "default", map[string]any{"type": "auth-token", "user": "s2"})
 	x2 := d.login(t, a2.Token)
 
-	var own unixapi.List[unixapi.Session]
+	var own api.List[api.Session]
 	d.mustBearer(t, x1.Token, "GET", "/v1/sessions", nil, http.StatusOK, &own)
 	kinds := map[string]string{}
 	for _, s := range own.Items {
@@ -599,7 +600,7 @@ func TestSessionListAndRevoke(t *testing.T) {
 	if !slices.Equal(x1.Policies, []string{"pol"}) {
 		t.Errorf("session policies %v, want [pol] copied from the credential", x1.Policies)
 	}
-	var all unixapi.List[unixapi.Session]
+	var all api.List[api.Session]
 	d.mustAPI(t, "GET", "/v1/sessions", nil, http.StatusOK, &all)
 	if len(all.Items) != 4 {
 		t.Errorf("admin sees %d sessions, want 4", len(all.Items))
@@ -642,7 +643,7 @@ func TestRuleSavedAndAuthorize(t *testing.T) {
 	d.newUser(t, "api")
 	d.setRole(t, "default", "api", "member")
 
-	var r1, r2 unixapi.SavedRule
+	var r1, r2 api.SavedRule
 	res := d.mustAPI(t, "POST", "/v1/access-rules", map[string]any{"service": "inventory", "method": "GET", "path": "/v1/things/*"}, http.StatusCreated, &r1)
 	if r1.ID == "" || res.header.Get("Location") != "/v1/access-rules/"+r1.ID || r1.Service != "inventory" || r1.Method != "GET" || r1.Path != "/v1/things/*" {
 		t.Errorf("saved rule %+v, Location %q", r1, res.header.Get("Location"))
@@ -655,7 +656,7 @@ func TestRuleSavedAndAuthorize(t *testing.T) {
 	} {
 		wantError(t, d.api(t, "POST", "/v1/access-rules", bad), 400, "invalid_access_rule")
 	}
-	var rules unixapi.List[unixapi.SavedRule]
+	var rules api.List[api.SavedRule]
 	d.mustAPI(t, "GET", "/v1/access-rules", nil, http.StatusOK, &rules)
 	if len(rules.Items) != 2 {
 		t.Errorf("saved rules %+v", rules.Items)
@@ -726,7 +727,7 @@ func TestRuleSavedAndAuthorize(t *testing.T) {
 		{"auth token is not a bearer", ruledAuth.Token, "inventory", "GET", "/v1/things/42", false, badTokenMessage},
 	} {
 		t.Run(a.name, func(t *testing.T) {
-			var dec unixapi.Decision
+			var dec api.Decision
 			d.mustAPI(t, "POST", "/v1/authorize", map[string]any{"token": a.token, "service": a.service, "method": a.method, "path": a.path},
 				http.StatusOK, &dec)
 			if dec.Allowed != a.allowed || (a.reason != "" && dec.Reason != a.reason) || dec.Reason == "" {
@@ -740,7 +741,7 @@ func TestRuleSavedAndAuthorize(t *testing.T) {
 			}
 		})
 	}
-	var dec unixapi.Decision
+	var dec api.Decision
 	d.mustAPI(t, "POST", "/v1/authorize", map[string]any{"token": c1.Token, "service": "inventory", "method": "GET", "path": "/v1/things/1"}, 200, &dec)
 	if !slices.Equal(dec.Roles, []string{"member", "reader"}) {
 		t.Errorf("roles %v, want [member reader]", dec.Roles)
@@ -762,7 +763,7 @@ func TestRuleSavedAndAuthorize(t *testing.T) {
 		t.Errorf("member credential still allowed after the user became reader: %+v", dec)
 	}
 	// every credential using r1 is gone now (all were member+): it may go
-	var left unixapi.List[unixapi.Credential]
+	var left api.List[api.Credential]
 	d.mustAPI(t, "GET", "/v1/projects/default/credentials", nil, http.StatusOK, &left)
 	if len(left.Items) != 0 {
 		t.Errorf("credentials left after lowering to reader: %d", len(left.Items))
@@ -881,14 +882,14 @@ func TestCredTokensNotInStateOrLog(t *testing.T) {
 	auth := d.newCred(t, "default", map[string]any{"type": "auth-token", "user": "leak", "name": "leak-auth"})
 	add("auth token", auth.Token)
 	add("session token", d.login(t, auth.Token).Token)
-	var ra unixapi.Credential
+	var ra api.Credential
 	d.mustAPI(t, "POST", "/v1/credentials/"+auth.ID+"/rotate", map[string]any{"grace": "1h"}, http.StatusOK, &ra)
 	add("rotated auth token", ra.Token)
 	add("session of the rotated auth token", d.login(t, ra.Token).Token)
 	at := d.newCred(t, "default", map[string]any{"type": "access-token", "user": "leak"})
 	add("access token", at.Token)
 	d.wantWorks(t, "access token", at.Token)
-	var rat unixapi.Credential
+	var rat api.Credential
 	d.mustAPI(t, "POST", "/v1/credentials/"+at.ID+"/rotate", nil, http.StatusOK, &rat)
 	add("rotated access token", rat.Token)
 	oc := d.newCred(t, "default", map[string]any{"type": "oauth2", "user": "leak"})
@@ -896,12 +897,12 @@ func TestCredTokensNotInStateOrLog(t *testing.T) {
 	jwt := d.oauthToken(t, oc.ClientID, oc.ClientSecret).AccessToken
 	add("jwt", jwt)
 	d.wantWorks(t, "jwt", jwt)
-	var roc unixapi.Credential
+	var roc api.Credential
 	d.mustAPI(t, "POST", "/v1/credentials/"+oc.ID+"/rotate", nil, http.StatusOK, &roc)
 	add("rotated client secret", roc.ClientSecret)
 	un := d.newCred(t, "default", map[string]any{"type": "access-token", "user": "leak", "unrestricted": true})
 	add("unrestricted token", un.Token)
-	var minted unixapi.Credential
+	var minted api.Credential
 	d.mustBearer(t, un.Token, "POST", "/v1/projects/default/credentials", map[string]any{"type": "auth-token"}, http.StatusCreated, &minted)
 	add("token minted by a token", minted.Token)
 
@@ -964,7 +965,7 @@ func TestCredAccessTokenSessionRevokedThenRotated(t *testing.T) {
 		}
 		return
 	}
-	var r unixapi.Credential
+	var r api.Credential
 	if err := json.Unmarshal(res.body, &r); err != nil {
 		t.Fatal(err)
 	}
@@ -981,11 +982,11 @@ func TestCredConcurrentRotation(t *testing.T) {
 	d := startDaemon(t, workDir(t))
 	d.newUser(t, "cr")
 	d.setRole(t, "default", "cr", "reader")
-	cl := unixapi.NewClient(d.socket)
+	cl := client.NewClient(d.socket)
 	ctx := context.Background()
 	for _, typ := range []string{"access-token", "auth-token", "oauth2"} {
 		t.Run(typ, func(t *testing.T) {
-			c, err := cl.CreateCredential(ctx, "default", unixapi.CredentialCreateRequest{Type: typ, User: "cr"})
+			c, err := cl.CreateCredential(ctx, "default", api.CredentialCreateRequest{Type: typ, User: "cr"})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/coffer-hsm/coffer/unixapi"
 	"io"
 	"net"
 	"net/http"
@@ -20,6 +19,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/coffer-hsm/coffer/api"
 )
 
 const (
@@ -297,7 +298,7 @@ func (d *daemonProc) mustAPI(t *testing.T, method, path string, body any, want i
 }
 
 // secret is the secret metadata as the API returns it.
-type secret = unixapi.Secret
+type secret = api.Secret
 
 type project struct {
 	ID        string    `json:"id"`

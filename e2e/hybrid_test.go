@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/coffer-hsm/coffer/unixapi"
+	"github.com/coffer-hsm/coffer/client"
 )
 
 // TestHybridVsockDelivery plays a Firecracker VMM: the guest's connection
@@ -35,8 +35,8 @@ func TestHybridVsockDelivery(t *testing.T) {
 	sec := d.createSecret(t, "default", "web db password", []byte("hybrid-payload"), nil)
 	d.mustAPI(t, "POST", "/v1/secrets/"+sec.ID+"/bindings", map[string]any{"user": "web", "name": "dbpass"}, http.StatusCreated, nil)
 
-	guest := func(name string) *unixapi.Client {
-		return unixapi.NewClient(filepath.Join(dir, fmt.Sprintf("%s.vsock_%d", name, port)))
+	guest := func(name string) *client.Client {
+		return client.NewClient(filepath.Join(dir, fmt.Sprintf("%s.vsock_%d", name, port)))
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -45,11 +45,11 @@ func TestHybridVsockDelivery(t *testing.T) {
 		t.Fatalf("vm-web delivery: %q %v", got, err)
 	}
 	// The other VM is nobody: 404 for the payload, 403 for the API.
-	var ae *unixapi.APIError
+	var ae *client.APIError
 	if _, err := guest("vm-db").Deliver(ctx, "dbpass"); !errors.As(err, &ae) || ae.Status != http.StatusNotFound {
 		t.Fatalf("vm-db delivery: %v, want 404", err)
 	}
-	if _, err := guest("vm-db").ListSecrets(ctx, "default", unixapi.PageQuery{}); !errors.As(err, &ae) || ae.Status != http.StatusForbidden {
+	if _, err := guest("vm-db").ListSecrets(ctx, "default", client.PageQuery{}); !errors.As(err, &ae) || ae.Status != http.StatusForbidden {
 		t.Fatalf("vm-db list: %v, want 403", err)
 	}
 	// A VM added to the config file is served after SIGHUP.

@@ -20,7 +20,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/coffer-hsm/coffer/unixapi"
+	"github.com/coffer-hsm/coffer/api"
 )
 
 // badTokenMessage is the one message of every refused token.
@@ -69,9 +69,9 @@ func tokenKind(tok string) string {
 }
 
 // newUser creates a workload user with a 1h access-token TTL.
-func (d *daemonProc) newUser(t *testing.T, name string) unixapi.User {
+func (d *daemonProc) newUser(t *testing.T, name string) api.User {
 	t.Helper()
-	var u unixapi.User
+	var u api.User
 	d.mustAPI(t, "POST", "/v1/users", map[string]any{"name": name, "kind": "workload", "access_token_ttl": "1h"}, http.StatusCreated, &u)
 	return u
 }
@@ -97,9 +97,9 @@ func (d *daemonProc) newPolicies(t *testing.T, proj string, names ...string) {
 }
 
 // newCred creates a credential in proj as the system admin.
-func (d *daemonProc) newCred(t *testing.T, proj string, body map[string]any) unixapi.Credential {
+func (d *daemonProc) newCred(t *testing.T, proj string, body map[string]any) api.Credential {
 	t.Helper()
-	var c unixapi.Credential
+	var c api.Credential
 	res := d.mustAPI(t, "POST", "/v1/projects/"+proj+"/credentials", body, http.StatusCreated, &c)
 	if loc := res.header.Get("Location"); loc != "/v1/credentials/"+c.ID {
 		t.Errorf("Location = %q, want /v1/credentials/%s", loc, c.ID)
@@ -108,30 +108,30 @@ func (d *daemonProc) newCred(t *testing.T, proj string, body map[string]any) uni
 }
 
 // getCred reads a credential as the system admin.
-func (d *daemonProc) getCred(t *testing.T, id string) unixapi.Credential {
+func (d *daemonProc) getCred(t *testing.T, id string) api.Credential {
 	t.Helper()
-	var c unixapi.Credential
+	var c api.Credential
 	d.mustAPI(t, "GET", "/v1/credentials/"+id, nil, http.StatusOK, &c)
 	return c
 }
 
 // login exchanges an auth token for a session.
-func (d *daemonProc) login(t *testing.T, authToken string) unixapi.Session {
+func (d *daemonProc) login(t *testing.T, authToken string) api.Session {
 	t.Helper()
-	var s unixapi.Session
+	var s api.Session
 	d.mustBearer(t, authToken, "POST", "/v1/auth/login", nil, http.StatusCreated, &s)
 	return s
 }
 
 // oauthToken runs the client-credentials grant with HTTP Basic and returns
 // the response (status 200 expected).
-func (d *daemonProc) oauthToken(t *testing.T, clientID, secret string) unixapi.TokenResponse {
+func (d *daemonProc) oauthToken(t *testing.T, clientID, secret string) api.TokenResponse {
 	t.Helper()
 	res := d.oauthTokenRaw(t, clientID, secret, nil)
 	if res.status != http.StatusOK {
 		t.Fatalf("POST /oauth2/token: status %d, want 200; body: %s", res.status, res.body)
 	}
-	var tr unixapi.TokenResponse
+	var tr api.TokenResponse
 	if err := json.Unmarshal(res.body, &tr); err != nil {
 		t.Fatalf("decode token response %s: %v", res.body, err)
 	}
@@ -152,13 +152,13 @@ func (d *daemonProc) oauthTokenRaw(t *testing.T, clientID, secret string, extra 
 }
 
 // introspect returns the raw introspection answer for token.
-func (d *daemonProc) introspect(t *testing.T, token string) (apiResp, unixapi.Introspection) {
+func (d *daemonProc) introspect(t *testing.T, token string) (apiResp, api.Introspection) {
 	t.Helper()
 	res := d.send(t, "POST", "/oauth2/introspect", nil, url.Values{"token": {token}})
 	if res.status != http.StatusOK {
 		t.Fatalf("POST /oauth2/introspect: status %d; body %s", res.status, res.body)
 	}
-	var in unixapi.Introspection
+	var in api.Introspection
 	if err := json.Unmarshal(res.body, &in); err != nil {
 		t.Fatalf("decode introspection %s: %v", res.body, err)
 	}
@@ -339,7 +339,7 @@ func TestIdentityUsers(t *testing.T) {
 	t.Parallel()
 	d := startDaemon(t, workDir(t))
 
-	var u unixapi.User
+	var u api.User
 	res := d.mustAPI(t, "POST", "/v1/users", map[string]any{
 		"name": "svc-a", "kind": "workload", "unix_uids": []int{4242}, "vsock_cids": []int{7}, "access_token_ttl": "1h",
 	}, http.StatusCreated, &u)
@@ -353,7 +353,7 @@ func TestIdentityUsers(t *testing.T) {
 	human := d.newUser(t, "alice")
 
 	// read by name and by id
-	var byName, byID unixapi.User
+	var byName, byID api.User
 	d.mustAPI(t, "GET", "/v1/users/svc-a", nil, http.StatusOK, &byName)
 	d.mustAPI(t, "GET", "/v1/users/"+u.ID, nil, http.StatusOK, &byID)
 	if byName.ID != u.ID || byID.Name != "svc-a" {
@@ -389,20 +389,20 @@ func TestIdentityUsers(t *testing.T) {
 	wantError(t, d.api(t, "PATCH", "/v1/users/alice", map[string]any{"unix_uids": []int{0}}), 400, "invalid_user")
 
 	// list, and list by project
-	var all unixapi.List[unixapi.User]
+	var all api.List[api.User]
 	d.mustAPI(t, "GET", "/v1/users", nil, http.StatusOK, &all)
 	if len(all.Items) != 2 {
 		t.Errorf("GET /v1/users: %d users, want 2: %+v", len(all.Items), all.Items)
 	}
 	d.setRole(t, "default", "alice", "member")
-	var inDefault unixapi.List[unixapi.User]
+	var inDefault api.List[api.User]
 	d.mustAPI(t, "GET", "/v1/users?project=default", nil, http.StatusOK, &inDefault)
 	if len(inDefault.Items) != 1 || inDefault.Items[0].Name != "alice" {
 		t.Errorf("GET /v1/users?project=default: %+v, want alice only", inDefault.Items)
 	}
 
 	// patch: ttl, bindings, disable; absent fields stay
-	var p unixapi.User
+	var p api.User
 	d.mustAPI(t, "PATCH", "/v1/users/svc-a", map[string]any{"access_token_ttl": "30m"}, http.StatusOK, &p)
 	if p.AccessTokenTTL != "30m0s" || !slices.Equal(p.UnixUIDs, []uint32{4242}) || p.Disabled {
 		t.Errorf("after ttl patch %+v", p)
@@ -441,7 +441,7 @@ func TestIdentityUsers(t *testing.T) {
 // ---- roles ----
 
 // credSet is one credential per role-set, to watch role cascades.
-type credSet map[string]unixapi.Credential
+type credSet map[string]api.Credential
 
 func TestRoleSubsetAndCascades(t *testing.T) {
 	t.Parallel()
@@ -470,7 +470,7 @@ func TestRoleSubsetAndCascades(t *testing.T) {
 	})
 
 	t.Run("roles listing", func(t *testing.T) {
-		var l unixapi.List[unixapi.ProjectRole]
+		var l api.List[api.ProjectRole]
 		d.mustAPI(t, "GET", "/v1/projects/default/roles", nil, http.StatusOK, &l)
 		if len(l.Items) != 1 || l.Items[0].User != "bob" || l.Items[0].Role != "member" || l.Items[0].Project != "default" {
 			t.Errorf("roles %+v", l.Items)
@@ -500,10 +500,10 @@ func TestRoleSubsetAndCascades(t *testing.T) {
 			wantUnauthenticated(t, "token of a credential whose role went ("+tokenKind(tok)+")", d.bearer(t, tok, "GET", teamSecrets, nil))
 		}
 		wantUnauthenticated(t, "login after role removal", d.bearer(t, auth.Token, "POST", "/v1/auth/login", nil))
-		for _, c := range []unixapi.Credential{onTeam, auth, oc} {
+		for _, c := range []api.Credential{onTeam, auth, oc} {
 			wantError(t, d.api(t, "GET", "/v1/credentials/"+c.ID, nil), 404, "not_found")
 		}
-		var l unixapi.List[unixapi.Credential]
+		var l api.List[api.Credential]
 		d.mustAPI(t, "GET", "/v1/projects/team/credentials?user=carol", nil, http.StatusOK, &l)
 		if len(l.Items) != 0 {
 			t.Errorf("carol still has %d credentials on team", len(l.Items))
@@ -546,7 +546,7 @@ func TestRoleSubsetAndCascades(t *testing.T) {
 		}
 		// raising back does not resurrect anything, and keeps the reader one
 		d.setRole(t, "default", "dave", "admin")
-		var l unixapi.List[unixapi.Credential]
+		var l api.List[api.Credential]
 		d.mustAPI(t, "GET", "/v1/projects/default/credentials?user=dave", nil, http.StatusOK, &l)
 		if len(l.Items) != 1 || !slices.Equal(l.Items[0].Roles, []string{"reader"}) {
 			t.Errorf("dave's credentials after raising back: %+v", l.Items)
@@ -584,7 +584,7 @@ func TestIdentityUserCascades(t *testing.T) {
 	oc := d.newCred(t, "default", map[string]any{"type": "oauth2", "user": "wl"})
 	jwt := d.oauthToken(t, oc.ClientID, oc.ClientSecret).AccessToken
 	bearers := map[string]string{"session": sess.Token, "access token": at.Token, "jwt": jwt}
-	creds := []unixapi.Credential{auth, at, oc}
+	creds := []api.Credential{auth, at, oc}
 	for what, tok := range bearers {
 		d.wantWorks(t, what, tok)
 	}
@@ -621,7 +621,7 @@ func TestIdentityUserCascades(t *testing.T) {
 	})
 
 	t.Run("delete", func(t *testing.T) {
-		var before unixapi.List[unixapi.Session]
+		var before api.List[api.Session]
 		d.mustAPI(t, "GET", "/v1/sessions", nil, http.StatusOK, &before)
 		if n := countSessions(before.Items, "wl"); n < 4 {
 			t.Errorf("wl has %d sessions before deletion, want >= 4", n)
@@ -638,17 +638,17 @@ func TestIdentityUserCascades(t *testing.T) {
 		for _, c := range creds {
 			wantError(t, d.api(t, "GET", "/v1/credentials/"+c.ID, nil), 404, "not_found")
 		}
-		var after unixapi.List[unixapi.Session]
+		var after api.List[api.Session]
 		d.mustAPI(t, "GET", "/v1/sessions", nil, http.StatusOK, &after)
 		if n := countSessions(after.Items, "wl"); n != 0 {
 			t.Errorf("deleted user still has %d sessions", n)
 		}
-		var l unixapi.List[unixapi.Credential]
+		var l api.List[api.Credential]
 		d.mustAPI(t, "GET", "/v1/projects/default/credentials", nil, http.StatusOK, &l)
 		if len(l.Items) != 0 {
 			t.Errorf("credentials left after deleting their user: %+v", l.Items)
 		}
-		var roles unixapi.List[unixapi.ProjectRole]
+		var roles api.List[api.ProjectRole]
 		d.mustAPI(t, "GET", "/v1/projects/default/roles", nil, http.StatusOK, &roles)
 		if len(roles.Items) != 0 {
 			t.Errorf("roles left after deleting their user: %+v", roles.Items)
@@ -661,7 +661,7 @@ func TestIdentityUserCascades(t *testing.T) {
 	})
 }
 
-func countSessions(ss []unixapi.Session, user string) int {
+func countSessions(ss []api.Session, user string) int {
 	n := 0
 	for _, s := range ss {
 		if s.User == user {
@@ -813,7 +813,7 @@ func TestRoleLoweringRacesCredentialCreation(t *testing.T) {
 				if res.status != http.StatusCreated && res.status != http.StatusForbidden {
 					t.Errorf("create during a role change: %d %s", res.status, res.body)
 				}
-				var c unixapi.Credential
+				var c api.Credential
 				if res.status == http.StatusCreated && json.Unmarshal(res.body, &c) == nil {
 					mu.Lock()
 					tokens[c.ID] = c.Token
@@ -832,7 +832,7 @@ func TestRoleLoweringRacesCredentialCreation(t *testing.T) {
 		}()
 		close(start)
 		wg.Wait()
-		var l unixapi.List[unixapi.Credential]
+		var l api.List[api.Credential]
 		d.mustAPI(t, "GET", "/v1/projects/default/credentials?user=racer", nil, http.StatusOK, &l)
 		if len(l.Items) > 0 {
 			t.Errorf("round %d: user holds reader, yet %d credentials with roles [admin] survive the lowering (e.g. %s, status %s)",
@@ -871,7 +871,7 @@ func TestIdentityUserDeleteRacesCredentialCreation(t *testing.T) {
 				defer wg.Done()
 				<-start
 				res := d.api(t, "POST", "/v1/projects/default/credentials", map[string]any{"type": "access-token", "user": "victim"})
-				var c unixapi.Credential
+				var c api.Credential
 				if res.status == http.StatusCreated && json.Unmarshal(res.body, &c) == nil {
 					mu.Lock()
 					tokens = append(tokens, c.Token)

@@ -18,8 +18,8 @@ import (
 
 	jose "github.com/go-jose/go-jose/v4"
 
+	"github.com/coffer-hsm/coffer/api"
 	"github.com/coffer-hsm/coffer/internal/k8stest"
-	"github.com/coffer-hsm/coffer/unixapi"
 )
 
 // kmsEtcdPrefix starts every value kube-apiserver writes through the KMS
@@ -238,13 +238,13 @@ func TestK8sServiceAccountSigner(t *testing.T) {
 	cp := k8stest.Start(t, k8stest.Options{ServiceAccountSigningEndpoint: sock})
 	step("coffer and kube-apiserver (signing through coffer) up")
 
-	saKeys := func() map[string]unixapi.K8sSAKey {
+	saKeys := func() map[string]api.K8sSAKey {
 		t.Helper()
-		var list unixapi.K8sSAKeys
+		var list api.K8sSAKeys
 		if err := json.Unmarshal([]byte(d.mustCLI(t, "", "-o", "json", "k8s", "sa-keys").stdout), &list); err != nil {
 			t.Fatal(err)
 		}
-		out := map[string]unixapi.K8sSAKey{}
+		out := map[string]api.K8sSAKey{}
 		for _, k := range list.Keys {
 			out[k.Kid] = k
 		}
@@ -302,7 +302,7 @@ func TestK8sServiceAccountSigner(t *testing.T) {
 	step("token signed by " + keys[kid1].Label + " (kid " + kid1 + "), verified, accepted as a bearer")
 
 	// Rotation: new tokens carry the new kid; the old one still works.
-	var rot unixapi.K8sSAKeyRotation
+	var rot api.K8sSAKeyRotation
 	if err := json.Unmarshal([]byte(d.mustCLI(t, "", "-o", "json", "k8s", "rotate-sa-key").stdout), &rot); err != nil {
 		t.Fatal(err)
 	}

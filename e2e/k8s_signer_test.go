@@ -12,14 +12,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coffer-hsm/coffer/api"
 	jose "github.com/go-jose/go-jose/v4"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	grpcstatus "google.golang.org/grpc/status"
 	externaljwtv1 "k8s.io/externaljwt/apis/v1"
-
-	"github.com/coffer-hsm/coffer/unixapi"
 )
 
 // k8sSigner dials the daemon's Kubernetes signer socket as kube-apiserver
@@ -135,7 +134,7 @@ func TestK8sSigner(t *testing.T) {
 		t.Fatalf("Sign(48h) = %v, want InvalidArgument", err)
 	}
 
-	var list unixapi.K8sSAKeys
+	var list api.K8sSAKeys
 	if err := json.Unmarshal([]byte(d.mustCLI(t, "", "-o", "json", "k8s", "sa-keys").stdout), &list); err != nil {
 		t.Fatal(err)
 	}
@@ -144,7 +143,7 @@ func TestK8sSigner(t *testing.T) {
 	}
 
 	// Rotation: the new key signs, the previous one stays published.
-	var rot unixapi.K8sSAKeyRotation
+	var rot api.K8sSAKeyRotation
 	if err := json.Unmarshal([]byte(d.mustCLI(t, "", "-o", "json", "k8s", "rotate-sa-key").stdout), &rot); err != nil {
 		t.Fatal(err)
 	}
@@ -207,7 +206,7 @@ func TestK8sSignerOff(t *testing.T) {
 		t.Fatalf("signer socket with --k8s-signer-socket '': %v", err)
 	}
 	// Its keys can be listed (none yet) without it.
-	var list unixapi.K8sSAKeys
+	var list api.K8sSAKeys
 	if err := json.Unmarshal([]byte(d.mustCLI(t, "", "-o", "json", "k8s", "sa-keys").stdout), &list); err != nil || len(list.Keys) != 0 {
 		t.Fatalf("k8s sa-keys = %+v, %v", list, err)
 	}

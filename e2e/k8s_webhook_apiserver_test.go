@@ -14,8 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coffer-hsm/coffer/api"
 	"github.com/coffer-hsm/coffer/internal/k8stest"
-	"github.com/coffer-hsm/coffer/unixapi"
 )
 
 // TestK8sWebhookAPIServer puts coffer's TokenReview and
@@ -98,9 +98,9 @@ func TestK8sWebhookAPIServer(t *testing.T) {
 	d.setRole(t, "default", "viewer", "reader")
 	d.newUser(t, "ci")
 	d.setRole(t, "default", "ci", "admin")
-	cred := func(user, name string, extra ...string) unixapi.Credential {
+	cred := func(user, name string, extra ...string) api.Credential {
 		t.Helper()
-		var c unixapi.Credential
+		var c api.Credential
 		args := append([]string{"-o", "json", "cred", "create", "--type", "access-token", "--user", user, "--project", "default"}, extra...)
 		decodeOutput(t, "json", d.mustCLI(t, "", append(args, name)...).stdout, &c)
 		if c.Token == "" || c.TokenID == "" {
@@ -122,7 +122,7 @@ func TestK8sWebhookAPIServer(t *testing.T) {
 	// groups. The id keeps its case (daemon/k8s_review.go: base62 ids are
 	// case-sensitive), though the issue asked for lower case.
 	for _, tc := range []struct {
-		c      unixapi.Credential
+		c      api.Credential
 		groups []string
 	}{
 		{admin, []string{"coffer:default:admin", "coffer:default:member", "coffer:default:reader", "system:authenticated"}},

@@ -13,13 +13,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coffer-hsm/coffer/api"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	grpcstatus "google.golang.org/grpc/status"
 	kmsapi "k8s.io/kms/apis/v2"
-
-	"github.com/coffer-hsm/coffer/unixapi"
 )
 
 // kmsClient dials the daemon's KMS socket as kube-apiserver does.
@@ -69,11 +68,11 @@ func kmsEncrypt(t *testing.T, c kmsapi.KeyManagementServiceClient, seed []byte) 
 	return enc
 }
 
-func kmsKeys(t *testing.T, d *daemonProc) map[string]unixapi.KMSKey {
+func kmsKeys(t *testing.T, d *daemonProc) map[string]api.KMSKey {
 	t.Helper()
-	var k unixapi.KMSKeys
+	var k api.KMSKeys
 	decodeOutput(t, "json", d.mustCLI(t, "", "-o", "json", "k8s", "kms-keys").stdout, &k)
-	out := map[string]unixapi.KMSKey{}
+	out := map[string]api.KMSKey{}
 	for _, v := range k.Keys {
 		out[v.KeyID] = v
 	}

@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/coffer-hsm/coffer/unixapi"
+	"github.com/coffer-hsm/coffer/api"
 )
 
 // requirePrometheus returns the paths of prometheus and promtool (Debian's
@@ -228,7 +228,7 @@ func TestMetricsListenRefusesNonLoopback(t *testing.T) {
 // 0 on a healthy daemon.
 func TestMetricsAndHealthOnSocket(t *testing.T) {
 	d := startDaemon(t, workDir(t))
-	var h unixapi.Health
+	var h api.Health
 	d.mustAPI(t, "GET", "/v1/health", nil, http.StatusOK, &h)
 	if h.Status != "ok" || len(h.Failed) != 0 {
 		t.Errorf("health = %+v, want ok", h)
@@ -271,7 +271,7 @@ func TestMetricsLeakNothing(t *testing.T) {
 	d.mustAPI(t, "POST", "/v1/users", map[string]any{"name": user}, http.StatusCreated, nil)
 	d.mustAPI(t, "PUT", "/v1/projects/"+proj+"/roles/"+user+"/admin", nil, http.StatusOK, nil)
 	s := d.createSecret(t, proj, display, []byte(payload), map[string]string{kvKey: kvValue})
-	var cred unixapi.Credential
+	var cred api.Credential
 	d.mustAPI(t, "POST", "/v1/projects/"+proj+"/credentials", map[string]any{"type": "access-token", "user": user}, http.StatusCreated, &cred)
 	if cred.Token == "" {
 		t.Fatal("no token issued")
@@ -391,7 +391,7 @@ func TestCountsAndMetricsAsOtherCallers(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 	// The system admin (the dev daemon's own uid) sees both.
-	var st unixapi.Status
+	var st api.Status
 	h.mustAPI(t, "GET", "/v1/status", nil, http.StatusOK, &st)
 	if st.Counts.Projects != 3 || st.Counts.Secrets != 1 {
 		t.Errorf("the admin's counts = %+v, want 3 projects, 1 secret", st.Counts)

@@ -20,12 +20,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coffer-hsm/coffer/api"
 	jose "github.com/go-jose/go-jose/v4"
 	josejwt "github.com/go-jose/go-jose/v4/jwt"
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/clientcredentials"
-
-	"github.com/coffer-hsm/coffer/unixapi"
 )
 
 // tokenURL is the token endpoint as clients on the socket name it.
@@ -170,7 +169,7 @@ func TestOAuthClientCredentials(t *testing.T) {
 				t.Errorf("exp %v vs expires_in %v", c.Expiry.Time(), tok.Expiry)
 			}
 			// jti is the session, which the owner can see and revoke
-			var ss unixapi.List[unixapi.Session]
+			var ss api.List[api.Session]
 			d.mustBearer(t, tok.AccessToken, "GET", "/v1/sessions", nil, http.StatusOK, &ss)
 			found := false
 			for _, s := range ss.Items {
@@ -210,7 +209,7 @@ func TestOAuthClientCredentials(t *testing.T) {
 		if !slices.Equal(c.Roles, []string{"reader"}) || c.Scope != "reader" {
 			t.Errorf("scoped token roles %v scope %q", c.Roles, c.Scope)
 		}
-		var in unixapi.Introspection
+		var in api.Introspection
 		_, in = d.introspect(t, tok.AccessToken)
 		if !slices.Equal(in.Roles, []string{"reader"}) {
 			t.Errorf("introspected scoped roles %v", in.Roles)

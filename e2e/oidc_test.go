@@ -32,11 +32,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coffer-hsm/coffer/api"
 	"github.com/coreos/go-oidc/v3/oidc"
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/clientcredentials"
-
-	"github.com/coffer-hsm/coffer/unixapi"
 )
 
 const (
@@ -75,7 +74,7 @@ func publicProxy(t *testing.T, socket *atomic.Value) *httptest.Server {
 // oauthError reads an RFC 6749 error answer.
 func oauthError(t *testing.T, res apiResp) (int, string) {
 	t.Helper()
-	var e unixapi.OAuth2Error
+	var e api.OAuth2Error
 	if err := json.Unmarshal(res.body, &e); err != nil {
 		t.Fatalf("answer %d %s is not an OAuth2 error: %v", res.status, res.body, err)
 	}
@@ -171,7 +170,7 @@ func TestOIDCRelyingParty(t *testing.T) {
 		// billing cannot trade it for a token for someone else.
 		d.wantRefused(t, "a JWT for billing at coffer", tok)
 		// billing may also ask coffer: the answer names the audience
-		var in unixapi.Introspection
+		var in api.Introspection
 		res := d.send(t, "POST", "/oauth2/introspect", nil, url.Values{"token": {tok}})
 		if json.Unmarshal(res.body, &in) != nil || !in.Active || !slices.Equal(in.Audience, []string{billing}) {
 			t.Errorf("introspection of a JWT for billing: %s", res.body)
@@ -180,7 +179,7 @@ func TestOIDCRelyingParty(t *testing.T) {
 		// is told yes; pay, or a service that does not say who it is,
 		// no (the token was shown to billing, not to them).
 		for aud, want := range map[string]bool{billing: true, pay: false, "": false} {
-			var dec unixapi.Decision
+			var dec api.Decision
 			d.mustAPI(t, "POST", "/v1/authorize", map[string]any{"token": tok, "service": "billing", "method": "GET", "path": "/x", "audience": aud}, http.StatusOK, &dec)
 			if dec.Allowed != want || !slices.Equal(dec.Audience, []string{billing}) {
 				t.Errorf("authorize a JWT for billing, asked by audience %q: %+v, want allowed=%v and its aud", aud, dec, want)
@@ -259,7 +258,7 @@ func TestOIDCRelyingParty(t *testing.T) {
 	sess := d.login(t, auth.Token)
 	t.Run("exchange", func(t *testing.T) {
 		res := d.exchange(t, sess.Token, url.Values{"audience": {billing}, "scope": {"reader"}})
-		var tr unixapi.TokenResponse
+		var tr api.TokenResponse
 		if res.status != http.StatusOK || json.Unmarshal(res.body, &tr) != nil {
 			t.Fatalf("exchange: %d %s", res.status, res.body)
 		}
@@ -313,7 +312,7 @@ func TestOIDCRelyingParty(t *testing.T) {
 		}
 		// A subject near its end: the JWT ends with it; then nothing.
 		res := d.exchange(t, expiring.Token, nil)
-		var tr unixapi.TokenResponse
+		var tr api.TokenResponse
 		if res.status != http.StatusOK || json.Unmarshal(res.body, &tr) != nil {
 			t.Fatalf("exchange of a live access token: %d %s", res.status, res.body)
 		}
@@ -332,12 +331,12 @@ func TestOIDCRelyingParty(t *testing.T) {
 	// coffer (introspection), and its exchanges.
 	t.Run("revoked subject session", func(t *testing.T) {
 		res := d.exchange(t, sess.Token, nil)
-		var tr unixapi.TokenResponse
+		var tr api.TokenResponse
 		if res.status != http.StatusOK || json.Unmarshal(res.body, &tr) != nil {
 			t.Fatalf("exchange: %d %s", res.status, res.body)
 		}
 		d.mustAPI(t, "DELETE", "/v1/sessions/"+sess.ID, nil, http.StatusNoContent, nil)
-		var in unixapi.Introspection
+		var in api.Introspection
 		res = d.send(t, "POST", "/oauth2/introspect", nil, url.Values{"token": {tr.AccessToken}})
 		if json.Unmarshal(res.body, &in) != nil || in.Active {
 			t.Errorf("exchanged JWT of a revoked session introspects %s", res.body)
@@ -351,7 +350,7 @@ func TestOIDCRelyingParty(t *testing.T) {
 	// token exchange from a file.
 	t.Run("cli", func(t *testing.T) {
 		out := d.mustCLI(t, "", "-o", "json", "cred", "create", "--type", "oauth2", "--user", "rp", "--audience", pay, "--audience", billing)
-		var c unixapi.Credential
+		var c api.Credential
 		if err := json.Unmarshal([]byte(out.stdout), &c); err != nil || !slices.Equal(c.Audiences, []string{pay, billing}) {
 			t.Fatalf("cred create --audience: %v %s", err, out.stdout)
 		}
@@ -360,7 +359,7 @@ func TestOIDCRelyingParty(t *testing.T) {
 			t.Fatal(err)
 		}
 		out = d.mustCLI(t, "", "-o", "json", "token", "--client-id", c.ClientID, "--client-secret-file", secretFile, "--audience", billing)
-		var tr unixapi.TokenResponse
+		var tr api.TokenResponse
 		if err := json.Unmarshal([]byte(out.stdout), &tr); err != nil {
 			t.Fatal(err)
 		}

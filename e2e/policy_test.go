@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/coffer-hsm/coffer/unixapi"
+	"github.com/coffer-hsm/coffer/api"
 )
 
 // Policies at every level at once, written and attached through the CLI
@@ -51,15 +51,15 @@ rules:
 	// the project's.
 	h.must(t, uidBetaAdmin, `{"rules":[{"effect":"allow","condition":"true"}]}`,
 		"policy", "create", "anything", "--project", "beta", "--file", "-")
-	var cred unixapi.Credential
+	var cred api.Credential
 	out := h.must(t, uidBetaAdmin, "rules:\n- effect: deny\n  condition: request.method == \"DELETE\"\n",
 		"cred", "create", "--project", "beta", "--type", "access-token", "--policy", "anything", "--inline-policy", "-")
 	if err := json.Unmarshal([]byte(out), &cred); err != nil || cred.Token == "" {
 		t.Fatalf("cred create: %v\n%s", err, out)
 	}
-	decide := func(service, method string) unixapi.Decision {
+	decide := func(service, method string) api.Decision {
 		t.Helper()
-		var d unixapi.Decision
+		var d api.Decision
 		out := h.must(t, uidBetaAdmin, "", "authorize", "--token", cred.Token, "--service", service, "--method", method, "--path", "/x", "--explain")
 		if err := json.Unmarshal([]byte(out), &d); err != nil {
 			t.Fatalf("authorize: %v\n%s", err, out)

@@ -17,20 +17,20 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coffer-hsm/coffer/api"
 	"github.com/coffer-hsm/coffer/audit"
-	"github.com/coffer-hsm/coffer/unixapi"
 )
 
 // hsmKeys reads GET /v1/hsm/keys.
-func (d *daemonProc) hsmKeys(t *testing.T) unixapi.HSMKeys {
+func (d *daemonProc) hsmKeys(t *testing.T) api.HSMKeys {
 	t.Helper()
-	var k unixapi.HSMKeys
+	var k api.HSMKeys
 	d.mustAPI(t, "GET", "/v1/hsm/keys", nil, http.StatusOK, &k)
 	return k
 }
 
 // waitRewrapDone waits for the KEK rotation to target to be done.
-func (d *daemonProc) waitRewrapDone(t *testing.T, target string) unixapi.HSMKeys {
+func (d *daemonProc) waitRewrapDone(t *testing.T, target string) api.HSMKeys {
 	t.Helper()
 	deadline := time.Now().Add(startTimeout)
 	for {
@@ -45,7 +45,7 @@ func (d *daemonProc) waitRewrapDone(t *testing.T, target string) unixapi.HSMKeys
 	}
 }
 
-func kekRows(k unixapi.HSMKeys) string {
+func kekRows(k api.HSMKeys) string {
 	var b strings.Builder
 	for _, v := range k.KEKs {
 		fmt.Fprintf(&b, "%s:%d", v.Label, v.Records)
@@ -111,7 +111,7 @@ func TestKeyRotation(t *testing.T) {
 	}
 
 	// KEK rotation through the CLI: it waits for the re-wrap.
-	var rot unixapi.KEKRotation
+	var rot api.KEKRotation
 	decodeOutput(t, "json", d.mustCLI(t, "", "-o", "json", "hsm", "rotate-kek").stdout, &rot)
 	if rot.State != "done" || rot.Target != "coffer-kek-2" || rot.Previous != "coffer-kek-1" || rot.Rewrapped != n || rot.Remaining != 0 || rot.Failed != 0 {
 		t.Fatalf("rotate-kek: %+v", rot)
@@ -126,7 +126,7 @@ func TestKeyRotation(t *testing.T) {
 	wantError(t, d.api(t, "DELETE", "/v1/hsm/keks/coffer-kek-9", nil), http.StatusNotFound, "not_found")
 
 	// Signing key rotation: the old key stays published.
-	var sr unixapi.SigningKeyRotation
+	var sr api.SigningKeyRotation
 	decodeOutput(t, "json", d.mustCLI(t, "", "-o", "json", "hsm", "rotate-signing-key").stdout, &sr)
 	if sr.Current.Label != "coffer-sig-2" || sr.Previous.Label != "coffer-sig-1" || sr.Previous.Kid != kid1 || sr.Previous.RetireAfter == nil || !sr.Previous.Published {
 		t.Fatalf("rotate-signing-key: %+v", sr)

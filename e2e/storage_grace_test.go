@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/coffer-hsm/coffer/unixapi"
+	"github.com/coffer-hsm/coffer/api"
 )
 
 // TestRotationGraceIsBounded rotates each kind of credential again and
@@ -23,7 +23,7 @@ func TestRotationGraceIsBounded(t *testing.T) {
 			c := d.newCred(t, "default", map[string]any{"type": rc.typ, "user": "grace"})
 			secrets := []string{secretOf(c)}
 			rotate := func() time.Duration {
-				var r unixapi.Credential
+				var r api.Credential
 				start := time.Now()
 				d.mustAPI(t, "POST", "/v1/credentials/"+c.ID+"/rotate", map[string]any{"grace": "1h"}, http.StatusOK, &r)
 				took := time.Since(start)

@@ -16,7 +16,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/coffer-hsm/coffer/unixapi"
+	"github.com/coffer-hsm/coffer/api"
 )
 
 // tenantHost is a daemon whose socket other uids reach, with two tenants:
@@ -123,7 +123,7 @@ func (h *tenantHost) curl(t *testing.T, uid int, path string) string {
 // secret creates a secret in project as uid (its admin) and returns its id.
 func (h *tenantHost) secret(t *testing.T, uid int, project, payload string) string {
 	t.Helper()
-	var s unixapi.Secret
+	var s api.Secret
 	out := h.must(t, uid, payload, "secret", "create", "--project", project, "--display-name", "db", "--payload-file", "-")
 	if err := json.Unmarshal([]byte(out), &s); err != nil || s.ID == "" {
 		t.Fatalf("secret create: %v\n%s", err, out)
@@ -211,7 +211,7 @@ func TestRestrictedTokensStayRestricted(t *testing.T) {
 
 	// web's token for beta reads web without its alpha role or its uid.
 	webTok := h.newCred(t, "beta", map[string]any{"type": "access-token", "user": "web"}).Token
-	var u unixapi.User
+	var u api.User
 	h.mustBearer(t, webTok, "GET", "/v1/users/web", nil, http.StatusOK, &u)
 	if len(u.Roles) != 1 || u.Roles[0].Project != "beta" || len(u.UnixUIDs) != 0 {
 		t.Errorf("web through its beta token: roles %+v, uids %v", u.Roles, u.UnixUIDs)
@@ -237,8 +237,8 @@ func TestListCursorsDoNotLeak(t *testing.T) {
 			path += "&after=" + after
 		}
 		var page struct {
-			Items []unixapi.Credential `json:"items"`
-			Next  string               `json:"next"`
+			Items []api.Credential `json:"items"`
+			Next  string           `json:"next"`
 		}
 		out := h.curl(t, uidAlphaAdmin, path)
 		if err := json.Unmarshal([]byte(out), &page); err != nil {
@@ -318,7 +318,7 @@ func TestJWTHasNoSecondForm(t *testing.T) {
 	d.mustBearer(t, jwt, "GET", "/v1/projects/default/secrets", nil, http.StatusOK, nil)
 	wantUnauthenticated(t, "the high-S twin as a bearer", d.bearer(t, twinJWT, "GET", "/v1/projects/default/secrets", nil))
 	d.wantInactive(t, "the high-S twin", twinJWT)
-	var dec unixapi.Decision
+	var dec api.Decision
 	d.mustAPI(t, "POST", "/v1/authorize", map[string]string{"token": twinJWT, "service": "s", "method": "GET", "path": "/"}, http.StatusOK, &dec)
 	if dec.Allowed {
 		t.Error("/v1/authorize allowed the high-S twin")
@@ -334,9 +334,9 @@ func TestWhoAmI(t *testing.T) {
 	t.Parallel()
 	h := newTenantHost(t)
 	h.setRole(t, "alpha", "web", "member")
-	who := func(uid int, args ...string) unixapi.Self {
+	who := func(uid int, args ...string) api.Self {
 		t.Helper()
-		var me unixapi.Self
+		var me api.Self
 		if err := json.Unmarshal([]byte(h.must(t, uid, "", append(args, "whoami")...)), &me); err != nil {
 			t.Fatal(err)
 		}

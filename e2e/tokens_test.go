@@ -15,8 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coffer-hsm/coffer/api"
 	"github.com/coffer-hsm/coffer/internal/tpmtest"
-	"github.com/coffer-hsm/coffer/unixapi"
 )
 
 // flowToken is a token the daemon runs on, with what coffer should choose
@@ -154,7 +154,7 @@ func runTokenFlow(t *testing.T, tok flowToken) {
 
 	// KEK rotation: a new KEK of the token's scheme, every sealed record
 	// (and the store key) re-wrapped, the old KEK destroyed.
-	var rot unixapi.KEKRotation
+	var rot api.KEKRotation
 	decodeOutput(t, "json", d.mustCLI(t, "", "-o", "json", "hsm", "rotate-kek").stdout, &rot)
 	if rot.State != "done" || rot.Target != "coffer-kek-2" || rot.Failed != 0 || rot.Remaining != 0 || rot.Rewrapped < 1 {
 		t.Fatalf("rotate-kek: %+v", rot)
@@ -191,7 +191,7 @@ func runTokenFlow(t *testing.T, tok flowToken) {
 // API show the token and the schemes chosen for it, with reasons.
 func checkHSMInfo(t *testing.T, d *daemonProc, tok flowToken) {
 	t.Helper()
-	var h unixapi.HSMStatus
+	var h api.HSMStatus
 	decodeOutput(t, "json", d.mustCLI(t, "", "hsm", "info", "-o", "json").stdout, &h)
 	if h.Schemes.KEK != tok.kek || h.Schemes.Signing != tok.signing || h.Schemes.KEKReason == "" || h.Schemes.SigningReason == "" {
 		t.Errorf("hsm info schemes = %+v, want %s and %s with reasons", h.Schemes, tok.kek, tok.signing)

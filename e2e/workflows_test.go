@@ -12,13 +12,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/coffer-hsm/coffer/unixapi"
+	"github.com/coffer-hsm/coffer/api"
 )
 
 // credList decodes the -o json output of cred list into credential names.
 func credListNames(t *testing.T, out string) []string {
 	t.Helper()
-	var l unixapi.List[unixapi.Credential]
+	var l api.List[api.Credential]
 	if err := json.Unmarshal([]byte(out), &l); err != nil {
 		t.Fatalf("cred list output is not a list: %v\n%s", err, out)
 	}
@@ -40,13 +40,13 @@ func TestWorkflowCredCreateAsTyped(t *testing.T) {
 	d.newUser(t, "someone-else")
 	d.setRole(t, "default", "someone-else", "reader")
 
-	var generated unixapi.Credential
+	var generated api.Credential
 	decodeOutput(t, "json", d.mustCLI(t, "", "-o", "json", "cred", "create", "--user", "my-user").stdout, &generated)
 	if generated.Type != "auth-token" || !strings.HasPrefix(generated.Token, "cfa_") || !strings.HasPrefix(generated.Name, "my-user-auth-token-") {
 		t.Errorf("cred create --user my-user made %s %q with a %s token, want an auth token", generated.Type, generated.Name, tokenKind(generated.Token))
 	}
 
-	var named unixapi.Credential
+	var named api.Credential
 	decodeOutput(t, "json", d.mustCLI(t, "", "-o", "json", "cred", "create", "--user", "my-user", "my-auth-token").stdout, &named)
 	if named.Name != "my-auth-token" || named.Type != "auth-token" {
 		t.Fatalf("cred create --user my-user my-auth-token made %s %q", named.Type, named.Name)
@@ -65,7 +65,7 @@ func TestWorkflowCredCreateAsTyped(t *testing.T) {
 
 	// The other spelling, with the flag after the name and the user
 	// narrowing the lookup.
-	var again unixapi.Credential
+	var again api.Credential
 	decodeOutput(t, "json", d.mustCLI(t, "", "-o", "json", "cred", "create", "my-auth-token", "--rotate", "--user", "my-user").stdout, &again)
 	if again.ID != named.ID || again.TokenID == rotated.TokenID {
 		t.Errorf("second rotation: %s token id %s", again.ID, again.TokenID)
@@ -135,7 +135,7 @@ func TestWorkflowRotateUsedUpOneTime(t *testing.T) {
 	d := startDaemon(t, workDir(t))
 	d.newUser(t, "boot")
 	d.setRole(t, "default", "boot", "reader")
-	var cr unixapi.Credential
+	var cr api.Credential
 	decodeOutput(t, "json", d.mustCLI(t, "", "-o", "json", "cred", "create", "--user", "boot", "--one-time", "bootstrap").stdout, &cr)
 	d.login(t, cr.Token)
 	if got := d.getCred(t, cr.ID); got.Status != "exhausted" {
@@ -149,7 +149,7 @@ func TestWorkflowRotateUsedUpOneTime(t *testing.T) {
 	if !strings.Contains(r.stdout, "0 of 1") || !strings.Contains(r.stdout, "active") {
 		t.Errorf("rotated credential not shown active with 0 of 1 authentications:\n%s", r.stdout)
 	}
-	var rotated unixapi.Credential
+	var rotated api.Credential
 	decodeOutput(t, "json", d.mustCLI(t, "", "-o", "json", "cred", "create", "--rotate", "bootstrap").stdout, &rotated)
 	if rotated.Status != "active" || rotated.AuthnCount != 0 {
 		t.Fatalf("rotated: %s, authn_count %d", rotated.Status, rotated.AuthnCount)
@@ -183,9 +183,9 @@ func TestWorkflowAccessTokenLifetime(t *testing.T) {
 	}
 
 	// The README's example, with a real saved rule.
-	var rule unixapi.SavedRule
+	var rule api.SavedRule
 	decodeOutput(t, "json", d.mustCLI(t, "", "-o", "json", "access-rule", "create", "--service", "billing", "--method", "POST", "--path", "/invoices/{id}/pay").stdout, &rule)
-	var bounded unixapi.Credential
+	var bounded api.Credential
 	decodeOutput(t, "json", d.mustCLI(t, "", "-o", "json", "cred", "create", "--type", "access-token", "--user", "billing-svc",
 		"--access-rule-id", rule.ID, "--expire-in", "90days").stdout, &bounded)
 	_, in := d.introspect(t, bounded.Token)
@@ -193,24 +193,24 @@ func TestWorkflowAccessTokenLifetime(t *testing.T) {
 		t.Fatal("the README's access token is not active")
 	}
 	near("an access token with --expire-in 90days", in.ExpiresAt, time.Now().Add(90*24*time.Hour))
-	var dec unixapi.Decision
+	var dec api.Decision
 	d.mustAPI(t, "POST", "/v1/authorize", map[string]string{"token": bounded.Token, "service": "billing", "method": "POST", "path": "/invoices/7/pay"}, http.StatusOK, &dec)
 	if !dec.Allowed {
 		t.Errorf("the README's access token is not allowed its rule: %+v", dec)
 	}
 
-	var static unixapi.Credential
+	var static api.Credential
 	decodeOutput(t, "json", d.mustCLI(t, "", "-o", "json", "cred", "create", "--type", "access-token", "--user", "billing-svc").stdout, &static)
 	if _, in := d.introspect(t, static.Token); !in.Active || in.ExpiresAt != 0 {
 		t.Errorf("an access token without --expire-in: active %v, exp %d; want active without an expiry", in.Active, in.ExpiresAt)
 	}
 
-	var login unixapi.Credential
+	var login api.Credential
 	decodeOutput(t, "json", d.mustCLI(t, "", "-o", "json", "cred", "create", "--user", "billing-svc").stdout, &login)
 	s := d.login(t, login.Token)
 	near("a login's session", s.ExpiresAt.Unix(), time.Now().Add(ttl))
 
-	var client unixapi.Credential
+	var client api.Credential
 	decodeOutput(t, "json", d.mustCLI(t, "", "-o", "json", "cred", "create", "--type", "oauth2", "--user", "billing-svc").stdout, &client)
 	if tr := d.oauthToken(t, client.ClientID, client.ClientSecret); tr.ExpiresIn > 60 || tr.ExpiresIn < 55 {
 		t.Errorf("an OAuth2 JWT expires in %ds, want the user's 60s", tr.ExpiresIn)
@@ -305,7 +305,7 @@ func TestWorkflowLastUsedOfBearers(t *testing.T) {
 	d.mustAPI(t, "POST", "/v1/authorize", map[string]string{"token": checked.Token, "service": "billing", "method": "GET", "path": "/"}, http.StatusOK, nil)
 
 	want := map[string]time.Time{}
-	for _, c := range []unixapi.Credential{access, checked, auth, client} {
+	for _, c := range []api.Credential{access, checked, auth, client} {
 		got := d.getCred(t, c.ID)
 		if got.LastUsedAt == nil || got.LastUsedAt.Before(start) || got.LastUsedAt.After(time.Now()) {
 			t.Errorf("%s: last used %v, want just now", c.Name, got.LastUsedAt)
@@ -325,7 +325,7 @@ func TestWorkflowLastUsedOfBearers(t *testing.T) {
 
 	d.Stop(t)
 	d = startDaemon(t, dir)
-	for _, c := range []unixapi.Credential{access, checked, auth, client} {
+	for _, c := range []api.Credential{access, checked, auth, client} {
 		if got := d.getCred(t, c.ID); got.LastUsedAt == nil || got.LastUsedAt.Truncate(time.Second).Compare(want[c.ID].Truncate(time.Second)) != 0 {
 			t.Errorf("%s after a restart: last used %v, want %v", c.Name, got.LastUsedAt, want[c.ID])
 		}

@@ -104,6 +104,7 @@ while read -r mode path; do
 	[ "$got" = "$mode root:root" ] || fail "$path: $got, want $mode root:root"
 done <<'FILES'
 755 /usr/bin/coffer
+755 /usr/bin/coffer-client
 644 /usr/lib/systemd/system/coffer.service
 644 /usr/lib/systemd/system/coffer.socket
 644 /usr/lib/systemd/system/coffer-creds.socket

@@ -17,6 +17,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/coffer-hsm/coffer/api"
 	"github.com/coffer-hsm/coffer/daemon"
 	"github.com/coffer-hsm/coffer/hostseal"
 )
@@ -29,18 +30,18 @@ var requestBodies = []struct {
 	optional bool
 	new      func() any
 }{
-	{"ProjectCreateRequest", false, func() any { return new(ProjectCreateRequest) }},
-	{"SecretCreateRequest", false, func() any { return new(SecretCreateRequest) }},
-	{"SecretRotateRequest", false, func() any { return new(SecretRotateRequest) }},
-	{"UserCreateRequest", false, func() any { return new(UserCreateRequest) }},
-	{"UserPatchRequest", false, func() any { return new(UserPatchRequest) }},
-	{"CredentialCreateRequest", false, func() any { return new(CredentialCreateRequest) }},
-	{"CredentialRotateRequest", true, func() any { return new(CredentialRotateRequest) }},
-	{"AccessRule", false, func() any { return new(AccessRule) }},
-	{"BindingCreateRequest", false, func() any { return new(BindingCreateRequest) }},
-	{"AuthorizeRequest", false, func() any { return new(AuthorizeRequest) }},
-	{"PolicyRequest", false, func() any { return new(PolicyRequest) }},
-	{"ProjectPatchRequest", false, func() any { return new(ProjectPatchRequest) }},
+	{"api.ProjectCreateRequest", false, func() any { return new(api.ProjectCreateRequest) }},
+	{"api.SecretCreateRequest", false, func() any { return new(api.SecretCreateRequest) }},
+	{"api.SecretRotateRequest", false, func() any { return new(api.SecretRotateRequest) }},
+	{"api.UserCreateRequest", false, func() any { return new(api.UserCreateRequest) }},
+	{"api.UserPatchRequest", false, func() any { return new(api.UserPatchRequest) }},
+	{"api.CredentialCreateRequest", false, func() any { return new(api.CredentialCreateRequest) }},
+	{"api.CredentialRotateRequest", true, func() any { return new(api.CredentialRotateRequest) }},
+	{"api.AccessRule", false, func() any { return new(api.AccessRule) }},
+	{"api.BindingCreateRequest", false, func() any { return new(api.BindingCreateRequest) }},
+	{"api.AuthorizeRequest", false, func() any { return new(api.AuthorizeRequest) }},
+	{"api.PolicyRequest", false, func() any { return new(api.PolicyRequest) }},
+	{"api.ProjectPatchRequest", false, func() any { return new(api.ProjectPatchRequest) }},
 	{"hostseal.File", false, func() any { return new(hostseal.File) }},
 	{"struct{}", true, func() any { return new(struct{}) }},
 }
@@ -191,20 +192,20 @@ func FuzzDecodeRequest(f *testing.F) {
 	f.Add(uint8(0), []byte(`{"nope":1}`), uint16(0), false)
 	f.Add(uint8(1), []byte(`{"key_values":{"a":1}}`), uint16(0), false)
 	f.Add(uint8(5), []byte(`{"description":"<&>\u2028\xff"}`), uint16(0), false)
-	f.Add(uint8(0), []byte(`{"name":"x"}`), uint16(BodyLimit-len(`{"name":"x"}`)), false)
-	f.Add(uint8(0), []byte(`{"name":"x"}`), uint16(BodyLimit-len(`{"name":"x"}`)+1), true)
-	f.Add(uint8(6), []byte(" \t\r\n"), uint16(BodyLimit), false)
+	f.Add(uint8(0), []byte(`{"name":"x"}`), uint16(api.BodyLimit-len(`{"name":"x"}`)), false)
+	f.Add(uint8(0), []byte(`{"name":"x"}`), uint16(api.BodyLimit-len(`{"name":"x"}`)+1), true)
+	f.Add(uint8(6), []byte(" \t\r\n"), uint16(api.BodyLimit), false)
 	f.Fuzz(func(t *testing.T, which uint8, body []byte, pad uint16, chunked bool) {
 		rb := requestBodies[int(which)%len(requestBodies)]
 		// Leading white space lets the fuzzer reach the size limit.
-		full := append(bytes.Repeat([]byte(" "), int(pad)%(BodyLimit+64)), body...)
+		full := append(bytes.Repeat([]byte(" "), int(pad)%(api.BodyLimit+64)), body...)
 		v := rb.new()
 		err := decodeBody(full, v, rb.optional, chunked)
 		if err != nil {
 			checkDecodeError(t, err, full)
 			return
 		}
-		if len(full) > BodyLimit {
+		if len(full) > api.BodyLimit {
 			t.Fatalf("%s: accepted a body of %d bytes", rb.name, len(full))
 		}
 		if len(bytes.TrimSpace(full)) == 0 {
@@ -216,12 +217,12 @@ func FuzzDecodeRequest(f *testing.F) {
 
 		// What the client sends for v decodes to v again, and encodes to
 		// the same bytes: the wire form is a fixed point.
-		again, err := encodeBody(v)
+		again, err := api.EncodeRequest(v)
 		if err != nil {
 			t.Fatalf("%s: re-encode: %v", rb.name, err)
 		}
 		v2 := rb.new()
-		if len(again) <= BodyLimit {
+		if len(again) <= api.BodyLimit {
 			err = decodeBody(again, v2, rb.optional, chunked)
 		} else {
 			// Re-encoding may grow a body (U+FFFD for invalid UTF-8,
@@ -236,14 +237,14 @@ func FuzzDecodeRequest(f *testing.F) {
 		if !reflect.DeepEqual(omitEmpty(v), omitEmpty(v2)) {
 			t.Fatalf("%s: round trip changed\n%#v\nto\n%#v", rb.name, v, v2)
 		}
-		if third, _ := encodeBody(v2); !bytes.Equal(third, again) {
+		if third, _ := api.EncodeRequest(v2); !bytes.Equal(third, again) {
 			t.Fatalf("%s: encoding is not stable:\n%s\n%s", rb.name, again, third)
 		}
 
 		switch req := v.(type) {
-		case *SecretCreateRequest:
+		case *api.SecretCreateRequest:
 			checkPayloadAndExpiry(t, req.Payload, req.ExpiresAt)
-		case *SecretRotateRequest:
+		case *api.SecretRotateRequest:
 			checkPayloadAndExpiry(t, req.Payload, req.ExpiresAt)
 		}
 	})
@@ -256,7 +257,7 @@ func checkDecodeError(t *testing.T, err error, body []byte) {
 	t.Helper()
 	code, status := daemon.CodeOf(err), statusOf(err)
 	switch {
-	case len(body) > BodyLimit:
+	case len(body) > api.BodyLimit:
 		if code != daemon.CodeBodyTooLarge || status != http.StatusRequestEntityTooLarge {
 			t.Fatalf("%d-byte body: %s (%d), want %s (413)", len(body), code, status, daemon.CodeBodyTooLarge)
 		}
@@ -269,7 +270,7 @@ func checkDecodeError(t *testing.T, err error, body []byte) {
 	}
 	rec := httptest.NewRecorder()
 	NewServer(nil, discardLog).writeError(rec, httptest.NewRequest(http.MethodPost, "/", nil), err)
-	var eb ErrorBody
+	var eb api.ErrorBody
 	dec := json.NewDecoder(rec.Body)
 	dec.DisallowUnknownFields()
 	if rec.Code != status || dec.Decode(&eb) != nil || eb.Error != code || eb.Message != msg {
@@ -320,13 +321,13 @@ func omitEmpty(v any) any {
 // connection strings) are sent as themselves, not as six-byte escapes that
 // count against the body limit.
 func TestEncodeBodyKeepsHTMLCharacters(t *testing.T) {
-	b, err := encodeBody(SecretCreateRequest{DisplayName: "<db>", KeyValues: map[string]string{"dsn": "a=1&b=2"}})
+	b, err := api.EncodeRequest(api.SecretCreateRequest{DisplayName: "<db>", KeyValues: map[string]string{"dsn": "a=1&b=2"}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := `{"display_name":"<db>","payload":"","key_values":{"dsn":"a=1&b=2"}}`
 	if string(b) != want {
-		t.Fatalf("encodeBody = %s, want %s", b, want)
+		t.Fatalf("EncodeRequest = %s, want %s", b, want)
 	}
 }
 

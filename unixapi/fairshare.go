@@ -51,6 +51,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/coffer-hsm/coffer/api"
 	"github.com/coffer-hsm/coffer/daemon"
 )
 
@@ -131,9 +132,9 @@ func FairListener(l net.Listener, opts SocketOptions) net.Listener {
 		// reserve anyway.
 		fl.perPeer = min(fl.perPeer, max(fl.total-fl.reserve, 1))
 	}
-	fl.tooMany = refusalAnswer(http.StatusTooManyRequests, ErrorBody{Error: CodeTooManyConnections,
+	fl.tooMany = refusalAnswer(http.StatusTooManyRequests, api.ErrorBody{Error: CodeTooManyConnections,
 		Message: "this caller already has " + strconv.Itoa(fl.perPeer) + " connections open, the most one caller may have; close idle ones or retry later"})
-	fl.busy = refusalAnswer(http.StatusServiceUnavailable, ErrorBody{Error: daemon.CodeUnavailable,
+	fl.busy = refusalAnswer(http.StatusServiceUnavailable, api.ErrorBody{Error: daemon.CodeUnavailable,
 		Message: "the daemon is serving as many connections as it can; retry later"})
 	return fl
 }
@@ -570,7 +571,7 @@ func (l *fairListener) refuse(c net.Conn, p daemon.Principal, k peerKey, v verdi
 }
 
 // refusalAnswer is a whole HTTP/1.1 answer that closes the connection.
-func refusalAnswer(status int, body ErrorBody) []byte {
+func refusalAnswer(status int, body api.ErrorBody) []byte {
 	jb := jsonBufs.Get().(*jsonBuf)
 	defer jb.release()
 	jb.enc.Encode(body)

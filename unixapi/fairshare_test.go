@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coffer-hsm/coffer/api"
 	"github.com/coffer-hsm/coffer/daemon"
 )
 
@@ -186,7 +187,7 @@ func wantRefused(t *testing.T, c net.Conn, status int, code string) {
 	if resp.StatusCode != status || !resp.Close || resp.Header.Get("Retry-After") != "1" || resp.Header.Get("Content-Type") != "application/json" {
 		t.Fatalf("status %d close %v headers %v: %s; want %d, closed, Retry-After 1, JSON", resp.StatusCode, resp.Close, resp.Header, body, status)
 	}
-	var e ErrorBody
+	var e api.ErrorBody
 	if err := json.Unmarshal(body, &e); err != nil || e.Error != code || e.Message == "" {
 		t.Fatalf("body %s (%v), want error %q with a message", body, err, code)
 	}

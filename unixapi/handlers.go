@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/coffer-hsm/coffer/api"
 	"github.com/coffer-hsm/coffer/daemon"
 )
 
@@ -47,32 +48,32 @@ func (s *Server) getStatus(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	hs := HSMStatus{
+	hs := api.HSMStatus{
 		Module: st.HSM.Module, TokenLabel: st.HSM.TokenLabel, KeyLabels: st.HSM.KeyLabels,
 		Healthy: st.HSM.Healthy, Error: st.HSM.Error,
-		Schemes: HSMSchemes{
+		Schemes: api.HSMSchemes{
 			KEK: string(st.HSM.Schemes.KEK), KEKReason: st.HSM.Schemes.KEKWhy,
 			Signing: string(st.HSM.Schemes.Signing), SigningReason: st.HSM.Schemes.SigningWhy,
 		},
 	}
 	if t := st.HSM.Token; t != nil {
-		hs.Token = &HSMToken{Label: t.Label, Manufacturer: t.Manufacturer, Model: t.Model, Serial: t.Serial, Library: t.Library}
+		hs.Token = &api.HSMToken{Label: t.Label, Manufacturer: t.Manufacturer, Model: t.Model, Serial: t.Serial, Library: t.Library}
 	}
-	ss := StoreStatus{Healthy: st.Store.Healthy, Error: st.Store.Error, State: st.Store.State, ReserveBytes: st.Store.ReserveBytes}
+	ss := api.StoreStatus{Healthy: st.Store.Healthy, Error: st.Store.Error, State: st.Store.State, ReserveBytes: st.Store.ReserveBytes}
 	if !st.Store.Since.IsZero() {
 		ss.Since = &st.Store.Since
 	}
-	writeJSON(w, http.StatusOK, Status{
+	writeJSON(w, http.StatusOK, api.Status{
 		Version: st.Version, StartedAt: st.StartedAt, UptimeSeconds: int64(st.Uptime / time.Second), Dev: st.Dev,
 		HSM:    hs,
 		Store:  ss,
-		Counts: Counts{Projects: st.Counts.Projects, Secrets: st.Counts.Secrets, Users: st.Counts.Users, Credentials: st.Counts.Credentials},
+		Counts: api.Counts{Projects: st.Counts.Projects, Secrets: st.Counts.Secrets, Users: st.Counts.Users, Credentials: st.Counts.Credentials},
 	})
 	return nil
 }
 
-func projectWire(p daemon.Project) Project {
-	return Project{ID: p.ID, Name: p.Name, Policies: nonNil(p.Policies), CreatedAt: p.CreatedAt}
+func projectWire(p daemon.Project) api.Project {
+	return api.Project{ID: p.ID, Name: p.Name, Policies: nonNil(p.Policies), CreatedAt: p.CreatedAt}
 }
 
 func (s *Server) createProject(w http.ResponseWriter, r *http.Request) error {
@@ -80,7 +81,7 @@ func (s *Server) createProject(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	var req ProjectCreateRequest
+	var req api.ProjectCreateRequest
 	if err := decodeJSON(w, r, &req, false); err != nil {
 		return err
 	}
@@ -106,7 +107,7 @@ func (s *Server) listProjects(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	out := List[Project]{Items: make([]Project, 0, len(ps)), Next: next}
+	out := api.List[api.Project]{Items: make([]api.Project, 0, len(ps)), Next: next}
 	for _, p := range ps {
 		out.Items = append(out.Items, projectWire(p))
 	}
@@ -139,8 +140,8 @@ func (s *Server) deleteProject(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-func secretWire(sec daemon.Secret) Secret {
-	return Secret{
+func secretWire(sec daemon.Secret) api.Secret {
+	return api.Secret{
 		ID: sec.ID, Project: sec.Project, ProjectID: sec.ProjectID, DisplayName: sec.DisplayName,
 		Version: sec.Version, Status: sec.Status, CreatedAt: sec.CreatedAt, UpdatedAt: sec.UpdatedAt,
 		RotatedAt: sec.RotatedAt, RevokedAt: sec.RevokedAt, ExpiresAt: sec.ExpiresAt,
@@ -148,13 +149,13 @@ func secretWire(sec daemon.Secret) Secret {
 	}
 }
 
-func unitActionsWire(as []daemon.UnitAction) []UnitAction {
+func unitActionsWire(as []daemon.UnitAction) []api.UnitAction {
 	if as == nil {
 		return nil
 	}
-	out := make([]UnitAction, len(as))
+	out := make([]api.UnitAction, len(as))
 	for i, a := range as {
-		out[i] = UnitAction{Unit: a.Unit, Binding: a.BindingID, Action: a.Action, Result: a.Result, Error: a.Error}
+		out[i] = api.UnitAction{Unit: a.Unit, Binding: a.BindingID, Action: a.Action, Result: a.Result, Error: a.Error}
 	}
 	return out
 }
@@ -188,7 +189,7 @@ func (s *Server) createSecret(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	var req SecretCreateRequest
+	var req api.SecretCreateRequest
 	if err := decodeJSON(w, r, &req, false); err != nil {
 		return err
 	}
@@ -231,7 +232,7 @@ func (s *Server) listSecrets(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	out := List[Secret]{Items: make([]Secret, 0, len(secs)), Next: next}
+	out := api.List[api.Secret]{Items: make([]api.Secret, 0, len(secs)), Next: next}
 	for _, sec := range secs {
 		out.Items = append(out.Items, secretWire(sec))
 	}
@@ -257,7 +258,7 @@ func (s *Server) rotateSecret(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	var req SecretRotateRequest
+	var req api.SecretRotateRequest
 	if err := decodeJSON(w, r, &req, false); err != nil {
 		return err
 	}

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strconv"
 
+	"github.com/coffer-hsm/coffer/api"
 	"github.com/coffer-hsm/coffer/audit"
 	"github.com/coffer-hsm/coffer/daemon"
 )
@@ -24,16 +25,6 @@ type Auditor interface {
 	Tail(ctx context.Context, n int) ([]json.RawMessage, uint64, error)
 	Verify(ctx context.Context) (audit.Report, error)
 }
-
-// AuditEntries is the answer of GET /v1/audit: lines of the log as they
-// are written, and the seq of the last line written.
-type AuditEntries struct {
-	Entries []json.RawMessage `json:"entries"`
-	LastSeq uint64            `json:"last_seq"`
-}
-
-// AuditReport is the answer of POST /v1/audit/verify.
-type AuditReport = audit.Report
 
 func (s *Server) auditRoutes() {
 	s.handle("GET /v1/audit", s.auditEntries)
@@ -103,7 +94,7 @@ func (s *Server) auditEntries(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, AuditEntries{Entries: es, LastSeq: last})
+	writeJSON(w, http.StatusOK, api.AuditEntries{Entries: es, LastSeq: last})
 	return nil
 }
 

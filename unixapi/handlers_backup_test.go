@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/coffer-hsm/coffer/client"
 	"github.com/coffer-hsm/coffer/daemon"
 )
 
@@ -53,7 +54,7 @@ func TestBackupEndpoint(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), c.wantErr) {
 				t.Fatalf("err = %v, want %q", err, c.wantErr)
 			}
-			var apiErr *APIError
+			var apiErr *client.APIError
 			if c.b.body == nil && !errors.As(err, &apiErr) {
 				t.Errorf("an error before the stream is not an API error: %T", err)
 			}

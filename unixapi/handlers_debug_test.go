@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coffer-hsm/coffer/client"
 	"github.com/coffer-hsm/coffer/daemon"
 )
 
@@ -82,7 +83,7 @@ func TestDebugProfileOneAtATime(t *testing.T) {
 	wg.Wait()
 	refused := 0
 	for _, err := range errs {
-		var ae *APIError
+		var ae *client.APIError
 		switch {
 		case err == nil:
 		case errors.As(err, &ae) && ae.Status == http.StatusConflict && ae.Code == daemon.CodeConflict:

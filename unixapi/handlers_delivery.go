@@ -7,35 +7,9 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/coffer-hsm/coffer/api"
 	"github.com/coffer-hsm/coffer/daemon"
 )
-
-// Binding says who may receive a secret's payload.
-type Binding struct {
-	ID         string `json:"id"`
-	SecretID   string `json:"secret_id"`
-	Kind       string `json:"kind"`
-	Unit       string `json:"unit,omitempty"`
-	Credential string `json:"credential,omitempty"`
-	User       string `json:"user,omitempty"`
-	UserID     string `json:"user_id,omitempty"`
-	Name       string `json:"name,omitempty"`
-	// OnRotate (unit bindings): try-restart, restart, reload or none.
-	OnRotate  string    `json:"on_rotate,omitempty"`
-	CreatedAt time.Time `json:"created_at"`
-}
-
-// BindingCreateRequest is POST /v1/secrets/{id}/bindings: {unit,
-// credential} or {user, name}.
-type BindingCreateRequest struct {
-	Unit       string `json:"unit,omitempty"`
-	Credential string `json:"credential,omitempty"`
-	User       string `json:"user,omitempty"`
-	Name       string `json:"name,omitempty"`
-	// OnRotate, for a unit: try-restart (the default), restart, reload or
-	// none.
-	OnRotate string `json:"on_rotate,omitempty"`
-}
 
 func (s *Server) deliveryRoutes() {
 	s.handle("POST /v1/secrets/{id}/bindings", s.createBinding)
@@ -44,8 +18,8 @@ func (s *Server) deliveryRoutes() {
 	s.handle("GET /v1/deliver/{name}", s.deliver)
 }
 
-func bindingWire(b daemon.Binding) Binding {
-	return Binding{ID: b.ID, SecretID: b.SecretID, Kind: b.Kind, Unit: b.Unit, Credential: b.Credential, User: b.User, UserID: b.UserID, Name: b.Name, OnRotate: b.OnRotate, CreatedAt: b.CreatedAt}
+func bindingWire(b daemon.Binding) api.Binding {
+	return api.Binding{ID: b.ID, SecretID: b.SecretID, Kind: b.Kind, Unit: b.Unit, Credential: b.Credential, User: b.User, UserID: b.UserID, Name: b.Name, OnRotate: b.OnRotate, CreatedAt: b.CreatedAt}
 }
 
 func (s *Server) createBinding(w http.ResponseWriter, r *http.Request) error {
@@ -53,7 +27,7 @@ func (s *Server) createBinding(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	var req BindingCreateRequest
+	var req api.BindingCreateRequest
 	if err := decodeJSON(w, r, &req, false); err != nil {
 		return err
 	}
@@ -75,7 +49,7 @@ func (s *Server) listBindings(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	out := List[Binding]{Items: make([]Binding, 0, len(bs))}
+	out := api.List[api.Binding]{Items: make([]api.Binding, 0, len(bs))}
 	for _, b := range bs {
 		out.Items = append(out.Items, bindingWire(b))
 	}

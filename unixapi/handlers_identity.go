@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/coffer-hsm/coffer/api"
 	"github.com/coffer-hsm/coffer/daemon"
 )
 
@@ -36,8 +37,8 @@ func (s *Server) identityRoutes() {
 	s.handle("DELETE /v1/sessions/{id}", s.revokeSession)
 }
 
-func userWire(u daemon.User) User {
-	out := User{
+func userWire(u daemon.User) api.User {
+	out := api.User{
 		ID: u.ID, Name: u.Name, Kind: u.Kind, Disabled: u.Disabled, UnixUIDs: u.UnixUIDs, VsockCIDs: u.VsockCIDs,
 		AccessTokenTTL: u.AccessTokenTTL.String(), CreatedAt: u.CreatedAt, UpdatedAt: u.UpdatedAt,
 	}
@@ -58,8 +59,8 @@ func userWire(u daemon.User) User {
 	return out
 }
 
-func roleWire(r daemon.ProjectRole) ProjectRole {
-	return ProjectRole{Project: r.Project, ProjectID: r.ProjectID, User: r.User, UserID: r.UserID, Role: r.Role}
+func roleWire(r daemon.ProjectRole) api.ProjectRole {
+	return api.ProjectRole{Project: r.Project, ProjectID: r.ProjectID, User: r.User, UserID: r.UserID, Role: r.Role}
 }
 
 func parseTTL(s string) (time.Duration, error) {
@@ -74,7 +75,7 @@ func (s *Server) createUser(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	var req UserCreateRequest
+	var req api.UserCreateRequest
 	if err := decodeJSON(w, r, &req, false); err != nil {
 		return err
 	}
@@ -107,7 +108,7 @@ func (s *Server) listUsers(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	out := List[User]{Items: make([]User, 0, len(us)), Next: next}
+	out := api.List[api.User]{Items: make([]api.User, 0, len(us)), Next: next}
 	for _, u := range us {
 		out.Items = append(out.Items, userWire(u))
 	}
@@ -137,14 +138,14 @@ func (s *Server) whoAmI(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	out := Self{Channel: string(me.Channel), UID: me.UID, GID: me.GID, PID: me.PID, CID: me.CID, VM: me.VM,
+	out := api.Self{Channel: string(me.Channel), UID: me.UID, GID: me.GID, PID: me.PID, CID: me.CID, VM: me.VM,
 		SystemAdmin: me.SystemAdmin, MetricsReader: me.MetricsReader}
 	if me.User != nil {
 		u := userWire(*me.User)
 		out.User = &u
 	}
 	if t := me.Token; t != nil {
-		out.Token = &SelfToken{Kind: t.Kind, SessionID: t.SessionID, CredentialID: t.CredentialID, CredentialName: t.CredentialName,
+		out.Token = &api.SelfToken{Kind: t.Kind, SessionID: t.SessionID, CredentialID: t.CredentialID, CredentialName: t.CredentialName,
 			ProjectID: t.ProjectID, Project: t.Project, Roles: t.Roles, Unrestricted: t.Unrestricted, AccessRules: t.Restricted, ExpiresAt: t.ExpiresAt}
 	}
 	writeJSON(w, http.StatusOK, out)
@@ -156,7 +157,7 @@ func (s *Server) patchUser(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	var req UserPatchRequest
+	var req api.UserPatchRequest
 	if err := decodeJSON(w, r, &req, false); err != nil {
 		return err
 	}
@@ -197,7 +198,7 @@ func (s *Server) listRoles(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	out := List[ProjectRole]{Items: make([]ProjectRole, 0, len(rs))}
+	out := api.List[api.ProjectRole]{Items: make([]api.ProjectRole, 0, len(rs))}
 	for _, x := range rs {
 		out.Items = append(out.Items, roleWire(x))
 	}
@@ -230,18 +231,18 @@ func (s *Server) removeRole(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-func rulesWire(rs []daemon.AccessRule) []AccessRule {
+func rulesWire(rs []daemon.AccessRule) []api.AccessRule {
 	if rs == nil {
 		return nil
 	}
-	out := make([]AccessRule, 0, len(rs))
+	out := make([]api.AccessRule, 0, len(rs))
 	for _, r := range rs {
-		out = append(out, AccessRule(r))
+		out = append(out, api.AccessRule(r))
 	}
 	return out
 }
 
-func rulesDomain(rs []AccessRule) []daemon.AccessRule {
+func rulesDomain(rs []api.AccessRule) []daemon.AccessRule {
 	if rs == nil {
 		return nil
 	}
@@ -252,8 +253,8 @@ func rulesDomain(rs []AccessRule) []daemon.AccessRule {
 	return out
 }
 
-func credentialWire(c daemon.Credential, issued daemon.Issued) Credential {
-	return Credential{
+func credentialWire(c daemon.Credential, issued daemon.Issued) api.Credential {
+	return api.Credential{
 		ID: c.ID, Name: c.Name, Description: c.Description, Type: c.Type, User: c.User, UserID: c.UserID,
 		Project: c.Project, ProjectID: c.ProjectID, Roles: c.Roles, AccessRules: rulesWire(c.AccessRules),
 		Policies: c.Policies, InlinePolicies: c.InlinePolicies, SessionType: c.SessionType, Unrestricted: c.Unrestricted, Audiences: c.Audiences, TokenID: c.TokenID,
@@ -268,7 +269,7 @@ func (s *Server) createCredential(w http.ResponseWriter, r *http.Request) error 
 	if err != nil {
 		return err
 	}
-	var req CredentialCreateRequest
+	var req api.CredentialCreateRequest
 	if err := decodeJSON(w, r, &req, false); err != nil {
 		return err
 	}
@@ -315,7 +316,7 @@ func (s *Server) listCredentials(w http.ResponseWriter, r *http.Request, g daemo
 	if err != nil {
 		return err
 	}
-	out := List[Credential]{Items: make([]Credential, 0, len(cs)), Next: next}
+	out := api.List[api.Credential]{Items: make([]api.Credential, 0, len(cs)), Next: next}
 	for _, c := range cs {
 		out.Items = append(out.Items, credentialWire(c, daemon.Issued{}))
 	}
@@ -357,7 +358,7 @@ func (s *Server) rotateCredential(w http.ResponseWriter, r *http.Request) error 
 	if err != nil {
 		return err
 	}
-	var req CredentialRotateRequest
+	var req api.CredentialRotateRequest
 	if err := decodeJSON(w, r, &req, true); err != nil {
 		return err
 	}
@@ -404,8 +405,8 @@ func (s *Server) deleteCredential(w http.ResponseWriter, r *http.Request) error 
 	return nil
 }
 
-func savedRuleWire(r daemon.SavedRule) SavedRule {
-	return SavedRule{ID: r.ID, Service: r.Service, Method: r.Method, Path: r.Path, CreatedAt: r.CreatedAt}
+func savedRuleWire(r daemon.SavedRule) api.SavedRule {
+	return api.SavedRule{ID: r.ID, Service: r.Service, Method: r.Method, Path: r.Path, CreatedAt: r.CreatedAt}
 }
 
 func (s *Server) createAccessRule(w http.ResponseWriter, r *http.Request) error {
@@ -413,7 +414,7 @@ func (s *Server) createAccessRule(w http.ResponseWriter, r *http.Request) error 
 	if err != nil {
 		return err
 	}
-	var req AccessRule
+	var req api.AccessRule
 	if err := decodeJSON(w, r, &req, false); err != nil {
 		return err
 	}
@@ -442,7 +443,7 @@ func (s *Server) listAccessRules(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	out := List[SavedRule]{Items: make([]SavedRule, 0, len(rs)), Next: next}
+	out := api.List[api.SavedRule]{Items: make([]api.SavedRule, 0, len(rs)), Next: next}
 	for _, x := range rs {
 		out.Items = append(out.Items, savedRuleWire(x))
 	}
@@ -462,8 +463,8 @@ func (s *Server) deleteAccessRule(w http.ResponseWriter, r *http.Request) error 
 	return nil
 }
 
-func sessionWire(x daemon.Session, token string) Session {
-	return Session{
+func sessionWire(x daemon.Session, token string) api.Session {
+	return api.Session{
 		ID: x.ID, Kind: x.Kind, User: x.User, UserID: x.UserID, Project: x.Project, ProjectID: x.ProjectID,
 		CredentialID: x.CredentialID, Roles: x.Roles, AccessRules: rulesWire(x.AccessRules), Policies: x.Policies,
 		SessionType: x.SessionType, CreatedAt: x.CreatedAt, ExpiresAt: x.ExpiresAt, Token: token,
@@ -529,7 +530,7 @@ func (s *Server) listSessions(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	out := List[Session]{Items: make([]Session, 0, len(ss)), Next: next}
+	out := api.List[api.Session]{Items: make([]api.Session, 0, len(ss)), Next: next}
 	for _, x := range ss {
 		out.Items = append(out.Items, sessionWire(x, ""))
 	}

@@ -3,15 +3,10 @@ package unixapi
 import (
 	"net/http"
 
+	"github.com/coffer-hsm/coffer/api"
 	"github.com/coffer-hsm/coffer/daemon"
 	"github.com/coffer-hsm/coffer/hostseal"
 )
-
-// ImportBodyLimit is the body limit of POST /v1/projects/{p}/secrets:import:
-// a sealed file carries its payload base64-encoded twice (in the sealed
-// contents, then as ciphertext in the file), so the file of a payload
-// that fits a create request is larger than BodyLimit.
-const ImportBodyLimit = 16 << 10
 
 func (s *Server) importRoutes() {
 	s.handle("GET /v1/hsm/import-key", s.getImportKey)
@@ -27,7 +22,7 @@ func (s *Server) getImportKey(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, ImportKey{PublicKeyPEM: k.PublicKeyPEM, Fingerprint: k.Fingerprint, Algorithm: k.Algorithm})
+	writeJSON(w, http.StatusOK, api.ImportKey{PublicKeyPEM: k.PublicKeyPEM, Fingerprint: k.Fingerprint, Algorithm: k.Algorithm})
 	return nil
 }
 
@@ -39,7 +34,7 @@ func (s *Server) importSecret(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	var f hostseal.File
-	if err := decodeJSONLimit(w, r, &f, false, ImportBodyLimit); err != nil {
+	if err := decodeJSONLimit(w, r, &f, false, api.ImportBodyLimit); err != nil {
 		return err
 	}
 	sec, err := s.b.ImportSecret(r.Context(), g, &f)

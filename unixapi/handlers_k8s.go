@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 
+	"github.com/coffer-hsm/coffer/api"
 	"github.com/coffer-hsm/coffer/daemon"
 )
 
@@ -30,9 +31,9 @@ func (s *Server) kmsKeys(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	out := KMSKeys{Keys: make([]KMSKey, 0, len(keys))}
+	out := api.KMSKeys{Keys: make([]api.KMSKey, 0, len(keys))}
 	for _, k := range keys {
-		out.Keys = append(out.Keys, KMSKey{
+		out.Keys = append(out.Keys, api.KMSKey{
 			KeyID: k.KeyID, Current: k.Current, Present: k.Present, Encrypts: k.Encrypts, Decrypts: k.Decrypts,
 			FirstEncryptAt: k.FirstEncryptAt, LastEncryptAt: k.LastEncryptAt, LastDecryptAt: k.LastDecryptAt,
 			RetiredAt: k.RetiredAt, UsageUnknown: k.UsageUnknown, NeedsForce: k.NeedsForce,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 
+	"github.com/coffer-hsm/coffer/api"
 	"github.com/coffer-hsm/coffer/daemon"
 )
 
@@ -20,8 +21,8 @@ func (s *Server) k8sSignerRoutes() {
 	s.handle("POST /v1/k8s/sa-key:rotate", s.rotateK8sSAKey)
 }
 
-func k8sSAKeyWire(k daemon.K8sSAKey) K8sSAKey {
-	return K8sSAKey{
+func k8sSAKeyWire(k daemon.K8sSAKey) api.K8sSAKey {
+	return api.K8sSAKey{
 		Label: k.Label, Version: k.Version, Kid: k.Kid, Alg: k.Alg, Current: k.Current, Published: k.Published,
 		Signed: k.Signed, RetiredAt: k.RetiredAt, RetireAfter: k.RetireAfter,
 	}
@@ -36,7 +37,7 @@ func (s *Server) k8sSAKeys(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	out := K8sSAKeys{Keys: make([]K8sSAKey, 0, len(keys))}
+	out := api.K8sSAKeys{Keys: make([]api.K8sSAKey, 0, len(keys))}
 	for _, k := range keys {
 		out.Keys = append(out.Keys, k8sSAKeyWire(k))
 	}
@@ -57,7 +58,7 @@ func (s *Server) rotateK8sSAKey(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	out := K8sSAKeyRotation{Current: k8sSAKeyWire(rot.Current)}
+	out := api.K8sSAKeyRotation{Current: k8sSAKeyWire(rot.Current)}
 	if rot.Previous != nil {
 		p := k8sSAKeyWire(*rot.Previous)
 		out.Previous = &p

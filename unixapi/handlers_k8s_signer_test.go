@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coffer-hsm/coffer/api"
+	"github.com/coffer-hsm/coffer/client"
 	"github.com/coffer-hsm/coffer/daemon"
 )
 
@@ -45,7 +47,7 @@ func TestK8sSignerEndpoints(t *testing.T) {
 		{Label: "coffer-k8s-sa-1", Version: 1, Kid: "k1", Alg: "ES256", Published: true, RetireAfter: &ra},
 	}
 	k, err := c.K8sSAKeys(ctx)
-	if err != nil || len(k.Keys) != 2 || k.Keys[0] != (K8sSAKey{"coffer-k8s-sa-2", 2, "k2", "ES256", true, true, 7, nil, nil}) ||
+	if err != nil || len(k.Keys) != 2 || k.Keys[0] != (api.K8sSAKey{Label: "coffer-k8s-sa-2", Version: 2, Kid: "k2", Alg: "ES256", Current: true, Published: true, Signed: 7}) ||
 		!k.Keys[1].RetireAfter.Equal(ra) {
 		t.Fatalf("K8sSAKeys = %+v, %v", k, err)
 	}
@@ -64,7 +66,7 @@ func TestK8sSignerEndpoints(t *testing.T) {
 	}
 	b.rotErr = &daemon.Error{Class: daemon.ErrUnavailable, Code: daemon.CodeHSMUnavailable, Message: "the HSM is unavailable", Err: errors.New("CKR_DEVICE_REMOVED")}
 	_, err = c.RotateK8sSAKey(ctx)
-	var ae *APIError
+	var ae *client.APIError
 	if !errors.As(err, &ae) || ae.Status != http.StatusServiceUnavailable || ae.Code != daemon.CodeHSMUnavailable {
 		t.Fatalf("RotateK8sSAKey with the HSM gone: %v", err)
 	}

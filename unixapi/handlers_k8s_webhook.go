@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 
+	"github.com/coffer-hsm/coffer/api"
 	"github.com/coffer-hsm/coffer/daemon"
 )
 
@@ -24,7 +25,7 @@ func (s *Server) k8sWebhookCA(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, K8sWebhook{
+	writeJSON(w, http.StatusOK, api.K8sWebhook{
 		Server: k.Server, TokenReviewPath: k.TokenReviewPath, SubjectAccessReviewPath: k.SubjectAccessReviewPath,
 		CertificateAuthority: string(k.CertificatePEM), BearerFile: k.BearerFile, ClientCAFile: k.ClientCAFile,
 		Audiences: nonNil(k.Audiences),

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 
+	"github.com/coffer-hsm/coffer/api"
 	"github.com/coffer-hsm/coffer/daemon"
 )
 
@@ -22,15 +23,15 @@ func (s *Server) keysRoutes() {
 	s.handle("POST /v1/hsm/signing-key:rotate", s.rotateSigningKey)
 }
 
-func kekRotationWire(r daemon.KEKRotation) KEKRotation {
-	return KEKRotation{
+func kekRotationWire(r daemon.KEKRotation) api.KEKRotation {
+	return api.KEKRotation{
 		Target: r.Target, Previous: r.Previous, State: r.State, Rewrapped: r.Rewrapped, Failed: r.Failed,
 		Remaining: r.Remaining, StartedAt: r.StartedAt, FinishedAt: r.FinishedAt,
 	}
 }
 
-func signingKeyWire(k daemon.SigningKey) SigningKey {
-	return SigningKey{
+func signingKeyWire(k daemon.SigningKey) api.SigningKey {
+	return api.SigningKey{
 		Label: k.Label, Version: k.Version, Kid: k.Kid, Alg: k.Alg, Current: k.Current, Published: k.Published,
 		Tokens: k.Tokens, RetiredAt: k.RetiredAt, RetireAfter: k.RetireAfter,
 	}
@@ -45,9 +46,9 @@ func (s *Server) hsmKeys(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	out := HSMKeys{KEKs: []KEKVersion{}, SigningKeys: []SigningKey{}}
+	out := api.HSMKeys{KEKs: []api.KEKVersion{}, SigningKeys: []api.SigningKey{}}
 	for _, v := range k.KEKs {
-		out.KEKs = append(out.KEKs, KEKVersion{Label: v.Label, Version: v.Version, Current: v.Current, Scheme: v.Scheme, Records: v.Records})
+		out.KEKs = append(out.KEKs, api.KEKVersion{Label: v.Label, Version: v.Version, Current: v.Current, Scheme: v.Scheme, Records: v.Records})
 	}
 	for _, v := range k.SigningKeys {
 		out.SigningKeys = append(out.SigningKeys, signingKeyWire(v))
@@ -113,6 +114,6 @@ func (s *Server) rotateSigningKey(w http.ResponseWriter, r *http.Request) error 
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, SigningKeyRotation{Current: signingKeyWire(rot.Current), Previous: signingKeyWire(rot.Previous)})
+	writeJSON(w, http.StatusOK, api.SigningKeyRotation{Current: signingKeyWire(rot.Current), Previous: signingKeyWire(rot.Previous)})
 	return nil
 }

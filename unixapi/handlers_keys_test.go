@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coffer-hsm/coffer/api"
+	"github.com/coffer-hsm/coffer/client"
 	"github.com/coffer-hsm/coffer/daemon"
 )
 
@@ -52,7 +54,7 @@ func TestKeysEndpoints(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(keys.KEKs) != 2 || keys.KEKs[1] != (KEKVersion{"coffer-kek-2", 2, true, "rsa-3072-oaep-sha256", 7}) || keys.SigningKeys[1].RetireAfter == nil ||
+	if len(keys.KEKs) != 2 || keys.KEKs[1] != (api.KEKVersion{Label: "coffer-kek-2", Version: 2, Current: true, Scheme: "rsa-3072-oaep-sha256", Records: 7}) || keys.SigningKeys[1].RetireAfter == nil ||
 		keys.SigningKeys[1].Tokens != 3 || keys.Rotation == nil || keys.Rotation.State != "done" {
 		t.Fatalf("HSMKeys = %+v", keys)
 	}
@@ -76,8 +78,8 @@ func TestKeysEndpoints(t *testing.T) {
 	}
 	b.removeErr = daemon.Conflict(daemon.CodeConflict, "KEK coffer-kek-1 still wraps 2 sealed records; rotate the KEK first")
 	err = c.RemoveKEK(ctx, "coffer-kek-1", true)
-	var ae *APIError
-	if !errors.As(err, &ae) || ae.Status != http.StatusConflict || ae.Code != "conflict" || !errors.Is(err, ErrConflict) {
+	var ae *client.APIError
+	if !errors.As(err, &ae) || ae.Status != http.StatusConflict || ae.Code != "conflict" || !errors.Is(err, api.ErrConflict) {
 		t.Fatalf("RemoveKEK of a referenced KEK: %v", err)
 	}
 	if len(b.removed) != 2 || b.removed[0] != "coffer-kek-1" || b.forced[0] || !b.forced[1] {

@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"strings"
 
+	"github.com/coffer-hsm/coffer/api"
 	"github.com/coffer-hsm/coffer/daemon"
 )
 
@@ -26,10 +27,10 @@ func readForm(w http.ResponseWriter, r *http.Request) (url.Values, error) {
 	if ct != "application/x-www-form-urlencoded" {
 		return nil, daemon.Invalid(daemon.CodeInvalidRequest, "the body must be application/x-www-form-urlencoded")
 	}
-	if r.ContentLength > BodyLimit {
+	if r.ContentLength > api.BodyLimit {
 		return nil, tooLarge()
 	}
-	r.Body = http.MaxBytesReader(w, r.Body, BodyLimit)
+	r.Body = http.MaxBytesReader(w, r.Body, api.BodyLimit)
 	if err := r.ParseForm(); err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
@@ -56,7 +57,7 @@ func (s *Server) oauthToken(w http.ResponseWriter, r *http.Request) {
 		if status == http.StatusUnauthorized && basic {
 			w.Header().Set("WWW-Authenticate", `Basic realm="coffer"`)
 		}
-		writeJSON(w, status, OAuth2Error{Error: code, ErrorDescription: desc})
+		writeJSON(w, status, api.OAuth2Error{Error: code, ErrorDescription: desc})
 	}
 	form, err := readForm(w, r)
 	if err != nil {
@@ -148,7 +149,7 @@ func (s *Server) oauthToken(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, TokenResponse{AccessToken: tok.Token, IssuedTokenType: issued, TokenType: "Bearer", ExpiresIn: tok.ExpiresIn, Scope: tok.Scope})
+	writeJSON(w, http.StatusOK, api.TokenResponse{AccessToken: tok.Token, IssuedTokenType: issued, TokenType: "Bearer", ExpiresIn: tok.ExpiresIn, Scope: tok.Scope})
 }
 
 func (s *Server) introspect(w http.ResponseWriter, r *http.Request) error {
@@ -164,7 +165,7 @@ func (s *Server) introspect(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	out := Introspection{
+	out := api.Introspection{
 		Active: in.Active, TokenType: in.TokenType, ClientID: in.ClientID, Username: in.Username, Subject: in.Subject,
 		Project: in.Project, Scope: in.Scope, Roles: in.Roles, Policies: in.Policies, AccessRules: rulesWire(in.AccessRules),
 		CredentialID: in.CredentialID, SessionID: in.SessionID, IssuedAt: in.IssuedAt, ExpiresAt: in.ExpiresAt, Issuer: in.Issuer,
@@ -193,7 +194,7 @@ func (s *Server) openIDConfiguration(w http.ResponseWriter, r *http.Request) err
 }
 
 func (s *Server) authorizeCall(w http.ResponseWriter, r *http.Request) error {
-	var req AuthorizeRequest
+	var req api.AuthorizeRequest
 	if err := decodeJSON(w, r, &req, false); err != nil {
 		return err
 	}
@@ -208,7 +209,7 @@ func (s *Server) authorizeCall(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, Decision{Allowed: d.Allowed, Reason: d.Reason, User: d.User, Project: d.Project, Roles: d.Roles,
+	writeJSON(w, http.StatusOK, api.Decision{Allowed: d.Allowed, Reason: d.Reason, User: d.User, Project: d.Project, Roles: d.Roles,
 		Policies: d.Policies, Matched: d.Matched, Audience: d.Audience})
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 
+	"github.com/coffer-hsm/coffer/api"
 	"github.com/coffer-hsm/coffer/daemon"
 	"github.com/coffer-hsm/coffer/policy"
 )
@@ -35,8 +36,8 @@ func (s *Server) policyRoutes() {
 	s.handle("PATCH /v1/projects/{p}", s.patchProject)
 }
 
-func policyWire(p daemon.Policy, withUse bool) Policy {
-	out := Policy{ID: p.ID, Name: p.Name, ProjectID: p.ProjectID, Description: p.Description,
+func policyWire(p daemon.Policy, withUse bool) api.Policy {
+	out := api.Policy{ID: p.ID, Name: p.Name, ProjectID: p.ProjectID, Description: p.Description,
 		Rules: p.Rules, CreatedAt: p.CreatedAt, UpdatedAt: p.UpdatedAt}
 	if p.ProjectID != "" {
 		out.Project = p.Project
@@ -45,7 +46,7 @@ func policyWire(p daemon.Policy, withUse bool) Policy {
 		out.Rules = []policy.Rule{}
 	}
 	if withUse {
-		out.UsedBy = &PolicyUse{Credentials: nonNil(p.UsedBy.Credentials), Users: nonNil(p.UsedBy.Users),
+		out.UsedBy = &api.PolicyUse{Credentials: nonNil(p.UsedBy.Credentials), Users: nonNil(p.UsedBy.Users),
 			Projects: nonNil(p.UsedBy.Projects)}
 	}
 	return out
@@ -67,7 +68,7 @@ func (s *Server) createPolicy(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	var req PolicyRequest
+	var req api.PolicyRequest
 	if err := decodeJSONLimit(w, r, &req, false, PolicyBodyLimit); err != nil {
 		return err
 	}
@@ -86,7 +87,7 @@ func (s *Server) updatePolicy(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	var req PolicyRequest
+	var req api.PolicyRequest
 	if err := decodeJSONLimit(w, r, &req, false, PolicyBodyLimit); err != nil {
 		return err
 	}
@@ -124,7 +125,7 @@ func (s *Server) listPolicies(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	out := List[Policy]{Items: make([]Policy, 0, len(ps))}
+	out := api.List[api.Policy]{Items: make([]api.Policy, 0, len(ps))}
 	for _, p := range ps {
 		out.Items = append(out.Items, policyWire(p, false))
 	}
@@ -151,7 +152,7 @@ func (s *Server) patchProject(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	var req ProjectPatchRequest
+	var req api.ProjectPatchRequest
 	if err := decodeJSON(w, r, &req, false); err != nil {
 		return err
 	}

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coffer-hsm/coffer/client"
 	"github.com/coffer-hsm/coffer/daemon"
 )
 
@@ -65,8 +66,8 @@ func serveHybrid(t *testing.T, b Backend, vms []HybridVM, log *slog.Logger) *Hyb
 
 // vmmClient plays the VMM: it connects to the host-side socket of vm the way
 // Firecracker does when its guest connects to CID 2 on hybridPort.
-func vmmClient(vm HybridVM) *Client {
-	return NewClient(HybridSocketPath(vm, hybridPort))
+func vmmClient(vm HybridVM) *client.Client {
+	return client.NewClient(HybridSocketPath(vm, hybridPort))
 }
 
 func TestHybridVsockNamesTheVM(t *testing.T) {
@@ -260,7 +261,7 @@ func TestHybridVsockReconfigure(t *testing.T) {
 		if _, err := os.Lstat(HybridSocketPath(gone, hybridPort)); !errors.Is(err, os.ErrNotExist) {
 			t.Fatalf("socket of %s still there: %v", gone.UDSPath, err)
 		}
-		var ue *UnreachableError
+		var ue *client.UnreachableError
 		if _, err := vmmClient(gone).Status(context.Background()); !errors.As(err, &ue) {
 			t.Fatalf("status through a dropped socket: %v, want unreachable", err)
 		}
@@ -327,7 +328,7 @@ func TestHybridVsockOnlyTheVMM(t *testing.T) {
 	vm := HybridVM{Name: "vm1", UDSPath: filepath.Join(dir, "v.sock"), VMMUID: uint32(os.Getuid()) + 1}
 	var logs bytes.Buffer
 	serveHybrid(t, f, []HybridVM{vm}, slog.New(slog.NewTextHandler(&logs, nil)))
-	_, err := NewClient(HybridSocketPath(vm, hybridPort)).Status(context.Background())
+	_, err := client.NewClient(HybridSocketPath(vm, hybridPort)).Status(context.Background())
 	if err == nil {
 		t.Fatal("a connection from another uid than the VMM's was served")
 	}

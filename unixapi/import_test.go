@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/coffer-hsm/coffer/api"
 	"github.com/coffer-hsm/coffer/daemon"
 	"github.com/coffer-hsm/coffer/hostseal"
 )
@@ -41,8 +42,8 @@ func sealedBody(n int) string {
 func TestImportRequest(t *testing.T) {
 	f := &importFake{}
 	c, _ := serve(t, f)
-	mid := sealedBody(9 << 10) // over BodyLimit, under ImportBodyLimit
-	if len(mid) <= BodyLimit || len(mid) > ImportBodyLimit {
+	mid := sealedBody(9 << 10) // over BodyLimit, under api.ImportBodyLimit
+	if len(mid) <= api.BodyLimit || len(mid) > api.ImportBodyLimit {
 		t.Fatalf("test body is %d bytes", len(mid))
 	}
 	tests := []struct {
@@ -51,7 +52,7 @@ func TestImportRequest(t *testing.T) {
 		code       string
 	}{
 		{"over the create limit, under the import limit", mid, 201, ""},
-		{"over the import limit", sealedBody(ImportBodyLimit), 413, daemon.CodeBodyTooLarge},
+		{"over the import limit", sealedBody(api.ImportBodyLimit), 413, daemon.CodeBodyTooLarge},
 		{"not JSON", `{"format":`, 400, daemon.CodeInvalidJSON},
 		{"unknown field", `{"format":"coffer-sealed/v1","payload":"c2VjcmV0"}`, 400, daemon.CodeInvalidJSON},
 		{"bad base64", `{"ciphertext":"c2VjcmV0-not-base64!"}`, 400, daemon.CodeInvalidJSON},
@@ -84,7 +85,7 @@ func TestImportRequest(t *testing.T) {
 func TestImportBodyNotReadBeforeAuthorization(t *testing.T) {
 	f := &importFake{fakeBackend: fakeBackend{authErr: daemon.Forbidden("not allowed to manage project")}}
 	c, _ := serve(t, f)
-	for _, body := range []string{sealedBody(10), `{not json`, sealedBody(ImportBodyLimit)} {
+	for _, body := range []string{sealedBody(10), `{not json`, sealedBody(api.ImportBodyLimit)} {
 		status, eb, _ := raw(t, c, "POST", "/v1/projects/nope/secrets:import", body)
 		if status != http.StatusForbidden || eb.Error != "forbidden" {
 			t.Fatalf("status %d %+v, want 403 forbidden", status, eb)

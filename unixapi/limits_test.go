@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coffer-hsm/coffer/api"
+	"github.com/coffer-hsm/coffer/client"
 	"github.com/coffer-hsm/coffer/daemon"
 )
 
@@ -264,10 +266,10 @@ func TestOversizeHeadersGet431(t *testing.T) {
 		})
 	}
 	// Just under the limit is served.
-	c := NewClient(path)
+	c := client.NewClient(path)
 	req, _ := http.NewRequest("GET", "http://coffer/v1/status", nil)
 	req.Header.Set("X-Big", strings.Repeat("a", MaxHeaderBytes-1024))
-	resp, err := c.hc.Do(req)
+	resp, err := c.HTTPClient().Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -384,7 +386,7 @@ func TestRateLimitedAnswers(t *testing.T) {
 		}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			resp, err := c.hc.Do(tc.req())
+			resp, err := c.HTTPClient().Do(tc.req())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -410,7 +412,7 @@ func TestRateLimitedAnswers(t *testing.T) {
 	}
 	// The client maps 429 back to the class.
 	_, err := c.WithToken("cfs_x").Status(context.Background())
-	if !errors.Is(err, ErrRateLimited) {
+	if !errors.Is(err, api.ErrRateLimited) {
 		t.Fatalf("client error %v is not ErrRateLimited", err)
 	}
 }
@@ -444,7 +446,7 @@ func TestStreamingOutlivesTheReadTimeout(t *testing.T) {
 	}
 	go srv.Serve(l)
 	t.Cleanup(func() { srv.Shutdown(context.Background()) })
-	c := NewClient(path)
+	c := client.NewClient(path)
 
 	send := func(route string) (int, string) {
 		pr, pw := io.Pipe()
@@ -459,7 +461,7 @@ func TestStreamingOutlivesTheReadTimeout(t *testing.T) {
 			pw.Close()
 		}()
 		req, _ := http.NewRequest("POST", "http://coffer"+route, pr)
-		resp, err := c.hc.Do(req)
+		resp, err := c.HTTPClient().Do(req)
 		if err != nil {
 			return 0, err.Error()
 		}

@@ -20,6 +20,7 @@ import (
 
 	"github.com/mdlayher/vsock"
 
+	"github.com/coffer-hsm/coffer/api"
 	"github.com/coffer-hsm/coffer/audit"
 	"github.com/coffer-hsm/coffer/daemon"
 	"github.com/coffer-hsm/coffer/hsm"
@@ -427,7 +428,7 @@ func matrixRows() []matrixRow {
 		}, want: allow("200", grpSysAdmins)},
 
 		{route: "POST /v1/authorize", req: func(t *testing.T, f *matrixEnv) matrixReq {
-			b, _ := json.Marshal(AuthorizeRequest{Token: f.bearer["cft"], Service: "svc", Method: "GET", Path: "/x/1"})
+			b, _ := json.Marshal(api.AuthorizeRequest{Token: f.bearer["cft"], Service: "svc", Method: "GET", Path: "/x/1"})
 			return reqPOST("/v1/authorize", string(b))
 		}, want: everyone("200")},
 
@@ -1024,7 +1025,7 @@ func (f *matrixEnv) do(t *testing.T, route, who string, r matrixReq) string {
 	if resp.StatusCode < 400 {
 		return strconv.Itoa(resp.StatusCode)
 	}
-	var eb ErrorBody
+	var eb api.ErrorBody
 	if err := json.Unmarshal(body, &eb); err != nil || eb.Error == "" {
 		return fmt.Sprintf("%d <no error code: %.80q>", resp.StatusCode, body)
 	}

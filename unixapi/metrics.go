@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/coffer-hsm/coffer/api"
 	"github.com/coffer-hsm/coffer/daemon"
 	"github.com/coffer-hsm/coffer/metrics"
 )
@@ -107,10 +108,10 @@ func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if h.OK() {
-		writeJSON(w, http.StatusOK, Health{Status: HealthOK})
+		writeJSON(w, http.StatusOK, api.Health{Status: api.HealthOK})
 		return nil
 	}
-	writeJSON(w, http.StatusServiceUnavailable, Health{Status: HealthUnhealthy, Failed: h.Failed})
+	writeJSON(w, http.StatusServiceUnavailable, api.Health{Status: api.HealthUnhealthy, Failed: h.Failed})
 	return nil
 }
 

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/coffer-hsm/coffer/api"
 	"github.com/coffer-hsm/coffer/daemon"
 )
 
@@ -87,7 +88,7 @@ func FuzzOAuth2Token(f *testing.F) {
 		{form, "", "%zz"},
 		{"application/json", "", `{"grant_type":"client_credentials"}`},
 		{"", "", ""},
-		{form, "", strings.Repeat("a", BodyLimit+1)},
+		{form, "", strings.Repeat("a", api.BodyLimit+1)},
 		// RFC 8707 resource and RFC 8693 audience
 		{form, basic("cfo_id", "cfo_secret"), "grant_type=client_credentials&audience=https%3A%2F%2Fa.example&resource=https%3A%2F%2Fb.example%2F"},
 		{form, "", "grant_type=client_credentials&client_id=a&client_secret=b&resource=x&resource=y"},
@@ -182,7 +183,7 @@ func FuzzOAuth2Token(f *testing.F) {
 		dec := json.NewDecoder(rec.Body)
 		dec.DisallowUnknownFields()
 		if rec.Code == http.StatusOK {
-			var tr TokenResponse
+			var tr api.TokenResponse
 			if backendCalls != 1 || fake.answer != 0 || dec.Decode(&tr) != nil || tr.AccessToken != fakeAccessToken || tr.TokenType != "Bearer" {
 				t.Fatalf("200 with %+v after %d calls", tr, backendCalls)
 			}
@@ -197,7 +198,7 @@ func FuzzOAuth2Token(f *testing.F) {
 			}
 			return
 		}
-		var oe OAuth2Error
+		var oe api.OAuth2Error
 		if err := dec.Decode(&oe); err != nil {
 			t.Fatalf("%d answer is not an RFC 6749 error: %v", rec.Code, err)
 		}
@@ -223,7 +224,7 @@ func FuzzOAuth2Token(f *testing.F) {
 		if backendCalls == 0 && (oe.Error == daemon.CodeInvalidGrant || oe.Error == daemon.CodeInvalidTarget || oe.Error == daemon.CodeUnsupportedTokenType) {
 			t.Fatalf("%q without a backend call", oe.Error)
 		}
-		if (rec.Code == http.StatusRequestEntityTooLarge) != (isForm && len(body) > BodyLimit) {
+		if (rec.Code == http.StatusRequestEntityTooLarge) != (isForm && len(body) > api.BodyLimit) {
 			t.Fatalf("status %d for a %d-byte body", rec.Code, len(body))
 		}
 		if rec.Code == http.StatusUnauthorized && (rec.Header().Get("WWW-Authenticate") != "") != isBasic {

@@ -18,6 +18,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/coffer-hsm/coffer/api"
 	"github.com/coffer-hsm/coffer/daemon"
 	"github.com/coffer-hsm/coffer/hostseal"
 	"github.com/coffer-hsm/coffer/metrics"
@@ -241,12 +242,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Allow", allow)
 	}
 	if rec.status == http.StatusMethodNotAllowed {
-		writeJSON(w, rec.status, ErrorBody{Error: "method_not_allowed", Message: r.Method + " is not allowed on " + r.URL.Path})
+		writeJSON(w, rec.status, api.ErrorBody{Error: "method_not_allowed", Message: r.Method + " is not allowed on " + r.URL.Path})
 		s.unmatched.observe(r, rec.status, start)
 		return
 	}
 	s.unmatched.observe(r, http.StatusNotFound, start)
-	writeJSON(w, http.StatusNotFound, ErrorBody{Error: daemon.CodeNotFound, Message: "no such endpoint: " + r.Method + " " + r.URL.Path})
+	writeJSON(w, http.StatusNotFound, api.ErrorBody{Error: daemon.CodeNotFound, Message: "no such endpoint: " + r.Method + " " + r.URL.Path})
 }
 
 // authenticate makes a request with an Authorization: Bearer header act as
@@ -284,7 +285,7 @@ func (r *statusRecorder) WriteHeader(code int)        { r.status = code }
 // and unavailable errors go to the log; the caller gets the safe message.
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	status := statusOf(err)
-	body := ErrorBody{Error: daemon.CodeOf(err), Message: daemon.MessageOf(err)}
+	body := api.ErrorBody{Error: daemon.CodeOf(err), Message: daemon.MessageOf(err)}
 	if status == http.StatusUnauthorized && w.Header().Get("WWW-Authenticate") == "" {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="coffer"`)
 	}
@@ -375,7 +376,7 @@ func (s *Server) authorize(r *http.Request, a daemon.Action, res daemon.Resource
 // strictly: unknown fields, trailing data and malformed JSON are 400
 // invalid_json; an empty body is allowed only when optional.
 func decodeJSON(w http.ResponseWriter, r *http.Request, v any, optional bool) error {
-	return decodeJSONLimit(w, r, v, optional, BodyLimit)
+	return decodeJSONLimit(w, r, v, optional, api.BodyLimit)
 }
 
 // decodeJSONLimit is decodeJSON with a body limit of its own, for the
@@ -384,7 +385,7 @@ func decodeJSONLimit(w http.ResponseWriter, r *http.Request, v any, optional boo
 	if r.ContentLength > limit {
 		return tooLargeThan(limit)
 	}
-	body, err := ReadSecret(http.MaxBytesReader(w, r.Body, limit), r.ContentLength)
+	body, err := api.ReadSecret(http.MaxBytesReader(w, r.Body, limit), r.ContentLength)
 	defer clear(body) // it may hold a payload, even when incomplete
 	var mbe *http.MaxBytesError
 	if errors.As(err, &mbe) {
@@ -436,7 +437,7 @@ func jsonProblem(err error) string {
 	return err.Error()
 }
 
-func tooLarge() error { return tooLargeThan(BodyLimit) }
+func tooLarge() error { return tooLargeThan(api.BodyLimit) }
 
 func tooLargeThan(limit int64) error {
 	return daemon.Invalid(daemon.CodeBodyTooLarge, "request body is larger than %d bytes", limit)

@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coffer-hsm/coffer/api"
+	"github.com/coffer-hsm/coffer/client"
 	"github.com/coffer-hsm/coffer/daemon"
 )
 
@@ -70,7 +72,7 @@ func (f *fakeBackend) lastPrincipal() daemon.Principal {
 
 // serve starts a Server for b on a real Unix socket and returns a client
 // and the socket path.
-func serve(t *testing.T, b Backend) (*Client, string) {
+func serve(t *testing.T, b Backend) (*client.Client, string) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "coffer.sock")
 	l, err := ListenUnix(path, SocketOptions{GID: -1})
@@ -78,19 +80,19 @@ func serve(t *testing.T, b Backend) (*Client, string) {
 		t.Fatal(err)
 	}
 	serveOn(t, b, l)
-	return NewClient(path), path
+	return client.NewClient(path), path
 }
 
 // raw sends a raw HTTP request over the socket.
-func raw(t *testing.T, c *Client, method, path, body string) (int, ErrorBody, http.Header) {
+func raw(t *testing.T, c *client.Client, method, path, body string) (int, api.ErrorBody, http.Header) {
 	t.Helper()
 	req, _ := http.NewRequest(method, "http://coffer"+path, strings.NewReader(body))
-	resp, err := c.hc.Do(req)
+	resp, err := c.HTTPClient().Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var eb ErrorBody
+	var eb api.ErrorBody
 	b, _ := io.ReadAll(resp.Body)
 	json.Unmarshal(b, &eb)
 	return resp.StatusCode, eb, resp.Header
@@ -114,7 +116,7 @@ func TestBodyIsNotReadBeforeAuthorization(t *testing.T) {
 	for _, body := range []string{
 		`{"display_name":"x","payload":"cA=="}`,
 		`{not json`,
-		strings.Repeat("x", BodyLimit+1),
+		strings.Repeat("x", api.BodyLimit+1),
 	} {
 		status, eb, _ := raw(t, c, "POST", "/v1/projects/nope/secrets", body)
 		if status != http.StatusForbidden || eb.Error != "forbidden" {
@@ -136,8 +138,8 @@ func TestRequestErrors(t *testing.T) {
 		code                     string
 	}{
 		{"ok", "POST", "/v1/projects/default/secrets", `{"display_name":"x","payload":"` + b64([]byte("p")) + `"}`, 201, ""},
-		{"too large", "POST", "/v1/projects/default/secrets", `{"display_name":"` + strings.Repeat("x", BodyLimit) + `"}`, 413, "request_body_too_large"},
-		{"exactly at the limit is read", "POST", "/v1/projects/default/secrets", `{"display_name":"x","payload":"` + strings.Repeat("A", BodyLimit-35) + `=="}`, 400, "invalid_payload"},
+		{"too large", "POST", "/v1/projects/default/secrets", `{"display_name":"` + strings.Repeat("x", api.BodyLimit) + `"}`, 413, "request_body_too_large"},
+		{"exactly at the limit is read", "POST", "/v1/projects/default/secrets", `{"display_name":"x","payload":"` + strings.Repeat("A", api.BodyLimit-35) + `=="}`, 400, "invalid_payload"},
 		{"malformed", "POST", "/v1/projects/default/secrets", `{"display_name":`, 400, "invalid_json"},
 		{"syntax", "POST", "/v1/projects/default/secrets", `{"display_name" "x"}`, 400, "invalid_json"},
 		{"unknown field", "POST", "/v1/projects/default/secrets", `{"display_name":"x","payload":"cA==","extra":1}`, 400, "invalid_json"},
@@ -193,28 +195,28 @@ func TestErrorMapping(t *testing.T) {
 		code   string
 		class  error
 	}{
-		{daemon.Invalid(daemon.CodeInvalidName, "bad"), 400, "invalid_name", ErrInvalidArgument},
-		{daemon.NotFound("gone"), 404, "not_found", ErrNotFound},
-		{daemon.Forbidden("no"), 403, "forbidden", ErrForbidden},
-		{daemon.Conflict(daemon.CodeVersionConflict, "v"), 409, "version_conflict", ErrConflict},
-		{&daemon.Error{Class: daemon.ErrAlreadyExists, Code: daemon.CodeAlreadyExists, Message: "dup"}, 409, "already_exists", ErrAlreadyExists},
-		{&daemon.Error{Class: daemon.ErrUnavailable, Code: daemon.CodeHSMUnavailable, Message: "the HSM is unavailable", Err: errors.New("CKR_DEVICE_ERROR")}, 503, "hsm_unavailable", ErrUnavailable},
-		{&daemon.Error{Class: daemon.ErrUnavailable, Code: daemon.CodeStoreFull, Message: "the store's filesystem is full", Err: errors.New("statfs details")}, 507, "store_full", ErrUnavailable},
+		{daemon.Invalid(daemon.CodeInvalidName, "bad"), 400, "invalid_name", api.ErrInvalidArgument},
+		{daemon.NotFound("gone"), 404, "not_found", api.ErrNotFound},
+		{daemon.Forbidden("no"), 403, "forbidden", api.ErrForbidden},
+		{daemon.Conflict(daemon.CodeVersionConflict, "v"), 409, "version_conflict", api.ErrConflict},
+		{&daemon.Error{Class: daemon.ErrAlreadyExists, Code: daemon.CodeAlreadyExists, Message: "dup"}, 409, "already_exists", api.ErrAlreadyExists},
+		{&daemon.Error{Class: daemon.ErrUnavailable, Code: daemon.CodeHSMUnavailable, Message: "the HSM is unavailable", Err: errors.New("CKR_DEVICE_ERROR")}, 503, "hsm_unavailable", api.ErrUnavailable},
+		{&daemon.Error{Class: daemon.ErrUnavailable, Code: daemon.CodeStoreFull, Message: "the store's filesystem is full", Err: errors.New("statfs details")}, 507, "store_full", api.ErrUnavailable},
 		{errors.New("boom with details"), 500, "internal", nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.code, func(t *testing.T) {
 			f := &fakeBackend{createErr: tt.err}
 			c, _ := serve(t, f)
-			_, err := c.CreateSecret(context.Background(), "default", SecretCreate{DisplayName: "x", Payload: []byte("p")})
-			var ae *APIError
+			_, err := c.CreateSecret(context.Background(), "default", client.SecretCreate{DisplayName: "x", Payload: []byte("p")})
+			var ae *client.APIError
 			if !errors.As(err, &ae) || ae.Status != tt.status || ae.Code != tt.code {
 				t.Fatalf("got %v, want %d %s", err, tt.status, tt.code)
 			}
 			if tt.class != nil && !errors.Is(err, tt.class) {
 				t.Fatalf("client error %v is not %v", err, tt.class)
 			}
-			for _, other := range []error{ErrNotFound, ErrForbidden, ErrConflict, ErrAlreadyExists, ErrUnavailable} {
+			for _, other := range []error{api.ErrNotFound, api.ErrForbidden, api.ErrConflict, api.ErrAlreadyExists, api.ErrUnavailable} {
 				if other != tt.class && errors.Is(err, other) {
 					t.Fatalf("client error %v also matches %v", err, other)
 				}
@@ -231,7 +233,7 @@ func TestClientSendsWhatItIsGiven(t *testing.T) {
 	c, _ := serve(t, f)
 	payload := []byte{0, 1, 2, 255}
 	exp := time.Date(2031, 1, 2, 3, 4, 5, 0, time.UTC)
-	if _, err := c.CreateSecret(context.Background(), "default", SecretCreate{DisplayName: "d", Payload: payload, KeyValues: map[string]string{"k": "v"}, ExpiresAt: &exp}); err != nil {
+	if _, err := c.CreateSecret(context.Background(), "default", client.SecretCreate{DisplayName: "d", Payload: payload, KeyValues: map[string]string{"k": "v"}, ExpiresAt: &exp}); err != nil {
 		t.Fatal(err)
 	}
 	in := f.created[0]
@@ -240,8 +242,8 @@ func TestClientSendsWhatItIsGiven(t *testing.T) {
 	}
 	// Rotate: nil key_values keeps, an empty map clears.
 	cas := 3
-	c.RotateSecret(context.Background(), "01a20000-0000-7000-8000-000000000001", SecretRotate{Payload: payload, CAS: &cas})
-	c.RotateSecret(context.Background(), "01a20000-0000-7000-8000-000000000001", SecretRotate{Payload: payload, KeyValues: map[string]string{}})
+	c.RotateSecret(context.Background(), "01a20000-0000-7000-8000-000000000001", client.SecretRotate{Payload: payload, CAS: &cas})
+	c.RotateSecret(context.Background(), "01a20000-0000-7000-8000-000000000001", client.SecretRotate{Payload: payload, KeyValues: map[string]string{}})
 	if f.rotated[0].KeyValues != nil || *f.rotated[0].CAS != 3 || f.rotated[1].KeyValues == nil || len(f.rotated[1].KeyValues) != 0 {
 		t.Fatalf("rotations = %+v", f.rotated)
 	}
@@ -294,8 +296,8 @@ func TestListenUnix(t *testing.T) {
 
 func TestUnreachable(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "none.sock")
-	_, err := NewClient(path).Status(context.Background())
-	var ue *UnreachableError
+	_, err := client.NewClient(path).Status(context.Background())
+	var ue *client.UnreachableError
 	if !errors.As(err, &ue) || !strings.Contains(err.Error(), "cannot reach the daemon at "+path+": is it running?") {
 		t.Fatalf("err = %v", err)
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/mdlayher/vsock"
 	"golang.org/x/sys/unix"
 
+	"github.com/coffer-hsm/coffer/client"
 	"github.com/coffer-hsm/coffer/daemon"
 )
 
@@ -170,7 +171,7 @@ func TestVsockLoopbackPrincipal(t *testing.T) {
 		srv.Shutdown(ctx)
 		<-done
 	}()
-	c := NewVsockClient(unix.VMADDR_CID_LOCAL, port)
+	c := client.NewVsockClient(unix.VMADDR_CID_LOCAL, port)
 	if _, err := c.Status(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -181,9 +182,9 @@ func TestVsockLoopbackPrincipal(t *testing.T) {
 
 func TestVsockClientUnreachable(t *testing.T) {
 	requireVsockLoopback(t)
-	c := NewVsockClient(unix.VMADDR_CID_LOCAL, 0xFFFFFFF0)
+	c := client.NewVsockClient(unix.VMADDR_CID_LOCAL, 0xFFFFFFF0)
 	_, err := c.Status(context.Background())
-	var ue *UnreachableError
+	var ue *client.UnreachableError
 	if !errors.As(err, &ue) || ue.Addr != "vsock:1:4294967280" {
 		t.Fatalf("err = %v, want unreachable at vsock:1:4294967280", err)
 	}

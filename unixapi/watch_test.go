@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coffer-hsm/coffer/client"
 	"github.com/coffer-hsm/coffer/daemon"
 )
 
@@ -44,7 +45,7 @@ func TestWatchOutlivesServerTimeouts(t *testing.T) {
 	srv.httpSrv.WriteTimeout = 300 * time.Millisecond
 	go srv.Serve(l)
 	defer srv.Shutdown(context.Background())
-	c := NewClient(path)
+	c := client.NewClient(path)
 	t0 := time.Now()
 	w, err := c.WatchDelivery(context.Background(), "x", "", "", 1, time.Second)
 	if err != nil || !w.NotModified || time.Since(t0) < time.Second {
@@ -68,9 +69,9 @@ func TestShutdownEndsWatches(t *testing.T) {
 	}
 	srv := NewServer(b, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	go srv.Serve(l)
-	c := NewClient(path)
+	c := client.NewClient(path)
 	type res struct {
-		w   Watched
+		w   client.Watched
 		err error
 	}
 	ch := make(chan res, 1)
@@ -134,7 +135,7 @@ func TestWatchClientGone(t *testing.T) {
 	defer srv.Shutdown(context.Background())
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
-	if _, err := NewClient(path).WatchDelivery(ctx, "x", "", "", 1, time.Minute); err == nil {
+	if _, err := client.NewClient(path).WatchDelivery(ctx, "x", "", "", 1, time.Minute); err == nil {
 		t.Fatal("no error from a cancelled watch")
 	}
 	select {
@@ -198,7 +199,7 @@ func TestWatchesTakeHalfThePerPeerLimit(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				NewClient(path).WatchDelivery(ctx, "x", "", "", 1, time.Minute)
+				client.NewClient(path).WatchDelivery(ctx, "x", "", "", 1, time.Minute)
 			}()
 		}
 		for i := range tc.want {
@@ -209,9 +210,9 @@ func TestWatchesTakeHalfThePerPeerLimit(t *testing.T) {
 			}
 		}
 		over, overDone := context.WithTimeout(context.Background(), 5*time.Second) // a watch let in would wait
-		_, err = NewClient(path).WatchDelivery(over, "x", "", "", 1, time.Minute)
+		_, err = client.NewClient(path).WatchDelivery(over, "x", "", "", 1, time.Minute)
 		overDone()
-		var ae *APIError
+		var ae *client.APIError
 		if !errors.As(err, &ae) || ae.Status != 429 || ae.Code != CodeTooManyWatches {
 			t.Errorf("per-peer %d: watch %d: %v, want 429 %s", tc.perPeer, tc.want+1, err, CodeTooManyWatches)
 		}

@@ -37,8 +37,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/coffer-hsm/coffer/api"
+	"github.com/coffer-hsm/coffer/client"
 	"github.com/coffer-hsm/coffer/internal/tpmtest"
-	"github.com/coffer-hsm/coffer/unixapi"
 )
 
 const (
@@ -218,7 +219,7 @@ func bootStorm(ctx context.Context, o options, ceil *ceilings, bin, dir string, 
 			_, _ = d.stop()
 		}
 	}()
-	admin := unixapi.NewClient(d.socket)
+	admin := client.NewClient(d.socket)
 	st, err := admin.Status(ctx)
 	if err != nil {
 		return row, fmt.Errorf("status: %w", err)
@@ -226,7 +227,7 @@ func bootStorm(ctx context.Context, o options, ceil *ceilings, bin, dir string, 
 	row.KEK = st.HSM.Schemes.KEK
 	// The secrets, each bound to a unit and to the workload user.
 	want := make([][]byte, bootSecrets)
-	if _, err := admin.CreateUser(ctx, unixapi.UserCreateRequest{Name: bootUser, Kind: "workload"}); err != nil {
+	if _, err := admin.CreateUser(ctx, api.UserCreateRequest{Name: bootUser, Kind: "workload"}); err != nil {
 		return row, fmt.Errorf("create user: %w", err)
 	}
 	if _, err := admin.SetRole(ctx, "default", bootUser, "reader"); err != nil {
@@ -234,18 +235,18 @@ func bootStorm(ctx context.Context, o options, ceil *ceilings, bin, dir string, 
 	}
 	for i := range bootSecrets {
 		want[i] = append([]byte("boot-"+strconv.Itoa(i)+"-"), payload(sealPayloadSize)...)
-		s, err := admin.CreateSecret(ctx, "default", unixapi.SecretCreate{DisplayName: "boot " + strconv.Itoa(i), Payload: want[i]})
+		s, err := admin.CreateSecret(ctx, "default", client.SecretCreate{DisplayName: "boot " + strconv.Itoa(i), Payload: want[i]})
 		if err != nil {
 			return row, fmt.Errorf("create secret: %w", err)
 		}
-		if _, err := admin.CreateBinding(ctx, s.ID, unixapi.BindingCreateRequest{Unit: bootUnit(i), Credential: "boot"}); err != nil {
+		if _, err := admin.CreateBinding(ctx, s.ID, api.BindingCreateRequest{Unit: bootUnit(i), Credential: "boot"}); err != nil {
 			return row, fmt.Errorf("bind unit: %w", err)
 		}
-		if _, err := admin.CreateBinding(ctx, s.ID, unixapi.BindingCreateRequest{User: bootUser, Name: "boot-" + strconv.Itoa(i)}); err != nil {
+		if _, err := admin.CreateBinding(ctx, s.ID, api.BindingCreateRequest{User: bootUser, Name: "boot-" + strconv.Itoa(i)}); err != nil {
 			return row, fmt.Errorf("bind user: %w", err)
 		}
 	}
-	cred, err := admin.CreateCredential(ctx, "default", unixapi.CredentialCreateRequest{Type: "access-token", User: bootUser, Name: "boot-token"})
+	cred, err := admin.CreateCredential(ctx, "default", api.CredentialCreateRequest{Type: "access-token", User: bootUser, Name: "boot-token"})
 	if err != nil {
 		return row, fmt.Errorf("credential: %w", err)
 	}
@@ -436,7 +437,7 @@ func startProdDaemon(ctx context.Context, bin, stateDir, socket string, env, arg
 		return nil, fmt.Errorf("start %s: %w", bin, err)
 	}
 	go func() { d.waitErr = d.cmd.Wait(); close(d.exited) }()
-	c := unixapi.NewClient(socket)
+	c := client.NewClient(socket)
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		if _, err := os.Stat(socket); err == nil {

@@ -40,7 +40,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/coffer-hsm/coffer/unixapi"
+	"github.com/coffer-hsm/coffer/api"
+	"github.com/coffer-hsm/coffer/client"
 )
 
 // Process goals of issue 6.
@@ -814,6 +815,6 @@ func fsName(magic int64) string {
 	return fmt.Sprintf("fs 0x%x", magic)
 }
 
-func fetchStatus(ctx context.Context, socket string) (unixapi.Status, error) {
-	return unixapi.NewClient(socket).Status(ctx)
+func fetchStatus(ctx context.Context, socket string) (api.Status, error) {
+	return client.NewClient(socket).Status(ctx)
 }

@@ -7,7 +7,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/coffer-hsm/coffer/unixapi"
+	"github.com/coffer-hsm/coffer/client"
 )
 
 // profiler fetches the daemon's runtime profiles into dir (-profile): a
@@ -65,7 +65,7 @@ func (p *profiler) heap(ctx context.Context, socket, label string) {
 	defer f.Close()
 	// The text form ends with the runtime's MemStats: heap in use,
 	// idle, released to the OS.
-	if err := unixapi.NewClient(socket).ProfileText(ctx, "heap", f); err != nil {
+	if err := client.NewClient(socket).ProfileText(ctx, "heap", f); err != nil {
 		p.logf("profile heap text: %v", err)
 	}
 }
@@ -78,7 +78,7 @@ func (p *profiler) fetch(ctx context.Context, socket, name string, window time.D
 		return
 	}
 	defer f.Close()
-	if err := unixapi.NewClient(socket).Profile(ctx, name, window, f); err != nil {
+	if err := client.NewClient(socket).Profile(ctx, name, window, f); err != nil {
 		p.logf("profile %s: %v", file, err)
 		return
 	}

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/coffer-hsm/coffer/unixapi"
+	"github.com/coffer-hsm/coffer/api"
 )
 
 func durs(ms ...int) []time.Duration {
@@ -199,13 +199,13 @@ func TestParsers(t *testing.T) {
 }
 
 func TestAuthorizeBody(t *testing.T) {
-	var req unixapi.AuthorizeRequest
+	var req api.AuthorizeRequest
 	dec := json.NewDecoder(bytes.NewReader(authorizeBody("cft_abc", 42)))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
 		t.Fatal(err)
 	}
-	want := unixapi.AuthorizeRequest{Token: "cft_abc", Service: "inventory", Method: "GET", Path: "/v1/items/42"}
+	want := api.AuthorizeRequest{Token: "cft_abc", Service: "inventory", Method: "GET", Path: "/v1/items/42"}
 	if req != want {
 		t.Errorf("authorizeBody decodes to %+v, want %+v", req, want)
 	}

@@ -18,9 +18,10 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/coffer-hsm/coffer/api"
+	"github.com/coffer-hsm/coffer/client"
 	cofferd "github.com/coffer-hsm/coffer/daemon"
 	"github.com/coffer-hsm/coffer/policy"
-	"github.com/coffer-hsm/coffer/unixapi"
 )
 
 // scenario is one request kind driven against the real daemon.
@@ -215,7 +216,7 @@ var scaleScenarios = []string{"authorize", "bearer-read"}
 // benchRules are the access rules of every preloaded access token: the
 // authorize scenario matches the second, bearer-read (service coffer) the
 // third, so neither is decided by the first rule.
-var benchRules = []unixapi.AccessRule{
+var benchRules = []api.AccessRule{
 	{Service: "inventory", Method: http.MethodDelete, Path: "/v1/items/{id}"},
 	{Service: "inventory", Method: http.MethodGet, Path: "/v1/items/{id}"},
 	{Service: "coffer", Method: http.MethodGet, Path: "/v1/secrets/*"},
@@ -239,7 +240,7 @@ func prepareAuthorize(ctx context.Context, e *env) (generator, error) {
 	}
 	// The scenario counts only 2xx; check once that the answer is the
 	// intended decision, not a 200 "allowed": false.
-	d, err := e.admin.Authorize(ctx, unixapi.AuthorizeRequest{Token: toks[len(toks)-1], Service: "inventory", Method: "GET", Path: "/v1/items/1"})
+	d, err := e.admin.Authorize(ctx, api.AuthorizeRequest{Token: toks[len(toks)-1], Service: "inventory", Method: "GET", Path: "/v1/items/1"})
 	if err != nil {
 		return nil, err
 	}
@@ -267,7 +268,7 @@ func tokenReviewBody(token string) []byte {
 }
 
 // k8sWebhook finds the daemon's webhooks (e.k8s) and returns their routes.
-func (e *env) k8sWebhook(ctx context.Context) (unixapi.K8sWebhook, error) {
+func (e *env) k8sWebhook(ctx context.Context) (api.K8sWebhook, error) {
 	w, err := e.admin.K8sWebhook(ctx)
 	if err != nil {
 		return w, fmt.Errorf("the daemon's webhooks: %w", err)
@@ -396,7 +397,7 @@ func prepareSubjectAccessReview(ctx context.Context, e *env) (generator, error) 
 // rules each, of the kinds users write (a service and method, a path
 // pattern, the subject's roles); every one lets the bench's requests
 // through, the deny rules after evaluating.
-var benchPolicies = []unixapi.PolicyRequest{
+var benchPolicies = []api.PolicyRequest{
 	{Name: "bench-services", Rules: []policy.Rule{
 		{Effect: policy.Deny, Condition: `request.service == "payroll" && request.method != "GET"`},
 		{Effect: policy.Allow, Condition: `request.service in ["inventory", "billing"]`},
@@ -424,7 +425,7 @@ func prepareAuthorizePolicies(ctx context.Context, e *env) (generator, error) {
 	}
 	toks := make([]string, policyTokens)
 	mk := func(i int) request {
-		body, _ := json.Marshal(unixapi.CredentialCreateRequest{Type: "access-token", User: benchUser,
+		body, _ := json.Marshal(api.CredentialCreateRequest{Type: "access-token", User: benchUser,
 			Name: "bench-pol-" + strconv.Itoa(i), AccessRules: benchRules, Policies: names})
 		return request{method: http.MethodPost, path: "/v1/projects/default/credentials", body: body}
 	}
@@ -449,7 +450,7 @@ func prepareAuthorizePolicies(ctx context.Context, e *env) (generator, error) {
 	if err != nil {
 		return nil, fmt.Errorf("authorize-policies: warm: %w", err)
 	}
-	d, err := e.admin.Authorize(ctx, unixapi.AuthorizeRequest{Token: toks[0], Service: "inventory", Method: "GET", Path: "/v1/items/1"})
+	d, err := e.admin.Authorize(ctx, api.AuthorizeRequest{Token: toks[0], Service: "inventory", Method: "GET", Path: "/v1/items/1"})
 	if err != nil {
 		return nil, err
 	}
@@ -485,7 +486,7 @@ func bearers(toks []string) []string {
 // env is what scenarios share: the daemon's socket and the preloaded data.
 type env struct {
 	socket     string
-	admin      *unixapi.Client // the bench runs as the daemon's admin peer
+	admin      *client.Client // the bench runs as the daemon's admin peer
 	secretIDs  []string
 	createBody []byte
 	rotateBody []byte
@@ -504,7 +505,7 @@ const benchUser = "bench-reader"
 
 func newEnv(socket string) (*env, error) {
 	p := base64.StdEncoding.EncodeToString(payload(sealPayloadSize))
-	create, err := json.Marshal(unixapi.SecretCreateRequest{DisplayName: "bench secret", Payload: p})
+	create, err := json.Marshal(api.SecretCreateRequest{DisplayName: "bench secret", Payload: p})
 	if err != nil {
 		return nil, err
 	}
@@ -514,13 +515,13 @@ func newEnv(socket string) (*env, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &env{socket: socket, admin: unixapi.NewClient(socket), createBody: create, rotateBody: rotate}, nil
+	return &env{socket: socket, admin: client.NewClient(socket), createBody: create, rotateBody: rotate}, nil
 }
 
 // setSocket points the env at a restarted daemon.
 func (e *env) setSocket(socket string) {
 	e.socket = socket
-	e.admin = unixapi.NewClient(socket)
+	e.admin = client.NewClient(socket)
 }
 
 // randomSecret returns a generator of requests on a random preloaded
@@ -537,14 +538,14 @@ func (e *env) randomSecret(mk func(w int, rng *rand.Rand, id string) request) (g
 // default project, and for each of clients workers an oauth2 client (and a
 // JWT from it) and an auth token.
 func (e *env) setupIdentity(ctx context.Context, clients int) error {
-	if _, err := e.admin.CreateUser(ctx, unixapi.UserCreateRequest{Name: benchUser}); err != nil {
+	if _, err := e.admin.CreateUser(ctx, api.UserCreateRequest{Name: benchUser}); err != nil {
 		return fmt.Errorf("create user: %w", err)
 	}
 	if _, err := e.admin.SetRole(ctx, "default", benchUser, "reader"); err != nil {
 		return fmt.Errorf("set role: %w", err)
 	}
 	for range clients {
-		oc, err := e.admin.CreateCredential(ctx, "default", unixapi.CredentialCreateRequest{Type: "oauth2", User: benchUser})
+		oc, err := e.admin.CreateCredential(ctx, "default", api.CredentialCreateRequest{Type: "oauth2", User: benchUser})
 		if err != nil {
 			return fmt.Errorf("create oauth2 credential: %w", err)
 		}
@@ -556,7 +557,7 @@ func (e *env) setupIdentity(ctx context.Context, clients int) error {
 		basic := url.QueryEscape(oc.ClientID) + ":" + url.QueryEscape(oc.ClientSecret)
 		e.oauthBasic = append(e.oauthBasic, "Basic "+base64.StdEncoding.EncodeToString([]byte(basic)))
 
-		ac, err := e.admin.CreateCredential(ctx, "default", unixapi.CredentialCreateRequest{Type: "auth-token", User: benchUser})
+		ac, err := e.admin.CreateCredential(ctx, "default", api.CredentialCreateRequest{Type: "auth-token", User: benchUser})
 		if err != nil {
 			return fmt.Errorf("create auth token: %w", err)
 		}
@@ -571,7 +572,7 @@ func (e *env) preloadSecrets(ctx context.Context, n, conc int) error {
 	req := request{method: http.MethodPost, path: "/v1/projects/default/secrets", body: e.createBody}
 	ids := make([]string, n)
 	err := preloadAPI(ctx, e.socket, n, conc, func(int) request { return req }, func(i int, body []byte) error {
-		var s unixapi.Secret
+		var s api.Secret
 		if err := json.Unmarshal(body, &s); err != nil || s.ID == "" {
 			return fmt.Errorf("create secret: bad response %q", body)
 		}
@@ -597,7 +598,7 @@ func (e *env) preloadCredentials(ctx context.Context, n, conc int) error {
 		return nil
 	}
 	mk := func(i int) request {
-		body, _ := json.Marshal(unixapi.CredentialCreateRequest{Type: "access-token", User: benchUser,
+		body, _ := json.Marshal(api.CredentialCreateRequest{Type: "access-token", User: benchUser,
 			Name: "bench-at-" + strconv.Itoa(have+i), AccessRules: benchRules})
 		return request{method: http.MethodPost, path: "/v1/projects/default/credentials", body: body}
 	}
@@ -691,7 +692,7 @@ func prepareDeliver(ctx context.Context, e *env) (generator, error) {
 		return nil, errors.New("no preloaded secrets")
 	}
 	const user = "bench-deliver"
-	if _, err := e.admin.CreateUser(ctx, unixapi.UserCreateRequest{Name: user, Kind: "workload"}); err != nil {
+	if _, err := e.admin.CreateUser(ctx, api.UserCreateRequest{Name: user, Kind: "workload"}); err != nil {
 		return nil, fmt.Errorf("deliver: create user: %w", err)
 	}
 	if _, err := e.admin.SetRole(ctx, "default", user, "reader"); err != nil {
@@ -699,11 +700,11 @@ func prepareDeliver(ctx context.Context, e *env) (generator, error) {
 	}
 	for i := range deliverNames {
 		id := e.secretIDs[i%len(e.secretIDs)]
-		if _, err := e.admin.CreateBinding(ctx, id, unixapi.BindingCreateRequest{User: user, Name: fmt.Sprintf("d%d", i)}); err != nil {
+		if _, err := e.admin.CreateBinding(ctx, id, api.BindingCreateRequest{User: user, Name: fmt.Sprintf("d%d", i)}); err != nil {
 			return nil, fmt.Errorf("deliver: bind: %w", err)
 		}
 	}
-	cred, err := e.admin.CreateCredential(ctx, "default", unixapi.CredentialCreateRequest{Type: "access-token", User: user, Name: "bench-deliver-token"})
+	cred, err := e.admin.CreateCredential(ctx, "default", api.CredentialCreateRequest{Type: "access-token", User: user, Name: "bench-deliver-token"})
 	if err != nil {
 		return nil, fmt.Errorf("deliver: credential: %w", err)
 	}

@@ -4,9 +4,9 @@ import (
 	"io"
 	"strings"
 
+	"github.com/coffer-hsm/coffer/api"
+	"github.com/coffer-hsm/coffer/client"
 	"github.com/urfave/cli/v2"
-
-	"github.com/coffer-hsm/coffer/unixapi"
 )
 
 var accessRuleCommand = group("access-rule", "save reusable access rules (service, method, path)",
@@ -61,13 +61,13 @@ coffer's own API. Use the id with 'coffer cred create --access-rule-id'.`,
 			if err != nil {
 				return err
 			}
-			all, err := listAll(func(p unixapi.PageQuery) (unixapi.List[unixapi.SavedRule], error) {
+			all, err := listAll(func(p client.PageQuery) (api.List[api.SavedRule], error) {
 				return cl.ListAccessRules(c.Context, p)
 			})
 			if err != nil {
 				return err
 			}
-			return render(c, unixapi.List[unixapi.SavedRule]{Items: all}, func(w io.Writer) {
+			return render(c, api.List[api.SavedRule]{Items: all}, func(w io.Writer) {
 				rows := make([][]string, 0, len(all))
 				for _, r := range all {
 					rows = append(rows, []string{r.ID, r.Service, r.Method, r.Path, ts(r.CreatedAt)})
@@ -80,7 +80,7 @@ coffer's own API. Use the id with 'coffer cred create --access-rule-id'.`,
 		Name:      "delete",
 		Usage:     "delete a saved rule that no credential uses",
 		ArgsUsage: "ID",
-		Action: withArg("ID", func(c *cli.Context, cl *unixapi.Client, id string) error {
+		Action: withArg("ID", func(c *cli.Context, cl *client.Client, id string) error {
 			if err := cl.DeleteAccessRule(c.Context, id); err != nil {
 				return err
 			}
@@ -93,10 +93,10 @@ var ruleMethods = []string{"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"}
 
 // parseAccessRule parses --access-rule SERVICE:METHOD:PATH. The path keeps
 // any further ':' (it is everything after the second one).
-func parseAccessRule(s string) (unixapi.AccessRule, error) {
+func parseAccessRule(s string) (api.AccessRule, error) {
 	parts := strings.SplitN(s, ":", 3)
 	if len(parts) != 3 {
-		return unixapi.AccessRule{}, usagef("--access-rule %q: want SERVICE:METHOD:PATH, e.g. coffer:GET:/v1/status", s)
+		return api.AccessRule{}, usagef("--access-rule %q: want SERVICE:METHOD:PATH, e.g. coffer:GET:/v1/status", s)
 	}
 	return checkRule(parts[0], parts[1], parts[2])
 }
@@ -104,18 +104,18 @@ func parseAccessRule(s string) (unixapi.AccessRule, error) {
 // checkRule checks a rule's parts and upper-cases the method (lower-cases
 // it for service kubernetes, whose methods are Kubernetes verbs: get, list,
 // watch, create...; the daemon checks them).
-func checkRule(service, method, path string) (unixapi.AccessRule, error) {
+func checkRule(service, method, path string) (api.AccessRule, error) {
 	if service == "" {
-		return unixapi.AccessRule{}, usagef("access rule: the service is empty")
+		return api.AccessRule{}, usagef("access rule: the service is empty")
 	}
 	if service == "kubernetes" {
 		if method == "" {
-			return unixapi.AccessRule{}, usagef("access rule: the Kubernetes verb is empty")
+			return api.AccessRule{}, usagef("access rule: the Kubernetes verb is empty")
 		}
 		if !strings.HasPrefix(path, "/") {
-			return unixapi.AccessRule{}, usagef("access rule: path %q must start with /", path)
+			return api.AccessRule{}, usagef("access rule: path %q must start with /", path)
 		}
-		return unixapi.AccessRule{Service: service, Method: strings.ToLower(method), Path: path}, nil
+		return api.AccessRule{Service: service, Method: strings.ToLower(method), Path: path}, nil
 	}
 	m := strings.ToUpper(method)
 	known := false
@@ -123,17 +123,17 @@ func checkRule(service, method, path string) (unixapi.AccessRule, error) {
 		known = known || x == m
 	}
 	if !known {
-		return unixapi.AccessRule{}, usagef("access rule: method %q is not one of %s", method, strings.Join(ruleMethods, ", "))
+		return api.AccessRule{}, usagef("access rule: method %q is not one of %s", method, strings.Join(ruleMethods, ", "))
 	}
 	if !strings.HasPrefix(path, "/") {
-		return unixapi.AccessRule{}, usagef("access rule: path %q must start with /", path)
+		return api.AccessRule{}, usagef("access rule: path %q must start with /", path)
 	}
-	return unixapi.AccessRule{Service: service, Method: m, Path: path}, nil
+	return api.AccessRule{Service: service, Method: m, Path: path}, nil
 }
 
 // ruleLine is a rule as one line: SERVICE METHOD PATH, or the saved rule's
 // id when only that is known.
-func ruleLine(r unixapi.AccessRule) string {
+func ruleLine(r api.AccessRule) string {
 	if r.Service == "" && r.ID != "" {
 		return "rule " + r.ID
 	}
@@ -142,7 +142,7 @@ func ruleLine(r unixapi.AccessRule) string {
 
 // ruleFields is the "access rules" rows of a record: nil rules are no
 // restriction, an empty list allows nothing.
-func ruleFields(rules []unixapi.AccessRule) []field {
+func ruleFields(rules []api.AccessRule) []field {
 	switch {
 	case rules == nil:
 		return []field{{"access rules", "none (not restricted by rules)"}}

@@ -5,20 +5,20 @@ import (
 	"reflect"
 	"testing"
 
-	"github.com/coffer-hsm/coffer/unixapi"
+	"github.com/coffer-hsm/coffer/api"
 )
 
 func TestParseAccessRule(t *testing.T) {
 	tests := []struct {
 		in      string
-		want    unixapi.AccessRule
+		want    api.AccessRule
 		wantErr string
 	}{
-		{in: "coffer:GET:/v1/status", want: unixapi.AccessRule{Service: "coffer", Method: "GET", Path: "/v1/status"}},
-		{in: "billing:post:/invoices/*", want: unixapi.AccessRule{Service: "billing", Method: "POST", Path: "/invoices/*"}},
-		{in: "svc:DELETE:/a/{id}/**", want: unixapi.AccessRule{Service: "svc", Method: "DELETE", Path: "/a/{id}/**"}},
-		{in: "svc:GET:/time/12:30", want: unixapi.AccessRule{Service: "svc", Method: "GET", Path: "/time/12:30"}},
-		{in: "svc:GET:/", want: unixapi.AccessRule{Service: "svc", Method: "GET", Path: "/"}},
+		{in: "coffer:GET:/v1/status", want: api.AccessRule{Service: "coffer", Method: "GET", Path: "/v1/status"}},
+		{in: "billing:post:/invoices/*", want: api.AccessRule{Service: "billing", Method: "POST", Path: "/invoices/*"}},
+		{in: "svc:DELETE:/a/{id}/**", want: api.AccessRule{Service: "svc", Method: "DELETE", Path: "/a/{id}/**"}},
+		{in: "svc:GET:/time/12:30", want: api.AccessRule{Service: "svc", Method: "GET", Path: "/time/12:30"}},
+		{in: "svc:GET:/", want: api.AccessRule{Service: "svc", Method: "GET", Path: "/"}},
 		{in: "coffer:GET", wantErr: `--access-rule "coffer:GET": want SERVICE:METHOD:PATH, e.g. coffer:GET:/v1/status`},
 		{in: "coffer", wantErr: `--access-rule "coffer": want SERVICE:METHOD:PATH, e.g. coffer:GET:/v1/status`},
 		{in: "", wantErr: `--access-rule "": want SERVICE:METHOD:PATH, e.g. coffer:GET:/v1/status`},
@@ -51,13 +51,13 @@ func TestAccessRules(t *testing.T) {
 		inline  []string
 		ids     []string
 		none    bool
-		want    []unixapi.AccessRule
+		want    []api.AccessRule
 		wantErr string
 	}{
 		{name: "no flags: not restricted", want: nil},
-		{name: "no-access: empty list", none: true, want: []unixapi.AccessRule{}},
+		{name: "no-access: empty list", none: true, want: []api.AccessRule{}},
 		{name: "inline and ids", inline: []string{"a:GET:/x"}, ids: []string{"r1"},
-			want: []unixapi.AccessRule{{Service: "a", Method: "GET", Path: "/x"}, {ID: "r1"}}},
+			want: []api.AccessRule{{Service: "a", Method: "GET", Path: "/x"}, {ID: "r1"}}},
 		{name: "no-access with a rule", none: true, inline: []string{"a:GET:/x"}, wantErr: "--no-access does not go with --access-rule or --access-rule-id"},
 		{name: "no-access with an id", none: true, ids: []string{"r1"}, wantErr: "--no-access does not go with --access-rule or --access-rule-id"},
 		{name: "bad rule", inline: []string{"a:GET"}, wantErr: `--access-rule "a:GET": want SERVICE:METHOD:PATH, e.g. coffer:GET:/v1/status`},

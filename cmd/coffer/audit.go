@@ -13,8 +13,9 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/coffer-hsm/coffer/api"
 	"github.com/coffer-hsm/coffer/audit"
-	"github.com/coffer-hsm/coffer/unixapi"
+	"github.com/coffer-hsm/coffer/client"
 )
 
 // auditFollowEvery is how often tail -f asks for new entries.
@@ -247,7 +248,7 @@ func verifyOffline(c *cli.Context, path, jwks string) (audit.Report, error) {
 	return audit.VerifyFile(c.Context, path, keys)
 }
 
-func writeReport(w io.Writer, rep unixapi.AuditReport) {
+func writeReport(w io.Writer, rep api.AuditReport) {
 	if !rep.OK {
 		fmt.Fprintf(w, "audit log BROKEN at entry %d: %s\n", rep.FirstBadSeq, rep.Reason)
 		fmt.Fprintf(w, "entries %d to %d checked before it; %d checkpoints verified\n", rep.FirstSeq, rep.LastSeq, rep.Checkpoints)
@@ -287,7 +288,7 @@ type nameResolver struct {
 	cache map[string]string
 }
 
-func newNameResolver(ctx context.Context, cl *unixapi.Client) *nameResolver {
+func newNameResolver(ctx context.Context, cl *client.Client) *nameResolver {
 	return &nameResolver{ctx: ctx, cache: map[string]string{}, get: func(ctx context.Context, kind, id string) (string, error) {
 		switch kind {
 		case "secret":

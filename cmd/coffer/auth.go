@@ -6,9 +6,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/coffer-hsm/coffer/api"
+	"github.com/coffer-hsm/coffer/client"
 	"github.com/urfave/cli/v2"
-
-	"github.com/coffer-hsm/coffer/unixapi"
 )
 
 // tokenFlags are a command's own --token-file / --token: the token the
@@ -88,13 +88,13 @@ var sessionCommand = group("session", "list and end sessions",
 			if err != nil {
 				return err
 			}
-			all, err := listAll(func(p unixapi.PageQuery) (unixapi.List[unixapi.Session], error) {
+			all, err := listAll(func(p client.PageQuery) (api.List[api.Session], error) {
 				return cl.ListSessions(c.Context, p)
 			})
 			if err != nil {
 				return err
 			}
-			return render(c, unixapi.List[unixapi.Session]{Items: all}, func(w io.Writer) {
+			return render(c, api.List[api.Session]{Items: all}, func(w io.Writer) {
 				rows := make([][]string, 0, len(all))
 				for _, s := range all {
 					rows = append(rows, []string{s.ID, s.User, s.Project, s.Kind, s.CredentialID, ts(s.CreatedAt), tsp(s.ExpiresAt)})
@@ -107,7 +107,7 @@ var sessionCommand = group("session", "list and end sessions",
 		Name:      "revoke",
 		Usage:     "end a session: its token stops working at once",
 		ArgsUsage: "ID",
-		Action: withArg("ID", func(c *cli.Context, cl *unixapi.Client, id string) error {
+		Action: withArg("ID", func(c *cli.Context, cl *client.Client, id string) error {
 			if err := cl.RevokeSession(c.Context, id); err != nil {
 				return err
 			}
@@ -116,7 +116,7 @@ var sessionCommand = group("session", "list and end sessions",
 	},
 )
 
-func renderSession(c *cli.Context, s unixapi.Session) error {
+func renderSession(c *cli.Context, s api.Session) error {
 	err := render(c, s, func(w io.Writer) {
 		fields := []field{
 			{"id", s.ID},
@@ -169,9 +169,9 @@ credential's audiences, or the issuer when it has none.`,
 		if c.Args().Present() {
 			return usagef("token takes no arguments")
 		}
-		to := unixapi.TokenTarget{Audience: c.String("audience"), Resource: c.String("resource")}
+		to := client.TokenTarget{Audience: c.String("audience"), Resource: c.String("resource")}
 		exchange := c.String("subject-token-file") != ""
-		var tr unixapi.TokenResponse
+		var tr api.TokenResponse
 		switch {
 		case exchange && (c.IsSet("client-id") || c.IsSet("client-secret-file")):
 			return usagef("'%s' --subject-token-file takes no --client-id or --client-secret-file: the subject token authenticates", c.Command.HelpName)
@@ -331,7 +331,7 @@ denial exits 1 (and an error talking to the daemon still exits 1 or 3).`,
 		if c.String("service") == "kubernetes" {
 			method = strings.ToLower(c.String("method")) // a Kubernetes verb
 		}
-		d, err := cl.Authorize(c.Context, unixapi.AuthorizeRequest{
+		d, err := cl.Authorize(c.Context, api.AuthorizeRequest{
 			Token: tok, Service: c.String("service"), Method: method, Path: c.String("path"),
 			Audience: c.String("audience"), Explain: c.Bool("explain"),
 		})

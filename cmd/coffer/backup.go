@@ -1,3 +1,5 @@
+//go:build !nodaemon
+
 package main
 
 import (
@@ -17,9 +19,9 @@ import (
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sys/unix"
 
+	"github.com/coffer-hsm/coffer/client"
 	"github.com/coffer-hsm/coffer/daemon"
 	"github.com/coffer-hsm/coffer/internal/atomicfile"
-	"github.com/coffer-hsm/coffer/unixapi"
 )
 
 var backupCommand = &cli.Command{
@@ -109,7 +111,7 @@ func runBackup(c *cli.Context) error {
 // path is untouched. The temporary file is locked while it is written,
 // and the partial files of earlier backups to path that no process holds
 // (a kill -9 or power loss leaves them) are removed first.
-func writeBackup(ctx context.Context, cl *unixapi.Client, path string) (sum daemon.BackupSummary, err error) {
+func writeBackup(ctx context.Context, cl *client.Client, path string) (sum daemon.BackupSummary, err error) {
 	dir := filepath.Dir(path)
 	removeStalePartials(path)
 	f, err := os.CreateTemp(dir, partialPrefix(path)+"*")
@@ -130,8 +132,8 @@ func writeBackup(ctx context.Context, cl *unixapi.Client, path string) (sum daem
 		return sum, fmt.Errorf("create backup file: %w", err)
 	}
 	if _, err := cl.Backup(ctx, f); err != nil {
-		var apiErr *unixapi.APIError
-		var unreachable *unixapi.UnreachableError
+		var apiErr *client.APIError
+		var unreachable *client.UnreachableError
 		if errors.As(err, &apiErr) || errors.As(err, &unreachable) || ctx.Err() != nil {
 			return sum, err
 		}

@@ -9,9 +9,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/coffer-hsm/coffer/client"
 	"github.com/urfave/cli/v2"
-
-	"github.com/coffer-hsm/coffer/unixapi"
 )
 
 // globals are the connection settings as given on the command line and in
@@ -125,19 +124,19 @@ func resolveConn(g globals, cfgPath string, stdin io.Reader) (conn, error) {
 
 // newClient returns the client for the daemon chosen by --socket, --token,
 // --token-file, --profile and the config file.
-func newClient(c *cli.Context) (*unixapi.Client, error) {
+func newClient(c *cli.Context) (*client.Client, error) {
 	return dial(c, globalsOf(c))
 }
 
 // newClientNoToken is newClient for commands that bring their own
 // credentials (login, token, introspect): no bearer token is read or sent.
-func newClientNoToken(c *cli.Context) (*unixapi.Client, error) {
+func newClientNoToken(c *cli.Context) (*client.Client, error) {
 	g := globalsOf(c)
 	g.noToken = true
 	return dial(c, g)
 }
 
-func dial(c *cli.Context, g globals) (*unixapi.Client, error) {
+func dial(c *cli.Context, g globals) (*client.Client, error) {
 	path, err := configPath()
 	if err != nil {
 		if g.profile != "" {
@@ -149,13 +148,13 @@ func dial(c *cli.Context, g globals) (*unixapi.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	cl := unixapi.NewCommandClient(cn.socket)
+	cl := client.NewClient(cn.socket)
 	if g.vsock != "" {
 		cid, port, err := parseVsockAddr(g.vsock)
 		if err != nil {
 			return nil, err
 		}
-		cl = unixapi.NewVsockClient(cid, port)
+		cl = client.NewVsockClient(cid, port)
 	}
 	if cn.token != "" {
 		cl = cl.WithToken(cn.token)

@@ -9,8 +9,8 @@ import (
 	"github.com/google/uuid"
 	"github.com/urfave/cli/v2"
 
-	"github.com/coffer-hsm/coffer/daemon"
-	"github.com/coffer-hsm/coffer/unixapi"
+	"github.com/coffer-hsm/coffer/api"
+	"github.com/coffer-hsm/coffer/client"
 )
 
 // credProjectFlag is --project for commands that take a credential ID or
@@ -128,7 +128,7 @@ an OAuth2 JWT), to the second.`,
 			if c.Bool("all-projects") && c.IsSet("project") {
 				return usagef("--all-projects and --project do not go together")
 			}
-			q := unixapi.CredentialQuery{Project: c.String("project"), User: c.String("user")}
+			q := client.CredentialQuery{Project: c.String("project"), User: c.String("user")}
 			if c.IsSet("expiring-within") {
 				var err error
 				if q.ExpiringWithin, err = window(c, "expiring-within"); err != nil {
@@ -139,14 +139,14 @@ an OAuth2 JWT), to the second.`,
 			if err != nil {
 				return err
 			}
-			all, err := listAll(func(p unixapi.PageQuery) (unixapi.List[unixapi.Credential], error) {
+			all, err := listAll(func(p client.PageQuery) (api.List[api.Credential], error) {
 				q.Page = p
 				return cl.ListCredentials(c.Context, q)
 			})
 			if err != nil {
 				return err
 			}
-			return render(c, unixapi.List[unixapi.Credential]{Items: all}, func(w io.Writer) {
+			return render(c, api.List[api.Credential]{Items: all}, func(w io.Writer) {
 				rows := make([][]string, 0, len(all))
 				for _, cr := range all {
 					rows = append(rows, []string{cr.ID, cr.Name, cr.Type, cr.User, cr.Project, cr.Status, tsp(cr.ExpiresAt), tsp(cr.LastUsedAt)})
@@ -231,8 +231,8 @@ grace. An expired credential is not rotated: create a new one.`,
 
 // credCreateRequest builds the request from cred create's flags; every
 // mistake is a usage error.
-func credCreateRequest(c *cli.Context) (unixapi.CredentialCreateRequest, error) {
-	in := unixapi.CredentialCreateRequest{
+func credCreateRequest(c *cli.Context) (api.CredentialCreateRequest, error) {
+	in := api.CredentialCreateRequest{
 		Type:         c.String("type"),
 		User:         c.String("user"),
 		Name:         c.String("name"),
@@ -283,7 +283,7 @@ func credCreateRequest(c *cli.Context) (unixapi.CredentialCreateRequest, error) 
 	in.AccessRules = rules
 	if c.IsSet("expire-in") {
 		in.ExpireIn = c.String("expire-in")
-		if _, err := daemon.ParseExpireIn(in.ExpireIn, time.Now()); err != nil {
+		if _, err := api.ParseExpireIn(in.ExpireIn, time.Now()); err != nil {
 			return in, usagef("--expire-in%s", strings.TrimPrefix(err.Error(), "expire_in"))
 		}
 	}
@@ -342,17 +342,17 @@ func credCreateRotate(c *cli.Context) error {
 
 // accessRules is the access_rules of a new credential: nil (not restricted
 // by rules) when no rule flag is given, an empty list for --no-access.
-func accessRules(inline, ids []string, none bool) ([]unixapi.AccessRule, error) {
+func accessRules(inline, ids []string, none bool) ([]api.AccessRule, error) {
 	if none {
 		if len(inline) > 0 || len(ids) > 0 {
 			return nil, usagef("--no-access does not go with --access-rule or --access-rule-id")
 		}
-		return []unixapi.AccessRule{}, nil
+		return []api.AccessRule{}, nil
 	}
 	if len(inline) == 0 && len(ids) == 0 {
 		return nil, nil
 	}
-	out := make([]unixapi.AccessRule, 0, len(inline)+len(ids))
+	out := make([]api.AccessRule, 0, len(inline)+len(ids))
 	for _, s := range inline {
 		r, err := parseAccessRule(s)
 		if err != nil {
@@ -364,14 +364,14 @@ func accessRules(inline, ids []string, none bool) ([]unixapi.AccessRule, error) 
 		if id == "" {
 			return nil, usagef("--access-rule-id is empty")
 		}
-		out = append(out, unixapi.AccessRule{ID: id})
+		out = append(out, api.AccessRule{ID: id})
 	}
 	return out, nil
 }
 
 // credTarget is the client and credential id of get, rotate, revoke and
 // delete.
-func credTarget(c *cli.Context) (*unixapi.Client, string, error) {
+func credTarget(c *cli.Context) (*client.Client, string, error) {
 	ref, err := oneArg(c, "a credential ID or NAME")
 	if err != nil {
 		return nil, "", err
@@ -386,17 +386,17 @@ func credTarget(c *cli.Context) (*unixapi.Client, string, error) {
 
 // credLookup is the id of credential ref (an id, or a name in --project,
 // among user's credentials when user is not empty).
-func credLookup(c *cli.Context, cl *unixapi.Client, ref, user string) (string, error) {
+func credLookup(c *cli.Context, cl *client.Client, ref, user string) (string, error) {
 	project := c.String("project")
-	return credentialID(ref, project, func(p unixapi.PageQuery) (unixapi.List[unixapi.Credential], error) {
-		return cl.ListCredentials(c.Context, unixapi.CredentialQuery{Project: project, User: user, Page: p})
+	return credentialID(ref, project, func(p client.PageQuery) (api.List[api.Credential], error) {
+		return cl.ListCredentials(c.Context, client.CredentialQuery{Project: project, User: user, Page: p})
 	})
 }
 
 // credentialID returns ref when it is an ID (a UUID in its canonical form);
 // otherwise it lists the project's credentials and returns the id of the
 // one named ref.
-func credentialID(ref, project string, list func(unixapi.PageQuery) (unixapi.List[unixapi.Credential], error)) (string, error) {
+func credentialID(ref, project string, list func(client.PageQuery) (api.List[api.Credential], error)) (string, error) {
 	if isUUID(ref) {
 		return ref, nil
 	}
@@ -424,7 +424,7 @@ func isUUID(s string) bool {
 	return err == nil && len(s) == 36
 }
 
-func renderCredential(c *cli.Context, cr unixapi.Credential) error {
+func renderCredential(c *cli.Context, cr api.Credential) error {
 	err := render(c, cr, func(w io.Writer) {
 		authn := fmt.Sprintf("%d (no limit)", cr.AuthnCount)
 		if cr.MaxAuthn > 0 {
@@ -487,7 +487,7 @@ func renderCredential(c *cli.Context, cr unixapi.Credential) error {
 // renderRotated shows a rotated credential. Rotation starts the
 // authentication count again; for a credential with a limit, the table
 // output says so.
-func renderRotated(c *cli.Context, cr unixapi.Credential) error {
+func renderRotated(c *cli.Context, cr api.Credential) error {
 	if err := renderCredential(c, cr); err != nil {
 		return err
 	}

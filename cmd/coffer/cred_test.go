@@ -16,14 +16,15 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/coffer-hsm/coffer/unixapi"
+	"github.com/coffer-hsm/coffer/api"
+	"github.com/coffer-hsm/coffer/client"
 )
 
 func TestCredentialID(t *testing.T) {
 	const id1, id2, id3 = "01a202f3-2c18-7786-bed2-3cb9bd08ba0c", "01a202f3-2c24-7286-808c-3d17ec5d4efd", "01a202f3-4b4b-790d-a6f1-b53075dc987a"
-	pages := map[string]unixapi.List[unixapi.Credential]{
-		"":  {Items: []unixapi.Credential{{ID: id1, Name: "web"}, {ID: id2, Name: "dup"}}, Next: id2},
-		id2: {Items: []unixapi.Credential{{ID: id3, Name: "dup"}, {ID: "x", Name: "last"}}},
+	pages := map[string]api.List[api.Credential]{
+		"":  {Items: []api.Credential{{ID: id1, Name: "web"}, {ID: id2, Name: "dup"}}, Next: id2},
+		id2: {Items: []api.Credential{{ID: id3, Name: "dup"}, {ID: "x", Name: "last"}}},
 	}
 	tests := []struct {
 		ref       string
@@ -43,7 +44,7 @@ func TestCredentialID(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.ref, func(t *testing.T) {
 			calls := 0
-			got, err := credentialID(tt.ref, "p", func(q unixapi.PageQuery) (unixapi.List[unixapi.Credential], error) {
+			got, err := credentialID(tt.ref, "p", func(q client.PageQuery) (api.List[api.Credential], error) {
 				calls++
 				return pages[q.After], nil
 			})
@@ -64,11 +65,11 @@ func TestCredentialID(t *testing.T) {
 }
 
 func TestCredentialIDListError(t *testing.T) {
-	denied := &unixapi.APIError{Status: 403, Code: "forbidden", Message: "not allowed to read project"}
-	_, err := credentialID("web", "p", func(unixapi.PageQuery) (unixapi.List[unixapi.Credential], error) {
-		return unixapi.List[unixapi.Credential]{}, denied
+	denied := &client.APIError{Status: 403, Code: "forbidden", Message: "not allowed to read project"}
+	_, err := credentialID("web", "p", func(client.PageQuery) (api.List[api.Credential], error) {
+		return api.List[api.Credential]{}, denied
 	})
-	var apiErr *unixapi.APIError
+	var apiErr *client.APIError
 	if !errors.As(err, &apiErr) || apiErr != denied {
 		t.Fatalf("err = %v, want the API error wrapped", err)
 	}
@@ -143,11 +144,11 @@ func TestCredCreateWorkflows(t *testing.T) {
 	f := newFakeDaemon(t, func(r *http.Request) (int, any) {
 		switch {
 		case r.Method == "GET":
-			return 200, unixapi.List[unixapi.Credential]{Items: []unixapi.Credential{{ID: id, Name: "my-auth-token", User: "my-user"}}}
+			return 200, api.List[api.Credential]{Items: []api.Credential{{ID: id, Name: "my-auth-token", User: "my-user"}}}
 		case strings.HasSuffix(r.URL.Path, "/rotate"):
-			return 200, unixapi.Credential{ID: id, Name: "my-auth-token", Type: "auth-token", Token: "cfa_x"}
+			return 200, api.Credential{ID: id, Name: "my-auth-token", Type: "auth-token", Token: "cfa_x"}
 		}
-		return 201, unixapi.Credential{ID: id, Name: "my-auth-token", Type: "auth-token", Token: "cfa_x"}
+		return 201, api.Credential{ID: id, Name: "my-auth-token", Type: "auth-token", Token: "cfa_x"}
 	})
 	tests := []struct {
 		args string

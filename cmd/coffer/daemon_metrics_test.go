@@ -1,3 +1,5 @@
+//go:build !nodaemon
+
 package main
 
 import (
@@ -6,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/coffer-hsm/coffer/unixapi"
+	"github.com/coffer-hsm/coffer/api"
 )
 
 func TestMetricsListen(t *testing.T) {
@@ -49,13 +51,13 @@ func TestHealthOfStatus(t *testing.T) {
 		want       string
 		failed     []string
 	}{
-		{"both answer", true, true, unixapi.HealthOK, nil},
-		{"hsm lost", false, true, unixapi.HealthUnhealthy, []string{"hsm"}},
-		{"both down", false, false, unixapi.HealthUnhealthy, []string{"hsm", "store"}},
+		{"both answer", true, true, api.HealthOK, nil},
+		{"hsm lost", false, true, api.HealthUnhealthy, []string{"hsm"}},
+		{"both down", false, false, api.HealthUnhealthy, []string{"hsm", "store"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var st unixapi.Status
+			var st api.Status
 			st.HSM.Healthy, st.Store.Healthy = tt.hsm, tt.store
 			h := healthOfStatus(st)
 			if h.Status != tt.want || !slices.Equal(h.Failed, tt.failed) {

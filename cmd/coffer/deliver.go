@@ -13,8 +13,9 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/coffer-hsm/coffer/api"
+	"github.com/coffer-hsm/coffer/client"
 	"github.com/coffer-hsm/coffer/internal/atomicfile"
-	"github.com/coffer-hsm/coffer/unixapi"
 )
 
 var deliverCommand = &cli.Command{
@@ -43,7 +44,7 @@ longer bound to it (not found), 0 on SIGINT or SIGTERM.`,
 		&cli.StringFlag{Name: "exec", Usage: "with --watch: run `CMD` (sh -c) after each new version"},
 		durationFlag(cli.StringFlag{Name: "wait", Usage: "with --watch: how long each request waits for a new version (at most 5m)"}, 5*time.Minute),
 	},
-	Action: withArg("NAME", func(c *cli.Context, cl *unixapi.Client, name string) error {
+	Action: withArg("NAME", func(c *cli.Context, cl *client.Client, name string) error {
 		if c.IsSet("o") {
 			return usagef("deliver writes a file with --out FILE (-o is the output format of other commands)")
 		}
@@ -83,7 +84,7 @@ const (
 
 // watchDelivery is deliver --watch: one waiting request after another,
 // each asking for a version newer than the last one written.
-func watchDelivery(c *cli.Context, cl *unixapi.Client, name string) error {
+func watchDelivery(c *cli.Context, cl *client.Client, name string) error {
 	ctx := c.Context
 	path, cmd := c.String("out"), c.String("exec")
 	wait, _ := flagDuration(c, "wait") // checked by the action
@@ -126,14 +127,14 @@ func watchDelivery(c *cli.Context, cl *unixapi.Client, name string) error {
 // permanentWatchError: errors that waiting will not mend (the name no
 // longer bound to the caller, a bad argument, a refused token).
 func permanentWatchError(err error) bool {
-	return errors.Is(err, unixapi.ErrNotFound) || errors.Is(err, unixapi.ErrInvalidArgument) ||
-		errors.Is(err, unixapi.ErrForbidden) || errors.Is(err, unixapi.ErrUnauthenticated)
+	return errors.Is(err, api.ErrNotFound) || errors.Is(err, api.ErrInvalidArgument) ||
+		errors.Is(err, api.ErrForbidden) || errors.Is(err, api.ErrUnauthenticated)
 }
 
 // applyVersion writes a new version to path (if any) and runs cmd (if
 // any). A command that fails is reported, not fatal: the next version
 // runs it again.
-func applyVersion(ctx context.Context, c *cli.Context, path, cmd string, w unixapi.Watched) error {
+func applyVersion(ctx context.Context, c *cli.Context, path, cmd string, w client.Watched) error {
 	if path != "" {
 		if err := writeFile0600(path, w.Payload); err != nil {
 			return err

@@ -6,9 +6,9 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/coffer-hsm/coffer/api"
+	"github.com/coffer-hsm/coffer/client"
 	"github.com/urfave/cli/v2"
-
-	"github.com/coffer-hsm/coffer/unixapi"
 )
 
 // rotationPoll is how often rotate-kek asks for the re-wrap's progress.
@@ -19,7 +19,7 @@ var hsmCommand = group("hsm", "show the HSM token and its schemes; list and rota
 	&cli.Command{
 		Name:  "keys",
 		Usage: "list the KEK versions and signing keys with what uses them, and the last KEK rotation",
-		Action: noArgs("hsm keys", func(c *cli.Context, cl *unixapi.Client) error {
+		Action: noArgs("hsm keys", func(c *cli.Context, cl *client.Client) error {
 			k, err := cl.HSMKeys(c.Context)
 			if err != nil {
 				return err
@@ -33,7 +33,7 @@ var hsmCommand = group("hsm", "show the HSM token and its schemes; list and rota
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "no-wait", Usage: "return once the new KEK is current; the re-wrap goes on in the daemon (see 'coffer hsm keys')"},
 		},
-		Action: noArgs("hsm rotate-kek", func(c *cli.Context, cl *unixapi.Client) error {
+		Action: noArgs("hsm rotate-kek", func(c *cli.Context, cl *client.Client) error {
 			rot, err := cl.RotateKEK(c.Context)
 			if err != nil {
 				return err
@@ -62,14 +62,14 @@ var hsmCommand = group("hsm", "show the HSM token and its schemes; list and rota
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "force", Usage: "remove it although the Kubernetes KMS used it within the grace (see 'coffer k8s kms-keys'): only once every Secret has been rewritten under a newer key id"},
 		},
-		Action: withArg("LABEL", func(c *cli.Context, cl *unixapi.Client, label string) error {
+		Action: withArg("LABEL", func(c *cli.Context, cl *client.Client, label string) error {
 			return cl.RemoveKEK(c.Context, label, c.Bool("force"))
 		}),
 	},
 	&cli.Command{
 		Name:  "rotate-signing-key",
 		Usage: "make a new token signing key current; the old one stays in the JWKS until the tokens it signed expire",
-		Action: noArgs("hsm rotate-signing-key", func(c *cli.Context, cl *unixapi.Client) error {
+		Action: noArgs("hsm rotate-signing-key", func(c *cli.Context, cl *client.Client) error {
 			r, err := cl.RotateSigningKey(c.Context)
 			if err != nil {
 				return err
@@ -90,7 +90,7 @@ var hsmCommand = group("hsm", "show the HSM token and its schemes; list and rota
 
 // noArgs is the Action of a command that takes no arguments and talks to
 // the daemon.
-func noArgs(name string, call func(c *cli.Context, cl *unixapi.Client) error) cli.ActionFunc {
+func noArgs(name string, call func(c *cli.Context, cl *client.Client) error) cli.ActionFunc {
 	return func(c *cli.Context) error {
 		if c.Args().Present() {
 			return usagef("%s takes no arguments", name)
@@ -105,20 +105,20 @@ func noArgs(name string, call func(c *cli.Context, cl *unixapi.Client) error) cl
 
 // waitRotation polls the daemon until the re-wrap to target is no longer
 // running.
-func waitRotation(c *cli.Context, cl *unixapi.Client, target string) (unixapi.KEKRotation, error) {
+func waitRotation(c *cli.Context, cl *client.Client, target string) (api.KEKRotation, error) {
 	tick := time.NewTicker(rotationPoll)
 	defer tick.Stop()
 	for {
 		k, err := cl.HSMKeys(c.Context)
 		if err != nil {
-			return unixapi.KEKRotation{}, err
+			return api.KEKRotation{}, err
 		}
 		if r := k.Rotation; r != nil && r.Target == target && r.State != "running" {
 			return *r, nil
 		}
 		select {
 		case <-c.Context.Done():
-			return unixapi.KEKRotation{}, fmt.Errorf("stopped waiting; the re-wrap to %s goes on in the daemon (see 'coffer hsm keys'): %w", target, c.Context.Err())
+			return api.KEKRotation{}, fmt.Errorf("stopped waiting; the re-wrap to %s goes on in the daemon (see 'coffer hsm keys'): %w", target, c.Context.Err())
 		case <-tick.C:
 		}
 	}
@@ -131,7 +131,7 @@ func mark(b bool) string {
 	return ""
 }
 
-func writeKeys(w io.Writer, k unixapi.HSMKeys) {
+func writeKeys(w io.Writer, k api.HSMKeys) {
 	rows := make([][]string, 0, len(k.KEKs))
 	for _, v := range k.KEKs {
 		rows = append(rows, []string{v.Label, strconv.Itoa(v.Version), v.Scheme, mark(v.Current), strconv.Itoa(v.Records)})
@@ -149,7 +149,7 @@ func writeKeys(w io.Writer, k unixapi.HSMKeys) {
 	}
 }
 
-func writeRotation(w io.Writer, r unixapi.KEKRotation) {
+func writeRotation(w io.Writer, r api.KEKRotation) {
 	writeFields(w, []field{
 		{"kek rotation", r.State},
 		{"to", r.Target},

@@ -8,9 +8,9 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/coffer-hsm/coffer/api"
 	"github.com/coffer-hsm/coffer/hostseal"
 	"github.com/coffer-hsm/coffer/internal/atomicfile"
-	"github.com/coffer-hsm/coffer/unixapi"
 )
 
 // Sealed import, the host's side: hand out the import key, take in what
@@ -59,7 +59,7 @@ only this host's HSM can open it ('coffer secret import').`,
 }
 
 // maxSealedRead bounds what is read of a sealed file; the daemon refuses
-// more than unixapi.ImportBodyLimit with a clear error.
+// more than api.ImportBodyLimit with a clear error.
 const maxSealedRead = 1 << 20
 
 var secretImportCommand = &cli.Command{
@@ -118,7 +118,7 @@ func readSealed(c *cli.Context, path string) ([]byte, error) {
 		return nil, fmt.Errorf("read sealed file %s: %w", path, err)
 	}
 	if len(b) > maxSealedRead {
-		return nil, fmt.Errorf("%s is larger than %d bytes: not a sealed secret (the daemon takes up to %d)", path, maxSealedRead, unixapi.ImportBodyLimit)
+		return nil, fmt.Errorf("%s is larger than %d bytes: not a sealed secret (the daemon takes up to %d)", path, maxSealedRead, api.ImportBodyLimit)
 	}
 	return b, nil
 }

@@ -4,9 +4,8 @@ import (
 	"io"
 	"strings"
 
+	"github.com/coffer-hsm/coffer/api"
 	"github.com/urfave/cli/v2"
-
-	"github.com/coffer-hsm/coffer/unixapi"
 )
 
 // hsmInfoCommand shows the token and the schemes chosen for it, from GET
@@ -30,7 +29,7 @@ var hsmInfoCommand = &cli.Command{
 	},
 }
 
-func writeHSMInfo(w io.Writer, h unixapi.HSMStatus) {
+func writeHSMInfo(w io.Writer, h api.HSMStatus) {
 	health := "healthy"
 	if !h.Healthy {
 		health = "UNHEALTHY: " + h.Error

@@ -8,10 +8,10 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/coffer-hsm/coffer/api"
+	"github.com/coffer-hsm/coffer/client"
 	"github.com/urfave/cli/v2"
 	"gopkg.in/yaml.v3"
-
-	"github.com/coffer-hsm/coffer/unixapi"
 )
 
 // defaultKMSSocket is where a packaged daemon serves the Kubernetes KMS
@@ -31,7 +31,7 @@ var k8sCommand = group("k8s", "Kubernetes integrations: the KMS v2 plugin (encry
 var k8sKMSKeysCommand = &cli.Command{
 	Name:  "kms-keys",
 	Usage: "list the key ids (KEK labels) the Kubernetes KMS used, with counts, times, how long each has been idle, and whether removing it needs --force (system admins)",
-	Action: noArgs("k8s kms-keys", func(c *cli.Context, cl *unixapi.Client) error {
+	Action: noArgs("k8s kms-keys", func(c *cli.Context, cl *client.Client) error {
 		k, err := cl.KMSKeys(c.Context)
 		if err != nil {
 			return err
@@ -40,7 +40,7 @@ var k8sKMSKeysCommand = &cli.Command{
 	}),
 }
 
-func writeKMSKeys(w io.Writer, k unixapi.KMSKeys) {
+func writeKMSKeys(w io.Writer, k api.KMSKeys) {
 	rows := make([][]string, 0, len(k.Keys))
 	now := time.Now()
 	for _, v := range k.Keys {

@@ -4,9 +4,8 @@ import (
 	"io"
 	"strconv"
 
+	"github.com/coffer-hsm/coffer/client"
 	"github.com/urfave/cli/v2"
-
-	"github.com/coffer-hsm/coffer/unixapi"
 )
 
 // k8sSignerCommands are the 'coffer k8s' commands of the external
@@ -16,7 +15,7 @@ func k8sSignerCommands() []*cli.Command {
 		{
 			Name:  "sa-keys",
 			Usage: "list the Kubernetes service-account signing keys: the current one, and retired ones still published until the tokens they signed expire",
-			Action: noArgs("k8s sa-keys", func(c *cli.Context, cl *unixapi.Client) error {
+			Action: noArgs("k8s sa-keys", func(c *cli.Context, cl *client.Client) error {
 				k, err := cl.K8sSAKeys(c.Context)
 				if err != nil {
 					return err
@@ -34,7 +33,7 @@ func k8sSignerCommands() []*cli.Command {
 		{
 			Name:  "rotate-sa-key",
 			Usage: "make a new Kubernetes service-account signing key current; the previous one stays published until every token it signed has expired",
-			Action: noArgs("k8s rotate-sa-key", func(c *cli.Context, cl *unixapi.Client) error {
+			Action: noArgs("k8s rotate-sa-key", func(c *cli.Context, cl *client.Client) error {
 				r, err := cl.RotateK8sSAKey(c.Context)
 				if err != nil {
 					return err

@@ -8,10 +8,9 @@ import (
 	"os"
 	"strings"
 
+	"github.com/coffer-hsm/coffer/api"
 	"github.com/urfave/cli/v2"
 	"gopkg.in/yaml.v3"
-
-	"github.com/coffer-hsm/coffer/unixapi"
 )
 
 // k8sWebhookConfigCommand prints the kubeconfig kube-apiserver reads for
@@ -115,7 +114,7 @@ type namedContext struct {
 }
 
 // webhookKubeconfig renders the kubeconfig of one webhook.
-func webhookKubeconfig(w unixapi.K8sWebhook, o kubeconfigOptions) ([]byte, error) {
+func webhookKubeconfig(w api.K8sWebhook, o kubeconfigOptions) ([]byte, error) {
 	server := o.server
 	if server == "" {
 		server = w.Server

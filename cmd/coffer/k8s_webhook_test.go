@@ -7,9 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/coffer-hsm/coffer/api"
 	"gopkg.in/yaml.v3"
-
-	"github.com/coffer-hsm/coffer/unixapi"
 )
 
 func TestWebhookKubeconfig(t *testing.T) {
@@ -18,7 +17,7 @@ func TestWebhookKubeconfig(t *testing.T) {
 	if err := os.WriteFile(bearerFile, []byte("0123456789abcdef0123456789abcdef\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	w := unixapi.K8sWebhook{Server: "https://127.0.0.1:8443", TokenReviewPath: "/v1/k8s/tokenreview", SubjectAccessReviewPath: "/v1/k8s/subjectaccessreview",
+	w := api.K8sWebhook{Server: "https://127.0.0.1:8443", TokenReviewPath: "/v1/k8s/tokenreview", SubjectAccessReviewPath: "/v1/k8s/subjectaccessreview",
 		CertificateAuthority: "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n", BearerFile: bearerFile}
 	parse := func(out []byte) kubeconfig {
 		t.Helper()

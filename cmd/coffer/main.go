@@ -11,9 +11,8 @@ import (
 	"reflect"
 	"syscall"
 
+	"github.com/coffer-hsm/coffer/client"
 	"github.com/urfave/cli/v2"
-
-	"github.com/coffer-hsm/coffer/unixapi"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -74,8 +73,8 @@ func exitCode(stderr io.Writer, err error) int {
 		return exitOK
 	}
 	var ue *usageError
-	var unreachable *unixapi.UnreachableError
-	var apiErr *unixapi.APIError
+	var unreachable *client.UnreachableError
+	var apiErr *client.APIError
 	var exit cli.ExitCoder
 	var status *exitStatus
 	switch {

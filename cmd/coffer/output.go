@@ -9,9 +9,9 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/coffer-hsm/coffer/client"
 	"github.com/urfave/cli/v2"
 
-	"github.com/coffer-hsm/coffer/unixapi"
 	"gopkg.in/yaml.v3"
 )
 
@@ -127,7 +127,7 @@ func tsp(t *time.Time) string {
 
 // withArg is the Action of a command that takes one positional argument
 // (named what in usage errors) and talks to the daemon.
-func withArg(what string, call func(c *cli.Context, cl *unixapi.Client, arg string) error) cli.ActionFunc {
+func withArg(what string, call func(c *cli.Context, cl *client.Client, arg string) error) cli.ActionFunc {
 	return func(c *cli.Context) error {
 		arg, err := oneArg(c, what)
 		if err != nil {

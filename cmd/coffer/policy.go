@@ -9,9 +9,8 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/coffer-hsm/coffer/daemon"
-	"github.com/coffer-hsm/coffer/policy"
-	"github.com/coffer-hsm/coffer/unixapi"
+	"github.com/coffer-hsm/coffer/api"
+	"github.com/coffer-hsm/coffer/client"
 )
 
 var (
@@ -29,12 +28,12 @@ and a CEL condition over request, subject and peer; see the README's
 "Policies". A project's admins write its policies; system admins write
 the global ones.`,
 		Flags: []cli.Flag{policyProjectFlag, policyFileFlag},
-		Action: withArg("NAME", func(c *cli.Context, cl *unixapi.Client, name string) error {
+		Action: withArg("NAME", func(c *cli.Context, cl *client.Client, name string) error {
 			doc, err := readPolicyFile(c)
 			if err != nil {
 				return err
 			}
-			p, err := cl.CreatePolicy(c.Context, c.String("project"), unixapi.PolicyRequest{Name: name, Description: doc.Description, Rules: doc.Rules})
+			p, err := cl.CreatePolicy(c.Context, c.String("project"), api.PolicyRequest{Name: name, Description: doc.Description, Rules: doc.Rules})
 			if err != nil {
 				return err
 			}
@@ -46,12 +45,12 @@ the global ones.`,
 		Usage:     "replace a policy's description and rules",
 		ArgsUsage: "NAME",
 		Flags:     []cli.Flag{policyProjectFlag, policyFileFlag},
-		Action: withArg("NAME", func(c *cli.Context, cl *unixapi.Client, name string) error {
+		Action: withArg("NAME", func(c *cli.Context, cl *client.Client, name string) error {
 			doc, err := readPolicyFile(c)
 			if err != nil {
 				return err
 			}
-			p, err := cl.UpdatePolicy(c.Context, c.String("project"), name, unixapi.PolicyRequest{Description: doc.Description, Rules: doc.Rules})
+			p, err := cl.UpdatePolicy(c.Context, c.String("project"), name, api.PolicyRequest{Description: doc.Description, Rules: doc.Rules})
 			if err != nil {
 				return err
 			}
@@ -63,7 +62,7 @@ the global ones.`,
 		Usage:     "show a policy and what it is attached to",
 		ArgsUsage: "NAME",
 		Flags:     []cli.Flag{policyProjectFlag},
-		Action: withArg("NAME", func(c *cli.Context, cl *unixapi.Client, name string) error {
+		Action: withArg("NAME", func(c *cli.Context, cl *client.Client, name string) error {
 			p, err := cl.GetPolicy(c.Context, c.String("project"), name)
 			if err != nil {
 				return err
@@ -101,7 +100,7 @@ the global ones.`,
 		Usage:     "delete a policy attached to nothing",
 		ArgsUsage: "NAME",
 		Flags:     []cli.Flag{policyProjectFlag},
-		Action: withArg("NAME", func(c *cli.Context, cl *unixapi.Client, name string) error {
+		Action: withArg("NAME", func(c *cli.Context, cl *client.Client, name string) error {
 			if err := cl.DeletePolicy(c.Context, c.String("project"), name); err != nil {
 				return err
 			}
@@ -123,7 +122,7 @@ costly are reported with their rule, line and column.`,
 			if err != nil {
 				return err
 			}
-			if err := daemon.CheckPolicy(doc); err != nil {
+			if err := checkPolicy(doc); err != nil {
 				return err
 			}
 			unit := "rules"
@@ -137,34 +136,34 @@ costly are reported with their rule, line and column.`,
 )
 
 // readPolicyFile reads and parses the document of --file.
-func readPolicyFile(c *cli.Context) (policy.Document, error) {
+func readPolicyFile(c *cli.Context) (api.PolicyDocument, error) {
 	return readPolicyDocument(c, c.String("file"))
 }
 
 // readPolicyDocument reads and parses the document at path (- standard
 // input); every mistake is a usage error.
-func readPolicyDocument(c *cli.Context, path string) (policy.Document, error) {
+func readPolicyDocument(c *cli.Context, path string) (api.PolicyDocument, error) {
 	if path == "" {
-		return policy.Document{}, usagef("'%s' needs the policy document: --file PATH (- for standard input)", c.Command.HelpName)
+		return api.PolicyDocument{}, usagef("'%s' needs the policy document: --file PATH (- for standard input)", c.Command.HelpName)
 	}
 	var data []byte
 	var err error
 	if path == "-" {
-		data, err = io.ReadAll(io.LimitReader(c.App.Reader, policy.MaxDocumentBytes+1))
+		data, err = io.ReadAll(io.LimitReader(c.App.Reader, api.MaxPolicyDocumentBytes+1))
 	} else {
 		data, err = os.ReadFile(path)
 	}
 	if err != nil {
-		return policy.Document{}, usagef("reading the policy document: %v", err)
+		return api.PolicyDocument{}, usagef("reading the policy document: %v", err)
 	}
-	doc, err := policy.ParseDocument(data)
+	doc, err := api.ParsePolicyDocument(data)
 	if err != nil {
-		return policy.Document{}, usagef("%s: %v", path, err)
+		return api.PolicyDocument{}, usagef("%s: %v", path, err)
 	}
 	return doc, nil
 }
 
-func renderPolicy(c *cli.Context, p unixapi.Policy) error {
+func renderPolicy(c *cli.Context, p api.Policy) error {
 	return render(c, p, func(w io.Writer) {
 		scope := p.Project
 		if scope == "" {

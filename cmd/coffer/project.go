@@ -4,9 +4,9 @@ import (
 	"io"
 	"strings"
 
+	"github.com/coffer-hsm/coffer/api"
+	"github.com/coffer-hsm/coffer/client"
 	"github.com/urfave/cli/v2"
-
-	"github.com/coffer-hsm/coffer/unixapi"
 )
 
 var projectCommand = group("project", "manage projects (system admins)",
@@ -14,7 +14,7 @@ var projectCommand = group("project", "manage projects (system admins)",
 		Name:      "create",
 		Usage:     "create a project",
 		ArgsUsage: "NAME",
-		Action: withArg("NAME", func(c *cli.Context, cl *unixapi.Client, name string) error {
+		Action: withArg("NAME", func(c *cli.Context, cl *client.Client, name string) error {
 			p, err := cl.CreateProject(c.Context, name)
 			if err != nil {
 				return err
@@ -26,7 +26,7 @@ var projectCommand = group("project", "manage projects (system admins)",
 		Name:      "get",
 		Usage:     "show a project",
 		ArgsUsage: "NAME|ID",
-		Action: withArg("NAME|ID", func(c *cli.Context, cl *unixapi.Client, ref string) error {
+		Action: withArg("NAME|ID", func(c *cli.Context, cl *client.Client, ref string) error {
 			p, err := cl.GetProject(c.Context, ref)
 			if err != nil {
 				return err
@@ -41,12 +41,12 @@ var projectCommand = group("project", "manage projects (system admins)",
 			if c.Args().Present() {
 				return usagef("project list takes no arguments")
 			}
-			var all []unixapi.Project
+			var all []api.Project
 			cl, err := newClient(c)
 			if err != nil {
 				return err
 			}
-			page := unixapi.PageQuery{}
+			page := client.PageQuery{}
 			for {
 				l, err := cl.ListProjects(c.Context, page)
 				if err != nil {
@@ -58,7 +58,7 @@ var projectCommand = group("project", "manage projects (system admins)",
 				}
 				page.After = l.Next
 			}
-			return render(c, unixapi.List[unixapi.Project]{Items: all}, func(w io.Writer) {
+			return render(c, api.List[api.Project]{Items: all}, func(w io.Writer) {
 				rows := make([][]string, 0, len(all))
 				for _, p := range all {
 					rows = append(rows, []string{p.Name, p.ID, ts(p.CreatedAt)})
@@ -92,7 +92,7 @@ them all. The project's admins may.`,
 		Name:      "delete",
 		Usage:     "delete an empty project",
 		ArgsUsage: "NAME|ID",
-		Action: withArg("NAME|ID", func(c *cli.Context, cl *unixapi.Client, ref string) error {
+		Action: withArg("NAME|ID", func(c *cli.Context, cl *client.Client, ref string) error {
 			if err := cl.DeleteProject(c.Context, ref); err != nil {
 				return err
 			}
@@ -101,7 +101,7 @@ them all. The project's admins may.`,
 	},
 )
 
-func renderProject(c *cli.Context, p unixapi.Project) error {
+func renderProject(c *cli.Context, p api.Project) error {
 	return render(c, p, func(w io.Writer) {
 		writeFields(w, []field{{"name", p.Name}, {"id", p.ID}, {"policies", strings.Join(p.Policies, ", ")}, {"created", ts(p.CreatedAt)}})
 	})

@@ -3,9 +3,8 @@ package main
 import (
 	"io"
 
+	"github.com/coffer-hsm/coffer/client"
 	"github.com/urfave/cli/v2"
-
-	"github.com/coffer-hsm/coffer/unixapi"
 )
 
 var roleCommand = group("role", "give users roles on projects: reader < member < admin",
@@ -56,7 +55,7 @@ var roleCommand = group("role", "give users roles on projects: reader < member <
 		Name:      "list",
 		Usage:     "list the role assignments of a project",
 		ArgsUsage: "PROJECT",
-		Action: withArg("PROJECT", func(c *cli.Context, cl *unixapi.Client, project string) error {
+		Action: withArg("PROJECT", func(c *cli.Context, cl *client.Client, project string) error {
 			l, err := cl.ListRoles(c.Context, project)
 			if err != nil {
 				return err

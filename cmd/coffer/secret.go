@@ -7,9 +7,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/coffer-hsm/coffer/api"
+	"github.com/coffer-hsm/coffer/client"
 	"github.com/urfave/cli/v2"
-
-	"github.com/coffer-hsm/coffer/unixapi"
 )
 
 var (
@@ -48,7 +48,7 @@ var secretCommand = group("secret", "broker secrets sealed by the HSM",
 			if err != nil {
 				return err
 			}
-			s, err := cl.CreateSecret(c.Context, c.String("project"), unixapi.SecretCreate{
+			s, err := cl.CreateSecret(c.Context, c.String("project"), client.SecretCreate{
 				DisplayName: c.String("display-name"), Payload: payload, KeyValues: kvs, ExpiresAt: c.Timestamp("expires-at"),
 			})
 			if err != nil {
@@ -61,7 +61,7 @@ var secretCommand = group("secret", "broker secrets sealed by the HSM",
 		Name:      "get",
 		Usage:     "show a secret's metadata",
 		ArgsUsage: "ID",
-		Action: withArg("ID", func(c *cli.Context, cl *unixapi.Client, id string) error {
+		Action: withArg("ID", func(c *cli.Context, cl *client.Client, id string) error {
 			s, err := cl.GetSecret(c.Context, id)
 			if err != nil {
 				return err
@@ -101,14 +101,14 @@ var secretCommand = group("secret", "broker secrets sealed by the HSM",
 			if err != nil {
 				return err
 			}
-			page := unixapi.PageQuery{Limit: c.Int("limit"), After: c.String("after")}
+			page := client.PageQuery{Limit: c.Int("limit"), After: c.String("after")}
 			within := ""
 			if c.IsSet("expiring-within") {
 				if within, err = window(c, "expiring-within"); err != nil {
 					return err
 				}
 			}
-			var out unixapi.List[unixapi.Secret]
+			var out api.List[api.Secret]
 			for {
 				l, err := cl.ListSecretsExpiring(c.Context, c.String("project"), within, page)
 				if err != nil {
@@ -162,7 +162,7 @@ var secretCommand = group("secret", "broker secrets sealed by the HSM",
 				}
 				kvs = map[string]string{}
 			}
-			in := unixapi.SecretRotate{Payload: payload, KeyValues: kvs, ExpiresAt: c.Timestamp("expires-at")}
+			in := client.SecretRotate{Payload: payload, KeyValues: kvs, ExpiresAt: c.Timestamp("expires-at")}
 			if c.IsSet("cas") {
 				v := c.Int("cas")
 				in.CAS = &v
@@ -196,7 +196,7 @@ var secretCommand = group("secret", "broker secrets sealed by the HSM",
 		Name:      "revoke",
 		Usage:     "revoke a secret and destroy its ciphertext (metadata stays)",
 		ArgsUsage: "ID",
-		Action: withArg("ID", func(c *cli.Context, cl *unixapi.Client, id string) error {
+		Action: withArg("ID", func(c *cli.Context, cl *client.Client, id string) error {
 			s, err := cl.RevokeSecret(c.Context, id)
 			if err != nil {
 				return err
@@ -208,7 +208,7 @@ var secretCommand = group("secret", "broker secrets sealed by the HSM",
 		Name:      "delete",
 		Usage:     "delete a secret and its ciphertext",
 		ArgsUsage: "ID",
-		Action: withArg("ID", func(c *cli.Context, cl *unixapi.Client, id string) error {
+		Action: withArg("ID", func(c *cli.Context, cl *client.Client, id string) error {
 			if err := cl.DeleteSecret(c.Context, id); err != nil {
 				return err
 			}
@@ -220,7 +220,7 @@ var secretCommand = group("secret", "broker secrets sealed by the HSM",
 	secretImportCommand,
 )
 
-func renderSecret(c *cli.Context, s unixapi.Secret) error {
+func renderSecret(c *cli.Context, s api.Secret) error {
 	return render(c, s, func(w io.Writer) {
 		writeFields(w, []field{
 			{"id", s.ID},
@@ -262,7 +262,7 @@ func readPayload(c *cli.Context) ([]byte, error) {
 		r = f
 	}
 	// ReadSecret leaves no copies behind as its buffer grows.
-	b, err := unixapi.ReadSecret(io.LimitReader(r, maxPayloadRead+1), size)
+	b, err := api.ReadSecret(io.LimitReader(r, maxPayloadRead+1), size)
 	if err != nil {
 		clear(b)
 		return nil, fmt.Errorf("read payload from %s: %w", path, err)
@@ -315,7 +315,7 @@ func readKeyValuesFile(c *cli.Context, path string) ([]string, error) {
 		defer f.Close()
 		r = f
 	}
-	b, err := unixapi.ReadSecret(io.LimitReader(r, maxPayloadRead), -1)
+	b, err := api.ReadSecret(io.LimitReader(r, maxPayloadRead), -1)
 	if err != nil {
 		clear(b)
 		return nil, fmt.Errorf("read key values from %s: %w", path, err)
@@ -332,7 +332,7 @@ func readKeyValuesFile(c *cli.Context, path string) ([]string, error) {
 	return out, nil
 }
 
-func writeBindings(w io.Writer, bs []unixapi.Binding) {
+func writeBindings(w io.Writer, bs []api.Binding) {
 	if len(bs) == 0 {
 		return
 	}
@@ -383,9 +383,9 @@ ExecReload=) or none. 'coffer secret rotate' prints what each came to.`,
 		if as == "" {
 			return usagef("give the name it is received under with --as")
 		}
-		req := unixapi.BindingCreateRequest{User: user, Name: as}
+		req := api.BindingCreateRequest{User: user, Name: as}
 		if unit != "" {
-			req = unixapi.BindingCreateRequest{Unit: unit, Credential: as, OnRotate: c.String("on-rotate")}
+			req = api.BindingCreateRequest{Unit: unit, Credential: as, OnRotate: c.String("on-rotate")}
 		} else if c.IsSet("on-rotate") {
 			return usagef("--on-rotate is for --unit bindings; a user's consumer follows rotations with 'coffer deliver --watch'")
 		}
@@ -397,7 +397,7 @@ ExecReload=) or none. 'coffer secret rotate' prints what each came to.`,
 		if err != nil {
 			return err
 		}
-		return render(c, b, func(w io.Writer) { writeBindings(w, []unixapi.Binding{b}) })
+		return render(c, b, func(w io.Writer) { writeBindings(w, []api.Binding{b}) })
 	},
 }
 

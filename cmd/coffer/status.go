@@ -8,7 +8,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/coffer-hsm/coffer/unixapi"
+	"github.com/coffer-hsm/coffer/api"
+	"github.com/coffer-hsm/coffer/client"
 	"github.com/urfave/cli/v2"
 )
 
@@ -28,7 +29,7 @@ var statusCommand = &cli.Command{
 			return err
 		}
 		h, err := cl.Health(c.Context)
-		var apiErr *unixapi.APIError
+		var apiErr *client.APIError
 		if errors.As(err, &apiErr) && apiErr.Status == http.StatusNotFound {
 			h, err = healthOfStatus(st), nil // a daemon older than GET /v1/health
 		}
@@ -59,7 +60,7 @@ var statusCommand = &cli.Command{
 				{"hsm signing", st.HSM.Schemes.Signing},
 				{"store", store},
 			}
-			if st.Counts != (unixapi.Counts{}) { // system admins and metrics readers only
+			if st.Counts != (api.Counts{}) { // system admins and metrics readers only
 				fields = append(fields,
 					field{"projects", fmt.Sprint(st.Counts.Projects)},
 					field{"secrets", fmt.Sprint(st.Counts.Secrets)},
@@ -70,7 +71,7 @@ var statusCommand = &cli.Command{
 		}); err != nil {
 			return err
 		}
-		if h.Status != unixapi.HealthOK {
+		if h.Status != api.HealthOK {
 			fmt.Fprintf(c.App.ErrWriter, "coffer: the daemon is unhealthy: %s does not answer\n", strings.Join(h.Failed, ", "))
 			return &exitStatus{code: exitUnhealthy}
 		}
@@ -80,8 +81,8 @@ var statusCommand = &cli.Command{
 
 // healthOfStatus is what a daemon without GET /v1/health says of its
 // health in its status.
-func healthOfStatus(st unixapi.Status) unixapi.Health {
-	h := unixapi.Health{Status: unixapi.HealthOK}
+func healthOfStatus(st api.Status) api.Health {
+	h := api.Health{Status: api.HealthOK}
 	if !st.HSM.Healthy {
 		h.Failed = append(h.Failed, "hsm")
 	}
@@ -89,7 +90,7 @@ func healthOfStatus(st unixapi.Status) unixapi.Health {
 		h.Failed = append(h.Failed, "store")
 	}
 	if len(h.Failed) > 0 {
-		h.Status = unixapi.HealthUnhealthy
+		h.Status = api.HealthUnhealthy
 	}
 	return h
 }

@@ -9,8 +9,8 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/coffer-hsm/coffer/daemon"
-	"github.com/coffer-hsm/coffer/unixapi"
+	"github.com/coffer-hsm/coffer/api"
+	"github.com/coffer-hsm/coffer/client"
 )
 
 var (
@@ -36,7 +36,7 @@ var userCommand = group("user", "manage users and their unix uid, vsock CID and 
 			if err != nil {
 				return err
 			}
-			in := unixapi.UserCreateRequest{Name: name, Kind: c.String("kind"), Disabled: c.Bool("disabled")}
+			in := api.UserCreateRequest{Name: name, Kind: c.String("kind"), Disabled: c.Bool("disabled")}
 			if in.Kind != "human" && in.Kind != "workload" {
 				return usagef("--kind must be human or workload, not %q", in.Kind)
 			}
@@ -68,7 +68,7 @@ var userCommand = group("user", "manage users and their unix uid, vsock CID and 
 		Name:      "get",
 		Usage:     "show a user and its roles",
 		ArgsUsage: "NAME|ID",
-		Action: withArg("NAME|ID", func(c *cli.Context, cl *unixapi.Client, ref string) error {
+		Action: withArg("NAME|ID", func(c *cli.Context, cl *client.Client, ref string) error {
 			u, err := cl.GetUser(c.Context, ref)
 			if err != nil {
 				return err
@@ -90,13 +90,13 @@ var userCommand = group("user", "manage users and their unix uid, vsock CID and 
 			if err != nil {
 				return err
 			}
-			all, err := listAll(func(p unixapi.PageQuery) (unixapi.List[unixapi.User], error) {
+			all, err := listAll(func(p client.PageQuery) (api.List[api.User], error) {
 				return cl.ListUsers(c.Context, c.String("project"), p)
 			})
 			if err != nil {
 				return err
 			}
-			return render(c, unixapi.List[unixapi.User]{Items: all}, func(w io.Writer) {
+			return render(c, api.List[api.User]{Items: all}, func(w io.Writer) {
 				rows := make([][]string, 0, len(all))
 				for _, u := range all {
 					rows = append(rows, []string{u.Name, u.ID, u.Kind, userStatus(u), joinUint32s(u.UnixUIDs), joinUint32s(u.VsockCIDs), u.AccessTokenTTL})
@@ -131,7 +131,7 @@ and sessions unusable until it is enabled again.`,
 			if err != nil {
 				return err
 			}
-			var p unixapi.UserPatchRequest
+			var p api.UserPatchRequest
 			switch {
 			case c.Bool("disable") && c.Bool("enable"):
 				return usagef("--disable and --enable do not go together")
@@ -186,7 +186,7 @@ and sessions unusable until it is enabled again.`,
 		Name:      "delete",
 		Usage:     "delete a user with its credentials and sessions",
 		ArgsUsage: "NAME|ID",
-		Action: withArg("NAME|ID", func(c *cli.Context, cl *unixapi.Client, ref string) error {
+		Action: withArg("NAME|ID", func(c *cli.Context, cl *client.Client, ref string) error {
 			if err := cl.DeleteUser(c.Context, ref); err != nil {
 				return err
 			}
@@ -195,7 +195,7 @@ and sessions unusable until it is enabled again.`,
 	},
 )
 
-func renderUser(c *cli.Context, u unixapi.User) error {
+func renderUser(c *cli.Context, u api.User) error {
 	return render(c, u, func(w io.Writer) {
 		roles := make([]string, 0, len(u.Roles))
 		for _, r := range u.Roles {
@@ -218,7 +218,7 @@ func renderUser(c *cli.Context, u unixapi.User) error {
 	})
 }
 
-func userStatus(u unixapi.User) string {
+func userStatus(u api.User) string {
 	if u.Disabled {
 		return "disabled"
 	}
@@ -272,16 +272,16 @@ func replaceList(c *cli.Context, list, clearFlag string) (*[]uint32, error) {
 // parses it, so a typo is a usage error; the text is sent as given.
 func window(c *cli.Context, name string) (string, error) {
 	v := c.String(name)
-	if _, err := daemon.ParseWindow("--"+name, v, time.Now()); err != nil {
+	if _, err := api.ParseWindow("--"+name, v, time.Now()); err != nil {
 		return "", usagef("%s", strings.TrimSpace(err.Error()))
 	}
 	return v, nil
 }
 
 // listAll reads every page of a list.
-func listAll[T any](page func(unixapi.PageQuery) (unixapi.List[T], error)) ([]T, error) {
+func listAll[T any](page func(client.PageQuery) (api.List[T], error)) ([]T, error) {
 	var all []T
-	var q unixapi.PageQuery
+	var q client.PageQuery
 	for {
 		l, err := page(q)
 		if err != nil {

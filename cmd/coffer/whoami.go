@@ -7,7 +7,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/coffer-hsm/coffer/unixapi"
+	"github.com/coffer-hsm/coffer/api"
 )
 
 var whoamiCommand = &cli.Command{
@@ -36,7 +36,7 @@ $COFFER_TOKEN). A token sees of its user only its own project.`,
 }
 
 // writeSelf writes whoami's table.
-func writeSelf(w io.Writer, me unixapi.Self) {
+func writeSelf(w io.Writer, me api.Self) {
 	conn := me.Channel
 	switch {
 	case me.UID != nil:
