@@ -23,10 +23,11 @@ func TestNoDaemonDependencies(t *testing.T) {
 		pkg, tags string
 		ours      []string // what of ours it may link
 	}{
-		{mod + "client", "", []string{"api", "client"}},
-		{mod + "api", "", []string{"api"}},
+		// internal/span: the spans' parser, standard library only.
+		{mod + "client", "", []string{"api", "client", "internal/span"}},
+		{mod + "api", "", []string{"api", "internal/span"}},
 		{mod + "cmd/coffer", buildtags.Release + ",nodaemon",
-			[]string{"api", "client", "audit", "hostseal", "internal/atomicfile", "internal/durable", "cmd/coffer"}},
+			[]string{"api", "client", "audit", "hostseal", "internal/atomicfile", "internal/durable", "internal/span", "cmd/coffer"}},
 	} {
 		goCmd := func(args ...string) []byte {
 			t.Helper()

@@ -17,9 +17,6 @@ import (
 	"github.com/urfave/cli/v2"
 )
 
-// defaultConfigFile is read by `coffer daemon` (not --dev) when it exists.
-const defaultConfigFile = "/etc/coffer/coffer.toml"
-
 // daemonFile is the daemon's config file: a flat table whose keys are the
 // daemon's flag names in snake_case (state_dir, hsm_token, ...), plus
 // socket, and [[vm]] tables for hybrid-vsock guests. Flags and COFFER_*

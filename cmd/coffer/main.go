@@ -229,6 +229,10 @@ func helpName(c *cli.Context) string {
 
 const defaultSocket = "/run/coffer/coffer.sock"
 
+// defaultConfigFile is read by `coffer daemon` (not --dev) when it exists
+// (named in the man pages of both builds).
+const defaultConfigFile = "/etc/coffer/coffer.toml"
+
 // cloneCommands deep-copies the command tree: urfave/cli records state in
 // commands and flags while it runs (help names, help flags and commands,
 // which flags were set), so each app gets its own copy of the package-level

@@ -383,9 +383,9 @@ func renderManPage(app *cli.App, p manPage, refs map[string]string) string {
 					seen["CREDENTIALS_DIRECTORY"] = true
 					own = append(own, "CREDENTIALS_DIRECTORY", "set by systemd (LoadCredential=): the PIN is read from its hsm\\-pin unless \\-\\-hsm\\-pin\\-file says otherwise")
 				}
-			case memoryLimitFlag.Name:
+			case "memory-limit": // the daemon's flag (memlimit.go, not in coffer-client)
 				seen["GOMEMLIMIT"] = true
-				own = append(own, "GOMEMLIMIT", "the Go runtime's memory limit, used when \\-\\-"+roff(memoryLimitFlag.Name)+" is not set")
+				own = append(own, "GOMEMLIMIT", "the Go runtime's memory limit, used when \\-\\-memory\\-limit is not set")
 			}
 		}
 		env = append(env, own...)
