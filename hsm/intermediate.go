@@ -15,7 +15,12 @@ package hsm
 //   - the first unseal of an IK unwraps it in the token and keeps it in
 //     memory locked against swapping (mlock), left out of core dumps
 //     (MADV_DONTDUMP) and wiped when its KEK is destroyed or the HSM is
-//     closed. Later unseals under it make no HSM call.
+//     closed. Later unseals under it make no HSM call. (Each use builds
+//     an AES key schedule on the Go heap, which is neither locked nor
+//     wiped: the unit forbids core dumps and swap for that reason.)
+//   - an IK is signed by the token's signing key when it is made, and a
+//     kept one is used for new seals only with that signature: under an
+//     RSA-OAEP KEK anyone can wrap a key of their choosing.
 //
 // The trade: a copy of the daemon's memory now holds a key that opens
 // every secret sealed under that KEK version (given the store), where it
@@ -28,6 +33,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"sync"
@@ -76,6 +82,26 @@ type IntermediateKey struct {
 	KEK    string `json:"kek"`
 	Scheme string `json:"scheme"`
 	WrappedKey
+	// Sig is the token's signing key's signature of the rest (ikDigest):
+	// under an RSA-OAEP KEK anyone with the public key can wrap a key of
+	// their choosing, and a kept IK that new seals use must be one the
+	// token made, or whoever planted it (a forged backup, a swapped
+	// store) would read every secret sealed after.
+	Sig []byte `json:"sig,omitempty"`
+}
+
+// ikDigest is what an IntermediateKey's Sig signs: its KEK, scheme and
+// wrapped key, each length-prefixed, under a domain of its own.
+func ikDigest(ik *IntermediateKey) []byte {
+	h := sha256.New()
+	h.Write([]byte("coffer/intermediate-key-signature/v1\x00"))
+	for _, f := range [][]byte{[]byte(ik.KEK), []byte(ik.Scheme), ik.WrapNonce, ik.Wrapped} {
+		var n [4]byte
+		binary.BigEndian.PutUint32(n[:], uint32(len(f)))
+		h.Write(n[:])
+		h.Write(f)
+	}
+	return h.Sum(nil)
 }
 
 // ikAAD binds a wrapped IK to the label of its KEK (aes-256-gcm only).
@@ -359,6 +385,13 @@ func (h *HSM) currentIK(ctx context.Context, label string, k *wrapKey) (*Interme
 		return nil, err
 	}
 	cur = &IntermediateKey{KEK: label, Scheme: string(k.scheme), WrappedKey: WrappedKey{WrapNonce: nonce, Wrapped: wrapped}}
+	// Signed in the token (the caller holds h.mu), so that a later start
+	// takes it back only if the token made it (UseIntermediate).
+	_, signer, pub := h.currentSigner()
+	if cur.Sig, err = signWith(signer, pub, ikDigest(cur)); err != nil {
+		lk.wipe()
+		return nil, fmt.Errorf("%w: sign intermediate key: %s", ErrUnavailable, ckrName(err))
+	}
 	h.installIK(cur, k.scheme, lk)
 	return cur, nil
 }
@@ -434,6 +467,12 @@ func (h *HSM) UseIntermediate(ctx context.Context, ik *IntermediateKey) (err err
 	}
 	if err := checkWrapped(k.scheme, ik.WrappedKey); err != nil {
 		return err
+	}
+	if !Verify(h.SigningPublicKey(), ikDigest(ik), ik.Sig) {
+		// Not made by this token, or signed by a signing key rotated
+		// since: the caller makes a new one (the records under this one
+		// still open, each carrying its own wrapped copy).
+		return fmt.Errorf("%w: intermediate key of KEK %s is not signed by the token's current signing key", ErrOpen, label)
 	}
 	// Already unwrapped (the store key, sealed under it, opened first):
 	// no second token call.

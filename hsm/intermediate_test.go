@@ -221,6 +221,13 @@ func TestIntermediateKept(t *testing.T) {
 	if n := h.ik.unwraps.Load(); n != 1 {
 		t.Fatalf("%d token unwraps, want 1 (UseIntermediate's)", n)
 	}
+	// Unsigned, or signed for another key: refused (see
+	// TestTPMIntermediateKey for a planted one).
+	unsigned := *ik
+	unsigned.Sig = nil
+	if err := h.UseIntermediate(ctx, &unsigned); !errors.Is(err, ErrOpen) {
+		t.Fatalf("UseIntermediate of an unsigned key: %v, want ErrOpen", err)
+	}
 	// A changed key is refused.
 	badIK := *ik
 	badIK.Wrapped = slices.Clone(ik.Wrapped)
@@ -294,8 +301,29 @@ func TestTPMIntermediateKey(t *testing.T) {
 	if n := h.ik.unwraps.Load(); n != 1 {
 		t.Fatalf("%d TPM unwraps for %d envelopes, want 1", n, len(sealed))
 	}
+	// The attack an RSA KEK invites: a key of the attacker's choosing,
+	// wrapped with the KEK's public half (no token needed), planted as the
+	// kept IK (a forged backup, a swapped store). New seals must not use
+	// it: it is not signed by the token.
+	label, k := h.currentKEK()
+	chosen := make([]byte, dekSize)
+	nonce, wrapped, err := h.wrapDEK(ctx, k, chosen, ikAAD(label))
+	if err != nil {
+		t.Fatal(err)
+	}
+	planted := &IntermediateKey{KEK: label, Scheme: string(KEKRSAOAEP), WrappedKey: WrappedKey{WrapNonce: nonce, Wrapped: wrapped}}
+	if err := h.UseIntermediate(ctx, planted); !errors.Is(err, ErrOpen) {
+		t.Fatalf("UseIntermediate of a planted key: %v, want ErrOpen", err)
+	}
+	planted.Sig = ik.Sig // another key's signature
+	if err := h.UseIntermediate(ctx, planted); !errors.Is(err, ErrOpen) {
+		t.Fatalf("UseIntermediate of a planted key with another's signature: %v, want ErrOpen", err)
+	}
 	if err := h.UseIntermediate(ctx, ik); err != nil {
 		t.Fatal(err)
+	}
+	if s, err := h.Seal(ctx, []byte("after"), aad); err != nil || !slices.Equal(s.Intermediate.Wrapped, ik.Wrapped) {
+		t.Fatalf("a seal after the planted key was refused: %v, want the token's own key", err)
 	}
 	next, err := h.RotateKEK(ctx)
 	if err != nil {
