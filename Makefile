@@ -135,7 +135,7 @@ PKG_COMMIT := $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 
 package: build client ## build dist/coffer_<version>-<release>_<arch>.deb and .rpm with nfpm (coffer and coffer-client, units, config, man pages, completions, changelog)
 	$(Q)set -o pipefail; rm -rf dist/gen && mkdir -p dist/gen/scripts/deb dist/gen/scripts/rpm && \
-		./$(BIN) man --dir dist/gen/man && gzip -9n dist/gen/man/*/* && \
+		./$(BIN) man --dir dist/gen/man && cp packaging/coffer-client.1 dist/gen/man/man1/ && gzip -9n dist/gen/man/*/* && \
 		for sh in bash zsh fish; do ./$(BIN) completion $$sh >dist/gen/coffer.$$sh || exit 1; done
 	$(Q)for f in packaging/scripts/deb/*.sh packaging/scripts/rpm/*.sh; do \
 		sed -e '/^#include accounts.sh$$/{r packaging/scripts/accounts.sh' -e 'd;}' "$$f" >"dist/gen/$${f#packaging/}" || exit 1; \
