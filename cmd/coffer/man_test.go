@@ -24,8 +24,10 @@ func TestManPages(t *testing.T) {
 	}
 	app := newApp(strings.NewReader(""), &stdout, &stderr)
 	paths, cmds := manCommands(app)
-	if len(paths) < 80 {
-		t.Fatalf("%d commands with a page, want every command (80 or more)", len(paths))
+	// A floor against a tree walk that stops early: about 80 commands,
+	// fewer in coffer-client's build (the daemon's own are hidden there).
+	if len(paths) < 70 {
+		t.Fatalf("%d commands with a page, want every command (70 or more)", len(paths))
 	}
 	want := map[string]bool{filepath.Join(dir, "man8", "coffer.8"): true}
 	type page struct {
