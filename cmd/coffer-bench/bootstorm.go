@@ -93,22 +93,14 @@ type bootToken struct {
 	start func(ctx context.Context, bin, dir string) (*daemon, string, error) // daemon, creds socket
 }
 
-func bootStormMain(ctx context.Context, o options, stdout, stderr io.Writer) (int, error) {
+func bootStormMain(ctx context.Context, o options, stdout, stderr io.Writer) (code int, err error) {
 	started := time.Now()
-	logf := func(format string, args ...any) {
-		fmt.Fprintf(stderr, "[%5.1fs] %s\n", time.Since(started).Seconds(), fmt.Sprintf(format, args...))
-	}
-	scratch, err := os.MkdirTemp(o.tmp, "coffer-bootstorm-")
+	logf := runLogger(stderr, started)
+	scratch, cleanup, err := scratchDir(o, "coffer-bootstorm-", logf)
 	if err != nil {
 		return 1, err
 	}
-	defer func() {
-		if o.keep || err != nil {
-			logf("scratch directory kept: %s", scratch)
-			return
-		}
-		_ = os.RemoveAll(scratch)
-	}()
+	defer func() { cleanup(err) }()
 	ceil, err := openCeilings(ctx, filepath.Join(scratch, "ceilings"))
 	if err != nil {
 		return 1, fmt.Errorf("ceilings: %w", err)
@@ -165,7 +157,7 @@ func bootStormMain(ctx context.Context, o options, stdout, stderr io.Writer) (in
 		}},
 	}
 	var rows []bootRow
-	code := 0
+	code = 0
 	for _, tok := range tokens {
 		if o.bootTokens != nil && !o.bootTokens[tok.name] {
 			continue

@@ -348,20 +348,12 @@ func ms(d time.Duration) float64 { return round(float64(d)/float64(time.Millisec
 
 func benchMain(ctx context.Context, o options, stdout, stderr io.Writer) (code int, err error) {
 	started := time.Now()
-	logf := func(format string, args ...any) {
-		fmt.Fprintf(stderr, "[%5.1fs] %s\n", time.Since(started).Seconds(), fmt.Sprintf(format, args...))
-	}
-	scratch, err := os.MkdirTemp(o.tmp, "coffer-bench-")
+	logf := runLogger(stderr, started)
+	scratch, cleanup, err := scratchDir(o, "coffer-bench-", logf)
 	if err != nil {
 		return 1, err
 	}
-	defer func() {
-		if o.keep || err != nil {
-			logf("scratch directory kept: %s", scratch)
-			return
-		}
-		_ = os.RemoveAll(scratch)
-	}()
+	defer func() { cleanup(err) }()
 	m := meta{Time: started.UTC(), Machine: describeMachine(scratch), Settings: settings{
 		Concurrency: o.conc, WindowS: o.dur.Seconds(), WarmupS: o.warm.Seconds(),
 		Secrets: o.secrets, Credentials: o.creds, Short: o.short, Full: o.full,
@@ -817,4 +809,28 @@ func fsName(magic int64) string {
 
 func fetchStatus(ctx context.Context, socket string) (api.Status, error) {
 	return client.NewClient(socket).Status(ctx)
+}
+
+// runLogger logs a line to w with the seconds since started.
+func runLogger(w io.Writer, started time.Time) func(format string, args ...any) {
+	return func(format string, args ...any) {
+		fmt.Fprintf(w, "[%5.1fs] %s\n", time.Since(started).Seconds(), fmt.Sprintf(format, args...))
+	}
+}
+
+// scratchDir makes a run's scratch directory under -tmp. cleanup, given
+// the run's error, removes it, or keeps it (and says where) with -keep or
+// after a failure.
+func scratchDir(o options, prefix string, logf func(string, ...any)) (dir string, cleanup func(error), err error) {
+	dir, err = os.MkdirTemp(o.tmp, prefix)
+	if err != nil {
+		return "", nil, err
+	}
+	return dir, func(runErr error) {
+		if o.keep || runErr != nil {
+			logf("scratch directory kept: %s", dir)
+			return
+		}
+		_ = os.RemoveAll(dir)
+	}, nil
 }
