@@ -233,6 +233,11 @@ func TestReviewAccess(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			if tt.name == "id in its own case" && podsOnly.TokenID == strings.ToLower(podsOnly.TokenID) {
+				// About one random id in 10⁵ has no upper-case letter: then
+				// its own case is the lower-cased user name (CI met one).
+				t.Skip("this run's token id has no upper-case letter")
+			}
 			r, err := e.svc.ReviewAccess(ctx, kubeAPIServer, tt.in)
 			if err != nil {
 				t.Fatal(err)
