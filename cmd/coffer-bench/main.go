@@ -236,6 +236,7 @@ type meta struct {
 	Disk         disk          `json:"disk"`
 	Scale        scaleFigures  `json:"scale"`
 	Ceilings     []ceilingRow  `json:"ceilings"`
+	Burst        burstFigures  `json:"reads_after_writes"`
 	Placeholders []string      `json:"placeholders"`
 }
 
@@ -331,6 +332,8 @@ type scaleRow struct {
 	Verdict      string    `json:"verdict"`
 	SmallOther   float64   `json:"small_other_cpus"`
 	LargeOther   float64   `json:"large_other_cpus"`
+	SmallCPUUs   float64   `json:"small_daemon_cpu_us_per_op"`
+	LargeCPUUs   float64   `json:"large_daemon_cpu_us_per_op"`
 }
 
 type ceilingRow struct {
@@ -652,6 +655,25 @@ func benchMain(ctx context.Context, o options, stdout, stderr io.Writer) (code i
 	} else {
 		m.Daemon.StatusAfterLoad = err.Error()
 	}
+
+	// Reads around write bursts (after the memory figures: the bursts
+	// grow the store).
+	var reads []readScenario
+	for _, rs := range runnable {
+		if rs.s.writes() {
+			continue
+		}
+		f := rs.workers
+		if f == nil {
+			f = httpFactory(d.socket, rs.gen)
+		}
+		reads = append(reads, readScenario{name: rs.s.name, f: f})
+	}
+	if len(reads) > 0 {
+		if m.Burst, err = compareAfterBurst(ctx, d, e, reads, readP99GoalConc, 2*o.dur, o.warm, o.dur, measure, prof, logf); err != nil {
+			return 1, err
+		}
+	}
 	shut, err := d.stop()
 	d = nil
 	if err != nil {
@@ -737,6 +759,8 @@ func printReport(w io.Writer, m meta, ceils []result, rows []row) {
 	}
 	fmt.Fprintf(w, "                        %.1f MiB at the end (Badger dir, daemon stopped)\n", mb(m.Disk.DataBytes))
 
+	fmt.Fprintln(w)
+	printBurst(w, m.Burst)
 	fmt.Fprintln(w)
 	sc := m.Scale
 	if sc.Skipped != "" {

@@ -123,6 +123,9 @@ func addResults(a, b result) result {
 	out.Lat = append(slices.Clone(a.Lat), b.Lat...)
 	slices.Sort(out.Lat)
 	out.OtherCPU = (a.OtherCPU*a.Window.Seconds() + b.OtherCPU*b.Window.Seconds()) / out.Window.Seconds()
+	if out.Ops > 0 {
+		out.DaemonCPUPerOp = (a.DaemonCPUPerOp*float64(a.Ops) + b.DaemonCPUPerOp*float64(b.Ops)) / float64(out.Ops)
+	}
 	return out
 }
 
@@ -140,6 +143,8 @@ func makeScaleRow(name string, small, large result, rounds []float64) scaleRow {
 		LargeP99Ms:   round(large.percentileMs(99), 3),
 		SmallOther:   round(small.OtherCPU, 2),
 		LargeOther:   round(large.OtherCPU, 2),
+		SmallCPUUs:   round(small.DaemonCPUPerOp*1e6, 1),
+		LargeCPUUs:   round(large.DaemonCPUPerOp*1e6, 1),
 	}
 	for i, r := range rounds {
 		out.RoundRatios[i] = round(r, 3)
@@ -159,14 +164,14 @@ func makeScaleRow(name string, small, large result, rounds []float64) scaleRow {
 
 func printScale(w io.Writer, rows []scaleRow) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "scenario\tsmall ops/s\tlarge ops/s\tsmall p99 ms\tlarge p99 ms\tratio (median)\tper round\tresult\tother cpu small/large\t")
+	fmt.Fprintln(tw, "scenario\tsmall ops/s\tlarge ops/s\tdaemon cpu/op µs small/large\tsmall p99 ms\tlarge p99 ms\tratio (median)\tper round\tresult\tother cpu small/large\t")
 	for _, r := range rows {
 		per := make([]string, len(r.RoundRatios))
 		for i, x := range r.RoundRatios {
 			per[i] = fmt.Sprintf("%.2f", x)
 		}
-		fmt.Fprintf(tw, "%s\t%.0f\t%.0f\t%.3f\t%.3f\t%.3f\t%s\t%s\t%.2f/%.2f\t\n",
-			r.Scenario, r.SmallOpsPerS, r.LargeOpsPerS, r.SmallP99Ms, r.LargeP99Ms, r.Ratio, strings.Join(per, " "), r.Verdict, r.SmallOther, r.LargeOther)
+		fmt.Fprintf(tw, "%s\t%.0f\t%.0f\t%.0f/%.0f\t%.3f\t%.3f\t%.3f\t%s\t%s\t%.2f/%.2f\t\n",
+			r.Scenario, r.SmallOpsPerS, r.LargeOpsPerS, r.SmallCPUUs, r.LargeCPUUs, r.SmallP99Ms, r.LargeP99Ms, r.Ratio, strings.Join(per, " "), r.Verdict, r.SmallOther, r.LargeOther)
 	}
 	tw.Flush()
 }

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -47,6 +48,11 @@ type scenario struct {
 	// socket (the KMS over gRPC): it returns the scenario's workers.
 	workers func(ctx context.Context, e *env) (workerFactory, error)
 }
+
+// writes reports whether the scenario writes to the store (it is measured
+// against a synced commit): the others are the reads that write bursts
+// must not disturb (burst.go).
+func (s scenario) writes() bool { return slices.Contains(s.ceilings, ceilKVSync) }
 
 var scenarios = []scenario{
 	// Issue 6's scenarios, in its order.
