@@ -3,8 +3,9 @@
 //
 // # Durability
 //
-// The store is opened with SyncWrites on: when Update returns nil, the write
-// has been fsynced and survives kill -9 or power loss. Concurrent Updates
+// When Update returns nil, the write has been fsynced and survives kill -9
+// or power loss: the store syncs what each commit wrote itself (LogSync,
+// logsync.go) rather than through Badger's SyncWrites. Concurrent Updates
 // share that fsync (group commit, below); none is acknowledged before it.
 //
 // # Key layout

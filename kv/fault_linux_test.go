@@ -3,6 +3,7 @@ package kv
 import (
 	"bufio"
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -208,5 +209,130 @@ func TestFilesystemTurnsReadOnly(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("Close hangs on a read-only filesystem")
+	}
+}
+
+// abortHelperEnv makes the test binary TestHelperAbort: it names the
+// store's directory, the key (hex) and the trigger file.
+const abortHelperEnv = "COFFER_KV_ABORT_HELPER"
+
+// abortWrites is how many writes the helper acknowledges; every 20th from
+// the 8th goes to the value log.
+const abortWrites = 200
+
+var abortBig = strings.Repeat("v", 70<<10) // over ValueThreshold
+
+// TestHelperAbort is not a test: TestAcknowledgedWritesSurviveJournalAbort
+// runs the test binary with abortHelperEnv set, and this acknowledges
+// abortWrites writes, makes ext4 fail and exits without closing the store
+// (as a daemon that dies with its disk).
+func TestHelperAbort(t *testing.T) {
+	args := strings.Split(os.Getenv(abortHelperEnv), "\n")
+	if len(args) != 3 {
+		t.Skip("helper process for TestAcknowledgedWritesSurviveJournalAbort")
+	}
+	key, err := hex.DecodeString(args[1])
+	if err != nil {
+		fmt.Println("bad key:", err)
+		os.Exit(2)
+	}
+	s, err := Open(context.Background(), Options{Dir: args[0], Logger: quietLogger(), GCInterval: -1, EncryptionKey: key})
+	if err != nil {
+		fmt.Println("open failed:", err)
+		os.Exit(2)
+	}
+	for i := range abortWrites {
+		name := damagePayload
+		if i%20 == 7 {
+			name = abortBig
+		}
+		err := s.Update(context.Background(), func(tx *Txn) error {
+			return tx.Put("d", fmt.Sprintf("%06d", i), user{Name: name, N: i})
+		})
+		if err != nil {
+			fmt.Printf("write %d failed: %v\n", i, err)
+			os.Exit(2)
+		}
+	}
+	if err := os.WriteFile(args[2], []byte("1"), 0); err != nil {
+		fmt.Println("make ext4 fail:", err)
+		os.Exit(2)
+	}
+	fmt.Println("acked all")
+	os.Exit(0)
+}
+
+// TestAcknowledgedWritesSurviveJournalAbort has a process acknowledge
+// writes, small ones and some that go to the value log, and then make
+// ext4 fail (its journal aborts, as on a disk error: nothing more reaches
+// the disk) and exit. After a repair of the filesystem, every
+// acknowledged write is in the store. Unsynced, they were only in the page
+// cache and all are lost; synced as Badger's SyncWrites did it or as
+// LogSync does (logsync.go), none is.
+func TestAcknowledgedWritesSurviveJournalAbort(t *testing.T) {
+	requireRoot(t)
+	for _, tool := range []string{"mkfs.ext4", "mount", "e2fsck"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s is not installed", tool)
+		}
+	}
+	img := filepath.Join(t.TempDir(), "fs.img")
+	if err := os.WriteFile(img, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(img, 256<<20); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mkfs.ext4", "-q", "-F", img).CombinedOutput(); err != nil {
+		t.Fatalf("mkfs.ext4: %v: %s", err, out)
+	}
+	mnt := t.TempDir()
+	if out, err := exec.Command("mount", "-o", "loop,errors=remount-ro", img, mnt).CombinedOutput(); err != nil {
+		t.Skipf("cannot loop-mount an ext4 image here: %v: %s", err, out)
+	}
+	mounted := true
+	t.Cleanup(func() {
+		if mounted {
+			unix.Unmount(mnt, unix.MNT_DETACH)
+		}
+	})
+	trigger := filepath.Join("/sys/fs/ext4", filepath.Base(mountSource(t, mnt)), "trigger_fs_error")
+	dir, key := filepath.Join(mnt, "data"), newKey(t)
+
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperAbort$")
+	cmd.Env = append(os.Environ(), abortHelperEnv+"="+dir+"\n"+hex.EncodeToString(key)+"\n"+trigger)
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "acked all") {
+		t.Fatalf("helper: %v: %s", err, out)
+	}
+	if err := unix.Unmount(mnt, 0); err != nil {
+		t.Fatalf("unmount: %v", err)
+	}
+	mounted = false
+	// e2fsck exits 1 when it fixed something, which it does after an error.
+	if out, err := exec.Command("e2fsck", "-f", "-y", img).CombinedOutput(); err != nil {
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() > 1 {
+			t.Fatalf("e2fsck: %v: %s", err, out)
+		}
+	}
+	if out, err := exec.Command("mount", "-o", "loop", img, mnt).CombinedOutput(); err != nil {
+		t.Fatalf("mount after the repair: %v: %s", err, out)
+	}
+	mounted = true
+	s, err := Open(context.Background(), Options{Dir: dir, Logger: quietLogger(), GCInterval: -1, EncryptionKey: key})
+	if err != nil {
+		t.Fatalf("open after the repair: %v", err)
+	}
+	defer s.Close()
+	if got := count(t, s, "d", Query{}); got != abortWrites {
+		t.Fatalf("%d of %d acknowledged writes after the journal aborted", got, abortWrites)
+	}
+	for i := 7; i < abortWrites; i += 20 {
+		var u user
+		err := s.View(context.Background(), func(tx *Txn) error { return tx.Get("d", fmt.Sprintf("%06d", i), &u) })
+		if err != nil || u.Name != abortBig {
+			t.Fatalf("value-log record %d: %v (%d bytes)", i, err, len(u.Name))
+		}
 	}
 }
