@@ -70,11 +70,6 @@ func (s *Store) Load(ctx context.Context, r io.Reader) error {
 		}
 		return fmt.Errorf("kv: load into %s: %w", s.dir, err)
 	}
-	// Badger wrote the backup unsynced (SyncWrites is off, logsync.go).
-	if err := s.logs.SyncAll(); err != nil {
-		s.fail(err)
-		return fmt.Errorf("kv: load into %s: %w", s.dir, err)
-	}
 	// The backup's commit counter is the store's now.
 	n, err := readCommits(s.db)
 	if err != nil {

@@ -261,8 +261,7 @@ func (s *Store) write(btx *badger.Txn, ws *writeSet, n uint64) (err error) {
 			err = fmt.Errorf("badger panicked committing: %v", v)
 		}
 	}()
-	valueLog, err := applyWrites(btx, ws)
-	if err != nil {
+	if err := applyWrites(btx, ws); err != nil {
 		return err
 	}
 	if err := btx.Set([]byte(commitsKey), encodeCommits(n)); err != nil {
@@ -271,28 +270,23 @@ func (s *Store) write(btx *badger.Txn, ws *writeSet, n uint64) (err error) {
 	if err := commit(btx); err != nil {
 		return err
 	}
-	if err := s.logs.Sync(valueLog); err != nil {
-		return err
-	}
-	// The fsync said yes; make sure ext4 had not aborted its journal
+	// Badger's fsync said yes; make sure ext4 had not aborted its journal
 	// under it (internal/durable).
 	return s.synced.Confirm()
 }
 
-// applyWrites sets ws's writes in btx and reports whether one of them goes
-// to the value log (a value of ValueThreshold bytes or more).
-func applyWrites(btx *badger.Txn, ws *writeSet) (valueLog bool, err error) {
+func applyWrites(btx *badger.Txn, ws *writeSet) error {
 	for _, k := range ws.keys {
 		o := ws.ops[k]
+		var err error
 		if o.del {
 			err = btx.Delete([]byte(k))
 		} else {
-			valueLog = valueLog || int64(len(o.val)) >= ws.lim.valueThreshold
 			err = btx.Set([]byte(k), o.val)
 		}
 		if err != nil {
-			return false, err
+			return err
 		}
 	}
-	return valueLog, nil
+	return nil
 }

@@ -3,9 +3,8 @@
 //
 // # Durability
 //
-// When Update returns nil, the write has been fsynced and survives kill -9
-// or power loss: the store syncs what each commit wrote itself (LogSync,
-// logsync.go) rather than through Badger's SyncWrites. Concurrent Updates
+// The store is opened with SyncWrites on: when Update returns nil, the write
+// has been fsynced and survives kill -9 or power loss. Concurrent Updates
 // share that fsync (group commit, below); none is acknowledged before it.
 //
 // # Key layout

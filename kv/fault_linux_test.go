@@ -266,9 +266,9 @@ func TestHelperAbort(t *testing.T) {
 // writes, small ones and some that go to the value log, and then make
 // ext4 fail (its journal aborts, as on a disk error: nothing more reaches
 // the disk) and exit. After a repair of the filesystem, every
-// acknowledged write is in the store. Unsynced, they were only in the page
-// cache and all are lost; synced as Badger's SyncWrites did it or as
-// LogSync does (logsync.go), none is.
+// acknowledged write is in the store. Unsynced (SyncWrites off), they
+// were only in the page cache and all 200 are lost; synced, none is. The
+// value-log records check that the value log is synced too.
 func TestAcknowledgedWritesSurviveJournalAbort(t *testing.T) {
 	requireRoot(t)
 	for _, tool := range []string{"mkfs.ext4", "mount", "e2fsck"} {

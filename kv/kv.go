@@ -79,7 +79,6 @@ const (
 type Store struct {
 	db     *badger.DB
 	dir    string
-	logs   *LogSync         // syncs what each commit wrote (logsync.go)
 	synced *durable.Checker // confirms the commits' fsyncs (committer only)
 	log    *slog.Logger
 	encKey []byte // Badger uses it until Close (to seal new data keys); cleared then
@@ -142,10 +141,8 @@ var checksumMode = options.OnTableRead
 // the same settings.
 func BadgerOptions(dir string, logger *slog.Logger) badger.Options {
 	opts := badger.DefaultOptions(dir).
-		// An acknowledged write must survive kill -9 and a power cut: the
-		// store syncs what each commit wrote itself (LogSync, logsync.go),
-		// one file where Badger's SyncWrites syncs two.
-		WithSyncWrites(false).
+		// An acknowledged write must survive kill -9: fsync every commit.
+		WithSyncWrites(true).
 		// Only the committer writes (batch.go), one transaction after
 		// another: there are no conflicts to detect.
 		WithDetectConflicts(false).
@@ -220,7 +217,6 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	}
 	s := &Store{
 		dir:          opts.Dir,
-		logs:         NewLogSync(opts.Dir),
 		synced:       durable.NewChecker(opts.Dir),
 		log:          logger,
 		witness:      opts.Witness,
@@ -462,7 +458,6 @@ func (s *Store) Close() error {
 	close(s.stopCommit)
 	<-s.commitDone
 	s.synced.Close()
-	defer s.logs.Close()
 	defer clear(s.encKey)
 	if s.isLost {
 		return nil
@@ -571,27 +566,6 @@ func (s *Store) Check(ctx context.Context) error {
 	})
 }
 
-// collectValueLog runs one round of Badger's value-log GC. The round
-// writes the live values of a log file again and then deletes the file;
-// with SyncWrites off (logsync.go) those writes are not synced, so an
-// iterator stays open across the round (Badger deletes a rewritten file
-// only once no iterator is open) until every log is synced.
-func (s *Store) collectValueLog() error {
-	txn := s.db.NewTransaction(false)
-	defer txn.Discard()
-	it := txn.NewIterator(badger.IteratorOptions{})
-	defer it.Close() // lets Badger delete what the round rewrote
-	err := s.db.RunValueLogGC(gcDiscardRatio)
-	if err != nil {
-		return err
-	}
-	if err := s.logs.SyncAll(); err != nil {
-		s.fail(fmt.Errorf("value-log GC: %w", err))
-		return err
-	}
-	return nil
-}
-
 func (s *Store) gcLoop(interval time.Duration) {
 	defer close(s.gcDone)
 	t := time.NewTicker(interval)
@@ -627,7 +601,7 @@ func (s *Store) runGC() {
 			return
 		default:
 		}
-		err := s.collectValueLog()
+		err := s.db.RunValueLogGC(gcDiscardRatio)
 		switch {
 		case err == nil:
 			continue

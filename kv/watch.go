@@ -296,7 +296,6 @@ func (s *Store) reopen() {
 	// The committer is idle (no Update holds mu): the sync check opens
 	// its witness again, on whatever filesystem the directory is now.
 	s.synced.Close()
-	s.logs.Close() // the next Sync finds the reopened store's logs
 	ctx, cancel := context.WithTimeout(context.Background(), reopenTimeout)
 	defer cancel()
 	ndb, err := s.openDB(ctx)

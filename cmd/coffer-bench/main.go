@@ -1,6 +1,6 @@
 // Command coffer-bench measures coffer against its limits (issue 6): it
-// starts the real `coffer daemon --dev` (real SoftHSM, real Badger, every
-// commit synced) on a scratch directory, drives it over its Unix socket with N
+// starts the real `coffer daemon --dev` (real SoftHSM, real Badger with
+// SyncWrites) on a scratch directory, drives it over its Unix socket with N
 // keep-alive clients, and compares each scenario with the ceilings measured
 // in the same run by the same load generator: a bare net/http server on a
 // Unix socket, the hsm package's Seal/Unseal/Sign on a token of its own, and
