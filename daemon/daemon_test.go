@@ -517,3 +517,52 @@ func FuzzDecodePlain(f *testing.F) {
 		}
 	})
 }
+
+// TestStatusDoesNotQueueBehindARecount holds one caller's recount (the
+// count of every record's key, slow on a large or busy store) and checks
+// that another caller meanwhile gets the last counts at once, and that
+// the caller who recounts sees the write that made the counts stale.
+func TestStatusDoesNotQueueBehindARecount(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	g := e.grant(t, ActReadStatus, Resource{})
+	if st, err := e.svc.Status(ctx, g); err != nil || st.Counts.Secrets != 0 {
+		t.Fatalf("first status: %+v, %v", st.Counts, err)
+	}
+	entered, release := make(chan struct{}), make(chan struct{})
+	recountHook = func() {
+		entered <- struct{}{}
+		<-release
+	}
+	t.Cleanup(func() { recountHook = nil })
+	e.createSecret(t, DefaultProject, SecretInput{DisplayName: "x", Payload: []byte("p")})
+	counted := make(chan Status, 1)
+	go func() {
+		st, _ := e.svc.Status(ctx, g)
+		counted <- st
+	}()
+	<-entered
+	// Stale again while the recount is under way.
+	e.createSecret(t, DefaultProject, SecretInput{DisplayName: "y", Payload: []byte("p")})
+	other := make(chan Status, 1)
+	go func() {
+		st, _ := e.svc.Status(ctx, g)
+		other <- st
+	}()
+	select {
+	case st := <-other:
+		if st.Counts.Secrets != 0 {
+			t.Errorf("a caller during the recount got %d secrets, want the last count (0)", st.Counts.Secrets)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a status call waited for another caller's recount")
+	}
+	recountHook = nil
+	close(release)
+	if st := <-counted; st.Counts.Secrets < 1 {
+		t.Errorf("the recounting caller got %d secrets, want its own write counted", st.Counts.Secrets)
+	}
+	if st, err := e.svc.Status(ctx, g); err != nil || st.Counts.Secrets != 2 {
+		t.Errorf("status once the recount is over: %+v, %v; want 2 secrets", st.Counts, err)
+	}
+}

@@ -146,16 +146,10 @@ const (
 // registry, not for a caller: ReadMetrics decides who may see it.
 func (s *Service) MetricsState(ctx context.Context) metrics.State {
 	st := metrics.State{StoreCompactionDebt: -1, KEKRemaining: -1}
-	s.probe.mu.Lock()
-	if time.Since(s.probe.at) >= statusProbeEvery {
-		s.runProbe(ctx)
-	} else if s.probe.dirty.Load() {
-		s.recount(ctx)
-	}
-	st.HSMUp = s.probe.hsm.Healthy
-	store := storeStatus(s.probe.store, s.storeHealth())
-	counts := s.probe.counts
-	s.probe.mu.Unlock()
+	pr := s.probed(ctx, true)
+	st.HSMUp = pr.hsm.Healthy
+	store := storeStatus(pr.store, s.storeHealth())
+	counts := pr.counts
 	st.StoreUp, st.StoreState = store.Healthy, store.State
 	st.Records = map[string]int{"project": counts.Projects, "secret": counts.Secrets,
 		"user": counts.Users, "credential": counts.Credentials}

@@ -68,12 +68,65 @@ const statusProbeEvery = 2 * time.Second
 
 // probe is the cached result of the last health probe and count.
 type probe struct {
-	mu     sync.Mutex
-	at     time.Time
-	dirty  atomic.Bool // a write changed the counts since the last probe
+	// refresh is held by the one caller probing. The others take the
+	// last result meanwhile rather than queue behind it: a count scans
+	// every record's key, which takes longer the larger the store and the
+	// more tables a write burst has left for compaction (right after
+	// one, status calls waiting on each other's recounts served a
+	// quarter of their settled rate).
+	refresh sync.Mutex
+	dirty   atomic.Bool // a write changed the counts since the last probe
+
+	mu sync.Mutex // guards what follows
+	probeResult
+}
+
+// probeResult is what a probe found.
+type probeResult struct {
+	at     time.Time // of the last HSM probe; zero: never probed
 	hsm    HSMStatus
 	store  StoreStatus
 	counts Counts
+}
+
+// probed returns the last probe's result, probing first when it is due:
+// the HSM and the store every statusProbeEvery, the counts also after a
+// write changed them (withCounts). One caller probes at a time; a caller
+// that finds a probe under way takes the result before it, unless there
+// is none yet. A caller alone, such as coffer status after a change,
+// probes itself and sees its change.
+func (s *Service) probed(ctx context.Context, withCounts bool) probeResult {
+	p := &s.probe
+	due := func() (hsm, counts bool) {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		hsm = p.at.IsZero() || time.Since(p.at) >= statusProbeEvery
+		return hsm, withCounts && p.dirty.Load()
+	}
+	snapshot := func() probeResult {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return p.probeResult
+	}
+	hsm, counts := due()
+	if !hsm && !counts {
+		return snapshot()
+	}
+	p.mu.Lock()
+	never := p.at.IsZero()
+	p.mu.Unlock()
+	if never {
+		p.refresh.Lock()
+	} else if !p.refresh.TryLock() {
+		return snapshot()
+	}
+	defer p.refresh.Unlock()
+	if hsm, counts = due(); hsm {
+		s.runProbe(ctx)
+	} else if counts {
+		s.recount(ctx)
+	}
+	return snapshot()
 }
 
 // Status reports version, uptime, HSM and store health, and counts. It
@@ -83,22 +136,16 @@ func (s *Service) Status(ctx context.Context, g Grant) (Status, error) {
 	if err := g.require(ActReadStatus); err != nil {
 		return Status{}, err
 	}
-	s.probe.mu.Lock()
-	if time.Since(s.probe.at) >= statusProbeEvery {
-		s.runProbe(ctx)
-	} else if s.probe.dirty.Load() {
-		s.recount(ctx)
-	}
+	pr := s.probed(ctx, true)
 	st := Status{
 		Version:   s.cfg.Version,
 		StartedAt: s.started.UTC(),
 		Uptime:    time.Since(s.started),
 		Dev:       s.cfg.Dev,
-		HSM:       s.probe.hsm,
-		Store:     s.probe.store,
-		Counts:    s.probe.counts,
+		HSM:       pr.hsm,
+		Store:     pr.store,
+		Counts:    pr.counts,
 	}
-	s.probe.mu.Unlock()
 	st.Store = storeStatus(st.Store, s.storeHealth())
 	if !g.seesCounts {
 		// How many projects, users and credentials there are is the
@@ -119,45 +166,61 @@ func (s *Service) Status(ctx context.Context, g Grant) (Status, error) {
 	return st, nil
 }
 
-// runProbe refreshes s.probe; the caller holds s.probe.mu.
+// recountHook, when set (tests), runs at the start of every recount.
+var recountHook func()
+
+// runProbe probes the HSM and recounts; the caller holds s.probe.refresh.
 func (s *Service) runProbe(ctx context.Context) {
 	info := s.keys.Info()
-	p := &s.probe
-	p.hsm = HSMStatus{Module: info.Module, TokenLabel: info.TokenLabel, KeyLabels: info.KeyLabels, Healthy: true,
+	hsm := HSMStatus{Module: info.Module, TokenLabel: info.TokenLabel, KeyLabels: info.KeyLabels, Healthy: true,
 		Token: &info.Token, Schemes: info.Schemes}
 	if err := s.keys.Check(ctx); err != nil {
-		p.hsm.Healthy, p.hsm.Error = false, err.Error()
+		hsm.Healthy, hsm.Error = false, err.Error()
 	}
 	s.recount(ctx)
-	p.at = time.Now()
+	p := &s.probe
+	p.mu.Lock()
+	p.hsm, p.at = hsm, time.Now()
+	p.mu.Unlock()
 }
 
 // recount refreshes the counts and store health; the caller holds
-// s.probe.mu.
+// s.probe.refresh.
 func (s *Service) recount(ctx context.Context) {
 	p := &s.probe
-	p.dirty.Store(false)
-	p.store = StoreStatus{Healthy: true}
+	p.dirty.Store(false) // before counting: a write from now on counts again
+	if recountHook != nil {
+		recountHook()
+	}
+	store := StoreStatus{Healthy: true}
+	var counts Counts
 	err := s.store.View(ctx, func(tx *kv.Txn) error {
 		var err error
-		if p.counts.Projects, err = tx.Count(tableProjects, kv.Query{}); err != nil {
+		if counts.Projects, err = tx.Count(tableProjects, kv.Query{}); err != nil {
 			return err
 		}
-		if p.counts.Secrets, err = tx.Count(tableSecrets, kv.Query{}); err != nil {
+		if counts.Secrets, err = tx.Count(tableSecrets, kv.Query{}); err != nil {
 			return err
 		}
-		if p.counts.Users, err = tx.Count(tableUsers, kv.Query{}); err != nil {
+		if counts.Users, err = tx.Count(tableUsers, kv.Query{}); err != nil {
 			return err
 		}
-		p.counts.Credentials, err = tx.Count(tableCredentials, kv.Query{})
+		counts.Credentials, err = tx.Count(tableCredentials, kv.Query{})
 		return err
 	})
 	if err == nil {
 		err = s.store.Check(ctx)
 	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	if err != nil {
-		p.store.Healthy, p.store.Error = false, err.Error()
+		store.Healthy, store.Error = false, err.Error()
+		// A failed count keeps the counts it had.
+		p.dirty.Store(true)
+	} else {
+		p.counts = counts
 	}
+	p.store = store
 }
 
 // DegradedError is a failed health check that the daemon is already
@@ -216,13 +279,8 @@ func (s *Service) Health(ctx context.Context, g Grant) (HealthReport, error) {
 	if err := g.require(ActReadHealth); err != nil {
 		return HealthReport{}, err
 	}
-	s.probe.mu.Lock()
-	if time.Since(s.probe.at) >= statusProbeEvery {
-		s.runProbe(ctx)
-	}
-	hsmOK, store := s.probe.hsm.Healthy, s.probe.store
-	s.probe.mu.Unlock()
-	store = storeStatus(store, s.storeHealth())
+	pr := s.probed(ctx, false)
+	hsmOK, store := pr.hsm.Healthy, storeStatus(pr.store, s.storeHealth())
 	var h HealthReport
 	if !hsmOK {
 		h.Failed = append(h.Failed, PartHSM)
