@@ -362,3 +362,26 @@ func TestPruneWaitsForTheSignature(t *testing.T) {
 		t.Fatalf("verify %+v", rep)
 	}
 }
+
+// TestArchivePaces checks that the archiver's reader waits pace times as
+// long as its caller worked on each chunk before handing out the next:
+// the archive of a rotated file takes at most a quarter of a CPU.
+func TestArchivePaces(t *testing.T) {
+	const chunks, work = 5, 20 * time.Millisecond
+	r := &stopReader{r: strings.NewReader(strings.Repeat("x", chunks)), stop: make(chan struct{}), pace: archivePace}
+	buf := make([]byte, 1)
+	start := time.Now()
+	for {
+		n, err := r.Read(buf)
+		if n == 0 || err != nil {
+			break
+		}
+		time.Sleep(work) // compressing the chunk
+	}
+	// chunks reads after work each; each read but the first waited
+	// pace*work (the read that finds EOF waits too).
+	want := chunks*work + chunks*archivePace*work
+	if got := time.Since(start); got < want {
+		t.Errorf("archiving %d chunks of %v work took %v, want at least %v", chunks, work, got, want)
+	}
+}
