@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -564,5 +565,45 @@ func TestStatusDoesNotQueueBehindARecount(t *testing.T) {
 	}
 	if st, err := e.svc.Status(ctx, g); err != nil || st.Counts.Secrets != 2 {
 		t.Errorf("status once the recount is over: %+v, %v; want 2 secrets", st.Counts, err)
+	}
+}
+
+// TestHealthSaysWhenTheHSMCheckHangs: while one caller's HSM check hangs,
+// the others are not told the HSM is healthy for longer than probeHung
+// (before callers shared the probe, they waited, and an HTTP health
+// probe timed out).
+func TestHealthSaysWhenTheHSMCheckHangs(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	g := e.grant(t, ActReadHealth, Resource{})
+	if h, err := e.svc.Health(ctx, g); err != nil || !h.OK() {
+		t.Fatalf("health: %+v, %v", h, err)
+	}
+	saved := probeHung
+	probeHung = 500 * time.Millisecond
+	block := make(chan struct{})
+	e.keys.blockChecks(block)
+	e.svc.probe.mu.Lock()
+	e.svc.probe.at = time.Now().Add(-statusProbeEvery) // due
+	e.svc.probe.mu.Unlock()
+	probing := make(chan struct{})
+	go func() {
+		defer close(probing)
+		e.svc.Health(ctx, g)
+	}()
+	t.Cleanup(func() {
+		close(block)
+		<-probing
+		probeHung = saved
+	})
+	for e.svc.probe.checking.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	if h, _ := e.svc.Health(ctx, g); slices.Contains(h.Failed, PartHSM) {
+		t.Errorf("health failed the HSM before its check had hung for %s: %+v", probeHung, h)
+	}
+	time.Sleep(2 * probeHung)
+	if h, _ := e.svc.Health(ctx, g); !slices.Contains(h.Failed, PartHSM) {
+		t.Errorf("health while the HSM check hangs: %+v, want the HSM failing", h)
 	}
 }

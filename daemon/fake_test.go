@@ -39,7 +39,8 @@ type fakeKeys struct {
 	sigLabel string
 	sigN     int
 	signs    int
-	fail     error // when set, every operation fails with it
+	fail     error         // when set, every operation fails with it
+	block    chan struct{} // when set, Check waits for it to close
 	seals    int
 	unseals  int
 	rewraps  int
@@ -280,11 +281,19 @@ func (f *fakeKeys) DestroySigningKey(_ context.Context, label string) error {
 
 func (f *fakeKeys) Check(context.Context) error {
 	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.fail != nil {
-		return f.fail
+	block, fail := f.block, f.fail
+	f.mu.Unlock()
+	if block != nil {
+		<-block
 	}
-	return nil
+	return fail
+}
+
+// blockChecks makes Check wait until ch closes (a token that hangs).
+func (f *fakeKeys) blockChecks(ch chan struct{}) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.block = ch
 }
 
 func (f *fakeKeys) Info() hsm.Info {

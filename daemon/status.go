@@ -76,6 +76,11 @@ type probe struct {
 	// quarter of their settled rate).
 	refresh sync.Mutex
 	dirty   atomic.Bool // a write changed the counts since the last probe
+	// checking is when the HSM check under way began (Unix ns; 0: none).
+	// A check that has not answered within probeHung is reported as a
+	// failure to the callers taking the last result: an HSM call that
+	// hangs must not leave the health endpoint saying healthy.
+	checking atomic.Int64
 
 	mu sync.Mutex // guards what follows
 	probeResult
@@ -89,12 +94,19 @@ type probeResult struct {
 	counts Counts
 }
 
+// probeHung is how long an HSM check may go unanswered before the
+// callers that do not wait for it report the HSM as failing (a variable
+// for tests).
+var probeHung = 5 * time.Second
+
 // probed returns the last probe's result, probing first when it is due:
 // the HSM and the store every statusProbeEvery, the counts also after a
 // write changed them (withCounts). One caller probes at a time; a caller
-// that finds a probe under way takes the result before it, unless there
-// is none yet. A caller alone, such as coffer status after a change,
-// probes itself and sees its change.
+// that finds a probe under way takes the result before it (unless there
+// is none yet), with the HSM failing if its check has hung for
+// probeHung. So a caller sees counts that include its own acknowledged
+// write unless another caller's probe was under way when it asked: then
+// the next status shows it.
 func (s *Service) probed(ctx context.Context, withCounts bool) probeResult {
 	p := &s.probe
 	due := func() (hsm, counts bool) {
@@ -118,7 +130,12 @@ func (s *Service) probed(ctx context.Context, withCounts bool) probeResult {
 	if never {
 		p.refresh.Lock()
 	} else if !p.refresh.TryLock() {
-		return snapshot()
+		r := snapshot()
+		if since := p.checking.Load(); since != 0 && time.Since(time.Unix(0, since)) >= probeHung {
+			r.hsm.Healthy = false
+			r.hsm.Error = fmt.Sprintf("the HSM has not answered a check for %s", time.Since(time.Unix(0, since)).Round(time.Second))
+		}
+		return r
 	}
 	defer p.refresh.Unlock()
 	if hsm, counts = due(); hsm {
@@ -174,13 +191,21 @@ func (s *Service) runProbe(ctx context.Context) {
 	info := s.keys.Info()
 	hsm := HSMStatus{Module: info.Module, TokenLabel: info.TokenLabel, KeyLabels: info.KeyLabels, Healthy: true,
 		Token: &info.Token, Schemes: info.Schemes}
-	if err := s.keys.Check(ctx); err != nil {
+	p := &s.probe
+	p.checking.Store(time.Now().UnixNano())
+	err := s.keys.Check(ctx)
+	p.checking.Store(0)
+	if err != nil {
 		hsm.Healthy, hsm.Error = false, err.Error()
 	}
-	s.recount(ctx)
-	p := &s.probe
+	// The HSM's answer first: the callers taking the last result see it
+	// during the recount.
 	p.mu.Lock()
-	p.hsm, p.at = hsm, time.Now()
+	p.hsm = hsm
+	p.mu.Unlock()
+	s.recount(ctx)
+	p.mu.Lock()
+	p.at = time.Now()
 	p.mu.Unlock()
 }
 

@@ -1,19 +1,18 @@
 package e2e
 
 import (
-	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/coffer-hsm/coffer/internal/ext4test"
 	"golang.org/x/sys/unix"
 )
 
@@ -54,95 +53,35 @@ func unmount(t *testing.T, dir string) {
 }
 
 // ext4Image is an ext4 filesystem in a file, loop-mounted on a directory.
-type ext4Image struct {
-	img, dir string
-}
+type ext4Image struct{ im *ext4test.Image }
 
 // newExt4 makes an ext4 filesystem of size bytes and mounts it on dir
 // with errors=remount-ro: an error it records (fail) turns it read-only
 // at once, the way ext4 reacts to a failing disk.
 func newExt4(t *testing.T, dir string, size int64) *ext4Image {
 	t.Helper()
-	for _, tool := range []string{"mkfs.ext4", "e2fsck", "mount"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s is not installed", tool)
-		}
-	}
-	e := &ext4Image{img: filepath.Join(workDir(t), "fs.img"), dir: dir}
-	if err := os.WriteFile(e.img, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Truncate(e.img, size); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command("mkfs.ext4", "-q", "-F", e.img).CombinedOutput(); err != nil {
-		t.Fatalf("mkfs.ext4: %v: %s", err, out)
-	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	e.mount(t)
-	t.Cleanup(func() { unmount(t, dir) })
+	e := &ext4Image{im: ext4test.NewAt(t, filepath.Join(workDir(t), "fs.img"), dir, size, "errors=remount-ro")}
+	e.private(t)
 	return e
 }
 
-func (e *ext4Image) mount(t *testing.T) {
+// private makes the mount point the daemon's state directory's mode.
+func (e *ext4Image) private(t *testing.T) {
 	t.Helper()
-	if out, err := exec.Command("mount", "-o", "loop,errors=remount-ro", e.img, e.dir).CombinedOutput(); err != nil {
-		t.Skipf("cannot loop-mount an ext4 image here: %v: %s", err, out)
-	}
-	if err := os.Chmod(e.dir, 0o700); err != nil {
+	if err := os.Chmod(e.im.Dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
 }
 
 // fail makes ext4 record an error: it turns read-only (emergency_ro).
-func (e *ext4Image) fail(t *testing.T) {
-	t.Helper()
-	dev := mountSource(t, e.dir)
-	p := filepath.Join("/sys/fs/ext4", filepath.Base(dev), "trigger_fs_error")
-	if err := os.WriteFile(p, []byte("1"), 0); err != nil {
-		t.Fatalf("make ext4 fail: %v", err)
-	}
-}
+func (e *ext4Image) fail(t *testing.T) { e.im.Trigger() }
 
 // repair unmounts, checks and mounts the filesystem again, as an
 // operator does after a disk error.
 func (e *ext4Image) repair(t *testing.T) {
 	t.Helper()
-	if err := unix.Unmount(e.dir, 0); err != nil {
-		t.Fatalf("unmount %s: %v", e.dir, err)
-	}
-	// e2fsck exits 1 when it fixed something, which it does after an error.
-	if out, err := exec.Command("e2fsck", "-f", "-y", e.img).CombinedOutput(); err != nil {
-		var ee *exec.ExitError
-		if !errors.As(err, &ee) || ee.ExitCode() > 1 {
-			t.Fatalf("e2fsck: %v: %s", err, out)
-		}
-	}
-	e.mount(t)
-}
-
-// mountSource returns the device mounted on dir.
-func mountSource(t *testing.T, dir string) string {
-	t.Helper()
-	f, err := os.Open("/proc/self/mounts")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	dev := ""
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) > 1 && fields[1] == dir {
-			dev = fields[0] // the last mount on dir wins
-		}
-	}
-	if dev == "" {
-		t.Fatalf("%s is not a mount point", dir)
-	}
-	return dev
+	e.im.Repair("errors=remount-ro")
+	e.private(t)
 }
 
 // avail returns the room on dir's filesystem, as the daemon sees it.

@@ -47,8 +47,9 @@ const (
 	umlModuleGlob = "/usr/lib/uml/modules/*/kernel/net/vmw_vsock/vsock_loopback.ko"
 	umlAptLine    = "apt-get install -y user-mode-linux"
 	// umlBootTimeout bounds one UML run (boot, test, power off): 20 s here
-	// under a load of 10 on 2 cores, 2.9 s of it coffer-client's three runs.
-	umlBootTimeout = 30 * time.Second
+	// under a load of 10 on 2 cores, 2.9 s of it coffer-client's three runs;
+	// room for the daemon's slowest start seen (8 s) besides.
+	umlBootTimeout = 45 * time.Second
 	umlVsockPort   = 7531
 )
 
@@ -229,7 +230,9 @@ func umlRealDaemon(res *umlResult, bin, clientBin, dir string, vsockPort uint32)
 		res.DaemonLog = log.String()
 	}()
 	var socket string
-	for deadline := time.Now().Add(8 * time.Second); socket == ""; {
+	// Starting under UML on a busy host took up to 8 s (SoftHSM, the
+	// store's first migrations and the signer's key, all over hostfs).
+	for deadline := time.Now().Add(15 * time.Second); socket == ""; {
 		for _, line := range strings.Split(log.String(), "\n") {
 			if s, ok := strings.CutPrefix(line, exportPrefix); ok {
 				socket = strings.TrimSpace(s)

@@ -1,7 +1,6 @@
 package kv
 
 import (
-	"bufio"
 	"context"
 	"encoding/hex"
 	"errors"
@@ -15,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coffer-hsm/coffer/internal/ext4test"
 	"golang.org/x/sys/unix"
 )
 
@@ -46,53 +46,8 @@ func mountTmpfs(t *testing.T, size int64) string {
 // error, which turns it read-only at once, as a failing disk does.
 func mountExt4(t *testing.T, size int64) (dir string, trigger func()) {
 	t.Helper()
-	requireRoot(t)
-	for _, tool := range []string{"mkfs.ext4", "mount"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s is not installed", tool)
-		}
-	}
-	img := filepath.Join(t.TempDir(), "fs.img")
-	if err := os.WriteFile(img, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Truncate(img, size); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command("mkfs.ext4", "-q", "-F", img).CombinedOutput(); err != nil {
-		t.Fatalf("mkfs.ext4: %v: %s", err, out)
-	}
-	dir = t.TempDir()
-	if out, err := exec.Command("mount", "-o", "loop,errors=remount-ro", img, dir).CombinedOutput(); err != nil {
-		t.Skipf("cannot loop-mount an ext4 image here: %v: %s", err, out)
-	}
-	t.Cleanup(func() { unix.Unmount(dir, unix.MNT_DETACH) })
-	dev := mountSource(t, dir)
-	return dir, func() {
-		p := filepath.Join("/sys/fs/ext4", filepath.Base(dev), "trigger_fs_error")
-		if err := os.WriteFile(p, []byte("1"), 0); err != nil {
-			t.Fatalf("make ext4 fail: %v", err)
-		}
-	}
-}
-
-// mountSource returns the device mounted on dir.
-func mountSource(t *testing.T, dir string) string {
-	t.Helper()
-	f, err := os.Open("/proc/self/mounts")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) > 1 && fields[1] == dir {
-			return fields[0]
-		}
-	}
-	t.Fatalf("%s is not a mount point", dir)
-	return ""
+	im := ext4test.New(t, size, "errors=remount-ro")
+	return im.Dir, im.Trigger
 }
 
 // TestFilesystemFills fills a small tmpfs with 8 concurrent writers:
@@ -270,33 +225,8 @@ func TestHelperAbort(t *testing.T) {
 // were only in the page cache and all 200 are lost; synced, none is. The
 // value-log records check that the value log is synced too.
 func TestAcknowledgedWritesSurviveJournalAbort(t *testing.T) {
-	requireRoot(t)
-	for _, tool := range []string{"mkfs.ext4", "mount", "e2fsck"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s is not installed", tool)
-		}
-	}
-	img := filepath.Join(t.TempDir(), "fs.img")
-	if err := os.WriteFile(img, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Truncate(img, 256<<20); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command("mkfs.ext4", "-q", "-F", img).CombinedOutput(); err != nil {
-		t.Fatalf("mkfs.ext4: %v: %s", err, out)
-	}
-	mnt := t.TempDir()
-	if out, err := exec.Command("mount", "-o", "loop,errors=remount-ro", img, mnt).CombinedOutput(); err != nil {
-		t.Skipf("cannot loop-mount an ext4 image here: %v: %s", err, out)
-	}
-	mounted := true
-	t.Cleanup(func() {
-		if mounted {
-			unix.Unmount(mnt, unix.MNT_DETACH)
-		}
-	})
-	trigger := filepath.Join("/sys/fs/ext4", filepath.Base(mountSource(t, mnt)), "trigger_fs_error")
+	im := ext4test.New(t, 256<<20, "errors=remount-ro")
+	mnt, trigger := im.Dir, im.TriggerPath()
 	dir, key := filepath.Join(mnt, "data"), newKey(t)
 
 	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperAbort$")
@@ -305,21 +235,7 @@ func TestAcknowledgedWritesSurviveJournalAbort(t *testing.T) {
 	if err != nil || !strings.Contains(string(out), "acked all") {
 		t.Fatalf("helper: %v: %s", err, out)
 	}
-	if err := unix.Unmount(mnt, 0); err != nil {
-		t.Fatalf("unmount: %v", err)
-	}
-	mounted = false
-	// e2fsck exits 1 when it fixed something, which it does after an error.
-	if out, err := exec.Command("e2fsck", "-f", "-y", img).CombinedOutput(); err != nil {
-		var ee *exec.ExitError
-		if !errors.As(err, &ee) || ee.ExitCode() > 1 {
-			t.Fatalf("e2fsck: %v: %s", err, out)
-		}
-	}
-	if out, err := exec.Command("mount", "-o", "loop", img, mnt).CombinedOutput(); err != nil {
-		t.Fatalf("mount after the repair: %v: %s", err, out)
-	}
-	mounted = true
+	im.Repair("")
 	s, err := Open(context.Background(), Options{Dir: dir, Logger: quietLogger(), GCInterval: -1, EncryptionKey: key})
 	if err != nil {
 		t.Fatalf("open after the repair: %v", err)

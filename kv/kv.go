@@ -15,6 +15,7 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
+	"golang.org/x/sys/unix"
 
 	"github.com/coffer-hsm/coffer/internal/atomicfile"
 	"github.com/coffer-hsm/coffer/internal/diskspace"
@@ -434,8 +435,9 @@ func (s *Store) roomToOpen() error {
 
 // Close stops the watcher and the GC loop and closes Badger, waiting for
 // in-flight transactions, then records the final commit count in the
-// witness. It is idempotent. A store whose writes failed, or whose
-// filesystem lacks the room to flush its memtables into tables, is left
+// witness. It is idempotent. A store whose writes failed, whose
+// filesystem no longer takes a synced write (a probe file, at Close), or
+// whose filesystem lacks the room to flush its memtables into tables, is left
 // for the process's exit to release without flushing (Badger would hang
 // retrying the flush, or crash on a full filesystem): the write-ahead log
 // holds every acknowledged write, and the next Open replays it.
@@ -486,10 +488,12 @@ func (s *Store) unsafeToFlush() string {
 	if h := s.health.Load(); h.State == StateFailed {
 		return "its writes failed (" + oneLine(h.Err.Error()) + ")"
 	}
-	// A filesystem that turned read-only since the last commit: Badger's
-	// flush would retry for ever, and Close never return.
-	if err := probeWritable(s.dir); err != nil && !diskspace.IsFull(err) {
-		return "its directory does not take a synced write (" + oneLine(err.Error()) + ")"
+	// A filesystem that turned read-only (or fails) since the last
+	// commit: Badger's flush would retry for ever, and Close never
+	// return. Other errors (too many open files, say) say nothing of the
+	// filesystem: the flush goes on.
+	if err := probeWritable(s.dir); errors.Is(err, unix.EROFS) || errors.Is(err, unix.EIO) {
+		return "its filesystem does not take a synced write (" + oneLine(err.Error()) + ")"
 	}
 	if !s.quota {
 		return ""

@@ -25,6 +25,9 @@ const (
 	settleMax     = 60 * time.Second
 	settleIdleCPU = 0.05
 	settleProbe   = 500 * time.Millisecond
+	// afterBurstWarm bounds the warm-up between a burst and the "after"
+	// window: long enough to open the workers' connections.
+	afterBurstWarm = 100 * time.Millisecond
 )
 
 // burstFigures is the part-3 comparison in the meta JSON.
@@ -48,6 +51,9 @@ type burstRow struct {
 	BeforeCPUUs   float64 `json:"before_daemon_cpu_us_per_op"`
 	AfterCPUUs    float64 `json:"after_daemon_cpu_us_per_op"`
 	Verdict       string  `json:"verdict"`
+	// Settled is false when the daemon did not go idle within settleMax
+	// before the "before" measurement: its verdict is then "unsettled".
+	Settled bool `json:"settled"`
 }
 
 // burstWriter is the burst's load: secret creates and rotations of
@@ -74,7 +80,9 @@ type readScenario struct {
 // compareAfterBurst measures each read on a settled daemon, then runs a
 // write burst of length burst and measures the read again at once.
 func compareAfterBurst(ctx context.Context, d *daemon, e *env, reads []readScenario, c int, burst, warm, dur time.Duration,
-	measure func(name string, c int, f workerFactory) (result, error), prof *profiler, logf func(string, ...any)) (burstFigures, error) {
+	measure func(name string, c int, f workerFactory) (result, error), measureAfter func(name string, c int, warm time.Duration, f workerFactory) (result, error),
+	prof *profiler, logf func(string, ...any)) (burstFigures, error) {
+	afterWarm := min(warm, afterBurstWarm)
 	out := burstFigures{
 		What:        "each read on a settled daemon (its CPU under 0.05 of a core), then right after a burst of secret creates and rotations",
 		Concurrency: c, BurstS: burst.Seconds(),
@@ -82,7 +90,7 @@ func compareAfterBurst(ctx context.Context, d *daemon, e *env, reads []readScena
 	writer := httpFactory(d.socket, e.burstWriter())
 	var burstTime time.Duration
 	for _, rd := range reads {
-		waited, err := settle(ctx, d.cmd.Process.Pid)
+		waited, settled, err := settle(ctx, d.cmd.Process.Pid)
 		if err != nil {
 			return out, err
 		}
@@ -102,8 +110,10 @@ func compareAfterBurst(ctx context.Context, d *daemon, e *env, reads []readScena
 		}
 		out.Writes += w.Ops
 		burstTime += w.Window
-		profiled = prof.cpuDuring(ctx, d.socket, "after-burst-"+rd.name, c, warm, dur)
-		after, err := measure(rd.name, c, rd.f)
+		// Right after: the workers' warm-up (new connections) is the
+		// only gap between the burst and the window.
+		profiled = prof.cpuDuring(ctx, d.socket, "after-burst-"+rd.name, c, afterWarm, dur)
+		after, err := measureAfter(rd.name, c, afterWarm, rd.f)
 		<-profiled
 		if err != nil {
 			return out, err
@@ -121,7 +131,11 @@ func compareAfterBurst(ctx context.Context, d *daemon, e *env, reads []readScena
 			BeforeCPUUs:   round(before.DaemonCPUPerOp*1e6, 1),
 			AfterCPUUs:    round(after.DaemonCPUPerOp*1e6, 1),
 		}
+		row.Settled = settled
 		row.Verdict = verdict(0, burstGoal, row.Ratio, 0, 0)
+		if !settled {
+			row.Verdict = "unsettled" // "before" was not measured on an idle daemon
+		}
 		out.Rows = append(out.Rows, row)
 		logf("burst    %-14s c=%-3d %8.0f ops/s settled, %8.0f after %.0f writes/s: ratio %.3f  %s  daemon cpu/op %.0f/%.0f us (settled in %.1fs)",
 			rd.name, c, row.BeforeOpsPerS, row.AfterOpsPerS, w.opsPerSec(), row.Ratio, row.Verdict, row.BeforeCPUUs, row.AfterCPUUs, waited.Seconds())
@@ -134,22 +148,22 @@ func compareAfterBurst(ctx context.Context, d *daemon, e *env, reads []readScena
 
 // settle waits until the daemon's CPU over settleProbe stays under
 // settleIdleCPU (its flushes and compactions done), at most settleMax,
-// and returns how long it waited.
-func settle(ctx context.Context, pid int) (time.Duration, error) {
+// and returns how long it waited and whether the daemon went idle.
+func settle(ctx context.Context, pid int) (time.Duration, bool, error) {
 	start := time.Now()
 	for time.Since(start) < settleMax {
 		a := sampleCPU(pid)
 		select {
 		case <-time.After(settleProbe):
 		case <-ctx.Done():
-			return 0, ctx.Err()
+			return 0, false, ctx.Err()
 		}
 		b := sampleCPU(pid)
 		if float64(b.daemonCP-a.daemonCP)/clockTicks/b.at.Sub(a.at).Seconds() < settleIdleCPU {
-			return time.Since(start), nil
+			return time.Since(start), true, nil
 		}
 	}
-	return time.Since(start), nil
+	return time.Since(start), false, nil
 }
 
 func printBurst(w io.Writer, b burstFigures) {

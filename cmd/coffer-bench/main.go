@@ -670,7 +670,10 @@ func benchMain(ctx context.Context, o options, stdout, stderr io.Writer) (code i
 		reads = append(reads, readScenario{name: rs.s.name, f: f})
 	}
 	if len(reads) > 0 {
-		if m.Burst, err = compareAfterBurst(ctx, d, e, reads, readP99GoalConc, 2*o.dur, o.warm, o.dur, measure, prof, logf); err != nil {
+		if m.Burst, err = compareAfterBurst(ctx, d, e, reads, readP99GoalConc, 2*o.dur, o.warm, o.dur, measure,
+			func(name string, c int, warm time.Duration, f workerFactory) (result, error) {
+				return measureOn(d, name, c, warm, o.dur, f)
+			}, prof, logf); err != nil {
 			return 1, err
 		}
 	}

@@ -1,18 +1,16 @@
 package durable
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/coffer-hsm/coffer/internal/ext4test"
 	"golang.org/x/sys/unix"
 )
 
@@ -100,26 +98,7 @@ func TestWitnessBelongsToTheDirectory(t *testing.T) {
 // there is no fallocate; Prepare says the check is the weaker one, and
 // Confirm still works.
 func TestWeakCheckIsSaid(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("mounting a filesystem needs root")
-	}
-	if _, err := exec.LookPath("mkfs.ext4"); err != nil {
-		t.Skip("mkfs.ext4 is not installed")
-	}
-	img, dir := filepath.Join(t.TempDir(), "fs.img"), t.TempDir()
-	if err := os.WriteFile(img, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Truncate(img, 16<<20); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command("mkfs.ext4", "-q", "-F", "-O", "^extent,^flex_bg,^huge_file,^dir_nlink,^extra_isize,^64bit,^metadata_csum", img).CombinedOutput(); err != nil {
-		t.Fatalf("mkfs.ext4: %v: %s", err, out)
-	}
-	if out, err := exec.Command("mount", "-o", "loop", img, dir).CombinedOutput(); err != nil {
-		t.Skipf("cannot loop-mount an ext4 image here: %v: %s", err, out)
-	}
-	defer unix.Unmount(dir, unix.MNT_DETACH)
+	dir := ext4test.New(t, 16<<20, "", "-O", "^extent,^flex_bg,^huge_file,^dir_nlink,^extra_isize,^64bit,^metadata_csum").Dir
 	c := NewChecker(dir)
 	defer c.Close()
 	if err := c.Prepare(); !errors.Is(err, ErrWeak) {
@@ -139,23 +118,13 @@ func TestWeakCheckIsSaid(t *testing.T) {
 // is likely seen only in the soak's rounds ($COFFER_DURABLE_ROUNDS;
 // make storage-soak runs 200); make test runs 5.
 func TestFilesystemErrorKeepsConfirmedSyncs(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("mounting a filesystem needs root")
-	}
-	for _, tool := range []string{"mkfs.ext4", "mount", "e2fsck"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s is not installed", tool)
-		}
-	}
 	rounds := 5
 	if v, err := strconv.Atoi(os.Getenv("COFFER_DURABLE_ROUNDS")); err == nil && v > 0 {
 		rounds = v
 	}
-	img := filepath.Join(t.TempDir(), "fs.img")
-	dir := t.TempDir()
 	lost := 0
 	for r := range rounds {
-		if n := abortRound(t, img, dir); n > 0 {
+		if n := abortRound(t); n > 0 {
 			t.Errorf("round %d: %d confirmed records lost", r, n)
 			lost += n
 		}
@@ -163,29 +132,13 @@ func TestFilesystemErrorKeepsConfirmedSyncs(t *testing.T) {
 	t.Logf("%d rounds, %d confirmed records lost", rounds, lost)
 }
 
-// abortRound runs one round on a new filesystem in img mounted on dir
-// and returns how many confirmed records the repair lost.
-func abortRound(t *testing.T, img, dir string) int {
+// abortRound runs one round on a new filesystem and returns how many
+// confirmed records the repair lost.
+func abortRound(t *testing.T) int {
 	t.Helper()
-	if err := os.WriteFile(img, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Truncate(img, 64<<20); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command("mkfs.ext4", "-q", "-F", img).CombinedOutput(); err != nil {
-		t.Fatalf("mkfs.ext4: %v: %s", err, out)
-	}
-	if out, err := exec.Command("mount", "-o", "loop,errors=remount-ro", img, dir).CombinedOutput(); err != nil {
-		t.Skipf("cannot loop-mount an ext4 image here: %v: %s", err, out)
-	}
-	mounted := true
-	defer func() {
-		if mounted {
-			unix.Unmount(dir, unix.MNT_DETACH)
-		}
-	}()
-	trigger := filepath.Join("/sys/fs/ext4", filepath.Base(mountSource(t, dir)), "trigger_fs_error")
+	im := ext4test.New(t, 64<<20, "errors=remount-ro")
+	defer im.Close()
+	dir := im.Dir
 
 	const writers = 8
 	confirmed := make([]int, writers)
@@ -212,26 +165,10 @@ func abortRound(t *testing.T, img, dir string) int {
 		})
 	}
 	time.Sleep(100 * time.Millisecond)
-	if err := os.WriteFile(trigger, []byte("1"), 0); err != nil {
-		t.Fatalf("make ext4 fail: %v", err)
-	}
+	im.Trigger()
 	wg.Wait()
 
-	if err := unix.Unmount(dir, 0); err != nil {
-		t.Fatalf("unmount: %v", err)
-	}
-	mounted = false
-	// e2fsck exits 1 when it fixed something, which it does after an error.
-	if out, err := exec.Command("e2fsck", "-f", "-y", img).CombinedOutput(); err != nil {
-		var ee *exec.ExitError
-		if !errors.As(err, &ee) || ee.ExitCode() > 1 {
-			t.Fatalf("e2fsck: %v: %s", err, out)
-		}
-	}
-	if out, err := exec.Command("mount", "-o", "loop,ro", img, dir).CombinedOutput(); err != nil {
-		t.Fatalf("mount after the repair: %v: %s", err, out)
-	}
-	mounted = true
+	im.Repair("ro")
 	lost := 0
 	for i, n := range confirmed {
 		var have int
@@ -240,27 +177,5 @@ func abortRound(t *testing.T, img, dir string) int {
 		}
 		lost += max(n-have, 0)
 	}
-	if err := unix.Unmount(dir, 0); err != nil {
-		t.Fatalf("unmount: %v", err)
-	}
-	mounted = false
 	return lost
-}
-
-// mountSource returns the device mounted on dir.
-func mountSource(t *testing.T, dir string) string {
-	t.Helper()
-	f, err := os.Open("/proc/self/mounts")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if fields := strings.Fields(sc.Text()); len(fields) > 1 && fields[1] == dir {
-			return fields[0]
-		}
-	}
-	t.Fatalf("%s is not a mount point", dir)
-	return ""
 }

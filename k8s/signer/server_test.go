@@ -232,7 +232,7 @@ func TestSignerSocket(t *testing.T) {
 		t.Fatalf("Listen over a stale socket: %v", err)
 	}
 	done := make(chan error, 1)
-	go func() { done <- srv.Serve(l2) }()
+	go func(srv *Server, l net.Listener) { done <- srv.Serve(l) }(srv, l2)
 
 	// A live one is not.
 	other := New(unavailable{}, Options{Logger: quiet()})
