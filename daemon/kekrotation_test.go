@@ -53,32 +53,12 @@ func (e *testEnv) makeSecrets(t *testing.T, n int) map[string][]byte {
 	return want
 }
 
-// sealedOf reads every sealed record.
-func (e *testEnv) sealedOf(t *testing.T) map[string]sealedRecord {
-	t.Helper()
-	out := map[string]sealedRecord{}
-	err := e.store.View(context.Background(), func(tx *kv.Txn) error {
-		return tx.List(tableSealed, kv.Query{}, func(id string, decode func(any) error) error {
-			var r sealedRecord
-			if err := decode(&r); err != nil {
-				return err
-			}
-			out[id] = r
-			return nil
-		})
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
 // checkSecrets opens every secret in want and compares its payload, and
 // checks that each is wrapped by kek.
 func (e *testEnv) checkSecrets(t *testing.T, want map[string][]byte, kek string) {
 	t.Helper()
 	ctx := context.Background()
-	sealed := e.sealedOf(t)
+	sealed := sealedRecords(t, e.svc)
 	if len(sealed) != len(want) {
 		t.Fatalf("%d sealed records, want %d", len(sealed), len(want))
 	}
@@ -128,7 +108,7 @@ func TestRotateKEK(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
 	want := e.makeSecrets(t, 600) // three batches
-	before := e.sealedOf(t)
+	before := sealedRecords(t, e.svc)
 	admin := e.grant(t, ActManageKeys, Resource{})
 
 	rot, err := e.svc.RotateKEK(ctx, admin)
@@ -140,7 +120,7 @@ func TestRotateKEK(t *testing.T) {
 	}
 	waitRewrap(t, e.svc)
 	e.checkSecrets(t, want, "fake-kek-2")
-	for id, b := range e.sealedOf(t) {
+	for id, b := range sealedRecords(t, e.svc) {
 		old := before[id]
 		if !bytes.Equal(b.Sealed.Ciphertext, old.Sealed.Ciphertext) || !bytes.Equal(b.Sealed.Nonce, old.Sealed.Nonce) || b.Version != old.Version {
 			t.Fatalf("secret %s: the payload ciphertext changed", id)
@@ -228,7 +208,7 @@ func TestRotateKEKResumesAfterInterruption(t *testing.T) {
 
 	// While it is stopped, secrets change: one not yet re-wrapped is
 	// rotated, another deleted, one already re-wrapped rotated.
-	sealed := e.sealedOf(t)
+	sealed := sealedRecords(t, e.svc)
 	var todo, done []string
 	for id, b := range sealed {
 		if b.Sealed.KEK == "fake-kek-1" {
@@ -329,7 +309,7 @@ func TestRotateKEKWhileRunning(t *testing.T) {
 func (e *testEnv) checkSecretsAnyKEK(t *testing.T, want map[string][]byte) {
 	t.Helper()
 	ctx := context.Background()
-	for id, blob := range e.sealedOf(t) {
+	for id, blob := range sealedRecords(t, e.svc) {
 		var rec secretRecord
 		if err := e.store.View(ctx, func(tx *kv.Txn) error { return tx.Get(tableSecrets, id, &rec) }); err != nil {
 			t.Fatal(err)

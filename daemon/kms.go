@@ -36,6 +36,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/coffer-hsm/coffer/api"
 	"github.com/coffer-hsm/coffer/hsm"
 	"github.com/coffer-hsm/coffer/kv"
 	"github.com/coffer-hsm/coffer/metrics"
@@ -76,25 +77,8 @@ const (
 var kmsSchemeV1 = []byte(strconv.Itoa(int(kmsEnvelopeV1)))
 
 // KMSKey is what the KMS did with one key id (a KEK label): counts and
-// times, nothing secret.
-type KMSKey struct {
-	KeyID          string     `json:"key_id"`
-	Current        bool       `json:"current"`
-	Present        bool       `json:"present"` // the KEK is on the token
-	Encrypts       int64      `json:"encrypts"`
-	Decrypts       int64      `json:"decrypts"`
-	FirstEncryptAt *time.Time `json:"first_encrypt_at,omitempty"`
-	LastEncryptAt  *time.Time `json:"last_encrypt_at,omitempty"`
-	LastDecryptAt  *time.Time `json:"last_decrypt_at,omitempty"`
-	// RetiredAt is when coffer first saw the KEK no longer current.
-	RetiredAt *time.Time `json:"retired_at,omitempty"`
-	// UsageUnknown: the store was restored from a backup, so what the KMS
-	// did with this KEK since the backup is not known.
-	UsageUnknown bool `json:"usage_unknown,omitempty"`
-	// NeedsForce: RemoveKEK takes this (retired) KEK only with --force,
-	// after every Secret was rewritten.
-	NeedsForce bool `json:"needs_force,omitempty"`
-}
+// times, nothing secret. It is its wire form as is (coffer k8s kms-keys).
+type KMSKey = api.KMSKey
 
 // kmsKeyRecord is a KMSKey in the store (tableKMSKeys, by key id).
 type kmsKeyRecord struct {

@@ -31,14 +31,6 @@ func (s *Server) kmsKeys(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	out := api.KMSKeys{Keys: make([]api.KMSKey, 0, len(keys))}
-	for _, k := range keys {
-		out.Keys = append(out.Keys, api.KMSKey{
-			KeyID: k.KeyID, Current: k.Current, Present: k.Present, Encrypts: k.Encrypts, Decrypts: k.Decrypts,
-			FirstEncryptAt: k.FirstEncryptAt, LastEncryptAt: k.LastEncryptAt, LastDecryptAt: k.LastDecryptAt,
-			RetiredAt: k.RetiredAt, UsageUnknown: k.UsageUnknown, NeedsForce: k.NeedsForce,
-		})
-	}
-	writeJSON(w, http.StatusOK, out)
+	writeJSON(w, http.StatusOK, api.KMSKeys{Keys: keys}) // never nil: [] when none
 	return nil
 }
