@@ -17,6 +17,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+
+	"github.com/coffer-hsm/coffer/api"
 )
 
 // sameTokenState makes dir/.coffer/hsm a copy of d's dev token: a new
@@ -76,7 +78,7 @@ func writeWhileBackingUp(socket, proj string, stop <-chan struct{}) ([]written, 
 			return out, err
 		}
 		w := written{id: s.ID, payload: payload, cred: fmt.Sprintf("during%d", i)}
-		var b binding
+		var b api.Binding
 		if err := post("/v1/secrets/"+s.ID+"/bindings", map[string]string{"unit": "during.service", "credential": w.cred}, &b); err != nil {
 			return out, err
 		}

@@ -26,6 +26,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/coffer-hsm/coffer/api"
 )
 
 // credsClientEnv makes the test binary act as a LoadCredential= client
@@ -99,23 +101,10 @@ func payloadNeedles(what string, payload []byte, marker string) []needle {
 	return []needle{{what, marker}, {what + " (base64)", b64(payload)}, {what + " (hex)", hex.EncodeToString([]byte(marker))}}
 }
 
-// binding is a binding as the API returns it.
-type binding struct {
-	ID         string    `json:"id"`
-	SecretID   string    `json:"secret_id"`
-	Kind       string    `json:"kind"`
-	Unit       string    `json:"unit,omitempty"`
-	Credential string    `json:"credential,omitempty"`
-	User       string    `json:"user,omitempty"`
-	UserID     string    `json:"user_id,omitempty"`
-	Name       string    `json:"name,omitempty"`
-	CreatedAt  time.Time `json:"created_at"`
-}
-
 // bind creates a binding over HTTP and checks the 201 answer.
-func (d *daemonProc) bind(t *testing.T, secretID string, body map[string]string) binding {
+func (d *daemonProc) bind(t *testing.T, secretID string, body map[string]string) api.Binding {
 	t.Helper()
-	var b binding
+	var b api.Binding
 	res := d.mustAPI(t, "POST", "/v1/secrets/"+secretID+"/bindings", body, http.StatusCreated, &b)
 	if b.ID == "" || b.SecretID != secretID {
 		t.Errorf("binding %+v: want an id and secret_id %s", b, secretID)
@@ -649,9 +638,9 @@ func TestBindingsAPI(t *testing.T) {
 	if unitB.CreatedAt.IsZero() || unitB.CreatedAt.Location() != time.UTC {
 		t.Errorf("created_at %v, want RFC 3339 UTC", unitB.CreatedAt)
 	}
-	var l list[binding]
+	var l list[api.Binding]
 	d.mustAPI(t, "GET", "/v1/secrets/"+s1.ID+"/bindings", nil, http.StatusOK, &l)
-	ids := map[string]binding{}
+	ids := map[string]api.Binding{}
 	for _, b := range l.Items {
 		ids[b.ID] = b
 	}
@@ -764,12 +753,12 @@ func TestBindCLI(t *testing.T) {
 	if !strings.Contains(r.stdout, "nginx.service") || !strings.Contains(r.stdout, "tls-key") {
 		t.Errorf("bind output does not show the binding:\n%s", r)
 	}
-	var ub binding
+	var ub api.Binding
 	r = d.mustCLI(t, "", "-o", "json", "secret", "bind", s.ID, "--user", "vm-web", "--as", "dbpass")
 	if err := json.Unmarshal([]byte(r.stdout), &ub); err != nil || ub.Kind != "user" || ub.User != "vm-web" || ub.Name != "dbpass" {
 		t.Errorf("bind -o json: %+v %v\n%s", ub, err, r)
 	}
-	var l list[binding]
+	var l list[api.Binding]
 	d.mustAPI(t, "GET", "/v1/secrets/"+s.ID+"/bindings", nil, http.StatusOK, &l)
 	if len(l.Items) != 2 {
 		t.Fatalf("bindings after CLI bind: %+v", l.Items)
